@@ -1,0 +1,382 @@
+"""aiohttp application serving the Zipkin v2 API (shared/specs/zipkin2-api.yaml) over a SpanStore.
+
+Ingest follows what Envoy's Zipkin tracer needs (shared/ENVOY-NOTES.md, "Delivery to the
+collector"): HTTP/1.1 chunked bodies without content-length, JSON or proto3, and **202** on success
+(Envoy counts a 200 as dropped). Bad input is always a 4xx with a plain-text reason, never a 5xx.
+
+Non-spec extras: `GET /health` and `GET /loadgen/stats`, plus optional fault injection (`Faults`)
+so collection loss can be produced on purpose and the measuring instrument checked against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import random
+import re
+import socket
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import ContentEncodingError
+
+from loadgen.propagation import normalize_trace_id
+from loadgen.stack.collector.store import SpanStore, SpanValidationError, validate_spans
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "Faults",
+    "IngestCounters",
+    "decode_proto_spans",
+    "make_app",
+    "start_server",
+]
+
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+JSON_TYPES = frozenset({"application/json"})
+PROTO_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
+# aiohttp's parser inflates these itself (bounded chunks, so no zip bomb); the handler sees plain bytes.
+SUPPORTED_ENCODINGS = frozenset({"", "identity", "gzip", "deflate"})
+_TRACE_ID_RE = re.compile(r"[0-9a-fA-F]{16,32}")
+_INT_RE = re.compile(r"-?[0-9]{1,19}")
+_PROTO_KINDS = {1: "CLIENT", 2: "SERVER", 3: "PRODUCER", 4: "CONSUMER"}
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Deliberate ingest failures, all off by default.
+
+    drop_probability: answer 202 but discard each span with this probability (silent loss).
+    added_latency_ms: delay every span POST answer by this much (slow backend).
+    error_rate: answer 503 to this fraction of valid POSTs, storing nothing (failed delivery).
+    seed: seeds the one random.Random behind both draws, so a run is reproducible.
+    """
+
+    drop_probability: float = 0.0
+    added_latency_ms: float = 0.0
+    error_rate: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("drop_probability", "error_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {value}")
+        if self.added_latency_ms < 0:
+            raise ValueError(f"added_latency_ms must be >= 0, got {self.added_latency_ms}")
+
+
+@dataclass
+class IngestCounters:
+    """What happened to span POSTs at the HTTP layer (the store counts what it kept)."""
+
+    posts: int = 0
+    spans_received: int = 0  # valid spans decoded, before faults
+    bad_requests: int = 0  # 400
+    too_large: int = 0  # 413
+    unsupported_media_type: int = 0  # 415
+    fault_errors: int = 0  # 503 answered on purpose
+    fault_error_spans: int = 0  # spans inside those 503'd POSTs
+
+
+class _BadRequest(Exception):
+    """Answer 400 with this message."""
+
+
+class _TooLarge(Exception):
+    """Answer 413."""
+
+
+# --- proto3 decoding -----------------------------------------------------------------------------
+
+
+def _ip_text(raw: bytes, version: int, where: str) -> str:
+    try:
+        address = ipaddress.IPv4Address(raw) if version == 4 else ipaddress.IPv6Address(raw)
+    except ValueError as exc:
+        raise SpanValidationError(f"{where}: {exc}") from exc
+    return str(address)
+
+
+def _proto_endpoint(endpoint: Any, where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if endpoint.service_name:
+        out["serviceName"] = endpoint.service_name
+    if endpoint.ipv4:
+        out["ipv4"] = _ip_text(endpoint.ipv4, 4, f"{where}.ipv4")
+    if endpoint.ipv6:
+        out["ipv6"] = _ip_text(endpoint.ipv6, 6, f"{where}.ipv6")
+    if endpoint.port:
+        out["port"] = endpoint.port
+    return out
+
+
+def decode_proto_spans(body: bytes) -> list[dict[str, Any]]:
+    """`zipkin.proto3.ListOfSpans` bytes -> raw Zipkin v2 JSON-shaped dicts (not yet validated).
+
+    proto3 cannot tell "absent" from zero/empty, so zero values map to absent fields.
+    """
+    try:
+        from opentelemetry.exporter.zipkin.proto.http.v2.gen import zipkin_pb2
+    except ImportError as exc:  # a declared dependency, but be explicit about what is missing
+        raise _BadRequest(
+            "application/x-protobuf needs opentelemetry-exporter-zipkin-proto-http installed"
+        ) from exc
+    try:
+        message = zipkin_pb2.ListOfSpans.FromString(body)
+    except Exception as exc:  # third-party decoder: any failure here means a bad body
+        raise _BadRequest(f"malformed zipkin.proto3.ListOfSpans: {exc}") from exc
+
+    spans: list[dict[str, Any]] = []
+    for i, pspan in enumerate(message.spans):
+        where = f"span[{i}]"
+        span: dict[str, Any] = {"traceId": pspan.trace_id.hex(), "id": pspan.id.hex()}
+        if pspan.parent_id:
+            span["parentId"] = pspan.parent_id.hex()
+        if pspan.kind:
+            kind = _PROTO_KINDS.get(pspan.kind)
+            if kind is None:
+                raise SpanValidationError(f"{where}.kind: unknown enum value {pspan.kind}")
+            span["kind"] = kind
+        if pspan.name:
+            span["name"] = pspan.name
+        if pspan.timestamp:
+            span["timestamp"] = pspan.timestamp
+        if pspan.duration:
+            span["duration"] = pspan.duration
+        if pspan.HasField("local_endpoint"):
+            span["localEndpoint"] = _proto_endpoint(pspan.local_endpoint, f"{where}.localEndpoint")
+        if pspan.HasField("remote_endpoint"):
+            span["remoteEndpoint"] = _proto_endpoint(pspan.remote_endpoint, f"{where}.remoteEndpoint")
+        if pspan.annotations:
+            span["annotations"] = [{"timestamp": a.timestamp, "value": a.value} for a in pspan.annotations]
+        if pspan.tags:
+            span["tags"] = dict(pspan.tags)
+        if pspan.debug:
+            span["debug"] = True
+        if pspan.shared:
+            span["shared"] = True
+        spans.append(span)
+    return spans
+
+
+def _decode_json(body: bytes) -> object:
+    try:
+        return json.loads(body)  # bytes: UTF-8/16/32 detected per RFC 8259
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError/UnicodeDecodeError, deep nesting
+        raise _BadRequest(f"malformed JSON: {exc}") from exc
+
+
+# --- the application -----------------------------------------------------------------------------
+
+
+def _json(data: object) -> web.Response:
+    return web.json_response(data, dumps=lambda obj: json.dumps(obj, separators=(",", ":")))
+
+
+def _text(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=message + "\n")
+
+
+def _pad_trace_id(raw: str) -> str:
+    # The spec's pattern allows 17..31 characters; Zipkin left-pads those to 128 bits.
+    return raw.rjust(32, "0") if 16 < len(raw) < 32 else raw
+
+
+def _int_param(request: web.Request, name: str, minimum: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if not _INT_RE.fullmatch(raw):
+        raise _BadRequest(f"{name}: expected an integer, got {raw!r}")
+    value = int(raw)
+    if value < minimum:
+        raise _BadRequest(f"{name}: must be >= {minimum}, got {value}")
+    return value
+
+
+def _tcp_nodelay(request: web.Request) -> bool | None:
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+@dataclass
+class _Collector:
+    store: SpanStore
+    max_body_bytes: int
+    faults: Faults
+    counters: IngestCounters = field(default_factory=IngestCounters)
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.faults.seed)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        # Chunked bodies have no content-length: cap while streaming. Bytes seen here are already
+        # inflated, so the cap applies after decompression too.
+        if request.content_length is not None and request.content_length > self.max_body_bytes:
+            raise _TooLarge
+        body = bytearray()
+        try:
+            async for chunk in request.content.iter_any():
+                body += chunk
+                if len(body) > self.max_body_bytes:
+                    raise _TooLarge
+        except (web.RequestPayloadError, ContentEncodingError) as exc:  # corrupt gzip, bad chunking
+            raise _BadRequest(f"cannot read body: {exc}") from exc
+        return bytes(body)
+
+    async def post_spans(self, request: web.Request) -> web.Response:
+        self.counters.posts += 1
+        # Envoy and most tracers send application/json; an absent type is treated the same way.
+        media_type = (
+            request.content_type.lower() if hdrs.CONTENT_TYPE in request.headers else "application/json"
+        )
+        encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+        if media_type not in JSON_TYPES | PROTO_TYPES or encoding not in SUPPORTED_ENCODINGS:
+            self.counters.unsupported_media_type += 1
+            return _text(415, f"unsupported content-type {media_type!r} / content-encoding {encoding!r}")
+        try:
+            body = await self._read_body(request)
+            raw = decode_proto_spans(body) if media_type in PROTO_TYPES else _decode_json(body)
+            spans = validate_spans(raw)
+        except _TooLarge:
+            self.counters.too_large += 1
+            return _text(413, f"body exceeds {self.max_body_bytes} bytes")
+        except (_BadRequest, SpanValidationError) as exc:
+            self.counters.bad_requests += 1
+            return _text(400, str(exc))
+        self.counters.spans_received += len(spans)
+
+        faults = self.faults
+        if faults.added_latency_ms > 0:
+            await asyncio.sleep(faults.added_latency_ms / 1000)
+        if faults.error_rate > 0 and self.rng.random() < faults.error_rate:
+            self.counters.fault_errors += 1
+            self.counters.fault_error_spans += len(spans)
+            return _text(503, "injected fault: error_rate")
+        if faults.drop_probability > 0:
+            kept = [s for s in spans if self.rng.random() >= faults.drop_probability]
+            self.store.count_dropped(len(spans) - len(kept))
+            spans = kept
+        self.store.add(spans)  # persisted and flushed before the 202 goes out
+        return web.Response(status=202)
+
+    async def get_trace(self, request: web.Request) -> web.Response:
+        raw = request.match_info["trace_id"]
+        if not _TRACE_ID_RE.fullmatch(raw):
+            return _text(400, f"traceId: expected 16 to 32 hex characters, got {raw!r}")
+        trace = self.store.get_trace(normalize_trace_id(_pad_trace_id(raw)))
+        if trace is None:
+            return _text(404, f"trace {raw} not found")
+        return _json(trace)
+
+    async def get_trace_many(self, request: web.Request) -> web.Response:
+        raw_ids = request.query.get("traceIds", "").split(",")
+        ids: list[str] = []
+        for raw in raw_ids:
+            if not _TRACE_ID_RE.fullmatch(raw):
+                return _text(400, f"traceIds: expected comma-separated hex trace ids, got {raw!r}")
+            ids.append(normalize_trace_id(_pad_trace_id(raw)))
+        if len(set(ids)) != len(ids):
+            return _text(400, "traceIds: duplicate trace ids")
+        if len(ids) < 2:
+            return _text(400, "traceIds: needs at least 2 ids; use /api/v2/trace/{traceId} for one")
+        return _json(self.store.get_many(ids))
+
+    async def get_services(self, request: web.Request) -> web.Response:
+        return _json(self.store.services())
+
+    async def get_span_names(self, request: web.Request) -> web.Response:
+        service = request.query.get("serviceName", "")
+        if not service:
+            return _text(400, "serviceName is required")
+        return _json(self.store.span_names(service))
+
+    async def get_traces(self, request: web.Request) -> web.Response:
+        query = request.query
+        try:
+            min_duration = _int_param(request, "minDuration", 1)
+            max_duration = _int_param(request, "maxDuration", 1)
+            end_ts = _int_param(request, "endTs", 1)
+            lookback = _int_param(request, "lookback", 1)
+            limit = _int_param(request, "limit", 1)
+            if max_duration is not None:
+                if min_duration is None:
+                    raise _BadRequest("maxDuration is only valid with minDuration")
+                if max_duration < min_duration:
+                    raise _BadRequest("maxDuration must be >= minDuration")
+        except _BadRequest as exc:
+            return _text(400, str(exc))
+        traces = self.store.search(
+            service_name=query.get("serviceName") or None,
+            span_name=query.get("spanName") or None,
+            annotation_query=query.get("annotationQuery") or None,
+            min_duration=min_duration,
+            max_duration=max_duration,
+            end_ts_ms=end_ts,
+            lookback_ms=lookback,
+            limit=10 if limit is None else limit,
+        )
+        return _json(traces)
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return _json(
+            {
+                **self.store.stats(),
+                "ingest": asdict(self.counters),
+                "faults": asdict(self.faults),
+                "max_body_bytes": self.max_body_bytes,
+                # Self-check: Nagle on a loopback server stalls each response ~40 ms (ENVOY-NOTES).
+                "tcp_nodelay": _tcp_nodelay(request),
+            }
+        )
+
+
+def make_app(
+    store: SpanStore, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, faults: Faults | None = None
+) -> web.Application:
+    """The collector's routes over `store`. The caller owns the store (and closes it)."""
+    if max_body_bytes <= 0:
+        raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
+    collector = _Collector(store=store, max_body_bytes=max_body_bytes, faults=faults or Faults())
+    # aiohttp's own read limit stays out of the way: _read_body enforces max_body_bytes.
+    app = web.Application(client_max_size=max_body_bytes + 1)
+    app.add_routes(
+        [
+            web.post("/api/v2/spans", collector.post_spans),
+            web.get("/api/v2/spans", collector.get_span_names),
+            web.get("/api/v2/trace/{trace_id}", collector.get_trace),
+            web.get("/api/v2/traceMany", collector.get_trace_many),
+            web.get("/api/v2/services", collector.get_services),
+            web.get("/api/v2/traces", collector.get_traces),
+            web.get("/health", collector.health),
+            web.get("/loadgen/stats", collector.stats),
+        ]
+    )
+    return app
+
+
+async def start_server(
+    app: web.Application, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, str]:
+    """Serve `app` on host:port (0 = a free port); return the runner (to `cleanup()`) and base URL.
+
+    Access logging is off: one log line per span POST costs more than handling it. aiohttp sets
+    TCP_NODELAY on every accepted connection (base_protocol.connection_made); /loadgen/stats
+    reports it.
+    """
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_host, bound_port = runner.addresses[0][:2]
+    url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+    return runner, f"http://{url_host}:{bound_port}"
