@@ -1,0 +1,381 @@
+"""The `loadgen` command line: the only place that parses arguments, prints, and exits."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from loadgen import __version__
+from loadgen.propagation import DEFAULT_MIX, MODE_SPECS, format_mix, parse_mix
+from loadgen.report.render import render_markdown, render_terminal
+from loadgen.run import RunError, RunOptions, execute_run
+from loadgen.stack.envoy import TraceContextOption, TracingConfig
+from loadgen.stack.mesh import CollectorFaults, EmbeddedMesh, MeshConfig
+from loadgen.stack.procs import StackError
+from loadgen.verdicts import EXIT_ERROR, EXIT_INTERRUPTED
+
+app = typer.Typer(
+    name="loadgen",
+    help=(
+        "Prove how Istio/Envoy tracing behaves: send traffic with and without B3 headers through a gateway, "
+        "push reference spans straight to the collector, read everything back, and report the collection "
+        "rate and sampling fidelity with confidence intervals.\n\n"
+        "Start with `loadgen run` (it brings up an embedded real-Envoy mesh when no --gateway is given)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+stack_app = typer.Typer(help="The embedded mesh on its own (real Envoy gateway + sidecar, echo, collector).")
+app.add_typer(stack_app, name="stack")
+
+out = Console()
+err = Console(stderr=True)
+
+MODES_HELP = "; ".join(f"{m.value}: {s.description}" for m, s in MODE_SPECS.items())
+
+
+def _fatal(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _sigterm_as_interrupt() -> None:
+    # SIGTERM (e.g. from CI or Kubernetes) ends a run like Ctrl-C: ledger flushed, partial report.
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"loadgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    pass
+
+
+def _tracing(
+    sampling: float, spawn_gateway: bool, spawn_sidecar: bool, flush_ms: int, context: TraceContextOption
+) -> TracingConfig:
+    if not 0.0 <= sampling <= 100.0:
+        _fatal(f"--sampling must be a percentage in [0, 100], got {sampling}")
+    return TracingConfig(
+        sampling_percent=sampling,
+        gateway_spawn_upstream_span=spawn_gateway,
+        sidecar_spawn_upstream_span=spawn_sidecar,
+        flush_interval_ms=flush_ms,
+        trace_context_option=context,
+    )
+
+
+SamplingOpt = Annotated[
+    float,
+    typer.Option(
+        "--sampling",
+        help="Embedded mesh: Envoy random_sampling percent (Istio's default is 1). Also the expected rate.",
+        rich_help_panel="Embedded mesh",
+    ),
+]
+SpawnGwOpt = Annotated[
+    bool,
+    typer.Option(
+        "--gateway-upstream-span/--no-gateway-upstream-span",
+        help="Embedded mesh: the gateway adds a CLIENT span per request (spawn_upstream_span; Istio >= 1.28 default).",
+        rich_help_panel="Embedded mesh",
+    ),
+]
+SpawnScOpt = Annotated[
+    bool,
+    typer.Option(
+        "--sidecar-upstream-span/--no-sidecar-upstream-span",
+        help="Embedded mesh: the sidecar adds a CLIENT span per request.",
+        rich_help_panel="Embedded mesh",
+    ),
+]
+FlushOpt = Annotated[
+    int,
+    typer.Option(
+        "--flush-interval-ms",
+        help="Embedded mesh: Envoy's Zipkin flush timer (tracing.zipkin.flush_interval_ms; Envoy default 5000).",
+        rich_help_panel="Embedded mesh",
+    ),
+]
+ContextOpt = Annotated[
+    TraceContextOption,
+    typer.Option(
+        "--trace-context", help="Embedded mesh: Zipkin trace_context_option.", rich_help_panel="Embedded mesh"
+    ),
+]
+
+
+@app.command()
+def run(
+    duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds of load.", min=1)] = 10.0,
+    users: Annotated[int, typer.Option("--users", "-u", help="Concurrent Locust users.", min=1)] = 10,
+    spawn_rate: Annotated[
+        float, typer.Option("--spawn-rate", "-r", help="Users started per second.", min=0.1)
+    ] = 10.0,
+    rate: Annotated[
+        float,
+        typer.Option("--rate", help="Target requests/s over all users (0 = as fast as they go).", min=0),
+    ] = 0.0,
+    mix: Annotated[
+        str,
+        typer.Option("--mix", help=f"Header-mode weights MODE=W,... Modes: {MODES_HELP}."),
+    ] = format_mix(DEFAULT_MIX),
+    scenario: Annotated[
+        str,
+        typer.Option(
+            "--scenario", help="A locustfile with TracedUser subclasses (default: scenarios/mesh.py's user)."
+        ),
+    ] = "",
+    run_id: Annotated[
+        str, typer.Option("--run-id", help="Run id (default: timestamp + random suffix).")
+    ] = "",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Parent folder of the run folder.")] = Path(
+        "reports"
+    ),
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for the header-mode sequence.")] = None,
+    sampling: SamplingOpt = 100.0,
+    spawn_gateway: SpawnGwOpt = True,
+    spawn_sidecar: SpawnScOpt = False,
+    flush_ms: FlushOpt = 1000,
+    context: ContextOpt = TraceContextOption.USE_B3,
+    drop_probability: Annotated[
+        float,
+        typer.Option(
+            "--collector-drop",
+            help="Embedded mesh: the collector silently drops each span with this probability (demonstrates loss).",
+            rich_help_panel="Embedded mesh",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = 0.0,
+    gateway: Annotated[
+        str,
+        typer.Option(
+            "--gateway",
+            help="An existing gateway URL, e.g. http://127.0.0.1:30000.",
+            rich_help_panel="Existing mesh",
+        ),
+    ] = "",
+    host: Annotated[
+        str,
+        typer.Option("--host", help="Host header the gateway routes on.", rich_help_panel="Existing mesh"),
+    ] = "httpbin.istioinaction.io",
+    collector: Annotated[
+        str,
+        typer.Option(
+            "--collector",
+            help="Where reference spans go (Zipkin v2 POST /api/v2/spans), e.g. http://127.0.0.1:9411.",
+            rich_help_panel="Existing mesh",
+        ),
+    ] = "",
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend", help="Where traces are read back: zipkin:URL.", rich_help_panel="Existing mesh"
+        ),
+    ] = "",
+    expect: Annotated[
+        float | None,
+        typer.Option(
+            "--expect",
+            help="Expected sampling percent (default: --sampling on the embedded mesh).",
+            rich_help_panel="Existing mesh",
+        ),
+    ] = None,
+    expected_spans: Annotated[
+        int | None,
+        typer.Option(
+            "--expected-spans",
+            help="Spans a complete sampled trace has (default: from the proxy knobs).",
+            rich_help_panel="Existing mesh",
+        ),
+    ] = None,
+    reference_rate: Annotated[
+        float,
+        typer.Option(
+            "--reference-rate",
+            help="Reference traces/s sent straight to the collector (0 = off).",
+            min=0,
+            rich_help_panel="Reference spans",
+        ),
+    ] = 20.0,
+    reference_children: Annotated[
+        int,
+        typer.Option(
+            "--reference-children",
+            help="Child spans per reference trace.",
+            min=0,
+            rich_help_panel="Reference spans",
+        ),
+    ] = 2,
+    settle: Annotated[
+        float | None,
+        typer.Option(
+            "--settle",
+            help="Seconds to wait before read-back (default: flush interval + 1 s).",
+            rich_help_panel="Read-back",
+        ),
+    ] = None,
+    max_wait: Annotated[
+        float,
+        typer.Option(
+            "--max-wait",
+            help="Give up polling for late traces after this many seconds.",
+            rich_help_panel="Read-back",
+        ),
+    ] = 60.0,
+    min_collection: Annotated[
+        float,
+        typer.Option(
+            "--min-collection",
+            help="Collection rate below this fails the run.",
+            min=0,
+            max=1,
+            rich_help_panel="Verdicts",
+        ),
+    ] = 0.99,
+    as_json: Annotated[bool, typer.Option("--json", help="Print summary.json instead of tables.")] = False,
+) -> None:
+    """Run a load test and report collection rate and sampling fidelity.
+
+    Without --gateway it starts the embedded mesh (real Envoy gateway + sidecar, echo upstream,
+    Zipkin-compatible collector) on 127.0.0.1. Writes reports/<run-id>/ (summary.json, report.md,
+    ledger.jsonl, reference.jsonl, fetched.jsonl).
+
+    Exit codes: 0 verdicts passed (or inconclusive), 1 a verdict failed, 2 error (bad option,
+    unreachable target), 130 interrupted (a partial report is written).
+    """
+    try:
+        parse_mix(mix)
+    except ValueError as exc:
+        _fatal(f"--mix: {exc}")
+    opts = RunOptions(
+        run_id=run_id,
+        output_dir=output,
+        duration_s=duration,
+        users=users,
+        spawn_rate=spawn_rate,
+        rate=rate,
+        mix=mix,
+        scenario=scenario,
+        seed=seed,
+        tracing=_tracing(sampling, spawn_gateway, spawn_sidecar, flush_ms, context),
+        faults=CollectorFaults(drop_probability=drop_probability),
+        gateway=gateway,
+        host=host,
+        collector=collector,
+        backend=backend,
+        expect_percent=expect,
+        expected_spans=expected_spans,
+        reference_rate=reference_rate,
+        reference_children=reference_children,
+        settle_s=settle,
+        max_wait_s=max_wait,
+        min_collection=min_collection,
+    )
+    _sigterm_as_interrupt()
+    try:
+        with err.status("starting") as spinner:
+            result = execute_run(opts, lambda msg: spinner.update(msg))
+    except (RunError, StackError) as exc:
+        _fatal(str(exc))
+    if as_json:
+        out.print_json(json.dumps(result.summary))
+    else:
+        for table in render_terminal(result.summary):
+            out.print(table)
+        for note in result.summary.get("notes", []):
+            err.print(f"[yellow]note:[/] {note}")
+        out.print(f"report: {result.run_dir / 'report.md'}  summary: {result.run_dir / 'summary.json'}")
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder (reports/<run-id>).", exists=True, file_okay=False)
+    ],
+) -> None:
+    """Re-render report.md and the terminal tables from a run folder's summary.json."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError) as exc:
+        _fatal(f"cannot read {run_dir / 'summary.json'}: {exc}")
+    (run_dir / "report.md").write_text(render_markdown(summary))
+    for table in render_terminal(summary):
+        out.print(table)
+
+
+@stack_app.command("up")
+def stack_up(
+    sampling: SamplingOpt = 100.0,
+    spawn_gateway: SpawnGwOpt = True,
+    spawn_sidecar: SpawnScOpt = False,
+    flush_ms: FlushOpt = 1000,
+    context: ContextOpt = TraceContextOption.USE_B3,
+    workdir: Annotated[
+        Path, typer.Option("--workdir", help="Folder for configs, logs and the collector's span store.")
+    ] = Path("reports/stack"),
+) -> None:
+    """Run the embedded mesh in the foreground until Ctrl-C; prints its URLs."""
+    mesh = EmbeddedMesh(
+        workdir, MeshConfig(tracing=_tracing(sampling, spawn_gateway, spawn_sidecar, flush_ms, context))
+    )
+    _sigterm_as_interrupt()
+    try:
+        mesh.start()
+    except StackError as exc:
+        _fatal(f"the embedded mesh did not start: {exc}")
+    try:
+        assert mesh.gateway is not None and mesh.sidecar is not None
+        out.print(f"gateway        {mesh.gateway_url}   (Host: {mesh.host_header})")
+        out.print(f"gateway admin  {mesh.gateway.admin_url}")
+        out.print(f"sidecar admin  {mesh.sidecar.admin_url}")
+        out.print(
+            f"collector      {mesh.collector_url}   (Zipkin v2 API: /api/v2/spans, /api/v2/trace/ID, ...)"
+        )
+        out.print(f"workdir        {workdir}")
+        out.print("")
+        out.print(f"try: curl -s -H 'Host: {mesh.host_header}' {mesh.gateway_url}/headers")
+        out.print(f"     locust -f scenarios/mesh.py --host {mesh.gateway_url}")
+        out.print("Ctrl-C stops everything.")
+        while True:
+            time.sleep(1.0)
+            mesh.check_alive()
+    except KeyboardInterrupt:
+        out.print("stopping")
+    except StackError as exc:
+        _fatal(str(exc))
+    finally:
+        mesh.stop()
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The ledger: one JSON line per generated request, appended while the run goes.
+
+Streamed, never held in memory: the writer buffers at most `flush_every` records or
+`flush_interval_s` seconds before handing them to the OS, and `close()` flushes and fsyncs. A
+process killed mid-write leaves at most one truncated last line, which the reader skips and
+counts (`LedgerStats.truncated`).
+
+Record fields (absent values are null):
+    seq          per-writer sequence number
+    rid          our request id (also sent as `x-loadgen-request-id`)
+    mode         header mode (loadgen.propagation.HeaderMode)
+    ts           start time, epoch seconds
+    latency_ms   time to the full response
+    status       HTTP status (0 when no response)
+    error        transport error or unexpected status text
+    inj_trace / inj_span / inj_flag    the trace context we injected
+    up_trace / up_span / up_flag / up_xrid    what the upstream echoed it received
+    worker       the writer's id (process or Locust worker)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+LEDGER_FIELDS = (
+    "seq",
+    "rid",
+    "mode",
+    "ts",
+    "latency_ms",
+    "status",
+    "error",
+    "inj_trace",
+    "inj_span",
+    "inj_flag",
+    "up_trace",
+    "up_span",
+    "up_flag",
+    "up_xrid",
+    "worker",
+)
+
+
+class LedgerWriter:
+    """Append-only, line-buffered-by-count ledger file."""
+
+    def __init__(
+        self, path: Path, *, worker: str = "local", flush_every: int = 500, flush_interval_s: float = 0.5
+    ) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] | None = open(path, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
+        self.worker = worker
+        self.count = 0
+        self._pending = 0
+        self._flush_every = flush_every
+        self._flush_interval_s = flush_interval_s
+        self._last_flush = time.monotonic()
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self._file is None:
+            raise ValueError(f"ledger {self.path} is closed")
+        record["seq"] = self.count
+        record.setdefault("worker", self.worker)
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self.count += 1
+        self._pending += 1
+        now = time.monotonic()
+        if self._pending >= self._flush_every or now - self._last_flush >= self._flush_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            self._pending = 0
+            self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        if self._file is None:
+            return
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+
+    def __enter__(self) -> LedgerWriter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+@dataclass
+class LedgerStats:
+    records: int = 0
+    truncated: int = 0  # unparsable lines (a crash mid-write leaves at most one, at the end)
+
+
+def read_ledger(path: Path, stats: LedgerStats | None = None) -> Iterator[dict[str, Any]]:
+    """Stream records; skip (and count) lines that do not parse."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                if stats is not None:
+                    stats.truncated += 1
+                continue
+            if stats is not None:
+                stats.records += 1
+            yield record
+
+
+def count_lines(path: Path) -> int:
+    """Fast progress count of a growing ledger (newlines only, no parsing)."""
+    try:
+        with open(path, "rb") as fh:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0

@@ -1,0 +1,195 @@
+"""Renderers from one summary dict (the content of summary.json) to text (pure, no I/O).
+
+Span-derived text is untrusted input (tags come from the network): Markdown output escapes it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+
+
+def md_escape(value: object) -> str:
+    """Escape Markdown/HTML-significant characters and control characters in untrusted text."""
+    text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in str(value))
+    return _MD_SPECIAL.sub(r"\\\1", text).replace("&", "&amp;")
+
+
+def fmt_rate(p: dict[str, Any] | None) -> str:
+    """`0.2013 [0.1985, 0.2041] (k=2013, n=10000)`; `n/a (n=0)` when nothing was measured."""
+    if not p or not p.get("n"):
+        return "n/a (n=0)"
+    low, high = p["ci95"]
+    return f"{p['rate']:.4f} [{low:.4f}, {high:.4f}] (k={p['k']}, n={p['n']})"
+
+
+def fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def render_json(summary: dict[str, Any]) -> str:
+    return json.dumps(summary, indent=2, sort_keys=False) + "\n"
+
+
+def _headline_rows(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
+    sampling = summary["sampling"]
+    verdicts = summary.get("verdicts", {})
+    conf = sampling.get("configured_percent")
+    rows = [
+        (
+            "decision rate (no-flag requests)",
+            fmt_rate(sampling["decision"]) + (f" vs configured {conf / 100:.4f}" if conf is not None else ""),
+            verdicts.get("sampling", ""),
+        ),
+    ]
+    pred = sampling.get("prediction") or {}
+    if pred.get("checked"):
+        rows.append(
+            (
+                "x-request-id rule prediction",
+                f"{pred['mismatches']} mismatches of {pred['checked']} requests",
+                verdicts.get("sampling_prediction", ""),
+            )
+        )
+    mesh = summary["mesh"]
+    rows.append(("mesh collection rate", fmt_rate(mesh["collection"]), verdicts.get("mesh_collection", "")))
+    rows.append(
+        (
+            "mesh partial / unknown / leaked",
+            f"{mesh['partial']} / {mesh['unknown']} / {mesh['leaked']}",
+            verdicts.get("no_leaks", ""),
+        )
+    )
+    ref = summary.get("reference")
+    if ref and ref.get("started"):
+        rows.append(
+            (
+                "reference collection rate",
+                fmt_rate(ref["collection"])
+                + f"; started {ref['started']}, exported {ref['exported']}, failed {ref['failed']}, dropped {ref['dropped']}",
+                verdicts.get("reference_collection", ""),
+            )
+        )
+    prop = summary["propagation"]
+    rows.append(
+        (
+            "injected trace ids kept",
+            f"upstream {prop['k']}/{prop['n']}, backend {prop['backend']['k']}/{prop['backend']['n']}",
+            "",
+        )
+    )
+    return rows
+
+
+def render_terminal(summary: dict[str, Any]) -> list[Table]:
+    """Two rich tables: the headline numbers with verdicts, and per header mode."""
+    status = summary.get("status", "complete")
+    title = f"loadgen run {summary['run_id']}" + (" (PARTIAL)" if status != "complete" else "")
+    head = Table(title=title, title_justify="left")
+    head.add_column("measure")
+    head.add_column("value (rate [95% CI] (k, n))")
+    head.add_column("verdict")
+    colours = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
+    for name, value, verdict in _headline_rows(summary):
+        head.add_row(name, value, Text(verdict, style=colours.get(verdict, "")))
+    modes = Table(title="per header mode", title_justify="left")
+    for col in (
+        "mode",
+        "requests",
+        "errors",
+        "sampled",
+        "found",
+        "partial",
+        "missing",
+        "leaked",
+        "unknown",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+    ):
+        modes.add_column(col, justify="left" if col == "mode" else "right")
+    for mode, m in summary["modes"].items():
+        lat = summary["latency_ms"].get(mode, {})
+        modes.add_row(
+            mode,
+            str(m["requests"]),
+            str(m["errors"]),
+            str(m["decided_sampled"]),
+            str(m["found"]),
+            str(m["partial"]),
+            str(m["missing"]),
+            str(m["leaked"]),
+            str(m["unknown"]),
+            fmt_ms(lat.get("p50")),
+            fmt_ms(lat.get("p95")),
+            fmt_ms(lat.get("p99")),
+        )
+    return [head, modes]
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    lines: list[str] = []
+    status = summary.get("status", "complete")
+    lines.append(f"# loadgen run `{md_escape(summary['run_id'])}`")
+    lines.append("")
+    if status != "complete":
+        lines.append(
+            f"> **Partial run** ({md_escape(summary.get('status_reason', status))}): numbers cover what was sent before the stop; unqueried traces are *unknown*, not missing."
+        )
+        lines.append("")
+    target = summary.get("target", {})
+    lines.append(
+        f"Target: {md_escape(target.get('kind', '?'))} gateway {md_escape(target.get('gateway', '?'))} "
+        f"(Host {md_escape(target.get('host', '?'))}), backend {md_escape(target.get('backend', '?'))}. "
+        f"Requests: {summary['requests']['total']} ({summary['requests']['errors']} errors)."
+    )
+    lines.append("")
+    lines.append("| measure | value (rate [95% CI] (k, n)) | verdict |")
+    lines.append("|---|---|---|")
+    for name, value, verdict in _headline_rows(summary):
+        lines.append(f"| {md_escape(name)} | {md_escape(value)} | {md_escape(verdict)} |")
+    lines.append("")
+    lines.append("## Per header mode")
+    lines.append("")
+    lines.append(
+        "| mode | expected decision | requests | errors | sampled | found | partial | missing | leaked | unknown | p50 ms | p95 ms | p99 ms |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for mode, m in summary["modes"].items():
+        lat = summary["latency_ms"].get(mode, {})
+        cells = [
+            mode, m.get("expected_decision") or "?", m["requests"], m["errors"], m["decided_sampled"], m["found"],
+            m["partial"], m["missing"], m["leaked"], m["unknown"],
+            fmt_ms(lat.get("p50")), fmt_ms(lat.get("p95")), fmt_ms(lat.get("p99")),
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
+    lines.append("")
+    mesh = summary["mesh"]
+    lines.append("## Completeness")
+    lines.append("")
+    lines.append(
+        f"A complete sampled trace has {mesh['expected_spans_per_trace']} spans from "
+        f"{', '.join(md_escape(s) for s in mesh['expected_services'])}. "
+        f"Spans per found trace: {md_escape(json.dumps(mesh['spans_per_found_trace']))}. "
+        f"Spans carrying this run's id tag: {mesh['run_tag']['k']} of {mesh['run_tag']['n']}."
+    )
+    for label, key in (("Missing", "missing_examples"), ("Leaked", "leaked_examples")):
+        if mesh.get(key):
+            lines.append("")
+            lines.append(
+                f"{label} trace ids (examples): " + ", ".join(f"`{md_escape(t)}`" for t in mesh[key])
+            )
+    notes = summary.get("notes") or []
+    if notes:
+        lines.append("")
+        lines.append("## Notes")
+        lines.append("")
+        lines.extend(f"- {md_escape(n)}" for n in notes)
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,425 @@
+"""`loadgen run`: the orchestration of one load run (plain I/O; the CLI prints and exits).
+
+    preflight -> [embedded mesh up] -> side-emitter + Locust -> stop -> settle + read-back
+              -> reconcile -> summary.json, report.md, fetched.jsonl -> [mesh down]
+
+Locust runs in its own process (it monkey-patches with gevent); this process never imports it.
+Ctrl-C / SIGTERM stops the load cleanly: Locust flushes the ledger, the emitter accounts for
+every trace, and a partial report is written that says it is partial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from loadgen import __version__
+from loadgen.backends.base import BackendError, TraceBackend, parse_backend_spec
+from loadgen.emitter import ReferenceEmitter, read_reference_log, summarize_reference_log
+from loadgen.ledger import LedgerStats, count_lines, read_ledger
+from loadgen.propagation import DEFAULT_MIX, format_mix, normalize_trace_id, parse_mix
+from loadgen.readback import ReadBackResult, read_back
+from loadgen.reconcile import (
+    Expectation,
+    TraceObservation,
+    ledger_trace_id,
+    reconcile_mesh,
+    reconcile_reference,
+    upstream_decision,
+)
+from loadgen.report.render import render_markdown
+from loadgen.stack.envoy import RUN_ID_HEADER, TracingConfig
+from loadgen.stack.mesh import (
+    GATEWAY_HOST,
+    GATEWAY_SERVICE,
+    SIDECAR_SERVICE,
+    CollectorFaults,
+    EmbeddedMesh,
+    MeshConfig,
+)
+from loadgen.stack.procs import StackError
+from loadgen.verdicts import exit_code_for, run_verdicts
+
+DEFAULT_SCENARIO = "loadgen.traffic.default_scenario"
+
+
+class RunError(RuntimeError):
+    """The run cannot proceed (bad configuration, unreachable target); the message says why."""
+
+
+@dataclass
+class RunOptions:
+    run_id: str = ""
+    output_dir: Path = Path("reports")
+    duration_s: float = 10.0
+    users: int = 10
+    spawn_rate: float = 10.0
+    rate: float = 0.0
+    mix: str = field(default_factory=lambda: format_mix(DEFAULT_MIX))
+    scenario: str = ""
+    seed: int | None = None
+    # the embedded mesh (used when gateway is empty)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
+    faults: CollectorFaults = field(default_factory=CollectorFaults)
+    # an existing mesh
+    gateway: str = ""
+    host: str = GATEWAY_HOST
+    collector: str = ""
+    backend: str = ""
+    expect_percent: float | None = None
+    expected_spans: int | None = None
+    expected_services: tuple[str, ...] = ()
+    # side-emitter
+    reference_rate: float = 20.0
+    reference_children: int = 2
+    # read-back
+    settle_s: float | None = None
+    poll_interval_s: float = 1.0
+    max_wait_s: float = 60.0
+    min_collection: float = 0.99
+
+    def resolved_run_id(self) -> str:
+        if not self.run_id:
+            self.run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        return self.run_id
+
+
+@dataclass
+class RunResult:
+    summary: dict[str, Any]
+    run_dir: Path
+    exit_code: int
+
+
+Status = Callable[[str], None]
+
+
+def _locust_argv(opts: RunOptions, gateway: str, run_dir: Path) -> list[str]:
+    scenario = opts.scenario
+    if not scenario:
+        import importlib.util
+
+        spec = importlib.util.find_spec(DEFAULT_SCENARIO)
+        assert spec is not None and spec.origin is not None
+        scenario = spec.origin
+    return [
+        sys.executable, "-m", "locust",
+        "-f", scenario,
+        "--headless",
+        "-u", str(opts.users),
+        "-r", str(opts.spawn_rate),
+        "-t", f"{max(1, round(opts.duration_s))}s",
+        "--host", gateway,
+        "--only-summary",
+        "--json-file", str(run_dir / "locust"),
+        "--stop-timeout", "5",
+        "--exit-code-on-error", "0",
+        "--loglevel", "WARNING",
+    ]  # fmt: skip
+
+
+def preflight(gateway: str, host: str, collector: str | None, backend: TraceBackend) -> list[str]:
+    """Check every external part before load starts; raise RunError naming the broken one."""
+    notes: list[str] = []
+    try:
+        resp = httpx.get(f"{gateway.rstrip('/')}/headers", headers={"Host": host}, timeout=5.0)
+    except httpx.HTTPError as exc:
+        raise RunError(
+            f"gateway {gateway} is unreachable: {exc!r}. Check --gateway (scheme, host, port)."
+        ) from exc
+    if resp.status_code == 404:
+        notes.append(
+            f"gateway answered 404 for Host {host}: check --host matches a route (VirtualService hosts)"
+        )
+    try:
+        echoed = resp.json().get("headers")
+    except ValueError:
+        echoed = None
+    if not isinstance(echoed, dict):
+        notes.append(
+            "the upstream does not echo request headers (httpbin /headers): per-request decisions are unknown, "
+            "so the decision rate and mesh collection cannot be measured per request"
+        )
+    if collector:
+        try:
+            post = httpx.post(f"{collector.rstrip('/')}/api/v2/spans", json=[], timeout=5.0)
+        except httpx.HTTPError as exc:
+            raise RunError(f"collector {collector} is unreachable: {exc!r}. Check --collector.") from exc
+        if post.status_code != 202:
+            raise RunError(
+                f"collector {collector} answered {post.status_code} to POST /api/v2/spans (want 202): "
+                "is it a Zipkin v2 endpoint (Jaeger's Zipkin receiver listens on 9411)?"
+            )
+    try:
+        backend.check()
+    except BackendError as exc:
+        raise RunError(str(exc)) from exc
+    return notes
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _locust_totals(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "locust.json"
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    requests = sum(int(e.get("num_requests", 0)) for e in entries)
+    failures = sum(int(e.get("num_failures", 0)) for e in entries)
+    return {"requests": requests, "failures": failures}
+
+
+def execute_run(opts: RunOptions, status: Status) -> RunResult:
+    """Run everything; KeyboardInterrupt during load or read-back yields a partial report."""
+    run_id = opts.resolved_run_id()
+    parse_mix(opts.mix)  # fail before anything starts
+    run_dir = opts.output_dir / run_id
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(f"run folder {run_dir} already exists and is not empty; choose another --run-id")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ledger_path = run_dir / "ledger.jsonl"
+    reference_path = run_dir / "reference.jsonl"
+    notes: list[str] = []
+    partial_reason = ""
+    mesh: EmbeddedMesh | None = None
+    backend: TraceBackend | None = None
+    started_at = time.time()
+    try:
+        if opts.gateway:
+            if not opts.backend:
+                raise RunError("--gateway needs --backend zipkin:URL (where traces are read back)")
+            kind = "external"
+            gateway, host, collector = opts.gateway, opts.host, opts.collector
+            try:
+                backend = parse_backend_spec(opts.backend)
+            except ValueError as exc:
+                raise RunError(str(exc)) from exc
+            notes += preflight(gateway, host, collector or None, backend)
+            expected_spans = opts.expected_spans or opts.tracing.expected_spans_per_trace()
+            services = opts.expected_services
+            configured = opts.expect_percent
+        else:
+            kind = "embedded"
+            status("starting the embedded mesh (collector, echo, sidecar Envoy, gateway Envoy)")
+            mesh = EmbeddedMesh(run_dir, MeshConfig(tracing=opts.tracing, faults=opts.faults))
+            try:
+                mesh.start()
+            except StackError as exc:
+                raise RunError(f"the embedded mesh did not start: {exc}") from exc
+            gateway, host, collector = mesh.gateway_url, mesh.host_header, mesh.collector_url
+            backend = parse_backend_spec(f"zipkin:{collector}")
+            tracing = mesh.config.tracing
+            expected_spans = tracing.expected_spans_per_trace()
+            services = (GATEWAY_SERVICE, SIDECAR_SERVICE)
+            configured = tracing.sampling_percent if opts.expect_percent is None else opts.expect_percent
+            status(f"gateway {gateway} (Host {host}), collector {collector}")
+        target = {
+            "kind": kind,
+            "gateway": gateway,
+            "host": host,
+            "collector": collector,
+            "backend": backend.url,
+        }
+        _write_json(
+            run_dir / "run.json",
+            {"run_id": run_id, "version": __version__, "options": _options_dict(opts), "target": target},
+        )
+
+        emitter = None
+        if collector and opts.reference_rate > 0:
+            emitter = ReferenceEmitter(
+                collector,
+                run_id,
+                reference_path,
+                rate_per_s=opts.reference_rate,
+                children=opts.reference_children,
+            )
+        env = {
+            "LOADGEN_RUN_ID": run_id,
+            "LOADGEN_LEDGER": str(ledger_path),
+            "LOADGEN_HOST_HEADER": host,
+            "LOADGEN_MIX": opts.mix,
+            "LOADGEN_RATE": str(opts.rate),
+        }
+        if opts.seed is not None:
+            env["LOADGEN_SEED"] = str(opts.seed)
+        status(
+            f"load: {opts.users} users for {opts.duration_s:g} s"
+            + (f" at {opts.rate:g} req/s" if opts.rate else "")
+        )
+        locust_log = open(run_dir / "locust.log", "ab")  # noqa: SIM115
+        locust = subprocess.Popen(
+            _locust_argv(opts, gateway, run_dir),
+            stdin=subprocess.DEVNULL,
+            stdout=locust_log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            start_new_session=True,  # Ctrl-C reaches us; we stop Locust in order
+        )
+        if emitter is not None:
+            emitter.start()
+        try:
+            while locust.poll() is None:
+                time.sleep(1.0)
+                if mesh is not None:
+                    mesh.check_alive()
+                sent = count_lines(ledger_path)
+                ref = emitter.counters() if emitter else None
+                status(
+                    f"{time.time() - started_at:5.0f} s  requests {sent}"
+                    + (f"  reference traces {ref.traces_started} (failed {ref.traces_failed})" if ref else "")
+                )
+        except (KeyboardInterrupt, StackError) as exc:
+            partial_reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"mesh failure: {exc}"
+            status(f"stopping load ({partial_reason}); flushing the ledger")
+            if locust.poll() is None:
+                locust.send_signal(signal.SIGTERM)
+        finally:
+            try:
+                locust.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                locust.kill()
+                locust.wait()
+                notes.append(
+                    "Locust did not stop within 30 s and was killed; the last ledger lines may be missing"
+                )
+            locust_log.close()
+            if emitter is not None:
+                counters = emitter.stop()
+                status(f"reference emitter stopped: {counters.traces_started} traces started")
+        if locust.returncode not in (0, None) and not partial_reason:
+            raise RunError(f"Locust exited with code {locust.returncode}; see {run_dir / 'locust.log'}")
+
+        # --- read-back --------------------------------------------------------------------
+        ledger_stats = LedgerStats()
+        expected: dict[str, int] = {}
+        for rec in read_ledger(ledger_path, ledger_stats):
+            tid = ledger_trace_id(rec)
+            if tid:
+                # Query every id: sampled ones must be complete, the others are checked for leaks.
+                expected[tid] = expected_spans if upstream_decision(rec) else 0
+        if ledger_stats.truncated:
+            notes.append(
+                f"{ledger_stats.truncated} ledger line(s) were truncated (a crash mid-write) and skipped"
+            )
+        ref_summary = (
+            summarize_reference_log(read_reference_log(reference_path)) if reference_path.exists() else None
+        )
+        if ref_summary is not None:
+            for tid, state, spans in ref_summary.iter_traces():
+                if state == "exported" or state == "failed":
+                    expected[normalize_trace_id(tid)] = spans if state == "exported" else 0
+        settle = opts.settle_s if opts.settle_s is not None else opts.tracing.flush_interval_ms / 1000.0 + 1.0
+        readback = ReadBackResult()
+        try:
+            read_back(
+                backend,
+                expected,
+                settle_s=0.0 if partial_reason else settle,
+                poll_interval_s=opts.poll_interval_s,
+                max_wait_s=opts.max_wait_s,
+                run_id_tag=opts.tracing.run_id_tag,
+                run_id=run_id,
+                on_status=status,
+                result=readback,
+            )
+        except KeyboardInterrupt:
+            readback.interrupted = True
+            partial_reason = partial_reason or "interrupted during read-back"
+            notes.append("read-back was interrupted: traces not queried are reported unknown")
+        if not readback.stable and not readback.interrupted:
+            notes.append(
+                f"trace counts were still changing after {opts.max_wait_s:g} s of polling (--max-wait)"
+            )
+        _write_observations(run_dir / "fetched.jsonl", readback.observations)
+
+        # --- reconcile and report ------------------------------------------------------------
+        summary = build_summary(
+            run_id=run_id,
+            ledger_path=ledger_path,
+            observations=readback.observations,
+            expect=Expectation(expected_spans, tuple(services), configured),
+            ref_summary=ref_summary,
+            min_collection=opts.min_collection,
+        )
+        summary["status"] = "partial" if partial_reason else "complete"
+        if partial_reason:
+            summary["status_reason"] = partial_reason
+        summary["target"] = target
+        summary["started_at"] = started_at
+        summary["locust"] = _locust_totals(run_dir)
+        summary["readback"] = {
+            "settle_s": settle,
+            "stable": readback.stable,
+            "polls": [asdict(p) for p in readback.polls],
+        }
+        summary["notes"] = notes + summary.get("notes", [])
+        _write_json(run_dir / "summary.json", summary)
+        (run_dir / "report.md").write_text(render_markdown(summary))
+        return RunResult(summary, run_dir, exit_code_for(summary["verdicts"], partial=bool(partial_reason)))
+    finally:
+        if backend is not None:
+            backend.close()
+        if mesh is not None:
+            status("stopping the embedded mesh")
+            mesh.stop()
+
+
+def build_summary(
+    *,
+    run_id: str,
+    ledger_path: Path,
+    observations: dict[str, TraceObservation],
+    expect: Expectation,
+    ref_summary: Any,
+    min_collection: float,
+) -> dict[str, Any]:
+    """Reconcile from files already on disk (also what `loadgen verify/report` will reuse)."""
+    summary: dict[str, Any] = {"schema_version": 1, "run_id": run_id}
+    summary.update(reconcile_mesh(read_ledger(ledger_path), observations, expect))
+    if ref_summary is not None:
+        counters = {
+            "spans_started": ref_summary.spans_started,
+            "spans_exported": ref_summary.spans_exported,
+            "spans_failed": ref_summary.spans_failed,
+            "spans_dropped": ref_summary.spans_dropped,
+            "export_calls": ref_summary.export_calls,
+            "export_failures": ref_summary.export_failures,
+        }
+        summary["reference"] = reconcile_reference(ref_summary.iter_traces(), observations, counters)
+    else:
+        summary["reference"] = reconcile_reference([], observations, {})
+    summary["verdicts"] = run_verdicts(summary, min_collection)
+    summary["min_collection"] = min_collection
+    return summary
+
+
+def _write_observations(path: Path, observations: dict[str, TraceObservation]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for tid, obs in observations.items():
+            fh.write(json.dumps({"trace": tid, **obs.to_dict()}, separators=(",", ":")) + "\n")
+
+
+def _options_dict(opts: RunOptions) -> dict[str, Any]:
+    d = asdict(opts)
+    d["output_dir"] = str(opts.output_dir)
+    return d
+
+
+__all__ = ["RUN_ID_HEADER", "RunError", "RunOptions", "RunResult", "execute_run", "preflight"]

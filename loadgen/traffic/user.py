@@ -1,0 +1,208 @@
+"""TracedUser: a Locust FastHttpUser that sends the header-mode mix and writes the ledger.
+
+This package is the only one (with scenarios/) that imports Locust, because `import locust`
+monkey-patches the whole process with gevent.
+
+Configuration comes from Locust's own argument parser (so the web UI shows it too), each option
+also readable from a LOADGEN_* environment variable; `loadgen run` sets those variables.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from locust import events, task
+from locust.contrib.fasthttp import FastHttpUser
+from locust.env import Environment
+
+from loadgen.ledger import LedgerWriter
+from loadgen.propagation import DEFAULT_MIX, HeaderMode, encode, format_mix, parse_echo, parse_mix
+from loadgen.stack.envoy import RUN_ID_HEADER
+
+REQUEST_ID_HEADER = "x-loadgen-request-id"
+DEFAULT_HOST_HEADER = "httpbin.istioinaction.io"
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any) -> None:
+    group = parser.add_argument_group("loadgen", "Traced traffic for loadgen (see `loadgen run --help`)")
+    group.add_argument(
+        "--loadgen-run-id",
+        env_var="LOADGEN_RUN_ID",
+        default="",
+        help="Run id sent in x-loadgen-run-id and used for the run folder (default: generated)",
+    )
+    group.add_argument(
+        "--loadgen-ledger",
+        env_var="LOADGEN_LEDGER",
+        default="",
+        help="Ledger file (default: reports/<run-id>/ledger.jsonl)",
+    )
+    group.add_argument(
+        "--loadgen-host-header",
+        env_var="LOADGEN_HOST_HEADER",
+        default=DEFAULT_HOST_HEADER,
+        help="Host header the gateway routes on",
+    )
+    group.add_argument(
+        "--loadgen-path", env_var="LOADGEN_PATH", default="/headers", help="Request path (an echo of headers)"
+    )
+    group.add_argument(
+        "--loadgen-mix",
+        env_var="LOADGEN_MIX",
+        default=format_mix(DEFAULT_MIX),
+        help="Header-mode weights MODE=W,... (modes: " + ", ".join(m.value for m in HeaderMode) + ")",
+    )
+    group.add_argument(
+        "--loadgen-rate",
+        env_var="LOADGEN_RATE",
+        type=float,
+        default=0.0,
+        help="Target requests/s over all users (0 = as fast as the users go)",
+    )
+    group.add_argument(
+        "--loadgen-seed", env_var="LOADGEN_SEED", type=int, default=None, help="Seed for the mode choice"
+    )
+    # fmt: skip
+
+
+class _RunState:
+    """Per-process state shared by all users: the ledger writer and the parsed options."""
+
+    def __init__(self) -> None:
+        self.ledger: LedgerWriter | None = None
+        self.run_id = ""
+        self.counts: dict[str, int] = {}
+        self.sampled: dict[str, int] = {}
+
+    def configure(self, environment: Environment) -> None:
+        if self.ledger is not None:
+            return
+        opts = environment.parsed_options
+        self.run_id = (getattr(opts, "loadgen_run_id", "") if opts else "") or os.environ.get(
+            "LOADGEN_RUN_ID", ""
+        )
+        if not self.run_id:
+            self.run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        ledger = (
+            getattr(opts, "loadgen_ledger", "") if opts else ""
+        ) or f"reports/{self.run_id}/ledger.jsonl"
+        worker = f"{os.uname().nodename}:{os.getpid()}"
+        self.ledger = LedgerWriter(Path(ledger), worker=worker)
+
+    def close(self) -> None:
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None
+
+
+STATE = _RunState()
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Environment, **_: Any) -> None:
+    STATE.configure(environment)
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment: Environment, **_: Any) -> None:
+    if STATE.ledger is not None:
+        STATE.ledger.flush()
+
+
+@events.quitting.add_listener
+def _on_quitting(environment: Environment, **_: Any) -> None:
+    STATE.close()
+
+
+class TracedUser(FastHttpUser):
+    """Sends one request per task with a header mode drawn from the configured mix."""
+
+    abstract = True
+    #: A fixed mix (`MODE=W,...`) for this user class; None takes --loadgen-mix.
+    mix: str | None = None
+
+    def on_start(self) -> None:
+        STATE.configure(self.environment)
+        opts = self.environment.parsed_options
+        mix = parse_mix(
+            self.mix or (getattr(opts, "loadgen_mix", "") if opts else "") or format_mix(DEFAULT_MIX)
+        )
+        self._modes = [m for m, w in mix.items() if w > 0]
+        self._weights = [mix[m] for m in self._modes]
+        seed = getattr(opts, "loadgen_seed", None) if opts else None
+        # One generator per user: reproducible mode sequences with --loadgen-seed, fresh ids anyway.
+        self._rng = random.Random(None if seed is None else (seed, id(self)).__hash__())
+        self._id_rng = random.Random()
+        self._host_header = (
+            getattr(opts, "loadgen_host_header", DEFAULT_HOST_HEADER) if opts else DEFAULT_HOST_HEADER
+        )
+        self._path = getattr(opts, "loadgen_path", "/headers") if opts else "/headers"
+        self._rate = float(getattr(opts, "loadgen_rate", 0.0) or 0.0) if opts else 0.0
+        self._cp_last_run = time.perf_counter()
+        self._cp_last_wait_time = 0.0
+
+    def wait_time(self) -> float:
+        """Constant pacing towards the target rate, split over the users currently running."""
+        if self._rate <= 0:
+            return 0.0
+        runner = self.environment.runner
+        users = max(1, runner.user_count if runner else 1)
+        interval = users / self._rate
+        run_time = time.perf_counter() - self._cp_last_run - self._cp_last_wait_time
+        self._cp_last_wait_time = max(0.0, interval - run_time)
+        self._cp_last_run = time.perf_counter()
+        return self._cp_last_wait_time
+
+    @task
+    def traced_request(self) -> None:
+        mode = self._rng.choices(self._modes, self._weights)[0]
+        injection = encode(mode, self._id_rng)
+        rid = uuid.uuid4().hex
+        headers = {
+            "Host": self._host_header,
+            RUN_ID_HEADER: STATE.run_id,
+            REQUEST_ID_HEADER: rid,
+            **injection.headers,
+        }
+        record: dict[str, Any] = {
+            "rid": rid,
+            "mode": mode.value,
+            "inj_trace": injection.trace_id,
+            "inj_span": injection.span_id,
+            "inj_flag": injection.flag,
+        }
+        ts = time.time()
+        start = time.perf_counter()
+        with self.client.get(self._path, headers=headers, name=mode.value, catch_response=True) as resp:
+            record["latency_ms"] = round((time.perf_counter() - start) * 1000.0, 3)
+            record["ts"] = ts
+            record["status"] = resp.status_code or 0
+            error = None
+            if resp.status_code == 200:
+                try:
+                    view = parse_echo(resp.json().get("headers", {}))
+                except (ValueError, AttributeError) as exc:
+                    error = f"echo not parsable: {exc}"
+                    resp.failure(error)
+                else:
+                    record.update(
+                        up_trace=view.trace_id,
+                        up_span=view.span_id,
+                        up_flag=view.flag,
+                        up_xrid=view.request_id,
+                    )
+                    if view.sampled:
+                        STATE.sampled[mode.value] = STATE.sampled.get(mode.value, 0) + 1
+            else:
+                error = str(resp.error) if resp.error else f"HTTP {resp.status_code}"
+                resp.failure(error)
+            record["error"] = error
+        STATE.counts[mode.value] = STATE.counts.get(mode.value, 0) + 1
+        if STATE.ledger is not None:
+            STATE.ledger.append(record)
