@@ -115,8 +115,10 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
         STATE.ledger.flush()
 
 
-@events.quitting.add_listener
-def _on_quitting(environment: Environment, **_: Any) -> None:
+@events.quit.add_listener
+def _on_quit(exit_code: int, **_: Any) -> None:
+    # `quit` fires after the runner has stopped every user (`quitting` fires before, while
+    # users may still finish a request), so no record is written after the close.
     STATE.close()
 
 

