@@ -48,7 +48,7 @@ from loadgen.stack.mesh import (
     EmbeddedMesh,
     MeshConfig,
 )
-from loadgen.stack.procs import StackError
+from loadgen.stack.procs import StackError, die_with_parent
 from loadgen.verdicts import exit_code_for, run_verdicts
 
 DEFAULT_SCENARIO = "loadgen.traffic.default_scenario"
@@ -271,6 +271,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},
             start_new_session=True,  # Ctrl-C reaches us; we stop Locust in order
+            preexec_fn=die_with_parent,
         )
         if emitter is not None:
             emitter.start()

@@ -6,6 +6,7 @@ that no gevent monkey-patching (Locust) or asyncio loop leaks between them.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -15,6 +16,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
+
+
+def die_with_parent() -> None:
+    """Runs in the child before exec: ask Linux to SIGTERM it when the parent dies, so even a
+    SIGKILLed loadgen leaves no Envoy or collector behind (no-op where prctl is unavailable)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+PR_SET_PDEATHSIG = 1
 
 
 class StackError(RuntimeError):
@@ -51,6 +65,7 @@ class ManagedProcess:
             # Own process group: a Ctrl-C in the terminal reaches the CLI, which then stops the
             # children in order instead of every child dying at once mid-flush.
             start_new_session=True,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
 
     def read_ready_line(self, timeout_s: float) -> dict[str, Any]:

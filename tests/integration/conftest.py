@@ -15,8 +15,8 @@ from loadgen.stack.mesh import EmbeddedMesh, MeshConfig
 
 def leftover_processes(marker: str) -> list[str]:
     """Processes whose command line mentions marker (a run folder): must be none after a stop."""
-    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True)
-    return [line for line in ps.stdout.splitlines() if marker in line and "ps -eo" not in line]
+    ps = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True, check=True)
+    return [line for line in ps.stdout.splitlines() if marker in line and "ps -ww" not in line]
 
 
 def start_mesh(workdir: Path, sampling: float) -> EmbeddedMesh:

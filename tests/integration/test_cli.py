@@ -128,7 +128,7 @@ def test_stack_up_serves_until_ctrl_c(tmp_path: Path) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             parts = line.split()
-            if len(parts) >= 2 and parts[0] in ("gateway", "collector"):
+            if len(parts) >= 2 and parts[0] in ("gateway", "collector") and parts[1].startswith("http"):
                 urls[parts[0]] = parts[1]
             if "Ctrl-C" in line:
                 break
@@ -146,4 +146,28 @@ def test_stack_up_serves_until_ctrl_c(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0
+    assert leftover_processes(str(workdir)) == []
+
+
+def test_children_die_with_a_killed_cli(tmp_path: Path) -> None:
+    """Even SIGKILL (no cleanup possible) leaves no Envoy/collector/echo behind (PR_SET_PDEATHSIG)."""
+    workdir = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*LOADGEN, "stack", "up", "--workdir", str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "Ctrl-C" in line:
+                break
+        assert len(leftover_processes(str(workdir))) >= 4  # collector, echo, 2 Envoys
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 15
+    while leftover_processes(str(workdir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert leftover_processes(str(workdir)) == []
