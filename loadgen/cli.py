@@ -15,7 +15,7 @@ from rich.console import Console
 from loadgen import __version__
 from loadgen.propagation import DEFAULT_MIX, MODE_SPECS, format_mix, parse_mix
 from loadgen.report.render import render_markdown, render_terminal
-from loadgen.run import RunError, RunOptions, execute_run
+from loadgen.run import RunError, RunOptions, execute_run, verify_run
 from loadgen.stack.envoy import TraceContextOption, TracingConfig
 from loadgen.stack.mesh import CollectorFaults, EmbeddedMesh, MeshConfig
 from loadgen.stack.procs import StackError
@@ -227,11 +227,12 @@ def run(
             rich_help_panel="Reference spans",
         ),
     ] = 2,
-    settle: Annotated[
+    quiet: Annotated[
         float | None,
         typer.Option(
-            "--settle",
-            help="Seconds to wait before read-back (default: flush interval + 1 s).",
+            "--quiet",
+            help="Read-back stops when no trace completed for this many seconds "
+            "(default: Envoy flush interval + 1 s; 6 s for an existing mesh).",
             rich_help_panel="Read-back",
         ),
     ] = None,
@@ -288,7 +289,7 @@ def run(
         expected_spans=expected_spans,
         reference_rate=reference_rate,
         reference_children=reference_children,
-        settle_s=settle,
+        quiet_s=quiet,
         max_wait_s=max_wait,
         min_collection=min_collection,
     )
@@ -306,6 +307,37 @@ def run(
         for note in result.summary.get("notes", []):
             err.print(f"[yellow]note:[/] {note}")
         out.print(f"report: {result.run_dir / 'report.md'}  summary: {result.run_dir / 'summary.json'}")
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def verify(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder (reports/<run-id>).", exists=True, file_okay=False)
+    ],
+    backend: Annotated[
+        str, typer.Option("--backend", help="Read from this backend instead of the run's (zipkin:URL).")
+    ] = "",
+    max_wait: Annotated[
+        float, typer.Option("--max-wait", help="Seconds to keep polling for late traces.")
+    ] = 30.0,
+) -> None:
+    """Re-query the backend for every trace of an earlier run (late spans, a backend that was down),
+    re-reconcile and update summary.json/report.md (the old summary is kept as summary.previous.json).
+    An embedded run is re-read from the span store in its run folder."""
+    _sigterm_as_interrupt()
+    try:
+        with err.status("verifying") as spinner:
+            result, changes = verify_run(
+                run_dir, lambda msg: spinner.update(msg), backend_spec=backend, max_wait_s=max_wait
+            )
+    except (RunError, StackError) as exc:
+        _fatal(str(exc))
+    for table in render_terminal(result.summary):
+        out.print(table)
+    for name, before, after in changes:
+        marker = "" if before == after else "  (changed)"
+        out.print(f"{name}: {before} -> {after}{marker}")
     raise typer.Exit(result.exit_code)
 
 

@@ -1,8 +1,10 @@
-"""Read-back: after a settle period, fetch every trace id from the backend and poll until the
-number of complete traces stops changing (Envoy flushes spans on a timer, backends index late).
+"""Read-back: fetch every trace id from the backend and poll until the number of complete traces
+has not changed for a quiet period (Envoy flushes spans on a timer, backends index late).
 
-Observations are updated in place, so an interrupted read-back keeps what it learned; an id never
-answered stays absent and the reconciler calls it unknown.
+Polling starts right after the load stops, so the time each trace first became complete is
+observed (to within one poll interval): that is the time-to-queryable curve, instead of a fixed
+settle guess. Observations are updated in place, so an interrupted read-back keeps what it
+learned; an id never answered stays absent and the reconciler calls it unknown.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from loadgen.backends.base import FetchStatus, TraceBackend
 from loadgen.reconcile import TraceObservation
@@ -17,9 +20,9 @@ from loadgen.reconcile import TraceObservation
 
 @dataclass
 class PollRecord:
-    """One poll: when (seconds after read-back started), how many ids asked, how many complete."""
+    """One poll: when it ended (epoch s), how many ids asked, how many complete in total."""
 
-    t_s: float
+    t: float
     queried: int
     complete: int
     errors: int
@@ -29,6 +32,8 @@ class PollRecord:
 class ReadBackResult:
     observations: dict[str, TraceObservation] = field(default_factory=dict)
     polls: list[PollRecord] = field(default_factory=list)
+    complete_at: dict[str, float] = field(default_factory=dict)  # epoch s of the first complete poll
+    started_at: float = 0.0
     stable: bool = False
     interrupted: bool = False
 
@@ -37,7 +42,7 @@ def read_back(
     backend: TraceBackend,
     expected_spans: Mapping[str, int],
     *,
-    settle_s: float,
+    quiet_s: float,
     poll_interval_s: float = 1.0,
     max_wait_s: float = 60.0,
     run_id_tag: str = "",
@@ -45,42 +50,77 @@ def read_back(
     on_status: Callable[[str], None] | None = None,
     result: ReadBackResult | None = None,
 ) -> ReadBackResult:
-    """Poll until stable: two consecutive polls with the same number of complete traces and no
-    query errors, or until max_wait_s. `expected_spans[id]` = spans a complete trace has; 0 means
-    "should not exist" (queried to detect leaks, never complete)."""
+    """Poll until stable: at least two polls, no query errors in the last one, and no trace
+    completed during the last `quiet_s` seconds — or until `max_wait_s`.
+
+    `expected_spans[id]` = spans a complete trace has; 0 means "should not exist" (queried on
+    every poll to catch late leaks, never complete)."""
     res = result if result is not None else ReadBackResult()
     say = on_status or (lambda _msg: None)
     ids = list(expected_spans)
+    res.started_at = time.time()
     if not ids:
         res.stable = True
         return res
-    if settle_s > 0:
-        say(f"settling {settle_s:.1f} s (proxies flush spans on a timer)")
-        time.sleep(settle_s)
     wanted = sum(1 for v in expected_spans.values() if v)
     started = time.monotonic()
-    complete: set[str] = set()
-    previous = -1
+    last_change = started
     while True:
-        pending = [i for i in ids if i not in complete]
+        pending = [i for i in ids if i not in res.complete_at]
         fetched = backend.fetch_many(
             pending, on_progress=lambda done, total: say(f"querying backend: {done}/{total} trace ids")
         )
+        now = time.time()
         errors = 0
+        newly = 0
         for tid, answer in fetched.items():
             obs = TraceObservation.from_fetched(answer, run_id_tag, run_id)
             res.observations[tid] = obs
             errors += int(answer.status is FetchStatus.ERROR)
             want = expected_spans.get(tid, 0)
             if want and obs.status is FetchStatus.FOUND and obs.span_count >= want:
-                complete.add(tid)
-        elapsed = time.monotonic() - started
-        res.polls.append(PollRecord(round(elapsed, 3), len(pending), len(complete), errors))
-        say(f"poll {len(res.polls)}: {len(complete)}/{wanted} traces complete")
-        if len(complete) == previous and errors == 0:
+                res.complete_at[tid] = now
+                newly += 1
+        if newly:
+            last_change = time.monotonic()
+        res.polls.append(PollRecord(round(now, 3), len(pending), len(res.complete_at), errors))
+        say(f"poll {len(res.polls)}: {len(res.complete_at)}/{wanted} traces complete")
+        quiet_for = time.monotonic() - last_change
+        if len(res.polls) >= 2 and errors == 0 and (quiet_for >= quiet_s or len(res.complete_at) == wanted):
             res.stable = True
             return res
-        if elapsed >= max_wait_s:
+        if time.monotonic() - started >= max_wait_s:
             return res
-        previous = len(complete)
         time.sleep(poll_interval_s)
+
+
+def time_to_queryable(polls: list[PollRecord], load_end: float, poll_interval_s: float) -> dict[str, Any]:
+    """Pure: the found-fraction curve after the load stopped, and the time (seconds after the
+    last request ended) by which 50 / 99 / 100 % of the finally-complete traces were queryable.
+
+    Resolution is one poll: each time is the first poll that saw the fraction, so it is an upper
+    bound at most one poll interval (plus one query) late."""
+    total = polls[-1].complete if polls else 0
+    curve = [
+        {
+            "t_s": round(p.t - load_end, 3),
+            "complete": p.complete,
+            "fraction": (p.complete / total) if total else None,
+        }
+        for p in polls
+    ]
+
+    def first_at(fraction: float) -> float | None:
+        for p in polls:
+            if total and p.complete >= fraction * total:
+                return round(p.t - load_end, 3)
+        return None
+
+    return {
+        "traces": total,
+        "resolution_s": poll_interval_s,
+        "t50_s": first_at(0.5),
+        "t99_s": first_at(0.99),
+        "t100_s": first_at(1.0),
+        "curve": curve,
+    }

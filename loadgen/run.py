@@ -1,6 +1,6 @@
 """`loadgen run`: the orchestration of one load run (plain I/O; the CLI prints and exits).
 
-    preflight -> [embedded mesh up] -> side-emitter + Locust -> stop -> settle + read-back
+    preflight -> [embedded mesh up] -> side-emitter + Locust -> stop -> read-back (poll until quiet)
               -> reconcile -> summary.json, report.md, fetched.jsonl -> [mesh down]
 
 Locust runs in its own process (it monkey-patches with gevent); this process never imports it.
@@ -25,11 +25,11 @@ from typing import Any
 import httpx
 
 from loadgen import __version__
-from loadgen.backends.base import BackendError, TraceBackend, parse_backend_spec
+from loadgen.backends.base import BackendError, TraceBackend, parse_backend_spec, redact_url
 from loadgen.emitter import ReferenceEmitter, read_reference_log, summarize_reference_log
 from loadgen.ledger import LedgerStats, count_lines, read_ledger
 from loadgen.propagation import DEFAULT_MIX, format_mix, normalize_trace_id, parse_mix
-from loadgen.readback import ReadBackResult, read_back
+from loadgen.readback import ReadBackResult, read_back, time_to_queryable
 from loadgen.reconcile import (
     Expectation,
     TraceObservation,
@@ -48,7 +48,7 @@ from loadgen.stack.mesh import (
     EmbeddedMesh,
     MeshConfig,
 )
-from loadgen.stack.procs import StackError, die_with_parent
+from loadgen.stack.procs import ManagedProcess, StackError, die_with_parent, python_module_argv
 from loadgen.verdicts import exit_code_for, run_verdicts
 
 DEFAULT_SCENARIO = "loadgen.traffic.default_scenario"
@@ -84,7 +84,7 @@ class RunOptions:
     reference_rate: float = 20.0
     reference_children: int = 2
     # read-back
-    settle_s: float | None = None
+    quiet_s: float | None = None
     poll_interval_s: float = 1.0
     max_wait_s: float = 60.0
     min_collection: float = 0.99
@@ -211,6 +211,9 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             except ValueError as exc:
                 raise RunError(str(exc)) from exc
             notes += preflight(gateway, host, collector or None, backend)
+            backend_spec = opts.backend
+            # Envoy's default Zipkin flush timer is 5 s: wait that long without news, plus 1 s.
+            quiet_s = opts.quiet_s if opts.quiet_s is not None else 6.0
             expected_spans = opts.expected_spans or opts.tracing.expected_spans_per_trace()
             services = opts.expected_services
             configured = opts.expect_percent
@@ -223,8 +226,10 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             except StackError as exc:
                 raise RunError(f"the embedded mesh did not start: {exc}") from exc
             gateway, host, collector = mesh.gateway_url, mesh.host_header, mesh.collector_url
-            backend = parse_backend_spec(f"zipkin:{collector}")
+            backend_spec = f"zipkin:{collector}"
+            backend = parse_backend_spec(backend_spec)
             tracing = mesh.config.tracing
+            quiet_s = opts.quiet_s if opts.quiet_s is not None else tracing.flush_interval_ms / 1000.0 + 1.0
             expected_spans = tracing.expected_spans_per_trace()
             services = (GATEWAY_SERVICE, SIDECAR_SERVICE)
             configured = tracing.sampling_percent if opts.expect_percent is None else opts.expect_percent
@@ -235,10 +240,26 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             "host": host,
             "collector": collector,
             "backend": backend.url,
+            "backend_spec": redact_url(backend_spec),
         }
+        expect = Expectation(expected_spans, tuple(services), configured)
         _write_json(
             run_dir / "run.json",
-            {"run_id": run_id, "version": __version__, "options": _options_dict(opts), "target": target},
+            {
+                "run_id": run_id,
+                "version": __version__,
+                "options": _options_dict(opts),
+                "target": target,
+                # Everything `loadgen verify` needs to re-reconcile later.
+                "expectation": {
+                    "spans_per_trace": expect.spans_per_trace,
+                    "services": list(expect.services),
+                    "configured_percent": expect.configured_percent,
+                    "run_id_tag": opts.tracing.run_id_tag,
+                    "quiet_s": quiet_s,
+                    "min_collection": opts.min_collection,
+                },
+            },
         )
 
         emitter = None
@@ -307,69 +328,22 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         if locust.returncode not in (0, None) and not partial_reason:
             raise RunError(f"Locust exited with code {locust.returncode}; see {run_dir / 'locust.log'}")
 
-        # --- read-back --------------------------------------------------------------------
-        ledger_stats = LedgerStats()
-        expected: dict[str, int] = {}
-        for rec in read_ledger(ledger_path, ledger_stats):
-            tid = ledger_trace_id(rec)
-            if tid:
-                # Query every id: sampled ones must be complete, the others are checked for leaks.
-                expected[tid] = expected_spans if upstream_decision(rec) else 0
-        if ledger_stats.truncated:
-            notes.append(
-                f"{ledger_stats.truncated} ledger line(s) were truncated (a crash mid-write) and skipped"
-            )
-        ref_summary = (
-            summarize_reference_log(read_reference_log(reference_path)) if reference_path.exists() else None
-        )
-        if ref_summary is not None:
-            for tid, state, spans in ref_summary.iter_traces():
-                if state == "exported" or state == "failed":
-                    expected[normalize_trace_id(tid)] = spans if state == "exported" else 0
-        settle = opts.settle_s if opts.settle_s is not None else opts.tracing.flush_interval_ms / 1000.0 + 1.0
-        readback = ReadBackResult()
-        try:
-            read_back(
-                backend,
-                expected,
-                settle_s=0.0 if partial_reason else settle,
-                poll_interval_s=opts.poll_interval_s,
-                max_wait_s=opts.max_wait_s,
-                run_id_tag=opts.tracing.run_id_tag,
-                run_id=run_id,
-                on_status=status,
-                result=readback,
-            )
-        except KeyboardInterrupt:
-            readback.interrupted = True
+        # --- read-back, reconcile -------------------------------------------------------------
+        load_end = time.time()
+        summary, interrupted = read_back_and_reconcile(
+            run_dir, run_id, backend, expect,
+            quiet_s=0.0 if partial_reason else quiet_s, poll_interval_s=opts.poll_interval_s,
+            max_wait_s=opts.max_wait_s, run_id_tag=opts.tracing.run_id_tag,
+            min_collection=opts.min_collection, load_end=load_end, status=status,
+        )  # fmt: skip
+        if interrupted:
             partial_reason = partial_reason or "interrupted during read-back"
-            notes.append("read-back was interrupted: traces not queried are reported unknown")
-        if not readback.stable and not readback.interrupted:
-            notes.append(
-                f"trace counts were still changing after {opts.max_wait_s:g} s of polling (--max-wait)"
-            )
-        _write_observations(run_dir / "fetched.jsonl", readback.observations)
-
-        # --- reconcile and report ------------------------------------------------------------
-        summary = build_summary(
-            run_id=run_id,
-            ledger_path=ledger_path,
-            observations=readback.observations,
-            expect=Expectation(expected_spans, tuple(services), configured),
-            ref_summary=ref_summary,
-            min_collection=opts.min_collection,
-        )
         summary["status"] = "partial" if partial_reason else "complete"
         if partial_reason:
             summary["status_reason"] = partial_reason
         summary["target"] = target
         summary["started_at"] = started_at
         summary["locust"] = _locust_totals(run_dir)
-        summary["readback"] = {
-            "settle_s": settle,
-            "stable": readback.stable,
-            "polls": [asdict(p) for p in readback.polls],
-        }
         summary["notes"] = notes + summary.get("notes", [])
         _write_json(run_dir / "summary.json", summary)
         (run_dir / "report.md").write_text(render_markdown(summary))
@@ -380,6 +354,82 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         if mesh is not None:
             status("stopping the embedded mesh")
             mesh.stop()
+
+
+def read_back_and_reconcile(
+    run_dir: Path,
+    run_id: str,
+    backend: TraceBackend,
+    expect: Expectation,
+    *,
+    quiet_s: float,
+    poll_interval_s: float,
+    max_wait_s: float,
+    run_id_tag: str,
+    min_collection: float,
+    load_end: float,
+    status: Status,
+) -> tuple[dict[str, Any], bool]:
+    """Query every ledger and reference trace id, reconcile, and write fetched.jsonl.
+
+    Shared by `loadgen run` and `loadgen verify`. Returns (summary, interrupted); a Ctrl-C
+    during polling keeps what was learned and leaves the rest unknown."""
+    notes: list[str] = []
+    ledger_path = run_dir / "ledger.jsonl"
+    reference_path = run_dir / "reference.jsonl"
+    ledger_stats = LedgerStats()
+    expected: dict[str, int] = {}
+    last_end = 0.0  # when the last request ended: time zero of the time-to-queryable curve
+    for rec in read_ledger(ledger_path, ledger_stats):
+        tid = ledger_trace_id(rec)
+        if tid:
+            # Query every id: sampled ones must be complete, the others are checked for leaks.
+            expected[tid] = expect.spans_per_trace if upstream_decision(rec) else 0
+            last_end = max(
+                last_end, float(rec.get("ts") or 0.0) + float(rec.get("latency_ms") or 0.0) / 1000.0
+            )
+    if ledger_stats.truncated:
+        notes.append(
+            f"{ledger_stats.truncated} ledger line(s) were truncated (a crash mid-write) and skipped"
+        )
+    ref_summary = (
+        summarize_reference_log(read_reference_log(reference_path)) if reference_path.exists() else None
+    )
+    if ref_summary is not None:
+        for tid, outcome in ref_summary.traces.items():
+            if outcome.state in ("exported", "failed"):
+                key = normalize_trace_id(tid)
+                expected[key] = outcome.spans if outcome.state == "exported" else 0
+    readback = ReadBackResult()
+    try:
+        read_back(
+            backend, expected,
+            quiet_s=quiet_s, poll_interval_s=poll_interval_s, max_wait_s=max_wait_s,
+            run_id_tag=run_id_tag, run_id=run_id, on_status=status, result=readback,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        readback.interrupted = True
+        notes.append("read-back was interrupted: traces not queried are reported unknown")
+    if not readback.stable and not readback.interrupted:
+        notes.append(f"trace counts were still changing after {max_wait_s:g} s of polling (--max-wait)")
+    _write_observations(run_dir / "fetched.jsonl", readback)
+    summary = build_summary(
+        run_id=run_id,
+        ledger_path=ledger_path,
+        observations=readback.observations,
+        expect=expect,
+        ref_summary=ref_summary,
+        min_collection=min_collection,
+    )
+    summary["readback"] = {
+        "quiet_s": quiet_s,
+        "poll_interval_s": poll_interval_s,
+        "stable": readback.stable,
+        "polls": [asdict(p) for p in readback.polls],
+    }
+    summary["queryable"] = time_to_queryable(readback.polls, last_end or load_end, poll_interval_s)
+    summary["notes"] = notes
+    return summary, readback.interrupted
 
 
 def build_summary(
@@ -411,10 +461,11 @@ def build_summary(
     return summary
 
 
-def _write_observations(path: Path, observations: dict[str, TraceObservation]) -> None:
+def _write_observations(path: Path, readback: ReadBackResult) -> None:
     with open(path, "w", encoding="utf-8") as fh:
-        for tid, obs in observations.items():
-            fh.write(json.dumps({"trace": tid, **obs.to_dict()}, separators=(",", ":")) + "\n")
+        for tid, obs in readback.observations.items():
+            row = {"trace": tid, **obs.to_dict(), "complete_at": readback.complete_at.get(tid)}
+            fh.write(json.dumps(row, separators=(",", ":")) + "\n")
 
 
 def _options_dict(opts: RunOptions) -> dict[str, Any]:
@@ -423,4 +474,94 @@ def _options_dict(opts: RunOptions) -> dict[str, Any]:
     return d
 
 
-__all__ = ["RUN_ID_HEADER", "RunError", "RunOptions", "RunResult", "execute_run", "preflight"]
+__all__ = ["RUN_ID_HEADER", "RunError", "RunOptions", "RunResult", "execute_run", "preflight", "verify_run"]
+
+
+VERIFY_KEYS = (
+    ("mesh collection", ("mesh", "collection", "k")),
+    ("mesh unknown", ("mesh", "unknown")),
+    ("mesh leaked", ("mesh", "leaked")),
+    ("reference collection", ("reference", "collection", "k")),
+    ("reference unknown", ("reference", "unknown")),
+)
+
+
+def _dig(obj: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
+
+
+def verify_run(
+    run_dir: Path,
+    status: Status,
+    *,
+    backend_spec: str = "",
+    max_wait_s: float = 30.0,
+    poll_interval_s: float = 1.0,
+) -> tuple[RunResult, list[tuple[str, Any, Any]]]:
+    """`loadgen verify RUN`: query the backend again for every trace of an earlier run (late spans,
+    a backend that was down), re-reconcile, and rewrite summary.json/report.md. The previous
+    summary is kept as summary.previous.json. Returns the result and (measure, before, after).
+
+    An embedded run's collector is gone, but its span store is in the run folder: a collector is
+    started on it for the duration of the check."""
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+        previous = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(
+            f"{run_dir} is not a loadgen run folder (run.json/summary.json unreadable: {exc})"
+        ) from exc
+    exp = meta.get("expectation") or {}
+    target = meta.get("target") or {}
+    collector: ManagedProcess | None = None
+    try:
+        if backend_spec:
+            spec = backend_spec
+        elif target.get("kind") == "embedded":
+            collector = ManagedProcess(
+                "collector",
+                python_module_argv(
+                    "loadgen.stack.collector", "--port", "0", "--data-dir", str(run_dir / "collector")
+                ),
+                run_dir / "stack" / "verify-collector.log",
+            )
+            collector.start(stdout_pipe=True)
+            spec = "zipkin:" + str(collector.read_ready_line(15.0)["url"])
+        else:
+            spec = str(target.get("backend_spec") or "")
+        try:
+            backend = parse_backend_spec(spec)
+            backend.check()
+        except (ValueError, BackendError) as exc:
+            raise RunError(f"cannot verify against backend {spec!r}: {exc}") from exc
+        expect = Expectation(
+            int(exp.get("spans_per_trace", 0)), tuple(exp.get("services", ())), exp.get("configured_percent")
+        )
+        try:
+            summary, interrupted = read_back_and_reconcile(
+                run_dir, str(meta["run_id"]), backend, expect,
+                quiet_s=0.0, poll_interval_s=poll_interval_s, max_wait_s=max_wait_s,
+                run_id_tag=str(exp.get("run_id_tag", "")), min_collection=float(exp.get("min_collection", 0.99)),
+                load_end=time.time(), status=status,
+            )  # fmt: skip
+        finally:
+            backend.close()
+    finally:
+        if collector is not None:
+            collector.stop()
+    for key in ("status", "status_reason", "target", "started_at", "locust"):
+        if key in previous:
+            summary[key] = previous[key]
+    if interrupted:
+        summary["status"] = "partial"
+        summary["status_reason"] = "verify interrupted during read-back"
+    summary["verified_at"] = time.time()
+    summary["notes"] = [*previous.get("notes", []), *summary.get("notes", [])]
+    (run_dir / "summary.previous.json").write_text(json.dumps(previous, indent=2) + "\n")
+    _write_json(run_dir / "summary.json", summary)
+    (run_dir / "report.md").write_text(render_markdown(summary))
+    changes = [(name, _dig(previous, path), _dig(summary, path)) for name, path in VERIFY_KEYS]
+    partial = summary.get("status") == "partial"
+    return RunResult(summary, run_dir, exit_code_for(summary["verdicts"], partial=partial)), changes

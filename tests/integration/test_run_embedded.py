@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from loadgen.ledger import read_ledger
-from loadgen.run import RunError, RunOptions, RunResult, execute_run
+from loadgen.run import RunError, RunOptions, RunResult, execute_run, verify_run
 from loadgen.stack.envoy import TracingConfig
-from loadgen.stack.mesh import GATEWAY_SERVICE, SIDECAR_SERVICE, EmbeddedMesh
+from loadgen.stack.mesh import GATEWAY_SERVICE, SIDECAR_SERVICE, CollectorFaults, EmbeddedMesh
 from loadgen.stats import wilson_interval
 
 from .conftest import leftover_processes
@@ -165,3 +165,41 @@ def test_unreachable_parts_fail_before_load(
         execute_run(opts, quiet)
     assert needle in str(info.value).lower() or needle in str(info.value)
     assert not (tmp_path / f"bad-{broken}" / "ledger.jsonl").exists()
+
+
+def test_collection_loss_fails_the_run_and_verify_picks_up_late_spans(tmp_path: Path) -> None:
+    """A collector that drops every span: nothing found, mesh collection fails (exit 1), while the
+    decisions stay known (missing, not unknown). Spans that reach the store later (here written
+    straight into the run's span store) are found by `verify`, which updates the summary."""
+    result = execute_run(
+        RunOptions(
+            run_id="lossy", output_dir=tmp_path, duration_s=2, users=2, spawn_rate=2,
+            mix="b3_multi_sampled=1", faults=CollectorFaults(drop_probability=1.0), reference_rate=10.0,
+        ),
+        quiet,
+    )  # fmt: skip
+    s = result.summary
+    n = s["mesh"]["collection"]["n"]
+    assert n > 0 and s["mesh"]["collection"]["k"] == 0
+    assert s["modes"]["b3_multi_sampled"]["missing"] == n and s["mesh"]["unknown"] == 0
+    assert s["reference"]["exported"] > 0 and s["reference"]["collection"]["k"] == 0
+    assert s["verdicts"]["mesh_collection"] == "fail" and result.exit_code == 1
+
+    late = [
+        [
+            {"traceId": rec["up_trace"], "id": f"{i:016x}", "localEndpoint": {"serviceName": svc}}
+            for i, svc in enumerate((GATEWAY_SERVICE, GATEWAY_SERVICE, SIDECAR_SERVICE), start=1)
+        ]
+        for rec in read_ledger(result.run_dir / "ledger.jsonl")
+    ]
+    with open(result.run_dir / "collector" / "spans.jsonl", "a") as fh:
+        fh.writelines(json.dumps(batch) + "\n" for batch in late)
+    verified, changes = verify_run(result.run_dir, quiet, max_wait_s=5)
+    v = verified.summary
+    assert v["mesh"]["collection"]["k"] == v["mesh"]["collection"]["n"] == n
+    assert v["verdicts"]["mesh_collection"] == "pass"
+    assert ("mesh collection", 0, n) in changes
+    previous = json.loads((result.run_dir / "summary.previous.json").read_text())
+    assert previous["mesh"]["collection"]["k"] == 0
+    assert json.loads((result.run_dir / "summary.json").read_text())["mesh"]["collection"]["k"] == n
+    assert leftover_processes(str(result.run_dir)) == []
