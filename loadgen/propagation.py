@@ -236,3 +236,11 @@ def envoy_random_sampled(request_id: str, percent: float) -> bool | None:
     if len(head) < 8 or any(c not in _HEX for c in head.lower()):
         return None
     return int(head, 16) % 10000 < math.floor(10000 * percent / 100.0)
+
+
+def mode_spec(name: object) -> ModeSpec | None:
+    """The spec of a mode name read from a ledger (None for a mode this version does not know)."""
+    try:
+        return MODE_SPECS[HeaderMode(str(name))]
+    except ValueError:
+        return None

@@ -22,11 +22,10 @@ from typing import Any
 
 from loadgen.backends.base import Fetched, FetchStatus
 from loadgen.propagation import (
-    MODE_SPECS,
     Decision,
-    HeaderMode,
     UpstreamView,
     envoy_random_sampled,
+    mode_spec,
     normalize_trace_id,
 )
 from loadgen.stats import Proportion, Verdict, percentile, sampling_verdict
@@ -172,7 +171,7 @@ def reconcile_mesh(
         outcome = classify(decided, obs, expect)
         tally.outcomes[outcome.value] += 1
 
-        spec = MODE_SPECS.get(HeaderMode(mode)) if mode in HeaderMode._value2member_map_ else None
+        spec = mode_spec(mode)
         if decided is not None:
             if decided:
                 tally.decided_sampled += 1
@@ -240,9 +239,7 @@ def reconcile_mesh(
             "decided_sampled": t.decided_sampled,
             "decided_not_sampled": t.decided_not_sampled,
             **{o.value: t.outcomes.get(o.value, 0) for o in Outcome},
-            "expected_decision": MODE_SPECS[HeaderMode(mode)].decision.value
-            if mode in HeaderMode._value2member_map_
-            else None,
+            "expected_decision": spec.decision.value if (spec := mode_spec(mode)) else None,
             "expectation_violations": t.expectation_violations,
         }
         lat = sorted(t.latencies_ms)

@@ -49,6 +49,7 @@ from loadgen.stack.mesh import (
     MeshConfig,
 )
 from loadgen.stack.procs import ManagedProcess, StackError, die_with_parent, python_module_argv
+from loadgen.tagsearch import estimate_from_tags, search_run
 from loadgen.verdicts import exit_code_for, run_verdicts
 
 DEFAULT_SCENARIO = "loadgen.traffic.default_scenario"
@@ -428,6 +429,22 @@ def read_back_and_reconcile(
         "polls": [asdict(p) for p in readback.polls],
     }
     summary["queryable"] = time_to_queryable(readback.polls, last_end or load_end, poll_interval_s)
+    summary["tag_search"] = None
+    first_ts = summary["requests"]["first_ts"]
+    if first_ts and run_id_tag and not readback.interrupted:
+        status(f"searching the backend for spans tagged {run_id_tag}={run_id}")
+        try:
+            tagged = search_run(
+                backend, tag=run_id_tag, run_id=run_id,
+                start_us=int((first_ts - 2.0) * 1e6), end_us=int((max(last_end, load_end) + 2.0) * 1e6),
+            )  # fmt: skip
+        except BackendError as exc:
+            notes.append(f"run-tag search failed: {exc}")
+        else:
+            ref_ids = {normalize_trace_id(t) for t in ref_summary.traces} if ref_summary else set()
+            summary["tag_search"] = estimate_from_tags(
+                read_ledger(ledger_path), tagged, ref_ids, summary["reference"]["collection"]
+            )
     summary["notes"] = notes
     return summary, readback.interrupted
 

@@ -60,6 +60,12 @@ def test_sampling_100_every_request_and_reference_trace_is_found(run100: RunResu
         "reference_collection": "pass",
     }
     assert run100.exit_code == 0
+    # The run-id tag search finds the same traces without knowing their ids.
+    tags = s["tag_search"]
+    assert tags["tagged_mesh"] == mesh["collection"]["k"]
+    assert tags["tagged_reference"] == ref["exported"]
+    assert tags["forced_not_sampled_found"]["k"] == 0
+    assert tags["forced_sampled_found"]["k"] == tags["forced_sampled_found"]["n"] > 0
 
 
 def test_sampled_flag_wins_both_ways(run100: RunResult) -> None:
@@ -121,6 +127,9 @@ def test_sampling_20_decision_rate_covers_configured(tmp_path: Path) -> None:
     assert s["mesh"]["collection"]["k"] == s["mesh"]["collection"]["n"]
     assert s["mesh"]["leaked"] == 0
     assert s["verdicts"]["sampling"] in ("pass", "inconclusive")
+    # Statistical mode (tag search, no per-request echo) agrees exactly when nothing is lost.
+    assert s["tag_search"]["decision"]["k"] == decision["k"]
+    assert s["tag_search"]["decision"]["n"] == decision["n"]
 
 
 def test_existing_mesh_as_external_target(mesh100: EmbeddedMesh, tmp_path: Path) -> None:

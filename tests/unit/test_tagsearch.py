@@ -1,0 +1,45 @@
+"""The statistical (tag-search) decision estimate, on hand-built ledgers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from loadgen.stats import wilson_interval
+from loadgen.tagsearch import estimate_from_tags
+
+
+def rec(mode: str, inj: str | None = None, status: int = 200) -> dict[str, Any]:
+    return {"mode": mode, "inj_trace": inj, "status": status}
+
+
+def test_attributes_injected_ids_and_counts_the_rest_for_header_less_requests() -> None:
+    ledger = [
+        rec("none"), rec("none"), rec("none"), rec("none"),
+        rec("b3_multi_no_flag", "a" * 32), rec("b3_multi_no_flag", "b" * 32),
+        rec("b3_multi_sampled", "c" * 32), rec("b3_multi_not_sampled", "d" * 32),
+        rec("none", status=503),  # no response: not a decision-free request that was decided
+    ]  # fmt: skip
+    tagged = {"a" * 32, "c" * 32, "e" * 32, "f" * 32, "9" * 32}  # e, f: Envoy-started traces; 9: reference
+    out = estimate_from_tags(ledger, tagged, {"9" * 32}, None)
+    assert out["tagged_mesh"] == 4 and out["tagged_reference"] == 1
+    assert out["unattributed_mesh"] == 2
+    # decision-free requests: 4 none + 2 no-flag; found: a (known) + e, f (unattributed)
+    assert (out["decision"]["k"], out["decision"]["n"]) == (3, 6)
+    assert out["forced_sampled_found"] == {"k": 1, "n": 1}
+    assert out["forced_not_sampled_found"] == {"k": 0, "n": 1}
+    assert out["decision_corrected"] is None
+
+
+def test_correction_by_reference_collection_widens_the_interval() -> None:
+    ledger = [rec("none")] * 100
+    tagged = {f"{i:032x}" for i in range(1, 16)}  # 15 found of 100
+    ref = {"k": 50, "n": 100, "rate": 0.5, "ci95": list(wilson_interval(50, 100))}
+    out = estimate_from_tags(ledger, tagged, set(), ref)
+    corrected = out["decision_corrected"]
+    assert corrected["rate"] == pytest.approx(0.30)
+    raw_low, raw_high = wilson_interval(15, 100)
+    assert corrected["ci95"][0] == pytest.approx(raw_low / ref["ci95"][1])
+    assert corrected["ci95"][1] == pytest.approx(raw_high / ref["ci95"][0])
+    assert corrected["ci95"][0] < corrected["rate"] < corrected["ci95"][1]
