@@ -225,10 +225,17 @@ def reconcile_mesh(
 
     decision_p = Proportion(decision[0], decision[1])
     expected_fraction = None if expect.configured_percent is None else expect.configured_percent / 100.0
+    basis = "statistical"
     if expected_fraction is None:
         verdict, pvalue = Verdict.INCONCLUSIVE, None
     else:
         verdict, pvalue = sampling_verdict(decision[0], decision[1], expected_fraction)
+        if decision[1] and predicted[1] == decision[1]:
+            # Every decision was checked against Envoy's x-request-id rule at the configured
+            # percentage: that is exact evidence, stronger than any interval. (The observed
+            # fraction still wobbles around the configured one because the ids are random.)
+            basis = "exact"
+            verdict = Verdict.PASS if predicted[0] == 0 else Verdict.FAIL
 
     modes: dict[str, Any] = {}
     latencies: dict[str, Any] = {}
@@ -256,6 +263,7 @@ def reconcile_mesh(
             "configured_percent": expect.configured_percent,
             "decision": decision_p.to_dict(),
             "verdict": verdict.value,
+            "verdict_basis": basis,
             "p_value": pvalue,
             "prediction": {
                 "checked": predicted[1],

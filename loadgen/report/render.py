@@ -87,6 +87,11 @@ def _headline_rows(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+MODES_CAPTION = (
+    "req/err: requests/errors; part/miss/leak/unkn: partial/missing/leaked/unknown; p50-p99: latency ms"
+)
+
+
 def render_terminal(summary: dict[str, Any]) -> list[Table]:
     """Two rich tables: the headline numbers with verdicts, and per header mode."""
     status = summary.get("status", "complete")
@@ -98,22 +103,14 @@ def render_terminal(summary: dict[str, Any]) -> list[Table]:
     colours = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
     for name, value, verdict in _headline_rows(summary):
         head.add_row(name, value, Text(verdict, style=colours.get(verdict, "")))
-    modes = Table(title="per header mode", title_justify="left")
-    for col in (
-        "mode",
-        "requests",
-        "errors",
-        "sampled",
-        "found",
-        "partial",
-        "missing",
-        "leaked",
-        "unknown",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-    ):
-        modes.add_column(col, justify="left" if col == "mode" else "right")
+    modes = Table(
+        title="per header mode (sampled = upstream saw the sampled flag)",
+        title_justify="left",
+        caption=MODES_CAPTION,
+    )
+    modes.add_column("mode", no_wrap=True)
+    for col in ("req", "err", "sampled", "found", "part", "miss", "leak", "unkn", "p50", "p95", "p99"):
+        modes.add_column(col, justify="right", no_wrap=True)
     for mode, m in summary["modes"].items():
         lat = summary["latency_ms"].get(mode, {})
         modes.add_row(
