@@ -47,6 +47,21 @@ LEDGER_FIELDS = (
 )
 
 
+def _end_torn_line(path: Path) -> None:
+    """A crash can leave a last line without its newline; appending to it would glue the next
+    good record onto the torn one. Terminate it so only the torn line is lost."""
+    try:
+        with open(path, "rb+") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
+    except FileNotFoundError:
+        pass
+
+
 class LedgerWriter:
     """Append-only, line-buffered-by-count ledger file."""
 
@@ -55,6 +70,7 @@ class LedgerWriter:
     ) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        _end_torn_line(path)
         self._file: IO[str] | None = open(path, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
         self.worker = worker
         self.count = 0

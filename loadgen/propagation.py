@@ -142,7 +142,7 @@ def parse_mix(text: str) -> dict[HeaderMode, float]:
 
 
 def format_mix(mix: dict[HeaderMode, float]) -> str:
-    return ",".join(f"{mode.value}={weight:g}" for mode, weight in mix.items())
+    return ",".join(f"{mode.value}={int(w) if float(w).is_integer() else w!r}" for mode, w in mix.items())
 
 
 @dataclass(frozen=True)
@@ -209,8 +209,6 @@ def parse_echo(headers: dict[str, str]) -> UpstreamView:
     flag = lower.get("x-b3-sampled")
     if flag is not None:
         flag = {"true": "1", "false": "0"}.get(flag.lower(), flag.lower())
-    if lower.get("x-b3-flags") == "1":
-        flag = "d"
     trace = lower.get("x-b3-traceid")
     span = lower.get("x-b3-spanid")
     return UpstreamView(trace.lower() if trace else None, span.lower() if span else None, flag, xrid)
@@ -231,11 +229,13 @@ def xrid_decision(request_id: str | None) -> bool | None:
 
 def envoy_random_sampled(request_id: str, percent: float) -> bool | None:
     """Envoy's random-sampling rule on an x-request-id UUID (measured, shared/ENVOY-NOTES.md):
-    sampled <=> int(xrid[0:8], 16) % 10000 < floor(10000 * percent / 100). None if unparsable."""
+    sampled <=> int(xrid[0:8], 16) % 10000 < int(10000 * (percent / 100.0)). None if unparsable."""
     head = request_id[:8]
     if len(head) < 8 or any(c not in _HEX for c in head.lower()):
         return None
-    return int(head, 16) % 10000 < math.floor(10000 * percent / 100.0)
+    # Envoy's ProtobufPercentHelper::convertPercent: uint64_t(10000 * (percent / 100.0)); the
+    # float rounding of that exact expression decides the boundary (0.29 % -> 28, not 29).
+    return int(head, 16) % 10000 < int(10000 * (percent / 100.0))
 
 
 def mode_spec(name: object) -> ModeSpec | None:

@@ -94,6 +94,15 @@ def binom_cdf(k: int, n: int, p: float) -> float:
     return betainc(n - k, k + 1, 1.0 - p)
 
 
+def _upper_tail(j: int, n: int, p: float) -> float:
+    """P(X >= j) = I_p(j, n - j + 1), computed directly: 1 - cdf cancels for tiny tails."""
+    if j <= 0:
+        return 1.0
+    if j > n:
+        return 0.0
+    return betainc(j, n - j + 1, p)
+
+
 def binom_logpmf(k: int, n: int, p: float) -> float:
     if p <= 0.0:
         return 0.0 if k == 0 else -math.inf
@@ -123,6 +132,7 @@ def _beta_ppf(q: float, a: float, b: float) -> float:
 def clopper_pearson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Exact (Clopper-Pearson) interval: quantiles of Beta(k, n-k+1) and Beta(k+1, n-k)."""
     _check_counts(k, n)
+    z_for(confidence)  # validates 0 < confidence < 1 (NaN included)
     if n == 0:
         return (0.0, 1.0)
     alpha = 1.0 - confidence
@@ -157,7 +167,7 @@ def binom_test_two_sided(k: int, n: int, p: float) -> float:
                 hi = mid
             else:
                 lo = mid + 1
-        upper = 1.0 - binom_cdf(lo - 1, n, p) if lo <= n else 0.0
+        upper = _upper_tail(lo, n, p)
         pval = binom_cdf(k, n, p) + upper
     else:
         # Largest j <= mode with pmf(j) <= pmf(k): the lower tail ends there.
@@ -169,7 +179,7 @@ def binom_test_two_sided(k: int, n: int, p: float) -> float:
             else:
                 hi = mid - 1
         lower = binom_cdf(lo, n, p) if lo >= 0 else 0.0
-        pval = lower + (1.0 - binom_cdf(k - 1, n, p))
+        pval = lower + _upper_tail(k, n, p)
     return min(1.0, max(0.0, pval))
 
 

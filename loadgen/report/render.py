@@ -9,6 +9,7 @@ import json
 import re
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -19,6 +20,16 @@ def md_escape(value: object) -> str:
     """Escape Markdown/HTML-significant characters and control characters in untrusted text."""
     text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in str(value))
     return _MD_SPECIAL.sub(r"\\\1", text).replace("&", "&amp;")
+
+
+def md_code(value: object) -> str:
+    """Untrusted text as a Markdown code span: shown verbatim (Markdown does not process escapes
+    or HTML inside code spans), so only backticks and control characters need neutralising.
+    Text with HTML/table characters is escaped instead: some renderers mishandle them even there."""
+    text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in str(value))
+    if any(c in text for c in "<>&|"):
+        return md_escape(value)
+    return "`" + text.replace("`", "'") + "`"
 
 
 def fmt_rate(p: dict[str, Any] | None) -> str:
@@ -95,7 +106,8 @@ MODES_CAPTION = (
 def render_terminal(summary: dict[str, Any]) -> list[Table]:
     """Two rich tables: the headline numbers with verdicts, and per header mode."""
     status = summary.get("status", "complete")
-    title = f"loadgen run {summary['run_id']}" + (" (PARTIAL)" if status != "complete" else "")
+    # Run ids and mode names are user input: never let rich read them as markup.
+    title = f"loadgen run {escape(str(summary['run_id']))}" + (" (PARTIAL)" if status != "complete" else "")
     head = Table(title=title, title_justify="left")
     head.add_column("measure")
     head.add_column("value (rate [95% CI] (k, n))")
@@ -114,7 +126,7 @@ def render_terminal(summary: dict[str, Any]) -> list[Table]:
     for mode, m in summary["modes"].items():
         lat = summary["latency_ms"].get(mode, {})
         modes.add_row(
-            mode,
+            escape(mode),
             str(m["requests"]),
             str(m["errors"]),
             str(m["decided_sampled"]),
@@ -133,7 +145,7 @@ def render_terminal(summary: dict[str, Any]) -> list[Table]:
 def render_markdown(summary: dict[str, Any]) -> str:
     lines: list[str] = []
     status = summary.get("status", "complete")
-    lines.append(f"# loadgen run `{md_escape(summary['run_id'])}`")
+    lines.append(f"# loadgen run {md_code(summary['run_id'])}")
     lines.append("")
     if status != "complete":
         lines.append(
@@ -179,9 +191,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
     for label, key in (("Missing", "missing_examples"), ("Leaked", "leaked_examples")):
         if mesh.get(key):
             lines.append("")
-            lines.append(
-                f"{label} trace ids (examples): " + ", ".join(f"`{md_escape(t)}`" for t in mesh[key])
-            )
+            lines.append(f"{label} trace ids (examples): " + ", ".join(md_code(t) for t in mesh[key]))
     notes = summary.get("notes") or []
     if notes:
         lines.append("")

@@ -280,9 +280,13 @@ def test_x_b3_sampled_true_false_spellings(value: str, flag: str) -> None:
     assert view.sampled is (flag == "1")
 
 
-def test_x_b3_flags_1_means_debug_which_is_sampled() -> None:
+def test_x_b3_flags_1_alone_is_not_a_sampled_flag() -> None:
+    # ENVOY-NOTES: "X-B3-Flags: 1 alone does not force sampling (passed through)"; the decision
+    # the upstream saw is X-B3-Sampled (absent here), so the echo carries no flag.
     view = parse_echo({"X-B3-TraceId": T128, "X-B3-SpanId": S64, "X-B3-Flags": "1"})
-    assert view.flag == "d" and view.sampled is True
+    assert view.flag is None
+    view = parse_echo({"X-B3-TraceId": T128, "X-B3-SpanId": S64, "X-B3-Flags": "1", "X-B3-Sampled": "0"})
+    assert view.flag == "0" and view.sampled is False
 
 
 def test_b3_single_wins_over_stale_multi_headers() -> None:
