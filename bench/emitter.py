@@ -1,0 +1,245 @@
+"""Side-emitter throughput: loadgen's ReferenceEmitter vs the plain OpenTelemetry SDK pipeline.
+
+    python bench/emitter.py [--quick] [--traces N] [--rounds R]
+
+Starts the embedded collector (`python -m loadgen.stack.collector`, stopped by PID), then in this
+process, alternately (a, b, a, b, ...):
+
+  (a) loadgen   `ReferenceEmitter(collector_url, run_id, log, rate_per_s=0, children=2)`
+                `.emit_burst(N)` then `.stop()` - with its per-trace accounting and JSON-lines log;
+  (b) plain SDK the same 3-span traces through TracerProvider + BatchSpanProcessor + ZipkinExporter
+                (same queue/batch settings), with only a span counter on the exporter.
+
+Spans/s = spans exported / (first span started -> stop() returned, everything exported). The
+accounting must hold: started = exported + failed + dropped (traces and spans). With the default
+max_queue_size (2048) a burst can overflow the queue; the queue is then grown (x4) until nothing is
+dropped, and the rows say so. CPU is this process's (generator + exporter threads) and the
+collector's, so "spans per emitter CPU-second" is the one-core figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    Collector,
+    banner,
+    footer,
+    median,
+    print_table,
+    proc_cpu_s,
+    ratio_line,
+    self_cpu_s,
+)
+from opentelemetry.exporter.zipkin.json import ZipkinExporter  # noqa: E402
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON  # noqa: E402
+from opentelemetry.trace import SpanKind, set_span_in_context  # noqa: E402
+
+from loadgen.emitter import ReferenceEmitter, zipkin_spans_url  # noqa: E402
+
+CHILDREN = 2
+GOAL_SPANS_PER_S = 20_000.0
+DEFAULT_QUEUE = 2048
+
+
+def run_loadgen(url: str, n: int, queue: int, tmp: Path, tag: str, collector_pid: int) -> dict[str, object]:
+    emitter = ReferenceEmitter(
+        url,
+        f"bench-{tag}",
+        tmp / f"{tag}.reference.jsonl",
+        rate_per_s=0,
+        children=CHILDREN,
+        max_queue_size=queue,
+    )
+    c0, k0, t0 = self_cpu_s(), proc_cpu_s(collector_pid), time.perf_counter()
+    emitter.emit_burst(n)
+    gen_s = time.perf_counter() - t0
+    c = emitter.stop(timeout_s=120)
+    wall = time.perf_counter() - t0
+    cpu, kcpu = self_cpu_s() - c0, proc_cpu_s(collector_pid) - k0
+    balanced = (
+        c.traces_started == c.traces_exported + c.traces_failed + c.traces_dropped
+        and c.spans_started == c.spans_exported + c.spans_failed + c.spans_dropped
+    )
+    return {
+        "what": "a loadgen ReferenceEmitter", "queue": queue, "started": c.spans_started,
+        "exported": c.spans_exported, "failed": c.spans_failed, "dropped": c.spans_dropped,
+        "balanced": "yes" if balanced and c.traces_pending == 0 else "NO",
+        "gen_s": gen_s, "wall": wall, "rate": c.spans_exported / wall, "cpu_pct": 100 * cpu / wall,
+        "per_cpu": c.spans_exported / cpu if cpu else 0.0, "collector_pct": 100 * kcpu / wall,
+        "traces_dropped": c.traces_dropped,
+    }  # fmt: skip
+
+
+class _CountingExporter(SpanExporter):
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+        self.ok = 0
+        self.failed = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self.inner.export(spans)
+        if result is SpanExportResult.SUCCESS:
+            self.ok += len(spans)
+        else:
+            self.failed += len(spans)
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+
+def run_sdk(url: str, n: int, queue: int, collector_pid: int) -> dict[str, object]:
+    exporter = _CountingExporter(ZipkinExporter(endpoint=zipkin_spans_url(url), timeout=5))
+    provider = TracerProvider(
+        resource=Resource.create({SERVICE_NAME: "bench-plain-sdk"}), sampler=ALWAYS_ON, shutdown_on_exit=False
+    )
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            exporter, max_queue_size=queue, schedule_delay_millis=500, max_export_batch_size=512
+        )
+    )
+    tracer = provider.get_tracer("bench")
+    c0, k0, t0 = self_cpu_s(), proc_cpu_s(collector_pid), time.perf_counter()
+    for seq in range(n):
+        attrs: dict[str, str | int] = {"loadgen.run_id": "bench-sdk", "loadgen.ref_seq": seq}
+        root = tracer.start_span("reference", kind=SpanKind.SERVER, attributes=attrs)
+        parent = set_span_in_context(root)
+        for i in range(CHILDREN):
+            kind = SpanKind.CLIENT if i % 2 == 0 else SpanKind.INTERNAL
+            tracer.start_span(
+                f"reference.child-{i}",
+                context=parent,
+                kind=kind,
+                attributes={**attrs, "loadgen.ref_child": i},
+            ).end()
+        root.end()
+    gen_s = time.perf_counter() - t0
+    provider.force_flush()
+    provider.shutdown()
+    wall = time.perf_counter() - t0
+    cpu, kcpu = self_cpu_s() - c0, proc_cpu_s(collector_pid) - k0
+    started = n * (1 + CHILDREN)
+    return {
+        "what": "b plain OTel SDK", "queue": queue, "started": started, "exported": exporter.ok,
+        "failed": exporter.failed, "dropped": started - exporter.ok - exporter.failed, "balanced": "n/a",
+        "gen_s": gen_s, "wall": wall, "rate": exporter.ok / wall, "cpu_pct": 100 * cpu / wall,
+        "per_cpu": exporter.ok / cpu if cpu else 0.0, "collector_pct": 100 * kcpu / wall, "traces_dropped": None,
+    }  # fmt: skip
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="seconds, tiny sizes (smoke test)")
+    p.add_argument(
+        "--traces", type=int, default=20_000, help="traces per burst (3 spans each; default 20000)"
+    )
+    p.add_argument("--rounds", type=int, default=3, help="a/b pairs at the tuned queue size (default 3)")
+    args = p.parse_args()
+    if args.quick:
+        args.traces, args.rounds = 300, 1
+    banner(
+        f"side-emitter: bursts of {args.traces:,} traces ({args.traces * (1 + CHILDREN):,} spans)", args.quick
+    )
+    rows: list[dict[str, object]] = []
+    balanced_all = True
+    with tempfile.TemporaryDirectory(prefix="bench-emitter-") as tmp_s:
+        tmp = Path(tmp_s)
+        (tmp / "data").mkdir()
+        with Collector(tmp / "data") as collector:
+            # Tune: grow the queue until a burst drops nothing.
+            queue = DEFAULT_QUEUE
+            while True:
+                r = run_loadgen(collector.url, args.traces, queue, tmp, f"tune{queue}", collector.pid)
+                r["what"] = f"a loadgen (queue tuning{', default' if queue == DEFAULT_QUEUE else ''})"
+                rows.append(r)
+                balanced_all &= r["balanced"] == "yes"
+                if not r["dropped"] or queue >= args.traces * (1 + CHILDREN):
+                    break
+                queue *= 4
+            pairs: list[float] = []
+            a_rates: list[float] = []
+            b_rates: list[float] = []
+            a_cpu: list[float] = []
+            for i in range(args.rounds):
+                a = run_loadgen(collector.url, args.traces, queue, tmp, f"a{i}", collector.pid)
+                b = run_sdk(collector.url, args.traces, queue, collector.pid)
+                rows += [a, b]
+                balanced_all &= a["balanced"] == "yes"
+                pairs.append(float(a["rate"]) / float(b["rate"]))
+                a_rates.append(float(a["rate"]))
+                b_rates.append(float(b["rate"]))
+                a_cpu.append(float(a["per_cpu"]))
+    print_table(
+        [
+            "emitter",
+            "max_queue_size",
+            "spans started",
+            "exported",
+            "failed",
+            "dropped",
+            "accounting balanced",
+            "burst s",
+            "until stopped s",
+            "spans/s",
+            "emitter CPU %",
+            "spans/emitter CPU-s",
+            "collector CPU %",
+        ],
+        [
+            [
+                r["what"],
+                r["queue"],
+                r["started"],
+                r["exported"],
+                r["failed"],
+                r["dropped"],
+                r["balanced"],
+                r["gen_s"],
+                r["wall"],
+                r["rate"],
+                r["cpu_pct"],
+                r["per_cpu"],
+                r["collector_pct"],
+            ]
+            for r in rows
+        ],
+    )
+    print(
+        f"   tuned max_queue_size = {queue} (default {DEFAULT_QUEUE}); medians over {args.rounds} round(s): "
+        f"loadgen {median(a_rates):,.0f} spans/s, plain SDK {median(b_rates):,.0f} spans/s"
+    )
+    print()
+    ratio_line(
+        f"loadgen emitter spans/s / {GOAL_SPANS_PER_S:,.0f} goal",
+        median(a_rates) / GOAL_SPANS_PER_S,
+        ">=",
+        1.0,
+        f"({median(a_rates):,.0f} spans/s; {median(a_cpu):,.0f} spans per emitter CPU-s)",
+    )
+    ratio_line(
+        f"loadgen emitter / plain OTel SDK spans/s (median of {len(pairs)} alternating pairs)", median(pairs)
+    )
+    print(
+        f"   accounting started = exported + failed + dropped held in every loadgen run: "
+        f"{'yes' if balanced_all else 'NO'}"
+    )
+    footer()
+    return 0 if balanced_all else 1
+
+
+if __name__ == "__main__":
+    start = time.perf_counter()
+    rc = main()
+    print(f"   wall time {time.perf_counter() - start:.1f} s")
+    sys.exit(rc)

@@ -1,0 +1,213 @@
+"""Ledger analysis at scale: read a 1M-request ledger and fold it with reconcile_mesh.
+
+    python bench/ledger_analysis.py [--quick] [--requests N] [--percent P]
+
+Writes N realistic ledger records with `loadgen.ledger.LedgerWriter` (the fields TracedUser
+writes: header-mode mix, injected ids, echoed trace id / flag / Envoy x-request-id decided by
+Envoy's rule at P % sampling, latencies, 0.1 % errors), then runs each measurement in a fresh
+child process (time and peak RSS from `resource.getrusage(RUSAGE_CHILDREN)` after it exits):
+
+  fold      as `loadgen run` does after the read-back: one `read_ledger` pass building the
+            observation map (one TraceObservation per trace id, FOUND with 3 spans if sampled,
+            MISSING otherwise - what the backend reader returns), then
+            `reconcile_mesh(read_ledger(path), observations, expectation)` (the timed goal)
+  baseline  the floor for any JSON-lines reader in Python: `for line in f: json.loads(line)`
+
+Goal: the read + fold pass <= 15 s and the child's peak RSS (observation map included) <= 1 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import GATEWAY_SERVICE, SIDECAR_SERVICE, banner, footer, print_table, ratio_line, run_child  # noqa: E402
+
+GOAL_S = 15.0
+GOAL_RSS_KIB = 1024 * 1024
+
+
+def write_ledger(path: Path, n: int, percent: float, seed: int = 7) -> None:
+    from loadgen.ledger import LedgerWriter
+    from loadgen.propagation import DEFAULT_MIX, Decision, envoy_random_sampled, mode_spec
+    from loadgen.propagation import encode as encode_mode
+
+    rng = random.Random(seed)
+    modes = [m for m, w in DEFAULT_MIX.items() if w > 0]
+    weights = [DEFAULT_MIX[m] for m in modes]
+    choices = rng.choices(modes, weights, k=n)
+    ts = time.time() - n / 2000.0
+    with LedgerWriter(path, worker="bench:4242") as writer:
+        for mode in choices:
+            spec = mode_spec(mode.value)
+            assert spec is not None
+            inj = encode_mode(mode, rng)
+            record: dict[str, object] = {
+                "rid": f"{rng.getrandbits(128):032x}", "mode": mode.value,
+                "inj_trace": inj.trace_id, "inj_span": inj.span_id, "inj_flag": inj.flag,
+                "latency_ms": round(rng.lognormvariate(1.5, 0.4), 3), "ts": round(ts, 6),
+            }  # fmt: skip
+            ts += 0.0005
+            if rng.random() < 0.001:
+                record.update(status=503, error="HTTP 503")
+            else:
+                xrid = str(uuid.UUID(int=rng.getrandbits(128)))
+                if spec.decision is Decision.PROXY:
+                    decided = bool(envoy_random_sampled(xrid, percent))
+                else:
+                    decided = spec.decision is Decision.FORCED_SAMPLED
+                # Character 14 of x-request-id is Envoy's trace reason: 9 sampled, 4 not.
+                xrid = xrid[:14] + ("9" if decided else "4") + xrid[15:]
+                record.update(
+                    status=200, error=None, up_trace=inj.trace_id or f"{rng.getrandbits(128):032x}",
+                    up_span=f"{rng.getrandbits(64):016x}", up_flag="1" if decided else "0", up_xrid=xrid,
+                )  # fmt: skip
+            writer.append(record)
+
+
+def child_fold(path: Path, percent: float) -> None:
+    """Runs in the child: build the observation map, then read + fold. Prints one JSON line."""
+    from loadgen.backends.base import FetchStatus
+    from loadgen.ledger import LedgerStats, read_ledger
+    from loadgen.reconcile import (
+        Expectation,
+        TraceObservation,
+        ledger_trace_id,
+        reconcile_mesh,
+        upstream_decision,
+    )
+
+    services = [GATEWAY_SERVICE, SIDECAR_SERVICE]
+    t0 = time.perf_counter()
+    observations: dict[str, TraceObservation] = {}
+    for rec in read_ledger(path):
+        tid = ledger_trace_id(rec)
+        if tid:
+            if upstream_decision(rec):
+                observations[tid] = TraceObservation(FetchStatus.FOUND, 3, tuple(services), 3)
+            else:
+                observations[tid] = TraceObservation(FetchStatus.MISSING)
+    t1 = time.perf_counter()
+    stats = LedgerStats()
+    expect = Expectation(spans_per_trace=3, services=tuple(services), configured_percent=percent)
+    summary = reconcile_mesh(read_ledger(path, stats), observations, expect)
+    t2 = time.perf_counter()
+    print(json.dumps({
+        "map_s": t1 - t0, "fold_s": t2 - t1, "observations": len(observations), "records": stats.records,
+        "total": summary["requests"]["total"], "collection": summary["mesh"]["collection"],
+        "verdict": summary["sampling"]["verdict"], "basis": summary["sampling"]["verdict_basis"],
+    }))  # fmt: skip
+
+
+def child_baseline(path: Path) -> None:
+    t0 = time.perf_counter()
+    n = 0
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            json.loads(line)
+            n += 1
+    print(json.dumps({"read_s": time.perf_counter() - t0, "records": n}))
+
+
+def measure(argv: list[str]) -> tuple[dict[str, object], float, int]:
+    """Run one child; (its JSON line, wall s, peak RSS KiB from RUSAGE_CHILDREN)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with tempfile.TemporaryFile() as out:
+        child = run_child(argv, stdout=out, timeout_s=900)
+        out.seek(0)
+        text = out.read().decode()
+    if child.returncode != 0:
+        raise RuntimeError(f"child {argv[-3:]} exited {child.returncode}")
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if rss <= before:  # RUSAGE_CHILDREN keeps the max over all reaped children: fall back to wait4's
+        rss = child.maxrss_kib
+    return json.loads(text.strip().splitlines()[-1]), child.wall_s, rss
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="seconds, tiny sizes (smoke test)")
+    p.add_argument("--requests", type=int, default=1_000_000, help="ledger records (default 1000000)")
+    p.add_argument("--percent", type=float, default=1.0, help="gateway sampling %% (default 1, Istio's)")
+    p.add_argument("--child", choices=["fold", "baseline"], help=argparse.SUPPRESS)
+    p.add_argument("--ledger", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child == "fold":
+        child_fold(args.ledger, args.percent)
+        return 0
+    if args.child == "baseline":
+        child_baseline(args.ledger)
+        return 0
+    if args.quick:
+        args.requests = 20_000
+    banner(f"ledger analysis: {args.requests:,} requests at {args.percent:g} % sampling", args.quick)
+    with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
+        ledger = Path(tmp) / "ledger.jsonl"
+        t0 = time.perf_counter()
+        write_ledger(ledger, args.requests, args.percent)
+        gen_s = time.perf_counter() - t0
+        size_mib = ledger.stat().st_size / 2**20
+        print(f"   wrote {args.requests:,} records ({size_mib:,.0f} MiB) with LedgerWriter in {gen_s:.1f} s")
+        me = [sys.executable, str(Path(__file__).resolve())]
+        # The fold child runs first: RUSAGE_CHILDREN's maximum is then its own peak.
+        fold, fold_wall, fold_rss = measure(
+            [*me, "--child", "fold", "--percent", str(args.percent), "--ledger", str(ledger)]
+        )
+        base, base_wall, base_rss = measure([*me, "--child", "baseline", "--ledger", str(ledger)])
+    fold_s, map_s, read_s = float(fold["fold_s"]), float(fold["map_s"]), float(base["read_s"])
+    print_table(
+        ["child process", "records", "pass s", "records/s", "child wall s", "peak RSS MiB"],
+        [
+            [
+                "read_ledger + build observation map",
+                fold["records"],
+                map_s,
+                int(fold["records"]) / map_s,
+                None,
+                None,
+            ],
+            [
+                "read_ledger + reconcile_mesh fold (goal)",
+                fold["total"],
+                fold_s,
+                int(fold["total"]) / fold_s,
+                fold_wall,
+                fold_rss / 1024,
+            ],
+            [
+                "baseline: json.loads per line",
+                base["records"],
+                read_s,
+                int(base["records"]) / read_s,
+                base_wall,
+                base_rss / 1024,
+            ],
+        ],
+    )
+    print(
+        f"   observations: {fold['observations']:,}; mesh collection {fold['collection']}; "
+        f"sampling verdict {fold['verdict']} ({fold['basis']})"
+    )
+    print()
+    ratio_line(f"read+fold seconds / {GOAL_S:g} s goal", fold_s / GOAL_S, "<=", 1.0, f"({fold_s:.2f} s)")
+    ratio_line("peak RSS / 1 GiB goal", fold_rss / GOAL_RSS_KIB, "<=", 1.0, f"({fold_rss / 1024:,.0f} MiB)")
+    ratio_line("read+fold / bare json.loads read (time)", fold_s / read_s)
+    footer()
+    return 0
+
+
+if __name__ == "__main__":
+    start = time.perf_counter()
+    rc = main()
+    if not any(a == "--child" for a in sys.argv):
+        print(f"   wall time {time.perf_counter() - start:.1f} s")
+    sys.exit(rc)

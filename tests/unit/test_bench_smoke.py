@@ -1,0 +1,39 @@
+"""Every benchmark in bench/ runs end to end in --quick mode and prints a numeric ratio line.
+
+The figures of a --quick run mean nothing; this only keeps the scripts runnable (they start the
+collector or the whole embedded mesh on 127.0.0.1 and must stop what they started).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+SCRIPTS = ["generator.py", "collector_ingest.py", "reconcile.py", "emitter.py", "ledger_analysis.py"]
+RATIO_LINE = re.compile(r"^ratio \S.* = -?[0-9]+\.[0-9]+\b", re.MULTILINE)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_bench_script_quick(script: str, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        cwd=tmp_path,  # nothing may depend on (or litter) the current directory
+    )
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert RATIO_LINE.search(proc.stdout), f"{script} printed no numeric ratio line:\n{proc.stdout}"
+
+
+def test_every_bench_script_is_smoke_tested() -> None:
+    found = sorted(
+        p.name for p in BENCH.glob("*.py") if not p.name.startswith("_") and p.name != "bare_locustfile.py"
+    )
+    assert found == sorted(SCRIPTS)
