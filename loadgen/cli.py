@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 
 from loadgen import __version__
+from loadgen.doctor import run_doctor
+from loadgen.istio_config import IstioConfigError, WorkloadMode, effective_sampling, load_istio_files
 from loadgen.propagation import DEFAULT_MIX, MODE_SPECS, format_mix, parse_mix
 from loadgen.report.render import render_markdown, render_terminal
 from loadgen.run import RunError, RunOptions, execute_run, verify_run
@@ -201,6 +203,17 @@ def run(
             rich_help_panel="Existing mesh",
         ),
     ] = None,
+    expect_from: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--expect-from",
+            help="Istio YAML (Telemetry, IstioOperator, mesh ConfigMap, proxy.istio.io/config annotations) "
+            "to read the expected sampling from, with Istio's precedence (for the ingress gateway).",
+            rich_help_panel="Existing mesh",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     expected_spans: Annotated[
         int | None,
         typer.Option(
@@ -269,6 +282,10 @@ def run(
         parse_mix(mix)
     except ValueError as exc:
         _fatal(f"--mix: {exc}")
+    if expect_from:
+        if expect is not None:
+            _fatal("give either --expect or --expect-from, not both")
+        expect = _expected_from_istio(expect_from)
     opts = RunOptions(
         run_id=run_id,
         output_dir=output,
@@ -308,6 +325,76 @@ def run(
             err.print(f"[yellow]note:[/] {note}")
         out.print(f"report: {result.run_dir / 'report.md'}  summary: {result.run_dir / 'summary.json'}")
     raise typer.Exit(result.exit_code)
+
+
+def _expected_from_istio(files: list[Path]) -> float:
+    try:
+        resources = load_istio_files(files)
+    except (OSError, IstioConfigError) as exc:
+        _fatal(f"--expect-from: {exc}")
+    eff = effective_sampling(resources, "istio-system", {"istio": "ingressgateway"}, WorkloadMode.CLIENT)
+    err.print(f"expected sampling {eff.percent:g} % from {eff.source}")
+    return eff.percent
+
+
+@app.command()
+def doctor(
+    gateway: Annotated[str, typer.Option("--gateway", help="Gateway URL, e.g. http://127.0.0.1:30000.")] = "",
+    host: Annotated[
+        str, typer.Option("--host", help="Host header the gateway routes on.")
+    ] = "httpbin.istioinaction.io",
+    collector: Annotated[
+        str,
+        typer.Option(
+            "--collector",
+            help="Collector URL, with the span path if it is not /api/v2/spans (e.g. http://127.0.0.1:9411).",
+        ),
+    ] = "",
+    backend: Annotated[str, typer.Option("--backend", help="Where traces are read: zipkin:URL.")] = "",
+    bootstrap: Annotated[
+        str,
+        typer.Option(
+            "--bootstrap",
+            help="`istioctl proxy-config bootstrap POD -o json` output to lint (a file, or - for stdin).",
+        ),
+    ] = "",
+    istio_config: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--istio-config", help="Istio YAML files to read the effective sampling from.", exists=True
+        ),
+    ] = None,
+    namespace: Annotated[
+        str, typer.Option("--namespace", help="Namespace of the workload for --istio-config.")
+    ] = "istio-system",
+    path: Annotated[str, typer.Option("--path", help="Path that echoes request headers.")] = "/headers",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+) -> None:
+    """Check, before a long run, that the mesh is measurable: gateway and Host routing, header echo,
+    x-request-id kept or regenerated, the collector path (POST a probe span and read it back),
+    the tracing bootstrap, and the sampling your Istio YAML configures. Each check prints
+    PASS/WARN/FAIL with a one-line fix. Exit code 1 when any check fails.
+
+    Try it on the embedded mesh: `loadgen stack up`, then
+    `loadgen doctor --gateway URL --collector URL --backend zipkin:URL`."""
+    if not (gateway or collector or backend or bootstrap or istio_config):
+        _fatal("nothing to check: give --gateway, --collector/--backend, --bootstrap or --istio-config")
+    report_ = run_doctor(
+        gateway=gateway or None,
+        host=host,
+        collector=collector or None,
+        backend=backend or None,
+        bootstrap=bootstrap or None,
+        istio_files=tuple(str(p) for p in istio_config or ()),
+        namespace=namespace,
+        path=path,
+    )
+    if as_json:
+        out.print_json(json.dumps(report_.to_dict()))
+    else:
+        for line in report_.render_text():
+            out.print(line, markup=False, highlight=False)
+    raise typer.Exit(report_.exit_code)
 
 
 @app.command()

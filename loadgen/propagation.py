@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -199,9 +200,15 @@ def parse_b3_single(value: str) -> tuple[str | None, str | None, str | None]:
     return parts[0], parts[1], flag
 
 
-def parse_echo(headers: dict[str, str]) -> UpstreamView:
-    """Read an echo of request headers (any case). `b3` wins over `X-B3-*` as it does in Envoy."""
-    lower = {k.lower(): v for k, v in headers.items()}
+def parse_echo(headers: Mapping[str, object]) -> UpstreamView:
+    """Read an echo of request headers (any case). `b3` wins over `X-B3-*` as it does in Envoy.
+
+    Values may be strings (httpbin) or lists of strings (go-httpbin); the first value counts."""
+    lower: dict[str, str] = {}
+    for key, value in headers.items():
+        if isinstance(value, list):
+            value = value[0] if value else ""
+        lower[str(key).lower()] = str(value)
     xrid = lower.get("x-request-id")
     if "b3" in lower:
         trace, span, flag = parse_b3_single(lower["b3"])

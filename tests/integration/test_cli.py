@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from loadgen.ledger import count_lines, read_ledger
+from loadgen.stack.mesh import EmbeddedMesh
 
 from .conftest import leftover_processes
 
@@ -171,3 +172,47 @@ def test_children_die_with_a_killed_cli(tmp_path: Path) -> None:
     while leftover_processes(str(workdir)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert leftover_processes(str(workdir)) == []
+
+
+def test_doctor_passes_on_the_embedded_mesh_and_names_the_fix_for_a_broken_path(
+    mesh100: EmbeddedMesh,
+) -> None:
+    base = [
+        *LOADGEN,
+        "doctor",
+        "--gateway",
+        mesh100.gateway_url,
+        "--backend",
+        f"zipkin:{mesh100.collector_url}",
+    ]
+    good = subprocess.run(
+        [*base, "--collector", mesh100.collector_url], capture_output=True, text=True, timeout=120
+    )
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "0 failed" in good.stdout and "gateway.x_request_id" in good.stdout
+    broken = subprocess.run(
+        [*base, "--collector", f"{mesh100.collector_url}/zipkin/api/v1/spans"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert broken.returncode == 1
+    assert "FAIL  collector.endpoint" in broken.stdout
+    assert "use collectorEndpoint /api/v2/spans" in broken.stdout
+
+
+def test_expect_from_istio_yaml_sets_the_expected_sampling(mesh100: EmbeddedMesh, tmp_path: Path) -> None:
+    seed = Path(__file__).parent.parent / "fixtures" / "doctor" / "seed-istiooperator-tracing.yaml"
+    proc = subprocess.run(
+        [
+            *LOADGEN, "run", "--duration", "2", "--users", "2", "--run-id", "expfrom", "--output", str(tmp_path),
+            "--gateway", mesh100.gateway_url, "--collector", mesh100.collector_url,
+            "--backend", f"zipkin:{mesh100.collector_url}", "--expect-from", str(seed), "--json",
+        ],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "expected sampling 100 %" in proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["sampling"]["configured_percent"] == 100.0
+    assert summary["sampling"]["verdict"] == "pass"

@@ -430,3 +430,10 @@ def test_random_request_ids_sample_at_about_the_configured_rate() -> None:
     k = sum(bool(envoy_random_sampled(x, 10.0)) for x in ids)
     # Binomial(20000, 0.1): sd = 42.4; 6 sd either side.
     assert abs(k - 2000) < 6 * math.sqrt(n * 0.1 * 0.9)
+
+
+def test_parse_echo_accepts_go_httpbin_list_values() -> None:
+    view = parse_echo(
+        {"X-B3-Traceid": [T128], "X-B3-Spanid": [S64], "X-B3-Sampled": ["1"], "X-Request-Id": ["x"]}
+    )
+    assert (view.trace_id, view.span_id, view.flag, view.request_id) == (T128, S64, "1", "x")
