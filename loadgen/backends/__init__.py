@@ -1,21 +1,32 @@
-"""Trace readers: one seam (`TraceBackend`) over Zipkin and, later, Jaeger query APIs.
+"""Trace readers: one seam (`TraceBackend`) over the Zipkin v2, Jaeger `/api` and Jaeger `/api/v3`
+query APIs.
 
 Every reader returns spans in Zipkin v2 JSON shape, keyed by normalized trace id; see base.py.
+Build one from a `KIND:URL` spec with `parse_backend_spec` (KIND: zipkin, jaeger, jaeger-v3, auto).
 """
 
 from loadgen.backends.base import (
+    BackendDetectionError,
     BackendError,
+    BackendOptions,
     Fetched,
     FetchStatus,
     TraceBackend,
     parse_backend_spec,
 )
+from loadgen.backends.jaeger import JaegerBackend
+from loadgen.backends.jaeger_v3 import JaegerV3Backend, ParamStyle
 from loadgen.backends.zipkin import ZipkinBackend
 
 __all__ = [
+    "BackendDetectionError",
     "BackendError",
+    "BackendOptions",
     "FetchStatus",
     "Fetched",
+    "JaegerBackend",
+    "JaegerV3Backend",
+    "ParamStyle",
     "TraceBackend",
     "ZipkinBackend",
     "parse_backend_spec",

@@ -1,6 +1,6 @@
 """The trace-reader seam: one small interface every backend reader implements.
 
-Whatever the backend (Zipkin, later Jaeger `/api` and `/api/v3`), a reader returns spans in the
+Whatever the backend (Zipkin, Jaeger `/api` or Jaeger `/api/v3`), a reader returns spans in the
 **Zipkin v2 JSON shape** (https://zipkin.io/zipkin-api/#/default/post_spans), as plain dicts::
 
     {"traceId": "…", "id": "…", "parentId": "…", "kind": "SERVER", "name": "…",
@@ -23,22 +23,27 @@ Outcome semantics the reconciler relies on:
 from __future__ import annotations
 
 import abc
+import base64
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self
 
 __all__ = [
     "SUPPORTED_BACKEND_SPECS",
+    "BackendDetectionError",
     "BackendError",
+    "BackendOptions",
     "FetchStatus",
     "Fetched",
     "ProgressCallback",
     "Span",
     "TraceBackend",
     "parse_backend_spec",
+    "parse_headers",
     "redact_url",
 ]
 
@@ -50,7 +55,12 @@ ProgressCallback = Callable[[int, int], None]
 
 _USERINFO = re.compile(r"//[^/?#\s]*@")
 
-SUPPORTED_BACKEND_SPECS: tuple[str, ...] = ("zipkin:http[s]://HOST:9411[/PATH]",)
+SUPPORTED_BACKEND_SPECS: tuple[str, ...] = (
+    "zipkin:http[s]://HOST:9411[/PATH]",
+    "jaeger:http[s]://HOST:16686[/jaeger]",
+    "jaeger-v3:http[s]://HOST:16686[/jaeger]",
+    "auto:http[s]://HOST[:PORT][/PATH]",
+)
 
 
 class FetchStatus(StrEnum):
@@ -119,6 +129,9 @@ class TraceBackend(abc.ABC):
     def __enter__(self) -> Self:
         return self
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"  # url is already redacted
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -133,17 +146,206 @@ def redact_url(url: str) -> str:
     return _USERINFO.sub("//***@", url)
 
 
-def parse_backend_spec(spec: str, **options: Any) -> TraceBackend:
-    """Build a reader from `KIND:URL`, e.g. `zipkin:http://zipkin.istio-system:9411`.
+# -- options shared by every reader ------------------------------------------------------------
 
-    `options` are passed to the reader's constructor (timeout_s, headers, auth, …).
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+# Header names whose values are credentials: scrubbed from messages, masked in repr().
+_SENSITIVE_HEADER = re.compile(r"auth|token|secret|key|cookie|password|session", re.IGNORECASE)
+# Shorter "secrets" would scrub ordinary text (a header value "1" must not blank every 1).
+_MIN_SECRET_LEN = 4
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """How every reader talks to its backend: credentials, TLS, timeouts, retries, parallelism.
+
+    Precedence is the caller's: `BackendOptions.from_env(os.environ).merged(flags)` gives
+    flags > `LOADGEN_BACKEND_*` environment > these defaults. Secrets (`bearer_token`, the
+    password, credential-looking header values) never appear in `repr()`; readers scrub them from
+    every message they produce (see `secret_values`).
+    """
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Extra request headers, e.g. `{"X-Scope-OrgID": "tenant-1"}`."""
+    bearer_token: str | None = None
+    """Sent as `Authorization: Bearer <token>`."""
+    basic_auth: tuple[str, str] | None = None
+    """(user, password) for HTTP basic auth."""
+    verify: bool | str = True
+    """TLS: True (system CAs), False (no verification), or the path of a CA bundle (PEM)."""
+    timeout_s: float = 10.0
+    """Per request (connect, read, write, pool)."""
+    retries: int = 3
+    """Extra attempts after the first, on 5xx/429/timeouts/connection errors."""
+    backoff_s: float = 0.2
+    """Delay before retry n (0-based) is `backoff_s * 2**n`, or the server's Retry-After if longer."""
+    concurrency: int = 4
+    """Requests in flight at once (also the connection pool size)."""
+    batch_size: int = 100
+    """Trace ids per batched request (Zipkin traceMany, Jaeger multi-get); also the progress step."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", dict(self.headers))
+        if (
+            self.batch_size < 1
+            or self.concurrency < 1
+            or self.retries < 0
+            or self.timeout_s <= 0
+            or self.backoff_s < 0
+        ):
+            raise ValueError(
+                "need batch_size >= 1, concurrency >= 1, retries >= 0, timeout_s > 0, backoff_s >= 0"
+            )
+        if self.bearer_token is not None and self.basic_auth is not None:
+            raise ValueError("choose one of a bearer token and basic auth (user/password), not both")
+        if (self.bearer_token is not None or self.basic_auth is not None) and any(
+            name.lower() == "authorization" for name in self.headers
+        ):
+            raise ValueError("an Authorization header and a bearer token / basic auth conflict: choose one")
+        if not isinstance(self.verify, bool) and not self.verify:
+            raise ValueError("verify must be True, False or the path of a CA bundle")
+
+    def __repr__(self) -> str:
+        headers = {name: "***" for name in self.headers}
+        token = None if self.bearer_token is None else "***"
+        basic = None if self.basic_auth is None else (self.basic_auth[0], "***")
+        return (
+            f"BackendOptions(headers={headers!r}, bearer_token={token!r}, basic_auth={basic!r}, "
+            f"verify={self.verify!r}, timeout_s={self.timeout_s!r}, retries={self.retries!r}, "
+            f"backoff_s={self.backoff_s!r}, concurrency={self.concurrency!r}, "
+            f"batch_size={self.batch_size!r})"
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> BackendOptions:
+        """Options from `LOADGEN_BACKEND_*` variables (unset ones keep the defaults):
+
+        - `LOADGEN_BACKEND_TOKEN`: bearer token.
+        - `LOADGEN_BACKEND_USER` / `LOADGEN_BACKEND_PASSWORD`: basic auth.
+        - `LOADGEN_BACKEND_HEADERS`: extra headers, `"Name: value; Name2: value2"`.
+        - `LOADGEN_BACKEND_CA`: CA bundle (PEM) to verify the backend's certificate.
+        - `LOADGEN_BACKEND_INSECURE=1`: do not verify TLS certificates.
+        """
+        token = environ.get("LOADGEN_BACKEND_TOKEN") or None
+        user = environ.get("LOADGEN_BACKEND_USER") or None
+        password = environ.get("LOADGEN_BACKEND_PASSWORD")
+        if password and user is None:
+            raise ValueError("LOADGEN_BACKEND_PASSWORD is set without LOADGEN_BACKEND_USER")
+        headers = parse_headers(environ.get("LOADGEN_BACKEND_HEADERS", ""), "LOADGEN_BACKEND_HEADERS")
+        ca = environ.get("LOADGEN_BACKEND_CA") or None
+        insecure_raw = environ.get("LOADGEN_BACKEND_INSECURE", "").strip().lower()
+        if insecure_raw not in _TRUE | _FALSE:
+            raise ValueError(f"LOADGEN_BACKEND_INSECURE must be 1 or 0, got {insecure_raw!r}")
+        insecure = insecure_raw in _TRUE
+        if insecure and ca:
+            raise ValueError("LOADGEN_BACKEND_INSECURE=1 and LOADGEN_BACKEND_CA contradict: choose one")
+        verify: bool | str = False if insecure else (ca or True)
+        return cls(
+            headers=headers,
+            bearer_token=token,
+            basic_auth=(user, password or "") if user is not None else None,
+            verify=verify,
+        )
+
+    def merged(self, flags: Mapping[str, Any]) -> BackendOptions:
+        """These options overridden by `flags` (field name -> value; None means "not given").
+
+        Headers merge, a flag header winning over one of the same name. Credentials given as
+        flags replace the environment's of the other kind (a flag token drops an env user/password).
+        """
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(flags) - known)
+        if unknown:
+            raise TypeError(f"unknown backend option(s) {unknown}; known: {sorted(known)}")
+        given = {name: value for name, value in flags.items() if value is not None}
+        if "headers" in given:
+            headers = {n: v for n, v in self.headers.items() if n.lower() not in _lower(given["headers"])}
+            given["headers"] = {**headers, **given["headers"]}
+        if "bearer_token" in given and "basic_auth" not in given:
+            given["basic_auth"] = None
+        if "basic_auth" in given and "bearer_token" not in given:
+            given["bearer_token"] = None
+        if "basic_auth" in given and given["basic_auth"] is not None:
+            given["basic_auth"] = tuple(given["basic_auth"])
+        return replace(self, **given)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every string that must not appear in a message: the token, the password, the basic
+        credentials as sent on the wire, credential-looking header values (and their parts)."""
+        found: set[str] = set()
+        if self.bearer_token:
+            found.add(self.bearer_token)
+        if self.basic_auth is not None:
+            user, password = self.basic_auth
+            found.add(password)
+            found.add(base64.b64encode(f"{user}:{password}".encode()).decode())
+        for name, value in self.headers.items():
+            if _SENSITIVE_HEADER.search(name):
+                found.add(value)
+                found.update(value.split())
+        return tuple(sorted((s for s in found if len(s) >= _MIN_SECRET_LEN), key=len, reverse=True))
+
+
+def _lower(headers: Mapping[str, str]) -> set[str]:
+    return {name.lower() for name in headers}
+
+
+def parse_headers(text: str, source: str = "headers") -> dict[str, str]:
+    """`"Name: value; Name2: value2"` -> dict. Values are never echoed in errors (they may be
+    credentials)."""
+    headers: dict[str, str] = {}
+    for n, entry in enumerate(text.split(";"), start=1):
+        if not entry.strip():
+            continue
+        name, sep, value = entry.partition(":")
+        name = name.strip()
+        if not sep or not name or any(c.isspace() for c in name):
+            raise ValueError(f"{source}: entry {n} is not of the form 'Name: value' (entries split on ';')")
+        headers[name] = value.strip()
+    return headers
+
+
+# -- building a reader from a spec -------------------------------------------------------------
+
+
+class BackendDetectionError(BackendError, ValueError):
+    """`auto:URL` found no trace query API. Also a ValueError: the spec could not be resolved."""
+
+
+def parse_backend_spec(spec: str, options: BackendOptions | None = None, **overrides: Any) -> TraceBackend:
+    """Build a reader from `KIND:URL`, e.g. `jaeger:http://tracing.istio-system/jaeger`.
+
+    KIND is `zipkin`, `jaeger` (the `/api/...` JSON API), `jaeger-v3` (`/api/v3/...`) or `auto`
+    (probes the URL, and URL/jaeger, with one cheap GET per candidate API; see
+    `loadgen.backends._detect`). `options` default to `BackendOptions.from_env(os.environ)`;
+    `overrides` are BackendOptions fields (flags, winning over `options`) plus, for jaeger-v3,
+    `param_style`. Raises ValueError for a malformed spec or bad options, and
+    BackendDetectionError (a ValueError) when `auto` finds nothing.
     """
     kind, sep, url = spec.strip().partition(":")
     kind = kind.lower()
-    if not sep or not url.startswith(("http://", "https://")) or kind not in ("zipkin",):
+    if not sep or not url.startswith(("http://", "https://")) or kind not in _KINDS:
         supported = ", ".join(SUPPORTED_BACKEND_SPECS)
         raise ValueError(f"unsupported backend {redact_url(spec)!r}: expected one of {supported}")
+    extra = {"param_style": overrides.pop("param_style")} if "param_style" in overrides else {}
+    if extra and kind not in ("jaeger-v3", "auto"):
+        raise TypeError(f"param_style only applies to jaeger-v3, not {kind}")
+    base = options if options is not None else BackendOptions.from_env(os.environ)
+    resolved = base.merged(overrides)
     # Imported here so that base.py stays importable by every implementation.
+    from loadgen.backends._detect import detect_backend
+    from loadgen.backends.jaeger import JaegerBackend
+    from loadgen.backends.jaeger_v3 import JaegerV3Backend
     from loadgen.backends.zipkin import ZipkinBackend
 
-    return ZipkinBackend(url, **options)
+    if kind == "zipkin":
+        return ZipkinBackend(url, resolved)
+    if kind == "jaeger":
+        return JaegerBackend(url, resolved)
+    if kind == "jaeger-v3":
+        return JaegerV3Backend(url, resolved, **extra)
+    return detect_backend(url, resolved, **extra)
+
+
+_KINDS = ("zipkin", "jaeger", "jaeger-v3", "auto")

@@ -1,0 +1,102 @@
+"""Pure helpers every reader shares: the fetch loop (dedupe, validate, split, progress), grouping
+returned spans under the requested ids, and Zipkin-style value formatting."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
+from decimal import Decimal
+from typing import Any
+
+from loadgen.backends._http import run_concurrently
+from loadgen.backends.base import Fetched, FetchStatus, ProgressCallback, Span
+from loadgen.propagation import is_hex_id, normalize_trace_id
+
+__all__ = ["all_error", "assign", "fetch_all", "format_double"]
+
+
+def fetch_all(
+    trace_ids: Sequence[str],
+    fetch_unit: Callable[[list[str]], dict[str, Fetched]],
+    *,
+    unit_size: int,
+    concurrency: int,
+    progress_step: int,
+    on_progress: ProgressCallback | None,
+    thread_name: str,
+) -> dict[str, Fetched]:
+    """The shape of every `fetch_many`: ids normalized and deduplicated, invalid ones ERROR,
+    the rest fetched in units of `unit_size` ids (`concurrency` units in flight), and
+    `on_progress(done, total)` on the caller's thread after a unit once at least `progress_step`
+    more ids are done since the last call, and after the last unit."""
+    unique = list(dict.fromkeys(normalize_trace_id(t) for t in trace_ids))
+    results: dict[str, Fetched] = {}
+    valid: list[str] = []
+    for tid in unique:
+        if is_hex_id(tid):
+            valid.append(tid)
+        else:
+            results[tid] = Fetched(FetchStatus.ERROR, error=f"not a 16 or 32 hex trace id: {tid!r}")
+    total = len(unique)
+    done = reported = len(results)
+    units = [valid[i : i + unit_size] for i in range(0, len(valid), unit_size)]
+    with closing(run_concurrently(units, fetch_unit, concurrency, thread_name)) as finished:
+        for unit_result in finished:
+            results.update(unit_result)
+            done += len(unit_result)
+            if on_progress is not None and (done - reported >= progress_step or done == total):
+                reported = done
+                on_progress(done, total)
+    return results
+
+
+def assign(ids: Sequence[str], spans: Iterable[Any]) -> dict[str, Fetched]:
+    """Group returned spans under the requested (normalized) ids.
+
+    Zipkin may answer a 128-bit id with spans carrying its 64-bit low half (or the reverse,
+    `strictTraceId=false`), so an exact match wins, then a low-half match. A 16-hex span id
+    matching the low half of several requested 128-bit ids goes to each of them. Spans of
+    traces that were not requested are ignored.
+    """
+    requested = set(ids)
+    by_low_half: dict[str, list[str]] = {}
+    for tid in ids:
+        if len(tid) == 32:
+            by_low_half.setdefault(tid[16:], []).append(tid)
+    grouped: dict[str, list[Span]] = {tid: [] for tid in ids}
+    for span in spans:
+        raw = span.get("traceId") if isinstance(span, dict) else None
+        if not isinstance(raw, str):
+            continue
+        got = normalize_trace_id(raw)
+        if got in requested:
+            targets = [got]
+        elif len(got) == 32 and got[16:] in requested:
+            targets = [got[16:]]
+        else:
+            targets = by_low_half.get(got, [])
+        for target in targets:
+            grouped[target].append(span)
+    return {
+        tid: Fetched(FetchStatus.FOUND, spans=tuple(found)) if found else Fetched(FetchStatus.MISSING)
+        for tid, found in grouped.items()
+    }
+
+
+def all_error(ids: Sequence[str], reason: str) -> dict[str, Fetched]:
+    return {tid: Fetched(FetchStatus.ERROR, error=reason) for tid in ids}
+
+
+def format_double(value: float) -> str:
+    """A float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` prints it, which is how the
+    OpenTelemetry Collector's Zipkin translator and Jaeger turn a double attribute into a
+    string tag: shortest round-trip digits, never an exponent, no trailing ".0"."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    text = format(Decimal(repr(value)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text

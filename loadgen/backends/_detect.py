@@ -1,0 +1,89 @@
+"""`auto:URL`: find which trace query API answers at URL (or URL/jaeger) with a few cheap GETs.
+
+Per candidate base (URL, then URL/jaeger unless it already ends so), in this order:
+1. `GET /api/v2/services` answering a JSON list of names -> `ZipkinBackend`.
+2. `GET /api/services` answering Jaeger's `{"data": [...]}` envelope -> `JaegerBackend`. Preferred
+   over api_v3 when both answer (every Jaeger up to v2.20 serves both): it fetches 100 ids per
+   request instead of one, and it filters searches by tag on the server on every version, where
+   api_v3 GET only does from v2.19 (Istio's addon runs 2.17).
+3. `GET /api/v3/services` answering `{"services": [...]}` -> `JaegerV3Backend` (Jaeger after
+   v2.20, which dropped `/api/services`).
+Probes are single attempts without retries; a connection failure stops the search at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from loadgen.backends._http import HttpClient, RequestFailed, json_body, resolve_options
+from loadgen.backends.base import BackendDetectionError, BackendOptions, TraceBackend, redact_url
+
+__all__ = ["detect_backend"]
+
+
+def _is_zipkin(body: Any) -> bool:
+    return isinstance(body, list) and all(isinstance(s, str) for s in body)
+
+
+def _is_jaeger(body: Any) -> bool:
+    return (
+        isinstance(body, dict) and "data" in body and (body["data"] is None or isinstance(body["data"], list))
+    )
+
+
+def _is_jaeger_v3(body: Any) -> bool:
+    return isinstance(body, dict) and isinstance(body.get("services"), list)
+
+
+def detect_backend(base_url: str, options: BackendOptions, **extra: Any) -> TraceBackend:
+    """The reader for whichever API answers first (see the module docstring). `extra` goes to
+    a JaegerV3Backend (param_style). Raises BackendDetectionError listing every probe's answer."""
+    from loadgen.backends.jaeger import JaegerBackend
+    from loadgen.backends.jaeger_v3 import JaegerV3Backend
+    from loadgen.backends.zipkin import ZipkinBackend
+
+    base, resolved, auth = resolve_options(base_url, options, {})
+    probes: list[tuple[str, Callable[[Any], bool], Callable[[str], TraceBackend]]] = [
+        ("/api/v2/services", _is_zipkin, lambda url: ZipkinBackend(url, resolved)),
+        ("/api/services", _is_jaeger, lambda url: JaegerBackend(url, resolved)),
+        ("/api/v3/services", _is_jaeger_v3, lambda url: JaegerV3Backend(url, resolved, **extra)),
+    ]
+    candidates = [base]
+    if not urlsplit(base).path.rstrip("/").endswith("/jaeger"):
+        candidates.append(f"{base}/jaeger")
+    # The URL's own credentials were moved into `resolved`; probes and readers use the clean URL.
+    answers: list[str] = []
+    client = HttpClient(base, resolved.merged({"retries": 0}), auth)
+    try:
+        for candidate in candidates:
+            prefix = candidate[len(base) :]
+            for path, accepts, build in probes:
+                try:
+                    resp = client.get_once(prefix + path)
+                except RequestFailed as exc:
+                    raise BackendDetectionError(
+                        f"auto: cannot reach {redact_url(base)}: {exc}. Is the backend running?"
+                    ) from exc
+                if resp.status_code == 200 and accepts(json_body(resp)):
+                    return build(candidate)
+                answers.append(f"{prefix}{path} -> HTTP {resp.status_code}")
+                if resp.status_code in (401, 403):
+                    raise BackendDetectionError(
+                        f"auto: {redact_url(candidate)}{path} answered HTTP {resp.status_code}: the "
+                        "backend wants credentials (LOADGEN_BACKEND_TOKEN, user/password or headers)"
+                    )
+    finally:
+        client.close()
+    receiver = any(a.endswith(("HTTP 400", "HTTP 202", "HTTP 405")) for a in answers)
+    hint = (
+        " Answers like 400/202 to a GET come from a span receiver (Jaeger's Zipkin receiver on 9411 "
+        "only accepts spans): read from the query port 16686 (Istio: http://tracing.istio-system/jaeger)."
+        if receiver
+        else ""
+    )
+    raise BackendDetectionError(
+        f"auto: no Zipkin or Jaeger query API answered at {redact_url(base)}: {'; '.join(answers)}.{hint} "
+        "Name the kind explicitly: zipkin:URL, jaeger:URL or jaeger-v3:URL"
+    )

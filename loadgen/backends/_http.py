@@ -1,0 +1,293 @@
+"""HTTP plumbing shared by every reader, in one place: client construction from BackendOptions
+(auth, TLS, timeouts, pool size), GET with retries and backoff, JSON-or-nothing bodies, and
+messages that never carry a secret.
+
+Retry policy: 5xx answers 500/502/503/504, 429, timeouts and connection errors are transient and
+retried `options.retries` times; the delay before retry n (0-based) is `backoff_s * 2**n`, or the
+server's Retry-After (seconds, capped at 30 s) when that is longer. Every other status is final
+and returned to the reader, which decides what it means (a 404 may be MISSING or a wrong path).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any, TypedDict, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import httpx
+
+from loadgen.backends.base import BackendOptions, redact_url
+
+__all__ = [
+    "RETRY_STATUSES",
+    "ApiTrust",
+    "BackendOverrides",
+    "HttpClient",
+    "RequestFailed",
+    "describe",
+    "json_body",
+    "resolve_options",
+    "run_concurrently",
+]
+
+logger = logging.getLogger("loadgen.backends")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+"""Transient answers worth retrying; every other status is final."""
+# Cap on a server's Retry-After so a misbehaving proxy cannot stall a run.
+_MAX_RETRY_AFTER_S = 30.0
+
+QueryParams = Mapping[str, str | int] | Sequence[tuple[str, str | int]]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class RequestFailed(Exception):
+    """A request still failed after all retries (or failed in a way not worth retrying).
+    The message is already scrubbed of secrets."""
+
+
+class BackendOverrides(TypedDict, total=False):
+    """Keyword overrides every reader's constructor accepts; they win over `options`."""
+
+    headers: Mapping[str, str]
+    bearer_token: str
+    basic_auth: tuple[str, str]
+    verify: bool | str
+    timeout_s: float
+    retries: int
+    backoff_s: float
+    concurrency: int
+    batch_size: int
+    auth: httpx.Auth | tuple[str, str]
+    """Kept for callers of the first ZipkinBackend: a (user, password) tuple is `basic_auth`,
+    an httpx.Auth is used as is."""
+
+
+def resolve_options(
+    base_url: str, options: BackendOptions | None, overrides: BackendOverrides
+) -> tuple[str, BackendOptions, httpx.Auth | None]:
+    """(base URL without user:password and trailing slash, effective options, extra httpx auth).
+
+    Credentials in the URL (`http://user:pw@host`) become basic auth unless `options`/overrides
+    already carry credentials; either way they are removed from the URL, so they never reach a
+    message, a log line (httpx logs request URLs) or `TraceBackend.url`.
+    """
+    if not base_url.startswith(("http://", "https://")):
+        raise ValueError(f"backend URL must start with http:// or https://, got {redact_url(base_url)!r}")
+    flags: dict[str, Any] = {k: v for k, v in overrides.items() if k != "auth"}
+    extra_auth: httpx.Auth | None = None
+    auth = overrides.get("auth")
+    if isinstance(auth, tuple):
+        flags.setdefault("basic_auth", auth)
+    elif auth is not None:
+        extra_auth = auth
+    resolved = (options or BackendOptions()).merged(flags)
+    parts = urlsplit(base_url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if at:
+        user, _, password = userinfo.partition(":")
+        if resolved.bearer_token is None and resolved.basic_auth is None and extra_auth is None:
+            resolved = resolved.merged({"basic_auth": (unquote(user), unquote(password))})
+        base_url = urlunsplit(parts._replace(netloc=hostport))
+    return base_url.rstrip("/"), resolved, extra_auth
+
+
+def _ssl_verify(verify: bool | str) -> bool | ssl.SSLContext:
+    if isinstance(verify, bool):
+        return verify
+    path = Path(verify)
+    try:
+        if path.is_dir():
+            return ssl.create_default_context(capath=str(path))
+        return ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot use CA bundle {verify!r}: {exc}") from exc
+
+
+class HttpClient:
+    """A pooled httpx.Client rooted at one API URL, with the shared retry policy."""
+
+    def __init__(self, root: str, options: BackendOptions, auth: httpx.Auth | None = None) -> None:
+        self.root = root.rstrip("/")
+        self.options = options
+        headers = dict(options.headers)
+        if options.bearer_token is not None:
+            headers["Authorization"] = f"Bearer {options.bearer_token}"
+        if auth is None and options.basic_auth is not None:
+            auth = httpx.BasicAuth(*options.basic_auth)
+        self._secrets = options.secret_values()
+        self._client = httpx.Client(
+            headers=headers,
+            auth=auth,
+            verify=_ssl_verify(options.verify),
+            timeout=httpx.Timeout(options.timeout_s),
+            limits=httpx.Limits(
+                max_connections=options.concurrency, max_keepalive_connections=options.concurrency
+            ),
+            # httpx drops Authorization when a redirect leaves the origin.
+            follow_redirects=True,
+        )
+
+    def scrub(self, text: str) -> str:
+        """`text` with every secret replaced by ***: a server may echo request headers."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return redact_url(text)
+
+    def describe(self, exc: Exception) -> str:
+        return self.scrub(describe(exc))
+
+    def problem(self, resp: httpx.Response, path: str) -> str:
+        """A short description of a non-success answer: status and the start of the body."""
+        text = " ".join(resp.text.split())[:200]
+        message = f"HTTP {resp.status_code} from {path}"
+        if resp.status_code in (414, 431):
+            message += " (request too long: lower the batch size)"
+        return self.scrub(f"{message}: {text}" if text else message)
+
+    def get_once(self, path: str, params: QueryParams | None = None) -> httpx.Response:
+        """One GET of `{root}{path}`, no retries; RequestFailed on any transport error."""
+        try:
+            return self._client.get(f"{self.root}{path}", params=_query(params))
+        except httpx.RequestError as exc:
+            raise RequestFailed(self.describe(exc)) from exc
+
+    def get(self, path: str, params: QueryParams | None = None) -> httpx.Response:
+        """GET `{root}{path}`, retrying transient failures; the final response has any status
+        that is not retryable. Raises RequestFailed when retries run out."""
+        attempt = 0
+        retries, backoff_s = self.options.retries, self.options.backoff_s
+        while True:
+            retry_after: float | None = None
+            try:
+                resp = self._client.get(f"{self.root}{path}", params=_query(params))
+            except httpx.TransportError as exc:  # connect/read/write errors and timeouts
+                reason = self.describe(exc)
+            except httpx.RequestError as exc:  # e.g. too many redirects: not transient
+                raise RequestFailed(self.describe(exc)) from exc
+            else:
+                if resp.status_code not in RETRY_STATUSES:
+                    return resp
+                reason = self.problem(resp, path)
+                retry_after = _retry_after_s(resp)
+            if attempt >= retries:
+                raise RequestFailed(f"{reason} (gave up after {attempt + 1} attempts)")
+            delay = backoff_s * 2**attempt
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, _MAX_RETRY_AFTER_S))
+            logger.debug("retrying %s in %.2fs: %s", path, delay, reason)
+            time.sleep(delay)
+            attempt += 1
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _query(
+    params: QueryParams | None,
+) -> Mapping[str, str | int] | tuple[tuple[str, str | int], ...] | None:
+    if params is None or isinstance(params, Mapping):
+        return params
+    return tuple(params)  # repeated names, e.g. traceID=a&traceID=b
+
+
+def json_body(resp: httpx.Response) -> Any:
+    """The decoded JSON body, or None when it is not JSON (an HTML login page, a proxy error)."""
+    try:
+        return resp.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def describe(exc: Exception) -> str:
+    """Exception text for users; httpx messages do not include request headers."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _retry_after_s(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # absent, or an HTTP date: use our own backoff
+
+
+def run_concurrently(
+    items: Sequence[T], fn: Callable[[T], R], concurrency: int, thread_name: str
+) -> Generator[R, None, None]:
+    """Yield `fn(item)` for every item on the caller's thread, in completion order, with at most
+    `concurrency` calls in flight."""
+    if len(items) <= 1 or concurrency == 1:
+        for item in items:
+            yield fn(item)
+        return
+    pool = ThreadPoolExecutor(max_workers=min(concurrency, len(items)), thread_name_prefix=thread_name)
+    try:
+        pending: set[Future[R]] = {pool.submit(fn, item) for item in items}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield future.result()
+    finally:
+        # Also reached when the consumer stops early (e.g. on_progress raised).
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ApiTrust:
+    """Whether the base URL is proven to be the expected query API, so that a 404 for one trace
+    id can be trusted as MISSING rather than read as "wrong base path".
+
+    Proof is any well-formed answer (`mark_verified`) or a successful probe of a cheap listing
+    endpoint (`verify`). A probe's negative verdict is cached unless it was transient.
+    """
+
+    def __init__(
+        self, client: HttpClient, probe_path: str, problem_of: Callable[[httpx.Response], str | None]
+    ) -> None:
+        self._client = client
+        self._probe_path = probe_path
+        self._problem_of = problem_of
+        self._lock = threading.Lock()
+        self._probe_lock = threading.Lock()
+        self._verified = False
+        self._broken: str | None = None
+
+    def mark_verified(self) -> None:
+        with self._lock:
+            self._verified = True
+
+    def _cached(self) -> tuple[bool, str | None]:
+        with self._lock:
+            return self._verified or self._broken is not None, self._broken
+
+    def verify(self) -> str | None:
+        """None when the URL is the expected API (cached), else what is wrong with it."""
+        known, problem = self._cached()
+        if known:
+            return problem
+        # One probe at a time: concurrent 404s wait for its verdict instead of probing again.
+        with self._probe_lock:
+            known, problem = self._cached()
+            if known:
+                return problem
+            try:
+                resp = self._client.get(self._probe_path)
+            except RequestFailed as exc:
+                return f"the {self._probe_path} probe failed: {exc}"  # transient: not cached
+            problem = self._problem_of(resp)
+            with self._lock:
+                if problem is None:
+                    self._verified = True
+                elif resp.status_code not in RETRY_STATUSES:
+                    self._broken = problem
+            return problem
