@@ -192,7 +192,52 @@ def run(
     backend: Annotated[
         str,
         typer.Option(
-            "--backend", help="Where traces are read back: zipkin:URL.", rich_help_panel="Existing mesh"
+            "--backend",
+            help="Where traces are read back: zipkin:URL, jaeger:URL (query API, e.g. http://host:16686/jaeger), "
+            "jaeger-v3:URL, or auto:URL. Credentials come from LOADGEN_BACKEND_TOKEN or "
+            "LOADGEN_BACKEND_USER/LOADGEN_BACKEND_PASSWORD (never written to reports).",
+            rich_help_panel="Existing mesh",
+        ),
+    ] = "",
+    backend_header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend-header",
+            help="Extra header for the backend, 'Name: value' (repeatable).",
+            rich_help_panel="Existing mesh",
+        ),
+    ] = None,
+    backend_ca: Annotated[
+        str,
+        typer.Option(
+            "--backend-ca",
+            help="CA bundle (PEM) to verify the backend's TLS certificate.",
+            rich_help_panel="Existing mesh",
+        ),
+    ] = "",
+    backend_insecure: Annotated[
+        bool,
+        typer.Option(
+            "--backend-insecure",
+            help="Do not verify the backend's TLS certificate.",
+            rich_help_panel="Existing mesh",
+        ),
+    ] = False,
+    backend_concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--backend-concurrency",
+            help="Parallel queries to the backend.",
+            min=1,
+            rich_help_panel="Existing mesh",
+        ),
+    ] = None,
+    search_service: Annotated[
+        str,
+        typer.Option(
+            "--search-service",
+            help="Service for the run-tag search (Jaeger needs one, e.g. istio-ingressgateway.istio-system).",
+            rich_help_panel="Existing mesh",
         ),
     ] = "",
     expect: Annotated[
@@ -302,6 +347,8 @@ def run(
         host=host,
         collector=collector,
         backend=backend,
+        backend_flags=_backend_flags(backend_header, backend_ca, backend_insecure, backend_concurrency),
+        search_service=search_service or None,
         expect_percent=expect,
         expected_spans=expected_spans,
         reference_rate=reference_rate,
@@ -327,6 +374,21 @@ def run(
     raise typer.Exit(result.exit_code)
 
 
+def _backend_flags(
+    headers: list[str] | None, ca: str, insecure: bool, concurrency: int | None
+) -> dict[str, object]:
+    parsed: dict[str, str] = {}
+    for item in headers or ():
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            _fatal(f"--backend-header must look like 'Name: value', got {item!r}")
+        parsed[name.strip()] = value.strip()
+    if ca and insecure:
+        _fatal("give either --backend-ca or --backend-insecure, not both")
+    verify: bool | str | None = ca or (False if insecure else None)
+    return {"headers": parsed or None, "verify": verify, "concurrency": concurrency}
+
+
 def _expected_from_istio(files: list[Path]) -> float:
     try:
         resources = load_istio_files(files)
@@ -350,7 +412,12 @@ def doctor(
             help="Collector URL, with the span path if it is not /api/v2/spans (e.g. http://127.0.0.1:9411).",
         ),
     ] = "",
-    backend: Annotated[str, typer.Option("--backend", help="Where traces are read: zipkin:URL.")] = "",
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend", help="Where traces are read: zipkin:URL | jaeger:URL | jaeger-v3:URL | auto:URL."
+        ),
+    ] = "",
     bootstrap: Annotated[
         str,
         typer.Option(
@@ -403,7 +470,10 @@ def verify(
         Path, typer.Argument(help="A run folder (reports/<run-id>).", exists=True, file_okay=False)
     ],
     backend: Annotated[
-        str, typer.Option("--backend", help="Read from this backend instead of the run's (zipkin:URL).")
+        str,
+        typer.Option(
+            "--backend", help="Read from this backend instead of the run's (zipkin:URL, jaeger:URL, ...)."
+        ),
     ] = "",
     max_wait: Annotated[
         float, typer.Option("--max-wait", help="Seconds to keep polling for late traces.")

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from loadgen import __version__
-from loadgen.backends.base import BackendError, TraceBackend, parse_backend_spec, redact_url
+from loadgen.backends.base import BackendError, BackendOptions, TraceBackend, parse_backend_spec, redact_url
 from loadgen.emitter import ReferenceEmitter, read_reference_log, summarize_reference_log
 from loadgen.ledger import LedgerStats, count_lines, read_ledger
 from loadgen.propagation import DEFAULT_MIX, format_mix, normalize_trace_id, parse_mix
@@ -78,6 +78,10 @@ class RunOptions:
     host: str = GATEWAY_HOST
     collector: str = ""
     backend: str = ""
+    backend_flags: dict[str, Any] = field(default_factory=dict)  # BackendOptions fields from flags
+    search_service: str | None = (
+        None  # Jaeger's search needs a service (e.g. istio-ingressgateway.istio-system)
+    )
     expect_percent: float | None = None
     expected_spans: int | None = None
     expected_services: tuple[str, ...] = ()
@@ -204,11 +208,16 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
     try:
         if opts.gateway:
             if not opts.backend:
-                raise RunError("--gateway needs --backend zipkin:URL (where traces are read back)")
+                raise RunError(
+                    "--gateway needs --backend zipkin:URL | jaeger:URL | jaeger-v3:URL | auto:URL "
+                    "(where traces are read back)"
+                )
             kind = "external"
             gateway, host, collector = opts.gateway, opts.host, opts.collector
             try:
-                backend = parse_backend_spec(opts.backend)
+                backend = parse_backend_spec(
+                    opts.backend, BackendOptions.from_env(os.environ).merged(opts.backend_flags)
+                )
             except ValueError as exc:
                 raise RunError(str(exc)) from exc
             notes += preflight(gateway, host, collector or None, backend)
@@ -259,6 +268,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
                     "run_id_tag": opts.tracing.run_id_tag,
                     "quiet_s": quiet_s,
                     "min_collection": opts.min_collection,
+                    "search_service": opts.search_service,
                 },
             },
         )
@@ -336,6 +346,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             quiet_s=0.0 if partial_reason else quiet_s, poll_interval_s=opts.poll_interval_s,
             max_wait_s=opts.max_wait_s, run_id_tag=opts.tracing.run_id_tag,
             min_collection=opts.min_collection, load_end=load_end, status=status,
+            search_service=opts.search_service,
         )  # fmt: skip
         if interrupted:
             partial_reason = partial_reason or "interrupted during read-back"
@@ -370,6 +381,7 @@ def read_back_and_reconcile(
     min_collection: float,
     load_end: float,
     status: Status,
+    search_service: str | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Query every ledger and reference trace id, reconcile, and write fetched.jsonl.
 
@@ -435,7 +447,7 @@ def read_back_and_reconcile(
         status(f"searching the backend for spans tagged {run_id_tag}={run_id}")
         try:
             tagged = search_run(
-                backend, tag=run_id_tag, run_id=run_id,
+                backend, tag=run_id_tag, run_id=run_id, service=search_service,
                 start_us=int((first_ts - 2.0) * 1e6), end_us=int((max(last_end, load_end) + 2.0) * 1e6),
             )  # fmt: skip
         except BackendError as exc:
@@ -561,7 +573,7 @@ def verify_run(
                 run_dir, str(meta["run_id"]), backend, expect,
                 quiet_s=0.0, poll_interval_s=poll_interval_s, max_wait_s=max_wait_s,
                 run_id_tag=str(exp.get("run_id_tag", "")), min_collection=float(exp.get("min_collection", 0.99)),
-                load_end=time.time(), status=status,
+                load_end=time.time(), status=status, search_service=exp.get("search_service"),
             )  # fmt: skip
         finally:
             backend.close()

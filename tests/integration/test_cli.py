@@ -207,7 +207,9 @@ def test_expect_from_istio_yaml_sets_the_expected_sampling(mesh100: EmbeddedMesh
         [
             *LOADGEN, "run", "--duration", "2", "--users", "2", "--run-id", "expfrom", "--output", str(tmp_path),
             "--gateway", mesh100.gateway_url, "--collector", mesh100.collector_url,
-            "--backend", f"zipkin:{mesh100.collector_url}", "--expect-from", str(seed), "--json",
+            # auto: detects the Zipkin API; the extra header must not break anything
+            "--backend", f"auto:{mesh100.collector_url}", "--backend-header", "X-Scope-OrgID: loadgen",
+            "--expect-from", str(seed), "--json",
         ],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
@@ -216,3 +218,5 @@ def test_expect_from_istio_yaml_sets_the_expected_sampling(mesh100: EmbeddedMesh
     summary = json.loads(proc.stdout)
     assert summary["sampling"]["configured_percent"] == 100.0
     assert summary["sampling"]["verdict"] == "pass"
+    assert summary["target"]["backend_spec"].startswith("auto:")
+    assert summary["mesh"]["collection"]["k"] == summary["mesh"]["collection"]["n"] > 0
