@@ -70,6 +70,7 @@ class RunOptions:
     mix: str = field(default_factory=lambda: format_mix(DEFAULT_MIX))
     scenario: str = ""
     seed: int | None = None
+    max_requests: int = 0  # stop after this many requests (0 = run for duration_s)
     # the embedded mesh (used when gateway is empty)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     faults: CollectorFaults = field(default_factory=CollectorFaults)
@@ -291,6 +292,8 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         }
         if opts.seed is not None:
             env["LOADGEN_SEED"] = str(opts.seed)
+        if opts.max_requests:
+            env["LOADGEN_MAX_REQUESTS"] = str(opts.max_requests)
         status(
             f"load: {opts.users} users for {opts.duration_s:g} s"
             + (f" at {opts.rate:g} req/s" if opts.rate else "")

@@ -16,9 +16,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust import events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
+from locust.exception import StopUser
 
 from loadgen.ledger import LedgerWriter
 from loadgen.propagation import DEFAULT_MIX, HeaderMode, encode, format_mix, parse_echo, parse_mix
@@ -68,6 +70,13 @@ def _add_arguments(parser: Any) -> None:
     group.add_argument(
         "--loadgen-seed", env_var="LOADGEN_SEED", type=int, default=None, help="Seed for the mode choice"
     )
+    group.add_argument(
+        "--loadgen-max-requests",
+        env_var="LOADGEN_MAX_REQUESTS",
+        type=int,
+        default=0,
+        help="Stop the run after this many requests in this process (0 = no limit; calibration uses it)",
+    )
     # fmt: skip
 
 
@@ -78,6 +87,7 @@ class _RunState:
         self.ledger: LedgerWriter | None = None
         self.run_id = ""
         self.counts: dict[str, int] = {}
+        self.limit_reached = False
         self.sampled: dict[str, int] = {}
 
     def configure(self, environment: Environment) -> None:
@@ -208,3 +218,15 @@ class TracedUser(FastHttpUser):
         STATE.counts[mode.value] = STATE.counts.get(mode.value, 0) + 1
         if STATE.ledger is not None:
             STATE.ledger.append(record)
+        self._stop_at_limit()
+
+    def _stop_at_limit(self) -> None:
+        opts = self.environment.parsed_options
+        limit = int(getattr(opts, "loadgen_max_requests", 0) or 0) if opts else 0
+        if limit and sum(STATE.counts.values()) >= limit and not STATE.limit_reached:
+            STATE.limit_reached = True
+            runner = self.environment.runner
+            if runner is not None:
+                # quit() from a user greenlet: stop the other users, then end the process.
+                gevent.spawn(runner.quit)
+            raise StopUser()
