@@ -5,9 +5,13 @@
 For each sampling percentage, one embedded mesh (real gateway Envoy -> sidecar Envoy -> echo, spans
 to the collector) is started on 127.0.0.1 and, against it, in alternation (a, b, a, b, ...):
 
-  (a) loadgen  `locust -f scenarios/mesh.py` (header-mode mix, ids, echo parsing, ledger)
-  (b) bare     `locust -f bench/bare_locustfile.py` (FastHttpUser, same Host and path, nothing else)
-  (e) loadgen + the side-emitter at `loadgen run`'s default 20 reference traces/s (first sampling only)
+  (a)  loadgen  `locust -f scenarios/mesh.py` (default header-mode mix, ids, echo parsing, ledger)
+  (a') loadgen  the same with the mix's client-forced decisions (B3 sampled=1/0) replaced by their
+                no-flag twins: the mesh then traces the same share of requests as for (b), so
+                only the generator differs (the default mix forces 20 % of requests sampled, which
+                costs the mesh span work even at sampling 0 %)
+  (b)  bare     `locust -f bench/bare_locustfile.py` (FastHttpUser, same Host and path, nothing else)
+  (e)  loadgen + the side-emitter at `loadgen run`'s default 20 reference traces/s (first sampling only)
 
 then wrk once (`wrk -t1 -c U -d Ns -H 'Host: ...' GW/headers`), which shows what the mesh itself
 can serve. Requests/s are read from Locust's --json-file (num_requests / (last request - start))
@@ -25,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,6 +63,7 @@ def locust_run(
     workdir: Path,
     tag: str,
     pids: dict[str, int],
+    extra_env: dict[str, str] | None = None,
     emitter_rate: float = 0.0,
 ) -> dict[str, float | str]:
     json_base = workdir / tag
@@ -71,6 +77,7 @@ def locust_run(
         "LOADGEN_HOST_HEADER": mesh.host_header,
         "LOADGEN_LEDGER": str(workdir / f"{tag}.ledger.jsonl"),
         "LOADGEN_RUN_ID": f"bench-{tag}",
+        **(extra_env or {}),
     }
     emitter = None
     if emitter_rate > 0:
@@ -161,12 +168,35 @@ def wrk_run(
     }
 
 
+# The default mix with every client-forced decision replaced by its "no flag" twin: the same
+# header shapes, but the proxy decides for every request - so the mesh traces exactly the share
+# it traces for the bare user, and only the generator differs.
+PROXY_DECIDED_MIX = "none=4,b3_multi_no_flag=4,b3_single_no_flag=2"
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str
+    label: str
+    locustfile: Path
+    env: dict[str, str] = field(default_factory=dict)
+    emitter_rate: float = 0.0
+
+
+VARIANTS = [
+    Variant("a", "a loadgen", LOADGEN_LOCUSTFILE),
+    Variant("p", "a' loadgen, proxy-decided mix", LOADGEN_LOCUSTFILE, {"LOADGEN_MIX": PROXY_DECIDED_MIX}),
+    Variant("b", "b bare Locust", BARE_LOCUSTFILE),
+    Variant("e", "e loadgen+emitter", LOADGEN_LOCUSTFILE, emitter_rate=EMITTER_RATE_PER_S),
+]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="seconds, tiny sizes (smoke test)")
     p.add_argument("--users", type=int, default=16, help="Locust users = wrk connections (default 16)")
     p.add_argument("--duration", type=int, default=15, help="seconds per run (default 15)")
-    p.add_argument("--rounds", type=int, default=3, help="a/b pairs per sampling (default 3)")
+    p.add_argument("--rounds", type=int, default=3, help="alternation rounds per sampling (default 3)")
     p.add_argument("--sampling", default="100,0", help="sampling percentages, one mesh each (default 100,0)")
     args = p.parse_args()
     if args.quick:
@@ -175,11 +205,13 @@ def main() -> int:
 
     banner(
         f"generator throughput: loadgen vs bare Locust vs wrk (users={args.users}, {args.duration}s runs, "
-        f"{args.rounds} a/b rounds)",
+        f"{args.rounds} alternation rounds)",
         args.quick,
     )
-    rows = []
-    summary: dict[float, dict[str, object]] = {}
+    rows: list[list[object]] = []
+    # sampling -> variant key -> per-round results
+    results: dict[float, dict[str, list[dict[str, float | str]]]] = {}
+    wrk_rps: dict[float, float | None] = {}
     with tempfile.TemporaryDirectory(prefix="bench-generator-") as tmp:
         for si, sampling in enumerate(samplings):
             workdir = Path(tmp) / f"s{sampling:g}"
@@ -190,38 +222,20 @@ def main() -> int:
                     "gateway": mesh.gateway.process.pid, "sidecar": mesh.sidecar.process.pid,
                     "echo": mesh.echo.pid, "collector": mesh.collector.pid,
                 }  # fmt: skip
-                pairs: list[float] = []
-                a_rps: list[float] = []
-                b_rps: list[float] = []
-                e_rps: list[float] = []
-                a_us: list[float] = []
-                b_us: list[float] = []
-                with_emitter = si == 0 and not args.quick
+                variants = [v for v in VARIANTS if v.key in ("a", "b")]
+                if not args.quick:
+                    variants.insert(1, VARIANTS[1])
+                    if si == 0:
+                        variants.append(VARIANTS[3])
+                per = results.setdefault(sampling, {v.key: [] for v in variants})
                 for r in range(args.rounds):
-                    a = locust_run(
-                        LOADGEN_LOCUSTFILE, mesh, args.users, args.duration, workdir, f"a{r}", pids
-                    )
-                    b = locust_run(BARE_LOCUSTFILE, mesh, args.users, args.duration, workdir, f"b{r}", pids)
-                    rows.append([f"{sampling:g}%", "a loadgen", r + 1, *_cols(a)])
-                    rows.append([f"{sampling:g}%", "b bare Locust", r + 1, *_cols(b)])
-                    a_rps.append(float(a["rps"]))
-                    b_rps.append(float(b["rps"]))
-                    a_us.append(float(a["client_us_per_req"]))
-                    b_us.append(float(b["client_us_per_req"]))
-                    pairs.append(float(a["rps"]) / float(b["rps"]))
-                    if with_emitter:
-                        e = locust_run(
-                            LOADGEN_LOCUSTFILE,
-                            mesh,
-                            args.users,
-                            args.duration,
-                            workdir,
-                            f"e{r}",
-                            pids,
-                            emitter_rate=EMITTER_RATE_PER_S,
-                        )
-                        rows.append([f"{sampling:g}%", "e loadgen+emitter", r + 1, *_cols(e)])
-                        e_rps.append(float(e["rps"]))
+                    for v in variants:
+                        res = locust_run(
+                            v.locustfile, mesh, args.users, args.duration, workdir, f"{v.key}{r}", pids,
+                            extra_env=v.env, emitter_rate=v.emitter_rate,
+                        )  # fmt: skip
+                        per[v.key].append(res)
+                        rows.append([f"{sampling:g}%", v.label, r + 1, *_cols(res)])
                 w = wrk_run(mesh, args.users, args.duration, pids)
                 if w is None:
                     rows.append(
@@ -235,83 +249,77 @@ def main() -> int:
                     )
                 else:
                     rows.append([f"{sampling:g}%", "c wrk", 1, *_cols(w)])
-                summary[sampling] = {
-                    "pairs": pairs, "a": median(a_rps), "b": median(b_rps),
-                    "e": median(e_rps) if e_rps else None, "wrk": float(w["rps"]) if w else None,
-                    "a_us": median(a_us), "b_us": median(b_us),
-                }  # fmt: skip
+                wrk_rps[sampling] = float(w["rps"]) if w else None
             finally:
                 mesh.stop()
 
     print_table(
         [
-            "sampling",
-            "generator",
-            "round",
-            "requests",
-            "failures",
-            "req/s",
-            "client CPU %",
-            "client CPU µs/req",
-            "emitter spans",
-            "gateway CPU %",
-            "sidecar CPU %",
-            "echo CPU %",
-            "collector CPU %",
-            "machine busy % (of 200)",
+            "sampling", "generator", "round", "requests", "failures", "req/s", "client CPU %",
+            "client CPU µs/req", "emitter spans", "gateway CPU %", "sidecar CPU %", "echo CPU %",
+            "collector CPU %", "machine busy % (of 200)",
         ],
         rows,
-    )
+    )  # fmt: skip
+
+    def med(s: float, key: str, field_name: str = "rps") -> float | None:
+        runs = results[s].get(key)
+        return median([float(x[field_name]) for x in runs]) if runs else None
+
+    def pair_ratios(s: float, key: str) -> list[float]:
+        return [
+            float(x["rps"]) / float(y["rps"]) for x, y in zip(results[s][key], results[s]["b"], strict=True)
+        ]
+
     print()
-    print("   medians per sampling:")
+    print("   medians per sampling (req/s; client CPU µs per request):")
     print_table(
         [
-            "sampling",
-            "loadgen req/s",
-            "bare req/s",
-            "loadgen+emitter req/s",
-            "wrk req/s",
-            "a/b per round",
-            "loadgen µs/req",
-            "bare µs/req",
+            "sampling", "loadgen", "loadgen proxy-decided mix", "bare", "loadgen+emitter", "wrk",
+            "a/b per round", "a'/b per round", "loadgen µs/req", "proxy-decided µs/req", "bare µs/req",
         ],
         [
             [
-                f"{s:g}%",
-                v["a"],
-                v["b"],
-                v["e"],
-                v["wrk"],
-                " ".join(f"{x:.3f}" for x in v["pairs"]),
-                v["a_us"],
-                v["b_us"],
+                f"{s:g}%", med(s, "a"), med(s, "p"), med(s, "b"), med(s, "e"), wrk_rps[s],
+                " ".join(f"{x:.3f}" for x in pair_ratios(s, "a")),
+                " ".join(f"{x:.3f}" for x in pair_ratios(s, "p")) if "p" in results[s] else None,
+                med(s, "a", "client_us_per_req"), med(s, "p", "client_us_per_req"), med(s, "b", "client_us_per_req"),
             ]
-            for s, v in summary.items()
+            for s in results
         ],
-    )
+    )  # fmt: skip
     print()
-    for s, v in summary.items():
+    for s in results:
+        ab = pair_ratios(s, "a")
         ratio_line(
-            f"loadgen/bare req/s @ sampling {s:g}% (median of {len(v['pairs'])} alternating pairs)",
-            median(v["pairs"]),
+            f"loadgen/bare req/s @ sampling {s:g}% (median of {len(ab)} alternating pairs)",
+            median(ab),
             ">=",
             0.90,
         )
-        ratio_line(
-            f"bare/loadgen client CPU per request @ sampling {s:g}% (generator efficiency)",
-            float(v["b_us"]) / float(v["a_us"]),
-        )
-        if v["wrk"]:
-            ratio_line(f"bare Locust/wrk req/s @ sampling {s:g}%", float(v["b"]) / float(v["wrk"]))
-        if v["e"]:
-            ratio_line(f"(loadgen+emitter)/loadgen req/s @ sampling {s:g}%", float(v["e"]) / float(v["a"]))
-    if 100.0 in summary and 0.0 in summary:
-        hi, lo = summary[100.0], summary[0.0]
+        if "p" in results[s]:
+            pb = pair_ratios(s, "p")
+            ratio_line(
+                f"loadgen(proxy-decided mix)/bare req/s @ sampling {s:g}% (same tracing share as bare; "
+                f"median of {len(pb)} pairs)",
+                median(pb), ">=", 0.90,
+            )  # fmt: skip
+        a_us, b_us = med(s, "a", "client_us_per_req"), med(s, "b", "client_us_per_req")
+        if a_us and b_us:
+            ratio_line(
+                f"bare/loadgen client CPU per request @ sampling {s:g}% (generator efficiency)", b_us / a_us
+            )
+        b_rps, w_rps, e_rps, a_rps = med(s, "b"), wrk_rps[s], med(s, "e"), med(s, "a")
+        if w_rps and b_rps:
+            ratio_line(f"bare Locust/wrk req/s @ sampling {s:g}%", b_rps / w_rps)
+        if e_rps and a_rps:
+            ratio_line(f"(loadgen+emitter)/loadgen req/s @ sampling {s:g}%", e_rps / a_rps)
+    if 100.0 in results and 0.0 in results:
         for key, label in (("wrk", "wrk"), ("b", "bare Locust"), ("a", "loadgen")):
-            if hi[key] and lo[key]:
-                ratio_line(
-                    f"tracing cost: {label} req/s at sampling 100% / 0%", float(hi[key]) / float(lo[key])
-                )
+            hi = wrk_rps[100.0] if key == "wrk" else med(100.0, key)
+            lo = wrk_rps[0.0] if key == "wrk" else med(0.0, key)
+            if hi and lo:
+                ratio_line(f"tracing cost: {label} req/s at sampling 100% / 0%", hi / lo)
     footer()
     return 0
 
