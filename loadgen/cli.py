@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from loadgen.doctor import run_doctor
 from loadgen.istio_config import IstioConfigError, WorkloadMode, effective_sampling, load_istio_files
 from loadgen.propagation import DEFAULT_MIX, MODE_SPECS, format_mix, parse_mix
 from loadgen.report.render import render_markdown, render_terminal
-from loadgen.run import RunError, RunOptions, execute_run, verify_run
+from loadgen.run import RunError, RunOptions, default_scenario_path, execute_run, verify_run
 from loadgen.stack.envoy import TraceContextOption, TracingConfig
 from loadgen.stack.mesh import CollectorFaults, EmbeddedMesh, MeshConfig
 from loadgen.stack.procs import StackError
@@ -312,6 +313,40 @@ def run(
             rich_help_panel="Verdicts",
         ),
     ] = 0.99,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            help="Locust worker processes on this machine (the master writes one ledger).",
+            min=1,
+            rich_help_panel="Distributed",
+        ),
+    ] = 1,
+    master: Annotated[
+        bool,
+        typer.Option(
+            "--master",
+            help="Be the master for `loadgen worker`s on other machines/pods (needs --expect-workers).",
+            rich_help_panel="Distributed",
+        ),
+    ] = False,
+    expect_workers: Annotated[
+        int,
+        typer.Option(
+            "--expect-workers",
+            help="With --master: wait for this many workers.",
+            min=0,
+            rich_help_panel="Distributed",
+        ),
+    ] = 0,
+    master_bind_port: Annotated[
+        int,
+        typer.Option(
+            "--master-bind-port",
+            help="With --master: port workers connect to.",
+            rich_help_panel="Distributed",
+        ),
+    ] = 5557,
     as_json: Annotated[bool, typer.Option("--json", help="Print summary.json instead of tables.")] = False,
 ) -> None:
     """Run a load test and report collection rate and sampling fidelity.
@@ -327,6 +362,10 @@ def run(
         parse_mix(mix)
     except ValueError as exc:
         _fatal(f"--mix: {exc}")
+    if master and not expect_workers:
+        _fatal("--master needs --expect-workers N (how many `loadgen worker`s to wait for)")
+    if master and processes > 1:
+        _fatal("give either --processes (workers on this machine) or --master (workers elsewhere), not both")
     if expect_from:
         if expect is not None:
             _fatal("give either --expect or --expect-from, not both")
@@ -356,6 +395,9 @@ def run(
         quiet_s=quiet,
         max_wait_s=max_wait,
         min_collection=min_collection,
+        processes=processes,
+        expect_workers=expect_workers if master else 0,
+        master_bind_port=master_bind_port,
     )
     _sigterm_as_interrupt()
     try:
@@ -397,6 +439,28 @@ def _expected_from_istio(files: list[Path]) -> float:
     eff = effective_sampling(resources, "istio-system", {"istio": "ingressgateway"}, WorkloadMode.CLIENT)
     err.print(f"expected sampling {eff.percent:g} % from {eff.source}")
     return eff.percent
+
+
+@app.command()
+def worker(
+    master_host: Annotated[
+        str, typer.Option("--master-host", help="Host of the `loadgen run --master` process.")
+    ],
+    master_port: Annotated[int, typer.Option("--master-port", help="Its --master-bind-port.")] = 5557,
+    scenario: Annotated[str, typer.Option("--scenario", help="The same locustfile the master uses.")] = "",
+) -> None:
+    """Generate load for a `loadgen run --master` elsewhere (another machine or pod). Records go to
+    the master over Locust's message channel; the master writes the ledger and the report.
+    Runs until the master ends the run (or Ctrl-C)."""
+    argv = [
+        sys.executable, "-m", "locust", "-f", scenario or default_scenario_path(),
+        "--worker", "--master-host", master_host, "--master-port", str(master_port),
+    ]  # fmt: skip
+    try:
+        code = subprocess.call(argv)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    raise typer.Exit(code)
 
 
 @app.command()

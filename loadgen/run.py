@@ -10,6 +10,7 @@ every trace, and a partial report is written that says it is partial.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -71,6 +72,10 @@ class RunOptions:
     scenario: str = ""
     seed: int | None = None
     max_requests: int = 0  # stop after this many requests (0 = run for duration_s)
+    processes: int = 1  # Locust worker processes on this machine (>1: master + N workers)
+    expect_workers: int = 0  # >0: be a master and wait for this many `loadgen worker`s
+    master_bind_host: str = "*"
+    master_bind_port: int = 5557
     # the embedded mesh (used when gateway is empty)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     faults: CollectorFaults = field(default_factory=CollectorFaults)
@@ -111,14 +116,23 @@ class RunResult:
 Status = Callable[[str], None]
 
 
-def _locust_argv(opts: RunOptions, gateway: str, run_dir: Path) -> list[str]:
-    scenario = opts.scenario
-    if not scenario:
-        import importlib.util
+def default_scenario_path() -> str:
+    spec = importlib.util.find_spec(DEFAULT_SCENARIO)
+    assert spec is not None and spec.origin is not None
+    return spec.origin
 
-        spec = importlib.util.find_spec(DEFAULT_SCENARIO)
-        assert spec is not None and spec.origin is not None
-        scenario = spec.origin
+
+def _locust_argv(opts: RunOptions, gateway: str, run_dir: Path) -> list[str]:
+    scenario = opts.scenario or default_scenario_path()
+    distributed: list[str] = []
+    if opts.processes > 1:
+        # Local worker processes forked by Locust; the master writes the one ledger.
+        distributed = ["--processes", str(opts.processes)]
+    elif opts.expect_workers:
+        distributed = [
+            "--master", "--expect-workers", str(opts.expect_workers),
+            "--master-bind-host", opts.master_bind_host, "--master-bind-port", str(opts.master_bind_port),
+        ]  # fmt: skip
     return [
         sys.executable, "-m", "locust",
         "-f", scenario,
@@ -132,6 +146,7 @@ def _locust_argv(opts: RunOptions, gateway: str, run_dir: Path) -> list[str]:
         "--stop-timeout", "5",
         "--exit-code-on-error", "0",
         "--loglevel", "WARNING",
+        *distributed,
     ]  # fmt: skip
 
 

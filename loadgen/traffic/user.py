@@ -21,10 +21,12 @@ from locust import events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
 from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen.ledger import LedgerWriter
 from loadgen.propagation import DEFAULT_MIX, HeaderMode, encode, format_mix, parse_echo, parse_mix
 from loadgen.stack.envoy import RUN_ID_HEADER
+from loadgen.traffic.relay import LEDGER_MESSAGE, RelayLedger
 
 REQUEST_ID_HEADER = "x-loadgen-request-id"
 DEFAULT_HOST_HEADER = "httpbin.istioinaction.io"
@@ -84,7 +86,7 @@ class _RunState:
     """Per-process state shared by all users: the ledger writer and the parsed options."""
 
     def __init__(self) -> None:
-        self.ledger: LedgerWriter | None = None
+        self.ledger: LedgerWriter | RelayLedger | None = None
         self.run_id = ""
         self.counts: dict[str, int] = {}
         self.limit_reached = False
@@ -103,7 +105,12 @@ class _RunState:
             getattr(opts, "loadgen_ledger", "") if opts else ""
         ) or f"reports/{self.run_id}/ledger.jsonl"
         worker = f"{os.uname().nodename}:{os.getpid()}"
-        self.ledger = LedgerWriter(Path(ledger), worker=worker)
+        runner = environment.runner
+        if isinstance(runner, WorkerRunner):
+            # Distributed: the master writes the one ledger; records travel with Locust's messages.
+            self.ledger = RelayLedger(runner.send_message, worker=worker)
+        else:
+            self.ledger = LedgerWriter(Path(ledger), worker=worker)
 
     def close(self) -> None:
         if self.ledger is not None:
@@ -112,6 +119,21 @@ class _RunState:
 
 
 STATE = _RunState()
+
+
+@events.init.add_listener
+def _on_init(environment: Environment, **_: Any) -> None:
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
+
+        def on_ledger_batch(msg: Any, **__: Any) -> None:
+            STATE.configure(environment)
+            ledger = STATE.ledger
+            assert isinstance(ledger, LedgerWriter)
+            for record in msg.data:
+                ledger.append(record)
+
+        runner.register_message(LEDGER_MESSAGE, on_ledger_batch)
 
 
 @events.test_start.add_listener
@@ -164,7 +186,11 @@ class TracedUser(FastHttpUser):
         if self._rate <= 0:
             return 0.0
         runner = self.environment.runner
-        users = max(1, runner.user_count if runner else 1)
+        opts = self.environment.parsed_options
+        # All users of the run share the rate: with workers, -u is the run's total, while
+        # runner.user_count is only this process's share.
+        total = int(getattr(opts, "num_users", 0) or 0) if opts else 0
+        users = max(1, total or (runner.user_count if runner else 1))
         interval = users / self._rate
         run_time = time.perf_counter() - self._cp_last_run - self._cp_last_wait_time
         self._cp_last_wait_time = max(0.0, interval - run_time)
