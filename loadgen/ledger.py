@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -144,3 +144,57 @@ def count_lines(path: Path) -> int:
             return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
     except FileNotFoundError:
         return 0
+
+
+@dataclass
+class LiveCounts:
+    """Counters folded from a growing ledger while the run goes (the live view)."""
+
+    requests: int = 0
+    errors: int = 0
+    sampled: int = 0  # the upstream saw a sampled decision
+    decided: int = 0  # the upstream's decision is known
+    by_mode: dict[str, list[int]] = field(default_factory=dict)  # mode -> [requests, sampled]
+
+    @property
+    def sampled_fraction(self) -> float | None:
+        return self.sampled / self.decided if self.decided else None
+
+
+class LedgerTail:
+    """Reads only what was appended since the last call; a partial last line waits for its end."""
+
+    def __init__(self, path: Path, decision: Callable[[dict[str, Any]], bool | None]) -> None:
+        self.path = path
+        self.counts = LiveCounts()
+        self._decision = decision
+        self._offset = 0
+        self._partial = b""
+
+    def poll(self) -> LiveCounts:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return self.counts
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        c = self.counts
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            c.requests += 1
+            c.errors += int(rec.get("status") != 200)
+            decided = self._decision(rec)
+            per_mode = c.by_mode.setdefault(str(rec.get("mode")), [0, 0])
+            per_mode[0] += 1
+            if decided is not None:
+                c.decided += 1
+                c.sampled += int(decided)
+                per_mode[1] += int(decided)
+        return c

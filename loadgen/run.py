@@ -28,7 +28,7 @@ import httpx
 from loadgen import __version__
 from loadgen.backends.base import BackendError, BackendOptions, TraceBackend, parse_backend_spec, redact_url
 from loadgen.emitter import ReferenceEmitter, read_reference_log, summarize_reference_log
-from loadgen.ledger import LedgerStats, count_lines, read_ledger
+from loadgen.ledger import LedgerStats, LedgerTail, LiveCounts, read_ledger
 from loadgen.propagation import DEFAULT_MIX, format_mix, normalize_trace_id, parse_mix
 from loadgen.readback import ReadBackResult, read_back, time_to_queryable
 from loadgen.reconcile import (
@@ -51,7 +51,7 @@ from loadgen.stack.mesh import (
 )
 from loadgen.stack.procs import ManagedProcess, StackError, die_with_parent, python_module_argv
 from loadgen.tagsearch import estimate_from_tags, search_run
-from loadgen.verdicts import exit_code_for, run_verdicts
+from loadgen.verdicts import EXIT_VERDICT_FAILED, exit_code_for, run_verdicts
 
 DEFAULT_SCENARIO = "loadgen.traffic.default_scenario"
 
@@ -76,6 +76,9 @@ class RunOptions:
     expect_workers: int = 0  # >0: be a master and wait for this many `loadgen worker`s
     master_bind_host: str = "*"
     master_bind_port: int = 5557
+    # Hooks for jobs built on a run (capacity, calibration):
+    extra_env: dict[str, str] = field(default_factory=dict)  # more LOADGEN_* for the locustfile
+    on_tick: Callable[[LiveCounts, float], str | None] | None = None  # returns a reason to abort
     # the embedded mesh (used when gateway is empty)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     faults: CollectorFaults = field(default_factory=CollectorFaults)
@@ -148,6 +151,22 @@ def _locust_argv(opts: RunOptions, gateway: str, run_dir: Path) -> list[str]:
         "--loglevel", "WARNING",
         *distributed,
     ]  # fmt: skip
+
+
+class _Abort(Exception):
+    """A safety bound tripped (RunOptions.on_tick returned a reason)."""
+
+
+def _live_line(elapsed_s: float, live: LiveCounts, ref: Any) -> str:
+    """The live view in the terminal: counts so far and the sampled fraction the upstream saw."""
+    frac = live.sampled_fraction
+    modes = " ".join(f"{m}:{n}" for m, (n, _s) in sorted(live.by_mode.items()))
+    return (
+        f"{elapsed_s:5.0f} s  requests {live.requests} (errors {live.errors})"
+        + (f"  sampled {frac:.1%}" if frac is not None else "")
+        + (f"  reference {ref.traces_started} (failed {ref.traces_failed})" if ref else "")
+        + (f"  [{modes}]" if modes else "")
+    )
 
 
 def preflight(gateway: str, host: str, collector: str | None, backend: TraceBackend) -> list[str]:
@@ -309,6 +328,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             env["LOADGEN_SEED"] = str(opts.seed)
         if opts.max_requests:
             env["LOADGEN_MAX_REQUESTS"] = str(opts.max_requests)
+        env.update(opts.extra_env)
         status(
             f"load: {opts.users} users for {opts.duration_s:g} s"
             + (f" at {opts.rate:g} req/s" if opts.rate else "")
@@ -323,6 +343,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             start_new_session=True,  # Ctrl-C reaches us; we stop Locust in order
             preexec_fn=die_with_parent,
         )
+        tail = LedgerTail(ledger_path, upstream_decision)
         if emitter is not None:
             emitter.start()
         try:
@@ -330,14 +351,18 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
                 time.sleep(1.0)
                 if mesh is not None:
                     mesh.check_alive()
-                sent = count_lines(ledger_path)
+                live = tail.poll()
                 ref = emitter.counters() if emitter else None
-                status(
-                    f"{time.time() - started_at:5.0f} s  requests {sent}"
-                    + (f"  reference traces {ref.traces_started} (failed {ref.traces_failed})" if ref else "")
-                )
-        except (KeyboardInterrupt, StackError) as exc:
-            partial_reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"mesh failure: {exc}"
+                status(_live_line(time.time() - started_at, live, ref))
+                if opts.on_tick is not None:
+                    reason = opts.on_tick(live, time.time() - started_at)
+                    if reason:
+                        raise _Abort(reason)
+        except (KeyboardInterrupt, StackError, _Abort) as exc:
+            if isinstance(exc, _Abort):
+                partial_reason = f"aborted: {exc}"
+            else:
+                partial_reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"mesh failure: {exc}"
             status(f"stopping load ({partial_reason}); flushing the ledger")
             if locust.poll() is None:
                 locust.send_signal(signal.SIGTERM)
@@ -377,7 +402,9 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         summary["notes"] = notes + summary.get("notes", [])
         _write_json(run_dir / "summary.json", summary)
         (run_dir / "report.md").write_text(render_markdown(summary))
-        return RunResult(summary, run_dir, exit_code_for(summary["verdicts"], partial=bool(partial_reason)))
+        aborted = partial_reason.startswith("aborted")
+        code = EXIT_VERDICT_FAILED if aborted else exit_code_for(summary["verdicts"], partial=bool(partial_reason))
+        return RunResult(summary, run_dir, code)
     finally:
         if backend is not None:
             backend.close()
@@ -518,6 +545,7 @@ def _write_observations(path: Path, readback: ReadBackResult) -> None:
 def _options_dict(opts: RunOptions) -> dict[str, Any]:
     d = asdict(opts)
     d["output_dir"] = str(opts.output_dir)
+    d["on_tick"] = None if opts.on_tick is None else getattr(opts.on_tick, "__qualname__", "hook")
     return d
 
 

@@ -1,0 +1,29 @@
+"""The live view's incremental ledger reader."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from loadgen.ledger import LedgerTail
+from loadgen.reconcile import upstream_decision
+
+
+def line(mode: str, flag: str | None, status: int = 200) -> str:
+    return json.dumps({"mode": mode, "status": status, "up_flag": flag}) + "\n"
+
+
+def test_tail_counts_only_new_complete_lines(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.jsonl"
+    tail = LedgerTail(path, upstream_decision)
+    assert tail.poll().requests == 0  # no file yet
+    path.write_text(line("none", "1") + line("none", "0") + line("b3_multi_sampled", "1")[:10])
+    c = tail.poll()
+    assert (c.requests, c.decided, c.sampled) == (2, 2, 1)
+    with open(path, "a") as fh:  # the rest of the partial line, then an error
+        fh.write(line("b3_multi_sampled", "1")[10:] + line("none", None, status=503))
+    c = tail.poll()
+    assert (c.requests, c.errors, c.decided, c.sampled) == (4, 1, 3, 2)
+    assert c.by_mode == {"none": [3, 1], "b3_multi_sampled": [1, 1]}
+    assert c.sampled_fraction == 2 / 3
+    assert tail.poll().requests == 4  # nothing new
