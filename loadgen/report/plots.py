@@ -1,0 +1,616 @@
+"""Inline SVG charts generated in Python (pure: data in, SVG text out).
+
+The HTML report must open offline, from a CI artifact, years later: no chart library, no CDN, no
+JavaScript, no web fonts. Each chart is one self-contained `<svg>` element (valid XML, presentation
+attributes only, so it also renders when saved on its own) built from a few primitives: linear
+scales with "nice" ticks, axes and grid, lines with gaps, interval bands, horizontal reference
+lines, vertical markers, point markers and grouped bars. Hovering a point or bar shows its value
+through the SVG `<title>` tooltip, which needs no script.
+
+All text that reaches the SVG (titles, series names, category labels: mode names and run ids are
+user or network input) goes through `xml_escape`, which also makes control and invisible
+characters visible (`\\x1b`, `\\u202e`) instead of passing them into the document.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies.
+BLUE = "#0072B2"
+ORANGE = "#E69F00"
+GREEN = "#009E73"
+VERMILLION = "#D55E00"
+PURPLE = "#CC79A7"
+SKY = "#56B4E9"
+YELLOW = "#F0E442"
+INK = "#1f2933"
+GRID = "#e4e7eb"
+MUTED = "#616e7c"
+PALETTE = (BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY, YELLOW, INK)
+
+FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
+
+Number = float | int
+Formatter = Callable[[float], str]
+
+
+def visible_text(value: object) -> str:
+    """str(value) with every non-printable character (controls, line breaks, bidi overrides,
+    zero-width characters) replaced by a visible escape; the result is valid XML character data
+    once `html.escape`d (XML 1.0 forbids most control characters even as references)."""
+    out: list[str] = []
+    for ch in str(value):
+        if ch.isprintable():
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    return "".join(out)
+
+
+def xml_escape(value: object) -> str:
+    """Untrusted text for XML/HTML text and (double- or single-quoted) attribute values."""
+    return html.escape(visible_text(value), quote=True)
+
+
+# A white outline behind labels drawn over data, so they stay readable.
+HALO = ' stroke="#ffffff" stroke-width="3" stroke-linejoin="round" paint-order="stroke"'
+
+
+def wrap_label(text: str, width: int, max_lines: int = 2) -> list[str]:
+    """Split a category label into at most max_lines lines of about `width` characters, at
+    `_ - . / space` boundaries where possible; the last line is cut with an ellipsis."""
+    if len(text) <= width:
+        return [text]
+    pieces: list[str] = []
+    current = ""
+    for ch in text:
+        current += ch
+        if ch in "_-./ ":
+            pieces.append(current)
+            current = ""
+    if current:
+        pieces.append(current)
+    lines: list[str] = []
+    line = ""
+    for piece in pieces:
+        if line and len(line) + len(piece) > width:
+            lines.append(line)
+            line = ""
+        line += piece
+        while len(line) > width:
+            lines.append(line[:width])
+            line = line[width:]
+    if line:
+        lines.append(line)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: max(1, width - 1)] + "\u2026"
+    return lines
+
+
+def fmt_num(value: float) -> str:
+    """Compact tick label: 0, 0.5, 12, 1.5k, 2M."""
+    if value == 0:
+        return "0"
+    mag = abs(value)
+    if mag >= 1e6:
+        return f"{value / 1e6:g}M"
+    if mag >= 1e4:
+        return f"{value / 1e3:g}k"
+    return f"{value:.6g}"
+
+
+def fmt_pct(value: float) -> str:
+    """Tick label for a fraction in [0, 1]: 0.995 -> 99.5%."""
+    return f"{value * 100:.6g}%"
+
+
+def _c(value: float) -> str:
+    """A coordinate: two decimals, no trailing zeros (stable for tests, short for the file)."""
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+@dataclass(frozen=True)
+class LinearScale:
+    """Maps the data interval [d0, d1] onto the pixel interval [r0, r1] (r1 < r0 for y)."""
+
+    d0: float
+    d1: float
+    r0: float
+    r1: float
+
+    def __call__(self, value: float) -> float:
+        if self.d1 == self.d0:
+            return (self.r0 + self.r1) / 2.0
+        return self.r0 + (value - self.d0) * (self.r1 - self.r0) / (self.d1 - self.d0)
+
+
+def nice_step(span: float, target: int = 5) -> float:
+    """A 1/2/5 x 10^k step giving about `target` intervals over span."""
+    if span <= 0 or not math.isfinite(span):
+        return 1.0
+    raw = span / max(1, target)
+    power = 10.0 ** math.floor(math.log10(raw))
+    for mult in (1.0, 2.0, 2.5, 5.0, 10.0):
+        if raw <= mult * power * (1 + 1e-9):
+            return mult * power
+    return 10.0 * power
+
+
+def nice_domain(lo: float, hi: float, target: int = 5) -> tuple[float, float, float]:
+    """(lo', hi', step): the interval widened to whole steps; a degenerate one gets some room."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return (0.0, 1.0, 0.2)
+    if hi < lo:
+        lo, hi = hi, lo
+    if hi == lo:
+        pad = abs(lo) * 0.1 or 1.0
+        lo, hi = lo - pad, hi + pad
+    step = nice_step(hi - lo, target)
+    return (math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step, step)
+
+
+def ticks(lo: float, hi: float, step: float) -> list[float]:
+    """Multiples of step within [lo, hi] (float noise rounded away)."""
+    if step <= 0:
+        return [lo]
+    first = math.ceil(lo / step - 1e-9)
+    last = math.floor(hi / step + 1e-9)
+    if last - first > 1000:
+        return [lo, hi]
+    digits = max(0, -math.floor(math.log10(step)) + 2)
+    return [round(i * step, digits) for i in range(first, last + 1)]
+
+
+@dataclass(frozen=True)
+class Series:
+    """A line; None in ys breaks it (a window without data is a gap, not a zero)."""
+
+    name: str
+    xs: Sequence[Number]
+    ys: Sequence[Number | None]
+    color: str = BLUE
+    width: float = 2.0
+    dash: str | None = None
+    markers: bool = False  # a dot with a tooltip per point
+    step: bool = False  # hold each value until the next x (a step-after curve)
+
+
+@dataclass(frozen=True)
+class Band:
+    """A filled interval (e.g. a 95 % confidence interval) between lows and highs."""
+
+    name: str
+    xs: Sequence[Number]
+    lows: Sequence[Number | None]
+    highs: Sequence[Number | None]
+    color: str = BLUE
+    opacity: float = 0.18
+
+
+@dataclass(frozen=True)
+class HLine:
+    """A horizontal reference line across the plot (a configured value, a threshold)."""
+
+    y: float
+    label: str
+    color: str = INK
+    dash: str | None = "6 4"
+
+
+@dataclass(frozen=True)
+class VMarker:
+    """A vertical marker line with a label (a knee, t50/t99, an event)."""
+
+    x: float
+    label: str
+    color: str = VERMILLION
+    dash: str | None = "4 3"
+
+
+@dataclass(frozen=True)
+class BarGroup:
+    """One coloured bar per category (several groups are drawn side by side)."""
+
+    name: str
+    values: Sequence[Number | None]
+    color: str = BLUE
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Chart size and the plot area inside its margins."""
+
+    width: float = 720.0
+    height: float = 300.0
+    left: float = 64.0
+    right: float = 20.0
+    top: float = 52.0
+    bottom: float = 46.0
+
+    @property
+    def x0(self) -> float:
+        return self.left
+
+    @property
+    def x1(self) -> float:
+        return self.width - self.right
+
+    @property
+    def y0(self) -> float:  # bottom of the plot area (pixel y grows downwards)
+        return self.height - self.bottom
+
+    @property
+    def y1(self) -> float:
+        return self.top
+
+
+@dataclass
+class _Svg:
+    frame: Frame
+    title: str
+    chart_id: str
+    parts: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+
+    def text(
+        self,
+        x: float,
+        y: float,
+        content: object,
+        *,
+        anchor: str = "start",
+        size: float = 12,
+        color: str = MUTED,
+        weight: str = "normal",
+        extra: str = "",
+    ) -> None:
+        self.add(
+            f'<text x="{_c(x)}" y="{_c(y)}" text-anchor="{anchor}" font-size="{_c(size)}" '
+            f'fill="{color}" font-weight="{weight}"{extra}>{xml_escape(content)}</text>'
+        )
+
+    def render(self) -> str:
+        f = self.frame
+        head = (
+            f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" id="{xml_escape(self.chart_id)}" '
+            f'viewBox="0 0 {_c(f.width)} {_c(f.height)}" width="{_c(f.width)}" height="{_c(f.height)}" '
+            f'role="img" aria-label="{xml_escape(self.title)}" font-family="{xml_escape(FONT)}">'
+            f"<title>{xml_escape(self.title)}</title>"
+            f'<rect x="0" y="0" width="{_c(f.width)}" height="{_c(f.height)}" fill="#ffffff"/>'
+        )
+        return head + "".join(self.parts) + "</svg>"
+
+
+@dataclass(frozen=True)
+class _Key:
+    name: str
+    color: str
+    kind: str  # "line" | "band" | "box"
+    dash: str | None = None
+
+
+def _legend(svg: _Svg, entries: Sequence[_Key]) -> None:
+    """Swatches in one row under the title."""
+    x = svg.frame.x0
+    y = 38.0
+    for key in entries:
+        label = visible_text(key.name)
+        if key.kind == "line":
+            dash_attr = f' stroke-dasharray="{key.dash}"' if key.dash else ""
+            svg.add(
+                f'<line x1="{_c(x)}" y1="{_c(y - 4)}" x2="{_c(x + 18)}" y2="{_c(y - 4)}" '
+                f'stroke="{key.color}" stroke-width="2.5"{dash_attr}/>'
+            )
+        else:
+            opacity = ' fill-opacity="0.25"' if key.kind == "band" else ""
+            svg.add(
+                f'<rect x="{_c(x)}" y="{_c(y - 9)}" width="18" height="10" fill="{key.color}"{opacity} stroke="none"/>'
+            )
+        svg.text(x + 23, y, label, size=11.5, color=INK, extra=' data-role="legend"')
+        x += 23 + 6.6 * len(label) + 18
+
+
+def _axes(
+    svg: _Svg,
+    xs: LinearScale,
+    ys: LinearScale,
+    x_ticks: Sequence[float],
+    y_ticks: Sequence[float],
+    x_format: Formatter,
+    y_format: Formatter,
+    x_label: str,
+    y_label: str,
+) -> None:
+    f = svg.frame
+    for t in y_ticks:
+        y = ys(t)
+        svg.add(
+            f'<line x1="{_c(f.x0)}" y1="{_c(y)}" x2="{_c(f.x1)}" y2="{_c(y)}" stroke="{GRID}" stroke-width="1"/>'
+        )
+        svg.text(f.x0 - 6, y + 4, y_format(t), anchor="end", size=11, extra=' data-role="ytick"')
+    for t in x_ticks:
+        x = xs(t)
+        svg.add(
+            f'<line x1="{_c(x)}" y1="{_c(f.y0)}" x2="{_c(x)}" y2="{_c(f.y0 + 5)}" stroke="{MUTED}" stroke-width="1"/>'
+        )
+        svg.text(x, f.y0 + 18, x_format(t), anchor="middle", size=11, extra=' data-role="xtick"')
+    svg.add(
+        f'<line x1="{_c(f.x0)}" y1="{_c(f.y0)}" x2="{_c(f.x1)}" y2="{_c(f.y0)}" stroke="{MUTED}" stroke-width="1"/>'
+        f'<line x1="{_c(f.x0)}" y1="{_c(f.y0)}" x2="{_c(f.x0)}" y2="{_c(f.y1)}" stroke="{MUTED}" stroke-width="1"/>'
+    )
+    if x_label:
+        svg.text((f.x0 + f.x1) / 2, f.height - 8, x_label, anchor="middle", size=11.5)
+    if y_label:
+        cy = (f.y0 + f.y1) / 2
+        svg.text(14, cy, y_label, anchor="middle", size=11.5, extra=f' transform="rotate(-90 14 {_c(cy)})"')
+
+
+def _segments(
+    xs: Sequence[Number], ys: Sequence[Number | None], step: bool
+) -> list[list[tuple[float, float]]]:
+    """Runs of consecutive defined points; a step curve holds each value until the next x."""
+    runs: list[list[tuple[float, float]]] = []
+    current: list[tuple[float, float]] = []
+    for x, y in zip(xs, ys, strict=True):
+        if y is None or not math.isfinite(float(y)):
+            if current:
+                runs.append(current)
+            current = []
+            continue
+        if step and current:
+            current.append((float(x), current[-1][1]))
+        current.append((float(x), float(y)))
+    if current:
+        runs.append(current)
+    return runs
+
+
+def _path(points: Sequence[tuple[float, float]], xs: LinearScale, ys: LinearScale) -> str:
+    return "M" + " L".join(f"{_c(xs(x))} {_c(ys(y))}" for x, y in points)
+
+
+def _finite(values: Sequence[Number | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def line_chart(
+    *,
+    chart_id: str,
+    title: str,
+    series: Sequence[Series] = (),
+    bands: Sequence[Band] = (),
+    hlines: Sequence[HLine] = (),
+    vmarkers: Sequence[VMarker] = (),
+    x_label: str = "",
+    y_label: str = "",
+    x_domain: tuple[float, float] | None = None,
+    y_domain: tuple[float, float] | None = None,
+    y_clamp: tuple[float, float] | None = None,
+    x_format: Formatter = fmt_num,
+    y_format: Formatter = fmt_num,
+    frame: Frame | None = None,
+    note: str = "",
+) -> str:
+    """Lines, bands, reference lines and markers on linear axes.
+
+    Domains default to the data (every series, band, reference line and marker) widened to nice
+    ticks; `y_clamp` bounds the automatic y domain (a rate never goes outside [0, 1])."""
+    f = frame or Frame()
+    svg = _Svg(f, title, chart_id)
+    svg.text(f.x0, 20, title, size=14.5, color=INK, weight="600", extra=' data-role="title"')
+    if note:
+        svg.text(f.x1, 20, note, anchor="end", size=11.5, extra=' data-role="note"')
+    all_x = [v for s in series for v in _finite(s.xs)] + [v for b in bands for v in _finite(b.xs)]
+    all_x += [m.x for m in vmarkers if math.isfinite(m.x)]
+    all_y = [v for s in series for v in _finite(s.ys)]
+    all_y += [v for b in bands for v in _finite(b.lows) + _finite(b.highs)]
+    all_y += [h.y for h in hlines if math.isfinite(h.y)]
+    if not all_y or not all_x:
+        svg.text((f.x0 + f.x1) / 2, (f.y0 + f.y1) / 2, "no data", anchor="middle", size=13)
+        return svg.render()
+    # The x axis spans the data exactly (a time axis starts at the first window, not at a
+    # rounded-down tick); its ticks are the nice multiples inside it.
+    x_lo, x_hi = x_domain if x_domain is not None else (min(all_x), max(all_x))
+    if x_lo == x_hi:
+        x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
+    x_step = nice_step(x_hi - x_lo, 8)
+    if y_domain is None:
+        y_lo, y_hi, y_step = nice_domain(min(all_y), max(all_y), 5)
+        if y_clamp is not None:
+            y_lo, y_hi = max(y_lo, y_clamp[0]), min(y_hi, y_clamp[1])
+            if y_hi <= y_lo:
+                y_lo, y_hi = y_clamp
+            y_step = nice_step(y_hi - y_lo, 5)
+    else:
+        y_lo, y_hi = y_domain
+        y_step = nice_step(y_hi - y_lo, 5)
+    xs = LinearScale(x_lo, x_hi, f.x0, f.x1)
+    ys = LinearScale(y_lo, y_hi, f.y0, f.y1)
+    _axes(
+        svg,
+        xs,
+        ys,
+        ticks(x_lo, x_hi, x_step),
+        ticks(y_lo, y_hi, y_step),
+        x_format,
+        y_format,
+        x_label,
+        y_label,
+    )
+    clip = f"{chart_id}-clip"
+    svg.add(
+        f'<defs><clipPath id="{xml_escape(clip)}"><rect x="{_c(f.x0)}" y="{_c(f.y1 - 2)}" '
+        f'width="{_c(f.x1 - f.x0)}" height="{_c(f.y0 - f.y1 + 4)}"/></clipPath></defs>'
+        f'<g clip-path="url(#{xml_escape(clip)})">'
+    )
+    for band in bands:
+        for triples in _band_runs(band):
+            upper = [(x, hi) for x, _, hi in triples]
+            lower = [(x, lo) for x, lo, _ in reversed(triples)]
+            d = _path(upper + lower, xs, ys) + " Z"
+            svg.add(
+                f'<path d="{d}" fill="{band.color}" fill-opacity="{band.opacity:g}" stroke="none" '
+                f'data-role="band" data-name="{xml_escape(band.name)}"/>'
+            )
+    for h in hlines:
+        if not y_lo <= h.y <= y_hi:
+            continue
+        y = ys(h.y)
+        dash = f' stroke-dasharray="{h.dash}"' if h.dash else ""
+        svg.add(
+            f'<line x1="{_c(f.x0)}" y1="{_c(y)}" x2="{_c(f.x1)}" y2="{_c(y)}" stroke="{h.color}" '
+            f'stroke-width="1.5"{dash} data-role="hline" data-name="{xml_escape(h.label)}"/>'
+        )
+    for s in series:
+        dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
+        for run in _segments(s.xs, s.ys, s.step):
+            svg.add(
+                f'<path d="{_path(run, xs, ys)}" fill="none" stroke="{s.color}" stroke-width="{s.width:g}" '
+                f'stroke-linejoin="round" stroke-linecap="round"{dash} data-role="series" '
+                f'data-name="{xml_escape(s.name)}"/>'
+            )
+        if s.markers:
+            for px, py in zip(s.xs, s.ys, strict=True):
+                if py is None or not math.isfinite(float(py)):
+                    continue
+                svg.add(
+                    f'<circle cx="{_c(xs(float(px)))}" cy="{_c(ys(float(py)))}" r="3" fill="{s.color}" '
+                    f'data-role="point"><title>{xml_escape(s.name)}: {xml_escape(x_format(float(px)))} '
+                    f"&#8594; {xml_escape(y_format(float(py)))}</title></circle>"
+                )
+    svg.add("</g>")
+    # Labels of reference lines and markers go on top, outside the clip.
+    for h in hlines:
+        if not y_lo <= h.y <= y_hi:
+            continue
+        y = ys(h.y)
+        svg.text(f.x1 - 4, y - 5, h.label, anchor="end", size=11, color=h.color, weight="600", extra=HALO)
+    for m in vmarkers:
+        if not x_lo <= m.x <= x_hi:
+            continue
+        x = xs(m.x)
+        dash = f' stroke-dasharray="{m.dash}"' if m.dash else ""
+        svg.add(
+            f'<line x1="{_c(x)}" y1="{_c(f.y0)}" x2="{_c(x)}" y2="{_c(f.y1)}" stroke="{m.color}" '
+            f'stroke-width="1.5"{dash} data-role="vmarker" data-name="{xml_escape(m.label)}"/>'
+        )
+        anchor = "end" if x > (f.x0 + f.x1) / 2 else "start"
+        svg.text(
+            x + (-4 if anchor == "end" else 4),
+            (f.y0 + f.y1) / 2,
+            m.label,
+            anchor=anchor,
+            size=11,
+            color=m.color,
+            extra=HALO,
+        )
+    entries = [_Key(s.name, s.color, "line", s.dash) for s in series]
+    entries += [_Key(b.name, b.color, "band") for b in bands]
+    _legend(svg, entries)
+    return svg.render()
+
+
+def _band_runs(band: Band) -> list[list[tuple[float, float, float]]]:
+    runs: list[list[tuple[float, float, float]]] = []
+    current: list[tuple[float, float, float]] = []
+    for x, lo, hi in zip(band.xs, band.lows, band.highs, strict=True):
+        if lo is None or hi is None or not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
+            if current:
+                runs.append(current)
+            current = []
+            continue
+        current.append((float(x), float(lo), float(hi)))
+    if current:
+        runs.append(current)
+    # A single point has no width: widen it a little so a one-window run still shows its band.
+    out = []
+    for run in runs:
+        if len(run) == 1:
+            x, lo, hi = run[0]
+            run = [(x - 0.15, lo, hi), (x + 0.15, lo, hi)]
+        out.append(run)
+    return out
+
+
+def bar_chart(
+    *,
+    chart_id: str,
+    title: str,
+    categories: Sequence[str],
+    groups: Sequence[BarGroup],
+    y_label: str = "",
+    y_format: Formatter = fmt_num,
+    hlines: Sequence[HLine] = (),
+    frame: Frame | None = None,
+    note: str = "",
+) -> str:
+    """Grouped vertical bars: one slot per category, one bar per group inside it; y from 0."""
+    f = frame or Frame()
+    svg = _Svg(f, title, chart_id)
+    svg.text(f.x0, 20, title, size=14.5, color=INK, weight="600", extra=' data-role="title"')
+    if note:
+        svg.text(f.x1, 20, note, anchor="end", size=11.5, extra=' data-role="note"')
+    values = [v for g in groups for v in _finite(g.values)] + [h.y for h in hlines]
+    if not categories or not values:
+        svg.text((f.x0 + f.x1) / 2, (f.y0 + f.y1) / 2, "no data", anchor="middle", size=13)
+        return svg.render()
+    _, y_hi, y_step = nice_domain(0.0, max(max(values), 0.0) or 1.0, 5)
+    ys = LinearScale(0.0, y_hi, f.y0, f.y1)
+    slot = (f.x1 - f.x0) / len(categories)
+    for t in ticks(0.0, y_hi, y_step):
+        y = ys(t)
+        svg.add(
+            f'<line x1="{_c(f.x0)}" y1="{_c(y)}" x2="{_c(f.x1)}" y2="{_c(y)}" stroke="{GRID}" stroke-width="1"/>'
+        )
+        svg.text(f.x0 - 6, y + 4, y_format(t), anchor="end", size=11, extra=' data-role="ytick"')
+    svg.add(
+        f'<line x1="{_c(f.x0)}" y1="{_c(f.y0)}" x2="{_c(f.x1)}" y2="{_c(f.y0)}" stroke="{MUTED}" stroke-width="1"/>'
+    )
+    inner = slot * 0.78
+    bar_w = inner / max(1, len(groups))
+    for i, cat in enumerate(categories):
+        left = f.x0 + i * slot + (slot - inner) / 2
+        for j, g in enumerate(groups):
+            v = g.values[i] if i < len(g.values) else None
+            if v is None or not math.isfinite(float(v)):
+                continue
+            top = ys(max(0.0, float(v)))
+            x = left + j * bar_w
+            svg.add(
+                f'<rect x="{_c(x + 1)}" y="{_c(top)}" width="{_c(max(1.0, bar_w - 2))}" '
+                f'height="{_c(max(0.0, f.y0 - top))}" fill="{g.color}" data-role="bar" '
+                f'data-name="{xml_escape(g.name)}"><title>{xml_escape(cat)} {xml_escape(g.name)}: '
+                f"{xml_escape(y_format(float(v)))}</title></rect>"
+            )
+        cx = f.x0 + (i + 0.5) * slot
+        lines = wrap_label(visible_text(cat), max(4, int(slot / 6.4)))
+        spans = "".join(
+            f'<tspan x="{_c(cx)}" dy="{0 if k == 0 else 13}">{html.escape(line, quote=True)}</tspan>'
+            for k, line in enumerate(lines)
+        )
+        svg.add(
+            f'<text x="{_c(cx)}" y="{_c(f.y0 + 15)}" text-anchor="middle" font-size="11" fill="{MUTED}" '
+            f'data-role="xtick">{spans}</text>'
+        )
+    for h in hlines:
+        y = ys(h.y)
+        dash = f' stroke-dasharray="{h.dash}"' if h.dash else ""
+        svg.add(
+            f'<line x1="{_c(f.x0)}" y1="{_c(y)}" x2="{_c(f.x1)}" y2="{_c(y)}" stroke="{h.color}" '
+            f'stroke-width="1.5"{dash} data-role="hline" data-name="{xml_escape(h.label)}"/>'
+        )
+        svg.text(f.x1 - 4, y - 5, h.label, anchor="end", size=11, color=h.color, weight="600", extra=HALO)
+    if y_label:
+        cy = (f.y0 + f.y1) / 2
+        svg.text(14, cy, y_label, anchor="middle", size=11.5, extra=f' transform="rotate(-90 14 {_c(cy)})"')
+    _legend(svg, [_Key(g.name, g.color, "box") for g in groups])
+    return svg.render()
