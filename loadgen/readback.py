@@ -10,7 +10,7 @@ learned; an id never answered stays absent and the reconciler calls it unknown.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,12 +49,17 @@ def read_back(
     run_id: str = "",
     on_status: Callable[[str], None] | None = None,
     result: ReadBackResult | None = None,
+    expected_services: Mapping[str, Collection[str]] | None = None,
 ) -> ReadBackResult:
     """Poll until stable: at least two polls, no query errors in the last one, and no trace
     completed during the last `quiet_s` seconds — or until `max_wait_s`.
 
     `expected_spans[id]` = spans a complete trace has; 0 means "should not exist" (queried on
-    every poll to catch late leaks, never complete)."""
+    every poll to catch late leaks, never complete). `expected_services[id]`, when given, are
+    services the trace must also show before it counts complete and stops being queried — the
+    reconciler's own test (`reconcile.classify`): a trace whose span count is reached by spans of
+    another service (an extra hop, a span reported twice) is not complete while a sidecar span
+    is still on its way."""
     res = result if result is not None else ReadBackResult()
     say = on_status or (lambda _msg: None)
     ids = list(expected_spans)
@@ -63,6 +68,7 @@ def read_back(
         res.stable = True
         return res
     wanted = sum(1 for v in expected_spans.values() if v)
+    services = expected_services or {}
     started = time.monotonic()
     last_change = started
     while True:
@@ -78,7 +84,12 @@ def read_back(
             res.observations[tid] = obs
             errors += int(answer.status is FetchStatus.ERROR)
             want = expected_spans.get(tid, 0)
-            if want and obs.status is FetchStatus.FOUND and obs.span_count >= want:
+            if (
+                want
+                and obs.status is FetchStatus.FOUND
+                and obs.span_count >= want
+                and set(services.get(tid, ())) <= set(obs.services)
+            ):
                 res.complete_at[tid] = now
                 newly += 1
         if newly:
