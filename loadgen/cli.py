@@ -8,15 +8,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
 from loadgen import __version__
 from loadgen.doctor import run_doctor
+from loadgen.gates import (
+    GateConfig,
+    GateConfigError,
+    evaluate_gates,
+    gates_exit_code,
+    gates_headline,
+    load_gate_config,
+)
 from loadgen.istio_config import IstioConfigError, WorkloadMode, effective_sampling, load_istio_files
 from loadgen.propagation import DEFAULT_MIX, MODE_SPECS, format_mix, parse_mix
+from loadgen.report.html import render_run_folder
+from loadgen.report.junit import render_junit
 from loadgen.report.render import render_markdown, render_terminal
 from loadgen.run import RunError, RunOptions, default_scenario_path, execute_run, verify_run
 from loadgen.stack.envoy import TraceContextOption, TracingConfig
@@ -412,7 +422,10 @@ def run(
             out.print(table)
         for note in result.summary.get("notes", []):
             err.print(f"[yellow]note:[/] {note}")
-        out.print(f"report: {result.run_dir / 'report.md'}  summary: {result.run_dir / 'summary.json'}")
+        out.print(
+            f"report: {result.run_dir / 'report.html'} ({result.run_dir / 'report.md'})  "
+            f"summary: {result.run_dir / 'summary.json'}"
+        )
     raise typer.Exit(result.exit_code)
 
 
@@ -567,15 +580,108 @@ def report(
     run_dir: Annotated[
         Path, typer.Argument(help="A run folder (reports/<run-id>).", exists=True, file_okay=False)
     ],
+    window: Annotated[
+        float,
+        typer.Option(
+            "--window", help="Seconds per time window in report.html and timeseries.csv.", min=0.001
+        ),
+    ] = 1.0,
 ) -> None:
-    """Re-render report.md and the terminal tables from a run folder's summary.json."""
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError) as exc:
-        _fatal(f"cannot read {run_dir / 'summary.json'}: {exc}")
+    """Re-render report.md, report.html, modes.csv, timeseries.csv and the terminal tables from a
+    run folder's summary.json."""
+    summary = _read_summary(run_dir)
     (run_dir / "report.md").write_text(render_markdown(summary))
+    written = render_run_folder(run_dir, window_s=window)
     for table in render_terminal(summary):
         out.print(table)
+    for path in [run_dir / "report.md", *written]:
+        out.print(f"wrote {path}")
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    try:
+        summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError) as exc:
+        _fatal(f"cannot read {run_dir / 'summary.json'}: {exc}")
+    return summary
+
+
+@app.command()
+def gate(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run folder (reports/<run-id>).", exists=True, file_okay=False)
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="TOML with a [gates] table; default ./loadgen.toml when it exists.",
+            dir_okay=False,
+        ),
+    ] = None,
+    min_collection: Annotated[
+        float | None, typer.Option("--min-collection", min=0, max=1, help="Mesh collection rate floor.")
+    ] = None,
+    min_reference_collection: Annotated[
+        float | None,
+        typer.Option("--min-reference-collection", min=0, max=1, help="Reference collection rate floor."),
+    ] = None,
+    max_error_rate: Annotated[
+        float | None, typer.Option("--max-error-rate", min=0, max=1, help="Errors / requests ceiling.")
+    ] = None,
+    max_p99_ms: Annotated[
+        float | None, typer.Option("--max-p99-ms", min=0, help="p99 latency ceiling (slowest mode).")
+    ] = None,
+    max_leaked: Annotated[
+        int | None, typer.Option("--max-leaked", min=0, help="Leaked traces ceiling.")
+    ] = None,
+    allow_inconclusive: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-inconclusive/--require-pass", help="Whether an inconclusive sampling verdict passes."
+        ),
+    ] = None,
+    sampling_gate: Annotated[
+        bool | None,
+        typer.Option("--sampling-gate/--no-sampling-gate", help="Check the sampling verdict at all."),
+    ] = None,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Write JUnit XML here (one test case per gate).")
+    ] = None,
+) -> None:
+    """Check a finished run against CI thresholds (flags over loadgen.toml [gates]).
+
+    Exit codes: 0 every gate passed, 1 a gate failed, 2 bad configuration or unreadable run.
+    A gate whose quantity was never measured fails: a check that checked nothing is not green."""
+    summary = _read_summary(run_dir)
+    path = config or (Path("loadgen.toml") if Path("loadgen.toml").exists() else None)
+    try:
+        base = load_gate_config(path) if path else GateConfig()
+        cfg = base.merged(
+            {
+                "min_collection": min_collection,
+                "min_reference_collection": min_reference_collection,
+                "max_error_rate": max_error_rate,
+                "max_p99_ms": max_p99_ms,
+                "max_leaked": max_leaked,
+                "allow_inconclusive": allow_inconclusive,
+                "sampling": sampling_gate,
+            }
+        )
+    except GateConfigError as exc:
+        _fatal(str(exc))
+    results = evaluate_gates(summary, cfg)
+    for result in results:
+        out.print(
+            f"{'PASS' if result.passed else 'FAIL'}  {result.name}: {result.message}",
+            markup=False,
+            highlight=False,
+        )
+    out.print(gates_headline(results), markup=False, highlight=False)
+    if junit:
+        props = {"run_id": str(summary.get("run_id")), "run_dir": str(run_dir)}
+        junit.write_text(render_junit(results, "loadgen.gates", properties=props))
+    raise typer.Exit(gates_exit_code(results))
 
 
 @stack_app.command("up")

@@ -39,6 +39,7 @@ from loadgen.reconcile import (
     reconcile_reference,
     upstream_decision,
 )
+from loadgen.report.html import render_run_folder
 from loadgen.report.render import render_markdown
 from loadgen.stack.envoy import RUN_ID_HEADER, TracingConfig
 from loadgen.stack.mesh import (
@@ -362,7 +363,9 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             if isinstance(exc, _Abort):
                 partial_reason = f"aborted: {exc}"
             else:
-                partial_reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"mesh failure: {exc}"
+                partial_reason = (
+                    "interrupted" if isinstance(exc, KeyboardInterrupt) else f"mesh failure: {exc}"
+                )
             status(f"stopping load ({partial_reason}); flushing the ledger")
             if locust.poll() is None:
                 locust.send_signal(signal.SIGTERM)
@@ -402,8 +405,13 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         summary["notes"] = notes + summary.get("notes", [])
         _write_json(run_dir / "summary.json", summary)
         (run_dir / "report.md").write_text(render_markdown(summary))
+        render_run_folder(run_dir)  # report.html, modes.csv, timeseries.csv
         aborted = partial_reason.startswith("aborted")
-        code = EXIT_VERDICT_FAILED if aborted else exit_code_for(summary["verdicts"], partial=bool(partial_reason))
+        code = (
+            EXIT_VERDICT_FAILED
+            if aborted
+            else exit_code_for(summary["verdicts"], partial=bool(partial_reason))
+        )
         return RunResult(summary, run_dir, code)
     finally:
         if backend is not None:
@@ -637,6 +645,7 @@ def verify_run(
     (run_dir / "summary.previous.json").write_text(json.dumps(previous, indent=2) + "\n")
     _write_json(run_dir / "summary.json", summary)
     (run_dir / "report.md").write_text(render_markdown(summary))
+    render_run_folder(run_dir)
     changes = [(name, _dig(previous, path), _dig(summary, path)) for name, path in VERIFY_KEYS]
     partial = summary.get("status") == "partial"
     return RunResult(summary, run_dir, exit_code_for(summary["verdicts"], partial=partial)), changes

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,26 @@ def test_run_json_has_the_documented_schema(tmp_path: Path) -> None:
         assert {"requests", "errors", "found", "missing", "unknown"} <= set(mode)
     assert json.loads((tmp_path / "cli" / "summary.json").read_text()) == summary
     assert leftover_processes(str(tmp_path)) == []
+    html = (tmp_path / "cli" / "report.html").read_text()
+    assert "cli" in html and "<svg" in html and "<script" not in html
+
+    # CI gates on the finished run: exit code and JUnit follow the thresholds.
+    run_dir = str(tmp_path / "cli")
+    ok = subprocess.run(
+        [*LOADGEN, "gate", run_dir, "--max-leaked", "0"], capture_output=True, text=True, timeout=60
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    junit = tmp_path / "gates.xml"
+    bad = subprocess.run(
+        [*LOADGEN, "gate", run_dir, "--max-p99-ms", "0.0001", "--junit", str(junit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "FAIL" in bad.stdout
+    suite = ET.parse(junit).getroot()
+    failures = [tc.get("name") for tc in suite.iter("testcase") if tc.find("failure") is not None]
+    assert failures and all("p99" in (name or "") for name in failures)
 
 
 @pytest.mark.parametrize(
