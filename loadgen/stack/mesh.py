@@ -27,6 +27,7 @@ class CollectorFaults:
     added_latency_ms: float = 0.0
     error_rate: float = 0.0
     seed: int | None = None
+    ingest_limit: float = 0.0  # spans/s kept; the excess is answered 202 and discarded (0 = no limit)
 
     def argv(self) -> list[str]:
         args = [
@@ -36,6 +37,8 @@ class CollectorFaults:
         ]  # fmt: skip
         if self.seed is not None:
             args += ["--seed", str(self.seed)]
+        if self.ingest_limit:
+            args += ["--ingest-limit", str(self.ingest_limit)]
         return args
 
 

@@ -96,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--added-latency-ms", type=float, default=0.0, help="fault: delay every span POST")
     p.add_argument("--error-rate", type=float, default=0.0, help="fault: 503 this fraction of POSTs")
     p.add_argument("--seed", type=int, help="seed for the fault draws")
+    p.add_argument(
+        "--ingest-limit",
+        type=float,
+        default=0.0,
+        help="fault: keep at most this many spans/s (token bucket, 1 s burst); the excess is answered "
+        "202 and discarded, like an overloaded collector (0 = no limit)",
+    )
     p.add_argument("--allow-non-loopback", action="store_true", help="allow binding a non-loopback address")
     return p
 
@@ -113,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             added_latency_ms=args.added_latency_ms,
             error_rate=args.error_rate,
             seed=args.seed,
+            ingest_limit=args.ingest_limit,
         )
     except ValueError as exc:
         parser.error(str(exc))

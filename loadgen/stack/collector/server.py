@@ -16,6 +16,8 @@ import json
 import random
 import re
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,6 +31,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "Faults",
     "IngestCounters",
+    "TokenBucket",
     "decode_proto_spans",
     "make_app",
     "start_server",
@@ -52,12 +55,20 @@ class Faults:
     added_latency_ms: delay every span POST answer by this much (slow backend).
     error_rate: answer 503 to this fraction of valid POSTs, storing nothing (failed delivery).
     seed: seeds the one random.Random behind both draws, so a run is reproducible.
+    ingest_limit: spans/s the collector keeps (a token bucket holding one second of spans, full
+        at start; 0 = no limit). Spans beyond it are answered **202 and discarded**, counted in
+        `ingest.limited_spans` and the store's `spans_dropped`: an overloaded collector whose
+        queue is full (Jaeger's collector drops and still answers 202). A 429/503 would lose the
+        same spans (Envoy's Zipkin tracer does not retry a report) but would show up in the
+        sender's failure counters; a silent drop is the case only read-back can find, which is
+        what capacity runs must prove they detect. The reference emitter likewise sees "exported".
     """
 
     drop_probability: float = 0.0
     added_latency_ms: float = 0.0
     error_rate: float = 0.0
     seed: int | None = None
+    ingest_limit: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("drop_probability", "error_rate"):
@@ -66,6 +77,8 @@ class Faults:
                 raise ValueError(f"{name} must be within [0, 1], got {value}")
         if self.added_latency_ms < 0:
             raise ValueError(f"added_latency_ms must be >= 0, got {self.added_latency_ms}")
+        if not 0.0 <= self.ingest_limit < float("inf"):
+            raise ValueError(f"ingest_limit must be a finite number of spans/s >= 0, got {self.ingest_limit}")
 
 
 @dataclass
@@ -79,6 +92,29 @@ class IngestCounters:
     unsupported_media_type: int = 0  # 415
     fault_errors: int = 0  # 503 answered on purpose
     fault_error_spans: int = 0  # spans inside those 503'd POSTs
+    limited_spans: int = 0  # answered 202 but discarded: over Faults.ingest_limit
+
+
+class TokenBucket:
+    """`rate` tokens per second, holding at most `capacity` (full at start); `take(n)` returns how
+    many of n are granted (whole tokens only). `clock` is injectable for tests."""
+
+    def __init__(self, rate: float, capacity: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0 or capacity <= 0:
+            raise ValueError(f"rate and capacity must be > 0, got {rate}, {capacity}")
+        self.rate = rate
+        self.capacity = capacity
+        self._clock = clock
+        self._tokens = capacity
+        self._last = float(clock())
+
+    def take(self, n: int) -> int:
+        now = float(self._clock())
+        self._tokens = min(self.capacity, self._tokens + max(0.0, now - self._last) * self.rate)
+        self._last = now
+        granted = min(n, int(self._tokens))
+        self._tokens -= granted
+        return granted
 
 
 class _BadRequest(Exception):
@@ -211,9 +247,14 @@ class _Collector:
     faults: Faults
     counters: IngestCounters = field(default_factory=IngestCounters)
     rng: random.Random = field(init=False)
+    bucket: TokenBucket | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.faults.seed)
+        limit = self.faults.ingest_limit
+        # One second of spans: Envoy flushes about once per flush interval, so smaller would
+        # punish its batching rather than the average rate.
+        self.bucket = TokenBucket(limit, max(limit, 1.0)) if limit > 0 else None
 
     async def _read_body(self, request: web.Request) -> bytes:
         # Chunked bodies have no content-length: cap while streaming. Bytes seen here are already
@@ -259,6 +300,13 @@ class _Collector:
             self.counters.fault_errors += 1
             self.counters.fault_error_spans += len(spans)
             return _text(503, "injected fault: error_rate")
+        if self.bucket is not None:
+            granted = self.bucket.take(len(spans))
+            if granted < len(spans):
+                # Keep the first `granted` spans of the batch, like a queue that fills up mid-batch.
+                self.counters.limited_spans += len(spans) - granted
+                self.store.count_dropped(len(spans) - granted)
+                spans = spans[:granted]
         if faults.drop_probability > 0:
             kept = [s for s in spans if self.rng.random() >= faults.drop_probability]
             self.store.count_dropped(len(spans) - len(kept))
