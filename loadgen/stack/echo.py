@@ -12,10 +12,13 @@ import asyncio
 import ipaddress
 import json
 import os
+import random
 import signal
 import sys
+from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 
 def _title_case(name: str) -> str:
@@ -45,6 +48,56 @@ async def health(_: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
+# --- upstream faults (capacity runs: a slow or failing app behind the sidecar) --------------------
+
+DELAY_DISTS = ("fixed", "exp")
+
+
+@dataclass(frozen=True)
+class UpstreamFaults:
+    """Deliberate slowness and failures of the app, all off by default; /health is exempt.
+
+    delay_ms_mean: every request waits this long before it is answered: exactly (`fixed`) or an
+        exponential draw with this mean (`exp`, the service time of a busy server).
+    error_rate: this fraction of requests is answered 503 (after the delay).
+    seed: seeds the one random.Random behind both draws, so a run is reproducible.
+    """
+
+    delay_ms_mean: float = 0.0
+    delay_dist: str = "fixed"
+    error_rate: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.delay_ms_mean < float("inf"):
+            raise ValueError(f"delay_ms_mean must be a finite number >= 0, got {self.delay_ms_mean}")
+        if self.delay_dist not in DELAY_DISTS:
+            raise ValueError(f"delay_dist must be one of {', '.join(DELAY_DISTS)}, got {self.delay_dist!r}")
+        if not 0.0 <= self.error_rate <= 1.0:
+            raise ValueError(f"error_rate must be within [0, 1], got {self.error_rate}")
+
+    @property
+    def active(self) -> bool:
+        return self.delay_ms_mean > 0 or self.error_rate > 0
+
+    def middleware(self) -> Middleware:
+        rng = random.Random(self.seed)
+
+        @web.middleware
+        async def upstream_faults(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if request.path == "/health":
+                return await handler(request)
+            if self.delay_ms_mean > 0:
+                mean = self.delay_ms_mean
+                delay_ms = mean if self.delay_dist == "fixed" else rng.expovariate(1.0 / mean)
+                await asyncio.sleep(delay_ms / 1000.0)
+            if self.error_rate > 0 and rng.random() < self.error_rate:
+                return web.Response(status=503, text="injected fault: error_rate\n")
+            return await handler(request)
+
+        return upstream_faults
+
+
 def make_app() -> web.Application:
     app = web.Application()
     app.router.add_get("/headers", headers)
@@ -68,9 +121,11 @@ def require_loopback(host: str, allow_non_loopback: bool) -> None:
     )
 
 
-async def serve(app: web.Application, host: str, port: int) -> None:
+async def serve(app: web.Application, host: str, port: int, faults: UpstreamFaults | None = None) -> None:
     """Listen, print the ready line, run until SIGINT/SIGTERM."""
     # aiohttp sets TCP_NODELAY on accepted sockets (Nagle stalls responses ~40 ms otherwise).
+    if faults is not None and faults.active:
+        app.middlewares.append(faults.middleware())
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -95,9 +150,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--allow-non-loopback", action="store_true")
+    parser.add_argument(
+        "--delay-ms-mean", type=float, default=0.0, help="fault: delay every answer this long on average (ms)"
+    )
+    parser.add_argument(
+        "--delay-dist", choices=DELAY_DISTS, default="fixed", help="fault: the delay is fixed or exponential"
+    )
+    parser.add_argument("--error-rate", type=float, default=0.0, help="fault: answer 503 to this fraction")
+    parser.add_argument("--seed", type=int, default=None, help="seed for the fault draws")
     args = parser.parse_args(argv)
     require_loopback(args.host, args.allow_non_loopback)
-    asyncio.run(serve(make_app(), args.host, args.port))
+    try:
+        faults = UpstreamFaults(args.delay_ms_mean, args.delay_dist, args.error_rate, args.seed)
+    except ValueError as exc:
+        parser.error(str(exc))
+    asyncio.run(serve(make_app(), args.host, args.port, faults))
 
 
 if __name__ == "__main__":
