@@ -27,6 +27,7 @@ from loadgen.ledger import LedgerWriter
 from loadgen.propagation import DEFAULT_MIX, HeaderMode, encode, format_mix, parse_echo, parse_mix
 from loadgen.stack.envoy import RUN_ID_HEADER
 from loadgen.traffic.relay import LEDGER_MESSAGE, RelayLedger
+from loadgen.traffic.shape import step_interval
 
 REQUEST_ID_HEADER = "x-loadgen-request-id"
 DEFAULT_HOST_HEADER = "httpbin.istioinaction.io"
@@ -182,8 +183,10 @@ class TracedUser(FastHttpUser):
         self._cp_last_wait_time = 0.0
 
     def wait_time(self) -> float:
-        """Constant pacing towards the target rate, split over the users currently running."""
-        if self._rate <= 0:
+        """Constant pacing towards the target rate, split over the users currently running.
+        A capacity run's step shape sets the per-user interval instead (loadgen.traffic.shape)."""
+        stepped = step_interval()
+        if stepped is None and self._rate <= 0:
             return 0.0
         runner = self.environment.runner
         opts = self.environment.parsed_options
@@ -191,7 +194,7 @@ class TracedUser(FastHttpUser):
         # runner.user_count is only this process's share.
         total = int(getattr(opts, "num_users", 0) or 0) if opts else 0
         users = max(1, total or (runner.user_count if runner else 1))
-        interval = users / self._rate
+        interval = users / self._rate if stepped is None else stepped
         run_time = time.perf_counter() - self._cp_last_run - self._cp_last_wait_time
         self._cp_last_wait_time = max(0.0, interval - run_time)
         self._cp_last_run = time.perf_counter()
