@@ -17,6 +17,7 @@ import random
 import re
 import socket
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -40,7 +41,7 @@ __all__ = [
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 JSON_TYPES = frozenset({"application/json"})
 PROTO_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
-# aiohttp's parser inflates these itself (bounded chunks, so no zip bomb); the handler sees plain bytes.
+# Inflated by the handler (`_inflate`), bounded by max_body_bytes, never by aiohttp: see start_server.
 SUPPORTED_ENCODINGS = frozenset({"", "identity", "gzip", "deflate"})
 _TRACE_ID_RE = re.compile(r"[0-9a-fA-F]{16,32}")
 _INT_RE = re.compile(r"-?[0-9]{1,19}")
@@ -257,8 +258,8 @@ class _Collector:
         self.bucket = TokenBucket(limit, max(limit, 1.0)) if limit > 0 else None
 
     async def _read_body(self, request: web.Request) -> bytes:
-        # Chunked bodies have no content-length: cap while streaming. Bytes seen here are already
-        # inflated, so the cap applies after decompression too.
+        # Chunked bodies have no content-length: cap while streaming. These are the bytes on the
+        # wire; `_inflate` caps the inflated body too.
         if request.content_length is not None and request.content_length > self.max_body_bytes:
             raise _TooLarge
         body = bytearray()
@@ -282,7 +283,7 @@ class _Collector:
             self.counters.unsupported_media_type += 1
             return _text(415, f"unsupported content-type {media_type!r} / content-encoding {encoding!r}")
         try:
-            body = await self._read_body(request)
+            body = _inflate(await self._read_body(request), encoding, self.max_body_bytes)
             raw = decode_proto_spans(body) if media_type in PROTO_TYPES else _decode_json(body)
             spans = validate_spans(raw)
         except _TooLarge:
@@ -388,10 +389,45 @@ class _Collector:
         )
 
 
+def _inflate_stream(raw: bytes, wbits: int, limit: int, name: str) -> bytes:
+    out = bytearray()
+    data = raw
+    while True:  # gzip allows several members, one after the other
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out += inflater.decompress(data, limit + 1 - len(out))  # never more than limit + 1
+        except zlib.error as exc:
+            raise _BadRequest(f"cannot read body: corrupt {name} stream: {exc}") from exc
+        if len(out) > limit:
+            raise _TooLarge
+        if not inflater.eof:
+            raise _BadRequest(f"cannot read body: truncated {name} stream")
+        data = inflater.unused_data
+        if wbits != 31 or not data:
+            return bytes(out)
+
+
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body as sent, decoded per Content-Encoding: at most `limit` bytes (else _TooLarge, so
+    a compression bomb is cut off after limit + 1 bytes), _BadRequest for a corrupt or truncated
+    stream. HTTP's `deflate` is the zlib format; raw deflate, which some clients send, also works."""
+    if encoding in ("", "identity"):
+        return body
+    if encoding == "gzip":
+        return _inflate_stream(body, 31, limit, "gzip")
+    try:
+        return _inflate_stream(body, 15, limit, "deflate")
+    except _BadRequest:
+        return _inflate_stream(body, -15, limit, "deflate")
+
+
 def make_app(
     store: SpanStore, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, faults: Faults | None = None
 ) -> web.Application:
-    """The collector's routes over `store`. The caller owns the store (and closes it)."""
+    """The collector's routes over `store`. The caller owns the store (and closes it).
+
+    Serve it with `auto_decompress=False` (start_server does): the span handler inflates bodies
+    itself."""
     if max_body_bytes <= 0:
         raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
     collector = _Collector(store=store, max_body_bytes=max_body_bytes, faults=faults or Faults())
@@ -420,8 +456,13 @@ async def start_server(
     Access logging is off: one log line per span POST costs more than handling it. aiohttp sets
     TCP_NODELAY on every accepted connection (base_protocol.connection_made); /loadgen/stats
     reports it.
+
+    aiohttp's own decompression is off: its parser raises a corrupt deflate stream's error when
+    the message ends, outside the handler, which then waits for a body that never comes (the
+    client hangs, found by fuzzing), and a mid-stream error resurfaces after the 400 and resets
+    the keep-alive connection. The handler inflates instead (`_inflate`).
     """
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0, auto_decompress=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
