@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from loadgen.propagation import ExpectationContext
 from loadgen.stack.procs import ManagedProcess, StackError
 
 RUN_ID_HEADER = "x-loadgen-run-id"
@@ -46,6 +47,27 @@ class TracingConfig:
     min_flush_spans: int = 5
     trace_context_option: TraceContextOption = TraceContextOption.USE_B3
     run_id_tag: str = DEFAULT_RUN_ID_TAG
+    # Request-id and sampling knobs (shared/ENVOY-NOTES.md, "Edge behaviour"). Istio's gateway:
+    # use_remote_address on, preserve_external_request_id off (the client's x-request-id is
+    # replaced, so its sampling decision cannot be crafted), no internal addresses.
+    gateway_use_remote_address: bool = True
+    gateway_preserve_external_request_id: bool = False
+    # CIDRs whose clients the gateway treats as internal (`internal_address_config`): only
+    # internal requests may use `x-envoy-force-trace` (Envoy >= 1.36 has no default list).
+    gateway_internal_cidrs: tuple[str, ...] = ()
+    client_sampling_percent: float = 100.0  # `tracing.client_sampling`: x-client-trace-id forcing
+
+    def expectation_context(self) -> ExpectationContext:
+        """What the header-mode expectations (loadgen.propagation) depend on, for this mesh.
+        The embedded client is 127.0.0.1, so any internal CIDR list is taken to cover it."""
+        return ExpectationContext(
+            sampling_percent=self.sampling_percent,
+            w3c=self.trace_context_option is TraceContextOption.USE_B3_WITH_W3C_PROPAGATION,
+            use_remote_address=self.gateway_use_remote_address,
+            preserve_external_request_id=self.gateway_preserve_external_request_id,
+            client_internal=bool(self.gateway_internal_cidrs),
+            client_sampling_percent=self.client_sampling_percent,
+        )
 
     def expected_spans(self) -> dict[str, int]:
         """Spans one sampled request leaves per proxy: a SERVER span, plus a CLIENT span when
@@ -71,6 +93,8 @@ class ProxySpec:
     domains: tuple[str, ...] = ("*",)
     edge: bool = False  # use_remote_address, like an Istio ingress gateway
     spawn_upstream_span: bool = False
+    preserve_external_request_id: bool = False  # Istio never sets it
+    internal_cidrs: tuple[str, ...] = ()  # `internal_address_config.cidr_ranges`
 
 
 def _static_cluster(name: str, port: int) -> dict[str, Any]:
@@ -95,6 +119,12 @@ def _static_cluster(name: str, port: int) -> dict[str, Any]:
     }
 
 
+def _cidr(text: str) -> dict[str, Any]:
+    address, _, length = text.partition("/")
+    prefix_len = int(length) if length else (128 if ":" in address else 32)
+    return {"address_prefix": address, "prefix_len": prefix_len}
+
+
 def render_bootstrap(spec: ProxySpec, tracing: TracingConfig) -> dict[str, Any]:
     """Pure: the Envoy v3 bootstrap for one proxy of the embedded mesh."""
     domains = [d for host in spec.domains for d in ((host,) if host == "*" else (host, f"{host}:*"))]
@@ -103,10 +133,16 @@ def render_bootstrap(spec: ProxySpec, tracing: TracingConfig) -> dict[str, Any]:
         ".HttpConnectionManager",
         "stat_prefix": spec.role,
         "use_remote_address": spec.edge,
-        "preserve_external_request_id": False,
+        "preserve_external_request_id": spec.preserve_external_request_id,
+        **(
+            {"internal_address_config": {"cidr_ranges": [_cidr(c) for c in spec.internal_cidrs]}}
+            if spec.internal_cidrs
+            else {}
+        ),
         "generate_request_id": True,
         "tracing": {
             "random_sampling": {"value": tracing.sampling_percent},
+            "client_sampling": {"value": tracing.client_sampling_percent},
             "spawn_upstream_span": spec.spawn_upstream_span,
             "custom_tags": [
                 {"tag": tracing.run_id_tag, "request_header": {"name": RUN_ID_HEADER, "default_value": ""}}
