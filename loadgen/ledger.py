@@ -15,6 +15,9 @@ Record fields (absent values are null):
     error        transport error or unexpected status text
     inj_trace / inj_span / inj_flag    the trace context we injected
     up_trace / up_span / up_flag / up_xrid    what the upstream echoed it received
+    xrid_sent    the x-request-id we sent (x-request-id modes only)
+    predicted    Envoy's random-sampling decision on xrid_sent at the crafted-for percentage
+                 (known before sending; it is the decision only if the gateway keeps the id)
     worker       the writer's id (process or Locust worker)
 """
 
@@ -43,6 +46,8 @@ LEDGER_FIELDS = (
     "up_span",
     "up_flag",
     "up_xrid",
+    "xrid_sent",
+    "predicted",
     "worker",
 )
 

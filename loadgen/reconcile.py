@@ -10,6 +10,14 @@ Outcomes per mesh request (`Outcome`):
 
 "Decided" is what the upstream saw (echoed `X-B3-Sampled` / `b3` flag, else Envoy's mark in the
 echoed x-request-id), so it is a fact per request, not a guess.
+
+Each mode's expected behaviour comes from `ModeSpec.expected(context)` for the mesh's
+configuration (`Expectation.context`); a request that contradicts it counts once in the mode's
+`expectation_violations`, by kind in `violations`:
+    decision    the upstream saw a decision other than the one the headers force
+    trace_id    our trace id kept where it should be replaced, or replaced where it should be kept
+    request_id  our x-request-id kept where the gateway should replace it, or the reverse
+    leak        spans exist for a request that must never produce any
 """
 
 from __future__ import annotations
@@ -23,10 +31,14 @@ from typing import Any
 from loadgen.backends.base import Fetched, FetchStatus
 from loadgen.propagation import (
     Decision,
+    ExpectationContext,
+    Expected,
     UpstreamView,
     envoy_random_sampled,
+    is_hex_id,
     mode_spec,
     normalize_trace_id,
+    same_request_id,
 )
 from loadgen.stats import Proportion, Verdict, percentile, sampling_verdict
 
@@ -86,12 +98,38 @@ class Expectation:
     spans_per_trace: int
     services: tuple[str, ...]
     configured_percent: float | None  # None: unknown (e.g. a real cluster with no --expect)
+    #: The mesh configuration the header modes' expectations depend on (None: Istio's gateway
+    #: defaults; an embedded run passes `TracingConfig.expectation_context()`).
+    context: ExpectationContext | None = None
+
+    def mode_context(self) -> ExpectationContext:
+        if self.context is not None:
+            return self.context
+        return ExpectationContext(sampling_percent=self.configured_percent)
 
 
 def ledger_trace_id(record: Mapping[str, Any]) -> str | None:
-    """The trace id a request ended up in: what the upstream saw, else what we injected."""
-    tid = record.get("up_trace") or record.get("inj_trace")
-    return normalize_trace_id(tid) if tid else None
+    """The trace id a request ended up in: what the upstream saw, else what we injected. None
+    for ids that are not 16/32 hex digits (a mode sends unparsable ids on purpose; no backend
+    can be asked for them)."""
+    for key in ("up_trace", "inj_trace"):
+        tid = record.get(key)
+        if tid:
+            norm = normalize_trace_id(str(tid))
+            return norm if is_hex_id(norm) else None
+    return None
+
+
+def _prediction(record: Mapping[str, Any], percent: float) -> tuple[bool | None, str]:
+    """Envoy's random-sampling answer for a request and where it came from: "crafted" when the
+    upstream saw the x-request-id we sent (ignoring char 14), so the decision was known before
+    sending; "echoed" when the gateway made its own id (predicted from the echo)."""
+    sent, echoed = record.get("xrid_sent"), record.get("up_xrid")
+    if sent and same_request_id(str(sent), str(echoed) if echoed else None):
+        return envoy_random_sampled(str(sent), percent), "crafted"
+    if echoed:
+        return envoy_random_sampled(str(echoed), percent), "echoed"
+    return None, ""
 
 
 def upstream_decision(record: Mapping[str, Any]) -> bool | None:
@@ -125,6 +163,28 @@ class _ModeTally:
     outcomes: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     expectation_violations: int = 0
+    violations: Counter[str] = field(default_factory=Counter)
+
+
+VIOLATION_KINDS = ("decision", "trace_id", "request_id", "leak")
+
+
+def _integrity_violations(rec: Mapping[str, Any], exp: Expected, obs: TraceObservation | None) -> list[str]:
+    """The trace-id, request-id and leak expectations one answered request breaks."""
+    out: list[str] = []
+    inj, up = rec.get("inj_trace"), rec.get("up_trace")
+    if exp.keeps_trace_id is not None and inj and up and is_hex_id(normalize_trace_id(str(inj))):
+        kept = normalize_trace_id(str(up)) == normalize_trace_id(str(inj))
+        if kept != exp.keeps_trace_id:
+            out.append("trace_id")
+    sent, echoed = rec.get("xrid_sent"), rec.get("up_xrid")
+    kept_id = same_request_id(str(sent), str(echoed)) if sent and echoed else None
+    if exp.request_id_kept is not None and kept_id is not None and kept_id != exp.request_id_kept:
+        out.append("request_id")
+    present = obs is not None and obs.status is FetchStatus.FOUND and obs.span_count > 0
+    if exp.spans is False and present:
+        out.append("leak")
+    return out
 
 
 def reconcile_mesh(
@@ -150,6 +210,10 @@ def reconcile_mesh(
     prop_backend = [0, 0]
     first_ts, last_ts = float("inf"), 0.0
     total = 0
+    context = expect.mode_context()
+    expected_of: dict[str, Expected | None] = {}
+    prediction_sources: Counter[str] = Counter()
+    sent_replaced = 0
 
     for rec in ledger:
         total += 1
@@ -171,27 +235,39 @@ def reconcile_mesh(
         outcome = classify(decided, obs, expect)
         tally.outcomes[outcome.value] += 1
 
-        spec = mode_spec(mode)
+        if mode not in expected_of:
+            spec = mode_spec(mode)
+            expected_of[mode] = spec.expected(context) if spec is not None else None
+        exp = expected_of[mode]
+        broken: list[str] = []
+        sent_id, echoed_id = rec.get("xrid_sent"), rec.get("up_xrid")
+        if sent_id and echoed_id and not same_request_id(str(sent_id), str(echoed_id)):
+            sent_replaced += 1
         if decided is not None:
             if decided:
                 tally.decided_sampled += 1
             else:
                 tally.decided_not_sampled += 1
-            if spec is not None:
-                if spec.decision is Decision.PROXY:
+            if exp is not None:
+                if exp.decision is Decision.PROXY:
                     decision[1] += 1
                     decision[0] += int(decided)
-                    xrid = rec.get("up_xrid")
-                    if expect.configured_percent is not None and xrid:
-                        want = envoy_random_sampled(str(xrid), expect.configured_percent)
+                    if expect.configured_percent is not None:
+                        want, source = _prediction(rec, expect.configured_percent)
                         if want is not None:
                             predicted[1] += 1
+                            prediction_sources[source] += 1
                             if want != decided:
                                 predicted[0] += 1
                                 if len(mismatch_examples) < example_limit:
                                     mismatch_examples.append(str(rec.get("rid")))
-                elif decided != (spec.decision is Decision.FORCED_SAMPLED):
-                    tally.expectation_violations += 1
+                elif exp.upstream_sampled is not None and decided != exp.upstream_sampled:
+                    broken.append("decision")
+        if exp is not None and rec.get("status") == 200:
+            broken.extend(_integrity_violations(rec, exp, obs))
+        if broken:
+            tally.expectation_violations += 1
+            tally.violations.update(broken)
 
         if decided:
             if outcome is Outcome.UNKNOWN:
@@ -212,7 +288,9 @@ def reconcile_mesh(
             run_tagged[1] += obs.span_count
 
         inj = rec.get("inj_trace")
-        if inj and rec.get("status") == 200:
+        # Propagation counts the modes whose trace id should survive (all B3 ones; W3C ones only
+        # under W3C propagation); modes unknown to this version count as before.
+        if inj and rec.get("status") == 200 and (exp is None or exp.keeps_trace_id):
             prop_upstream[1] += 1
             kept = bool(rec.get("up_trace")) and normalize_trace_id(
                 str(rec["up_trace"])
@@ -246,8 +324,10 @@ def reconcile_mesh(
             "decided_sampled": t.decided_sampled,
             "decided_not_sampled": t.decided_not_sampled,
             **{o.value: t.outcomes.get(o.value, 0) for o in Outcome},
-            "expected_decision": spec.decision.value if (spec := mode_spec(mode)) else None,
+            "expected_decision": exp.decision.value if (exp := expected_of.get(mode)) else None,
+            "expected_trace_id_kept": exp.keeps_trace_id if exp else None,
             "expectation_violations": t.expectation_violations,
+            "violations": {k: t.violations.get(k, 0) for k in VIOLATION_KINDS},
         }
         lat = sorted(t.latencies_ms)
         latencies[mode] = {"n": len(lat), **{f"p{q}": percentile(lat, q) for q in (50, 95, 99)}}
@@ -269,6 +349,12 @@ def reconcile_mesh(
                 "checked": predicted[1],
                 "mismatches": predicted[0],
                 "examples": mismatch_examples,
+                # Statistics only: "crafted" when any prediction came from the x-request-id we
+                # sent (the gateway kept it: decisions known before sending), else "echoed"
+                # (from the id the gateway generated), "none" when nothing was checked.
+                "mode": "crafted" if prediction_sources["crafted"] else "echoed" if predicted[1] else "none",
+                "by_source": {k: prediction_sources[k] for k in ("crafted", "echoed")},
+                "sent_id_replaced": sent_replaced,
             },
         },
         "mesh": {

@@ -24,7 +24,16 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen.ledger import LedgerWriter
-from loadgen.propagation import DEFAULT_MIX, HeaderMode, encode, format_mix, parse_echo, parse_mix
+from loadgen.propagation import (
+    DEFAULT_MIX,
+    EncodeOptions,
+    HeaderMode,
+    IdStyle,
+    encode,
+    format_mix,
+    parse_echo,
+    parse_mix,
+)
 from loadgen.stack.envoy import RUN_ID_HEADER
 from loadgen.traffic.relay import LEDGER_MESSAGE, RelayLedger
 from loadgen.traffic.shape import step_interval
@@ -80,7 +89,51 @@ def _add_arguments(parser: Any) -> None:
         default=0,
         help="Stop the run after this many requests in this process (0 = no limit; calibration uses it)",
     )
+    group.add_argument(
+        "--loadgen-id-style",
+        env_var="LOADGEN_ID_STYLE",
+        choices=[s.value for s in IdStyle],
+        default=IdStyle.RANDOM.value,
+        help="128-bit trace ids: fully random, or k6's layout (prefix dc0742, then the unix time in "
+        "ns as a varint, then 4 random bytes; see loadgen.propagation.k6_trace_id)",
+    )
+    group.add_argument(
+        "--loadgen-xrid-percent",
+        env_var="LOADGEN_XRID_PERCENT",
+        type=float,
+        default=None,
+        help="The gateway's sampling percent that crafted x-request-ids (modes xrid_crafted, "
+        "xrid_no_dashes) target, so each decision is predicted before sending (default: unknown, "
+        "ids are random and no prediction is recorded)",
+    )
+    group.add_argument(
+        "--loadgen-xrid-sampled-fraction",
+        env_var="LOADGEN_XRID_SAMPLED_FRACTION",
+        type=float,
+        default=0.5,
+        help="Share of crafted x-request-ids crafted to be sampled (default 0.5)",
+    )
     # fmt: skip
+
+
+def encode_options(opts: Any) -> EncodeOptions:
+    """The id options from Locust's parsed options (or their LOADGEN_* variables)."""
+    style = str(getattr(opts, "loadgen_id_style", "") or os.environ.get("LOADGEN_ID_STYLE", "") or "random")
+    percent = getattr(opts, "loadgen_xrid_percent", None) if opts else None
+    if percent is None and os.environ.get("LOADGEN_XRID_PERCENT"):
+        percent = float(os.environ["LOADGEN_XRID_PERCENT"])
+    fraction = getattr(opts, "loadgen_xrid_sampled_fraction", None) if opts else None
+    if fraction is None:
+        fraction = float(os.environ.get("LOADGEN_XRID_SAMPLED_FRACTION", "0.5"))
+    if not 0.0 <= float(fraction) <= 1.0:
+        raise ValueError(f"--loadgen-xrid-sampled-fraction must be in [0, 1], got {fraction}")
+    if percent is not None and not 0.0 <= float(percent) <= 100.0:
+        raise ValueError(f"--loadgen-xrid-percent must be in [0, 100], got {percent}")
+    return EncodeOptions(
+        id_style=IdStyle(style),
+        crafted_percent=None if percent is None else float(percent),
+        crafted_sampled_fraction=float(fraction),
+    )
 
 
 class _RunState:
@@ -174,6 +227,7 @@ class TracedUser(FastHttpUser):
         # One generator per user: reproducible mode sequences with --loadgen-seed, fresh ids anyway.
         self._rng = random.Random(None if seed is None else (seed, id(self)).__hash__())
         self._id_rng = random.Random()
+        self._encode_options = encode_options(opts)
         self._host_header = (
             getattr(opts, "loadgen_host_header", DEFAULT_HOST_HEADER) if opts else DEFAULT_HOST_HEADER
         )
@@ -203,7 +257,7 @@ class TracedUser(FastHttpUser):
     @task
     def traced_request(self) -> None:
         mode = self._rng.choices(self._modes, self._weights)[0]
-        injection = encode(mode, self._id_rng)
+        injection = encode(mode, self._id_rng, self._encode_options)
         rid = uuid.uuid4().hex
         headers = {
             "Host": self._host_header,
@@ -218,6 +272,9 @@ class TracedUser(FastHttpUser):
             "inj_span": injection.span_id,
             "inj_flag": injection.flag,
         }
+        if injection.request_id is not None:
+            record["xrid_sent"] = injection.request_id
+            record["predicted"] = injection.predicted
         ts = time.time()
         start = time.perf_counter()
         with self.client.get(self._path, headers=headers, name=mode.value, catch_response=True) as resp:

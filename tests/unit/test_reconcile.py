@@ -229,9 +229,16 @@ def test_mesh_per_mode_outcomes(mesh: dict[str, Any]) -> None:
     assert modes["b3_multi_sampled"] == {
         "requests": 2, "errors": 0, "decided_sampled": 2, "decided_not_sampled": 0,
         "found": 1, "partial": 0, "missing": 1, "leaked": 0, "not_sampled": 0, "unknown": 0,
-        "expected_decision": "forced_sampled", "expectation_violations": 0,
+        "expected_decision": "forced_sampled", "expected_trace_id_kept": True, "expectation_violations": 0,
+        "violations": {"decision": 0, "trace_id": 0, "request_id": 0, "leak": 0},
     }  # fmt: skip
+    # r11 breaks two expectations (the upstream saw sampled; spans exist) but is one request.
     assert modes["b3_multi_not_sampled"]["expectation_violations"] == 1
+    want = {"decision": 1, "trace_id": 0, "request_id": 0, "leak": 1}
+    assert modes["b3_multi_not_sampled"]["violations"] == want
+    # r13: B3 ids must survive, yet the upstream saw another trace id.
+    assert modes["b3_multi_no_flag"]["expectation_violations"] == 1
+    assert modes["b3_multi_no_flag"]["violations"]["trace_id"] == 1
     assert modes["b3_multi_not_sampled"]["found"] == 1
     assert modes["b3_multi_no_flag"]["not_sampled"] == 1
     assert modes["b3_single_no_flag"]["found"] == 1
@@ -280,7 +287,11 @@ def test_mesh_statistical_sampling_verdict(k: int, n: int, percent: float) -> No
 def test_mesh_prediction_mismatches_follow_the_x_request_id_rule(mesh: dict[str, Any]) -> None:
     # checked: PROXY requests with a decision and a parsable x-request-id: the same 10.
     # Only r9 (head 9000 >= 1000, but sampled) disagrees.
-    assert mesh["sampling"]["prediction"] == {"checked": 10, "mismatches": 1, "examples": ["r9"]}
+    # No request sent an x-request-id: every prediction came from the echoed one.
+    assert mesh["sampling"]["prediction"] == {
+        "checked": 10, "mismatches": 1, "examples": ["r9"],
+        "mode": "echoed", "by_source": {"crafted": 0, "echoed": 10}, "sent_id_replaced": 0,
+    }  # fmt: skip
 
 
 def test_mesh_collection_leaks_and_examples(mesh: dict[str, Any]) -> None:
@@ -371,7 +382,10 @@ def test_example_limit() -> None:
     ]
     out = reconcile_mesh(ledger, {tid(i): MISSING for i in range(1, 9)}, EXPECT, example_limit=3)
     assert out["mesh"]["missing_examples"] == [tid(1), tid(2), tid(3)]
-    assert out["sampling"]["prediction"] == {"checked": 8, "mismatches": 8, "examples": ["r1", "r2", "r3"]}
+    assert out["sampling"]["prediction"] == {
+        "checked": 8, "mismatches": 8, "examples": ["r1", "r2", "r3"],
+        "mode": "echoed", "by_source": {"crafted": 0, "echoed": 8}, "sent_id_replaced": 0,
+    }  # fmt: skip
 
 
 # A property: whatever the ledger, an ERROR or absent observation never yields "missing", and the
