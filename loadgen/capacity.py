@@ -60,6 +60,7 @@ from loadgen.reconcile import (
     ledger_trace_id,
     upstream_decision,
 )
+from loadgen.report.html import render_run_folder
 from loadgen.run import RunError, RunOptions, RunResult, Status, execute_run
 from loadgen.stats import Proportion, percentile
 from loadgen.traffic.shape import StepPlan
@@ -1038,6 +1039,7 @@ def analyze_capacity(
     _write_json(run_dir / CAPACITY_JSON, doc)
     _write_json(run_dir / STEPS_JSON, report_steps(doc))
     (run_dir / CAPACITY_MD).write_text(render_capacity_markdown(doc))
+    render_run_folder(run_dir)  # report.html again, now with the steps and the knee
     return doc, metrics, knee
 
 

@@ -12,8 +12,11 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from loadgen import __version__
+from loadgen.capacity import CapacityOptions, KneeBounds, SafetyBounds, run_capacity
 from loadgen.doctor import run_doctor
 from loadgen.gates import (
     GateConfig,
@@ -452,6 +455,188 @@ def _expected_from_istio(files: list[Path]) -> float:
     eff = effective_sampling(resources, "istio-system", {"istio": "ingressgateway"}, WorkloadMode.CLIENT)
     err.print(f"expected sampling {eff.percent:g} % from {eff.source}")
     return eff.percent
+
+
+@app.command()
+def capacity(
+    steps: Annotated[
+        str,
+        typer.Option(
+            "--steps",
+            help="users:N,N,... (closed-loop users per step) or rate:R,R,... (target req/s per step; users fixed by --step-users).",
+        ),
+    ] = "users:5,10,20,40",
+    step_duration: Annotated[
+        float, typer.Option("--step-duration", help="Seconds per step, ramp included.", min=1)
+    ] = 20.0,
+    ramp: Annotated[
+        float,
+        typer.Option(
+            "--ramp", help="Seconds at each step's start spent reaching it; left out of the numbers.", min=0
+        ),
+    ] = 3.0,
+    step_users: Annotated[
+        int, typer.Option("--step-users", help="Rate steps: the fixed user count.", min=1)
+    ] = 32,
+    user_rate: Annotated[
+        float,
+        typer.Option("--user-rate", help="Users steps: req/s per user (0 = as fast as it goes).", min=0),
+    ] = 0.0,
+    slo_p99_ms: Annotated[
+        float | None,
+        typer.Option("--slo-p99-ms", help="Knee bound: p99 latency SLO.", rich_help_panel="Knee"),
+    ] = None,
+    max_errors: Annotated[
+        float,
+        typer.Option(
+            "--max-errors", help="Knee bound: error fraction.", min=0, max=1, rich_help_panel="Knee"
+        ),
+    ] = 0.01,
+    min_collection: Annotated[
+        float,
+        typer.Option(
+            "--min-collection", help="Knee bound: mesh collection rate.", min=0, max=1, rich_help_panel="Knee"
+        ),
+    ] = 0.99,
+    min_throughput: Annotated[
+        float,
+        typer.Option(
+            "--min-throughput",
+            help="Knee bound: achieved/target req/s (0 = off).",
+            min=0,
+            max=1,
+            rich_help_panel="Knee",
+        ),
+    ] = 0.9,
+    abort_errors: Annotated[
+        float,
+        typer.Option(
+            "--abort-errors",
+            help="Safety: stop when live errors exceed this.",
+            min=0,
+            max=1,
+            rich_help_panel="Safety",
+        ),
+    ] = 0.5,
+    abort_collection: Annotated[
+        float,
+        typer.Option(
+            "--abort-collection",
+            help="Safety: stop when live collection falls below this.",
+            min=0,
+            max=1,
+            rich_help_panel="Safety",
+        ),
+    ] = 0.5,
+    no_safety: Annotated[
+        bool, typer.Option("--no-safety", help="Never stop early.", rich_help_panel="Safety")
+    ] = False,
+    sampling: SamplingOpt = 100.0,
+    spawn_gateway: SpawnGwOpt = True,
+    spawn_sidecar: SpawnScOpt = False,
+    flush_ms: FlushOpt = 1000,
+    context: ContextOpt = TraceContextOption.USE_B3,
+    ingest_limit: Annotated[
+        float,
+        typer.Option(
+            "--collector-ingest-limit",
+            help="Embedded mesh: the collector keeps at most this many spans/s; the excess is answered 202 and "
+            "discarded (an overloaded collector). 0 = no limit.",
+            min=0,
+            rich_help_panel="Embedded mesh",
+        ),
+    ] = 0.0,
+    mix: Annotated[str, typer.Option("--mix", help="Header-mode weights MODE=W,...")] = format_mix(
+        DEFAULT_MIX
+    ),
+    gateway: Annotated[
+        str, typer.Option("--gateway", help="An existing gateway URL.", rich_help_panel="Existing mesh")
+    ] = "",
+    host: Annotated[
+        str, typer.Option("--host", help="Host header.", rich_help_panel="Existing mesh")
+    ] = "httpbin.istioinaction.io",
+    collector: Annotated[
+        str, typer.Option("--collector", help="Where reference spans go.", rich_help_panel="Existing mesh")
+    ] = "",
+    backend: Annotated[
+        str, typer.Option("--backend", help="Where traces are read back.", rich_help_panel="Existing mesh")
+    ] = "",
+    expect: Annotated[
+        float | None,
+        typer.Option("--expect", help="Expected sampling percent.", rich_help_panel="Existing mesh"),
+    ] = None,
+    reference_rate: Annotated[
+        float, typer.Option("--reference-rate", help="Reference traces/s (0 = off).", min=0)
+    ] = 5.0,
+    run_id: Annotated[str, typer.Option("--run-id", help="Run id.")] = "",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Parent folder of the run folder.")] = Path(
+        "reports"
+    ),
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for the header-mode sequence.")] = None,
+) -> None:
+    """Step the load up (users or target rate) until the mesh or tracing stops keeping up.
+
+    Per step: throughput, p50/p95/p99, errors, decision rate, mesh/reference collection with 95 %
+    intervals, collector ingest spans/s, and the knee (the first step breaking a bound). Writes
+    capacity.json, capacity.md and steps.json next to the usual run files (report.html plots the
+    steps). Exit codes: 0 steps ran (a knee is a finding), 1 a safety bound aborted the run,
+    2 error, 130 interrupted."""
+    try:
+        parse_mix(mix)
+    except ValueError as exc:
+        _fatal(f"--mix: {exc}")
+    run_opts = RunOptions(
+        run_id=run_id,
+        output_dir=output,
+        mix=mix,
+        seed=seed,
+        tracing=_tracing(sampling, spawn_gateway, spawn_sidecar, flush_ms, context),
+        faults=CollectorFaults(ingest_limit=ingest_limit),
+        gateway=gateway,
+        host=host,
+        collector=collector,
+        backend=backend,
+        expect_percent=expect,
+        reference_rate=reference_rate,
+    )
+    opts = CapacityOptions(
+        steps=steps,
+        step_s=step_duration,
+        ramp_s=ramp,
+        step_users=step_users,
+        user_rate=user_rate,
+        bounds=KneeBounds(
+            p99_ms=slo_p99_ms,
+            max_error_rate=max_errors,
+            min_collection=min_collection,
+            min_throughput=min_throughput or None,
+        ),
+        safety=SafetyBounds(max_error_rate=None, min_collection=None)
+        if no_safety
+        else SafetyBounds(max_error_rate=abort_errors, min_collection=abort_collection),
+        run=run_opts,
+    )
+    _sigterm_as_interrupt()
+    try:
+        with err.status("capacity run") as spinner:
+            result = run_capacity(opts, lambda msg: spinner.update(msg))
+    except (RunError, StackError, ValueError) as exc:
+        _fatal(str(exc))
+    rows = result.rows()
+    table = Table(title=f"capacity {result.run.summary['run_id']}", title_justify="left")
+    for col in rows[0]:
+        table.add_column(str(col), no_wrap=True)
+    for row in rows[1:]:
+        knee = str(row[-1]).startswith("KNEE")
+        table.add_row(*(escape(str(c)) for c in row), style="bold red" if knee else None)
+    out.print(table)
+    knee_doc = result.document.get("knee") or {}
+    if knee_doc.get("detail"):
+        out.print(str(knee_doc["detail"]), markup=False)
+    if result.abort:
+        err.print(f"[yellow]aborted:[/] {escape(str(result.abort))}")
+    out.print(f"capacity: {result.run.run_dir / 'capacity.md'}  report: {result.run.run_dir / 'report.html'}")
+    raise typer.Exit(result.exit_code)
 
 
 @app.command()
