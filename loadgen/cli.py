@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -55,7 +56,7 @@ app.add_typer(stack_app, name="stack")
 out = Console()
 err = Console(stderr=True)
 
-MODES_HELP = "; ".join(f"{m.value}: {s.description}" for m, s in MODE_SPECS.items())
+MODES_HELP = ", ".join(m.value for m in MODE_SPECS) + " (what each sends and expects: README, Header modes)"
 
 
 def _fatal(message: str, code: int = EXIT_ERROR) -> NoReturn:
@@ -87,17 +88,75 @@ def _root(
 
 
 def _tracing(
-    sampling: float, spawn_gateway: bool, spawn_sidecar: bool, flush_ms: int, context: TraceContextOption
+    sampling: float,
+    spawn_gateway: bool,
+    spawn_sidecar: bool,
+    flush_ms: int,
+    context: TraceContextOption,
+    gw: GatewayKnobs | None = None,
 ) -> TracingConfig:
     if not 0.0 <= sampling <= 100.0:
         _fatal(f"--sampling must be a percentage in [0, 100], got {sampling}")
+    gw = gw or GatewayKnobs()
     return TracingConfig(
         sampling_percent=sampling,
         gateway_spawn_upstream_span=spawn_gateway,
         sidecar_spawn_upstream_span=spawn_sidecar,
         flush_interval_ms=flush_ms,
         trace_context_option=context,
+        gateway_use_remote_address=gw.use_remote_address,
+        gateway_preserve_external_request_id=gw.preserve_request_id,
+        gateway_internal_cidrs=tuple(gw.internal_cidrs),
+        client_sampling_percent=gw.client_sampling,
     )
+
+
+@dataclass
+class GatewayKnobs:
+    """How the gateway treats x-request-id and forcing headers (embedded mesh: configures it;
+    existing mesh: declares it, so each header mode's expectation is right)."""
+
+    preserve_request_id: bool = False
+    use_remote_address: bool = True
+    internal_cidrs: list[str] = field(default_factory=list)
+    client_sampling: float = 100.0
+
+
+PreserveOpt = Annotated[
+    bool,
+    typer.Option(
+        "--gateway-preserve-request-id",
+        help="The gateway keeps a client x-request-id (preserve_external_request_id; Istio: off). "
+        "Then crafted ids (mode xrid_crafted) make each sampling decision known before sending.",
+        rich_help_panel="Gateway behaviour",
+    ),
+]
+RemoteAddrOpt = Annotated[
+    bool,
+    typer.Option(
+        "--gateway-use-remote-address/--no-gateway-use-remote-address",
+        help="The gateway is an edge (use_remote_address; Istio: on).",
+        rich_help_panel="Gateway behaviour",
+    ),
+]
+InternalCidrOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--gateway-internal-cidr",
+        help="Clients the gateway treats as internal (internal_address_config; allows x-envoy-force-trace). Repeatable.",
+        rich_help_panel="Gateway behaviour",
+    ),
+]
+ClientSamplingOpt = Annotated[
+    float,
+    typer.Option(
+        "--client-sampling",
+        help="Envoy tracing.client_sampling percent (x-client-trace-id forcing; default 100).",
+        min=0,
+        max=100,
+        rich_help_panel="Gateway behaviour",
+    ),
+]
 
 
 SamplingOpt = Annotated[
@@ -173,6 +232,26 @@ def run(
     spawn_sidecar: SpawnScOpt = False,
     flush_ms: FlushOpt = 1000,
     context: ContextOpt = TraceContextOption.USE_B3,
+    preserve_request_id: PreserveOpt = False,
+    use_remote_address: RemoteAddrOpt = True,
+    internal_cidr: InternalCidrOpt = None,
+    client_sampling: ClientSamplingOpt = 100.0,
+    id_style: Annotated[
+        str,
+        typer.Option(
+            "--id-style",
+            help="Injected trace ids: random, or k6 (time-prefixed like k6's, for samplers that hash ids).",
+        ),
+    ] = "random",
+    xrid_sampled_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--xrid-sampled-fraction",
+            help="Mode xrid_crafted: share of ids crafted to be sampled (default 0.5).",
+            min=0,
+            max=1,
+        ),
+    ] = None,
     drop_probability: Annotated[
         float,
         typer.Option(
@@ -375,6 +454,8 @@ def run(
         parse_mix(mix)
     except ValueError as exc:
         _fatal(f"--mix: {exc}")
+    if id_style not in ("random", "k6"):
+        _fatal(f"--id-style must be random or k6, got {id_style!r}")
     if master and not expect_workers:
         _fatal("--master needs --expect-workers N (how many `loadgen worker`s to wait for)")
     if master and processes > 1:
@@ -393,8 +474,17 @@ def run(
         mix=mix,
         scenario=scenario,
         seed=seed,
-        tracing=_tracing(sampling, spawn_gateway, spawn_sidecar, flush_ms, context),
+        tracing=_tracing(
+            sampling,
+            spawn_gateway,
+            spawn_sidecar,
+            flush_ms,
+            context,
+            GatewayKnobs(preserve_request_id, use_remote_address, list(internal_cidr or ()), client_sampling),
+        ),  # fmt: skip
         faults=CollectorFaults(drop_probability=drop_probability),
+        id_style=id_style,
+        xrid_sampled_fraction=xrid_sampled_fraction,
         gateway=gateway,
         host=host,
         collector=collector,
@@ -876,13 +966,29 @@ def stack_up(
     spawn_sidecar: SpawnScOpt = False,
     flush_ms: FlushOpt = 1000,
     context: ContextOpt = TraceContextOption.USE_B3,
+    preserve_request_id: PreserveOpt = False,
+    use_remote_address: RemoteAddrOpt = True,
+    internal_cidr: InternalCidrOpt = None,
+    client_sampling: ClientSamplingOpt = 100.0,
     workdir: Annotated[
         Path, typer.Option("--workdir", help="Folder for configs, logs and the collector's span store.")
     ] = Path("reports/stack"),
 ) -> None:
     """Run the embedded mesh in the foreground until Ctrl-C; prints its URLs."""
     mesh = EmbeddedMesh(
-        workdir, MeshConfig(tracing=_tracing(sampling, spawn_gateway, spawn_sidecar, flush_ms, context))
+        workdir,
+        MeshConfig(
+            tracing=_tracing(
+                sampling,
+                spawn_gateway,
+                spawn_sidecar,
+                flush_ms,
+                context,
+                GatewayKnobs(
+                    preserve_request_id, use_remote_address, list(internal_cidr or ()), client_sampling
+                ),
+            )  # fmt: skip
+        ),
     )
     _sigterm_as_interrupt()
     try:

@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from loadgen import __version__
 from loadgen.backends.base import BackendError, BackendOptions, TraceBackend, parse_backend_spec, redact_url
 from loadgen.emitter import ReferenceEmitter, read_reference_log, summarize_reference_log
 from loadgen.ledger import LedgerStats, LedgerTail, LiveCounts, read_ledger
-from loadgen.propagation import DEFAULT_MIX, format_mix, normalize_trace_id, parse_mix
+from loadgen.propagation import DEFAULT_MIX, ExpectationContext, format_mix, normalize_trace_id, parse_mix
 from loadgen.readback import ReadBackResult, read_back, time_to_queryable
 from loadgen.reconcile import (
     Expectation,
@@ -73,6 +73,8 @@ class RunOptions:
     scenario: str = ""
     seed: int | None = None
     max_requests: int = 0  # stop after this many requests (0 = run for duration_s)
+    id_style: str = "random"  # trace ids: random | k6 (time-prefixed, like k6's)
+    xrid_sampled_fraction: float | None = None  # crafted x-request-ids: share predicted sampled
     processes: int = 1  # Locust worker processes on this machine (>1: master + N workers)
     expect_workers: int = 0  # >0: be a master and wait for this many `loadgen worker`s
     master_bind_host: str = "*"
@@ -288,7 +290,10 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             "backend": backend.url,
             "backend_spec": redact_url(backend_spec),
         }
-        expect = Expectation(expected_spans, tuple(services), configured)
+        # Header-mode expectations depend on the mesh's configuration: the embedded mesh's knobs,
+        # or (existing mesh) the same knobs declared by the user about their gateway.
+        context = replace(opts.tracing.expectation_context(), sampling_percent=configured)
+        expect = Expectation(expected_spans, tuple(services), configured, context=context)
         _write_json(
             run_dir / "run.json",
             {
@@ -305,6 +310,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
                     "quiet_s": quiet_s,
                     "min_collection": opts.min_collection,
                     "search_service": opts.search_service,
+                    "context": asdict(context),
                 },
             },
         )
@@ -329,6 +335,12 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             env["LOADGEN_SEED"] = str(opts.seed)
         if opts.max_requests:
             env["LOADGEN_MAX_REQUESTS"] = str(opts.max_requests)
+        if configured is not None:
+            env["LOADGEN_XRID_PERCENT"] = str(configured)  # crafted x-request-ids aim at this rule
+        if opts.id_style != "random":
+            env["LOADGEN_ID_STYLE"] = opts.id_style
+        if opts.xrid_sampled_fraction is not None:
+            env["LOADGEN_XRID_SAMPLED_FRACTION"] = str(opts.xrid_sampled_fraction)
         env.update(opts.extra_env)
         status(
             f"load: {opts.users} users for {opts.duration_s:g} s"
@@ -620,7 +632,10 @@ def verify_run(
         except (ValueError, BackendError) as exc:
             raise RunError(f"cannot verify against backend {spec!r}: {exc}") from exc
         expect = Expectation(
-            int(exp.get("spans_per_trace", 0)), tuple(exp.get("services", ())), exp.get("configured_percent")
+            int(exp.get("spans_per_trace", 0)),
+            tuple(exp.get("services", ())),
+            exp.get("configured_percent"),
+            context=ExpectationContext(**exp["context"]) if exp.get("context") else None,
         )
         try:
             summary, interrupted = read_back_and_reconcile(
