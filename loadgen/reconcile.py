@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from loadgen.backends.base import Fetched, FetchStatus
+from loadgen.integrity import TraceShape
 from loadgen.propagation import (
     Decision,
     ExpectationContext,
@@ -62,6 +63,8 @@ class TraceObservation:
     services: tuple[str, ...] = ()
     run_tagged: int = 0  # spans carrying the run-id tag with this run's id
     error: str | None = None
+    # The trace's tree reduced for the integrity fold (loadgen.integrity); None when not found.
+    shape: TraceShape | None = None
 
     @classmethod
     def from_fetched(cls, fetched: Fetched, run_id_tag: str = "", run_id: str = "") -> TraceObservation:
@@ -69,7 +72,8 @@ class TraceObservation:
             {str((s.get("localEndpoint") or {}).get("serviceName") or "") for s in fetched.spans} - {""}
         )
         tagged = sum(1 for s in fetched.spans if run_id and (s.get("tags") or {}).get(run_id_tag) == run_id)
-        return cls(fetched.status, len(fetched.spans), tuple(services), tagged, fetched.error)
+        shape = TraceShape.from_spans(fetched.spans) if fetched.spans else None
+        return cls(fetched.status, len(fetched.spans), tuple(services), tagged, fetched.error, shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,16 +82,19 @@ class TraceObservation:
             "services": list(self.services),
             "run_tagged": self.run_tagged,
             "error": self.error,
+            "shape": self.shape.to_dict() if self.shape is not None else None,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TraceObservation:
+        shape = d.get("shape")
         return cls(
             FetchStatus(d["status"]),
             int(d.get("spans", 0)),
             tuple(d.get("services", ())),
             int(d.get("run_tagged", 0)),
             d.get("error"),
+            TraceShape.from_dict(shape) if shape else None,
         )
 
 
