@@ -2,6 +2,13 @@
 headers it received, so the ledger records what the upstream *actually saw* (trace id,
 `X-B3-Sampled`, `b3`, the `x-request-id` into which Envoy wrote its sampling decision).
 
+Fan-out (multi-hop mesh): `GET /fanout` calls a second service through the app's own sidecar,
+as an Istio app's outbound traffic does, and forwards the trace headers it received (a
+well-behaved app); `GET /fanout-nopropagate` makes the same call without them (an app that forgets
+to forward headers, which splits the trace in two). Both answer with the headers this app received
+and the headers the backend received. Where the outbound listener is (known only once the sidecar
+is up) is read from `--outbound-file`, a JSON file `{"url": ..., "host": ...}` the mesh writes.
+
 Run as `python -m loadgen.stack.echo --port 0`; it prints one JSON ready line on stdout.
 """
 
@@ -16,9 +23,34 @@ import random
 import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+
+# What a well-behaved app forwards on its outbound calls: Istio's list of trace headers
+# (https://istio.io/latest/docs/tasks/observability/distributed-tracing/overview/), plus the
+# loadgen run id so the backend's spans carry the run tag too.
+PROPAGATED_HEADERS = (
+    "x-request-id",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "b3",
+    "traceparent",
+    "tracestate",
+    "x-ot-span-context",
+    "x-loadgen-run-id",
+)
+# Headers a non-propagating app may still be asked to forward (`?keep=a,b`): correlation headers
+# that are not trace context, e.g. x-request-id kept for logs while B3 is forgotten.
+KEEPABLE_HEADERS = frozenset({"x-request-id", "x-loadgen-run-id", "x-loadgen-request-id"})
+OUTBOUND_PATH = "/headers"
+OUTBOUND_TIMEOUT_S = 5.0
 
 
 def _title_case(name: str) -> str:
@@ -26,12 +58,88 @@ def _title_case(name: str) -> str:
     return "-".join(part[:1].upper() + part[1:] for part in name.split("-"))
 
 
-async def headers(request: web.Request) -> web.Response:
+def _echo(request: web.Request) -> dict[str, str]:
     echoed: dict[str, str] = {}
     for name, value in request.headers.items():
         key = _title_case(name)
         echoed[key] = f"{echoed[key]},{value}" if key in echoed else value
-    return web.json_response({"headers": echoed})
+    return echoed
+
+
+async def headers(request: web.Request) -> web.Response:
+    return web.json_response({"headers": _echo(request)})
+
+
+OUTBOUND_FILE = web.AppKey("outbound_file", Path)
+OUTBOUND_TARGET = web.AppKey("outbound_target", list)  # [(url, host)] once read
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+
+
+def _outbound_target(app: web.Application) -> tuple[str, str] | None:
+    """(url, host) of the sidecar's outbound listener, or None while none is configured (the
+    file appears once the sidecar is up; read until it parses, then cached)."""
+    cached = app[OUTBOUND_TARGET]
+    if cached:
+        url, host = cached[0]
+        return str(url), str(host)
+    path = app.get(OUTBOUND_FILE)
+    if path is None:
+        return None
+    try:
+        target = json.loads(path.read_text())
+        found = (str(target["url"]).rstrip("/"), str(target["host"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    cached.append(found)
+    return found
+
+
+def forwarded_headers(received: Any, propagate: bool, keep: str = "") -> dict[str, str]:
+    """The headers the app puts on its outbound call (pure). Propagating: every trace header it
+    received, unchanged. Not propagating: only the correlation headers named in `keep`."""
+    names = set(PROPAGATED_HEADERS) if propagate else {k.strip().lower() for k in keep.split(",")}
+    if not propagate:
+        names &= KEEPABLE_HEADERS
+    return {name: str(received[name]) for name in sorted(names) if name in received}
+
+
+async def _fanout(request: web.Request, propagate: bool) -> web.Response:
+    received = _echo(request)
+    target = _outbound_target(request.app)
+    if target is None:
+        return web.json_response(
+            {"headers": received, "error": "no outbound listener configured (--outbound-file)"}, status=503
+        )
+    url, host = target
+    sent = forwarded_headers(request.headers, propagate, request.query.get("keep", ""))
+    backend: dict[str, Any] = {"url": f"{url}{OUTBOUND_PATH}", "host": host, "sent": sent}
+    try:
+        async with request.app[SESSION].get(f"{url}{OUTBOUND_PATH}", headers={"Host": host, **sent}) as resp:
+            backend["status"] = resp.status
+            body = await resp.json(content_type=None) if resp.status == 200 else None
+            backend["headers"] = body.get("headers") if isinstance(body, dict) else None
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        backend.update(status=0, headers=None, error=repr(exc))
+    status = 200 if backend.get("status") == 200 else 502
+    return web.json_response(
+        {"headers": received, "propagated": propagate, "backend": backend}, status=status
+    )
+
+
+async def fanout(request: web.Request) -> web.Response:
+    return await _fanout(request, propagate=True)
+
+
+async def fanout_nopropagate(request: web.Request) -> web.Response:
+    return await _fanout(request, propagate=False)
+
+
+async def _client_session(app: web.Application) -> Any:
+    timeout = aiohttp.ClientTimeout(total=OUTBOUND_TIMEOUT_S)
+    # No cookie jar: the app relays requests, it must not carry state between them.
+    async with aiohttp.ClientSession(timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()) as session:
+        app[SESSION] = session
+        yield
 
 
 async def status(request: web.Request) -> web.Response:
@@ -98,10 +206,16 @@ class UpstreamFaults:
         return upstream_faults
 
 
-def make_app() -> web.Application:
+def make_app(outbound_file: Path | None = None) -> web.Application:
     app = web.Application()
+    app[OUTBOUND_TARGET] = []
+    if outbound_file is not None:
+        app[OUTBOUND_FILE] = outbound_file
+    app.cleanup_ctx.append(_client_session)
     app.router.add_get("/headers", headers)
     app.router.add_get("/get", headers)
+    app.router.add_get("/fanout", fanout)
+    app.router.add_get("/fanout-nopropagate", fanout_nopropagate)
     app.router.add_route("*", "/status/{code}", status)
     app.router.add_get("/health", health)
     return app
@@ -158,13 +272,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--error-rate", type=float, default=0.0, help="fault: answer 503 to this fraction")
     parser.add_argument("--seed", type=int, default=None, help="seed for the fault draws")
+    parser.add_argument(
+        "--outbound-file",
+        type=Path,
+        default=None,
+        help='JSON {"url": ..., "host": ...}: the sidecar outbound listener /fanout calls (read per request)',
+    )
     args = parser.parse_args(argv)
     require_loopback(args.host, args.allow_non_loopback)
     try:
         faults = UpstreamFaults(args.delay_ms_mean, args.delay_dist, args.error_rate, args.seed)
     except ValueError as exc:
         parser.error(str(exc))
-    asyncio.run(serve(make_app(), args.host, args.port, faults))
+    asyncio.run(serve(make_app(args.outbound_file), args.host, args.port, faults))
 
 
 if __name__ == "__main__":

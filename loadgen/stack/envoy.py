@@ -8,6 +8,7 @@ the `x-loadgen-run-id` request header (Istio `customTags` with `header`).
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -95,6 +96,20 @@ class ProxySpec:
     spawn_upstream_span: bool = False
     preserve_external_request_id: bool = False  # Istio never sets it
     internal_cidrs: tuple[str, ...] = ()  # `internal_address_config.cidr_ranges`
+    outbound: OutboundSpec | None = None  # the app's outbound traffic (a sidecar's egress listener)
+
+
+@dataclass(frozen=True)
+class OutboundSpec:
+    """A sidecar's outbound listener: where its app sends calls to other services, like the
+    listener Istio's iptables redirect sends an app's outgoing traffic to. Envoy traces it as
+    egress (`traffic_direction: OUTBOUND`), so its span is a CLIENT span of the sidecar's
+    service, and it routes by Host to the next hop."""
+
+    host: str  # the Host the app calls, e.g. backend.istioinaction
+    upstream_cluster: str
+    upstream_port: int
+    spawn_upstream_span: bool = False
 
 
 def _static_cluster(name: str, port: int) -> dict[str, Any]:
@@ -179,6 +194,22 @@ def render_bootstrap(spec: ProxySpec, tracing: TracingConfig) -> dict[str, Any]:
             }
         ],
     }
+    listeners = [
+        {
+            "name": spec.role,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "filter_chains": [
+                {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+            ],
+        }
+    ]
+    clusters = [
+        _static_cluster(spec.upstream_cluster, spec.upstream_port),
+        _static_cluster("zipkin", spec.collector_port),
+    ]
+    if spec.outbound is not None:
+        listeners.append(_outbound_listener(spec, spec.outbound, hcm))
+        clusters.append(_static_cluster(spec.outbound.upstream_cluster, spec.outbound.upstream_port))
     return {
         "node": {"id": f"{spec.role}~127.0.0.1~{spec.service_name}", "cluster": spec.service_name},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
@@ -195,25 +226,41 @@ def render_bootstrap(spec: ProxySpec, tracing: TracingConfig) -> dict[str, Any]:
                 {"name": "admin", "admin_layer": {}},
             ]
         },
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": spec.role,
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
-                            ]
-                        }
-                    ],
-                }
-            ],
-            "clusters": [
-                _static_cluster(spec.upstream_cluster, spec.upstream_port),
-                _static_cluster("zipkin", spec.collector_port),
-            ],
-        },
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
+
+
+def outbound_listener_name(role: str) -> str:
+    return f"{role}-outbound"
+
+
+def _outbound_listener(spec: ProxySpec, out: OutboundSpec, inbound_hcm: dict[str, Any]) -> dict[str, Any]:
+    """The sidecar's egress listener. Its HCM is the inbound one (same tracer, sampling, tags,
+    request-id handling) with Istio's outbound differences: never an edge, its own stat prefix
+    and routes, and `traffic_direction: OUTBOUND` on the listener, which makes Envoy trace the
+    request as egress (a CLIENT span) instead of ingress (a SERVER span)."""
+    hcm = copy.deepcopy(inbound_hcm)
+    name = outbound_listener_name(spec.role)
+    hcm["stat_prefix"] = name
+    hcm["use_remote_address"] = False
+    hcm["tracing"]["spawn_upstream_span"] = out.spawn_upstream_span
+    hcm["route_config"] = {
+        "name": f"{name}-routes",
+        "virtual_hosts": [
+            {
+                "name": out.upstream_cluster,
+                "domains": [out.host, f"{out.host}:*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": out.upstream_cluster}}],
+            }
+        ],
+    }
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+        "traffic_direction": "OUTBOUND",
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
     }
 
 
@@ -256,6 +303,7 @@ class EnvoyProcess:
         self.process = ManagedProcess(f"envoy {spec.role}", argv, workdir / f"envoy-{spec.role}.log")
         self.admin_url = ""
         self.port = 0
+        self.outbound_port = 0  # the outbound listener's port when spec.outbound is set
 
     def start(self, timeout_s: float = 20.0) -> None:
         self.process.start()
@@ -268,26 +316,29 @@ class EnvoyProcess:
                 )
             if self._admin_path.exists() and self._admin_path.read_text().strip():
                 self.admin_url = "http://" + self._admin_path.read_text().strip()
-                port = self._listener_port()
-                if port:
-                    self.port = port
+                ports = self._listener_ports()
+                port = ports.get(self.spec.role, 0)
+                outbound = ports.get(outbound_listener_name(self.spec.role), 0)
+                if port and (outbound or self.spec.outbound is None):
+                    self.port, self.outbound_port = port, outbound
                     return
             time.sleep(0.05)
         self.process.stop()
         raise StackError(f"envoy {self.spec.role} was not ready within {timeout_s:.0f} s")
 
-    def _listener_port(self) -> int:
+    def _listener_ports(self) -> dict[str, int]:
+        """Listener name -> bound port, once Envoy is ready ({} before)."""
         try:
             ready = httpx.get(f"{self.admin_url}/ready", timeout=1.0)
             if ready.status_code != 200:
-                return 0
+                return {}
             listeners = httpx.get(f"{self.admin_url}/listeners?format=json", timeout=1.0).json()
         except (httpx.HTTPError, ValueError):
-            return 0
-        for status in listeners.get("listener_statuses", []):
-            if status.get("name") == self.spec.role:
-                return int(status["local_address"]["socket_address"]["port_value"])
-        return 0
+            return {}
+        return {
+            str(status.get("name")): int(status["local_address"]["socket_address"]["port_value"])
+            for status in listeners.get("listener_statuses", [])
+        }
 
     def stats(self, filter_regex: str = "tracing") -> dict[str, int]:
         """Admin counters matching a regex (e.g. `tracing.zipkin.spans_sent`)."""

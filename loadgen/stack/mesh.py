@@ -3,20 +3,34 @@
     client -> gateway Envoy (edge, Host routing) -> sidecar Envoy -> echo upstream
                    \\______________ Zipkin v2 JSON spans ______________/-> collector
 
+With `MeshConfig.fanout` (the default) a second hop stands behind the app, as in a two-service
+Istio mesh: the echo app's `/fanout` routes call `backend.istioinaction` through the app's own
+sidecar (an outbound listener, traced as egress), which routes to the backend's sidecar Envoy
+(inbound) in front of a second echo process:
+
+    ... -> sidecar Envoy (inbound) -> echo app --/fanout--> sidecar Envoy (outbound)
+               -> backend sidecar Envoy (inbound) -> backend echo
+
 Started in dependency order on free ports, stopped in reverse order by PID.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadgen.stack.envoy import EnvoyProcess, ProxySpec, TracingConfig
+from loadgen.integrity import Hop
+from loadgen.stack.envoy import EnvoyProcess, OutboundSpec, ProxySpec, TracingConfig
 from loadgen.stack.procs import ManagedProcess, StackError, python_module_argv
 
 GATEWAY_HOST = "httpbin.istioinaction.io"
 GATEWAY_SERVICE = "istio-ingressgateway"
 SIDECAR_SERVICE = "httpbin.istioinaction"
+BACKEND_HOST = "backend.istioinaction"  # the Host the app's fan-out calls (its sidecar routes on it)
+BACKEND_SERVICE = "backend.istioinaction"  # the backend sidecar's Zipkin serviceName
+FANOUT_PATHS = ("/fanout", "/fanout-nopropagate")
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,42 @@ class MeshConfig:
     tracing: TracingConfig = field(default_factory=TracingConfig)
     faults: CollectorFaults = field(default_factory=CollectorFaults)
     envoy_concurrency: int = 1
+    # The second hop (backend sidecar + backend echo) behind the app's /fanout routes. On by
+    # default so any run can use /fanout: it costs two idle processes and one more Envoy start
+    # (a few tenths of a second), and /headers traffic never touches it.
+    fanout: bool = True
+
+    def hops(self, path: str = "/headers") -> tuple[Hop, ...]:
+        """The hops a sampled request to `path` should leave spans on, in call order.
+
+        Every Envoy HCM leaves one span per sampled request (SERVER inbound, CLIENT on the
+        sidecar's egress listener) plus a CLIENT span when `spawn_upstream_span` is on (measured:
+        the egress HCM span then turns SERVER, the router's span is the CLIENT). A fan-out
+        request crosses the app's sidecar twice (inbound, then outbound: both are
+        `SIDECAR_SERVICE`) and the backend's sidecar once. For /fanout-nopropagate these are
+        the hops the request *should* reach; the outbound and backend spans land in a separate
+        trace (that is the defect it demonstrates)."""
+        t = self.tracing
+        sidecar_hcm = 1 + int(t.sidecar_spawn_upstream_span)
+        gateway = Hop(GATEWAY_SERVICE, 1 + int(t.gateway_spawn_upstream_span))
+        if not (self.fanout and path.split("?", 1)[0] in FANOUT_PATHS):
+            return (gateway, Hop(SIDECAR_SERVICE, sidecar_hcm))
+        return (gateway, Hop(SIDECAR_SERVICE, 2 * sidecar_hcm), Hop(BACKEND_SERVICE, sidecar_hcm))
+
+    def traced_hops(self, path: str = "/headers") -> tuple[Hop, ...]:
+        """The hops whose spans land under the request's *own* trace id: all of `hops(path)`,
+        except for /fanout-nopropagate, whose app starts a new trace for its outbound call (its
+        sidecar's outbound span and the backend's spans form a separate trace). What collection
+        should expect; `hops` is what integrity should expect."""
+        hops = self.hops(path)
+        if len(hops) > 2 and path.split("?", 1)[0] == "/fanout-nopropagate":
+            sidecar_hcm = 1 + int(self.tracing.sidecar_spawn_upstream_span)
+            return (hops[0], Hop(SIDECAR_SERVICE, sidecar_hcm))
+        return hops
+
+    def expected_spans_per_trace(self, path: str = "/headers") -> int:
+        """Spans one sampled request to `path` leaves under its own trace id."""
+        return sum(hop.spans for hop in self.traced_hops(path))
 
 
 class EmbeddedMesh:
@@ -74,6 +124,18 @@ class EmbeddedMesh:
         self.gateway: EnvoyProcess | None = None
         self.collector_url = ""
         self.echo_url = ""
+        # The second hop (MeshConfig.fanout): where the app's outbound listener is, for the app.
+        self.outbound_file = workdir / "stack" / "echo-outbound.json"
+        self.backend_echo: ManagedProcess | None = None
+        self.backend_sidecar: EnvoyProcess | None = None
+        self.backend_echo_url = ""
+        if self.config.fanout:
+            self.echo.argv += ["--outbound-file", str(self.outbound_file)]
+            self.backend_echo = ManagedProcess(
+                "backend echo",
+                python_module_argv("loadgen.stack.echo", "--port", "0"),
+                workdir / "stack" / "backend-echo.log",
+            )
 
     @property
     def gateway_url(self) -> str:
@@ -86,12 +148,16 @@ class EmbeddedMesh:
 
     def start(self) -> EmbeddedMesh:
         try:
+            if self.backend_echo is not None:
+                # Its own process with nothing to wait for: let it start while the others do.
+                self.backend_echo.start(stdout_pipe=True)
             self.collector.start(stdout_pipe=True)
             self.collector_url = str(self.collector.read_ready_line(15.0)["url"])
             self.echo.start(stdout_pipe=True)
             self.echo_url = str(self.echo.read_ready_line(15.0)["url"])
             tracing = self.config.tracing
             collector_port = _port(self.collector_url)
+            outbound = self._start_backend(collector_port) if self.config.fanout else None
             self.sidecar = EnvoyProcess(
                 ProxySpec(
                     role="sidecar",
@@ -100,12 +166,15 @@ class EmbeddedMesh:
                     upstream_port=_port(self.echo_url),
                     collector_port=collector_port,
                     spawn_upstream_span=tracing.sidecar_spawn_upstream_span,
+                    outbound=outbound,
                 ),
                 tracing,
                 self.workdir / "stack",
                 self.config.envoy_concurrency,
             )
             self.sidecar.start()
+            if outbound is not None:
+                self._write_outbound_file(f"http://127.0.0.1:{self.sidecar.outbound_port}", outbound.host)
             self.gateway = EnvoyProcess(
                 ProxySpec(
                     role="gateway",
@@ -129,6 +198,39 @@ class EmbeddedMesh:
             raise
         return self
 
+    def _start_backend(self, collector_port: int) -> OutboundSpec:
+        """The second hop: backend echo and its sidecar (inbound), started before the app's
+        sidecar, whose outbound listener routes to it."""
+        assert self.backend_echo is not None
+        self.backend_echo_url = str(self.backend_echo.read_ready_line(15.0)["url"])
+        tracing = self.config.tracing
+        self.backend_sidecar = EnvoyProcess(
+            ProxySpec(
+                role="backend-sidecar",
+                service_name=BACKEND_SERVICE,
+                upstream_cluster="inbound|8000||",
+                upstream_port=_port(self.backend_echo_url),
+                collector_port=collector_port,
+                spawn_upstream_span=tracing.sidecar_spawn_upstream_span,
+            ),
+            tracing,
+            self.workdir / "stack",
+            self.config.envoy_concurrency,
+        )
+        self.backend_sidecar.start()
+        return OutboundSpec(
+            host=BACKEND_HOST,
+            upstream_cluster=f"outbound|8000||{BACKEND_HOST}",
+            upstream_port=self.backend_sidecar.port,
+            spawn_upstream_span=tracing.sidecar_spawn_upstream_span,
+        )
+
+    def _write_outbound_file(self, url: str, host: str) -> None:
+        # Atomic: the app reads it per fan-out request until it parses.
+        tmp = self.outbound_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"url": url, "host": host}))
+        os.replace(tmp, self.outbound_file)
+
     def check_alive(self) -> None:
         """Raise StackError naming the first part that died (for use during a run)."""
         parts: list[tuple[str, ManagedProcess | None]] = [
@@ -136,6 +238,8 @@ class EmbeddedMesh:
             ("echo upstream", self.echo),
             ("sidecar envoy", self.sidecar.process if self.sidecar else None),
             ("gateway envoy", self.gateway.process if self.gateway else None),
+            ("backend echo", self.backend_echo),
+            ("backend sidecar envoy", self.backend_sidecar.process if self.backend_sidecar else None),
         ]
         for name, proc in parts:
             if proc is not None and proc.proc is not None and not proc.alive():
@@ -143,10 +247,12 @@ class EmbeddedMesh:
 
     def stop(self) -> None:
         # Reverse order: the proxies flush their last spans to a still-running collector.
-        for envoy in (self.gateway, self.sidecar):
+        for envoy in (self.gateway, self.sidecar, self.backend_sidecar):
             if envoy is not None:
                 envoy.stop()
         self.echo.stop()
+        if self.backend_echo is not None:
+            self.backend_echo.stop()
         self.collector.stop()
 
     def __enter__(self) -> EmbeddedMesh:
