@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -17,6 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from loadgen import __version__
+from loadgen.calibrate import CalibrateOptions, CalibrationError
+from loadgen.calibrate import calibrate as run_calibration
 from loadgen.capacity import CapacityOptions, KneeBounds, SafetyBounds, run_capacity
 from loadgen.doctor import run_doctor
 from loadgen.gates import (
@@ -28,6 +30,7 @@ from loadgen.gates import (
     load_gate_config,
 )
 from loadgen.istio_config import IstioConfigError, WorkloadMode, effective_sampling, load_istio_files
+from loadgen.planner import default_precision, detection_plan, exact_prediction_requests, plan_sample_size
 from loadgen.propagation import DEFAULT_MIX, MODE_SPECS, format_mix, parse_mix
 from loadgen.report.html import render_run_folder
 from loadgen.report.junit import render_junit
@@ -220,6 +223,22 @@ def run(
             "--scenario", help="A locustfile with TracedUser subclasses (default: scenarios/mesh.py's user)."
         ),
     ] = "",
+    path: Annotated[
+        str,
+        typer.Option(
+            "--path",
+            help="Request path: /headers (one hop), /fanout (the app calls a second service and forwards "
+            "the trace headers), /fanout-nopropagate (it forgets to: fragmented traces).",
+        ),
+    ] = "/headers",
+    fanout: Annotated[
+        bool,
+        typer.Option(
+            "--fanout/--no-fanout",
+            help="Embedded mesh: run the second hop for /fanout.",
+            rich_help_panel="Embedded mesh",
+        ),
+    ] = True,
     run_id: Annotated[
         str, typer.Option("--run-id", help="Run id (default: timestamp + random suffix).")
     ] = "",
@@ -473,6 +492,8 @@ def run(
         rate=rate,
         mix=mix,
         scenario=scenario,
+        path=path,
+        fanout=fanout,
         seed=seed,
         tracing=_tracing(
             sampling,
@@ -545,6 +566,189 @@ def _expected_from_istio(files: list[Path]) -> float:
     eff = effective_sampling(resources, "istio-system", {"istio": "ingressgateway"}, WorkloadMode.CLIENT)
     err.print(f"expected sampling {eff.percent:g} % from {eff.source}")
     return eff.percent
+
+
+@app.command()
+def plan(
+    expect: Annotated[
+        float, typer.Option("--expect", help="The configured sampling percent, e.g. 1.", min=0, max=100)
+    ],
+    precision: Annotated[
+        float | None,
+        typer.Option(
+            "--precision",
+            help="Wanted ± in percentage points, e.g. 0.1 (default: 10 % of the rarer outcome).",
+            min=0,
+        ),
+    ] = None,
+    confidence: Annotated[
+        float, typer.Option("--confidence", help="Confidence level.", min=0.5, max=0.9999)
+    ] = 0.95,
+    actual: Annotated[
+        float | None,
+        typer.Option(
+            "--actual",
+            help="Also: requests to catch a proxy really sampling at this percent.",
+            min=0,
+            max=100,
+        ),
+    ] = None,
+    alpha: Annotated[
+        float, typer.Option("--alpha", help="With --actual: false-fail probability of the test.")
+    ] = 0.001,
+    power: Annotated[
+        float, typer.Option("--power", help="With --actual: probability of catching it.")
+    ] = 0.95,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """How many decision-free requests a sampling calibration needs: for a ± interval around the
+    measured rate (Wald, Wilson, Clopper-Pearson), and, with --actual, to catch a proxy sampling at
+    A % while configured with P % (statistics vs exact x-request-id prediction)."""
+    fraction = expect / 100.0
+    if not 0.0 < fraction < 1.0:
+        _fatal("--expect must be strictly between 0 and 100 (at 0 or 100 every decision is the same)")
+    prec = precision / 100.0 if precision is not None else default_precision(fraction)
+    try:
+        sample = plan_sample_size(fraction, prec, confidence)
+        exact = exact_prediction_requests(prec, confidence)
+        detect = detection_plan(expect, actual, alpha, power) if actual is not None else None
+    except ValueError as exc:
+        _fatal(str(exc))
+    if as_json:
+        doc = {
+            "sample": {**sample.__dict__},
+            "exact_prediction_requests": exact,
+            "detection": detect.to_dict() if detect else None,
+        }
+        out.print_json(json.dumps(doc))
+        return
+    out.print(
+        f"{expect:g} % ± {prec * 100:g} points at {confidence:.0%} confidence needs "
+        f"{sample.clopper_pearson:,} decision-free requests (Clopper-Pearson, exact; Wilson {sample.wilson:,}, "
+        f"normal approximation {sample.wald:,})."
+    )
+    out.print(
+        f"With every decision checked against Envoy's x-request-id rule: {exact:,} agreeing decisions bound the "
+        f"effective rate within ± {prec * 100:g} points of the rule at {confidence:.0%}."
+    )
+    if detect is not None:
+        stat = f"{detect.statistical_n:,}" if detect.statistical_n else "never (same rule)"
+        ex = f"{detect.exact_n:,}" if detect.exact_n else "never (same rule)"
+        out.print(
+            f"To catch a proxy at {actual:g} % told {expect:g} % (power {power:.0%}): statistics {stat} requests "
+            f"(exact binomial test, alpha {alpha:g}); exact prediction {ex} requests "
+            f"(each disagrees with probability {detect.mismatch_probability:.4f})."
+        )
+
+
+@app.command()
+def calibrate(
+    expect: Annotated[
+        float | None,
+        typer.Option("--expect", help="The configured sampling percent to check.", min=0, max=100),
+    ] = None,
+    expect_from: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--expect-from",
+            help="Istio YAML to read the configured sampling from.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    precision: Annotated[
+        float | None,
+        typer.Option(
+            "--precision", help="Wanted ± in percentage points (default: 10 % of the rarer outcome)."
+        ),
+    ] = None,
+    confidence: Annotated[float, typer.Option("--confidence", help="Confidence level.")] = 0.95,
+    max_requests: Annotated[
+        int, typer.Option("--max-requests", help="Cap on decision-free requests (0 = the plan).", min=0)
+    ] = 0,
+    looks: Annotated[int, typer.Option("--looks", help="Planned looks for early stopping.", min=1)] = 10,
+    sequential: Annotated[
+        bool,
+        typer.Option("--sequential/--no-sequential", help="Stop early at planned looks (alpha spending)."),
+    ] = True,
+    statistics_only: Annotated[
+        bool,
+        typer.Option(
+            "--statistics-only", help="Ignore the exact x-request-id prediction; decide by statistics."
+        ),
+    ] = False,
+    crafted_ids: Annotated[
+        bool,
+        typer.Option("--crafted-ids", help="Send crafted x-request-ids (needs a gateway that keeps them)."),
+    ] = False,
+    sampling: Annotated[
+        float | None,
+        typer.Option("--sampling", help="Embedded mesh: the gateway's real sampling (default: --expect)."),
+    ] = None,
+    preserve_request_id: PreserveOpt = False,
+    users: Annotated[int, typer.Option("--users", "-u", min=1, help="Concurrent users.")] = 10,
+    rate: Annotated[
+        float, typer.Option("--rate", min=0, help="Target req/s (0 = as fast as possible).")
+    ] = 0.0,
+    gateway: Annotated[
+        str, typer.Option("--gateway", help="An existing gateway URL.", rich_help_panel="Existing mesh")
+    ] = "",
+    host: Annotated[
+        str, typer.Option("--host", help="Host header.", rich_help_panel="Existing mesh")
+    ] = "httpbin.istioinaction.io",
+    backend: Annotated[
+        str, typer.Option("--backend", help="Where traces are read back.", rich_help_panel="Existing mesh")
+    ] = "",
+    calibration_id: Annotated[
+        str, typer.Option("--calibration-id", help="Folder name (default: generated).")
+    ] = "",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Parent folder.")] = Path("reports"),
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed.")] = None,
+) -> None:
+    """Measure the gateway's effective sampling rate to a planned precision with decision-free
+    requests; stop early when Envoy's x-request-id rule or the sequential test settles it.
+    Writes calibration.json/.md. Exit 0 pass, 1 fail, 3 inconclusive, 2 error, 130 interrupted."""
+    if expect_from:
+        if expect is not None:
+            _fatal("give either --expect or --expect-from, not both")
+        expect = _expected_from_istio(expect_from)
+    if expect is None:
+        _fatal("give --expect PERCENT (the sampling you configured) or --expect-from FILE")
+    tracing = None
+    if not gateway:
+        real = expect if sampling is None else sampling
+        tracing = replace(
+            _tracing(real, True, False, 1000, TraceContextOption.USE_B3),
+            gateway_preserve_external_request_id=preserve_request_id,
+        )
+    opts = CalibrateOptions(
+        expected_percent=expect,
+        precision=precision / 100.0 if precision is not None else None,
+        confidence=confidence,
+        max_requests=max_requests,
+        sequential=sequential,
+        looks=looks,
+        use_prediction=not statistics_only,
+        crafted_ids=crafted_ids,
+        calibration_id=calibration_id,
+        output_dir=output,
+        users=users,
+        rate=rate,
+        seed=seed,
+        gateway=gateway,
+        host=host,
+        backend=backend,
+        tracing=tracing,
+    )
+    _sigterm_as_interrupt()
+    try:
+        with err.status("calibrating") as spinner:
+            result = run_calibration(opts, lambda msg: spinner.update(msg))
+    except (CalibrationError, RunError, StackError, ValueError) as exc:
+        _fatal(str(exc))
+    out.print((result.cal_dir / "calibration.md").read_text(), markup=False, highlight=False)
+    out.print(f"verdict: {result.verdict}   ({result.cal_dir / 'calibration.json'})")
+    raise typer.Exit(result.exit_code)
 
 
 @app.command()

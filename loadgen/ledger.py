@@ -9,6 +9,7 @@ Record fields (absent values are null):
     seq          per-writer sequence number
     rid          our request id (also sent as `x-loadgen-request-id`)
     mode         header mode (loadgen.propagation.HeaderMode)
+    path         request path (/headers, /fanout, /fanout-nopropagate)
     ts           start time, epoch seconds
     latency_ms   time to the full response
     status       HTTP status (0 when no response)
@@ -35,6 +36,7 @@ LEDGER_FIELDS = (
     "seq",
     "rid",
     "mode",
+    "path",
     "ts",
     "latency_ms",
     "status",

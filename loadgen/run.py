@@ -13,12 +13,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ import httpx
 from loadgen import __version__
 from loadgen.backends.base import BackendError, BackendOptions, TraceBackend, parse_backend_spec, redact_url
 from loadgen.emitter import ReferenceEmitter, read_reference_log, summarize_reference_log
+from loadgen.faultwindows import windows_summary
+from loadgen.integrity import Hop, downstream_service, fold_integrity, search_hop_traces
 from loadgen.ledger import LedgerStats, LedgerTail, LiveCounts, read_ledger
 from loadgen.propagation import DEFAULT_MIX, ExpectationContext, format_mix, normalize_trace_id, parse_mix
 from loadgen.readback import ReadBackResult, read_back, time_to_queryable
@@ -44,8 +48,6 @@ from loadgen.report.render import render_markdown
 from loadgen.stack.envoy import RUN_ID_HEADER, TracingConfig
 from loadgen.stack.mesh import (
     GATEWAY_HOST,
-    GATEWAY_SERVICE,
-    SIDECAR_SERVICE,
     CollectorFaults,
     EmbeddedMesh,
     MeshConfig,
@@ -71,6 +73,8 @@ class RunOptions:
     rate: float = 0.0
     mix: str = field(default_factory=lambda: format_mix(DEFAULT_MIX))
     scenario: str = ""
+    path: str = "/headers"  # /fanout: a second hop through the sidecar (propagation integrity)
+    fanout: bool = True  # embedded mesh: run the second hop (backend sidecar + echo)
     seed: int | None = None
     max_requests: int = 0  # stop after this many requests (0 = run for duration_s)
     id_style: str = "random"  # trace ids: random | k6 (time-prefixed, like k6's)
@@ -122,6 +126,12 @@ class RunResult:
 Status = Callable[[str], None]
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def default_scenario_path() -> str:
     spec = importlib.util.find_spec(DEFAULT_SCENARIO)
     assert spec is not None and spec.origin is not None
@@ -132,8 +142,13 @@ def _locust_argv(opts: RunOptions, gateway: str, run_dir: Path) -> list[str]:
     scenario = opts.scenario or default_scenario_path()
     distributed: list[str] = []
     if opts.processes > 1:
-        # Local worker processes forked by Locust; the master writes the one ledger.
-        distributed = ["--processes", str(opts.processes)]
+        # Local worker processes forked by Locust; the master writes the one ledger. Its message
+        # channel listens on loopback on a free port (Locust's default is *:5557).
+        port = str(_free_port())
+        distributed = [
+            "--processes", str(opts.processes),
+            "--master-bind-host", "127.0.0.1", "--master-bind-port", port, "--master-port", port,
+        ]  # fmt: skip
     elif opts.expect_workers:
         distributed = [
             "--master", "--expect-workers", str(opts.expect_workers),
@@ -154,6 +169,19 @@ def _locust_argv(opts: RunOptions, gateway: str, run_dir: Path) -> list[str]:
         "--loglevel", "WARNING",
         *distributed,
     ]  # fmt: skip
+
+
+_RUN_ID_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}")
+
+
+def check_run_id(run_id: str) -> None:
+    """A run id names a folder and travels in an HTTP header and a span tag: keep it to a safe
+    alphabet (no path separators, no '..', no spaces or control characters)."""
+    if not _RUN_ID_OK.fullmatch(run_id) or ".." in run_id:
+        raise RunError(
+            f"run id {run_id!r} is not usable: use letters, digits and . _ : @ + = - "
+            "(up to 128 characters, not starting with a dot or dash)"
+        )
 
 
 class _Abort(Exception):
@@ -231,6 +259,7 @@ def _locust_totals(run_dir: Path) -> dict[str, Any] | None:
 def execute_run(opts: RunOptions, status: Status) -> RunResult:
     """Run everything; KeyboardInterrupt during load or read-back yields a partial report."""
     run_id = opts.resolved_run_id()
+    check_run_id(run_id)
     parse_mix(opts.mix)  # fail before anything starts
     run_dir = opts.output_dir / run_id
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -264,11 +293,14 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             quiet_s = opts.quiet_s if opts.quiet_s is not None else 6.0
             expected_spans = opts.expected_spans or opts.tracing.expected_spans_per_trace()
             services = opts.expected_services
+            hops = None
             configured = opts.expect_percent
         else:
             kind = "embedded"
             status("starting the embedded mesh (collector, echo, sidecar Envoy, gateway Envoy)")
-            mesh = EmbeddedMesh(run_dir, MeshConfig(tracing=opts.tracing, faults=opts.faults))
+            mesh = EmbeddedMesh(
+                run_dir, MeshConfig(tracing=opts.tracing, faults=opts.faults, fanout=opts.fanout)
+            )
             try:
                 mesh.start()
             except StackError as exc:
@@ -278,8 +310,10 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             backend = parse_backend_spec(backend_spec)
             tracing = mesh.config.tracing
             quiet_s = opts.quiet_s if opts.quiet_s is not None else tracing.flush_interval_ms / 1000.0 + 1.0
-            expected_spans = tracing.expected_spans_per_trace()
-            services = (GATEWAY_SERVICE, SIDECAR_SERVICE)
+            # Spans and services a complete trace has follow from the config and the path.
+            expected_spans = mesh.config.expected_spans_per_trace(opts.path)
+            services = tuple(dict.fromkeys(h.service for h in mesh.config.traced_hops(opts.path)))
+            hops = mesh.config.hops(opts.path)
             configured = tracing.sampling_percent if opts.expect_percent is None else opts.expect_percent
             status(f"gateway {gateway} (Host {host}), collector {collector}")
         target = {
@@ -311,6 +345,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
                     "min_collection": opts.min_collection,
                     "search_service": opts.search_service,
                     "context": asdict(context),
+                    "hops": [[h.service, h.spans] for h in hops] if hops else None,
                 },
             },
         )
@@ -330,6 +365,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             "LOADGEN_HOST_HEADER": host,
             "LOADGEN_MIX": opts.mix,
             "LOADGEN_RATE": str(opts.rate),
+            "LOADGEN_PATH": opts.path,
         }
         if opts.seed is not None:
             env["LOADGEN_SEED"] = str(opts.seed)
@@ -404,7 +440,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             quiet_s=0.0 if partial_reason else quiet_s, poll_interval_s=opts.poll_interval_s,
             max_wait_s=opts.max_wait_s, run_id_tag=opts.tracing.run_id_tag,
             min_collection=opts.min_collection, load_end=load_end, status=status,
-            search_service=opts.search_service,
+            search_service=opts.search_service, hops=hops,
         )  # fmt: skip
         if interrupted:
             partial_reason = partial_reason or "interrupted during read-back"
@@ -447,6 +483,7 @@ def read_back_and_reconcile(
     load_end: float,
     status: Status,
     search_service: str | None = None,
+    hops: Sequence[Hop] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Query every ledger and reference trace id, reconcile, and write fetched.jsonl.
 
@@ -457,12 +494,16 @@ def read_back_and_reconcile(
     reference_path = run_dir / "reference.jsonl"
     ledger_stats = LedgerStats()
     expected: dict[str, int] = {}
+    expected_services: dict[str, tuple[str, ...]] = {}
     last_end = 0.0  # when the last request ended: time zero of the time-to-queryable curve
     for rec in read_ledger(ledger_path, ledger_stats):
         tid = ledger_trace_id(rec)
         if tid:
             # Query every id: sampled ones must be complete, the others are checked for leaks.
-            expected[tid] = expect.spans_per_trace if upstream_decision(rec) else 0
+            sampled = upstream_decision(rec)
+            expected[tid] = expect.spans_per_trace if sampled else 0
+            if sampled:
+                expected_services[tid] = expect.services
             last_end = max(
                 last_end, float(rec.get("ts") or 0.0) + float(rec.get("latency_ms") or 0.0) / 1000.0
             )
@@ -484,6 +525,7 @@ def read_back_and_reconcile(
             backend, expected,
             quiet_s=quiet_s, poll_interval_s=poll_interval_s, max_wait_s=max_wait_s,
             run_id_tag=run_id_tag, run_id=run_id, on_status=status, result=readback,
+            expected_services=expected_services,
         )  # fmt: skip
     except KeyboardInterrupt:
         readback.interrupted = True
@@ -499,6 +541,8 @@ def read_back_and_reconcile(
         ref_summary=ref_summary,
         min_collection=min_collection,
     )
+    refs = ((t, o.state, o.spans, o.t) for t, o in ref_summary.traces.items()) if ref_summary else ()
+    summary["windows"] = windows_summary(read_ledger(ledger_path), readback.observations, expect, refs)
     summary["readback"] = {
         "quiet_s": quiet_s,
         "poll_interval_s": poll_interval_s,
@@ -515,13 +559,33 @@ def read_back_and_reconcile(
                 backend, tag=run_id_tag, run_id=run_id, service=search_service,
                 start_us=int((first_ts - 2.0) * 1e6), end_us=int((max(last_end, load_end) + 2.0) * 1e6),
             )  # fmt: skip
-        except BackendError as exc:
+        except (BackendError, ValueError) as exc:
             notes.append(f"run-tag search failed: {exc}")
         else:
             ref_ids = {normalize_trace_id(t) for t in ref_summary.traces} if ref_summary else set()
             summary["tag_search"] = estimate_from_tags(
                 read_ledger(ledger_path), tagged, ref_ids, summary["reference"]["collection"]
             )
+    hop_traces = None
+    service = downstream_service(hops) if hops else None
+    if service and first_ts and not readback.interrupted:
+        status(f"searching the backend for {service} spans (fragmented traces)")
+        try:
+            hop_traces = search_hop_traces(
+                backend, service=service,
+                start_us=int((first_ts - 2.0) * 1e6), end_us=int((max(last_end, load_end) + 2.0) * 1e6),
+            )  # fmt: skip
+        except (BackendError, ValueError) as exc:
+            notes.append(f"fragment search failed: {exc}")
+    summary["integrity"] = fold_integrity(
+        read_ledger(ledger_path),
+        readback.observations,
+        hops,
+        hop_traces=hop_traces,
+        run_id_tag=run_id_tag,
+        run_id=run_id,
+    )
+    summary["verdicts"] = run_verdicts(summary, min_collection)  # now with the integrity verdict
     summary["notes"] = notes
     return summary, readback.interrupted
 
@@ -565,6 +629,16 @@ def _write_observations(path: Path, readback: ReadBackResult) -> None:
 def _options_dict(opts: RunOptions) -> dict[str, Any]:
     d = asdict(opts)
     d["output_dir"] = str(opts.output_dir)
+    # run.json is shared with reports: no credentials from URLs or backend flags.
+    for key in ("backend", "collector", "gateway"):
+        d[key] = redact_url(str(d[key]))
+    flags = dict(d.get("backend_flags") or {})
+    if flags.get("headers"):
+        flags["headers"] = {name: "<redacted>" for name in flags["headers"]}
+    for secret in ("bearer_token", "basic_auth"):
+        if flags.get(secret) is not None:
+            flags[secret] = "<redacted>"
+    d["backend_flags"] = flags
     d["on_tick"] = None if opts.on_tick is None else getattr(opts.on_tick, "__qualname__", "hook")
     return d
 
@@ -643,6 +717,7 @@ def verify_run(
                 quiet_s=0.0, poll_interval_s=poll_interval_s, max_wait_s=max_wait_s,
                 run_id_tag=str(exp.get("run_id_tag", "")), min_collection=float(exp.get("min_collection", 0.99)),
                 load_end=time.time(), status=status, search_service=exp.get("search_service"),
+                hops=[Hop(str(svc), int(n)) for svc, n in exp["hops"]] if exp.get("hops") else None,
             )  # fmt: skip
         finally:
             backend.close()

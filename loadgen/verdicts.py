@@ -46,6 +46,12 @@ def run_verdicts(summary: dict[str, Any], min_collection: float) -> dict[str, st
     prediction = summary["sampling"].get("prediction") or {}
     if prediction.get("checked"):
         out["sampling_prediction"] = (Verdict.PASS if prediction["mismatches"] == 0 else Verdict.FAIL).value
+    integrity = summary.get("integrity") or {}
+    defects = integrity.get("defects") or {}
+    counts = [int(d["count"]) for d in defects.values() if isinstance(d, dict) and d.get("count") is not None]
+    if integrity.get("traces") and counts:
+        # Propagation through the hops: fragmented traces, broken/flattened parent links...
+        out["propagation_integrity"] = (Verdict.PASS if sum(counts) == 0 else Verdict.FAIL).value
     if ref is not None and ref.get("started"):
         out["reference_collection"] = collection_verdict(
             ref["collection"]["k"], ref["collection"]["n"], ref["unknown"], min_collection

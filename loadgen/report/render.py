@@ -192,6 +192,29 @@ def render_markdown(summary: dict[str, Any]) -> str:
         if mesh.get(key):
             lines.append("")
             lines.append(f"{label} trace ids (examples): " + ", ".join(md_code(t) for t in mesh[key]))
+    integrity = summary.get("integrity") or {}
+    defects = integrity.get("defects") or {}
+    if integrity.get("traces"):
+        lines.append("")
+        lines.append("## Propagation integrity")
+        lines.append("")
+        kept = integrity.get("injected_kept_end_to_end") or {}
+        links = integrity.get("parent_links_ok") or {}
+        lines.append(
+            f"{integrity['traces']} traces judged; injected ids kept end to end: {kept.get('k', 0)} of "
+            f"{kept.get('n', 0)}; parent links intact: {links.get('k', 0)} of {links.get('n', 0)}."
+        )
+        lines.append("")
+        lines.append("| defect | count | examples | what it means |")
+        lines.append("|---|---|---|---|")
+        for name, d in defects.items():
+            if not isinstance(d, dict):
+                continue
+            count = "not searched" if d.get("count") is None else d["count"]
+            examples = ", ".join(md_code(t) for t in (d.get("examples") or [])[:3])
+            lines.append(
+                f"| {md_escape(name)} | {md_escape(count)} | {examples} | {md_escape(d.get('explanation', ''))} |"
+            )
     notes = summary.get("notes") or []
     if notes:
         lines.append("")

@@ -268,6 +268,7 @@ class TracedUser(FastHttpUser):
         record: dict[str, Any] = {
             "rid": rid,
             "mode": mode.value,
+            "path": self._path,
             "inj_trace": injection.trace_id,
             "inj_span": injection.span_id,
             "inj_flag": injection.flag,

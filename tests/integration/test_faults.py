@@ -830,11 +830,6 @@ def test_hostile_text_is_escaped_and_credentials_never_written(
             assert TOKEN not in text and API_KEY not in text, path.relative_to(run_dir)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run.py writes RunOptions.backend (with user:password) and backend_flags (headers) "
-    "verbatim into run.json; fix _options_dict to redact them",
-)
 def test_credentials_from_flags_and_url_are_not_written_to_run_json() -> None:
     """`--backend zipkin:http://user:pw@host` and `--backend-header 'Authorization: ...'` are
     as secret as LOADGEN_BACKEND_TOKEN: run.json must not carry them."""
@@ -846,7 +841,6 @@ def test_credentials_from_flags_and_url_are_not_written_to_run_json() -> None:
     assert TOKEN not in written and API_KEY not in written
 
 
-@pytest.mark.xfail(strict=True, reason="run.py does not validate the run id: it is joined to --output as is")
 def test_a_run_id_cannot_escape_the_output_folder(tmp_path: Path) -> None:
     dead = "http://127.0.0.1:9"
     with pytest.raises(RunError):
@@ -859,12 +853,6 @@ def test_a_run_id_cannot_escape_the_output_folder(tmp_path: Path) -> None:
     assert not (tmp_path / "escaped").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="a run id containing ' and ' cannot be a Zipkin annotationQuery; search_run raises "
-    "ValueError, which read_back_and_reconcile does not catch (it catches BackendError only)",
-)
 def test_a_run_id_the_tag_search_cannot_express_is_a_note_not_a_crash(collector: str, tmp_path: Path) -> None:
     run = synthetic_run(tmp_path, collector, "x and y", random.Random(3))
     backend = ZipkinBackend(collector)
@@ -979,10 +967,6 @@ def test_read_back_completes_a_trace_only_with_its_expected_services() -> None:
     assert outcomes["count only"] is Outcome.PARTIAL  # why the services must be passed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run.read_back_and_reconcile does not pass expected_services to read_back yet",
-)
 def test_the_run_read_back_waits_for_the_expected_services(tmp_path: Path) -> None:
     trace = "cd" * 16
     run_dir = tmp_path / "svc"

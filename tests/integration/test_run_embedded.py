@@ -58,6 +58,7 @@ def test_sampling_100_every_request_and_reference_trace_is_found(run100: RunResu
         "mesh_collection": "pass",
         "no_leaks": "pass",
         "reference_collection": "pass",
+        "propagation_integrity": "pass",
     }
     assert run100.exit_code == 0
     # The run-id tag search finds the same traces without knowing their ids.
@@ -214,3 +215,23 @@ def test_collection_loss_fails_the_run_and_verify_picks_up_late_spans(tmp_path: 
     assert previous["mesh"]["collection"]["k"] == 0
     assert json.loads((result.run_dir / "summary.json").read_text())["mesh"]["collection"]["k"] == n
     assert leftover_processes(str(result.run_dir)) == []
+
+
+@pytest.mark.parametrize("path, fragmented", [("/fanout", False), ("/fanout-nopropagate", True)])
+def test_fanout_integrity_verdict(tmp_path: Path, path: str, fragmented: bool) -> None:
+    """Through a second hop: an app forwarding the trace headers keeps one trace per request; one
+    that forgets them fragments every sampled request (found by searching the downstream hop)."""
+    result = execute_run(
+        RunOptions(run_id="fan", output_dir=tmp_path, duration_s=2, users=2, spawn_rate=2, path=path, reference_rate=0),
+        quiet,
+    )  # fmt: skip
+    s = result.summary
+    integrity = s["integrity"]
+    judged = integrity["traces"]
+    assert judged > 50
+    frag = integrity["defects"]["fragmented"]["count"]
+    assert frag == (judged if fragmented else 0)
+    assert s["verdicts"]["propagation_integrity"] == ("fail" if fragmented else "pass")
+    assert result.exit_code == (1 if fragmented else 0)
+    assert s["mesh"]["collection"]["k"] == s["mesh"]["collection"]["n"] > 0
+    assert ("Propagation integrity" in (result.run_dir / "report.md").read_text()) is True
