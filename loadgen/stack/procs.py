@@ -51,6 +51,9 @@ class ManagedProcess:
         return self.proc.pid if self.proc else None
 
     def start(self, *, stdout_pipe: bool = False) -> None:
+        """Start the process. Call from a long-lived thread (normally the main thread): Linux ties
+        PR_SET_PDEATHSIG to the *thread* that forked, so a child started from a short-lived
+        helper thread is sent SIGTERM when that thread ends."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         env = dict(os.environ)

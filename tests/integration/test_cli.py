@@ -241,3 +241,30 @@ def test_expect_from_istio_yaml_sets_the_expected_sampling(mesh100: EmbeddedMesh
     assert summary["sampling"]["verdict"] == "pass"
     assert summary["target"]["backend_spec"].startswith("auto:")
     assert summary["mesh"]["collection"]["k"] == summary["mesh"]["collection"]["n"] > 0
+
+
+def test_plan_prints_the_closed_form_numbers() -> None:
+    proc = subprocess.run(
+        [*LOADGEN, "plan", "--expect", "1", "--precision", "0.1", "--actual", "2", "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    # Wald: z^2 p (1-p) / E^2 with z = 1.959964 -> 38,031 (38,032 with z rounded to 1.96)
+    assert doc["sample"]["wald"] == 38031
+    assert doc["sample"]["clopper_pearson"] >= doc["sample"]["wilson"] >= doc["sample"]["wald"]
+    # 1 % vs 2 %: thresholds 100 vs 200 of 10000, so q = 0.01 and ceil(log(0.05)/log(0.99)) = 299
+    assert doc["detection"]["exact_n"] == 299
+    assert doc["detection"]["statistical_n"] > 10 * doc["detection"]["exact_n"]
+
+
+def test_calibrate_catches_a_gateway_sampling_less_than_expected(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*LOADGEN, "calibrate", "--expect", "20", "--sampling", "10", "--users", "4", "--max-requests", "3000",
+         "--calibration-id", "cal", "--output", str(tmp_path)],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    doc = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert doc["verdict"] == "fail"
+    assert leftover_processes(str(tmp_path)) == []
