@@ -44,6 +44,7 @@ from _common import (  # noqa: E402
 
 from loadgen.backends.zipkin import ZipkinBackend  # noqa: E402
 from loadgen.propagation import DEFAULT_MIX, encode  # noqa: E402
+from loadgen.readback import gc_paused  # noqa: E402
 from loadgen.reconcile import Expectation, TraceObservation, reconcile_mesh  # noqa: E402
 
 RUN_ID = "bench-reconcile"
@@ -112,7 +113,7 @@ def fetch_and_reconcile(
     url: str, ids: list[str], ledger: list[dict[str, Any]], batch_size: int, expect: Expectation
 ) -> tuple[float, float, dict[str, Any]]:
     """(fetch seconds, observations + reconcile seconds, summary)."""
-    with ZipkinBackend(url, batch_size=batch_size) as backend:
+    with ZipkinBackend(url, batch_size=batch_size) as backend, gc_paused():  # as loadgen's read-back
         t0 = time.perf_counter()
         fetched = backend.fetch_many(ids)
         t1 = time.perf_counter()

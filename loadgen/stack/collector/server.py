@@ -312,7 +312,7 @@ class _Collector:
             kept = [s for s in spans if self.rng.random() >= faults.drop_probability]
             self.store.count_dropped(len(spans) - len(kept))
             spans = kept
-        self.store.add(spans)  # persisted and flushed before the 202 goes out
+        self.store.add(spans, validated=True)  # persisted and flushed before the 202 goes out
         return web.Response(status=202)
 
     async def get_trace(self, request: web.Request) -> web.Response:
