@@ -9,6 +9,7 @@ also readable from a LOADGEN_* environment variable; `loadgen run` sets those va
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -16,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import flask
 import gevent
 from locust import events, task
 from locust.contrib.fasthttp import FastHttpUser
@@ -188,6 +190,52 @@ def _on_init(environment: Environment, **_: Any) -> None:
                 ledger.append(record)
 
         runner.register_message(LEDGER_MESSAGE, on_ledger_batch)
+
+
+def live_rows() -> list[dict[str, Any]]:
+    """Per header mode: requests so far, how many the upstream saw sampled, and the fraction."""
+    rows = []
+    for mode, n in sorted(STATE.counts.items()):
+        k = STATE.sampled.get(mode, 0)
+        rows.append(
+            {"mode": mode, "requests": n, "sampled": k, "sampled_fraction": round(k / n, 4) if n else None}
+        )
+    return rows
+
+
+@events.init.add_listener
+def _extend_web_ui(environment: Environment, **_: Any) -> None:
+    """The live view in Locust's web UI: a "Tracing" tab with per-mode counters and the sampled
+    fraction the upstream saw so far (Locust's extended-tab mechanism), and /loadgen as JSON."""
+    web_ui = environment.web_ui
+    if web_ui is None or web_ui.app is None:
+        return
+    app = web_ui.app
+    web_ui.template_args["extendedTabs"] = [{"title": "Tracing (loadgen)", "key": "loadgen"}]
+    web_ui.template_args["extendedTables"] = [
+        {
+            "key": "loadgen",
+            "structure": [
+                {"key": "mode", "title": "Header mode"},
+                {"key": "requests", "title": "Requests"},
+                {"key": "sampled", "title": "Upstream saw sampled"},
+                {"key": "sampled_fraction", "title": "Sampled fraction"},
+            ],
+        }
+    ]
+
+    @app.after_request
+    def _add_tracing_stats(response: Any) -> Any:
+        if flask.request.path != "/stats/requests" or not response.is_json:
+            return response
+        data = response.get_json()
+        data["extended_stats"] = [{"key": "loadgen", "data": live_rows()}]
+        response.set_data(json.dumps(data))
+        return response
+
+    @app.route("/loadgen")
+    def _loadgen_stats() -> Any:
+        return flask.jsonify({"run_id": STATE.run_id, "modes": live_rows()})
 
 
 @events.test_start.add_listener
