@@ -37,7 +37,7 @@ from loadgen.report.junit import render_junit
 from loadgen.report.render import render_markdown, render_terminal
 from loadgen.run import RunError, RunOptions, default_scenario_path, execute_run, verify_run
 from loadgen.stack.envoy import TraceContextOption, TracingConfig
-from loadgen.stack.mesh import CollectorFaults, EmbeddedMesh, MeshConfig
+from loadgen.stack.mesh import CollectorFaults, EmbeddedMesh, MeshConfig, UpstreamFaults
 from loadgen.stack.procs import StackError
 from loadgen.verdicts import EXIT_ERROR, EXIT_INTERRUPTED
 
@@ -123,6 +123,43 @@ class GatewayKnobs:
     use_remote_address: bool = True
     internal_cidrs: list[str] = field(default_factory=list)
     client_sampling: float = 100.0
+
+
+UpstreamDelayOpt = Annotated[
+    float,
+    typer.Option(
+        "--upstream-delay-ms", help="Embedded mesh: the echo upstream delays every answer this long on average.",
+        min=0, rich_help_panel="Embedded mesh",
+    ),
+]  # fmt: skip
+UpstreamDistOpt = Annotated[
+    str,
+    typer.Option(
+        "--upstream-delay-dist",
+        help="fixed or exp (exponential) upstream delay.",
+        rich_help_panel="Embedded mesh",
+    ),
+]
+UpstreamErrorOpt = Annotated[
+    float,
+    typer.Option(
+        "--upstream-error-rate", help="Embedded mesh: the echo upstream answers 503 to this fraction.",
+        min=0, max=1, rich_help_panel="Embedded mesh",
+    ),
+]  # fmt: skip
+CollectorLatencyOpt = Annotated[
+    float,
+    typer.Option(
+        "--collector-latency-ms", help="Embedded mesh: the collector answers every POST this much later.",
+        min=0, rich_help_panel="Embedded mesh",
+    ),
+]  # fmt: skip
+
+
+def _upstream(delay_ms: float, dist: str, error_rate: float, seed: int | None) -> UpstreamFaults:
+    if dist not in ("fixed", "exp"):
+        _fatal(f"--upstream-delay-dist must be fixed or exp, got {dist!r}")
+    return UpstreamFaults(delay_ms_mean=delay_ms, delay_dist=dist, error_rate=error_rate, seed=seed)
 
 
 PreserveOpt = Annotated[
@@ -271,6 +308,10 @@ def run(
             max=1,
         ),
     ] = None,
+    upstream_delay_ms: UpstreamDelayOpt = 0.0,
+    upstream_delay_dist: UpstreamDistOpt = "fixed",
+    upstream_error_rate: UpstreamErrorOpt = 0.0,
+    collector_latency_ms: CollectorLatencyOpt = 0.0,
     drop_probability: Annotated[
         float,
         typer.Option(
@@ -503,7 +544,8 @@ def run(
             context,
             GatewayKnobs(preserve_request_id, use_remote_address, list(internal_cidr or ()), client_sampling),
         ),  # fmt: skip
-        faults=CollectorFaults(drop_probability=drop_probability),
+        faults=CollectorFaults(drop_probability=drop_probability, added_latency_ms=collector_latency_ms),
+        upstream=_upstream(upstream_delay_ms, upstream_delay_dist, upstream_error_rate, seed),
         id_style=id_style,
         xrid_sampled_fraction=xrid_sampled_fraction,
         gateway=gateway,
@@ -840,6 +882,20 @@ def capacity(
             rich_help_panel="Embedded mesh",
         ),
     ] = 0.0,
+    upstream_delay_ms: UpstreamDelayOpt = 0.0,
+    upstream_delay_dist: UpstreamDistOpt = "fixed",
+    upstream_error_rate: UpstreamErrorOpt = 0.0,
+    collector_latency_ms: CollectorLatencyOpt = 0.0,
+    collector_drop: Annotated[
+        float,
+        typer.Option(
+            "--collector-drop",
+            help="Embedded mesh: drop each span with this probability.",
+            min=0,
+            max=1,
+            rich_help_panel="Embedded mesh",
+        ),
+    ] = 0.0,
     mix: Annotated[str, typer.Option("--mix", help="Header-mode weights MODE=W,...")] = format_mix(
         DEFAULT_MIX
     ),
@@ -885,7 +941,10 @@ def capacity(
         mix=mix,
         seed=seed,
         tracing=_tracing(sampling, spawn_gateway, spawn_sidecar, flush_ms, context),
-        faults=CollectorFaults(ingest_limit=ingest_limit),
+        faults=CollectorFaults(
+            ingest_limit=ingest_limit, added_latency_ms=collector_latency_ms, drop_probability=collector_drop
+        ),
+        upstream=_upstream(upstream_delay_ms, upstream_delay_dist, upstream_error_rate, seed),
         gateway=gateway,
         host=host,
         collector=collector,

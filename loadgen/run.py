@@ -51,6 +51,7 @@ from loadgen.stack.mesh import (
     CollectorFaults,
     EmbeddedMesh,
     MeshConfig,
+    UpstreamFaults,
 )
 from loadgen.stack.procs import ManagedProcess, StackError, die_with_parent, python_module_argv
 from loadgen.tagsearch import estimate_from_tags, search_run
@@ -89,6 +90,7 @@ class RunOptions:
     # the embedded mesh (used when gateway is empty)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     faults: CollectorFaults = field(default_factory=CollectorFaults)
+    upstream: UpstreamFaults = field(default_factory=UpstreamFaults)
     # an existing mesh
     gateway: str = ""
     host: str = GATEWAY_HOST
@@ -299,7 +301,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             kind = "embedded"
             status("starting the embedded mesh (collector, echo, sidecar Envoy, gateway Envoy)")
             mesh = EmbeddedMesh(
-                run_dir, MeshConfig(tracing=opts.tracing, faults=opts.faults, fanout=opts.fanout)
+                run_dir, MeshConfig(tracing=opts.tracing, faults=opts.faults, upstream=opts.upstream, fanout=opts.fanout)
             )
             try:
                 mesh.start()

@@ -56,10 +56,31 @@ class CollectorFaults:
         return args
 
 
+@dataclass(frozen=True)
+class UpstreamFaults:
+    """Capacity knobs of the embedded echo upstream (all off by default)."""
+
+    delay_ms_mean: float = 0.0
+    delay_dist: str = "fixed"  # fixed | exp
+    error_rate: float = 0.0  # answered 503
+    seed: int | None = None
+
+    def argv(self) -> list[str]:
+        args: list[str] = []
+        if self.delay_ms_mean:
+            args += ["--delay-ms-mean", str(self.delay_ms_mean), "--delay-dist", self.delay_dist]
+        if self.error_rate:
+            args += ["--error-rate", str(self.error_rate)]
+        if self.seed is not None and args:
+            args += ["--seed", str(self.seed)]
+        return args
+
+
 @dataclass
 class MeshConfig:
     tracing: TracingConfig = field(default_factory=TracingConfig)
     faults: CollectorFaults = field(default_factory=CollectorFaults)
+    upstream: UpstreamFaults = field(default_factory=UpstreamFaults)
     envoy_concurrency: int = 1
     # The second hop (backend sidecar + backend echo) behind the app's /fanout routes. On by
     # default so any run can use /fanout: it costs two idle processes and one more Envoy start
@@ -117,7 +138,7 @@ class EmbeddedMesh:
         )  # fmt: skip
         self.echo = ManagedProcess(
             "echo upstream",
-            python_module_argv("loadgen.stack.echo", "--port", "0"),
+            python_module_argv("loadgen.stack.echo", "--port", "0", *self.config.upstream.argv()),
             workdir / "stack" / "echo.log",
         )
         self.sidecar: EnvoyProcess | None = None
