@@ -32,6 +32,7 @@ from loadgen.gates import (
 from loadgen.istio_config import IstioConfigError, WorkloadMode, effective_sampling, load_istio_files
 from loadgen.planner import default_precision, detection_plan, exact_prediction_requests, plan_sample_size
 from loadgen.propagation import DEFAULT_MIX, MODE_SPECS, format_mix, parse_mix
+from loadgen.report.compare import compare_summaries, render_comparison_markdown
 from loadgen.report.html import render_run_folder
 from loadgen.report.junit import render_junit
 from loadgen.report.render import render_markdown, render_terminal
@@ -1124,16 +1125,44 @@ def report(
             "--window", help="Seconds per time window in report.html and timeseries.csv.", min=0.001
         ),
     ] = 1.0,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline",
+            help="Another run folder to compare with (writes comparison.md/.json).",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Re-render report.md, report.html, modes.csv, timeseries.csv and the terminal tables from a
-    run folder's summary.json."""
+    run folder's summary.json; with --baseline, also show what changed against another run."""
     summary = _read_summary(run_dir)
     (run_dir / "report.md").write_text(render_markdown(summary))
     written = render_run_folder(run_dir, window_s=window)
     for table in render_terminal(summary):
         out.print(table)
+    if baseline is not None:
+        cmp = compare_summaries(summary, _read_summary(baseline))
+        (run_dir / "comparison.json").write_text(json.dumps(cmp, indent=2) + "\n")
+        (run_dir / "comparison.md").write_text(render_comparison_markdown(cmp))
+        out.print(_comparison_table(cmp))
+        for v in cmp["verdict_changes"]:
+            out.print(f"verdict {v['verdict']}: {v['baseline']} -> {v['current']}", markup=False)
+        written += [run_dir / "comparison.md", run_dir / "comparison.json"]
     for path in [run_dir / "report.md", *written]:
         out.print(f"wrote {path}")
+
+
+def _comparison_table(cmp: dict[str, Any]) -> Table:
+    table = Table(title=f"compared with baseline {escape(str(cmp['baseline']))}", title_justify="left")
+    for col in ("measure", "baseline", "current", "delta", "change"):
+        table.add_column(col)
+    for row in cmp["rows"]:
+        cells = [row["measure"], row["baseline"], row["current"], row["delta"], row["change"]]
+        text = [escape("-" if c is None else f"{c:.4g}" if isinstance(c, float) else str(c)) for c in cells]
+        table.add_row(*text, style="bold" if row["change"] in ("changed", "different") else None)
+    return table
 
 
 def _read_summary(run_dir: Path) -> dict[str, Any]:

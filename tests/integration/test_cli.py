@@ -68,6 +68,11 @@ def test_run_json_has_the_documented_schema(tmp_path: Path) -> None:
 
     # CI gates on the finished run: exit code and JUnit follow the thresholds.
     run_dir = str(tmp_path / "cli")
+    rerender = subprocess.run(
+        [*LOADGEN, "report", run_dir, "--baseline", run_dir], capture_output=True, text=True, timeout=60
+    )
+    assert rerender.returncode == 0, rerender.stderr
+    assert "No verdict changed." in (tmp_path / "cli" / "comparison.md").read_text()
     ok = subprocess.run(
         [*LOADGEN, "gate", run_dir, "--max-leaked", "0"], capture_output=True, text=True, timeout=60
     )
