@@ -60,6 +60,7 @@ VERDICT_TITLES = {
     "mesh_collection": "Mesh collection rate",
     "no_leaks": "No leaked traces",
     "reference_collection": "Reference collection rate",
+    "propagation_integrity": "Propagation integrity",
 }
 
 
@@ -268,7 +269,8 @@ def _cards(summary: Mapping[str, Any], timeseries: Mapping[str, Any]) -> str:
         )
     for key, verdict in verdicts.items():  # verdicts this renderer does not know yet
         if str(key) not in done:
-            cards.append(_card(str(key), str(verdict), [], verdict, f"extra-{key}"))
+            title = VERDICT_TITLES.get(str(key), str(key).replace("_", " ").capitalize())
+            cards.append(_card(title, str(verdict), [], verdict, f"extra-{key}"))
     verdict_cards, cards = cards, []
     # Information cards (no verdict of their own).
     requests = _dict(summary.get("requests"))
