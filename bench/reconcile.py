@@ -117,9 +117,12 @@ def fetch_and_reconcile(
         t0 = time.perf_counter()
         fetched = backend.fetch_many(ids)
         t1 = time.perf_counter()
-    observations = {tid: TraceObservation.from_fetched(f, RUN_ID_TAG, RUN_ID) for tid, f in fetched.items()}
-    summary = reconcile_mesh(ledger, observations, expect)
-    t2 = time.perf_counter()
+        observations = {
+            tid: TraceObservation.from_fetched(f, RUN_ID_TAG, RUN_ID) for tid, f in fetched.items()
+        }
+        del fetched
+        summary = reconcile_mesh(ledger, observations, expect)
+        t2 = time.perf_counter()
     return t1 - t0, t2 - t1, summary
 
 

@@ -88,26 +88,27 @@ def read_back(
     last_change = started
     while True:
         pending = [i for i in ids if i not in res.complete_at]
-        with gc_paused():
+        with gc_paused():  # decoding spans and folding them into observations
             fetched = backend.fetch_many(
                 pending, on_progress=lambda done, total: say(f"querying backend: {done}/{total} trace ids")
             )
-        now = time.time()
-        errors = 0
-        newly = 0
-        for tid, answer in fetched.items():
-            obs = TraceObservation.from_fetched(answer, run_id_tag, run_id)
-            res.observations[tid] = obs
-            errors += int(answer.status is FetchStatus.ERROR)
-            want = expected_spans.get(tid, 0)
-            if (
-                want
-                and obs.status is FetchStatus.FOUND
-                and obs.span_count >= want
-                and set(services.get(tid, ())) <= set(obs.services)
-            ):
-                res.complete_at[tid] = now
-                newly += 1
+            now = time.time()
+            errors = 0
+            newly = 0
+            for tid, answer in fetched.items():
+                obs = TraceObservation.from_fetched(answer, run_id_tag, run_id)
+                res.observations[tid] = obs
+                errors += int(answer.status is FetchStatus.ERROR)
+                want = expected_spans.get(tid, 0)
+                if (
+                    want
+                    and obs.status is FetchStatus.FOUND
+                    and obs.span_count >= want
+                    and set(services.get(tid, ())) <= set(obs.services)
+                ):
+                    res.complete_at[tid] = now
+                    newly += 1
+            del fetched  # the raw spans: only the observations are kept
         if newly:
             last_change = time.monotonic()
         res.polls.append(PollRecord(round(now, 3), len(pending), len(res.complete_at), errors))
