@@ -9,6 +9,7 @@ also readable from a LOADGEN_* environment variable; `loadgen run` sets those va
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -270,7 +271,8 @@ class TracedUser(FastHttpUser):
             self.mix or (getattr(opts, "loadgen_mix", "") if opts else "") or format_mix(DEFAULT_MIX)
         )
         self._modes = [m for m, w in mix.items() if w > 0]
-        self._weights = [mix[m] for m in self._modes]
+        self._cum_weights = list(itertools.accumulate(mix[m] for m in self._modes))
+        self._limit = int(getattr(opts, "loadgen_max_requests", 0) or 0) if opts else 0
         seed = getattr(opts, "loadgen_seed", None) if opts else None
         # One generator per user: reproducible mode sequences with --loadgen-seed, fresh ids anyway.
         self._rng = random.Random(None if seed is None else (seed, id(self)).__hash__())
@@ -304,9 +306,11 @@ class TracedUser(FastHttpUser):
 
     @task
     def traced_request(self) -> None:
-        mode = self._rng.choices(self._modes, self._weights)[0]
+        # Per-request work is the generator's overhead over bare Locust (bench/generator.py):
+        # cumulative weights, ids from the user's own generator, raw JSON bytes.
+        mode = self._rng.choices(self._modes, cum_weights=self._cum_weights)[0]
         injection = encode(mode, self._id_rng, self._encode_options)
-        rid = uuid.uuid4().hex
+        rid = f"{self._id_rng.getrandbits(128):032x}"
         headers = {
             "Host": self._host_header,
             RUN_ID_HEADER: STATE.run_id,
@@ -333,7 +337,7 @@ class TracedUser(FastHttpUser):
             error = None
             if resp.status_code == 200:
                 try:
-                    view = parse_echo(resp.json().get("headers", {}))
+                    view = parse_echo(json.loads(resp.content or b"null").get("headers", {}))
                 except (ValueError, AttributeError) as exc:
                     error = f"echo not parsable: {exc}"
                     resp.failure(error)
@@ -353,12 +357,11 @@ class TracedUser(FastHttpUser):
         STATE.counts[mode.value] = STATE.counts.get(mode.value, 0) + 1
         if STATE.ledger is not None:
             STATE.ledger.append(record)
-        self._stop_at_limit()
+        if self._limit:
+            self._stop_at_limit(self._limit)
 
-    def _stop_at_limit(self) -> None:
-        opts = self.environment.parsed_options
-        limit = int(getattr(opts, "loadgen_max_requests", 0) or 0) if opts else 0
-        if limit and sum(STATE.counts.values()) >= limit and not STATE.limit_reached:
+    def _stop_at_limit(self, limit: int) -> None:
+        if sum(STATE.counts.values()) >= limit and not STATE.limit_reached:
             STATE.limit_reached = True
             runner = self.environment.runner
             if runner is not None:
