@@ -301,7 +301,10 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             kind = "embedded"
             status("starting the embedded mesh (collector, echo, sidecar Envoy, gateway Envoy)")
             mesh = EmbeddedMesh(
-                run_dir, MeshConfig(tracing=opts.tracing, faults=opts.faults, upstream=opts.upstream, fanout=opts.fanout)
+                run_dir,
+                MeshConfig(
+                    tracing=opts.tracing, faults=opts.faults, upstream=opts.upstream, fanout=opts.fanout
+                ),
             )
             try:
                 mesh.start()
