@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-SCRIPTS = ["generator.py", "collector_ingest.py", "reconcile.py", "emitter.py", "ledger_analysis.py", "generator_rss.py"]
+SCRIPTS = [
+    "generator.py",
+    "collector_ingest.py",
+    "reconcile.py",
+    "emitter.py",
+    "ledger_analysis.py",
+    "generator_rss.py",
+]
 RATIO_LINE = re.compile(r"^ratio \S.* = -?[0-9]+\.[0-9]+\b", re.MULTILINE)
 
 
