@@ -163,6 +163,30 @@ def _upstream(delay_ms: float, dist: str, error_rate: float, seed: int | None) -
     return UpstreamFaults(delay_ms_mean=delay_ms, delay_dist=dist, error_rate=error_rate, seed=seed)
 
 
+GatewayOpt = Annotated[
+    str,
+    typer.Option(
+        "--gateway",
+        help="An existing gateway URL, e.g. http://127.0.0.1:30000.",
+        rich_help_panel="Existing mesh",
+    ),
+]
+HostOpt = Annotated[
+    str, typer.Option("--host", help="Host header the gateway routes on.", rich_help_panel="Existing mesh")
+]
+CollectorOpt = Annotated[
+    str,
+    typer.Option(
+        "--collector",
+        help="Where reference spans go (Zipkin v2 POST /api/v2/spans), e.g. http://127.0.0.1:9411.",
+        rich_help_panel="Existing mesh",
+    ),
+]
+OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Parent folder of the run folder.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for the header-mode sequence.")]
+DEFAULT_HOST = "httpbin.istioinaction.io"
+
+
 PreserveOpt = Annotated[
     bool,
     typer.Option(
@@ -280,10 +304,8 @@ def run(
     run_id: Annotated[
         str, typer.Option("--run-id", help="Run id (default: timestamp + random suffix).")
     ] = "",
-    output: Annotated[Path, typer.Option("--output", "-o", help="Parent folder of the run folder.")] = Path(
-        "reports"
-    ),
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed for the header-mode sequence.")] = None,
+    output: OutputOpt = Path("reports"),
+    seed: SeedOpt = None,
     sampling: SamplingOpt = 100.0,
     spawn_gateway: SpawnGwOpt = True,
     spawn_sidecar: SpawnScOpt = False,
@@ -323,26 +345,9 @@ def run(
             max=1.0,
         ),
     ] = 0.0,
-    gateway: Annotated[
-        str,
-        typer.Option(
-            "--gateway",
-            help="An existing gateway URL, e.g. http://127.0.0.1:30000.",
-            rich_help_panel="Existing mesh",
-        ),
-    ] = "",
-    host: Annotated[
-        str,
-        typer.Option("--host", help="Host header the gateway routes on.", rich_help_panel="Existing mesh"),
-    ] = "httpbin.istioinaction.io",
-    collector: Annotated[
-        str,
-        typer.Option(
-            "--collector",
-            help="Where reference spans go (Zipkin v2 POST /api/v2/spans), e.g. http://127.0.0.1:9411.",
-            rich_help_panel="Existing mesh",
-        ),
-    ] = "",
+    gateway: GatewayOpt = "",
+    host: HostOpt = DEFAULT_HOST,
+    collector: CollectorOpt = "",
     backend: Annotated[
         str,
         typer.Option(
@@ -733,20 +738,16 @@ def calibrate(
     rate: Annotated[
         float, typer.Option("--rate", min=0, help="Target req/s (0 = as fast as possible).")
     ] = 0.0,
-    gateway: Annotated[
-        str, typer.Option("--gateway", help="An existing gateway URL.", rich_help_panel="Existing mesh")
-    ] = "",
-    host: Annotated[
-        str, typer.Option("--host", help="Host header.", rich_help_panel="Existing mesh")
-    ] = "httpbin.istioinaction.io",
+    gateway: GatewayOpt = "",
+    host: HostOpt = DEFAULT_HOST,
     backend: Annotated[
         str, typer.Option("--backend", help="Where traces are read back.", rich_help_panel="Existing mesh")
     ] = "",
     calibration_id: Annotated[
         str, typer.Option("--calibration-id", help="Folder name (default: generated).")
     ] = "",
-    output: Annotated[Path, typer.Option("--output", "-o", help="Parent folder.")] = Path("reports"),
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed.")] = None,
+    output: OutputOpt = Path("reports"),
+    seed: SeedOpt = None,
 ) -> None:
     """Measure the gateway's effective sampling rate to a planned precision with decision-free
     requests; stop early when Envoy's x-request-id rule or the sequential test settles it.
@@ -900,15 +901,9 @@ def capacity(
     mix: Annotated[str, typer.Option("--mix", help="Header-mode weights MODE=W,...")] = format_mix(
         DEFAULT_MIX
     ),
-    gateway: Annotated[
-        str, typer.Option("--gateway", help="An existing gateway URL.", rich_help_panel="Existing mesh")
-    ] = "",
-    host: Annotated[
-        str, typer.Option("--host", help="Host header.", rich_help_panel="Existing mesh")
-    ] = "httpbin.istioinaction.io",
-    collector: Annotated[
-        str, typer.Option("--collector", help="Where reference spans go.", rich_help_panel="Existing mesh")
-    ] = "",
+    gateway: GatewayOpt = "",
+    host: HostOpt = DEFAULT_HOST,
+    collector: CollectorOpt = "",
     backend: Annotated[
         str, typer.Option("--backend", help="Where traces are read back.", rich_help_panel="Existing mesh")
     ] = "",
@@ -920,10 +915,8 @@ def capacity(
         float, typer.Option("--reference-rate", help="Reference traces/s (0 = off).", min=0)
     ] = 5.0,
     run_id: Annotated[str, typer.Option("--run-id", help="Run id.")] = "",
-    output: Annotated[Path, typer.Option("--output", "-o", help="Parent folder of the run folder.")] = Path(
-        "reports"
-    ),
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed for the header-mode sequence.")] = None,
+    output: OutputOpt = Path("reports"),
+    seed: SeedOpt = None,
 ) -> None:
     """Step the load up (users or target rate) until the mesh or tracing stops keeping up.
 
