@@ -569,7 +569,7 @@ def read_back_and_reconcile(
         else:
             ref_ids = {normalize_trace_id(t) for t in ref_summary.traces} if ref_summary else set()
             summary["tag_search"] = estimate_from_tags(
-                read_ledger(ledger_path), tagged, ref_ids, summary["reference"]["collection"]
+                read_ledger(ledger_path), tagged, ref_ids, summary["reference"]["collection"], expect.context
             )
     hop_traces = None
     service = downstream_service(hops) if hops else None

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from loadgen.backends.base import BackendError, TraceBackend
-from loadgen.propagation import Decision, mode_spec, normalize_trace_id
+from loadgen.propagation import Decision, ExpectationContext, mode_spec, normalize_trace_id
 from loadgen.stats import Proportion
 
 
@@ -62,15 +62,20 @@ def estimate_from_tags(
     tagged: set[str],
     reference_ids: set[str],
     reference_collection: Mapping[str, Any] | None,
+    ctx: ExpectationContext | None = None,
 ) -> dict[str, Any]:
     """Pure: the `tag_search` section of summary.json.
 
     Tagged mesh traces are attributed to ledger requests by injected trace id where one exists;
-    the rest (traces Envoy started for header-less requests) count for the decision-free modes."""
+    the rest (traces Envoy started for header-less requests) count for the decision-free modes,
+    less one per request that forces tracing under a trace id Envoy creates (x-client-trace-id,
+    `b3: d`, a sampled flag without ids: traced, but not under an id we know). Each mode's
+    expectation follows the mesh configuration `ctx` (default: Istio's gateway)."""
     tagged_mesh = tagged - reference_ids
     free_sent = 0
     free_found_known = 0
     forced = {Decision.FORCED_SAMPLED: [0, 0], Decision.FORCED_NOT_SAMPLED: [0, 0]}
+    forced_new_id = 0  # forced-sampled requests whose trace id Envoy creates
     injected: set[str] = set()
     for rec in ledger:
         if rec.get("status") != 200:
@@ -83,13 +88,16 @@ def estimate_from_tags(
         key = normalize_trace_id(tid) if tid else None
         if key:
             injected.add(key)
-        if spec.decision is Decision.PROXY:
+        expected = spec.expected(ctx) if ctx is not None else spec.expected()
+        if expected.decision is Decision.PROXY:
             free_sent += 1
             free_found_known += int(key is not None and key in tagged_mesh)
-        else:
-            forced[spec.decision][1] += 1
-            forced[spec.decision][0] += int(key is not None and key in tagged_mesh)
-    unattributed = len(tagged_mesh - injected)
+        elif expected.decision in forced:
+            forced[expected.decision][1] += 1
+            forced[expected.decision][0] += int(key is not None and key in tagged_mesh)
+            if expected.decision is Decision.FORCED_SAMPLED and not expected.keeps_trace_id:
+                forced_new_id += 1
+    unattributed = max(0, len(tagged_mesh - injected) - forced_new_id)
     raw = Proportion(min(free_sent, free_found_known + unattributed), free_sent)
     corrected: dict[str, Any] | None = None
     ref = reference_collection or {}
@@ -109,6 +117,7 @@ def estimate_from_tags(
         "tagged_reference": len(tagged & reference_ids),
         "tagged_mesh": len(tagged_mesh),
         "unattributed_mesh": unattributed,
+        "forced_with_new_trace_id": forced_new_id,
         "decision": raw.to_dict(),
         "decision_corrected": corrected,
         "forced_sampled_found": {

@@ -43,3 +43,14 @@ def test_correction_by_reference_collection_widens_the_interval() -> None:
     assert corrected["ci95"][0] == pytest.approx(raw_low / ref["ci95"][1])
     assert corrected["ci95"][1] == pytest.approx(raw_high / ref["ci95"][0])
     assert corrected["ci95"][0] < corrected["rate"] < corrected["ci95"][1]
+
+
+def test_forced_traces_under_ids_envoy_creates_are_not_counted_as_decision_free() -> None:
+    # x-client-trace-id forces tracing, but under a trace id Envoy makes: its trace is tagged and
+    # unattributable; it must not inflate the decision-free estimate.
+    ledger = [rec("none"), rec("none"), rec("client_trace_id")]
+    tagged = {"e" * 32, "f" * 32}  # one header-less request sampled + the forced one
+    out = estimate_from_tags(ledger, tagged, set(), None)
+    assert out["forced_with_new_trace_id"] == 1
+    assert out["unattributed_mesh"] == 1
+    assert (out["decision"]["k"], out["decision"]["n"]) == (1, 2)
