@@ -72,6 +72,11 @@ def test_validate_normalizes_ids_zero_fields_and_nulls() -> None:
     assert out == {"traceId": "a3ce929d0e0e4736", "id": "0000000000000001"}
 
 
+def test_validate_left_pads_17_to_31_hex_trace_ids_like_zipkin() -> None:
+    out = validate_spans([span(trace_id="a" * 20)])
+    assert out[0]["traceId"] == "0" * 12 + "a" * 20
+
+
 def test_validate_accepts_empty_list() -> None:
     assert validate_spans([]) == []
 
@@ -82,7 +87,8 @@ def test_validate_accepts_empty_list() -> None:
         ({"traceId": T1}, "body: expected a JSON list"),
         ([1], "span[0]: expected an object"),
         ([span(trace_id="xyz")], "span[0].traceId"),
-        ([span(trace_id="a" * 20)], "span[0].traceId"),
+        ([span(trace_id="a" * 33)], "span[0].traceId"),
+        ([span(trace_id="a" * 15)], "span[0].traceId"),
         ([{"traceId": None, "id": "0000000000000001"}], "span[0].traceId"),
         ([{"id": "0000000000000001"}], "span[0].traceId"),
         ([span(), span(span_id="123")], "span[1].id"),

@@ -93,8 +93,11 @@ def _normalize_span(raw: object, index: int) -> Span:
         raise SpanValidationError(f"{where}: expected an object, got {type(raw).__name__}")
 
     trace_id = raw.get("traceId")
+    if isinstance(trace_id, str) and 16 < len(trace_id) < 32:
+        # The spec's pattern allows 17..31 characters; Zipkin left-pads those to 128 bits (as GET does).
+        trace_id = trace_id.rjust(32, "0")
     if not isinstance(trace_id, str) or not is_hex_id(trace_id.lower(), (16, 32)):
-        raise SpanValidationError(f"{where}.traceId: expected 16 or 32 hex characters, got {trace_id!r}")
+        raise SpanValidationError(f"{where}.traceId: expected 16 to 32 hex characters, got {trace_id!r}")
     span_id = raw.get("id")
     if not isinstance(span_id, str) or not is_hex_id(span_id.lower(), (16,)):
         raise SpanValidationError(f"{where}.id: expected 16 hex characters, got {span_id!r}")
