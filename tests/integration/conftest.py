@@ -4,9 +4,11 @@ Locust in a child process, the collector and echo upstream on 127.0.0.1 free por
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from loadgen.stack.envoy import TracingConfig
@@ -17,6 +19,20 @@ def leftover_processes(marker: str) -> list[str]:
     """Processes whose command line mentions marker (a run folder): must be none after a stop."""
     ps = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True, check=True)
     return [line for line in ps.stdout.splitlines() if marker in line and "ps -ww" not in line]
+
+
+def wait_for_trace(mesh: EmbeddedMesh, trace_id: str, spans: int, timeout_s: float = 8.0) -> list[dict]:
+    """Poll the embedded collector until the trace has `spans` spans (or time runs out)."""
+    deadline = time.monotonic() + timeout_s
+    found: list[dict] = []
+    while time.monotonic() < deadline:
+        resp = httpx.get(f"{mesh.collector_url}/api/v2/trace/{trace_id}", timeout=2.0)
+        if resp.status_code == 200:
+            found = resp.json()
+            if len(found) >= spans:
+                return found
+        time.sleep(0.2)
+    return found
 
 
 def start_mesh(workdir: Path, sampling: float) -> EmbeddedMesh:

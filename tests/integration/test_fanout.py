@@ -32,6 +32,8 @@ from loadgen.stack.mesh import (
     MeshConfig,
 )
 
+from .conftest import wait_for_trace
+
 pytestmark = pytest.mark.integration
 
 RUN_ID = "fanout-test"
@@ -61,19 +63,6 @@ def send(mesh: EmbeddedMesh, path: str, headers: dict[str, str]) -> dict[str, An
     assert resp.status_code == 200, resp.text
     body: dict[str, Any] = resp.json()
     return body
-
-
-def wait_for_trace(mesh: EmbeddedMesh, trace_id: str, spans: int, timeout_s: float = 8.0) -> list[dict]:
-    deadline = time.monotonic() + timeout_s
-    found: list[dict] = []
-    while time.monotonic() < deadline:
-        resp = httpx.get(f"{mesh.collector_url}/api/v2/trace/{trace_id}", timeout=2.0)
-        if resp.status_code == 200:
-            found = resp.json()
-            if len(found) >= spans:
-                return found
-        time.sleep(0.2)
-    return found
 
 
 def by_hop(spans: list[dict]) -> dict[tuple[str, str], list[dict]]:

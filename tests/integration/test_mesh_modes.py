@@ -4,7 +4,6 @@ sidecar, request by request, without Locust: what the upstream saw and what the 
 from __future__ import annotations
 
 import random
-import time
 
 import httpx
 import pytest
@@ -12,6 +11,8 @@ import pytest
 from loadgen.propagation import LEGACY_MODES, MODE_SPECS, Decision, HeaderMode, encode, parse_echo
 from loadgen.stack.envoy import RUN_ID_HEADER
 from loadgen.stack.mesh import GATEWAY_SERVICE, SIDECAR_SERVICE, EmbeddedMesh
+
+from .conftest import wait_for_trace
 
 pytestmark = pytest.mark.integration
 
@@ -22,19 +23,6 @@ def send(mesh: EmbeddedMesh, headers: dict[str, str]) -> httpx.Response:
         headers={"Host": mesh.host_header, RUN_ID_HEADER: "modes-test", **headers},
         timeout=5.0,
     )
-
-
-def wait_for_trace(mesh: EmbeddedMesh, trace_id: str, spans: int, timeout_s: float = 8.0) -> list[dict]:
-    deadline = time.monotonic() + timeout_s
-    found: list[dict] = []
-    while time.monotonic() < deadline:
-        resp = httpx.get(f"{mesh.collector_url}/api/v2/trace/{trace_id}", timeout=2.0)
-        if resp.status_code == 200:
-            found = resp.json()
-            if len(found) >= spans:
-                return found
-        time.sleep(0.2)
-    return found
 
 
 # The seven original modes; every mode under several mesh configurations is in test_header_matrix.py.
