@@ -9,6 +9,10 @@ to forward headers, which splits the trace in two). Both answer with the headers
 and the headers the backend received. Where the outbound listener is (known only once the sidecar
 is up) is read from `--outbound-file`, a JSON file `{"url": ..., "host": ...}` the mesh writes.
 
+`--no-echo` makes it an app that is not httpbin: `/headers`, `/get` and the fan-out routes answer
+200 `{"ok": true}` (the fan-out still makes its outbound call), so a client learns nothing about
+what the upstream saw.
+
 Run as `python -m loadgen.stack.echo --port 0`; it prints one JSON ready line on stdout.
 """
 
@@ -66,10 +70,16 @@ def _echo(request: web.Request) -> dict[str, str]:
     return echoed
 
 
+NO_ECHO_BODY = {"ok": True}
+
+
 async def headers(request: web.Request) -> web.Response:
+    if not request.app[ECHO_HEADERS]:
+        return web.json_response(NO_ECHO_BODY)
     return web.json_response({"headers": _echo(request)})
 
 
+ECHO_HEADERS = web.AppKey("echo_headers", bool)
 OUTBOUND_FILE = web.AppKey("outbound_file", Path)
 OUTBOUND_TARGET = web.AppKey("outbound_target", list)  # [(url, host)] once read
 SESSION = web.AppKey("session", aiohttp.ClientSession)
@@ -121,6 +131,8 @@ async def _fanout(request: web.Request, propagate: bool) -> web.Response:
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         backend.update(status=0, headers=None, error=repr(exc))
     status = 200 if backend.get("status") == 200 else 502
+    if not request.app[ECHO_HEADERS]:
+        return web.json_response(NO_ECHO_BODY, status=status)
     return web.json_response(
         {"headers": received, "propagated": propagate, "backend": backend}, status=status
     )
@@ -206,8 +218,9 @@ class UpstreamFaults:
         return upstream_faults
 
 
-def make_app(outbound_file: Path | None = None) -> web.Application:
+def make_app(outbound_file: Path | None = None, echo_headers: bool = True) -> web.Application:
     app = web.Application()
+    app[ECHO_HEADERS] = echo_headers
     app[OUTBOUND_TARGET] = []
     if outbound_file is not None:
         app[OUTBOUND_FILE] = outbound_file
@@ -278,13 +291,20 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help='JSON {"url": ..., "host": ...}: the sidecar outbound listener /fanout calls (read per request)',
     )
+    parser.add_argument(
+        "--no-echo",
+        action="store_true",
+        help='answer {"ok": true} instead of echoing the request headers (an app that is not httpbin)',
+    )
     args = parser.parse_args(argv)
     require_loopback(args.host, args.allow_non_loopback)
     try:
         faults = UpstreamFaults(args.delay_ms_mean, args.delay_dist, args.error_rate, args.seed)
     except ValueError as exc:
         parser.error(str(exc))
-    asyncio.run(serve(make_app(args.outbound_file), args.host, args.port, faults))
+    asyncio.run(
+        serve(make_app(args.outbound_file, echo_headers=not args.no_echo), args.host, args.port, faults)
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 The bootstraps mirror what Istio generates for tracing (shared/ENVOY-NOTES.md): Zipkin tracer,
 HTTP_JSON to `/api/v2/spans`, 128-bit trace ids, `shared_span_context: false`, a gateway with
 `use_remote_address: true` and `preserve_external_request_id: false`, and a custom tag taken from
-the `x-loadgen-run-id` request header (Istio `customTags` with `header`).
+the `x-loadgen-run-id` request header (Istio `customTags` with `header`). Knobs make the mesh look
+unlike Istio's on purpose (no sidecar, no run tag, an upstream that does not echo, a gateway with
+`overall_sampling` below 100), so every verdict can be tested on meshes loadgen did not build.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class TracingConfig:
     flush_interval_ms: int = 1000
     min_flush_spans: int = 5
     trace_context_option: TraceContextOption = TraceContextOption.USE_B3
+    # The custom tag the Envoys put the run id in; "" means no custom tag at all (a mesh whose
+    # operator never configured one: spans carry no run id).
     run_id_tag: str = DEFAULT_RUN_ID_TAG
     # Request-id and sampling knobs (shared/ENVOY-NOTES.md, "Edge behaviour"). Istio's gateway:
     # use_remote_address on, preserve_external_request_id off (the client's x-request-id is
@@ -57,6 +61,15 @@ class TracingConfig:
     # internal requests may use `x-envoy-force-trace` (Envoy >= 1.36 has no default list).
     gateway_internal_cidrs: tuple[str, ...] = ()
     client_sampling_percent: float = 100.0  # `tracing.client_sampling`: x-client-trace-id forcing
+    # `tracing.overall_sampling` on the gateway's HCM only. Istio sets 100 on every HCM; below 100
+    # it vetoes, by the same x-request-id hash as random sampling, every decision Envoy makes from
+    # the x-request-id (random, x-client-trace-id, x-envoy-force-trace, a kept forced id), but
+    # not a client's B3/traceparent sampled flag (measured: README, "overall_sampling").
+    overall_sampling_percent: float = 100.0
+    # Mesh shape. These live here, not on MeshConfig, because TracingConfig is what every command
+    # hands the embedded mesh (RunOptions.tracing, CalibrateOptions.tracing, stack up).
+    sidecar: bool = True  # False: the gateway routes straight to the echo upstream (no sidecar)
+    echo_headers: bool = True  # False: the upstream answers {"ok": true}, like an app that is not httpbin
 
     def expectation_context(self) -> ExpectationContext:
         """What the header-mode expectations (loadgen.propagation) depend on, for this mesh.
@@ -68,15 +81,17 @@ class TracingConfig:
             preserve_external_request_id=self.gateway_preserve_external_request_id,
             client_internal=bool(self.gateway_internal_cidrs),
             client_sampling_percent=self.client_sampling_percent,
+            overall_sampling_percent=self.overall_sampling_percent,
         )
 
     def expected_spans(self) -> dict[str, int]:
         """Spans one sampled request leaves per proxy: a SERVER span, plus a CLIENT span when
-        `spawn_upstream_span` is on (measured: 2 spans per sampled request per proxy)."""
-        return {
-            "gateway": 1 + int(self.gateway_spawn_upstream_span),
-            "sidecar": 1 + int(self.sidecar_spawn_upstream_span),
-        }
+        `spawn_upstream_span` is on (measured: 2 spans per sampled request per proxy). Without a
+        sidecar only the gateway's."""
+        spans = {"gateway": 1 + int(self.gateway_spawn_upstream_span)}
+        if self.sidecar:
+            spans["sidecar"] = 1 + int(self.sidecar_spawn_upstream_span)
+        return spans
 
     def expected_spans_per_trace(self) -> int:
         return sum(self.expected_spans().values())
@@ -96,6 +111,7 @@ class ProxySpec:
     spawn_upstream_span: bool = False
     preserve_external_request_id: bool = False  # Istio never sets it
     internal_cidrs: tuple[str, ...] = ()  # `internal_address_config.cidr_ranges`
+    overall_sampling_percent: float = 100.0  # `tracing.overall_sampling` (Istio: 100 everywhere)
     outbound: OutboundSpec | None = None  # the app's outbound traffic (a sidecar's egress listener)
 
 
@@ -158,10 +174,14 @@ def render_bootstrap(spec: ProxySpec, tracing: TracingConfig) -> dict[str, Any]:
         "tracing": {
             "random_sampling": {"value": tracing.sampling_percent},
             "client_sampling": {"value": tracing.client_sampling_percent},
+            "overall_sampling": {"value": spec.overall_sampling_percent},
             "spawn_upstream_span": spec.spawn_upstream_span,
-            "custom_tags": [
-                {"tag": tracing.run_id_tag, "request_header": {"name": RUN_ID_HEADER, "default_value": ""}}
-            ],
+            # An empty tag name means no custom tag (Envoy would reject an empty `tag` anyway).
+            "custom_tags": (
+                [{"tag": tracing.run_id_tag, "request_header": {"name": RUN_ID_HEADER, "default_value": ""}}]
+                if tracing.run_id_tag
+                else []
+            ),
             "provider": {
                 "name": "envoy.tracers.zipkin",
                 "typed_config": {

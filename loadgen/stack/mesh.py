@@ -11,6 +11,11 @@ sidecar (an outbound listener, traced as egress), which routes to the backend's 
     ... -> sidecar Envoy (inbound) -> echo app --/fanout--> sidecar Envoy (outbound)
                -> backend sidecar Envoy (inbound) -> backend echo
 
+Knobs on `TracingConfig` change the shape: `sidecar=False` takes the sidecar off the path (the
+gateway routes straight to the echo upstream, and the second hop is not started: /fanout needs the
+app's sidecar for its outbound call, see `MeshConfig.hops`); `echo_headers=False` makes the upstream
+answer `{"ok": true}` instead of echoing headers; `overall_sampling_percent` goes on the gateway.
+
 Started in dependency order on free ports, stopped in reverse order by PID.
 """
 
@@ -84,8 +89,14 @@ class MeshConfig:
     envoy_concurrency: int = 1
     # The second hop (backend sidecar + backend echo) behind the app's /fanout routes. On by
     # default so any run can use /fanout: it costs two idle processes and one more Envoy start
-    # (a few tenths of a second), and /headers traffic never touches it.
+    # (a few tenths of a second), and /headers traffic never touches it. Never started without
+    # a sidecar (`tracing.sidecar=False`): the app's outbound calls need the sidecar's listener.
     fanout: bool = True
+
+    @property
+    def runs_fanout(self) -> bool:
+        """Whether the second hop is started: asked for, and the app has a sidecar to call through."""
+        return self.fanout and self.tracing.sidecar
 
     def hops(self, path: str = "/headers") -> tuple[Hop, ...]:
         """The hops a sampled request to `path` should leave spans on, in call order.
@@ -96,11 +107,23 @@ class MeshConfig:
         request crosses the app's sidecar twice (inbound, then outbound: both are
         `SIDECAR_SERVICE`) and the backend's sidecar once. For /fanout-nopropagate these are
         the hops the request *should* reach; the outbound and backend spans land in a separate
-        trace (that is the defect it demonstrates)."""
+        trace (that is the defect it demonstrates).
+
+        Without a sidecar (`tracing.sidecar=False`) the gateway is the only hop, and /fanout
+        paths are unavailable: the second hop is not started and this raises StackError (the
+        app itself answers such requests 503, "no outbound listener configured")."""
         t = self.tracing
         sidecar_hcm = 1 + int(t.sidecar_spawn_upstream_span)
         gateway = Hop(GATEWAY_SERVICE, 1 + int(t.gateway_spawn_upstream_span))
-        if not (self.fanout and path.split("?", 1)[0] in FANOUT_PATHS):
+        fanout_path = path.split("?", 1)[0] in FANOUT_PATHS
+        if not t.sidecar:
+            if fanout_path and self.fanout:
+                raise StackError(
+                    f"{path} is unavailable without the sidecar (--no-sidecar): the app's outbound call "
+                    "goes through its sidecar's outbound listener; use /headers or keep the sidecar"
+                )
+            return (gateway,)
+        if not (self.fanout and fanout_path):
             return (gateway, Hop(SIDECAR_SERVICE, sidecar_hcm))
         return (gateway, Hop(SIDECAR_SERVICE, 2 * sidecar_hcm), Hop(BACKEND_SERVICE, sidecar_hcm))
 
@@ -150,11 +173,14 @@ class EmbeddedMesh:
         self.backend_echo: ManagedProcess | None = None
         self.backend_sidecar: EnvoyProcess | None = None
         self.backend_echo_url = ""
-        if self.config.fanout:
+        if not self.config.tracing.echo_headers:
+            self.echo.argv.append("--no-echo")
+        if self.config.runs_fanout:
             self.echo.argv += ["--outbound-file", str(self.outbound_file)]
+            no_echo = [] if self.config.tracing.echo_headers else ["--no-echo"]
             self.backend_echo = ManagedProcess(
                 "backend echo",
-                python_module_argv("loadgen.stack.echo", "--port", "0"),
+                python_module_argv("loadgen.stack.echo", "--port", "0", *no_echo),
                 workdir / "stack" / "backend-echo.log",
             )
 
@@ -178,36 +204,41 @@ class EmbeddedMesh:
             self.echo_url = str(self.echo.read_ready_line(15.0)["url"])
             tracing = self.config.tracing
             collector_port = _port(self.collector_url)
-            outbound = self._start_backend(collector_port) if self.config.fanout else None
-            self.sidecar = EnvoyProcess(
-                ProxySpec(
-                    role="sidecar",
-                    service_name=SIDECAR_SERVICE,
-                    upstream_cluster="inbound|8000||",
-                    upstream_port=_port(self.echo_url),
-                    collector_port=collector_port,
-                    spawn_upstream_span=tracing.sidecar_spawn_upstream_span,
-                    outbound=outbound,
-                ),
-                tracing,
-                self.workdir / "stack",
-                self.config.envoy_concurrency,
-            )
-            self.sidecar.start()
-            if outbound is not None:
-                self._write_outbound_file(f"http://127.0.0.1:{self.sidecar.outbound_port}", outbound.host)
+            outbound = self._start_backend(collector_port) if self.config.runs_fanout else None
+            # Without a sidecar the gateway's upstream is the app itself.
+            gateway_upstream_port = _port(self.echo_url)
+            if tracing.sidecar:
+                self.sidecar = EnvoyProcess(
+                    ProxySpec(
+                        role="sidecar",
+                        service_name=SIDECAR_SERVICE,
+                        upstream_cluster="inbound|8000||",
+                        upstream_port=_port(self.echo_url),
+                        collector_port=collector_port,
+                        spawn_upstream_span=tracing.sidecar_spawn_upstream_span,
+                        outbound=outbound,
+                    ),
+                    tracing,
+                    self.workdir / "stack",
+                    self.config.envoy_concurrency,
+                )
+                self.sidecar.start()
+                gateway_upstream_port = self.sidecar.port
+                if outbound is not None:
+                    self._write_outbound_file(f"http://127.0.0.1:{self.sidecar.outbound_port}", outbound.host)
             self.gateway = EnvoyProcess(
                 ProxySpec(
                     role="gateway",
                     service_name=GATEWAY_SERVICE,
                     upstream_cluster=f"outbound|8000||{GATEWAY_HOST}",
-                    upstream_port=self.sidecar.port,
+                    upstream_port=gateway_upstream_port,
                     collector_port=collector_port,
                     domains=(GATEWAY_HOST,),
                     edge=tracing.gateway_use_remote_address,
                     spawn_upstream_span=tracing.gateway_spawn_upstream_span,
                     preserve_external_request_id=tracing.gateway_preserve_external_request_id,
                     internal_cidrs=tracing.gateway_internal_cidrs,
+                    overall_sampling_percent=tracing.overall_sampling_percent,
                 ),
                 tracing,
                 self.workdir / "stack",
