@@ -75,7 +75,8 @@ class Decision(StrEnum):
 class ExpectationContext:
     """The mesh configuration a mode's expected behaviour depends on. Defaults are Istio's
     ingress gateway: an edge (`use_remote_address: true`) that replaces the client's
-    x-request-id (`preserve_external_request_id: false`), B3 only, no internal addresses."""
+    x-request-id (`preserve_external_request_id: false`), B3 only, no internal addresses,
+    client_sampling and overall_sampling 100."""
 
     sampling_percent: float | None = None  # the gateway's random_sampling (None: unknown)
     w3c: bool = False  # ZipkinConfig.trace_context_option USE_B3_WITH_W3C_PROPAGATION
@@ -83,6 +84,7 @@ class ExpectationContext:
     preserve_external_request_id: bool = False
     client_internal: bool = False  # the client is inside the gateway's internal_address_config
     client_sampling_percent: float = 100.0  # tracing.client_sampling (x-client-trace-id)
+    overall_sampling_percent: float = 100.0  # the gateway's tracing.overall_sampling (Istio: 100)
 
     @property
     def edge_request(self) -> bool:
@@ -117,6 +119,10 @@ class Expected:
     traceparent: str  # upstream traceparent: "rewritten" by Envoy, "stale" (ours) or "absent"
     client_span_is_parent: bool  # our span id becomes the gateway SERVER span's parent
     reason: str
+    #: PROXY decisions: the percent Envoy's x-request-id rule (`envoy_random_sampled`) decides at:
+    #: min(random_sampling, overall_sampling), or overall_sampling alone for a forced request on a
+    #: kept client id. None when unknown or not a PROXY decision.
+    proxy_percent: float | None = None
 
     @property
     def spans(self) -> bool | None:
@@ -162,7 +168,15 @@ class Sends:
 def expect(sends: Sends, ctx: ExpectationContext = DEFAULT_CONTEXT) -> Expected:
     """Pure: Envoy 1.40's behaviour for a request carrying `sends` at a gateway configured as
     `ctx` (then through a sidecar). Every rule below was measured on the real binary
-    (tests/integration/test_header_matrix.py); the order is Envoy's order."""
+    (tests/integration/test_header_matrix.py, test_mesh_knobs.py); the order is Envoy's order.
+
+    overall_sampling below 100 (measured, README "overall_sampling"): a client's sampled flag is
+    untouched; every decision Envoy makes itself is vetoed unless
+    `int(xrid[0:8], 16) % 10000 < int(10000 * overall / 100)` on the x-request-id the gateway
+    ends up with. Random sampling thus decides at min(random, overall) (PROXY); a forced
+    decision (x-client-trace-id, x-envoy-force-trace, a kept forced id) is PROXY at `overall`
+    when the id is the client's own (known before sending), UNPREDICTABLE when Envoy made the id,
+    and never traced at overall 0."""
     xrid_kept = None if sends.xrid is None else ctx.keeps_client_request_id
     upstream_b3 = (sends.b3 or B3Form.MULTI).value
     stale_or_absent = "stale" if sends.w3c else "absent"
@@ -175,6 +189,7 @@ def expect(sends: Sends, ctx: ExpectationContext = DEFAULT_CONTEXT) -> Expected:
         *,
         predictable: bool = False,
         traceparent: str | None = None,
+        proxy_percent: float | None = None,
     ) -> Expected:
         return Expected(
             decision=decision,
@@ -186,6 +201,7 @@ def expect(sends: Sends, ctx: ExpectationContext = DEFAULT_CONTEXT) -> Expected:
             traceparent=traceparent or ("rewritten" if ctx.w3c else stale_or_absent),
             client_span_is_parent=bool(keeps),
             reason=why,
+            proxy_percent=proxy_percent,
         )
 
     # 1. An unparsable B3 trace id: the Zipkin tracer gives up (a null span); the client's headers
@@ -228,30 +244,54 @@ def expect(sends: Sends, ctx: ExpectationContext = DEFAULT_CONTEXT) -> Expected:
         return out(Decision.FORCED_NOT_SAMPLED, keeps, False, f"{source} sampled flag '0' wins")
 
     # 3. No flag: Envoy's own decision, x-request-id first (a kept id's trace reason stands).
+    #    4. overall_sampling then vetoes it by the same x-request-id rule (`forced` and below).
     why = source + "; " if source else ""
-    if sends.xrid is not None and ctx.keeps_client_request_id:
+    kept_id = sends.xrid is not None and ctx.keeps_client_request_id
+    overall = ctx.overall_sampling_percent
+    overall_threshold = sampling_threshold(overall)
+
+    def forced(what: str) -> Expected:
+        if overall_threshold >= 10000:
+            return out(Decision.FORCED_SAMPLED, keeps, True, why + what)
+        if overall_threshold <= 0:
+            return out(
+                Decision.NEVER_TRACED, keeps, False, why + what + f", vetoed by overall_sampling {overall:g}"
+            )
+        if kept_id:
+            return out(
+                Decision.PROXY, keeps, None,
+                why + what + f", kept iff our x-request-id passes overall_sampling {overall:g} %",
+                predictable=True, proxy_percent=overall,
+            )  # fmt: skip
+        return out(
+            Decision.UNPREDICTABLE, keeps, None,
+            why + what + f", vetoed by overall_sampling {overall:g} % on Envoy's own x-request-id",
+        )  # fmt: skip
+
+    if kept_id:
         if sends.xrid is XridKind.NON_UUID:
             return out(Decision.NEVER_TRACED, keeps, False, why + "kept non-hex x-request-id: never traced")
         if sends.xrid is XridKind.FORCED and ctx.honours_client_trace_reason:
-            return out(
-                Decision.FORCED_SAMPLED, keeps, True, why + "kept x-request-id marked forced (char 14 'a')"
-            )
+            return forced("kept x-request-id marked forced (char 14 'a')")
     if sends.client_trace_id:
         if ctx.client_sampling_percent >= 100.0:
-            return out(Decision.FORCED_SAMPLED, keeps, True, why + "x-client-trace-id at client_sampling 100")
+            return forced("x-client-trace-id at client_sampling 100")
         if ctx.client_sampling_percent > 0.0:
             return out(
                 Decision.UNPREDICTABLE, keeps, None, why + "x-client-trace-id at 0 < client_sampling < 100"
             )
     if sends.force_trace and ctx.client_internal:
-        return out(Decision.FORCED_SAMPLED, keeps, True, why + "x-envoy-force-trace from an internal client")
-    kept_id = sends.xrid is not None and ctx.keeps_client_request_id
+        return forced("x-envoy-force-trace from an internal client")
     detail = (
         "random sampling on our kept x-request-id" if kept_id else "random sampling on Envoy's x-request-id"
     )
     if sends.force_trace:
         detail += " (x-envoy-force-trace stripped: external client)"
-    return out(Decision.PROXY, keeps, None, why + detail, predictable=kept_id)  # fmt: skip
+    percent = ctx.sampling_percent
+    if overall_threshold < 10000:
+        detail += f", capped by overall_sampling {overall:g} %"
+        percent = None if percent is None else min(percent, overall)
+    return out(Decision.PROXY, keeps, None, why + detail, predictable=kept_id, proxy_percent=percent)  # fmt: skip
 
 
 class HeaderMode(StrEnum):
