@@ -60,11 +60,12 @@ from loadgen.planner import (
     sequential_decision,
     sequential_plan,
 )
+from loadgen.profile import PROFILE_FILE
 from loadgen.propagation import Decision, HeaderMode, envoy_random_sampled, format_mix, mode_spec
 from loadgen.reconcile import upstream_decision
 from loadgen.run import RunError, RunOptions, RunResult, execute_run
 from loadgen.stack.envoy import TracingConfig
-from loadgen.stack.mesh import GATEWAY_HOST, GATEWAY_SERVICE, SIDECAR_SERVICE, EmbeddedMesh, MeshConfig
+from loadgen.stack.mesh import GATEWAY_HOST, EmbeddedMesh, MeshConfig
 from loadgen.stack.procs import StackError
 from loadgen.stats import FAIL_ALPHA, Verdict, binom_test_two_sided, clopper_pearson_interval, wilson_interval
 
@@ -118,6 +119,8 @@ class CalibrateOptions:
     backend_flags: dict[str, Any] = field(default_factory=dict)
     search_service: str | None = None
     expected_spans: int | None = None
+    probe: bool = True  # learn the mesh once (the first run), then reuse its mesh-profile.json
+    profile_path: Path | None = None
     quiet_s: float | None = None
     max_wait_s: float = 60.0
     # the embedded mesh: None = Istio-like defaults sampling at expected_percent
@@ -309,6 +312,8 @@ def calibrate(opts: CalibrateOptions, status: Status, *, run: RunFn = execute_ru
             mix=mix,
             expect_percent=opts.expected_percent,
             reference_rate=0.0,  # calibration is about decisions, not collection
+            probe=opts.probe,
+            profile_path=opts.profile_path,
             max_wait_s=opts.max_wait_s,
             quiet_s=opts.quiet_s,
             on_tick=watch.on_tick,
@@ -337,8 +342,6 @@ def calibrate(opts: CalibrateOptions, status: Status, *, run: RunFn = execute_ru
             common = replace(
                 common, gateway=mesh.gateway_url, host=mesh.host_header, collector=mesh.collector_url,
                 backend=f"zipkin:{mesh.collector_url}", tracing=tracing,
-                expected_spans=tracing.expected_spans_per_trace(),
-                expected_services=(GATEWAY_SERVICE, SIDECAR_SERVICE),
                 quiet_s=opts.quiet_s if opts.quiet_s is not None else tracing.flush_interval_ms / 1000.0 + 1.0,
             )  # fmt: skip
 
@@ -362,6 +365,10 @@ def calibrate(opts: CalibrateOptions, status: Status, *, run: RunFn = execute_ru
                 )
                 watch.poll()  # the rest of the ledger, closed now
                 runs.append(run_id)
+                learned = result.run_dir / PROFILE_FILE
+                if common.profile_path is None and common.probe and learned.exists():
+                    # One mesh, one probe: later looks reuse what the first run learned.
+                    common = replace(common, profile_path=learned)
                 attempt += 1
                 before = totals.n
                 totals.add(result.summary)

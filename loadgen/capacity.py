@@ -767,11 +767,7 @@ class LiveMonitor:
         target = meta.get("target") or {}
         exp = meta.get("expectation") or {}
         if self._expect is None:
-            self._expect = Expectation(
-                int(exp.get("spans_per_trace") or 0),
-                tuple(exp.get("services") or ()),
-                exp.get("configured_percent"),
-            )
+            self._expect = Expectation.from_run_json(exp)
         if self._settle_s is None:
             quiet = exp.get("quiet_s")
             self._settle_s = (
@@ -981,9 +977,7 @@ def analyze_capacity(
     capacity.md and steps.json. Re-runnable on a finished run (ingest from ingest.jsonl)."""
     meta = json.loads((run_dir / "run.json").read_text())
     exp = meta.get("expectation") or {}
-    expect = Expectation(
-        int(exp.get("spans_per_trace") or 0), tuple(exp.get("services") or ()), exp.get("configured_percent")
-    )
+    expect = Expectation.from_run_json(exp)
     ledger = run_dir / "ledger.jsonl"
     first_ts: float | None = None
     last_ts: float | None = None

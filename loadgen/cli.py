@@ -31,12 +31,14 @@ from loadgen.gates import (
 )
 from loadgen.istio_config import IstioConfigError, WorkloadMode, effective_sampling, load_istio_files
 from loadgen.planner import default_precision, detection_plan, exact_prediction_requests, plan_sample_size
+from loadgen.profile import profile_advice
 from loadgen.propagation import DEFAULT_MIX, MODE_SPECS, format_mix, parse_mix
 from loadgen.report.compare import compare_summaries, render_comparison_markdown
 from loadgen.report.html import render_run_folder
 from loadgen.report.junit import render_junit
+from loadgen.report.profile_view import profile_table
 from loadgen.report.render import render_markdown, render_terminal
-from loadgen.run import RunError, RunOptions, default_scenario_path, execute_run, verify_run
+from loadgen.run import RunError, RunOptions, default_scenario_path, execute_run, probe_only, verify_run
 from loadgen.stack.envoy import TraceContextOption, TracingConfig
 from loadgen.stack.mesh import CollectorFaults, EmbeddedMesh, MeshConfig, UpstreamFaults
 from loadgen.stack.procs import StackError
@@ -220,6 +222,27 @@ ClientSamplingOpt = Annotated[
         min=0,
         max=100,
         rich_help_panel="Gateway behaviour",
+    ),
+]
+
+
+ProbeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--probe/--no-probe",
+        help="Learn the mesh first (trace shape, echo, x-request-id handling, forcing headers, "
+        "run-id tag, time to queryable) with a few crafted requests; its profile sets the expectations. "
+        "--no-probe leaves unlearned facts unknown: the verdicts that need them are inconclusive.",
+        rich_help_panel="Mesh profile",
+    ),
+]
+ProfileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--profile",
+        help="Reuse a saved mesh-profile.json (from `loadgen probe` or an earlier run) instead of probing.",
+        rich_help_panel="Mesh profile",
+        dir_okay=False,
     ),
 ]
 
@@ -422,10 +445,13 @@ def run(
         int | None,
         typer.Option(
             "--expected-spans",
-            help="Spans a complete sampled trace has (default: from the proxy knobs).",
-            rich_help_panel="Existing mesh",
+            help="Spans a complete sampled trace has; overrides the probed shape (a warning when they disagree).",
+            rich_help_panel="Mesh profile",
+            min=1,
         ),
     ] = None,
+    probe: ProbeOpt = True,
+    profile: ProfileOpt = None,
     reference_rate: Annotated[
         float,
         typer.Option(
@@ -449,7 +475,7 @@ def run(
         typer.Option(
             "--quiet",
             help="Read-back stops when no trace completed for this many seconds "
-            "(default: Envoy flush interval + 1 s; 6 s for an existing mesh).",
+            "(default: the probed time to queryable + 1 s; else Envoy's flush interval + 1 s).",
             rich_help_panel="Read-back",
         ),
     ] = None,
@@ -562,6 +588,8 @@ def run(
         search_service=search_service or None,
         expect_percent=expect,
         expected_spans=expected_spans,
+        probe=probe,
+        profile_path=profile,
         reference_rate=reference_rate,
         reference_children=reference_children,
         quiet_s=quiet,
@@ -580,6 +608,8 @@ def run(
     if as_json:
         out.print_json(json.dumps(result.summary))
     else:
+        if result.summary.get("profile"):
+            out.print(profile_table(result.summary["profile"]))
         for table in render_terminal(result.summary):
             out.print(table)
         for note in result.summary.get("notes", []):
@@ -746,6 +776,8 @@ def calibrate(
     calibration_id: Annotated[
         str, typer.Option("--calibration-id", help="Folder name (default: generated).")
     ] = "",
+    probe: ProbeOpt = True,
+    profile: ProfileOpt = None,
     output: OutputOpt = Path("reports"),
     seed: SeedOpt = None,
 ) -> None:
@@ -783,6 +815,8 @@ def calibrate(
         host=host,
         backend=backend,
         tracing=tracing,
+        probe=probe,
+        profile_path=profile,
     )
     _sigterm_as_interrupt()
     try:
@@ -911,6 +945,8 @@ def capacity(
         float | None,
         typer.Option("--expect", help="Expected sampling percent.", rich_help_panel="Existing mesh"),
     ] = None,
+    probe: ProbeOpt = True,
+    profile: ProfileOpt = None,
     reference_rate: Annotated[
         float, typer.Option("--reference-rate", help="Reference traces/s (0 = off).", min=0)
     ] = 5.0,
@@ -945,6 +981,8 @@ def capacity(
         backend=backend,
         expect_percent=expect,
         reference_rate=reference_rate,
+        probe=probe,
+        profile_path=profile,
     )
     opts = CapacityOptions(
         steps=steps,
@@ -1006,6 +1044,78 @@ def worker(
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     raise typer.Exit(code)
+
+
+@app.command()
+def probe(
+    gateway: GatewayOpt = "",
+    host: HostOpt = DEFAULT_HOST,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="Where traces are read: zipkin:URL | jaeger:URL | jaeger-v3:URL | auto:URL.",
+            rich_help_panel="Existing mesh",
+        ),
+    ] = "",
+    path: Annotated[
+        str, typer.Option("--path", help="Request path to probe (as `run --path`).")
+    ] = "/headers",
+    sampling: SamplingOpt = 100.0,
+    spawn_gateway: SpawnGwOpt = True,
+    spawn_sidecar: SpawnScOpt = False,
+    context: ContextOpt = TraceContextOption.USE_B3,
+    preserve_request_id: PreserveOpt = False,
+    use_remote_address: RemoteAddrOpt = True,
+    internal_cidr: InternalCidrOpt = None,
+    client_sampling: ClientSamplingOpt = 100.0,
+    run_id: Annotated[str, typer.Option("--run-id", help="Folder name (default: generated).")] = "",
+    output: OutputOpt = Path("reports"),
+    seed: SeedOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the profile as JSON.")] = False,
+) -> None:
+    """Learn the mesh before measuring it: a few crafted requests (at most 24, about 30 s with the
+    read-back) reveal the shape of a sampled trace, header echo, what the gateway does with client
+    x-request-ids and forcing headers, B3/W3C continuation, the run-id tag and the time to
+    queryable. Writes mesh-profile.json for `run --profile`, and prints what to change.
+    Without --gateway it probes the embedded mesh. Exit 0 probed, 2 error, 130 interrupted."""
+    opts = RunOptions(
+        run_id=run_id,
+        output_dir=output,
+        path=path,
+        seed=seed,
+        tracing=_tracing(
+            sampling,
+            spawn_gateway,
+            spawn_sidecar,
+            1000,
+            context,
+            GatewayKnobs(preserve_request_id, use_remote_address, list(internal_cidr or ()), client_sampling),
+        ),  # fmt: skip
+        gateway=gateway,
+        host=host,
+        backend=backend,
+    )
+    _sigterm_as_interrupt()
+    try:
+        with err.status("probing") as spinner:
+            profile_, written = probe_only(opts, lambda msg: spinner.update(escape(msg)))
+    except (RunError, StackError) as exc:
+        _fatal(escape(str(exc)))
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if as_json:
+        out.print_json(json.dumps(profile_.to_dict()))
+        raise typer.Exit(0)
+    out.print(profile_table(profile_.to_dict()))
+    for note in profile_.notes:
+        err.print(f"[yellow]note:[/] {escape(note)}")
+    for advice in profile_advice(profile_):
+        out.print(f"[bold]change:[/] {escape(advice)}")
+    out.print(
+        f"profile: {escape(str(written))}  (reuse it with `loadgen run --profile {escape(str(written))}`)"
+    )
 
 
 @app.command()

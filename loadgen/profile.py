@@ -61,6 +61,9 @@ class SpanShape:
 
     entries: tuple[tuple[str, str, int], ...]
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "entries", tuple(sorted(self.entries)))  # one canonical order
+
     @classmethod
     def from_counts(cls, counts: Mapping[str, Mapping[str, int]]) -> SpanShape:
         """From `TraceShape.spans` (service -> kind -> count)."""

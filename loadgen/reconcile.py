@@ -30,6 +30,7 @@ from typing import Any
 
 from loadgen.backends.base import Fetched, FetchStatus
 from loadgen.integrity import TraceShape
+from loadgen.profile import SpanShape, shape_covered
 from loadgen.propagation import (
     Decision,
     ExpectationContext,
@@ -106,8 +107,22 @@ class Expectation:
     services: tuple[str, ...]
     configured_percent: float | None  # None: unknown (e.g. a real cluster with no --expect)
     #: The mesh configuration the header modes' expectations depend on (None: Istio's gateway
-    #: defaults; an embedded run passes `TracingConfig.expectation_context()`).
+    #: defaults; a run passes the probed profile's `loadgen.profile.expectation_context`).
     context: ExpectationContext | None = None
+    #: Every (service, kind) span a complete trace holds, learned by the probe. None: only
+    #: `spans_per_trace` and `services` are known (a declared count), judged by total.
+    shape: SpanShape | None = None
+
+    @classmethod
+    def from_run_json(cls, exp: Mapping[str, Any]) -> Expectation:
+        """From run.json's `expectation` (what `loadgen verify` and capacity re-reconcile with)."""
+        return cls(
+            int(exp.get("spans_per_trace") or 0),
+            tuple(str(s) for s in exp.get("services") or ()),
+            exp.get("configured_percent"),
+            context=ExpectationContext(**exp["context"]) if exp.get("context") else None,
+            shape=SpanShape.from_json(exp["shape"]) if exp.get("shape") else None,
+        )
 
     def mode_context(self) -> ExpectationContext:
         if self.context is not None:
@@ -157,7 +172,12 @@ def classify(decided: bool | None, obs: TraceObservation | None, expect: Expecta
         return Outcome.LEAKED if present else Outcome.NOT_SAMPLED
     if not present:
         return Outcome.MISSING
-    complete = obs.span_count >= expect.spans_per_trace and set(expect.services) <= set(obs.services)
+    if expect.shape is not None and obs.shape is not None:
+        # Complete means every span of the shape, not merely "at least N spans": a 4-span mesh
+        # trace missing its sidecar CLIENT span is partial even if a stray span makes up the count.
+        complete = shape_covered(expect.shape, obs.shape.spans)
+    else:
+        complete = obs.span_count >= expect.spans_per_trace and set(expect.services) <= set(obs.services)
     return Outcome.FOUND if complete else Outcome.PARTIAL
 
 
@@ -367,6 +387,7 @@ def reconcile_mesh(
         "mesh": {
             "expected_spans_per_trace": expect.spans_per_trace,
             "expected_services": list(expect.services),
+            "expected_shape": expect.shape.to_json() if expect.shape is not None else None,
             "collection": Proportion(collection[0], collection[1]).to_dict(),
             "partial": partial,
             "unknown": unknown_sampled,

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,21 @@ from loadgen.emitter import ReferenceEmitter, read_reference_log, summarize_refe
 from loadgen.faultwindows import windows_summary
 from loadgen.integrity import Hop, downstream_service, fold_integrity, search_hop_traces
 from loadgen.ledger import LedgerStats, LedgerTail, LiveCounts, read_ledger
-from loadgen.propagation import DEFAULT_MIX, ExpectationContext, format_mix, normalize_trace_id, parse_mix
+from loadgen.probe import ProbeError, probe_mesh
+from loadgen.profile import (
+    PROFILE_FILE,
+    MeshProfile,
+    ProfileError,
+    declaration_warnings,
+    expectation_context,
+    expectation_gaps,
+    flags_profile,
+    load_profile,
+    profile_line,
+    resolved_shape,
+    suggested_quiet_s,
+)
+from loadgen.propagation import DEFAULT_MIX, format_mix, normalize_trace_id, parse_mix
 from loadgen.readback import ReadBackResult, read_back, time_to_queryable
 from loadgen.reconcile import (
     Expectation,
@@ -101,13 +115,16 @@ class RunOptions:
         None  # Jaeger's search needs a service (e.g. istio-ingressgateway.istio-system)
     )
     expect_percent: float | None = None
-    expected_spans: int | None = None
+    expected_spans: int | None = None  # overrides the probed shape's span count (with a warning)
     expected_services: tuple[str, ...] = ()
     # side-emitter
     reference_rate: float = 20.0
     reference_children: int = 2
+    # the mesh profile (loadgen.probe): learned by a probe before the load, or read from a file
+    probe: bool = True
+    profile_path: Path | None = None
     # read-back
-    quiet_s: float | None = None
+    quiet_s: float | None = None  # None: from the profile's time to queryable
     poll_interval_s: float = 1.0
     max_wait_s: float = 60.0
     min_collection: float = 0.99
@@ -202,6 +219,34 @@ def _live_line(elapsed_s: float, live: LiveCounts, ref: Any) -> str:
     )
 
 
+def learn_profile(
+    opts: RunOptions, gateway: str, host: str, backend: TraceBackend, run_id: str, status: Status
+) -> MeshProfile:
+    """The mesh profile of this run: `--profile FILE`, else the probe (run id `<run-id>-probe`),
+    else (`--no-probe`) only what flags declare. The backend's trace route is checked with a
+    random id in every case: it must answer with the backend's own "not found"."""
+    if opts.profile_path is not None:
+        try:
+            profile = load_profile(opts.profile_path)
+        except ProfileError as exc:
+            raise RunError(str(exc)) from exc
+        status(f"mesh profile from {opts.profile_path}")
+    elif opts.probe:
+        try:
+            return probe_mesh(
+                gateway, host, backend, f"{run_id}-probe", path=opts.path, status=status, seed=opts.seed
+            )
+        except ProbeError as exc:
+            raise RunError(f"the mesh probe failed: {exc}") from exc
+    else:
+        profile = flags_profile(opts.path, opts.expected_spans)
+    try:
+        backend.check_trace_route()
+    except BackendError as exc:
+        raise RunError(str(exc)) from exc
+    return profile
+
+
 def preflight(gateway: str, host: str, collector: str | None, backend: TraceBackend) -> list[str]:
     """Check every external part before load starts; raise RunError naming the broken one."""
     notes: list[str] = []
@@ -258,6 +303,105 @@ def _locust_totals(run_dir: Path) -> dict[str, Any] | None:
     return {"requests": requests, "failures": failures}
 
 
+@dataclass
+class OpenTarget:
+    """The mesh a run measures, opened: the embedded one started, or an existing one checked."""
+
+    kind: str  # embedded | external
+    gateway: str
+    host: str
+    collector: str
+    backend: TraceBackend
+    backend_spec: str
+    fallback_quiet_s: float  # read-back's quiet period when the profile has no time to queryable
+    hops: tuple[Hop, ...] | None
+    configured: float | None
+    mesh: EmbeddedMesh | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def open_target(opts: RunOptions, run_dir: Path, status: Status) -> OpenTarget:
+    """Start the embedded mesh (`opts.gateway` empty) or preflight an existing one. The caller
+    closes `backend` and stops `mesh`."""
+    notes: list[str] = []
+    mesh: EmbeddedMesh | None = None
+    if opts.gateway:
+        if not opts.backend:
+            raise RunError(
+                "--gateway needs --backend zipkin:URL | jaeger:URL | jaeger-v3:URL | auto:URL "
+                "(where traces are read back)"
+            )
+        kind = "external"
+        gateway, host, collector = opts.gateway, opts.host, opts.collector
+        try:
+            backend = parse_backend_spec(
+                opts.backend, BackendOptions.from_env(os.environ).merged(opts.backend_flags)
+            )
+        except ValueError as exc:
+            raise RunError(str(exc)) from exc
+        try:
+            notes += preflight(gateway, host, collector or None, backend)
+        except RunError:
+            backend.close()
+            raise
+        backend_spec = opts.backend
+        # When the profile has no time to queryable: Envoy's default Zipkin flush timer is
+        # 5 s, so wait that long without news, plus 1 s.
+        fallback_quiet_s = 6.0
+        hops = None
+        configured = opts.expect_percent
+    else:
+        kind = "embedded"
+        status("starting the embedded mesh (collector, echo, sidecar Envoy, gateway Envoy)")
+        mesh = EmbeddedMesh(
+            run_dir,
+            MeshConfig(tracing=opts.tracing, faults=opts.faults, upstream=opts.upstream, fanout=opts.fanout),
+        )
+        try:
+            mesh.start()
+        except (StackError, KeyboardInterrupt) as exc:
+            mesh.stop()
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise RunError(f"the embedded mesh did not start: {exc}") from exc
+        gateway, host, collector = mesh.gateway_url, mesh.host_header, mesh.collector_url
+        backend_spec = f"zipkin:{collector}"
+        backend = parse_backend_spec(backend_spec)
+        tracing = mesh.config.tracing
+        fallback_quiet_s = tracing.flush_interval_ms / 1000.0 + 1.0
+        # The hops a request should cross (propagation integrity). What a complete trace
+        # holds is not taken from the knobs: the probe learns it, as on any mesh.
+        hops = mesh.config.hops(opts.path)
+        configured = tracing.sampling_percent if opts.expect_percent is None else opts.expect_percent
+        status(f"gateway {gateway} (Host {host}), collector {collector}")
+    return OpenTarget(
+        kind, gateway, host, collector, backend, backend_spec, fallback_quiet_s,
+        tuple(hops) if hops else None, configured, mesh, notes,
+    )  # fmt: skip
+
+
+def probe_only(opts: RunOptions, status: Status) -> tuple[MeshProfile, Path]:
+    """`loadgen probe`: open the target, learn its profile, write <output>/<run-id>/mesh-profile.json."""
+    run_id = opts.resolved_run_id()
+    check_run_id(run_id)
+    out_dir = opts.output_dir / run_id
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise RunError(f"folder {out_dir} already exists and is not empty; choose another --run-id")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    opened = open_target(opts, out_dir, status)
+    try:
+        profile = learn_profile(replace(opts, probe=True, profile_path=None), opened.gateway, opened.host,
+                                opened.backend, run_id, status)  # fmt: skip
+        profile = profile.with_notes(*opened.notes)
+        _write_json(out_dir / PROFILE_FILE, profile.to_dict())
+    finally:
+        opened.backend.close()
+        if opened.mesh is not None:
+            status("stopping the embedded mesh")
+            opened.mesh.stop()
+    return profile, out_dir / PROFILE_FILE
+
+
 def execute_run(opts: RunOptions, status: Status) -> RunResult:
     """Run everything; KeyboardInterrupt during load or read-back yields a partial report."""
     run_id = opts.resolved_run_id()
@@ -275,52 +419,16 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
     backend: TraceBackend | None = None
     started_at = time.time()
     try:
-        if opts.gateway:
-            if not opts.backend:
-                raise RunError(
-                    "--gateway needs --backend zipkin:URL | jaeger:URL | jaeger-v3:URL | auto:URL "
-                    "(where traces are read back)"
-                )
-            kind = "external"
-            gateway, host, collector = opts.gateway, opts.host, opts.collector
-            try:
-                backend = parse_backend_spec(
-                    opts.backend, BackendOptions.from_env(os.environ).merged(opts.backend_flags)
-                )
-            except ValueError as exc:
-                raise RunError(str(exc)) from exc
-            notes += preflight(gateway, host, collector or None, backend)
-            backend_spec = opts.backend
-            # Envoy's default Zipkin flush timer is 5 s: wait that long without news, plus 1 s.
-            quiet_s = opts.quiet_s if opts.quiet_s is not None else 6.0
-            expected_spans = opts.expected_spans or opts.tracing.expected_spans_per_trace()
-            services = opts.expected_services
-            hops = None
-            configured = opts.expect_percent
-        else:
-            kind = "embedded"
-            status("starting the embedded mesh (collector, echo, sidecar Envoy, gateway Envoy)")
-            mesh = EmbeddedMesh(
-                run_dir,
-                MeshConfig(
-                    tracing=opts.tracing, faults=opts.faults, upstream=opts.upstream, fanout=opts.fanout
-                ),
-            )
-            try:
-                mesh.start()
-            except StackError as exc:
-                raise RunError(f"the embedded mesh did not start: {exc}") from exc
-            gateway, host, collector = mesh.gateway_url, mesh.host_header, mesh.collector_url
-            backend_spec = f"zipkin:{collector}"
-            backend = parse_backend_spec(backend_spec)
-            tracing = mesh.config.tracing
-            quiet_s = opts.quiet_s if opts.quiet_s is not None else tracing.flush_interval_ms / 1000.0 + 1.0
-            # Spans and services a complete trace has follow from the config and the path.
-            expected_spans = mesh.config.expected_spans_per_trace(opts.path)
-            services = tuple(dict.fromkeys(h.service for h in mesh.config.traced_hops(opts.path)))
-            hops = mesh.config.hops(opts.path)
-            configured = tracing.sampling_percent if opts.expect_percent is None else opts.expect_percent
-            status(f"gateway {gateway} (Host {host}), collector {collector}")
+        opened = open_target(opts, run_dir, status)
+        mesh, backend = opened.mesh, opened.backend
+        kind, gateway, host, collector = opened.kind, opened.gateway, opened.host, opened.collector
+        backend_spec, fallback_quiet_s, hops, configured = (
+            opened.backend_spec,
+            opened.fallback_quiet_s,
+            opened.hops,
+            opened.configured,
+        )
+        notes += opened.notes
         target = {
             "kind": kind,
             "gateway": gateway,
@@ -329,10 +437,31 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             "backend": backend.url,
             "backend_spec": redact_url(backend_spec),
         }
-        # Header-mode expectations depend on the mesh's configuration: the embedded mesh's knobs,
-        # or (existing mesh) the same knobs declared by the user about their gateway.
-        context = replace(opts.tracing.expectation_context(), sampling_percent=configured)
-        expect = Expectation(expected_spans, tuple(services), configured, context=context)
+        # Learn the mesh before measuring it: the profile, not the knobs or a default, sets the
+        # expectations (shape of a complete trace, header-mode context, run-id tag, quiet period).
+        profile = learn_profile(opts, gateway, host, backend, run_id, status)
+        _write_json(run_dir / PROFILE_FILE, profile.to_dict())
+        status(f"mesh profile: {profile_line(profile)}")
+        shape, shape_notes = resolved_shape(profile, opts.expected_spans)
+        declared = opts.tracing.expectation_context()
+        context = expectation_context(profile, configured, base=declared)
+        if kind == "external":
+            shape_notes += declaration_warnings(declared, context)
+        notes += [*profile.notes, *shape_notes]
+        learned_quiet_s = suggested_quiet_s(profile)
+        if opts.quiet_s is not None:
+            quiet_s = opts.quiet_s
+        else:
+            quiet_s = learned_quiet_s if learned_quiet_s is not None else fallback_quiet_s
+        run_id_tag = profile.run_id_tag if profile.source != "flags" else opts.tracing.run_id_tag
+        gaps = expectation_gaps(profile)
+        expect = Expectation(
+            shape.total if shape else 0,
+            tuple(svc for svc in (shape.services if shape else ()) if svc != "*"),
+            configured,
+            context=context,
+            shape=shape,
+        )
         _write_json(
             run_dir / "run.json",
             {
@@ -345,7 +474,9 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
                     "spans_per_trace": expect.spans_per_trace,
                     "services": list(expect.services),
                     "configured_percent": expect.configured_percent,
-                    "run_id_tag": opts.tracing.run_id_tag,
+                    "run_id_tag": run_id_tag or "",
+                    "shape": shape.to_json() if shape else None,
+                    "gaps": gaps,
                     "quiet_s": quiet_s,
                     "min_collection": opts.min_collection,
                     "search_service": opts.search_service,
@@ -443,9 +574,9 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         summary, interrupted = read_back_and_reconcile(
             run_dir, run_id, backend, expect,
             quiet_s=0.0 if partial_reason else quiet_s, poll_interval_s=opts.poll_interval_s,
-            max_wait_s=opts.max_wait_s, run_id_tag=opts.tracing.run_id_tag,
+            max_wait_s=opts.max_wait_s, run_id_tag=run_id_tag or "",
             min_collection=opts.min_collection, load_end=load_end, status=status,
-            search_service=opts.search_service, hops=hops,
+            search_service=opts.search_service, hops=hops, gaps=gaps,
         )  # fmt: skip
         if interrupted:
             partial_reason = partial_reason or "interrupted during read-back"
@@ -453,6 +584,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         if partial_reason:
             summary["status_reason"] = partial_reason
         summary["target"] = target
+        summary["profile"] = profile.to_dict()
         summary["started_at"] = started_at
         summary["locust"] = _locust_totals(run_dir)
         summary["notes"] = notes + summary.get("notes", [])
@@ -489,6 +621,7 @@ def read_back_and_reconcile(
     status: Status,
     search_service: str | None = None,
     hops: Sequence[Hop] | None = None,
+    gaps: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Query every ledger and reference trace id, reconcile, and write fetched.jsonl.
 
@@ -545,6 +678,7 @@ def read_back_and_reconcile(
         expect=expect,
         ref_summary=ref_summary,
         min_collection=min_collection,
+        gaps=gaps,
     )
     refs = ((t, o.state, o.spans, o.t) for t, o in ref_summary.traces.items()) if ref_summary else ()
     summary["windows"] = windows_summary(read_ledger(ledger_path), readback.observations, expect, refs)
@@ -603,9 +737,11 @@ def build_summary(
     expect: Expectation,
     ref_summary: Any,
     min_collection: float,
+    gaps: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Reconcile from files already on disk (also what `loadgen verify/report` will reuse)."""
-    summary: dict[str, Any] = {"schema_version": 1, "run_id": run_id}
+    """Reconcile from files already on disk (also what `loadgen verify/report` will reuse).
+    `gaps`: verdicts the mesh profile cannot support ({name: the fact not learned})."""
+    summary: dict[str, Any] = {"schema_version": 1, "run_id": run_id, "expectation_gaps": dict(gaps or {})}
     summary.update(reconcile_mesh(read_ledger(ledger_path), observations, expect))
     if ref_summary is not None:
         counters = {
@@ -648,7 +784,16 @@ def _options_dict(opts: RunOptions) -> dict[str, Any]:
     return d
 
 
-__all__ = ["RUN_ID_HEADER", "RunError", "RunOptions", "RunResult", "execute_run", "preflight", "verify_run"]
+__all__ = [
+    "RUN_ID_HEADER",
+    "RunError",
+    "RunOptions",
+    "RunResult",
+    "execute_run",
+    "preflight",
+    "probe_only",
+    "verify_run",
+]
 
 
 VERIFY_KEYS = (
@@ -710,12 +855,7 @@ def verify_run(
             backend.check()
         except (ValueError, BackendError) as exc:
             raise RunError(f"cannot verify against backend {spec!r}: {exc}") from exc
-        expect = Expectation(
-            int(exp.get("spans_per_trace", 0)),
-            tuple(exp.get("services", ())),
-            exp.get("configured_percent"),
-            context=ExpectationContext(**exp["context"]) if exp.get("context") else None,
-        )
+        expect = Expectation.from_run_json(exp)
         try:
             summary, interrupted = read_back_and_reconcile(
                 run_dir, str(meta["run_id"]), backend, expect,
@@ -723,13 +863,14 @@ def verify_run(
                 run_id_tag=str(exp.get("run_id_tag", "")), min_collection=float(exp.get("min_collection", 0.99)),
                 load_end=time.time(), status=status, search_service=exp.get("search_service"),
                 hops=[Hop(str(svc), int(n)) for svc, n in exp["hops"]] if exp.get("hops") else None,
+                gaps=exp.get("gaps") or {},
             )  # fmt: skip
         finally:
             backend.close()
     finally:
         if collector is not None:
             collector.stop()
-    for key in ("status", "status_reason", "target", "started_at", "locust"):
+    for key in ("status", "status_reason", "target", "profile", "started_at", "locust"):
         if key in previous:
             summary[key] = previous[key]
     if interrupted:

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadgen.profile import SpanShape
 from loadgen.propagation import Decision, mode_spec
 from loadgen.reconcile import (
     Expectation,
@@ -43,6 +44,7 @@ def expectation_from_summary(summary: Mapping[str, Any]) -> Expectation:
         int(mesh.get("expected_spans_per_trace") or 0),
         tuple(str(s) for s in mesh.get("expected_services") or ()),
         sampling.get("configured_percent"),
+        shape=SpanShape.from_json(mesh["expected_shape"]) if mesh.get("expected_shape") else None,
     )
 
 
