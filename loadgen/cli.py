@@ -39,8 +39,8 @@ from loadgen.report.junit import render_junit
 from loadgen.report.profile_view import profile_table
 from loadgen.report.render import render_markdown, render_terminal
 from loadgen.run import RunError, RunOptions, default_scenario_path, execute_run, probe_only, verify_run
-from loadgen.stack.envoy import TraceContextOption, TracingConfig
-from loadgen.stack.mesh import CollectorFaults, EmbeddedMesh, MeshConfig, UpstreamFaults
+from loadgen.stack.envoy import DEFAULT_RUN_ID_TAG, TraceContextOption, TracingConfig
+from loadgen.stack.mesh import FANOUT_PATHS, CollectorFaults, EmbeddedMesh, MeshConfig, UpstreamFaults
 from loadgen.stack.procs import StackError
 from loadgen.verdicts import EXIT_ERROR, EXIT_INTERRUPTED
 
@@ -78,6 +78,12 @@ def _sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _sigint_as_interrupt() -> None:
+    # A background job of a non-interactive shell starts with SIGINT ignored, and Python then
+    # installs no handler: without this, Ctrl-C / `kill -INT` would not stop a run.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"loadgen {__version__}")
@@ -100,10 +106,12 @@ def _tracing(
     flush_ms: int,
     context: TraceContextOption,
     gw: GatewayKnobs | None = None,
+    mesh: MeshKnobs | None = None,
 ) -> TracingConfig:
     if not 0.0 <= sampling <= 100.0:
         _fatal(f"--sampling must be a percentage in [0, 100], got {sampling}")
     gw = gw or GatewayKnobs()
+    mesh = mesh or MeshKnobs()
     return TracingConfig(
         sampling_percent=sampling,
         gateway_spawn_upstream_span=spawn_gateway,
@@ -114,7 +122,21 @@ def _tracing(
         gateway_preserve_external_request_id=gw.preserve_request_id,
         gateway_internal_cidrs=tuple(gw.internal_cidrs),
         client_sampling_percent=gw.client_sampling,
+        overall_sampling_percent=mesh.overall_sampling,
+        sidecar=mesh.sidecar,
+        echo_headers=mesh.echo,
+        run_id_tag=DEFAULT_RUN_ID_TAG if mesh.run_id_tag else "",
     )
+
+
+@dataclass
+class MeshKnobs:
+    """The embedded mesh's shape, for testing verdicts on meshes unlike the default one."""
+
+    sidecar: bool = True
+    run_id_tag: bool = True
+    echo: bool = True
+    overall_sampling: float = 100.0
 
 
 @dataclass
@@ -285,6 +307,40 @@ ContextOpt = Annotated[
         "--trace-context", help="Embedded mesh: Zipkin trace_context_option.", rich_help_panel="Embedded mesh"
     ),
 ]
+SidecarOpt = Annotated[
+    bool,
+    typer.Option(
+        "--sidecar/--no-sidecar",
+        help="Embedded mesh: a sidecar Envoy stands in front of the app; --no-sidecar routes the gateway straight to it (no /fanout).",
+        rich_help_panel="Embedded mesh",
+    ),
+]
+RunIdTagOpt = Annotated[
+    bool,
+    typer.Option(
+        "--run-id-tag/--no-run-id-tag",
+        help="Embedded mesh: the Envoys tag every span with the run id (custom tag loadgen.run_id).",
+        rich_help_panel="Embedded mesh",
+    ),
+]
+EchoOpt = Annotated[
+    bool,
+    typer.Option(
+        "--echo/--no-echo",
+        help='Embedded mesh: the upstream echoes the request headers like httpbin; --no-echo answers {"ok": true}.',
+        rich_help_panel="Embedded mesh",
+    ),
+]
+OverallSamplingOpt = Annotated[
+    float,
+    typer.Option(
+        "--overall-sampling",
+        help="Embedded mesh: Envoy tracing.overall_sampling percent on the gateway (Istio: 100), which the header-mode expectations follow.",
+        min=0,
+        max=100,
+        rich_help_panel="Embedded mesh",
+    ),
+]
 
 
 @app.command()
@@ -338,6 +394,10 @@ def run(
     use_remote_address: RemoteAddrOpt = True,
     internal_cidr: InternalCidrOpt = None,
     client_sampling: ClientSamplingOpt = 100.0,
+    sidecar: SidecarOpt = True,
+    run_id_tag: RunIdTagOpt = True,
+    echo: EchoOpt = True,
+    overall_sampling: OverallSamplingOpt = 100.0,
     id_style: Annotated[
         str,
         typer.Option(
@@ -548,6 +608,8 @@ def run(
         _fatal(f"--mix: {exc}")
     if id_style not in ("random", "k6"):
         _fatal(f"--id-style must be random or k6, got {id_style!r}")
+    if not sidecar and not gateway and fanout and path.split("?", 1)[0] in FANOUT_PATHS:
+        _fatal(f"--path {path} needs the sidecar (the app calls out through it); drop --no-sidecar")
     if master and not expect_workers:
         _fatal("--master needs --expect-workers N (how many `loadgen worker`s to wait for)")
     if master and processes > 1:
@@ -575,6 +637,7 @@ def run(
             flush_ms,
             context,
             GatewayKnobs(preserve_request_id, use_remote_address, list(internal_cidr or ()), client_sampling),
+            MeshKnobs(sidecar, run_id_tag, echo, overall_sampling),
         ),  # fmt: skip
         faults=CollectorFaults(drop_probability=drop_probability, added_latency_ms=collector_latency_ms),
         upstream=_upstream(upstream_delay_ms, upstream_delay_dist, upstream_error_rate, seed),
@@ -764,6 +827,10 @@ def calibrate(
         typer.Option("--sampling", help="Embedded mesh: the gateway's real sampling (default: --expect)."),
     ] = None,
     preserve_request_id: PreserveOpt = False,
+    sidecar: SidecarOpt = True,
+    run_id_tag: RunIdTagOpt = True,
+    echo: EchoOpt = True,
+    overall_sampling: OverallSamplingOpt = 100.0,
     users: Annotated[int, typer.Option("--users", "-u", min=1, help="Concurrent users.")] = 10,
     rate: Annotated[
         float, typer.Option("--rate", min=0, help="Target req/s (0 = as fast as possible).")
@@ -793,8 +860,9 @@ def calibrate(
     tracing = None
     if not gateway:
         real = expect if sampling is None else sampling
+        knobs = MeshKnobs(sidecar, run_id_tag, echo, overall_sampling)
         tracing = replace(
-            _tracing(real, True, False, 1000, TraceContextOption.USE_B3),
+            _tracing(real, True, False, 1000, TraceContextOption.USE_B3, mesh=knobs),
             gateway_preserve_external_request_id=preserve_request_id,
         )
     opts = CalibrateOptions(
@@ -908,6 +976,10 @@ def capacity(
     spawn_sidecar: SpawnScOpt = False,
     flush_ms: FlushOpt = 1000,
     context: ContextOpt = TraceContextOption.USE_B3,
+    sidecar: SidecarOpt = True,
+    run_id_tag: RunIdTagOpt = True,
+    echo: EchoOpt = True,
+    overall_sampling: OverallSamplingOpt = 100.0,
     ingest_limit: Annotated[
         float,
         typer.Option(
@@ -970,7 +1042,14 @@ def capacity(
         output_dir=output,
         mix=mix,
         seed=seed,
-        tracing=_tracing(sampling, spawn_gateway, spawn_sidecar, flush_ms, context),
+        tracing=_tracing(
+            sampling,
+            spawn_gateway,
+            spawn_sidecar,
+            flush_ms,
+            context,
+            mesh=MeshKnobs(sidecar, run_id_tag, echo, overall_sampling),
+        ),
         faults=CollectorFaults(
             ingest_limit=ingest_limit, added_latency_ms=collector_latency_ms, drop_probability=collector_drop
         ),
@@ -1365,6 +1444,10 @@ def stack_up(
     use_remote_address: RemoteAddrOpt = True,
     internal_cidr: InternalCidrOpt = None,
     client_sampling: ClientSamplingOpt = 100.0,
+    sidecar: SidecarOpt = True,
+    run_id_tag: RunIdTagOpt = True,
+    echo: EchoOpt = True,
+    overall_sampling: OverallSamplingOpt = 100.0,
     workdir: Annotated[
         Path, typer.Option("--workdir", help="Folder for configs, logs and the collector's span store.")
     ] = Path("reports/stack"),
@@ -1382,6 +1465,7 @@ def stack_up(
                 GatewayKnobs(
                     preserve_request_id, use_remote_address, list(internal_cidr or ()), client_sampling
                 ),
+                MeshKnobs(sidecar, run_id_tag, echo, overall_sampling),
             )  # fmt: skip
         ),
     )
@@ -1391,10 +1475,11 @@ def stack_up(
     except StackError as exc:
         _fatal(f"the embedded mesh did not start: {exc}")
     try:
-        assert mesh.gateway is not None and mesh.sidecar is not None
+        assert mesh.gateway is not None
         out.print(f"gateway        {mesh.gateway_url}   (Host: {mesh.host_header})")
         out.print(f"gateway admin  {mesh.gateway.admin_url}")
-        out.print(f"sidecar admin  {mesh.sidecar.admin_url}")
+        if mesh.sidecar is not None:
+            out.print(f"sidecar admin  {mesh.sidecar.admin_url}")
         out.print(
             f"collector      {mesh.collector_url}   (Zipkin v2 API: /api/v2/spans, /api/v2/trace/ID, ...)"
         )
@@ -1415,6 +1500,7 @@ def stack_up(
 
 
 def main() -> None:
+    _sigint_as_interrupt()
     try:
         app()
     except KeyboardInterrupt:
