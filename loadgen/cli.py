@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from loadgen import __version__
+from loadgen.backends.base import BackendOptions, parse_backend_spec
 from loadgen.calibrate import CalibrateOptions, CalibrationError
 from loadgen.calibrate import calibrate as run_calibration
 from loadgen.capacity import CapacityOptions, KneeBounds, SafetyBounds, run_capacity
@@ -31,7 +33,8 @@ from loadgen.gates import (
 )
 from loadgen.istio_config import IstioConfigError, WorkloadMode, effective_sampling, load_istio_files
 from loadgen.planner import default_precision, detection_plan, exact_prediction_requests, plan_sample_size
-from loadgen.profile import profile_advice
+from loadgen.probe import ProbeError, probe_mesh
+from loadgen.profile import MeshProfile, profile_advice
 from loadgen.propagation import DEFAULT_MIX, MODE_SPECS, format_mix, parse_mix
 from loadgen.report.compare import compare_summaries, render_comparison_markdown
 from loadgen.report.html import render_run_folder
@@ -1254,12 +1257,42 @@ def doctor(
         namespace=namespace,
         path=path,
     )
+    profile_ = _doctor_probe(gateway, host, backend, path) if gateway and backend else None
     if as_json:
-        out.print_json(json.dumps(report_.to_dict()))
+        body = report_.to_dict()
+        if profile_ is not None:
+            body["profile"] = profile_.to_dict()
+            body["changes"] = profile_advice(profile_)
+        out.print_json(json.dumps(body))
     else:
         for line in report_.render_text():
             out.print(line, markup=False, highlight=False)
+        if profile_ is not None:
+            out.print(profile_table(profile_.to_dict()))
+            for advice in profile_advice(profile_) or ["nothing: loadgen learned every fact it needs"]:
+                out.print(f"[bold]change:[/] {escape(advice)}")
     raise typer.Exit(report_.exit_code)
+
+
+def _doctor_probe(gateway: str, host: str, backend: str, path: str) -> MeshProfile | None:
+    """The run's own probe, so doctor shows what a run would learn and what to change. A probe
+    that cannot run is reported as a note (the checks above already say why)."""
+    try:
+        reader = parse_backend_spec(backend, BackendOptions.from_env(os.environ))
+    except ValueError as exc:
+        err.print(f"[yellow]note:[/] probe skipped: {escape(str(exc))}")
+        return None
+    try:
+        with err.status("probing the mesh") as spinner:
+            run_id = time.strftime("doctor-%Y%m%d-%H%M%S-probe")
+            return probe_mesh(
+                gateway, host, reader, run_id, path=path, status=lambda m: spinner.update(escape(m))
+            )
+    except ProbeError as exc:
+        err.print(f"[yellow]note:[/] probe failed: {escape(str(exc))}")
+        return None
+    finally:
+        reader.close()
 
 
 @app.command()
