@@ -138,3 +138,31 @@ def test_embedded_collector_accepts_a_v1_body_at_the_v2_path_but_drops_its_field
         "service name 'loadgen-doctor' lost (got none)",
         "tag loadgen.probe=1 lost",
     ]
+
+
+def test_doctor_probes_and_prints_what_to_change(tmp_path: Path) -> None:
+    """Issue 9: doctor runs the run's own probe and names the settings that limit a run, here
+    a non-edge gateway (keeps client x-request-ids) whose Envoys add no run-id tag."""
+    import subprocess
+    import sys
+
+    from loadgen.stack.envoy import TracingConfig
+
+    tracing = TracingConfig(run_id_tag="", gateway_use_remote_address=False)
+    started = EmbeddedMesh(tmp_path, MeshConfig(tracing=tracing, fanout=False)).start()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "loadgen.cli", "doctor", "--gateway", started.gateway_url,
+             "--host", started.host_header, "--backend", f"zipkin:{started.collector_url}", "--json"],
+            capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+    finally:
+        started.stop()
+    assert proc.stdout.strip(), proc.stderr
+    body = json.loads(proc.stdout)
+    assert body["profile"]["request_id"] == "kept_honoured"
+    assert body["profile"]["run_id_tag"] is None
+    changes = " ".join(body["changes"])
+    assert "customTags" in changes and "x-loadgen-run-id" in changes
+    assert "keeps client x-request-ids" in changes
+    assert "Traceback" not in proc.stderr
