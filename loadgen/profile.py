@@ -369,15 +369,15 @@ def expectation_context(
     if p.w3c is not None:
         ctx = replace(ctx, w3c=p.w3c)
     # Envoy marks char 14 of the x-request-id with the reason it traced: `b` for
-    # x-client-trace-id, `a` for x-envoy-force-trace. A header that is honoured only for some
-    # requests is a coin the client cannot see: client_sampling (x-client-trace-id only) or
-    # overall_sampling (vetoes any forced decision), strictly between 0 and 100.
+    # x-client-trace-id. Honoured for only some requests, it is a coin the client cannot see
+    # (client_sampling, or overall_sampling, strictly between 0 and 100): those modes are then
+    # unpredictable. overall_sampling itself is never estimated from the probe's few requests:
+    # an estimate would make exact x-request-id predictions wrong. If it is below 100, the
+    # sampling verdict finds decisions that disagree with the configured percentage, which is
+    # the truth about such a gateway.
     ct = p.client_trace_id
     if ct is not None and ct.sent:
         ctx = replace(ctx, client_sampling_percent=100.0 * ct.marked / ct.sent)
-    ft = p.force_trace
-    if ft is not None and ft.honoured and ft.marked < ft.sent:
-        ctx = replace(ctx, overall_sampling_percent=100.0 * ft.marked / ft.sent)
     return ctx
 
 

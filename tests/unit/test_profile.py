@@ -133,8 +133,10 @@ def test_forcing_headers_set_internal_client_and_sampling_percentages() -> None:
     assert ctx.client_internal is True
     assert ctx.client_sampling_percent == pytest.approx(25.0)
     assert ctx.overall_sampling_percent == 100.0
+    # A partly honoured force-trace (overall_sampling < 100) is not turned into an estimate of
+    # overall_sampling: the configured percentage stays what decisions are judged against.
     cut = MeshProfile("p", "/", force_trace=Forcing(sent=4, traced=1, marked=1))
-    assert expectation_context(cut, 100.0).overall_sampling_percent == pytest.approx(25.0)
+    assert expectation_context(cut, 100.0).overall_sampling_percent == 100.0
     ignored = MeshProfile("p", "/", force_trace=Forcing(sent=5, traced=0, marked=0))
     assert expectation_context(ignored, 100.0).client_internal is False
 
