@@ -36,6 +36,7 @@ from loadgen.ledger import LedgerStats, LedgerTail, LiveCounts, read_ledger
 from loadgen.probe import ProbeError, probe_mesh
 from loadgen.profile import (
     PROFILE_FILE,
+    RUN_ID_TAG_ADVICE,
     MeshProfile,
     ProfileError,
     declaration_warnings,
@@ -455,6 +456,11 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             quiet_s = learned_quiet_s if learned_quiet_s is not None else fallback_quiet_s
         run_id_tag = profile.run_id_tag if profile.source != "flags" else opts.tracing.run_id_tag
         gaps = expectation_gaps(profile)
+        if not run_id_tag:
+            notes.append(
+                "no span carries the run id (the probe found no run-id tag): the run-tag search is "
+                "skipped and its estimates are null; " + RUN_ID_TAG_ADVICE
+            )
         expect = Expectation(
             shape.total if shape else 0,
             tuple(svc for svc in (shape.services if shape else ()) if svc != "*"),
