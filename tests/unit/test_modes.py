@@ -564,3 +564,93 @@ def test_propagation_counts_only_modes_whose_trace_id_should_survive() -> None:
 def test_default_context_follows_the_configured_percent() -> None:
     assert Expectation(2, (), 12.5).mode_context() == ExpectationContext(sampling_percent=12.5)
     assert expectation(KEEP).mode_context() is KEEP
+
+
+# --- overall_sampling below 100 (measured on Envoy 1.40: README "overall_sampling",
+# tests/integration/test_mesh_knobs.py) ------------------------------------------------------------
+
+U = Decision.UNPREDICTABLE
+EDGE50 = ExpectationContext(sampling_percent=100.0, overall_sampling_percent=50.0)
+INTERNAL_R30_O60 = ExpectationContext(
+    sampling_percent=30.0, client_internal=True, overall_sampling_percent=60.0
+)
+KEEP_R60_O30 = ExpectationContext(
+    sampling_percent=60.0, preserve_external_request_id=True, overall_sampling_percent=30.0
+)
+EDGE0 = ExpectationContext(sampling_percent=100.0, overall_sampling_percent=0.0)
+OVERALL_CONTEXTS = (EDGE50, INTERNAL_R30_O60, KEEP_R60_O30, EDGE0)
+# mode: (decision, proxy_percent, predictable before sending) at EDGE50, INTERNAL_R30_O60,
+# KEEP_R60_O30, EDGE0. Random sampling: min(random, overall); a forced decision on a kept
+# client id: overall; on Envoy's own id: a coin the client cannot see; client flags: untouched.
+OVERALL_TABLE: dict[HeaderMode, tuple[tuple[Decision, float | None, bool], ...]] = {
+    M.NONE: ((P, 50.0, False), (P, 30.0, False), (P, 30.0, False), (P, 0.0, False)),
+    M.B3_MULTI_NO_FLAG: ((P, 50.0, False), (P, 30.0, False), (P, 30.0, False), (P, 0.0, False)),
+    M.CLIENT_TRACE_ID: ((U, None, False), (U, None, False), (U, None, False), (N, None, False)),
+    M.FORCE_TRACE: ((P, 50.0, False), (U, None, False), (P, 30.0, False), (P, 0.0, False)),
+    M.XRID_RANDOM: ((P, 50.0, False), (P, 30.0, True), (P, 30.0, True), (P, 0.0, False)),
+    M.XRID_FORCED: ((P, 50.0, False), (P, 60.0, True), (P, 30.0, True), (P, 0.0, False)),
+    M.XRID_NON_UUID: ((P, 50.0, False), (N, None, False), (N, None, False), (P, 0.0, False)),
+    M.B3_MULTI_SAMPLED: ((S, None, False),) * 4,
+    M.B3_SINGLE_DEBUG_ONLY: ((S, None, False),) * 4,
+    M.B3_SAMPLED_ONLY: ((S, None, False),) * 4,
+    M.B3_MULTI_NOT_SAMPLED: ((Z, None, False),) * 4,
+    M.CLIENT_TRACE_ID_NOT_SAMPLED: ((Z, None, False),) * 4,
+}
+
+
+@pytest.mark.parametrize("mode", list(OVERALL_TABLE))
+def test_overall_sampling_expectations(mode: HeaderMode) -> None:
+    for ctx, (decision, percent, predictable) in zip(OVERALL_CONTEXTS, OVERALL_TABLE[mode], strict=True):
+        exp = MODE_SPECS[mode].expected(ctx)
+        got = (exp.decision, exp.proxy_percent, exp.predictable_before_send)
+        assert got == (decision, percent, predictable), (mode, ctx)
+
+
+def test_overall_sampling_what_the_upstream_and_collector_see() -> None:
+    vetoed_coin = MODE_SPECS[M.CLIENT_TRACE_ID].expected(EDGE50)
+    assert vetoed_coin.upstream_sampled is None and vetoed_coin.spans is None
+    assert "overall_sampling 50" in vetoed_coin.reason
+    never = MODE_SPECS[M.CLIENT_TRACE_ID].expected(EDGE0)
+    assert never.upstream_sampled is False and never.spans is False
+    internal_force = MODE_SPECS[M.FORCE_TRACE].expected(replace(EDGE0, client_internal=True))
+    assert internal_force.decision is N and internal_force.spans is False
+    # A client flag is untouched even at overall 0.
+    assert MODE_SPECS[M.B3_SINGLE_DEBUG].expected(EDGE0).spans is True
+    assert MODE_SPECS[M.B3_MULTI_SAMPLED].expected(EDGE0).upstream_sampled is True
+
+
+def test_overall_sampling_thresholds_truncate_like_envoy() -> None:
+    # int(10000 * (0.004 / 100)) == 0: nothing passes; int(10000 * 0.99999) == 9999: not all.
+    assert (
+        MODE_SPECS[M.CLIENT_TRACE_ID].expected(replace(EDGE50, overall_sampling_percent=0.004)).decision is N
+    )
+    assert (
+        MODE_SPECS[M.CLIENT_TRACE_ID].expected(replace(EDGE50, overall_sampling_percent=99.999)).decision is U
+    )
+    assert (
+        MODE_SPECS[M.CLIENT_TRACE_ID].expected(replace(EDGE50, overall_sampling_percent=100.0)).decision is S
+    )
+
+
+def test_overall_sampling_with_unknown_random_sampling_and_client_sampling() -> None:
+    unknown = ExpectationContext(overall_sampling_percent=50.0)
+    none = MODE_SPECS[M.NONE].expected(unknown)
+    assert none.decision is P and none.proxy_percent is None  # min(unknown, 50) is unknown
+    coin = ExpectationContext(
+        sampling_percent=10.0, client_sampling_percent=50.0, overall_sampling_percent=50.0
+    )
+    assert MODE_SPECS[M.CLIENT_TRACE_ID].expected(coin).decision is U
+
+
+def test_at_overall_100_proxy_decides_at_random_sampling() -> None:
+    ctx = ExpectationContext(sampling_percent=12.5)
+    assert ctx.overall_sampling_percent == 100.0  # Istio's value is the default
+    assert MODE_SPECS[M.NONE].expected(ctx).proxy_percent == 12.5
+    assert MODE_SPECS[M.CLIENT_TRACE_ID].expected(ctx).decision is S
+    assert MODE_SPECS[M.XRID_FORCED].expected(replace(ctx, client_internal=True)).decision is S
+    assert "overall" not in MODE_SPECS[M.NONE].expected(ctx).reason
+
+
+def test_tracing_config_passes_overall_sampling_through() -> None:
+    assert TracingConfig(overall_sampling_percent=25.0).expectation_context().overall_sampling_percent == 25.0
+    assert TracingConfig().expectation_context().overall_sampling_percent == 100.0
