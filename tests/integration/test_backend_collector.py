@@ -110,6 +110,24 @@ def test_fetch_found_and_missing(
         assert out[trace_id].status is FetchStatus.MISSING
 
 
+@pytest.mark.parametrize(
+    "requested, echoed",
+    [
+        ("abcdef0123456789", "abcdef0123456789"),
+        ("0123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcdef"),
+        ("0000000000000000fedcba9876543210", "fedcba9876543210"),  # zero high half dropped
+        ("123456789abcdef0123", "0000000000000123456789abcdef0123"),  # 17..31: padded to 32
+    ],
+)
+def test_unknown_trace_answers_exactly_like_zipkin(collector_url: str, requested: str, echoed: str) -> None:
+    # openzipkin/zipkin ZipkinQueryApiV2.getTrace: 404, Armeria's ANY_TEXT_TYPE, and
+    # Span.normalizeTraceId(id) + " not found" with no newline.
+    resp = httpx.get(f"{collector_url}/api/v2/trace/{requested}", timeout=10)
+    assert resp.status_code == 404
+    assert resp.headers["content-type"] == "text/*"
+    assert resp.content == f"{echoed} not found".encode()
+
+
 def test_search_by_run_tag_in_a_window(collector_url: str, posted: dict[str, list[dict[str, Any]]]) -> None:
     with ZipkinBackend(collector_url) as backend:
         traces = backend.search(

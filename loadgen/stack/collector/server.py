@@ -319,9 +319,13 @@ class _Collector:
         raw = request.match_info["trace_id"]
         if not _TRACE_ID_RE.fullmatch(raw):
             return _text(400, f"traceId: expected 16 to 32 hex characters, got {raw!r}")
-        trace = self.store.get_trace(normalize_trace_id(_pad_trace_id(raw)))
+        trace_id = normalize_trace_id(_pad_trace_id(raw))
+        trace = self.store.get_trace(trace_id)
         if trace is None:
-            return _text(404, f"trace {raw} not found")
+            # Byte for byte what Zipkin answers (openzipkin/zipkin ZipkinQueryApiV2.getTrace):
+            # Armeria's ANY_TEXT_TYPE, and the normalized id + " not found" without a newline.
+            # Readers take exactly this form as "missing" (loadgen/backends/zipkin.py).
+            return web.Response(status=404, body=f"{trace_id} not found".encode(), content_type="text/*")
         return _json(trace)
 
     async def get_trace_many(self, request: web.Request) -> web.Response:
