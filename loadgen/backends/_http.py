@@ -5,7 +5,8 @@ messages that never carry a secret.
 Retry policy: 5xx answers 500/502/503/504, 429, timeouts and connection errors are transient and
 retried `options.retries` times; the delay before retry n (0-based) is `backoff_s * 2**n`, or the
 server's Retry-After (seconds, capped at 30 s) when that is longer. Every other status is final
-and returned to the reader, which decides what it means (a 404 may be MISSING or a wrong path).
+and returned to the reader, which decides what it means: a 404 is MISSING only in the backend's
+own not-found form (its body says so), never because of the status alone.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -27,12 +27,12 @@ from loadgen.backends.base import BackendOptions, redact_url
 
 __all__ = [
     "RETRY_STATUSES",
-    "ApiTrust",
     "BackendOverrides",
     "HttpClient",
     "RequestFailed",
     "describe",
     "json_body",
+    "media_type",
     "resolve_options",
     "run_concurrently",
 ]
@@ -43,6 +43,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 """Transient answers worth retrying; every other status is final."""
 # Cap on a server's Retry-After so a misbehaving proxy cannot stall a run.
 _MAX_RETRY_AFTER_S = 30.0
+# How much of an answer's body a message quotes.
+_BODY_CHARS = 80
 
 QueryParams = Mapping[str, str | int] | Sequence[tuple[str, str | int]]
 
@@ -146,13 +148,21 @@ class HttpClient:
     def describe(self, exc: Exception) -> str:
         return self.scrub(describe(exc))
 
+    def summary(self, resp: httpx.Response) -> str:
+        """An answer in one short line, e.g. `404 text/plain "404 page not found"`: the status, the
+        media type and the start of the body (whitespace collapsed, secrets scrubbed)."""
+        # Scrubbed before it is cut, so that no secret is cut in half and half shown.
+        text = self.scrub(" ".join(resp.text[: 4 * _BODY_CHARS].split()))
+        if len(text) > _BODY_CHARS:
+            text = text[: _BODY_CHARS - 3] + "..."
+        return f'{resp.status_code} {self.scrub(media_type(resp))} "{text}"'
+
     def problem(self, resp: httpx.Response, path: str) -> str:
-        """A short description of a non-success answer: status and the start of the body."""
-        text = " ".join(resp.text.split())[:200]
-        message = f"HTTP {resp.status_code} from {path}"
+        """A short description of a non-success answer: `{path} answered {summary}`."""
+        message = f"{path} answered {self.summary(resp)}"
         if resp.status_code in (414, 431):
             message += " (request too long: lower the batch size)"
-        return self.scrub(f"{message}: {text}" if text else message)
+        return message
 
     def get_once(self, path: str, params: QueryParams | None = None) -> httpx.Response:
         """One GET of `{root}{path}`, no retries; RequestFailed on any transport error."""
@@ -200,6 +210,11 @@ def _query(
     return tuple(params)  # repeated names, e.g. traceID=a&traceID=b
 
 
+def media_type(resp: httpx.Response) -> str:
+    """The answer's media type without parameters, lowercase (`text/plain`), or `no content type`."""
+    return resp.headers.get("content-type", "").split(";")[0].strip().lower() or "no content type"
+
+
 def json_body(resp: httpx.Response) -> Any:
     """The decoded JSON body, or None when it is not JSON (an HTML login page, a proxy error)."""
     try:
@@ -241,53 +256,3 @@ def run_concurrently(
     finally:
         # Also reached when the consumer stops early (e.g. on_progress raised).
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-class ApiTrust:
-    """Whether the base URL is proven to be the expected query API, so that a 404 for one trace
-    id can be trusted as MISSING rather than read as "wrong base path".
-
-    Proof is any well-formed answer (`mark_verified`) or a successful probe of a cheap listing
-    endpoint (`verify`). A probe's negative verdict is cached unless it was transient.
-    """
-
-    def __init__(
-        self, client: HttpClient, probe_path: str, problem_of: Callable[[httpx.Response], str | None]
-    ) -> None:
-        self._client = client
-        self._probe_path = probe_path
-        self._problem_of = problem_of
-        self._lock = threading.Lock()
-        self._probe_lock = threading.Lock()
-        self._verified = False
-        self._broken: str | None = None
-
-    def mark_verified(self) -> None:
-        with self._lock:
-            self._verified = True
-
-    def _cached(self) -> tuple[bool, str | None]:
-        with self._lock:
-            return self._verified or self._broken is not None, self._broken
-
-    def verify(self) -> str | None:
-        """None when the URL is the expected API (cached), else what is wrong with it."""
-        known, problem = self._cached()
-        if known:
-            return problem
-        # One probe at a time: concurrent 404s wait for its verdict instead of probing again.
-        with self._probe_lock:
-            known, problem = self._cached()
-            if known:
-                return problem
-            try:
-                resp = self._client.get(self._probe_path)
-            except RequestFailed as exc:
-                return f"the {self._probe_path} probe failed: {exc}"  # transient: not cached
-            problem = self._problem_of(resp)
-            with self._lock:
-                if problem is None:
-                    self._verified = True
-                elif resp.status_code not in RETRY_STATUSES:
-                    self._broken = problem
-            return problem

@@ -15,7 +15,10 @@ and the collector use.
 
 Outcome semantics the reconciler relies on:
 - `FOUND`: the backend answered and holds at least one span of the trace.
-- `MISSING`: the backend answered successfully and the trace was not in the answer.
+- `MISSING`: the backend itself said it does not hold the trace: its own not-found answer (Zipkin's
+  404 `<id> not found`, Jaeger's "trace not found" / "No traces found" bodies) or a well-formed
+  batch answer without the trace. A 404 in any other form (a proxy's `404 page not found`, an HTML
+  page) proves nothing about the trace and is `ERROR`.
 - `ERROR`: the trace could not be queried (retries exhausted, 4xx, bad answer, invalid id). The
   reconciler reports it as *unknown*, never as *missing*: a backend outage is not span loss.
 """
@@ -26,6 +29,7 @@ import abc
 import base64
 import os
 import re
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
@@ -83,8 +87,9 @@ class Fetched:
 class BackendError(Exception):
     """The backend is unreachable or misconfigured; the message says what to do.
 
-    Raised by `check()` and `search()`. `fetch_many()` never raises it for a failed request:
-    it records `FetchStatus.ERROR` per id instead, so partial answers stay usable.
+    Raised by `check()`, `check_trace_route()` and `search()`. `fetch_many()` never raises it
+    for a failed request: it records `FetchStatus.ERROR` per id instead, so partial answers stay
+    usable.
     """
 
 
@@ -99,6 +104,37 @@ class TraceBackend(abc.ABC):
     @abc.abstractmethod
     def check(self) -> None:
         """Cheap reachability probe of the query API; raises BackendError with a hint."""
+
+    def check_trace_route(self) -> None:
+        """Preflight of the fetch-by-id route: GET one random, well-formed trace id that cannot
+        exist, which must come back as the backend's own not-found answer (MISSING). Anything else
+        (a proxy's 404, an HTML page, a 5xx, a timeout) raises BackendError with a one-line message
+        naming the answer's status and content type: with such a route every trace would be
+        *unknown*, and before this check an ordinary 404 was mistaken for span loss.
+
+        Built on `fetch_many`, so every reader whose `fetch_many` keeps the MISSING contract (see
+        the module docstring) gets it as is; readers override `trace_route_hint` to add advice."""
+        probe = _unknown_trace_id()
+        fetched = self.fetch_many([probe]).get(probe)
+        if fetched is not None and fetched.status is FetchStatus.MISSING:
+            return
+        if fetched is None:
+            reason = "no answer for it"
+        elif fetched.status is FetchStatus.FOUND:
+            reason = f"{len(fetched.spans)} span(s) for it, though it cannot exist"
+        else:
+            reason = fetched.error or "an error"
+        raise BackendError(
+            f"{self.name} at {self.url} does not answer an unknown trace id ({probe}) with its own "
+            f"not-found answer: {reason}. {self.trace_route_hint()}"
+        )
+
+    def trace_route_hint(self) -> str:
+        """What to check when `check_trace_route` fails."""
+        return (
+            "A proxy or ingress in front of the backend may route only some paths; "
+            "check the base path / tenant."
+        )
 
     @abc.abstractmethod
     def fetch_many(
@@ -139,6 +175,15 @@ class TraceBackend(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _unknown_trace_id() -> str:
+    """A random 128-bit trace id (32 lowercase hex, non-zero high half so no reader shortens it):
+    well-formed, and with odds of about n / 2**128 of naming one of n traces that exist."""
+    while True:
+        tid = secrets.token_hex(16)
+        if tid[:16] != "0" * 16:
+            return tid
 
 
 def redact_url(url: str) -> str:

@@ -5,8 +5,10 @@ v2.0–v2.20; shared/specs/README.md and jaeger-api-trace-example.json).
   `{"data": [UI trace…], "errors": [{"msg", "traceID"}] | null, …}`; ids not found come back in
   `errors[]` as "trace not found" (Jaeger v1) or are simply absent (v2): both are MISSING. A batch
   of one, and servers without the multi-get (404: the search route was removed after v2.20), use
-  `GET /api/traces/{id}`, whose 404 with the "trace not found" envelope is MISSING. A 404 without
-  that envelope comes from something else (wrong base path, a proxy) and is ERROR.
+  `GET /api/traces/{id}`, whose 404 with the "trace not found" envelope (`{"data": null, …,
+  "errors": [{"code": 404, "msg": "trace not found"}]}`, sent by Go's http.Error as text/plain) is
+  MISSING. A 404 in any other form comes from something else (a wrong base path, a proxy that routes
+  only some paths) and is ERROR: it says nothing about the trace.
 - search: `GET /api/traces?service=…&tags={json}&start=µs&end=µs&limit=N` (service required).
 - check: `GET /api/services`.
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Unpack
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -48,12 +50,15 @@ _NOT_FOUND = "trace not found"
 
 
 def base_path_hint(url: str) -> str:
-    """What to try when a Jaeger path answers 404 under `url`."""
-    if urlsplit(url).path.rstrip("/").endswith("/jaeger"):
-        return "Check the base path (jaeger_query.base_path, --query.base-path)."
+    """What to try when a Jaeger path answers 404 under `url`: the other usual base paths on the
+    same host (Istio's addon: /jaeger; a default Jaeger: none), replacing the path in `url`."""
+    parts = urlsplit(url)
+    root = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+    current = root + parts.path.rstrip("/")
+    tries = " or ".join(c for c in (f"{root}/jaeger", root) if c != current)
     return (
-        "Istio's Jaeger addon serves the query API under the base path /jaeger: "
-        f"try {url.rstrip('/')}/jaeger (e.g. http://tracing.istio-system/jaeger)."
+        "Check the base path (jaeger_query.base_path, --query.base-path; Istio's Jaeger addon "
+        f"serves the query API under /jaeger, e.g. http://tracing.istio-system/jaeger): try {tries}."
     )
 
 
@@ -203,7 +208,9 @@ class JaegerBackend(TraceBackend):
         body = json_body(resp)
         data = _envelope_data(body)
         if data is None:
-            return all_error(ids, f"{path} answered 200 but not with Jaeger's {{data, errors}} envelope")
+            return all_error(
+                ids, f"{path}: {self._http.summary(resp)} is not Jaeger's {{data, errors}} envelope"
+            )
         result = assign(ids, _spans_of(data))
         for error in body.get("errors") or ():
             if not isinstance(error, Mapping):
@@ -219,7 +226,7 @@ class JaegerBackend(TraceBackend):
 
     def _fetch_one(self, tid: str) -> tuple[Fetched, bool]:
         """The answer for one id, and whether it proved the URL is the Jaeger query API."""
-        path = f"/api/traces/{tid}"
+        path = "/api/traces/{id}"
         try:
             resp = self._http.get(f"/traces/{tid}")
         except RequestFailed as exc:
@@ -228,23 +235,18 @@ class JaegerBackend(TraceBackend):
         if resp.status_code == 404:
             if _is_not_found(body):
                 return Fetched(FetchStatus.MISSING), True
-            return (
-                Fetched(
-                    FetchStatus.ERROR,
-                    error=f"{path} answered 404 without Jaeger's 'trace not found' envelope: "
-                    f"this is not the Jaeger query API. {base_path_hint(self.url)}",
-                ),
-                False,
-            )
+            error = f'{path}: {self._http.summary(resp)} is not Jaeger\'s "trace not found" answer'
+            return Fetched(FetchStatus.ERROR, error=error), False
         if resp.status_code != 200:
             return Fetched(FetchStatus.ERROR, error=self._http.problem(resp, path)), False
         data = _envelope_data(body)
         if data is None:
-            return (
-                Fetched(FetchStatus.ERROR, error=f"{path} answered 200 but not with Jaeger's envelope"),
-                False,
-            )
+            error = f"{path}: {self._http.summary(resp)} is not Jaeger's {{data, errors}} envelope"
+            return Fetched(FetchStatus.ERROR, error=error), False
         return assign([tid], _spans_of(data))[tid], True
+
+    def trace_route_hint(self) -> str:
+        return f"{super().trace_route_hint()} {base_path_hint(self.url)}"
 
     def _services_problem(self, resp: httpx.Response) -> str | None:
         """Why a `/api/services` answer shows this is not a usable Jaeger query API, or None."""
@@ -260,9 +262,7 @@ class JaegerBackend(TraceBackend):
         if status in (202, 400, 405):
             return f"{where} answered HTTP {status}: {receiver_hint(self.url)}"
         if status != 200:
-            return (
-                f"{where} answered {self._http.problem(resp, '/api/services')}: is this the Jaeger query API?"
-            )
+            return f"{where} answered {self._http.summary(resp)}: is this the Jaeger query API?"
         body = json_body(resp)
         if _envelope_data(body) is not None:
             return None
@@ -288,7 +288,8 @@ def _envelope_data(body: Any) -> list[Any] | None:
 
 
 def _is_not_found(body: Any) -> bool:
-    if not isinstance(body, dict) or not isinstance(body.get("errors"), list):
+    """Jaeger's 404 for one unknown id: its envelope with a "trace not found" entry in `errors`."""
+    if _envelope_data(body) is None or not isinstance(body.get("errors"), list):
         return False
     return any(isinstance(e, Mapping) and _NOT_FOUND in str(e.get("msg", "")).lower() for e in body["errors"])
 

@@ -2,10 +2,11 @@
 jaeger-api-v3-query_service*.openapi.yaml, jaeger-api-v3-gettrace-example.json).
 
 - fetch: `GET /api/v3/traces/{32-hex id}` -> `{"result": OTLP TracesData}`. There is no batch
-  endpoint, so ids are fetched one per request, `concurrency` at a time. A 404 ("No traces found"
-  or "trace not found") is MISSING only once the URL is proven to be a Jaeger api_v3 (a well-formed
-  answer, or `GET /api/v3/services` answering `{"services": [...]}`); otherwise ERROR, because a
-  wrong base path answers 404 too.
+  endpoint, so ids are fetched one per request, `concurrency` at a time. An unknown id is MISSING
+  only in Jaeger's own answer: 404 with the grpc-gateway style body `{"error": {"httpCode": 404,
+  "message": "No traces found"}}` (or "trace not found"), sent by Go's http.Error as text/plain
+  (jaeger apiv3/http_gateway.go). Any other 404 (a wrong base path, a proxy routing only some
+  paths) is ERROR: it says nothing about the trace.
 - search: `GET /api/v3/traces` with the time window as RFC 3339 with nanoseconds (required by the
   server). Two parameter generations exist (`param_style`):
   - "camel" (v2.19+): `query.serviceName`, `query.startTimeMin`, `query.startTimeMax`,
@@ -35,7 +36,6 @@ import httpx
 
 from loadgen.backends._common import assign, fetch_all
 from loadgen.backends._http import (
-    ApiTrust,
     BackendOverrides,
     HttpClient,
     RequestFailed,
@@ -103,7 +103,6 @@ class JaegerV3Backend(TraceBackend):
         base, self._options, auth = resolve_options(base_url, options, overrides)
         self.url = redact_url(base)
         self._http = HttpClient(f"{base}/api/v3", self._options, auth)
-        self._trust = ApiTrust(self._http, "/services", self._services_problem)
         # Settled on the first search when AUTO.
         self._style: ParamStyle | None = None if style is ParamStyle.AUTO else style
 
@@ -126,7 +125,6 @@ class JaegerV3Backend(TraceBackend):
         problem = self._services_problem(resp)
         if problem is not None:
             raise BackendError(problem)
-        self._trust.mark_verified()
 
     def fetch_many(
         self,
@@ -207,7 +205,6 @@ class JaegerV3Backend(TraceBackend):
         body = json_body(resp)
         if resp.status_code == 404:
             if _is_not_found(body):
-                self._trust.mark_verified()
                 return {}
             raise BackendError(
                 f"Jaeger api_v3 search at {self.url} failed: {self._http.problem(resp, '/api/v3/traces')}. "
@@ -223,7 +220,6 @@ class JaegerV3Backend(TraceBackend):
                 f"Jaeger api_v3 search at {self.url} answered 200 but not with "
                 '{"result": TracesData}: is the URL the Jaeger query API?'
             )
-        self._trust.mark_verified()
         groups: dict[str, list[tuple[Span, dict[str, str]]]] = {}
         for span, searchable in iter_searchable(result):
             groups.setdefault(span["traceId"], []).append((span, searchable))
@@ -258,26 +254,27 @@ class JaegerV3Backend(TraceBackend):
     # -- fetching ----------------------------------------------------------------------------
 
     def _fetch_one(self, tid: str) -> Fetched:
-        path = f"/api/v3/traces/{tid.zfill(32)}"
+        path = "/api/v3/traces/{id}"
         try:
             resp = self._http.get(f"/traces/{tid.zfill(32)}")
         except RequestFailed as exc:
             return Fetched(FetchStatus.ERROR, error=f"{path}: {exc}")
+        body = json_body(resp)
         if resp.status_code == 404:
-            problem = self._trust.verify()
-            if problem is not None:
-                return Fetched(FetchStatus.ERROR, error=f"{path} answered 404 and {problem}")
-            return Fetched(FetchStatus.MISSING)
+            if _is_not_found(body):
+                return Fetched(FetchStatus.MISSING)
+            error = f'{path}: {self._http.summary(resp)} is not Jaeger\'s "No traces found" answer'
+            return Fetched(FetchStatus.ERROR, error=error)
         if resp.status_code != 200:
             return Fetched(FetchStatus.ERROR, error=self._http.problem(resp, path))
-        body = json_body(resp)
         result = body.get("result") if isinstance(body, dict) else None
         if not isinstance(result, dict):
-            return Fetched(
-                FetchStatus.ERROR, error=f'{path} answered 200 but not with {{"result": TracesData}}'
-            )
-        self._trust.mark_verified()
+            error = f'{path}: {self._http.summary(resp)} is not {{"result": TracesData}}'
+            return Fetched(FetchStatus.ERROR, error=error)
         return assign([tid], traces_data_to_spans(result))[tid]
+
+    def trace_route_hint(self) -> str:
+        return f"{super().trace_route_hint()} {base_path_hint(self.url)}"
 
     def _services_problem(self, resp: httpx.Response) -> str | None:
         """Why a `/api/v3/services` answer shows this is not a usable Jaeger api_v3, or None."""
@@ -296,7 +293,7 @@ class JaegerV3Backend(TraceBackend):
         if status in (202, 400, 405):
             return f"{where} answered HTTP {status}: {receiver_hint(self.url)}"
         if status != 200:
-            return f"{where} answered {self._http.problem(resp, '/api/v3/services')}: is this Jaeger?"
+            return f"{where} answered {self._http.summary(resp)}: is this Jaeger?"
         body = json_body(resp)
         if isinstance(body, dict) and isinstance(body.get("services"), list):
             return None
@@ -309,12 +306,13 @@ class JaegerV3Backend(TraceBackend):
 
 
 def _is_not_found(body: Any) -> bool:
-    """The grpc-gateway style `{"error": {"httpCode": 404, "message": "No traces found"}}`."""
+    """Jaeger's grpc-gateway style `{"error": {"httpCode": 404, "message": "No traces found"}}`
+    ("trace not found" when the storage reports ErrTraceNotFound)."""
     error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
+    if not isinstance(error, dict) or error.get("httpCode", 404) != 404:
         return False
-    message = str(error.get("message", "")).lower()
-    return "no traces found" in message or "trace not found" in message
+    message = str(error.get("message", "")).strip().lower()
+    return message in ("no traces found", "trace not found")
 
 
 def _matches(searchable: Mapping[str, str], tags: Mapping[str, str]) -> bool:

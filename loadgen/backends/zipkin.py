@@ -3,11 +3,19 @@
 Traces are fetched in batches with `GET /api/v2/traceMany?traceIds=a,b,…` (a batch of one uses
 `GET /api/v2/trace/{id}`), concurrently over a pooled client, with retries on transient failures
 (loadgen.backends._http). Old servers without `/traceMany` (404) are read one id at a time for the
-rest of the session.
+rest of the session, once a per-id answer has shown they are Zipkin.
+
+An id is MISSING only when Zipkin itself says so: a 200 `/traceMany` list of traces without it, or
+Zipkin's own answer to `GET /api/v2/trace/{id}` for an unknown id, which is (openzipkin/zipkin,
+ZipkinQueryApiV2.getTrace) status 404, `Content-Type: text/*` (Armeria's ANY_TEXT_TYPE; Zipkin
+2.12-2.16 sent `text/plain; charset=utf-8`) and the body `<id> not found`, the id normalized
+(`Span.normalizeTraceId`: left-padded to 16 or 32 hex, a zero high half dropped). Any other answer,
+a proxy's `404 page not found` included, is ERROR: it says nothing about the trace.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Unpack
 
@@ -15,11 +23,11 @@ import httpx
 
 from loadgen.backends._common import all_error, assign, fetch_all
 from loadgen.backends._http import (
-    ApiTrust,
     BackendOverrides,
     HttpClient,
     RequestFailed,
     json_body,
+    media_type,
     resolve_options,
 )
 from loadgen.backends.base import (
@@ -33,9 +41,13 @@ from loadgen.backends.base import (
     redact_url,
 )
 
-__all__ = ["ZipkinBackend"]
+__all__ = ["ZipkinBackend", "is_not_found_answer"]
 
 _JAEGER_HINT = "For Jaeger use --backend jaeger:URL"
+# Zipkin's not-found answer (see the module docstring): its media types, and the body.
+_NOT_FOUND_TYPES = frozenset({"text/*", "text/plain"})
+_NOT_FOUND_BODY = re.compile(r"([0-9a-fA-F]{1,32}) not found")
+_TRACE_ROUTE = "/trace/{id}"
 
 
 class ZipkinBackend(TraceBackend):
@@ -58,10 +70,11 @@ class ZipkinBackend(TraceBackend):
         base, self._options, auth = resolve_options(base_url, options, overrides)
         self.url = redact_url(base)
         self._http = HttpClient(f"{base}/api/v2", self._options, auth)
-        # False once the server answered 404 to /traceMany (older Zipkin): one GET per id from then on.
+        # False once /traceMany answered 404 and /trace/{id} answered like Zipkin (a Zipkin older
+        # than 2.17): one GET per id from then on. Plain bool stores: atomic, each set only once.
         self._trace_many = True
-        # Proof that this is a Zipkin query API, so that a 404 for one trace id means MISSING.
-        self._trust = ApiTrust(self._http, "/services", self._services_problem)
+        # True once /traceMany answered a list: this server has it, so a later 404 is not "old".
+        self._trace_many_seen = False
 
     # -- TraceBackend ------------------------------------------------------------------------
 
@@ -76,7 +89,6 @@ class ZipkinBackend(TraceBackend):
         problem = self._services_problem(resp)
         if problem is not None:
             raise BackendError(problem)
-        self._trust.mark_verified()
 
     def fetch_many(
         self,
@@ -138,44 +150,48 @@ class ZipkinBackend(TraceBackend):
 
     def _fetch_batch(self, ids: list[str]) -> dict[str, Fetched]:
         if len(ids) == 1 or not self._trace_many:
-            return {tid: self._fetch_one(tid) for tid in ids}
+            return {tid: self._fetch_one(tid)[0] for tid in ids}
         try:
             resp = self._http.get("/traceMany", {"traceIds": ",".join(ids)})
         except RequestFailed as exc:
             return all_error(ids, f"/traceMany: {exc}")
-        if resp.status_code == 404:
-            # Older Zipkin servers have no /traceMany; only trust that if /services answers.
-            problem = self._trust.verify()
-            if problem is not None:
-                return all_error(ids, f"/traceMany answered 404 and {problem}")
-            self._trace_many = False  # a plain bool store: atomic, and only ever set to False
-            return {tid: self._fetch_one(tid) for tid in ids}
+        if resp.status_code == 404 and not self._trace_many_seen:
+            # Zipkin before 2.17 has no /traceMany, and its 404 for an unknown route is a generic
+            # one (Armeria's, or Spring's before 2.12) that no proxy's 404 can be told apart from:
+            # evidence of nothing, so it never makes an id MISSING. Ask /trace/{id} per id instead,
+            # whose not-found answer names the id and so proves itself; stop trying /traceMany for
+            # the session only once one of those answers shows this is Zipkin. After /traceMany
+            # has answered a list in this session, a 404 comes from something in between: ERROR.
+            answers = {tid: self._fetch_one(tid) for tid in ids}
+            if any(proven for _, proven in answers.values()):
+                self._trace_many = False
+            return {tid: fetched for tid, (fetched, _) in answers.items()}
         if resp.status_code != 200:
             return all_error(ids, self._http.problem(resp, "/traceMany"))
         traces = _parse_traces(resp)
         if traces is None:
-            return all_error(ids, "/traceMany answered 200 but not with a list of traces")
-        self._trust.mark_verified()
+            return all_error(ids, f"/traceMany: {self._http.summary(resp)} is not a JSON list of traces")
+        self._trace_many_seen = True
         return assign(ids, (span for trace in traces for span in trace))
 
-    def _fetch_one(self, tid: str) -> Fetched:
-        path = f"/trace/{tid}"
+    def _fetch_one(self, tid: str) -> tuple[Fetched, bool]:
+        """The answer for one id, and whether it proved the URL is a Zipkin query API."""
         try:
-            resp = self._http.get(path)
+            resp = self._http.get(f"/trace/{tid}")
         except RequestFailed as exc:
-            return Fetched(FetchStatus.ERROR, error=f"{path}: {exc}")
+            return Fetched(FetchStatus.ERROR, error=f"{_TRACE_ROUTE}: {exc}"), False
         if resp.status_code == 404:
-            problem = self._trust.verify()
-            if problem is not None:
-                return Fetched(FetchStatus.ERROR, error=f"{path} answered 404 and {problem}")
-            return Fetched(FetchStatus.MISSING)
+            if is_not_found_answer(resp, tid):
+                return Fetched(FetchStatus.MISSING), True
+            error = f"{_TRACE_ROUTE}: {self._http.summary(resp)} is not Zipkin's not-found answer"
+            return Fetched(FetchStatus.ERROR, error=error), False
         if resp.status_code != 200:
-            return Fetched(FetchStatus.ERROR, error=self._http.problem(resp, path))
+            return Fetched(FetchStatus.ERROR, error=self._http.problem(resp, _TRACE_ROUTE)), False
         spans = _parse_spans(json_body(resp))
         if spans is None:
-            return Fetched(FetchStatus.ERROR, error=f"{path} answered 200 but not with a list of spans")
-        self._trust.mark_verified()
-        return assign([tid], spans)[tid]
+            error = f"{_TRACE_ROUTE}: {self._http.summary(resp)} is not a JSON list of spans"
+            return Fetched(FetchStatus.ERROR, error=error), False
+        return assign([tid], spans)[tid], True
 
     def _services_problem(self, resp: httpx.Response) -> str | None:
         """Why a `/services` answer shows this is not a usable Zipkin query API, or None."""
@@ -193,7 +209,7 @@ class ZipkinBackend(TraceBackend):
                 f"only accepts spans; {_JAEGER_HINT} (its query port, e.g. 16686)"
             )
         if status != 200:
-            return f"{where} answered {self._http.problem(resp, '/services')}: is this a Zipkin query API?"
+            return f"{where} answered {self._http.summary(resp)}: is this a Zipkin query API?"
         body = json_body(resp)
         if not isinstance(body, list) or not all(isinstance(s, str) for s in body):
             return (
@@ -204,6 +220,16 @@ class ZipkinBackend(TraceBackend):
 
 
 # -- helpers (pure) --------------------------------------------------------------------------
+
+
+def is_not_found_answer(resp: httpx.Response, trace_id: str) -> bool:
+    """Whether `resp` is Zipkin's own answer to `GET /api/v2/trace/{trace_id}` for an unknown id:
+    404, a text media type, and the body `<id> not found` naming the same id (compared as a
+    number, so Zipkin's padding, shortening or case of it does not matter)."""
+    if resp.status_code != 404 or media_type(resp) not in _NOT_FOUND_TYPES:
+        return False
+    match = _NOT_FOUND_BODY.fullmatch(resp.text.strip())
+    return match is not None and int(match.group(1), 16) == int(trace_id, 16)
 
 
 def _parse_spans(body: Any) -> list[Span] | None:

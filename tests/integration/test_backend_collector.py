@@ -128,6 +128,14 @@ def test_unknown_trace_answers_exactly_like_zipkin(collector_url: str, requested
     assert resp.content == f"{echoed} not found".encode()
 
 
+def test_trace_route_check_passes(collector_url: str) -> None:
+    with ZipkinBackend(collector_url, retries=0) as backend:
+        backend.check_trace_route()
+    with parse_backend_spec(f"auto:{collector_url}") as backend:
+        assert backend.name == "zipkin"
+        backend.check_trace_route()
+
+
 def test_search_by_run_tag_in_a_window(collector_url: str, posted: dict[str, list[dict[str, Any]]]) -> None:
     with ZipkinBackend(collector_url) as backend:
         traces = backend.search(

@@ -133,15 +133,28 @@ def multi_hop_trace(trace_id: str, ts_us: int = 1_700_000_000_000_000) -> list[S
 # -- a loopback HTTP server with fault knobs ---------------------------------------------------
 
 GO_404 = (404, "404 page not found\n", "text/plain; charset=utf-8")
+"""What Go's net/http answers for an unrouted path, e.g. behind a proxy that routes only some."""
+
+# Answers that are not a backend's own not-found form, as (status, body, content type), with the
+# start of the note a reader must give for each: the status and media type, then the body.
+FOREIGN_ANSWERS = {
+    "go-404": (GO_404, '404 text/plain "404 page not found"'),
+    "html-404": ((404, "<html><body><h1>Not Found</h1></body></html>", "text/html"), "404 text/html"),
+    "json-404": ((404, '{"message": "no route"}', "application/json"), "404 application/json"),
+    "500": ((500, "upstream connect error", "text/plain"), '500 text/plain "upstream connect error"'),
+    "non-json-200": ((200, "OK", "text/plain"), '200 text/plain "OK"'),
+}
 
 
 class LoopbackServer:
     """A real HTTP(S) server on 127.0.0.1:<free port>; subclasses answer the API.
 
     Knobs: `delay_s` (every request), `fail_next(n, status)`, `fetch_status` (forced status for
-    fetch-by-id requests), `status_for[path]`, `html_200` (a login page), `not_found_everywhere`
-    (a wrong base path), `echo_headers_status` (answer that status with the request headers in the
-    body, as some proxies do). Requests are logged as (path below prefix+api_root, query, headers).
+    fetch-by-id requests), `fetch_answer` (a forced (status, body, content type) for them),
+    `status_for[path]`, `html_200` (a login page), `not_found_everywhere` (a wrong base path),
+    `routed` (a proxy that routes only these paths below the API root; Go's 404 for the rest),
+    `echo_headers_status` (answer that status with the request headers in the body, as some proxies
+    do). Requests are logged as (path below prefix+api_root, query, headers).
     """
 
     api_root = ""
@@ -152,6 +165,8 @@ class LoopbackServer:
         self.not_found_everywhere = False
         self.html_200 = False
         self.fetch_status: int | None = None
+        self.fetch_answer: tuple[int, str, str] | None = None
+        self.routed: set[str] | None = None
         self.echo_headers_status: int | None = None
         self.status_for: dict[str, int] = {}
         self.requests: list[tuple[str, dict[str, list[str]], dict[str, str]]] = []
@@ -223,6 +238,10 @@ class LoopbackServer:
                 return self.echo_headers_status, json.dumps(headers).encode(), "application/json"
             if self.html_200:
                 return 200, b"<html>Please log in</html>", "text/html"
+            if self.routed is not None and (not inside or path not in self.routed):
+                return GO_404[0], GO_404[1].encode(), GO_404[2]
+            if self.fetch_answer is not None and self.is_fetch(path, params):
+                return self.fetch_answer[0], self.fetch_answer[1].encode(), self.fetch_answer[2]
             forced = self.status_for.get(path)
             if forced is None and self.fetch_status is not None and self.is_fetch(path, params):
                 forced = self.fetch_status
@@ -266,11 +285,29 @@ class LoopbackServer:
 # -- Zipkin v2 -----------------------------------------------------------------------------------
 
 
+def zipkin_normalized_id(raw: str) -> str:
+    """Zipkin's Span.normalizeTraceId (openzipkin/zipkin): shorter than 16 -> left-padded to 16,
+    17..31 -> left-padded to 32, 32 with a zero high half -> its low 16, otherwise unchanged."""
+    if len(raw) < 16:
+        return raw.rjust(16, "0")
+    if 16 < len(raw) < 32:
+        return raw.rjust(32, "0")
+    if len(raw) == 32 and raw.startswith("0" * 16):
+        return raw[16:]
+    return raw
+
+
+ZIPKIN_NOT_FOUND_TYPE = "text/*"
+"""The Content-Type of Zipkin's 404 for an unknown trace id: Armeria's MediaType.ANY_TEXT_TYPE
+(openzipkin/zipkin ZipkinQueryApiV2.getTrace, since 2.17; `text/plain; charset=utf-8` before)."""
+
+
 class FakeZipkin(LoopbackServer):
     """In-memory Zipkin v2 query API (shared/specs/zipkin2-api.yaml).
 
     Like Zipkin with `strictTraceId=false` when `lenient_ids`: a query id matches stored spans
-    whose trace id has the same low 64 bits.
+    whose trace id has the same low 64 bits. An unknown id gets Zipkin's own answer: 404,
+    `not_found_type` (ZIPKIN_NOT_FOUND_TYPE) and `<normalized id> not found`.
     """
 
     api_root = "/api/v2"
@@ -280,6 +317,7 @@ class FakeZipkin(LoopbackServer):
         self.spans: list[Span] = []
         self.lenient_ids = True
         self.trace_many_404 = False
+        self.not_found_type = ZIPKIN_NOT_FOUND_TYPE
 
     def add_trace(self, spans: list[Span]) -> None:
         self.spans.extend(spans)
@@ -331,7 +369,9 @@ class FakeZipkin(LoopbackServer):
             if not is_hex_id(trace_id):
                 return 400, "bad traceId", None
             spans = self._trace(trace_id)
-            return (200, spans, None) if spans else (404, f"{trace_id} not found", None)
+            if spans:
+                return 200, spans, None
+            return 404, f"{zipkin_normalized_id(trace_id)} not found", self.not_found_type
         if path == "/traceMany":
             if self.trace_many_404:
                 return 404, "Not Found", None
@@ -786,8 +826,92 @@ class TraceBackendContract:
         fake.fetch_status = 400
         out = make_backend(retries=3).fetch_many(["1" * 16, "2" * 16])
         assert {f.status for f in out.values()} == {FetchStatus.ERROR}
-        assert "HTTP 400 from" in (out["1" * 16].error or "")
+        assert '400 application/json "{"error": "forced"}"' in (out["1" * 16].error or "")
         assert fake.fetch_requests() == self.requests_for(2)
+
+    # -- "unknown, not missing": only the backend's own not-found answer is MISSING --------------
+
+    def test_unknown_id_alone_is_missing_without_other_requests(self, fake: Any, make_backend: Any) -> None:
+        # The backend's own not-found answer is the proof; nothing else (/services) is asked.
+        out = make_backend().fetch_many(["1" * 32])
+        assert out == {"1" * 32: Fetched(FetchStatus.MISSING)}
+        assert len(fake.requests) == 1 and fake.fetch_requests() == 1
+
+    @pytest.mark.parametrize("answer", sorted(FOREIGN_ANSWERS))
+    def test_foreign_answer_is_error_naming_status_and_type(
+        self, fake: Any, make_backend: Any, answer: str
+    ) -> None:
+        fake.fetch_answer, note = FOREIGN_ANSWERS[answer]
+        backend = make_backend(retries=0)
+        for ids in (["1" * 16], ["1" * 16, "2" * 16, "3" * 32]):
+            out = backend.fetch_many(ids)
+            assert {f.status for f in out.values()} == {FetchStatus.ERROR}, out
+            for fetched in out.values():
+                error = fetched.error or ""
+                assert note in error, error
+                assert "\n" not in error and len(error) < 200, error
+
+    def test_timeout_is_error_not_missing(self, fake: Any, make_backend: Any) -> None:
+        fake.delay_s = 0.5
+        out = make_backend(timeout_s=0.1, retries=0).fetch_many(["1" * 16])
+        assert out["1" * 16].status is FetchStatus.ERROR
+        assert "ReadTimeout" in (out["1" * 16].error or "")
+
+    def test_proxy_routing_only_the_listing_path(
+        self, fake: Any, make_backend: Any, envoy_spans: list[Span]
+    ) -> None:
+        # Issue 9: a proxy routed only /services; the trace routes answered Go's plain-text 404,
+        # and every trace was counted MISSING (a false FAIL). They are unknown.
+        fake.add_trace(envoy_spans)
+        fake.routed = {"/services"}
+        backend = make_backend()
+        backend.check()  # the listing answers, which proves nothing about the trace routes
+        for ids in ([ENVOY_TRACE_ID], [ENVOY_TRACE_ID, "1" * 16, "2" * 32]):
+            out = backend.fetch_many(ids)
+            assert {f.status for f in out.values()} == {FetchStatus.ERROR}, out
+        with pytest.raises(BackendError, match='404 text/plain "404 page not found"'):
+            backend.check_trace_route()
+
+    def test_check_trace_route_passes_on_the_own_not_found(self, fake: Any, make_backend: Any) -> None:
+        backend = make_backend()
+        backend.check_trace_route()
+        backend.check_trace_route()
+        paths = [p for p, _, _ in fake.requests]
+        assert len(paths) == 2, paths  # one GET of the trace route each, nothing else
+        ids = [re.fullmatch(r"/traces?/([0-9a-f]{32})", p) for p in paths]
+        assert all(ids), paths
+        first, second = (m.group(1) for m in ids if m)
+        assert first != second  # random: no id is probed twice
+        assert not first.startswith("0" * 16)  # a full 128-bit id, which no reader shortens
+
+    @pytest.mark.parametrize("answer", sorted(FOREIGN_ANSWERS))
+    def test_check_trace_route_raises_on_a_foreign_answer(
+        self, fake: Any, make_backend: Any, answer: str
+    ) -> None:
+        fake.fetch_answer, note = FOREIGN_ANSWERS[answer]
+        with pytest.raises(BackendError) as info:
+            make_backend(retries=0).check_trace_route()
+        message = str(info.value)
+        assert note in message, message
+        assert "may route only some paths; check the base path / tenant" in message
+        assert fake.url in message and "\n" not in message
+
+    def test_check_trace_route_raises_on_timeout_and_closed_port(self, fake: Any, make_backend: Any) -> None:
+        fake.delay_s = 0.5
+        with pytest.raises(BackendError, match="ReadTimeout"):
+            make_backend(timeout_s=0.1, retries=0).check_trace_route()
+        with pytest.raises(BackendError, match="ConnectError"):
+            make_backend(url=f"http://127.0.0.1:{closed_port()}", retries=0).check_trace_route()
+
+    def test_check_trace_route_raises_when_the_random_id_has_spans(
+        self, fake: Any, make_backend: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # A route that answers spans for an id that cannot exist is not answering by id.
+        probe = tid(42)
+        monkeypatch.setattr("loadgen.backends.base._unknown_trace_id", lambda: probe)
+        fake.add_trace([zspan(probe)])
+        with pytest.raises(BackendError, match=r"1 span\(s\) for it"):
+            make_backend().check_trace_route()
 
     def test_wrong_base_path_is_error_not_missing(self, fake: Any, make_backend: Any) -> None:
         fake.not_found_everywhere = True
@@ -802,7 +926,7 @@ class TraceBackendContract:
         for ids in (["1" * 16], ["1" * 16, "2" * 16]):
             out = backend.fetch_many(ids)
             assert {f.status for f in out.values()} == {FetchStatus.ERROR}
-            assert "answered 200 but not" in (out["1" * 16].error or "")
+            assert '200 text/html "<html>Please log in</html>" is not' in (out["1" * 16].error or "")
         with pytest.raises(BackendError, match="login page or proxy"):
             backend.check()
 

@@ -83,6 +83,53 @@ class TestAuto:
         with parse_backend_spec(f"auto:{fake.url}", param_style="snake") as backend:
             assert isinstance(backend, JaegerV3Backend) and backend.param_style is ParamStyle.SNAKE
 
+    @pytest.mark.parametrize(
+        "make_fake, kind, cls",
+        [
+            (FakeZipkin, "zipkin", ZipkinBackend),
+            (FakeJaeger, "jaeger", JaegerBackend),
+            (lambda: FakeJaeger(prefix="/jaeger"), "jaeger", JaegerBackend),
+            (FakeJaegerV3, "jaeger-v3", JaegerV3Backend),
+        ],
+    )
+    def test_chosen_reader_names_its_concrete_kind(
+        self, servers: list[LoopbackServer], make_fake: Any, kind: str, cls: type
+    ) -> None:
+        fake = start(servers, make_fake())
+        root = fake.url.removesuffix("/jaeger")
+        with parse_backend_spec(f"auto:{root}") as backend:
+            assert type(backend) is cls
+            assert backend.name == kind  # what a caller records: never "auto"
+            recorded = f"{backend.name}:{backend.url}"
+            backend.check_trace_route()  # the auto-detected reader has the preflight too
+        assert recorded == f"{kind}:{fake.url}"
+        # The recorded spec builds the same reader again, with no detection probes.
+        before = len(fake.requests)
+        with parse_backend_spec(recorded) as again:
+            assert type(again) is cls and again.url == fake.url
+        assert len(fake.requests) == before
+
+    def test_v3_only_jaeger_is_named_jaeger_v3(self, servers: list[LoopbackServer]) -> None:
+        fake = start(servers, FakeJaeger())
+        fake.v3_only = True
+        with parse_backend_spec(f"auto:{fake.url}") as backend:
+            assert backend.name == "jaeger-v3"
+
+    def test_listing_only_proxy_is_detected_but_fails_the_trace_route_check(
+        self, servers: list[LoopbackServer]
+    ) -> None:
+        # Issue 9: detection only needs /services, so it succeeds; the preflight catches the rest.
+        fake = start(servers, FakeZipkin())
+        fake.routed = {"/services"}
+        with parse_backend_spec(f"auto:{fake.url}", retries=0) as backend:
+            assert backend.name == "zipkin"
+            with pytest.raises(BackendError) as info:
+                backend.check_trace_route()
+        message = str(info.value)
+        assert message.startswith(f"zipkin at {fake.url} does not answer an unknown trace id (")
+        assert '404 text/plain "404 page not found" is not Zipkin\'s not-found answer' in message
+        assert message.endswith("may route only some paths; check the base path / tenant.")
+
     def test_nothing_answers(self, servers: list[LoopbackServer]) -> None:
         fake = start(servers, FakeZipkin())
         fake.not_found_everywhere = True

@@ -13,6 +13,7 @@ import pytest
 
 from loadgen.backends import BackendError, Fetched, FetchStatus, JaegerBackend, TraceBackend
 from loadgen.backends._uimodel import jaeger_trace_id, tag_value, ui_trace_to_spans
+from loadgen.backends.jaeger import base_path_hint
 from tests.unit.backend_contract import (
     JAEGER_API_EXAMPLE,
     JAEGER_UI_EXAMPLE,
@@ -187,6 +188,25 @@ class TestUiModelConversion:
         assert jaeger_trace_id(jaeger_printed_id(canonical)) == canonical  # the fake prints like Jaeger
 
 
+class TestBasePathHint:
+    @pytest.mark.parametrize(
+        "url, tries",
+        [
+            ("http://h:16686/foo", "try http://h:16686/jaeger or http://h:16686."),
+            ("http://h:16686/foo/", "try http://h:16686/jaeger or http://h:16686."),
+            ("https://h/a/b/jaeger", "try https://h/jaeger or https://h."),
+            ("http://h:16686", "try http://h:16686/jaeger."),
+            ("http://h:16686/", "try http://h:16686/jaeger."),
+            ("http://tracing.istio-system/jaeger", "try http://tracing.istio-system."),
+        ],
+    )
+    def test_replaces_the_path(self, url: str, tries: str) -> None:
+        hint = base_path_hint(url)
+        assert hint.endswith(tries), hint
+        assert "/foo/jaeger" not in hint and "jaeger/jaeger" not in hint
+        assert "jaeger_query.base_path" in hint
+
+
 class TestJaegerSpecific:
     def test_spec_examples_served_verbatim_are_found(
         self, fake: FakeJaeger, make_backend: Any, ui_example: dict[str, Any]
@@ -261,9 +281,14 @@ class TestJaegerSpecific:
                 without.check()
             out = without.fetch_many([tid(1), tid(2)])
             assert {f.status for f in out.values()} == {FetchStatus.ERROR}
-            assert f"try {root}/jaeger" in (out[tid(1)].error or "")
-            with pytest.raises(BackendError, match="answered 404"):
+            assert '404 text/plain "404 page not found"' in (out[tid(1)].error or "")
+            with pytest.raises(BackendError, match=f"try {root}/jaeger\\.$"):
+                without.check_trace_route()  # the preflight carries the hint, not every id
+            with pytest.raises(BackendError, match="answered 404") as info:
                 make_backend(url=server.url + "/elsewhere").check()
+            # The hint replaces the wrong path instead of appending /jaeger to it.
+            assert f"try {root}/jaeger or {root}." in str(info.value)
+            assert "/elsewhere/jaeger" not in str(info.value)
         finally:
             server.stop()
 

@@ -281,27 +281,44 @@ class TestJaegerV3Specific:
             ),
         )
         assert out["3" * 32] == Fetched(FetchStatus.MISSING)
-        # Ids travel as 32 hex; the 404 was trusted only after the services probe.
+        # Ids travel as 32 hex; Jaeger's own 404 body is the proof, no /services probe.
         assert [p for p, _, _ in fake.requests] == [
             "/traces/" + "3" * 32,
-            "/services",
             "/traces/00000000000000000000000000000001",
         ]
 
-    def test_404_trusted_without_probe_after_check(self, fake: FakeJaegerV3, make_backend: Any) -> None:
-        backend = make_backend()
-        backend.check()
-        assert backend.fetch_many(["1" * 16])["1" * 16].status is FetchStatus.MISSING
-        assert fake.count("/services") == 1
+    @pytest.mark.parametrize(
+        "body, status",
+        [
+            ({"error": {"httpCode": 404, "message": "No traces found"}}, FetchStatus.MISSING),
+            ({"error": {"httpCode": 404, "message": "trace not found"}}, FetchStatus.MISSING),
+            ({"error": {"message": "No traces found"}}, FetchStatus.MISSING),
+            ({"error": {"httpCode": 500, "message": "No traces found"}}, FetchStatus.ERROR),
+            ({"error": {"httpCode": 404, "message": "tenant not found"}}, FetchStatus.ERROR),
+            ({"error": "No traces found"}, FetchStatus.ERROR),
+            ({"code": 5, "message": "not found"}, FetchStatus.ERROR),
+        ],
+    )
+    def test_only_jaegers_own_404_body_is_missing(
+        self, fake: FakeJaegerV3, make_backend: Any, body: dict[str, Any], status: FetchStatus
+    ) -> None:
+        fake.fetch_answer = (404, json.dumps(body) + "\n", "text/plain; charset=utf-8")
+        out = make_backend().fetch_many(["1" * 16])
+        assert out["1" * 16].status is status
+        if status is FetchStatus.ERROR:
+            assert out["1" * 16].error == (
+                f'/api/v3/traces/{{id}}: 404 text/plain "{json.dumps(body)}" '
+                'is not Jaeger\'s "No traces found" answer'
+            )
 
-    def test_wrong_base_path_verdict_is_cached(self, fake: FakeJaegerV3, make_backend: Any) -> None:
+    def test_wrong_base_path_is_error_without_probes(self, fake: FakeJaegerV3, make_backend: Any) -> None:
         fake.not_found_everywhere = True
         backend = make_backend()
         for _ in range(2):
             out = backend.fetch_many(["1" * 16, "2" * 16])
             assert {f.status for f in out.values()} == {FetchStatus.ERROR}
-            assert "not a Jaeger api_v3" in (out["1" * 16].error or "")
-        assert fake.count("/services") == 1
+            assert '404 text/plain "404 page not found"' in (out["1" * 16].error or "")
+        assert fake.count("/services") == 0
 
     def test_camel_parameters(self, fake: FakeJaegerV3, make_backend: Any) -> None:
         fake.add_trace(multi_hop_trace(tid(1), ts_us=TS))
@@ -430,6 +447,13 @@ class TestJaegerV3Specific:
             root = server.url[: -len("/jaeger")]
             with pytest.raises(BackendError, match=f"try {root}/jaeger"):
                 make_backend(url=root).check()
+            with pytest.raises(BackendError, match=f"try {root}/jaeger\\.$"):
+                make_backend(url=root).check_trace_route()
+            # A wrong path is replaced in the hint, not extended with /jaeger.
+            with pytest.raises(BackendError) as info:
+                make_backend(url=f"{root}/foo").check()
+            assert f"try {root}/jaeger or {root}." in str(info.value)
+            assert "/foo/jaeger" not in str(info.value)
         finally:
             server.stop()
 

@@ -200,7 +200,7 @@ class TestCredentialsOnTheWire:
         assert fake.requests[-1][2]["authorization"] == "Basic YW5uOnB3LVp4ODEhc2VjcmV0"
         assert backend.url == fake.url
 
-    @pytest.mark.parametrize("echo_status", [401, 503, 400])
+    @pytest.mark.parametrize("echo_status", [401, 503, 400, 404])
     def test_secrets_never_in_messages_repr_or_logs(
         self, reader: Any, echo_status: int, caplog: pytest.LogCaptureFixture
     ) -> None:
@@ -219,6 +219,7 @@ class TestCredentialsOnTheWire:
             messages += [f.error or "" for f in backend.fetch_many([tid(1), tid(2)]).values()]
             for call in (
                 backend.check,
+                backend.check_trace_route,
                 lambda b=backend: b.search(tags={"k": "v"}, service="svc", start_us=0, end_us=1, limit=1),
             ):
                 with pytest.raises(BackendError) as info:
@@ -232,6 +233,19 @@ class TestCredentialsOnTheWire:
         for message in messages:
             for secret in (TOKEN, PASSWORD, "apikey-778899", "YW5uOnB3LVp4ODEhc2VjcmV0", "%21secret"):
                 assert secret not in message, message
+
+    def test_a_secret_at_the_quoting_limit_is_not_half_shown(self, reader: Any) -> None:
+        # Messages quote the start of a body; a secret there is scrubbed before the cut, so its
+        # first characters do not survive as the end of the quote.
+        fake, make = reader
+        fake.fetch_answer = (404, "x" * 72 + " " + TOKEN + " more", "text/plain")
+        backend = make(options=BackendOptions(bearer_token=TOKEN), retries=0)
+        error = backend.fetch_many([tid(1)])[tid(1)].error or ""
+        assert "x" * 10 in error and "***" in error
+        assert TOKEN[:4] not in error, error
+        with pytest.raises(BackendError) as info:
+            backend.check_trace_route()
+        assert TOKEN[:4] not in str(info.value)
 
 
 # -- TLS ---------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """ZipkinBackend against a real loopback Zipkin v2 query API (tests/unit/backend_contract.py):
 the shared reader contract, then what only Zipkin does (traceMany batching, lenient 64/128-bit ids,
-the /traceMany fallback, annotationQuery encoding, the /services trust probe)."""
+the /traceMany fallback, annotationQuery encoding, Zipkin's own not-found answer)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from loadgen.backends import (
@@ -18,6 +19,7 @@ from loadgen.backends import (
     ZipkinBackend,
     parse_backend_spec,
 )
+from loadgen.backends.zipkin import is_not_found_answer
 from tests.unit.backend_contract import (
     ENVOY_TRACE_ID,
     FakeZipkin,
@@ -65,6 +67,41 @@ class TestZipkinContract(TraceBackendContract):
         assert list(out[ENVOY_TRACE_ID].spans) == envoy_spans
 
 
+class TestZipkinNotFoundForm:
+    """is_not_found_answer on hand-made answers: Zipkin's form, tolerant of how it prints the id."""
+
+    @pytest.mark.parametrize(
+        "requested, content_type, body, expected",
+        [
+            ("abcdef0123456789", "text/*", "abcdef0123456789 not found", True),
+            ("abcdef0123456789", "text/plain; charset=utf-8", "abcdef0123456789 not found", True),
+            ("abcdef0123456789", "TEXT/PLAIN", "abcdef0123456789 not found\n", True),
+            ("abcdef0123456789", "text/*", "ABCDEF0123456789 not found", True),  # case
+            ("abcdef0123456789", "text/*", "0000000000000000abcdef0123456789 not found", True),  # padded
+            ("00000000000000000123456789abcdef", "text/*", "0123456789abcdef not found", True),  # shortened
+            ("0abc" + "1" * 28, "text/*", "abc" + "1" * 28 + " not found", True),  # unpadded
+            ("abcdef0123456789", "text/*", "abcdef0123456788 not found", False),  # another id
+            ("abcdef0123456789", "text/*", "trace abcdef0123456789 not found", False),
+            ("abcdef0123456789", "text/*", "abcdef0123456789 Not Found", False),
+            ("abcdef0123456789", "text/*", "404 page not found", False),
+            ("abcdef0123456789", "text/html", "abcdef0123456789 not found", False),
+            ("abcdef0123456789", "application/json", "abcdef0123456789 not found", False),
+            ("abcdef0123456789", None, "abcdef0123456789 not found", False),
+        ],
+    )
+    def test_form(self, requested: str, content_type: str | None, body: str, expected: bool) -> None:
+        headers = {"content-type": content_type} if content_type else {}
+        resp = httpx.Response(404, headers=headers, content=body.encode())
+        assert is_not_found_answer(resp, requested) is expected
+
+    def test_only_a_404(self) -> None:
+        for status in (200, 400, 410, 500):
+            resp = httpx.Response(
+                status, headers={"content-type": "text/*"}, content=b"1" * 16 + b" not found"
+            )
+            assert not is_not_found_answer(resp, "1" * 16)
+
+
 class TestZipkinSpecific:
     @pytest.mark.parametrize(
         "n, batch_size, many, single", [(250, 100, 3, 0), (201, 100, 2, 1), (7, 3, 2, 1)]
@@ -97,22 +134,39 @@ class TestZipkinSpecific:
         assert backend.fetch_many(["1" * 32])["1" * 32] == Fetched(FetchStatus.MISSING)  # 404
         assert (fake.count("/traceMany"), fake.count("/trace/")) == (0, 2)
 
-    def test_404_on_unverified_server_is_checked_before_missing(
+    def test_own_not_found_is_missing_without_a_services_probe(
         self, fake: FakeZipkin, make_backend: Any
     ) -> None:
-        # A 404 for /trace/{id} only means MISSING once /services proved this is Zipkin.
+        # Zipkin's 404 body names the id: that alone proves "missing"; /services is not asked.
+        out = make_backend().fetch_many(["1" * 16])
+        assert out["1" * 16] == Fetched(FetchStatus.MISSING)
+        assert [p for p, _, _ in fake.requests] == ["/trace/" + "1" * 16]
+
+    @pytest.mark.parametrize("content_type", ["text/*", "text/plain; charset=utf-8"])
+    def test_both_generations_of_the_not_found_type(
+        self, fake: FakeZipkin, make_backend: Any, content_type: str
+    ) -> None:
+        # Zipkin 2.17+ sends Armeria's ANY_TEXT_TYPE, 2.12-2.16 sent PLAIN_TEXT_UTF_8.
+        fake.not_found_type = content_type
         out = make_backend().fetch_many(["1" * 16])
         assert out["1" * 16].status is FetchStatus.MISSING
-        assert fake.count("/services") == 1
 
     def test_wrong_base_path_is_error_not_missing(self, fake: FakeZipkin, make_backend: Any) -> None:
-        fake.not_found_everywhere = True
+        fake.not_found_everywhere = True  # this fake's unknown routes answer an HTML 404
         backend = make_backend()
         for ids in (["1" * 16], ["1" * 16, "2" * 16]):
             out = backend.fetch_many(ids)
             assert {f.status for f in out.values()} == {FetchStatus.ERROR}
-            assert "not a Zipkin query API" in (out["1" * 16].error or "")
-        assert fake.count("/services") == 1  # the verdict is cached
+            assert out["1" * 16].error == (
+                '/trace/{id}: 404 text/html "<html>Not Found</html>" is not Zipkin\'s not-found answer'
+            )
+        assert fake.count("/services") == 0
+
+    def test_old_collector_form_is_not_zipkins(self, fake: FakeZipkin, make_backend: Any) -> None:
+        # What the embedded collector used to answer: close, but not Zipkin's form.
+        fake.fetch_answer = (404, "trace " + "1" * 16 + " not found\n", "text/plain; charset=utf-8")
+        out = make_backend().fetch_many(["1" * 16])
+        assert out["1" * 16].status is FetchStatus.ERROR
 
     def test_trace_many_404_falls_back_to_single_gets_for_the_session(
         self, fake: FakeZipkin, make_backend: Any, envoy_spans: list[Span]
@@ -127,13 +181,49 @@ class TestZipkinSpecific:
         backend.fetch_many(["3" * 16, "4" * 16])
         assert (fake.count("/traceMany"), fake.count("/trace/")) == (1, 5)
 
+    def test_trace_many_404_with_foreign_single_answers_keeps_trying_trace_many(
+        self, fake: FakeZipkin, make_backend: Any, envoy_spans: list[Span]
+    ) -> None:
+        # /traceMany's 404 is evidence of nothing (an old Zipkin's generic 404 looks like a
+        # proxy's): the fallback asks per id, and those answers are not Zipkin's either, so every
+        # id stays unknown and /traceMany is not given up for the session.
+        fake.add_trace(envoy_spans)
+        fake.fetch_answer = (404, "404 page not found\n", "text/plain; charset=utf-8")
+        backend = make_backend(batch_size=10, concurrency=1)
+        for round_ in (1, 2):
+            out = backend.fetch_many([ENVOY_TRACE_ID, "1" * 16])
+            assert {f.status for f in out.values()} == {FetchStatus.ERROR}
+            assert out["1" * 16].error == (
+                '/trace/{id}: 404 text/plain "404 page not found" is not Zipkin\'s not-found answer'
+            )
+            assert (fake.count("/traceMany"), fake.count("/trace/")) == (round_, 2 * round_)
+
+    def test_trace_many_404_after_it_answered_is_error_without_fallback(
+        self, fake: FakeZipkin, make_backend: Any, envoy_spans: list[Span]
+    ) -> None:
+        # This server has /traceMany (it answered a list): a later 404 comes from something in
+        # between, not from an old Zipkin, so no fallback and no MISSING.
+        fake.add_trace(envoy_spans)
+        backend = make_backend(batch_size=10)
+        assert backend.fetch_many([ENVOY_TRACE_ID, "1" * 16])["1" * 16].status is FetchStatus.MISSING
+        fake.trace_many_404 = True
+        out = backend.fetch_many([ENVOY_TRACE_ID, "1" * 16])
+        assert {f.status for f in out.values()} == {FetchStatus.ERROR}
+        assert out["1" * 16].error == '/traceMany answered 404 text/plain "Not Found"'
+        assert (fake.count("/traceMany"), fake.count("/trace/")) == (2, 0)
+
     def test_non_json_200_is_error(self, fake: FakeZipkin, make_backend: Any) -> None:
         fake.html_200 = True
         backend = make_backend()
-        for ids in (["1" * 16], ["1" * 16, "2" * 16]):
-            out = backend.fetch_many(ids)
-            assert {f.status for f in out.values()} == {FetchStatus.ERROR}
-            assert "answered 200 but not with a list" in (out["1" * 16].error or "")
+        out = backend.fetch_many(["1" * 16])
+        assert out["1" * 16].error == (
+            '/trace/{id}: 200 text/html "<html>Please log in</html>" is not a JSON list of spans'
+        )
+        out = backend.fetch_many(["1" * 16, "2" * 16])
+        assert {f.status for f in out.values()} == {FetchStatus.ERROR}
+        assert out["1" * 16].error == (
+            '/traceMany: 200 text/html "<html>Please log in</html>" is not a JSON list of traces'
+        )
         with pytest.raises(BackendError, match="not a Zipkin query API"):
             backend.check()
 
