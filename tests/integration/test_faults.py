@@ -745,7 +745,7 @@ class _HostileHandler(_FlakyHandler):
                     }
                 )
             body = json.dumps(traces if "/traceMany" in path else traces[0]).encode()
-        self._send(resp.status_code, body, "application/json")
+        self._send(resp.status_code, body, resp.headers.get("content-type", "application/json"))
 
 
 @pytest.fixture(scope="module")
