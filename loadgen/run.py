@@ -117,7 +117,6 @@ class RunOptions:
     )
     expect_percent: float | None = None
     expected_spans: int | None = None  # overrides the probed shape's span count (with a warning)
-    expected_services: tuple[str, ...] = ()
     # side-emitter
     reference_rate: float = 20.0
     reference_children: int = 2
@@ -675,7 +674,18 @@ def read_back_and_reconcile(
         readback.interrupted = True
         notes.append("read-back was interrupted: traces not queried are reported unknown")
     if not readback.stable and not readback.interrupted:
-        notes.append(f"trace counts were still changing after {max_wait_s:g} s of polling (--max-wait)")
+        first_error = next((o.error for o in readback.observations.values() if o.error), None)
+        if readback.polls and all(p.queried and p.errors >= p.queried for p in readback.polls):
+            notes.append(
+                f"every poll of the backend failed ({first_error or 'no error message'}); traces are unknown"
+            )
+        elif readback.polls and readback.polls[-1].errors:
+            notes.append(
+                f"the backend still failed {readback.polls[-1].errors} queries on the last poll after "
+                f"{max_wait_s:g} s ({first_error or 'no error message'}); those traces are unknown"
+            )
+        else:
+            notes.append(f"trace counts were still changing after {max_wait_s:g} s of polling (--max-wait)")
     _write_observations(run_dir / "fetched.jsonl", readback)
     summary = build_summary(
         run_id=run_id,

@@ -96,7 +96,6 @@ def external_options(mesh: EmbeddedMesh, out: Path, run_id: str, **overrides: An
         collector=mesh.collector_url,
         backend=f"zipkin:{mesh.collector_url}",
         expect_percent=100.0,
-        expected_services=(GATEWAY_SERVICE, SIDECAR_SERVICE),
         quiet_s=FLUSH_MS / 1000 + 1.0,
         poll_interval_s=0.5,
         max_wait_s=20.0,
