@@ -191,9 +191,36 @@ class _ModeTally:
     latencies_ms: list[float] = field(default_factory=list)
     expectation_violations: int = 0
     violations: Counter[str] = field(default_factory=Counter)
+    expectation_checked: int = 0  # answered requests at least one definite expectation was checked on
+    predicted: int = 0  # decisions checked against Envoy's x-request-id rule
+    mispredicted: int = 0
 
 
 VIOLATION_KINDS = ("decision", "trace_id", "request_id", "leak")
+
+
+def _definite(exp: Expected | None) -> bool:
+    """Whether a mode's expectation says anything checkable (the decision it forces, its trace
+    id or x-request-id kept or replaced, no spans at all); `none` at a default gateway does not."""
+    if exp is None:
+        return False
+    forced = exp.decision is not Decision.PROXY and exp.upstream_sampled is not None
+    return forced or exp.keeps_trace_id is not None or exp.request_id_kept is not None or exp.spans is False
+
+
+def _checkable(
+    rec: Mapping[str, Any], exp: Expected, decided: bool | None, obs: TraceObservation | None
+) -> bool:
+    """Whether the answer to one request lets at least one definite expectation be checked (the
+    same conditions under which the reconciler could count a violation)."""
+    if exp.decision is not Decision.PROXY and exp.upstream_sampled is not None and decided is not None:
+        return True
+    inj, up = rec.get("inj_trace"), rec.get("up_trace")
+    if exp.keeps_trace_id is not None and inj and up and is_hex_id(normalize_trace_id(str(inj))):
+        return True
+    if exp.request_id_kept is not None and rec.get("xrid_sent") and rec.get("up_xrid"):
+        return True
+    return exp.spans is False and obs is not None and obs.status is not FetchStatus.ERROR
 
 
 def _integrity_violations(rec: Mapping[str, Any], exp: Expected, obs: TraceObservation | None) -> list[str]:
@@ -229,6 +256,7 @@ def reconcile_mesh(
     mismatch_examples: list[str] = []
     collection = [0, 0]
     leaked, partial, unknown_sampled = 0, 0, 0
+    leak_checked = 0  # decided-not-sampled requests whose trace was queried (leaked or not_sampled)
     leaked_examples: list[str] = []
     missing_examples: list[str] = []
     spans_hist: Counter[int] = Counter()
@@ -283,15 +311,18 @@ def reconcile_mesh(
                         want, source = _prediction(rec, expect.configured_percent)
                         if want is not None:
                             predicted[1] += 1
+                            tally.predicted += 1
                             prediction_sources[source] += 1
                             if want != decided:
                                 predicted[0] += 1
+                                tally.mispredicted += 1
                                 if len(mismatch_examples) < example_limit:
                                     mismatch_examples.append(str(rec.get("rid")))
                 elif exp.upstream_sampled is not None and decided != exp.upstream_sampled:
                     broken.append("decision")
         if exp is not None and rec.get("status") == 200:
             broken.extend(_integrity_violations(rec, exp, obs))
+            tally.expectation_checked += int(_checkable(rec, exp, decided, obs))
         if broken:
             tally.expectation_violations += 1
             tally.violations.update(broken)
@@ -305,6 +336,7 @@ def reconcile_mesh(
                 partial += int(outcome is Outcome.PARTIAL)
                 if outcome is Outcome.MISSING and len(missing_examples) < example_limit and tid:
                     missing_examples.append(tid)
+        leak_checked += int(outcome in (Outcome.LEAKED, Outcome.NOT_SAMPLED))
         if outcome is Outcome.LEAKED:
             leaked += 1
             if len(leaked_examples) < example_limit and tid:
@@ -353,6 +385,8 @@ def reconcile_mesh(
             **{o.value: t.outcomes.get(o.value, 0) for o in Outcome},
             "expected_decision": exp.decision.value if (exp := expected_of.get(mode)) else None,
             "expected_trace_id_kept": exp.keeps_trace_id if exp else None,
+            "expectation_definite": _definite(expected_of.get(mode)),
+            "expectation_checked": t.expectation_checked,
             "expectation_violations": t.expectation_violations,
             "violations": {k: t.violations.get(k, 0) for k in VIOLATION_KINDS},
         }
@@ -382,6 +416,11 @@ def reconcile_mesh(
                 "mode": "crafted" if prediction_sources["crafted"] else "echoed" if predicted[1] else "none",
                 "by_source": {k: prediction_sources[k] for k in ("crafted", "echoed")},
                 "sent_id_replaced": sent_replaced,
+                "by_mode": {
+                    mode: {"checked": t.predicted, "mismatches": t.mispredicted}
+                    for mode, t in sorted(tallies.items())
+                    if t.predicted
+                },
             },
         },
         "mesh": {
@@ -392,6 +431,7 @@ def reconcile_mesh(
             "partial": partial,
             "unknown": unknown_sampled,
             "leaked": leaked,
+            "leak_checked": leak_checked,
             "leaked_examples": leaked_examples,
             "missing_examples": missing_examples,
             "spans_per_found_trace": {str(k): v for k, v in sorted(spans_hist.items())},

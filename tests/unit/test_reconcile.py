@@ -228,12 +228,20 @@ def test_mesh_per_mode_outcomes(mesh: dict[str, Any]) -> None:
     outcomes = {o.value: none[o.value] for o in Outcome}
     assert outcomes == {"found": 2, "partial": 1, "missing": 1, "leaked": 1, "not_sampled": 1, "unknown": 3}
     assert none["expected_decision"] == "proxy"
+    # `none` sends nothing: Envoy decides, no id of ours to keep -> nothing definite to check.
+    assert none["expectation_definite"] is False and none["expectation_checked"] == 0
+    # r10 and r15: forced sampled with injected ids; both answered with a decision and their trace
+    # id, so both were checked (and kept every expectation).
     assert modes["b3_multi_sampled"] == {
         "requests": 2, "errors": 0, "decided_sampled": 2, "decided_not_sampled": 0,
         "found": 1, "partial": 0, "missing": 1, "leaked": 0, "not_sampled": 0, "unknown": 0,
-        "expected_decision": "forced_sampled", "expected_trace_id_kept": True, "expectation_violations": 0,
+        "expected_decision": "forced_sampled", "expected_trace_id_kept": True,
+        "expectation_definite": True, "expectation_checked": 2, "expectation_violations": 0,
         "violations": {"decision": 0, "trace_id": 0, "request_id": 0, "leak": 0},
     }  # fmt: skip
+    # r13: Envoy decides, but the injected B3 id must survive: definite, and checked once.
+    assert modes["b3_multi_no_flag"]["expectation_definite"] is True
+    assert modes["b3_multi_no_flag"]["expectation_checked"] == 1
     # r11 breaks two expectations (the upstream saw sampled; spans exist) but is one request.
     assert modes["b3_multi_not_sampled"]["expectation_violations"] == 1
     want = {"decision": 1, "trace_id": 0, "request_id": 0, "leak": 1}
@@ -290,9 +298,16 @@ def test_mesh_prediction_mismatches_follow_the_x_request_id_rule(mesh: dict[str,
     # checked: PROXY requests with a decision and a parsable x-request-id: the same 10.
     # Only r9 (head 9000 >= 1000, but sampled) disagrees.
     # No request sent an x-request-id: every prediction came from the echoed one.
+    # Per mode: none has r1-r7 minus r8 (error) plus r9 = 8 checked, r9 the mismatch; r13 (head
+    # 5555, not sampled) and r14 (head 100, sampled) agree with the rule.
     assert mesh["sampling"]["prediction"] == {
         "checked": 10, "mismatches": 1, "examples": ["r9"],
         "mode": "echoed", "by_source": {"crafted": 0, "echoed": 10}, "sent_id_replaced": 0,
+        "by_mode": {
+            "b3_multi_no_flag": {"checked": 1, "mismatches": 0},
+            "b3_single_no_flag": {"checked": 1, "mismatches": 0},
+            "none": {"checked": 8, "mismatches": 1},
+        },
     }  # fmt: skip
 
 
@@ -303,6 +318,9 @@ def test_mesh_collection_leaks_and_examples(mesh: dict[str, Any]) -> None:
     assert m["partial"] == 1
     assert m["unknown"] == 2  # r6 (error) and r7 (never queried): sampled but unknown
     assert m["leaked"] == 1 and m["leaked_examples"] == [T[4]]
+    # decided NOT sampled and queried: r4 (leaked), r5 and r13 (absent: not_sampled). r11 was
+    # told "not sampled" but the upstream saw sampled, so it is not among them.
+    assert m["leak_checked"] == 3
     assert m["missing_examples"] == [T[3], I[15]]
     # found/partial span counts: r1 2, r2 1, r9 2, r10 3, r11 2, r12 2, r14 2
     assert m["spans_per_found_trace"] == {"1": 1, "2": 5, "3": 1}
@@ -363,6 +381,33 @@ def test_every_sampled_request_unknown_when_the_backend_fails() -> None:
     assert out["mesh"]["missing_examples"] == []
 
 
+def test_leak_checked_counts_only_decided_not_sampled_traces_that_were_queried() -> None:
+    # 5 not-sampled requests: two answered absent, one found (a leak), one backend error and one
+    # never queried (both unknown: not checked for leaks); plus a sampled one (not a leak check).
+    ledger = [rec(f"r{i}", NONE, up_trace=tid(i), up_flag="0", up_xrid=xrid(6000 + i, "4")) for i in range(5)]
+    ledger.append(rec("s", NONE, up_trace=tid(9), up_flag="1", up_xrid=xrid(5, "9")))
+    obs = {tid(0): MISSING, tid(1): MISSING, tid(2): FOUND2, tid(3): ERROR, tid(9): FOUND2}
+    m = reconcile_mesh(ledger, obs, EXPECT)["mesh"]
+    assert (m["leaked"], m["leak_checked"]) == (1, 3)
+    # the backend gone: every query an error -> nothing was checked, however many were sent
+    gone = reconcile_mesh(ledger, dict.fromkeys(obs, ERROR), EXPECT)["mesh"]
+    assert (gone["leaked"], gone["leak_checked"]) == (0, 0)
+
+
+def test_expectations_are_checked_only_where_the_answer_shows_them() -> None:
+    # Forced sampled with injected ids, but no echo: neither the decision nor the trace id the
+    # upstream saw is known, and the trace was never queried -> definite, yet not checked.
+    blind = rec("a", HeaderMode.B3_MULTI_SAMPLED, inj_trace=I[10], inj_flag="1")
+    # Forced not sampled, no echo, but its trace was queried (absent): the "no spans" expectation
+    # is checked through the backend alone.
+    queried = rec("b", HeaderMode.B3_MULTI_NOT_SAMPLED, inj_trace=I[11], inj_flag="0")
+    failed = rec("c", HeaderMode.B3_MULTI_SAMPLED, status=503, inj_trace=I[12], inj_flag="1")
+    modes = reconcile_mesh([blind, queried, failed], {I[11]: MISSING}, EXPECT)["modes"]
+    assert modes["b3_multi_sampled"]["expectation_definite"] is True
+    assert modes["b3_multi_sampled"]["expectation_checked"] == 0  # a: blind, c: not answered
+    assert modes["b3_multi_not_sampled"]["expectation_checked"] == 1
+
+
 def test_unknown_mode_strings_are_tallied_but_not_judged() -> None:
     ledger = [rec("a", "w3c_traceparent", up_trace=T[1], up_flag="1", up_xrid=xrid(5000, "9"))]
     out = reconcile_mesh(ledger, {T[1]: FOUND2}, EXPECT)
@@ -387,6 +432,7 @@ def test_example_limit() -> None:
     assert out["sampling"]["prediction"] == {
         "checked": 8, "mismatches": 8, "examples": ["r1", "r2", "r3"],
         "mode": "echoed", "by_source": {"crafted": 0, "echoed": 8}, "sent_id_replaced": 0,
+        "by_mode": {"none": {"checked": 8, "mismatches": 8}},
     }  # fmt: skip
 
 
