@@ -259,19 +259,26 @@ class Fact:
     evidence: str
 
 
-def _forcing_text(f: Forcing | None, header: str) -> tuple[str, bool, str]:
+def _vetoed(f: Forcing | None, *, veto_resets_mark: bool) -> bool:
+    """overall_sampling below 100 shows on a forcing header: Envoy's mark without a trace (the
+    veto leaves `b` in place), or, for x-envoy-force-trace, whose `a` the veto resets, a mark on
+    only some requests (measured: README, "overall_sampling")."""
+    if f is None or f.sent == 0:
+        return False
+    return f.traced < f.marked or (veto_resets_mark and 0 < f.marked < f.sent)
+
+
+def _forcing_text(f: Forcing | None, header: str, *, veto_resets_mark: bool) -> tuple[str, bool, str]:
     if f is None or f.sent == 0:
         return "unknown", False, f"no {header} request was answered with a header echo"
-    marked = f"{f.marked} of {f.sent} requests with {header} were traced for it"
+    marked = f"Envoy decided to trace {f.marked} of {f.sent} requests for {header}, {f.traced} were traced"
     if f.marked == 0:
         return "ignored", True, marked
+    if _vetoed(f, veto_resets_mark=veto_resets_mark):
+        return f"forces {f.traced} of {f.sent}", True, marked + ": overall_sampling is below 100"
     if f.marked == f.sent:
         return "forces a trace", True, marked
-    return (
-        f"forces {f.marked} of {f.sent}",
-        True,
-        marked + ": client_sampling or overall_sampling is below 100",
-    )
+    return f"forces {f.marked} of {f.sent}", True, marked + ": client_sampling is below 100"
 
 
 def profile_facts(p: MeshProfile) -> list[Fact]:
@@ -315,8 +322,17 @@ def profile_facts(p: MeshProfile) -> list[Fact]:
         facts.append(Fact("client x-request-id", rid[p.request_id][0], True, rid[p.request_id][1]))
     else:
         facts.append(Fact("client x-request-id", "unknown", False, "needs a header echo"))
-    facts.append(Fact("x-envoy-force-trace", *_forcing_text(p.force_trace, "x-envoy-force-trace")))
-    facts.append(Fact("x-client-trace-id", *_forcing_text(p.client_trace_id, "x-client-trace-id")))
+    facts.append(
+        Fact(
+            "x-envoy-force-trace", *_forcing_text(p.force_trace, "x-envoy-force-trace", veto_resets_mark=True)
+        )
+    )
+    facts.append(
+        Fact(
+            "x-client-trace-id",
+            *_forcing_text(p.client_trace_id, "x-client-trace-id", veto_resets_mark=False),
+        )
+    )
     for name, v in (("B3 trace id", p.b3), ("W3C traceparent", p.w3c)):
         facts.append(
             Fact(name, {True: "continued", False: "not continued", None: "unknown"}[v], v is not None,
@@ -506,15 +522,17 @@ def profile_advice(p: MeshProfile) -> list[str]:
             "x-envoy-force-trace is stripped (the client is external): force_* modes are decided by "
             "random sampling; to honour it, add the client's CIDR to the gateway's internal_address_config"
         )
-    partial = [
-        (name, f)
-        for name, f in (("x-envoy-force-trace", ft), ("x-client-trace-id", p.client_trace_id))
-        if f is not None and 0 < f.marked < f.sent
-    ]
-    for name, f in partial:
+    ct = p.client_trace_id
+    if _vetoed(ft, veto_resets_mark=True) or _vetoed(ct, veto_resets_mark=False):
         out.append(
-            f"{name} forced only {f.marked} of {f.sent} probe requests: an EnvoyFilter sets "
-            "tracing.overall_sampling or client_sampling below 100 (Istio sets both to 100)"
+            "forcing headers were traced for only some probe requests Envoy decided to force: an "
+            "EnvoyFilter sets tracing.overall_sampling below 100 (Istio sets 100), which vetoes forced "
+            "and random decisions alike"
+        )
+    elif ct is not None and 0 < ct.marked < ct.sent:
+        out.append(
+            f"x-client-trace-id forced only {ct.marked} of {ct.sent} probe requests: tracing.client_sampling "
+            "is below 100 (Istio sets 100)"
         )
     return out
 

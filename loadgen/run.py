@@ -48,7 +48,7 @@ from loadgen.profile import (
     resolved_shape,
     suggested_quiet_s,
 )
-from loadgen.propagation import DEFAULT_MIX, format_mix, normalize_trace_id, parse_mix
+from loadgen.propagation import DEFAULT_MIX, ExpectationContext, format_mix, normalize_trace_id, parse_mix
 from loadgen.readback import ReadBackResult, read_back, time_to_queryable
 from loadgen.reconcile import (
     Expectation,
@@ -118,7 +118,7 @@ class RunOptions:
     expect_percent: float | None = None
     expected_spans: int | None = None  # overrides the probed shape's span count (with a warning)
     # side-emitter
-    reference_rate: float = 20.0
+    reference_rate: float = 50.0  # >= 400 reference traces in 10 s: enough for a Wilson pass at 0.99
     reference_children: int = 2
     # the mesh profile (loadgen.probe): learned by a probe before the load, or read from a file
     probe: bool = True
@@ -436,6 +436,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             "collector": collector,
             "backend": backend.url,
             "backend_spec": redact_url(backend_spec),
+            "reader": backend.name,  # what `auto:` chose
         }
         # Learn the mesh before measuring it: the profile, not the knobs or a default, sets the
         # expectations (shape of a complete trace, header-mode context, run-id tag, quiet period).
@@ -443,7 +444,10 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         _write_json(run_dir / PROFILE_FILE, profile.to_dict())
         status(f"mesh profile: {profile_line(profile)}")
         shape, shape_notes = resolved_shape(profile, opts.expected_spans)
-        declared = opts.tracing.expectation_context()
+        # An existing mesh's gateway flags are the user's declaration, the fallback for what the
+        # probe cannot learn; the embedded mesh's knobs only build it, so its fallback is Istio's
+        # ingress gateway, as for a mesh nobody declared anything about.
+        declared = opts.tracing.expectation_context() if kind == "external" else ExpectationContext()
         context = expectation_context(profile, configured, base=declared)
         if kind == "external":
             shape_notes += declaration_warnings(declared, context)
@@ -592,6 +596,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         summary["profile"] = profile.to_dict()
         summary["started_at"] = started_at
         summary["locust"] = _locust_totals(run_dir)
+        summary["readback_notes"] = list(summary.get("notes", []))
         summary["notes"] = notes + summary.get("notes", [])
         _write_json(run_dir / "summary.json", summary)
         (run_dir / "report.md").write_text(render_markdown(summary))
@@ -889,11 +894,19 @@ def verify_run(
     for key in ("status", "status_reason", "target", "profile", "started_at", "locust"):
         if key in previous:
             summary[key] = previous[key]
+    if backend_spec:
+        # Verified elsewhere: say where, so the summary does not name the old backend.
+        summary["target"] = {**(summary.get("target") or {}), "backend": backend.url,
+                             "backend_spec": redact_url(backend_spec), "reader": backend.name}  # fmt: skip
     if interrupted:
         summary["status"] = "partial"
         summary["status_reason"] = "verify interrupted during read-back"
     summary["verified_at"] = time.time()
-    summary["notes"] = [*previous.get("notes", []), *summary.get("notes", [])]
+    # The load's notes stay; the previous read-back's are replaced by this one's (not duplicated).
+    stale = set(previous.get("readback_notes") or ())
+    kept = [n for n in previous.get("notes", []) if n not in stale]
+    summary["readback_notes"] = list(summary.get("notes", []))
+    summary["notes"] = list(dict.fromkeys([*kept, *summary["readback_notes"]]))
     (run_dir / "summary.previous.json").write_text(json.dumps(previous, indent=2) + "\n")
     _write_json(run_dir / "summary.json", summary)
     (run_dir / "report.md").write_text(render_markdown(summary))

@@ -223,5 +223,12 @@ def test_advice_names_the_setting_to_change() -> None:
     advice = " | ".join(profile_advice(p))
     assert "customTags" in advice  # no run-id tag was found
     assert "xrid_crafted" in advice  # the gateway keeps client ids
-    assert "overall_sampling" in advice and "2 of 5" in advice
+    assert "overall_sampling" in advice
+    # x-client-trace-id: a veto leaves Envoy's `b` mark, so marked-but-untraced means
+    # overall_sampling; marked on only some requests (all traced) means client_sampling.
+    vetoed = MeshProfile("p", "/", echo=True, shape=FOUR, run_id_tag="t", client_trace_id=Forcing(8, 4, 8))
+    assert "overall_sampling" in " ".join(profile_advice(vetoed))
+    coin = MeshProfile("p", "/", echo=True, shape=FOUR, run_id_tag="t", client_trace_id=Forcing(8, 4, 4))
+    coin_advice = " ".join(profile_advice(coin))
+    assert "client_sampling" in coin_advice and "4 of 8" in coin_advice and "overall" not in coin_advice
     assert profile_advice(MeshProfile("p", "/", answered=3, echo=True, shape=FOUR, run_id_tag="t")) == []
