@@ -476,6 +476,7 @@ def test_crafted_predictions_come_from_the_sent_id_when_kept() -> None:
     assert out["sampling"]["prediction"] == {
         "checked": 3, "mismatches": 1, "examples": ["c"], "mode": "crafted",
         "by_source": {"crafted": 3, "echoed": 0}, "sent_id_replaced": 0,
+        "by_mode": {"xrid_crafted": {"checked": 3, "mismatches": 1}},
     }  # fmt: skip
     assert out["modes"]["xrid_crafted"]["expectation_violations"] == 0
 
