@@ -48,9 +48,11 @@ from typing import Any
 
 from loadgen.stats import (
     FAIL_ALPHA,
+    Verdict,
     binom_cdf,
     binom_test_two_sided,
     clopper_pearson_interval,
+    sampling_verdict,
     wilson_interval,
     z_for,
 )
@@ -244,6 +246,46 @@ def default_precision(expected_fraction: float) -> float:
     """±10 % of the rarer outcome (1 % -> ±0.1 points, 50 % -> ±5 points), at least ±0.01 points."""
     _check_fraction("expected fraction", expected_fraction)
     return max(0.1 * min(expected_fraction, 1.0 - expected_fraction), 0.0001)
+
+
+# --- evidence a verdict needs -----------------------------------------------------------------
+
+
+def all_found_sample_size(threshold: float, confidence: float = DEFAULT_CONFIDENCE) -> int | None:
+    """Traces a collection verdict needs before it can pass at `threshold`: the smallest n whose
+    all-found sample (k = n) has a Wilson low end >= threshold. That low end is n / (n + z²), so
+    n = ceil(threshold z² / (1 - threshold)) (381 at 0.99, 3,838 at 0.999); checked against
+    `wilson_interval` itself so float rounding cannot put the verdict and the plan one apart.
+    None for a threshold of 1: no sample, however large, shows a rate of 100 %."""
+    _check_fraction("threshold", threshold)
+    if threshold >= 1.0:
+        return None
+    z = z_for(confidence)
+    n = max(1, _ceil(threshold * z * z / (1.0 - threshold)))
+    while n > 1 and wilson_interval(n - 1, n - 1, confidence)[0] >= threshold:
+        n -= 1
+    while wilson_interval(n, n, confidence)[0] < threshold:
+        n += 1
+    return n
+
+
+def detectable_sample_size(expected: float, alpha: float = FAIL_ALPHA) -> int:
+    """Decision-free requests the statistical sampling verdict needs before it could fail in
+    every direction there is: the smallest n at which both extreme outcomes (none sampled, all
+    sampled) fail `loadgen.stats.sampling_verdict` (outside the Wilson interval and rejected by
+    the exact binomial test at `alpha`). Below it a pass is vacuous: no proxy could have failed.
+    At alpha 0.001: 11 at 50 % (2 * 0.5^n < alpha), 34 at 20 %, 757 at 1 %; 1 at 0 or 100 %."""
+    _check_fraction("expected fraction", expected)
+
+    def can_fail(n: int) -> bool:
+        if expected > 0.0 and sampling_verdict(0, n, expected)[0] is not Verdict.FAIL:
+            return False
+        return not (expected < 1.0 and sampling_verdict(n, n, expected)[0] is not Verdict.FAIL)
+
+    lo, hi = _grow_until(can_fail, 1, MAX_PLANNED_REQUESTS)
+    found = _first_true(can_fail, max(1, lo + 1), hi)
+    assert found is not None
+    return found
 
 
 # --- exact prediction --------------------------------------------------------------------------

@@ -17,8 +17,10 @@ from loadgen.planner import (
     DetectionPlan,
     SequentialDecision,
     SequentialPlan,
+    all_found_sample_size,
     clopper_pearson_sample_size,
     default_precision,
+    detectable_sample_size,
     detection_plan,
     envoy_threshold,
     exact_prediction_requests,
@@ -336,3 +338,53 @@ def test_testing_every_look_at_full_alpha_would_not_be_valid() -> None:
     paths = 20_000
     fails = _simulate_false_fails(naive, 0.5, paths, seed=11)
     assert fails / paths > 0.08
+
+
+# --- evidence a verdict needs ---------------------------------------------------------------------
+
+
+def scipy_wilson(k: int, n: int) -> tuple[float, float]:
+    ci = sp_stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.9, 0.95, 0.99, 0.995])
+def test_all_found_sample_size_is_the_first_all_found_sample_whose_wilson_low_end_reaches_it(
+    threshold: float,
+) -> None:
+    n = all_found_sample_size(threshold)
+    assert n is not None
+    # brute force with SciPy's Wilson interval: n passes, n - 1 does not
+    assert scipy_wilson(n, n)[0] >= threshold
+    assert n == 1 or scipy_wilson(n - 1, n - 1)[0] < threshold
+    # and the textbook closed form: the all-found low end is n / (n + z²)
+    assert n == math.ceil(threshold * Z95**2 / (1 - threshold))
+
+
+def test_all_found_sample_size_at_the_default_minimum_and_at_one() -> None:
+    # 0.99 * 1.959964² / 0.01 = 380.3: 381 traces; 200 all found are not enough (low 0.981)
+    assert all_found_sample_size(0.99) == 381
+    assert scipy_wilson(200, 200)[0] < 0.99
+    assert all_found_sample_size(1.0) is None  # no sample shows 100 %
+    with pytest.raises(ValueError):
+        all_found_sample_size(1.5)
+
+
+def _fails_scipy(k: int, n: int, p: float) -> bool:
+    low, high = scipy_wilson(k, n)
+    return not (low <= p <= high) and sp_stats.binomtest(k, n, p).pvalue < 0.001
+
+
+@pytest.mark.parametrize("p", [0.5, 0.2, 0.05, 0.8])
+def test_detectable_sample_size_is_the_first_n_at_which_both_extremes_fail(p: float) -> None:
+    n = detectable_sample_size(p)
+    assert _fails_scipy(0, n, p) and _fails_scipy(n, n, p)
+    assert not (_fails_scipy(0, n - 1, p) and _fails_scipy(n - 1, n - 1, p))
+
+
+def test_detectable_sample_size_at_half_is_the_binomial_tail() -> None:
+    # at 50 % both extremes have p-value 2 * 0.5^n: below 0.001 from n = 11 (2 / 2048 < 0.001 <
+    # 2 / 1024); Wilson excludes 0.5 much earlier (n >= 4)
+    assert detectable_sample_size(0.5) == 11
+    # at 0 % or 100 % one decision the other way fails: one is enough
+    assert detectable_sample_size(0.0) == 1 and detectable_sample_size(1.0) == 1
