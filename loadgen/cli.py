@@ -523,7 +523,7 @@ def run(
             min=0,
             rich_help_panel="Reference spans",
         ),
-    ] = 20.0,
+    ] = 50.0,
     reference_children: Annotated[
         int,
         typer.Option(
@@ -602,8 +602,9 @@ def run(
     Zipkin-compatible collector) on 127.0.0.1. Writes reports/<run-id>/ (summary.json, report.md,
     ledger.jsonl, reference.jsonl, fetched.jsonl).
 
-    Exit codes: 0 verdicts passed (or inconclusive), 1 a verdict failed, 2 error (bad option,
-    unreachable target), 130 interrupted (a partial report is written).
+    Exit codes: 0 every verdict passed, 1 a verdict failed, 2 error (bad option, unreachable
+    target), 3 nothing failed but a verdict was inconclusive (not enough evidence), 130 interrupted
+    (a partial report is written).
     """
     try:
         parse_mix(mix)
