@@ -10,6 +10,10 @@ Statistical mode (no per-request decisions): decision rate ~ traces found by tag
 decision-free requests / decision-free requests sent, corrected by the reference collection
 rate (the share of traces the backend keeps, measured on spans sent straight to the collector).
 The correction assumes mesh spans are lost at the same rate as reference spans.
+
+No tagged mesh trace at all means nothing could be attributed (the mesh does not tag its spans
+with the run id, or nothing was traced): "0 of n sampled" would be a measurement that never
+happened, so the estimate is null with a `note` saying why.
 """
 
 from __future__ import annotations
@@ -99,9 +103,18 @@ def estimate_from_tags(
                 forced_new_id += 1
     unattributed = max(0, len(tagged_mesh - injected) - forced_new_id)
     raw = Proportion(min(free_sent, free_found_known + unattributed), free_sent)
+    note: str | None = None
+    if not free_sent:
+        note = "no answered decision-free request: no decision rate to estimate"
+    elif not tagged_mesh:
+        note = (
+            f"no mesh trace was found by the run tag ({len(tagged & reference_ids)} reference traces were): "
+            f"nothing could be attributed to the {free_sent} decision-free requests (the mesh does not tag "
+            "its spans with the run id, or traced nothing), so no decision rate is estimated"
+        )
     corrected: dict[str, Any] | None = None
     ref = reference_collection or {}
-    if raw.n and ref.get("n") and ref.get("rate"):
+    if note is None and ref.get("n") and ref.get("rate"):
         low, high = raw.ci95
         ref_low, ref_high = ref["ci95"]
         corrected = {
@@ -118,8 +131,9 @@ def estimate_from_tags(
         "tagged_mesh": len(tagged_mesh),
         "unattributed_mesh": unattributed,
         "forced_with_new_trace_id": forced_new_id,
-        "decision": raw.to_dict(),
+        "decision": raw.to_dict() if note is None else None,
         "decision_corrected": corrected,
+        "note": note,
         "forced_sampled_found": {
             "k": forced[Decision.FORCED_SAMPLED][0],
             "n": forced[Decision.FORCED_SAMPLED][1],

@@ -54,3 +54,27 @@ def test_forced_traces_under_ids_envoy_creates_are_not_counted_as_decision_free(
     assert out["forced_with_new_trace_id"] == 1
     assert out["unattributed_mesh"] == 1
     assert (out["decision"]["k"], out["decision"]["n"]) == (1, 2)
+
+
+def test_no_tagged_mesh_trace_is_no_estimate_not_zero() -> None:
+    """No echo and no run-id tag on mesh spans: only reference traces carry the tag. "0 of 502
+    sampled [0, 0.0076]" would be a measurement that never happened: the estimate is null."""
+    ledger = [rec("none")] * 502 + [rec("b3_multi_sampled", "c" * 32)]
+    ref_ids = {f"{i:032x}" for i in range(1, 11)}
+    ref = {"k": 10, "n": 10, "rate": 1.0, "ci95": list(wilson_interval(10, 10))}
+    out = estimate_from_tags(ledger, set(ref_ids), ref_ids, ref)
+    assert out["tagged_mesh"] == 0 and out["tagged_reference"] == 10
+    assert out["decision"] is None and out["decision_corrected"] is None
+    assert out["note"].startswith("no mesh trace was found by the run tag (10 reference traces were)")
+    assert "502 decision-free requests" in out["note"]
+
+
+def test_no_decision_free_request_is_no_estimate() -> None:
+    out = estimate_from_tags([rec("b3_multi_sampled", "c" * 32)], {"c" * 32}, set(), None)
+    assert out["decision"] is None and out["note"] is not None
+    assert out["forced_sampled_found"] == {"k": 1, "n": 1}
+
+
+def test_an_attributed_estimate_has_no_note() -> None:
+    out = estimate_from_tags([rec("none"), rec("none")], {"e" * 32}, set(), None)
+    assert out["note"] is None and (out["decision"]["k"], out["decision"]["n"]) == (1, 2)
