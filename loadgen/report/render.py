@@ -70,13 +70,10 @@ def _headline_rows(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
         )
     mesh = summary["mesh"]
     rows.append(("mesh collection rate", fmt_rate(mesh["collection"]), verdicts.get("mesh_collection", "")))
-    rows.append(
-        (
-            "mesh partial / unknown / leaked",
-            f"{mesh['partial']} / {mesh['unknown']} / {mesh['leaked']}",
-            verdicts.get("no_leaks", ""),
-        )
-    )
+    leaks = f"{mesh['partial']} / {mesh['unknown']} / {mesh['leaked']}"
+    if "leak_checked" in mesh:
+        leaks += f" ({mesh['leaked']} leaked of {mesh['leak_checked']} queried)"
+    rows.append(("mesh partial / unknown / leaked", leaks, verdicts.get("no_leaks", "")))
     ref = summary.get("reference")
     if ref and ref.get("started"):
         rows.append(
@@ -85,6 +82,15 @@ def _headline_rows(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
                 fmt_rate(ref["collection"])
                 + f"; started {ref['started']}, exported {ref['exported']}, failed {ref['failed']}, dropped {ref['dropped']}",
                 verdicts.get("reference_collection", ""),
+            )
+        )
+    if "header_modes" in verdicts:
+        checked, violations = header_mode_totals(summary)
+        rows.append(
+            (
+                "header modes vs the profile",
+                f"{violations} violations in {checked} checked requests",
+                verdicts.get("header_modes", ""),
             )
         )
     prop = summary["propagation"]
@@ -98,13 +104,77 @@ def _headline_rows(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+VIOLATION_KINDS = ("decision", "trace_id", "request_id", "leak")
+
+
+def _count(value: object) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def header_mode_totals(summary: dict[str, Any]) -> tuple[int, int]:
+    """(requests checked against the profile's expectations, requests that broke one)."""
+    modes = [m for m in (summary.get("modes") or {}).values() if isinstance(m, dict)]
+    return (
+        sum(_count(m.get("expectation_checked")) for m in modes),
+        sum(_count(m.get("expectation_violations")) for m in modes),
+    )
+
+
+def header_mode_rows(summary: dict[str, Any]) -> list[list[object]]:
+    """Per mode with something to check (a definite expectation, or violations): mode, expected
+    decision, requests, checked, violations, then violations by kind (VIOLATION_KINDS). Empty
+    when the run has no header-modes verdict and no violation (nothing worth a table)."""
+    modes = {str(k): v for k, v in (summary.get("modes") or {}).items() if isinstance(v, dict)}
+    shown = "header_modes" in (summary.get("verdicts") or {}) or any(
+        _count(m.get("expectation_violations")) for m in modes.values()
+    )
+    if not shown:
+        return []
+    rows: list[list[object]] = []
+    for mode, m in modes.items():
+        if not (m.get("expectation_definite") or _count(m.get("expectation_violations"))):
+            continue
+        raw_kinds = m.get("violations")
+        kinds: dict[str, Any] = raw_kinds if isinstance(raw_kinds, dict) else {}
+        rows.append(
+            [
+                mode,
+                m.get("expected_decision") or "?",
+                _count(m.get("requests")),
+                _count(m.get("expectation_checked")),
+                _count(m.get("expectation_violations")),
+                *(_count(kinds.get(k)) for k in VIOLATION_KINDS),
+            ]
+        )
+    return rows
+
+
+HEADER_MODE_COLUMNS = ("mode", "expected decision", "requests", "checked", "violations", *VIOLATION_KINDS)
+
+
+def verdict_causes(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(verdict name, verdict, evidence, cause) for every verdict that did not pass and says why
+    (`verdict_details`); evidence is "checked N (minimum M)"."""
+    out: list[tuple[str, str, str, str]] = []
+    details = summary.get("verdict_details") or {}
+    for name, d in details.items() if isinstance(details, dict) else ():
+        if not isinstance(d, dict) or not d.get("cause"):
+            continue
+        evidence = (
+            f"checked {_count(d.get('checked'))} (minimum {_count(d.get('minimum'))}), {d.get('basis', '?')}"
+        )
+        out.append((str(name), str(d.get("verdict", "")), evidence, str(d["cause"])))
+    return out
+
+
 MODES_CAPTION = (
     "req/err: requests/errors; part/miss/leak/unkn: partial/missing/leaked/unknown; p50-p99: latency ms"
 )
 
 
 def render_terminal(summary: dict[str, Any]) -> list[Table]:
-    """Two rich tables: the headline numbers with verdicts, and per header mode."""
+    """Rich tables: the headline numbers with verdicts, per header mode, then (when there is
+    something to show) the header modes against the profile and why verdicts did not pass."""
     status = summary.get("status", "complete")
     # Run ids and mode names are user input: never let rich read them as markup.
     title = f"loadgen run {escape(str(summary['run_id']))}" + (" (PARTIAL)" if status != "complete" else "")
@@ -139,7 +209,27 @@ def render_terminal(summary: dict[str, Any]) -> list[Table]:
             fmt_ms(lat.get("p95")),
             fmt_ms(lat.get("p99")),
         )
-    return [head, modes]
+    tables = [head, modes]
+    hm_rows = header_mode_rows(summary)
+    if hm_rows:
+        hm = Table(
+            title="header modes vs the profile (requests that broke an expectation, by kind)",
+            title_justify="left",
+        )
+        for i, col in enumerate(HEADER_MODE_COLUMNS):
+            hm.add_column(col, justify="left" if i < 2 else "right", no_wrap=i == 0)
+        for row in hm_rows:
+            hm.add_row(*(escape(str(c)) for c in row))
+        tables.append(hm)
+    causes = verdict_causes(summary)
+    if causes:
+        why = Table(title="why", title_justify="left")
+        for col in ("verdict", "", "evidence", "most likely cause"):
+            why.add_column(col)
+        for name, verdict, evidence, cause in causes:
+            why.add_row(escape(name), Text(verdict, style=colours.get(verdict, "")), evidence, escape(cause))
+        tables.append(why)
+    return tables
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
@@ -178,6 +268,23 @@ def render_markdown(summary: dict[str, Any]) -> str:
             fmt_ms(lat.get("p50")), fmt_ms(lat.get("p95")), fmt_ms(lat.get("p99")),
         ]  # fmt: skip
         lines.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
+    hm_rows = header_mode_rows(summary)
+    if hm_rows:
+        lines.append("")
+        lines.append("## Header modes vs the profile")
+        lines.append("")
+        lines.append("| " + " | ".join(md_escape(c) for c in HEADER_MODE_COLUMNS) + " |")
+        lines.append("|" + "---|" * len(HEADER_MODE_COLUMNS))
+        lines.extend("| " + " | ".join(md_escape(c) for c in row) + " |" for row in hm_rows)
+    causes = verdict_causes(summary)
+    if causes:
+        lines.append("")
+        lines.append("## Why")
+        lines.append("")
+        lines.extend(
+            f"- **{md_escape(name)}** {md_escape(verdict)} ({md_escape(evidence)}): {md_escape(cause)}"
+            for name, verdict, evidence, cause in causes
+        )
     lines.append("")
     mesh = summary["mesh"]
     lines.append("## Completeness")

@@ -192,8 +192,12 @@ def test_markdown_of_a_reconciled_summary_has_run_id_verdicts_and_mode_rows() ->
     assert by_name["x-request-id rule prediction"] == ("0 mismatches of 6 requests", v["sampling_prediction"])
     assert by_name["mesh collection rate"][1] == v["mesh_collection"] == "fail"  # 6 of 7 found
     assert "(k=6, n=7)" in by_name["mesh collection rate"][0]
-    assert by_name["mesh partial / unknown / leaked"] == ("0 / 0 / 0", "pass")
-    assert by_name["reference collection rate"][1] == v["reference_collection"] == "pass"
+    # the 3 not-sampled `none` requests were queried and absent: 0 leaked of 3 queried
+    assert by_name["mesh partial / unknown / leaked"] == ("0 / 0 / 0 (0 leaked of 3 queried)", "pass")
+    # 3 of 3 reference traces: a Wilson low end of 0.44, far from 0.99 -> not enough evidence
+    assert by_name["reference collection rate"][1] == v["reference_collection"] == "inconclusive"
+    # b3_single_sampled x4 kept their ids and were traced: 4 checked, none broken
+    assert by_name["header modes vs the profile"] == ("0 violations in 4 checked requests", "pass")
     assert by_name["reference collection rate"][0].endswith("; started 4, exported 3, failed 1, dropped 0")
     assert by_name["injected trace ids kept"] == ("upstream 4/4, backend 3/4", "")
 
@@ -226,7 +230,7 @@ def test_markdown_with_hostile_strings_keeps_its_structure() -> None:
     for line in lines:
         if line.startswith("|"):
             cuts = len(unescaped_positions(line, "|"))
-            assert cuts in (4, 14), line  # 3 or 13 columns, nothing more
+            assert cuts in (4, 10, 14), line  # 3, 9 or 13 columns, nothing more
     headings = [line for line in lines if line.startswith("#")]
     assert headings[1:] == [line for line in md_benign.split("\n") if line.startswith("#")][1:]
     assert headings[0].startswith("# loadgen run run\\|\\<b\\>")  # escaped, not a code span: it holds < and |
@@ -403,7 +407,7 @@ def body_rows(text: str) -> list[list[str]]:
 
 def test_render_terminal_mode_rows_match_the_summary_modes() -> None:
     summary = build_summary()
-    head, modes = render_terminal(summary)
+    head, modes, *rest = render_terminal(summary)
     assert modes.row_count == len(summary["modes"])
     rows = body_rows(rendered([modes]))
     assert [r[0] for r in rows] == list(summary["modes"])
@@ -422,9 +426,22 @@ def test_render_terminal_mode_rows_match_the_summary_modes() -> None:
         "mesh collection rate",
         "mesh partial / unknown / leaked",
         "reference collection rate",
+        "header modes vs the profile",
         "injected trace ids kept",
     ]
-    assert [r[2] for r in head_rows] == ["pass", "pass", "fail", "pass", "pass", ""]
+    assert [r[2] for r in head_rows] == ["pass", "pass", "fail", "pass", "inconclusive", "pass", ""]
+    # then the header modes against the profile, and why two verdicts did not pass
+    hm_rows = body_rows(rendered(rest[:1]))
+    # b3_multi_no_flag must keep its injected id (definite), but its one request got a 502
+    assert hm_rows == [
+        ["b3_multi_no_flag", "proxy", "1", "0", "0", "0", "0", "0", "0"],
+        ["b3_single_sampled", "forced_sampled", "4", "4", "0", "0", "0", "0", "0"],
+    ]
+    why_rows = body_rows(rendered(rest[1:]))
+    assert [r[:2] for r in why_rows if r[0]] == [
+        ["mesh_collection", "fail"],
+        ["reference_collection", "inconclusive"],
+    ]
 
 
 def test_render_terminal_title_marks_partial_runs() -> None:
@@ -450,3 +467,53 @@ def test_markdown_title_code_span_shows_the_run_id_verbatim(run_id: str) -> None
     title = render_markdown({**FIXED, "run_id": run_id}).splitlines()[0]
     assert title.startswith("# loadgen run `") and title.endswith("`")
     assert title[len("# loadgen run `") : -1] == run_id
+
+
+# --- header modes and causes ---------------------------------------------------------------------
+
+
+def violating_summary() -> dict[str, Any]:
+    """build_summary plus 5 b3_multi_sampled requests, 2 of which the upstream saw NOT sampled."""
+    summary = build_summary()
+    ledger = [
+        {"rid": f"v{i}", "mode": HeaderMode.B3_MULTI_SAMPLED.value, "status": 200, "ts": 104.0, "latency_ms": 1.0,
+         "inj_trace": tid(300 + i), "inj_flag": "1", "up_trace": tid(300 + i), "up_flag": "0" if i < 2 else "1"}
+        for i in range(5)
+    ]  # fmt: skip
+    obs = {tid(300 + i): TraceObservation(FetchStatus.FOUND, 2, ("echo", "gateway")) for i in range(2, 5)}
+    obs.update({tid(300 + i): TraceObservation(FetchStatus.MISSING) for i in range(2)})
+    mesh = reconcile_mesh(ledger, obs, EXPECT)
+    summary["modes"].update(mesh["modes"])
+    summary["verdicts"] = run_verdicts(summary, 0.99)
+    return summary
+
+
+def test_markdown_shows_header_mode_violations_by_kind_and_why() -> None:
+    summary = violating_summary()
+    assert summary["verdicts"]["header_modes"] == "fail"
+    md = render_markdown(summary)
+    rows = [
+        table_cells(line) for line in section(md, "## Header modes vs the profile") if line.startswith("| ")
+    ]
+    header, body = [md_unescape(c) for c in rows[0]], rows[1:]
+    assert header == ["mode", "expected decision", "requests", "checked", "violations", "decision", "trace_id",
+                      "request_id", "leak"]  # fmt: skip
+    by_mode = {md_unescape(r[0]): [md_unescape(c) for c in r[1:]] for r in body}
+    # 2 of the 5 forced-sampled requests were not traced: two decision violations
+    assert by_mode["b3_multi_sampled"] == ["forced_sampled", "5", "5", "2", "2", "0", "0", "0"]
+    why = [md_unescape(line) for line in section(md, "## Why") if line.startswith("- ")]
+    header_modes = next(line for line in why if line.startswith("- **header_modes** fail"))
+    assert "b3_multi_sampled: 2 of 5 not traced as forced" in header_modes
+    assert "(checked 9 (minimum 1), exact)" in header_modes  # 4 b3_single_sampled + 5 b3_multi_sampled
+
+
+def test_markdown_why_escapes_causes_naming_hostile_modes() -> None:
+    summary = violating_summary()
+    summary["verdict_details"]["header_modes"]["cause"] = "<img src=x> | `x`\n# h"
+    md = render_markdown(summary)
+    for line in md.split("\n"):
+        assert unescaped_positions(line, "<") == [], line
+
+
+def test_fmt_rate_of_a_null_estimate() -> None:
+    assert fmt_rate(None) == "n/a (n=0)"
