@@ -46,7 +46,13 @@ from loadgen.report.plots import (
     fmt_pct,
     xml_escape,
 )
-from loadgen.report.render import _headline_rows
+from loadgen.report.render import (
+    HEADER_MODE_COLUMNS,
+    _headline_rows,
+    header_mode_rows,
+    header_mode_totals,
+    verdict_causes,
+)
 from loadgen.report.tables import expectation_from_summary, ledger_timeseries, modes_csv, timeseries_csv
 
 esc = xml_escape
@@ -61,6 +67,7 @@ VERDICT_TITLES = {
     "no_leaks": "No leaked traces",
     "reference_collection": "Reference collection rate",
     "propagation_integrity": "Propagation integrity",
+    "header_modes": "Header modes behave as the profile predicts",
 }
 
 
@@ -185,13 +192,29 @@ def _overall(summary: Mapping[str, Any]) -> str:
     )
 
 
-def _card(title: str, big: str, lines: Sequence[str], verdict: object | None, card_id: str) -> str:
+def _card(
+    title: str,
+    big: str,
+    lines: Sequence[str],
+    verdict: object | None,
+    card_id: str,
+    detail: Mapping[str, Any] | None = None,
+) -> str:
     """A headline card: title, the number large (its unit after the first space smaller), the
-    verdict badge, and lines of (already escaped) detail."""
+    verdict badge, lines of (already escaped) detail, and from the verdict's `detail`
+    (summary["verdict_details"]) how much it checked and, unless it passed, why."""
     cls = _verdict_class(verdict) if verdict is not None else "info"
     badge = _badge(verdict) if verdict is not None else ""
     value, _, unit = big.partition(" ")
     unit_html = f" <small>{esc(unit)}</small>" if unit else ""
+    lines = list(lines)
+    if detail:
+        lines.append(
+            f'<span class="evidence">checked {_int(detail.get("checked")):,} (minimum '
+            f"{_int(detail.get('minimum')):,}) · {esc(detail.get('basis') or '?')}</span>"
+        )
+        if detail.get("cause"):
+            lines.append(f'<span class="cause">why: {esc(detail.get("cause"))}</span>')
     body = "".join(f"<p>{line}</p>" for line in lines)
     return (
         f'<article class="card {cls}" id="card-{esc(card_id)}"><h3>{esc(title)}</h3>'
@@ -201,6 +224,7 @@ def _card(title: str, big: str, lines: Sequence[str], verdict: object | None, ca
 
 def _cards(summary: Mapping[str, Any], timeseries: Mapping[str, Any]) -> str:
     verdicts = _dict(summary.get("verdicts"))
+    details = _dict(summary.get("verdict_details"))
     sampling = _dict(summary.get("sampling"))
     mesh = _dict(summary.get("mesh"))
     ref = _dict(summary.get("reference"))
@@ -210,7 +234,8 @@ def _cards(summary: Mapping[str, Any], timeseries: Mapping[str, Any]) -> str:
 
     def add(key: str, title: str, big: str, lines: Sequence[str]) -> None:
         done.add(key)
-        cards.append(_card(title, big, lines, verdicts.get(key) if key in verdicts else None, key))
+        verdict = verdicts.get(key) if key in verdicts else None
+        cards.append(_card(title, big, lines, verdict, key, _dict(details.get(key))))
 
     conf = _num(sampling.get("configured_percent"))
     basis = sampling.get("verdict_basis")
@@ -249,12 +274,12 @@ def _cards(summary: Mapping[str, Any], timeseries: Mapping[str, Any]) -> str:
         ],
     )
     not_sampled = sum(_int(_dict(m).get("decided_not_sampled")) for m in modes.values())
-    add(
-        "no_leaks",
-        VERDICT_TITLES["no_leaks"],
-        f"{_int(mesh.get('leaked')):,} leaked",
-        [f"traces found among {not_sampled:,} requests decided <em>not</em> sampled"],
-    )
+    leak_lines = [f"traces found among {not_sampled:,} requests decided <em>not</em> sampled"]
+    if "leak_checked" in mesh:
+        leak_lines.insert(
+            0, f"{_int(mesh.get('leaked')):,} leaked of {_int(mesh.get('leak_checked')):,} queried"
+        )
+    add("no_leaks", VERDICT_TITLES["no_leaks"], f"{_int(mesh.get('leaked')):,} leaked", leak_lines)
     if "reference_collection" in verdicts or _int(ref.get("started")):
         add(
             "reference_collection",
@@ -267,10 +292,18 @@ def _cards(summary: Mapping[str, Any], timeseries: Mapping[str, Any]) -> str:
                 f"dropped {_int(ref.get('dropped')):,}",
             ],
         )
+    if "header_modes" in verdicts:
+        checked, violations = header_mode_totals(dict(summary))
+        add(
+            "header_modes",
+            VERDICT_TITLES["header_modes"],
+            f"{violations:,} violations",
+            [f"of {checked:,} answered requests checked against what the mesh profile predicts"],
+        )
     for key, verdict in verdicts.items():  # verdicts this renderer does not know yet
         if str(key) not in done:
             title = VERDICT_TITLES.get(str(key), str(key).replace("_", " ").capitalize())
-            cards.append(_card(title, str(verdict), [], verdict, f"extra-{key}"))
+            cards.append(_card(title, str(verdict), [], verdict, f"extra-{key}", _dict(details.get(key))))
     verdict_cards, cards = cards, []
     # Information cards (no verdict of their own).
     requests = _dict(summary.get("requests"))
@@ -706,6 +739,53 @@ def _modes_table(summary: Mapping[str, Any]) -> str:
     )
 
 
+def _header_modes_table(summary: Mapping[str, Any]) -> str:
+    """Per mode with a definite expectation: requests, how many were checked, and the violations
+    by kind (empty when there is nothing to check)."""
+    try:
+        rows = header_mode_rows(dict(summary))
+    except (KeyError, TypeError, ValueError):
+        return ""
+    if not rows:
+        return ""
+    num = ' class="num"'
+    head = "".join(
+        f"<th{'' if i < 2 else num}>{esc(c.replace('_', ' '))}</th>"
+        for i, c in enumerate(HEADER_MODE_COLUMNS)
+    )
+    body = []
+    for mode, expected, *counts in rows:
+        cells = "".join(
+            f'<td class="num{" bad" if i >= 2 and c else ""}">{_int(c):,}</td>' for i, c in enumerate(counts)
+        )
+        body.append(
+            f"<tr><th><code>{esc(mode)}</code></th><td>{esc(str(expected).replace('_', ' '))}</td>{cells}</tr>"
+        )
+    return (
+        '<section id="header-modes"><h2>Header modes vs the profile</h2><div class="scroll">'
+        f'<table class="modes"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+        '<p class="hint">checked = answered requests whose answer showed at least one definite expectation '
+        "(the decision a header forces, a trace id or x-request-id kept or replaced, no spans at all); "
+        "violations = checked requests that broke one, by kind.</p></section>"
+    )
+
+
+def _why(summary: Mapping[str, Any]) -> str:
+    """Every verdict that did not pass, with its evidence and most likely cause."""
+    try:
+        causes = verdict_causes(dict(summary))
+    except (KeyError, TypeError, ValueError):
+        return ""
+    if not causes:
+        return ""
+    items = "".join(
+        f"<li>{_badge(verdict)} <strong>{esc(VERDICT_TITLES.get(name, name))}</strong> "
+        f'<span class="evidence">({esc(evidence)})</span>: {esc(cause)}</li>'
+        for name, verdict, evidence, cause in causes
+    )
+    return f'<section id="why"><h2>Why</h2><ul class="why">{items}</ul></section>'
+
+
 def _numbers_table(summary: Mapping[str, Any]) -> str:
     try:
         rows = _headline_rows(dict(summary))
@@ -751,11 +831,15 @@ def _details(summary: Mapping[str, Any]) -> str:
     tags = summary.get("tag_search")
     if isinstance(tags, Mapping):
         dec = _dict(tags.get("decision"))
+        estimate = (
+            f"decision estimate {esc(_pct(_prop(dec)[0]))} ({esc(_ci_text(dec))})"
+            if dec
+            else f"no decision estimate ({esc(tags.get('note') or 'nothing could be attributed')})"
+        )
         parts.append(
             "<dt>run-tag search</dt><dd>"
             f"{_int(tags.get('tagged_traces')):,} traces tagged ({_int(tags.get('tagged_mesh')):,} mesh, "
-            f"{_int(tags.get('tagged_reference')):,} reference); decision estimate {esc(_pct(_prop(dec)[0]))} "
-            f"({esc(_ci_text(dec))})</dd>"
+            f"{_int(tags.get('tagged_reference')):,} reference); {estimate}</dd>"
         )
     readback = _dict(summary.get("readback"))
     if readback:
@@ -838,7 +922,8 @@ td.warn { color: var(--unsure); font-weight: 700; } td.bad { color: var(--fail);
 dl { display: grid; grid-template-columns: max-content 1fr; gap: 6px 18px; background: #fff;
   border: 1px solid var(--line); border-radius: 10px; padding: 14px 18px; margin: 0; }
 dt { color: var(--muted); } dd { margin: 0; }
-.notes li { margin: 4px 0; }
+.notes li, .why li { margin: 4px 0; }
+.card .cause { color: var(--ink); } .evidence { color: var(--muted); }
 footer { color: var(--muted); font-size: 12.5px; margin-top: 34px; }
 @media print { body { background: #fff; } .charts { grid-template-columns: 1fr; } }
 """
@@ -885,6 +970,8 @@ def render_html(
         body.append(_capacity_charts(steps, knee))
     body.append(_charts(summary, ts))
     body.append(_modes_table(summary))
+    body.append(_header_modes_table(summary))
+    body.append(_why(summary))
     body.append(_numbers_table(summary))
     body.append(_details(summary))
     body.append(

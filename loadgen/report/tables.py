@@ -24,6 +24,7 @@ from typing import Any
 from loadgen.profile import SpanShape
 from loadgen.propagation import Decision, mode_spec
 from loadgen.reconcile import (
+    VIOLATION_KINDS,
     Expectation,
     Outcome,
     TraceObservation,
@@ -238,15 +239,21 @@ MODE_COLUMNS = [
     "p50_ms",
     "p95_ms",
     "p99_ms",
+    # the header-modes verdict's evidence: requests checked against the profile, violations by kind
+    "expectation_checked",
+    *(f"violations_{kind}" for kind in VIOLATION_KINDS),
 ]
 
 
 def modes_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per header mode: the outcome counts and the latency percentiles."""
+    """One row per header mode: the outcome counts, the latency percentiles, and the requests
+    checked against the profile's expectations with the violations by kind (None when the
+    summary predates them)."""
     rows = []
     latency = summary.get("latency_ms") or {}
     for mode, m in (summary.get("modes") or {}).items():
         lat = latency.get(mode) or {}
+        kinds = m.get("violations") if isinstance(m.get("violations"), Mapping) else {}
         rows.append(
             {
                 "mode": mode,
@@ -256,6 +263,8 @@ def modes_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "p50_ms": lat.get("p50"),
                 "p95_ms": lat.get("p95"),
                 "p99_ms": lat.get("p99"),
+                "expectation_checked": m.get("expectation_checked"),
+                **{f"violations_{kind}": kinds.get(kind) for kind in VIOLATION_KINDS},
             }
         )
     return rows

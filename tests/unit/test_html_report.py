@@ -501,6 +501,23 @@ def test_modes_csv_has_one_row_per_mode_with_counts_and_latency() -> None:
     assert float(none["p50_ms"]) == summary["latency_ms"]["none"]["p50"]
 
 
+def test_modes_csv_has_the_header_mode_checks_and_violations_by_kind() -> None:
+    by_mode = {
+        r[0]: dict(zip(MODE_COLUMNS, r, strict=True)) for r in read_csv(modes_csv(build_summary()))[1:]
+    }
+    # r6: forced not sampled, echoed not sampled, yet its trace has spans -> a leak violation
+    mns = by_mode["b3_multi_not_sampled"]
+    assert (mns["expectation_checked"], mns["violations_leak"], mns["violations_decision"]) == ("1", "1", "0")
+    # r5: no flag, no injected id: nothing definite could be checked
+    assert by_mode["b3_multi_no_flag"]["expectation_checked"] == "0"
+    # a summary from before these keys: empty cells, not zeros
+    old = build_summary()
+    for m in old["modes"].values():
+        del m["expectation_checked"], m["violations"]
+    row = dict(zip(MODE_COLUMNS, read_csv(modes_csv(old))[1], strict=True))
+    assert row["expectation_checked"] == "" and row["violations_leak"] == ""
+
+
 def test_csv_cells_are_neutralised_against_formulas_and_control_characters() -> None:
     assert csv_cell('=HYPERLINK("http://x")') == '\'=HYPERLINK("http://x")'
     for lead in "+-@":
@@ -626,6 +643,13 @@ def hostile_summary() -> dict[str, Any]:
     s["modes"][HOSTILE]["expected_decision"] = HOSTILE
     s["latency_ms"][HOSTILE] = s["latency_ms"].pop("none")
     s["verdicts"][HOSTILE] = "fail"
+    s["verdict_details"][HOSTILE] = {
+        "verdict": "fail",
+        "checked": 1,
+        "minimum": 1,
+        "basis": HOSTILE,
+        "cause": HOSTILE,
+    }
     s["tag_search"] = {"tagged_traces": HOSTILE, "decision": {"k": HOSTILE}}
     s["verified_at"] = HOSTILE
     return s
@@ -649,6 +673,8 @@ def test_hostile_strings_are_escaped_everywhere_they_appear() -> None:
     extra = [e for e in root.iter(f"{XHTML}article") if (e.get("id") or "").startswith("card-extra-")]
     assert len(extra) == 1 and shown in all_text(extra[0])
     assert extra[0].get("id") == f"card-extra-{shown}"
+    assert f"why: {shown}" in all_text(extra[0])  # its cause, escaped
+    assert shown in all_text(find_id(root, "why"))
     assert shown in all_text(find_id(root, "card-sampling"))  # the verdict basis
     notes = [all_text(li) for li in find_id(root, "notes").iter(f"{XHTML}li")]
     assert notes == [shown, "second " + shown]
@@ -704,6 +730,47 @@ def test_partial_runs_steps_and_knee() -> None:
     assert "No knee" in all_text(find_id(page(render_html(summary, None)), "knee"))
     # without a time series the over-time charts say so instead of failing
     assert "no data" in all_text(find_id(root, "chart-throughput"))
+
+
+def test_render_html_shows_evidence_causes_and_header_modes() -> None:
+    summary = build_summary()
+    root = page(render_html(summary, None))
+    # decided not sampled and queried: r2 (absent) and r6 (found: a leak); r0 was never queried
+    assert "1 leaked of 2 queried" in all_text(find_id(root, "card-no_leaks"))
+    # decided sampled and answered: r1 found, r3 partial, r5 missing -> 3 checked
+    assert "checked 3 (minimum 1) · wilson95" in all_text(find_id(root, "card-mesh_collection"))
+    # header modes: r3 (forced sampled, traced) and r6 (forced not sampled, yet spans) were
+    # checked; r6 broke the "no spans" expectation. r5 (no flag, no injected id) checks nothing.
+    card = all_text(find_id(root, "card-header_modes"))
+    assert "1 violations" in card and "of 2 answered requests checked" in card
+    assert "b3_multi_not_sampled: 1 of 1 produced spans although they must never" in card
+    rows = {
+        all_text(tr.find(f"{XHTML}th")): [all_text(td) for td in tr.findall(f"{XHTML}td")]  # type: ignore[arg-type]
+        for tr in find_id(root, "header-modes").iter(f"{XHTML}tr")
+        if tr.find(f"{XHTML}td") is not None
+    }
+    # expected decision, requests, checked, violations, decision, trace id, request id, leak
+    assert rows["b3_multi_not_sampled"] == ["forced not sampled", "1", "1", "1", "0", "0", "0", "1"]
+    assert rows["b3_multi_sampled"] == ["forced sampled", "1", "1", "0", "0", "0", "0", "0"]
+    why = all_text(find_id(root, "why"))
+    assert "Header modes behave as the profile predicts" in why and "Mesh collection rate" in why
+    with pytest.raises(AssertionError):
+        find_id(root, "card-extra-header_modes")
+
+
+def test_render_html_says_when_the_tag_search_could_not_estimate() -> None:
+    summary = build_summary()
+    note = "no mesh trace was found by the run tag (4 reference traces were)"
+    summary["tag_search"] = {
+        "tagged_traces": 4,
+        "tagged_mesh": 0,
+        "tagged_reference": 4,
+        "decision": None,
+        "note": note,
+    }
+    details = all_text(find_id(page(render_html(summary, None)), "details"))
+    assert f"no decision estimate ({note})" in details
+    assert "decision estimate 0" not in details
 
 
 def test_render_html_tolerates_a_minimal_summary() -> None:
