@@ -18,7 +18,10 @@ Everything here is pure except `load_gate_config`, which only reads the file it 
     max_leaked = 0                   # traces found although decided not sampled
 
 A threshold that is absent (or null from a flag) is not checked. A gate whose quantity was not
-measured (n = 0) fails: a CI gate that nothing could check must not look green.
+measured (n = 0) fails: a CI gate that nothing could check must not look green. So `max_leaked`
+fails when no decided-not-sampled trace was queried (`mesh.leak_checked` = 0), and the sampling
+gate reads the run's final verdict (`verdicts.sampling`: inconclusive when too few decisions
+were seen or a fact it needs was not learned), with its cause from `verdict_details`.
 """
 
 from __future__ import annotations
@@ -177,7 +180,9 @@ def evaluate_gates(summary: Mapping[str, Any], config: GateConfig) -> list[GateR
     collection, p99, error rate, leaks)."""
     results: list[GateResult] = []
     if config.sampling:
-        verdict = str(_get(summary, "sampling", "verdict") or "missing")
+        final = _get(summary, "verdicts", "sampling")
+        verdict = str(final or _get(summary, "sampling", "verdict") or "missing")
+        cause = _get(summary, "verdict_details", "sampling", "cause") if final else None
         allowed = ("pass", "inconclusive") if config.allow_inconclusive else ("pass",)
         decision = _get(summary, "sampling", "decision")
         conf = _number(_get(summary, "sampling", "configured_percent"))
@@ -187,13 +192,14 @@ def evaluate_gates(summary: Mapping[str, Any], config: GateConfig) -> list[GateR
         )
         detail += f" vs configured {conf:g} %" if conf is not None else ", configured percentage unknown"
         basis = _get(summary, "sampling", "verdict_basis")
+        why = f" ({cause})" if isinstance(cause, str) and cause and verdict != "pass" else ""
         results.append(
             GateResult(
                 "sampling",
                 verdict in allowed,
                 verdict,
                 " or ".join(allowed),
-                f"sampling verdict {verdict}" + (f" ({basis})" if basis else "") + f": {detail}; "
+                f"sampling verdict {verdict}" + (f" ({basis})" if basis else "") + f": {detail}{why}; "
                 f"required: {' or '.join(allowed)}",
             )
         )
@@ -278,9 +284,21 @@ def evaluate_gates(summary: Mapping[str, Any], config: GateConfig) -> list[GateR
             )
     if config.max_leaked is not None:
         leaked = _number(_get(summary, "mesh", "leaked"))
+        checked = _number(_get(summary, "mesh", "leak_checked"))  # absent in summaries before it
         if leaked is None:
             results.append(
                 GateResult("max_leaked", False, None, config.max_leaked, "leaked traces: not in the summary")
+            )
+        elif checked == 0:
+            results.append(
+                GateResult(
+                    "max_leaked",
+                    False,
+                    None,
+                    config.max_leaked,
+                    "leaked traces: no decided-not-sampled trace was queried (n = 0); "
+                    f"need <= {config.max_leaked} of a measured n",
+                )
             )
         else:
             passed = leaked <= config.max_leaked
@@ -296,7 +314,9 @@ def evaluate_gates(summary: Mapping[str, Any], config: GateConfig) -> list[GateR
                     passed,
                     int(leaked),
                     config.max_leaked,
-                    f"{int(leaked)} traces leaked{ex} {'<=' if passed else '>'} maximum {config.max_leaked}",
+                    f"{int(leaked)} traces leaked{ex}"
+                    + (f" of {int(checked)} queried" if checked is not None else "")
+                    + f" {'<=' if passed else '>'} maximum {config.max_leaked}",
                 )
             )
     return results

@@ -217,6 +217,37 @@ def test_a_gate_that_measured_nothing_fails() -> None:
     assert evaluate_gates({}, ALL)[0].observed == "missing"
 
 
+def test_no_leaks_gate_needs_queried_traces() -> None:
+    """leaked == 0 with nothing queried (the backend gone) is no evidence of no leaks."""
+    s = summary()
+    s["mesh"]["leak_checked"] = 0
+    r = by_name(evaluate_gates(s, GateConfig(sampling=False, max_leaked=0)))["max_leaked"]
+    assert not r.passed and r.observed is None
+    assert "no decided-not-sampled trace was queried (n = 0)" in r.message
+    s["mesh"]["leak_checked"] = 120
+    r = by_name(evaluate_gates(s, GateConfig(sampling=False, max_leaked=0)))["max_leaked"]
+    assert r.passed and r.message == "0 traces leaked of 120 queried <= maximum 0"
+
+
+def test_sampling_gate_reads_the_final_verdict_and_its_cause() -> None:
+    s = summary()  # sampling.verdict "pass": what the interval said ...
+    cause = "4 decisions; at least 11 are needed"
+    s["verdicts"] = {"sampling": "inconclusive"}  # ... but there was too little evidence
+    s["verdict_details"] = {
+        "sampling": {
+            "verdict": "inconclusive",
+            "checked": 4,
+            "minimum": 11,
+            "basis": "statistical",
+            "cause": cause,
+        }
+    }
+    r = evaluate_gates(s, GateConfig())[0]
+    assert not r.passed and r.observed == "inconclusive"
+    assert f"({cause})" in r.message
+    assert evaluate_gates(s, GateConfig(allow_inconclusive=True))[0].passed
+
+
 # --- JUnit --------------------------------------------------------------------------------------------
 
 
