@@ -46,14 +46,23 @@ def lookup(obj: dict[str, Any], dotted: str) -> Any:
 
 
 def test_run_json_has_the_documented_schema(tmp_path: Path) -> None:
+    # 2 s at 250 reference traces/s: >= 381, the fewest whose Wilson low end (all found) reaches
+    # the 0.99 minimum, so a healthy run can pass reference collection (exit 0, not 3)
     proc = subprocess.run(
-        [*LOADGEN, "run", "--duration", "2", "--users", "2", "--run-id", "cli", "--output", str(tmp_path), "--json"],
+        [*LOADGEN, "run", "--duration", "2", "--users", "2", "--run-id", "cli", "--output", str(tmp_path), "--json",
+         "--reference-rate", "250"],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     summary = json.loads(proc.stdout)
     for path in REQUIRED_PATHS:
         lookup(summary, path)  # KeyError names the missing path
+    # every verdict with its evidence: {verdict, checked, minimum, basis, cause}
+    assert set(summary["verdict_details"]) == set(summary["verdicts"])
+    for name, detail in summary["verdict_details"].items():
+        assert detail["verdict"] == summary["verdicts"][name] == "pass"
+        assert detail["checked"] >= detail["minimum"] >= 1 and detail["cause"] is None
+    assert summary["verdict_details"]["no_leaks"]["checked"] == summary["mesh"]["leak_checked"] > 0
     for rate_path in ("sampling.decision", "mesh.collection", "reference.collection"):
         p = lookup(summary, rate_path)
         assert 0.0 <= p["rate"] <= 1.0
@@ -236,10 +245,11 @@ def test_expect_from_istio_yaml_sets_the_expected_sampling(mesh100: EmbeddedMesh
             # auto: detects the Zipkin API; the extra header must not break anything
             "--backend", f"auto:{mesh100.collector_url}", "--backend-header", "X-Scope-OrgID: loadgen",
             "--expect-from", str(seed), "--json",
+            "--reference-rate", "250",  # >= 381 reference traces in 2 s: enough to pass at 0.99
         ],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     assert "expected sampling 100 %" in proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["sampling"]["configured_percent"] == 100.0

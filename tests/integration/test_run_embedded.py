@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from loadgen.ledger import read_ledger
+from loadgen.planner import all_found_sample_size
 from loadgen.run import RunError, RunOptions, RunResult, execute_run, verify_run
 from loadgen.stack.envoy import TracingConfig
 from loadgen.stack.mesh import GATEWAY_SERVICE, SIDECAR_SERVICE, CollectorFaults, EmbeddedMesh
@@ -28,7 +29,9 @@ def run100(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
     return execute_run(
         RunOptions(
             run_id="r100", output_dir=out, duration_s=4, users=4, spawn_rate=4,
-            tracing=TracingConfig(sampling_percent=100.0), reference_rate=50.0, seed=1,
+            # 150/s for 4 s: >= 381 reference traces, the fewest that (all found) put the Wilson
+            # low end over the 0.99 minimum, so reference collection can pass at all.
+            tracing=TracingConfig(sampling_percent=100.0), reference_rate=150.0, seed=1,
         ),
         quiet,
     )  # fmt: skip
@@ -52,6 +55,7 @@ def test_sampling_100_every_request_and_reference_trace_is_found(run100: RunResu
     assert ref["started"] == ref["exported"] > 50
     assert ref["failed"] == 0 and ref["dropped"] == 0
     assert ref["collection"]["k"] == ref["collection"]["n"] == ref["exported"]
+    assert ref["exported"] >= all_found_sample_size(s["min_collection"])
     assert s["verdicts"] == {
         "sampling": "pass",
         "sampling_prediction": "pass",
@@ -59,7 +63,13 @@ def test_sampling_100_every_request_and_reference_trace_is_found(run100: RunResu
         "no_leaks": "pass",
         "reference_collection": "pass",
         "propagation_integrity": "pass",
+        "header_modes": "pass",
     }
+    details = s["verdict_details"]
+    assert details["reference_collection"]["checked"] == ref["exported"]
+    assert details["mesh_collection"]["checked"] == sampled
+    assert details["no_leaks"]["checked"] == sum(m["decided_not_sampled"] for m in s["modes"].values()) > 0
+    assert all(d["cause"] is None for d in details.values())
     assert run100.exit_code == 0
     # The run-id tag search finds the same traces without knowing their ids.
     tags = s["tag_search"]
@@ -141,7 +151,7 @@ def test_existing_mesh_as_external_target(mesh100: EmbeddedMesh, tmp_path: Path)
             run_id="ext", output_dir=tmp_path, duration_s=2, users=2, spawn_rate=2,
             gateway=mesh100.gateway_url, host=mesh100.host_header, collector=mesh100.collector_url,
             backend=f"zipkin:{mesh100.collector_url}", expect_percent=100.0,
-            reference_rate=20.0,
+            reference_rate=250.0,  # >= 381 reference traces in 2 s: enough to conclude at 0.99
         ),
         quiet,
     )  # fmt: skip
@@ -151,7 +161,7 @@ def test_existing_mesh_as_external_target(mesh100: EmbeddedMesh, tmp_path: Path)
     assert s["mesh"]["collection"]["n"] > 0
     assert s["mesh"]["collection"]["k"] == s["mesh"]["collection"]["n"]
     assert s["reference"]["collection"]["k"] == s["reference"]["collection"]["n"] > 0
-    assert result.exit_code == 0
+    assert result.exit_code == 0, s["verdict_details"]
     assert not (result.run_dir / "stack").exists()  # nothing embedded was started
 
 
@@ -180,9 +190,11 @@ def test_unreachable_parts_fail_before_load(
 
 
 def test_collection_loss_fails_the_run_and_verify_picks_up_late_spans(tmp_path: Path) -> None:
-    """A collector that drops every span: nothing found, mesh collection fails (exit 1), while the
-    decisions stay known (missing, not unknown). Spans that reach the store later (here written
-    straight into the run's span store) are found by `verify`, which updates the summary."""
+    """A collector that drops every span: nothing found, reference collection fails (exit 1), while
+    the decisions stay known (missing, not unknown). The probe's traces are lost too, so the
+    shape of a complete trace is not learned: mesh collection cannot be judged and says so (the
+    fact, in expectation_gaps). Spans that reach the store later (here written straight into the
+    run's span store) are found by `verify`, which updates the summary."""
     result = execute_run(
         RunOptions(
             run_id="lossy", output_dir=tmp_path, duration_s=2, users=2, spawn_rate=2,
@@ -195,7 +207,13 @@ def test_collection_loss_fails_the_run_and_verify_picks_up_late_spans(tmp_path: 
     assert n > 0 and s["mesh"]["collection"]["k"] == 0
     assert s["modes"]["b3_multi_sampled"]["missing"] == n and s["mesh"]["unknown"] == 0
     assert s["reference"]["exported"] > 0 and s["reference"]["collection"]["k"] == 0
-    assert s["verdicts"]["mesh_collection"] == "fail" and result.exit_code == 1
+    assert s["verdicts"]["reference_collection"] == "fail" and result.exit_code == 1
+    assert "none of" in s["verdict_details"]["reference_collection"]["cause"]
+    gap = s["expectation_gaps"]["mesh_collection"]
+    assert gap.startswith("the trace shape is unknown")
+    assert s["verdicts"]["mesh_collection"] == "inconclusive"
+    assert s["verdict_details"]["mesh_collection"]["cause"] == gap
+    assert s["verdict_details"]["mesh_collection"]["checked"] == n  # the evidence is still counted
 
     late = [
         [
@@ -209,7 +227,9 @@ def test_collection_loss_fails_the_run_and_verify_picks_up_late_spans(tmp_path: 
     verified, changes = verify_run(result.run_dir, quiet, max_wait_s=5)
     v = verified.summary
     assert v["mesh"]["collection"]["k"] == v["mesh"]["collection"]["n"] == n
-    assert v["verdicts"]["mesh_collection"] == "pass"
+    # every trace arrived, but what a complete one holds is still unknown: no pass on a guess
+    assert v["verdicts"]["mesh_collection"] == "inconclusive"
+    assert v["verdict_details"]["mesh_collection"]["cause"] == gap
     assert ("mesh collection", 0, n) in changes
     previous = json.loads((result.run_dir / "summary.previous.json").read_text())
     assert previous["mesh"]["collection"]["k"] == 0
