@@ -843,10 +843,21 @@ def _details(summary: Mapping[str, Any]) -> str:
         )
     readback = _dict(summary.get("readback"))
     if readback:
+        polls = [_dict(p) for p in _list(readback.get("polls"))]
+        failed = [
+            p for p in polls if _int(p.get("queried")) and _int(p.get("errors")) >= _int(p.get("queried"))
+        ]
+        if readback.get("stable") is True:
+            state = "stable"
+        elif polls and len(failed) == len(polls):
+            state = "<strong>every poll of the backend failed</strong>: traces are unknown"
+        elif polls and _int(polls[-1].get("errors")):
+            state = f"<strong>{_int(polls[-1].get('errors')):,} query errors on the last poll</strong>"
+        else:
+            state = "<strong>still changing</strong>"
         parts.append(
-            f"<dt>read-back</dt><dd>{len(_list(readback.get('polls')))} polls, quiet period "
-            f"{esc(_seconds(readback.get('quiet_s')))}, "
-            f"{'stable' if readback.get('stable') is True else '<strong>still changing</strong>'}</dd>"
+            f"<dt>read-back</dt><dd>{len(polls)} polls, quiet period "
+            f"{esc(_seconds(readback.get('quiet_s')))}, {state}</dd>"
         )
     parts.append("</dl></section>")
     notes = _list(summary.get("notes"))

@@ -773,6 +773,21 @@ def test_render_html_says_when_the_tag_search_could_not_estimate() -> None:
     assert "decision estimate 0" not in details
 
 
+def test_read_back_with_every_poll_failing_is_not_called_still_changing() -> None:
+    summary = build_summary()
+    summary["readback"] = {
+        "quiet_s": 2.0, "stable": False,
+        "polls": [{"t": 1.0, "queried": 9, "complete": 0, "errors": 9}, {"t": 2.0, "queried": 9, "complete": 0, "errors": 9}],
+    }  # fmt: skip
+    details = all_text(find_id(page(render_html(summary, None)), "details"))
+    assert "every poll of the backend failed" in details and "still changing" not in details
+    summary["readback"]["polls"][0]["errors"] = 0  # counts moved, then the backend failed
+    details = all_text(find_id(page(render_html(summary, None)), "details"))
+    assert "9 query errors on the last poll" in details and "still changing" not in details
+    summary["readback"]["polls"][1]["errors"] = 0
+    assert "still changing" in all_text(find_id(page(render_html(summary, None)), "details"))
+
+
 def test_render_html_tolerates_a_minimal_summary() -> None:
     html = render_html({"run_id": "x"}, {})
     root = page(html)
