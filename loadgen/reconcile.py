@@ -367,6 +367,8 @@ def reconcile_mesh(
         verdict, pvalue = Verdict.INCONCLUSIVE, None
     else:
         verdict, pvalue = sampling_verdict(decision[0], decision[1], expected_fraction)
+        if not decision[1]:
+            pvalue = None  # no decision, no test: a p-value of 1 would be a measurement never made
         if decision[1] and predicted[1] == decision[1]:
             # Every decision was checked against Envoy's x-request-id rule at the configured
             # percentage: that is exact evidence, stronger than any interval. (The observed

@@ -367,6 +367,7 @@ def test_forced_modes_only_give_no_decision_rate() -> None:
     out = reconcile_mesh(ledger, {I[10]: FOUND2, I[11]: MISSING}, EXPECT)
     assert out["sampling"]["decision"] == prop(0, 0)
     assert out["sampling"]["verdict"] == "inconclusive"
+    assert out["sampling"]["p_value"] is None  # nothing tested
     assert out["sampling"]["prediction"]["checked"] == 0
     assert out["mesh"]["collection"] == prop(1, 1)
     assert all(m["expectation_violations"] == 0 for m in out["modes"].values())
