@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from loadgen.planner import all_found_sample_size, detectable_sample_size
+from loadgen.planner import MAX_PLANNED_REQUESTS, all_found_sample_size, detectable_sample_size
 from loadgen.propagation import mode_spec
 from loadgen.stats import FAIL_ALPHA, Verdict, wilson_interval
 
@@ -42,7 +42,6 @@ EXIT_INTERRUPTED = 130
 BASIS_EXACT = "exact"  # every checked item against a definite rule: one counter-example fails
 BASIS_STATISTICAL = "statistical"  # sampling: Wilson 95 % interval + exact binomial test
 BASIS_INTERVAL = "wilson95"  # collection: the Wilson 95 % interval against the minimum
-BASIS_PROFILE = "profile"  # a fact the mesh probe could not learn (expectation_gaps)
 
 
 @dataclass(frozen=True)
@@ -445,7 +444,10 @@ def sampling_detail(summary: Mapping[str, Any]) -> VerdictDetail:
     expected = float(pct) / 100.0 if isinstance(pct, int | float) and 0.0 <= pct <= 100.0 else None
     minimum = 1
     if expected is not None and basis != BASIS_EXACT:
-        minimum = detectable_sample_size(expected, FAIL_ALPHA)
+        try:
+            minimum = detectable_sample_size(expected, FAIL_ALPHA)
+        except ValueError:  # a percentage so small no plannable run could ever fail it
+            minimum = MAX_PLANNED_REQUESTS
 
     def cause() -> str:
         if expected is None:
@@ -560,12 +562,12 @@ def judge_run(summary: Mapping[str, Any], min_collection: float) -> dict[str, Ve
                 "checked (" + _decision_cause(summary, definite) + ")"
             ),
         )  # fmt: skip
+    # Facts the probe could not learn: the verdicts this run judges that need them are
+    # inconclusive, whatever the numbers say (a verdict the run does not judge is not invented).
     for name, reason in _d(summary.get("expectation_gaps")).items():
         detail = out.get(str(name))
-        why = str(reason) or "a fact this verdict needs was not learned"
-        if detail is None:
-            out[str(name)] = VerdictDetail(Verdict.INCONCLUSIVE, 0, 1, BASIS_PROFILE, why)
-        else:
+        if detail is not None:
+            why = str(reason) or "a fact this verdict needs was not learned"
             out[str(name)] = replace(detail, verdict=Verdict.INCONCLUSIVE, cause=why)
     return out
 

@@ -497,10 +497,8 @@ def test_expectation_gaps_make_verdicts_inconclusive_with_the_reason() -> None:
     assert verdicts["mesh_collection"] == "inconclusive"
     assert details["mesh_collection"]["cause"] == reason
     assert details["mesh_collection"]["checked"] == HEALTHY // 2  # the evidence is still reported
-    # a verdict the run would not have judged at all is listed as inconclusive, checked 0
-    assert details["propagation_integrity"] == {
-        "verdict": "inconclusive", "checked": 0, "minimum": 1, "basis": "profile", "cause": reason,
-    }  # fmt: skip
+    # a verdict this run does not judge (no hops were traced here) is not invented
+    assert "propagation_integrity" not in verdicts and set(details) == set(verdicts)
     assert verdicts["sampling"] == "pass"  # untouched
     assert exit_code_for(verdicts) == EXIT_INCONCLUSIVE
 
