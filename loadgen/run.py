@@ -458,7 +458,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         else:
             quiet_s = learned_quiet_s if learned_quiet_s is not None else fallback_quiet_s
         run_id_tag = profile.run_id_tag if profile.source != "flags" else opts.tracing.run_id_tag
-        gaps = expectation_gaps(profile)
+        gaps = expectation_gaps(replace(profile, shape=shape))  # a declared --expected-spans fills the shape
         if not run_id_tag:
             notes.append(
                 "no span carries the run id (the probe found no run-id tag): the run-tag search is "

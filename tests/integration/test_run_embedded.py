@@ -192,8 +192,8 @@ def test_unreachable_parts_fail_before_load(
 def test_collection_loss_fails_the_run_and_verify_picks_up_late_spans(tmp_path: Path) -> None:
     """A collector that drops every span: nothing found, reference collection fails (exit 1), while
     the decisions stay known (missing, not unknown). The probe's traces are lost too, so the
-    shape of a complete trace is not learned: mesh collection cannot be judged and says so (the
-    fact, in expectation_gaps). Spans that reach the store later (here written straight into the
+    shape of a complete trace is not learned (the fact, in expectation_gaps), yet mesh collection
+    still fails: nothing of any trace arrived, which is a loss under any shape. Spans that reach the store later (here written straight into the
     run's span store) are found by `verify`, which updates the summary."""
     result = execute_run(
         RunOptions(
@@ -211,8 +211,8 @@ def test_collection_loss_fails_the_run_and_verify_picks_up_late_spans(tmp_path: 
     assert "none of" in s["verdict_details"]["reference_collection"]["cause"]
     gap = s["expectation_gaps"]["mesh_collection"]
     assert gap.startswith("the trace shape is unknown")
-    assert s["verdicts"]["mesh_collection"] == "inconclusive"
-    assert s["verdict_details"]["mesh_collection"]["cause"] == gap
+    assert s["verdicts"]["mesh_collection"] == "fail"
+    assert gap in s["verdict_details"]["mesh_collection"]["cause"]
     assert s["verdict_details"]["mesh_collection"]["checked"] == n  # the evidence is still counted
 
     late = [

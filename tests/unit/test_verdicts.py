@@ -512,6 +512,24 @@ def test_a_gap_turns_even_a_fail_inconclusive() -> None:
     assert summary["verdict_details"]["no_leaks"]["cause"] == "the upstream does not echo request headers"
 
 
+def test_a_total_loss_fails_even_with_the_trace_shape_unknown() -> None:
+    """Nothing of any sampled trace arrived: collection is 0 under any shape, so the shape gap
+    does not hide the failure (issue 9: no probe trace came back from a collector losing all)."""
+    ledger, obs = balanced_ledger(HEALTHY)
+    lost = {t: (MISSING if o is GOOD else o) for t, o in obs.items()}
+    unknown_shape = Expectation(0, (), 50.0)  # what a run expects when the probe learned no shape
+    summary = summary_for(ledger, lost, expect=unknown_shape)
+    gap = "the trace shape is unknown: none of 12 sampled probe traces came back"
+    summary["expectation_gaps"] = {"mesh_collection": gap}
+    assert run_verdicts(summary, 0.99)["mesh_collection"] == "fail"
+    cause = summary["verdict_details"]["mesh_collection"]["cause"]
+    assert "any span as complete" in cause and gap in cause
+    # The same gap with every trace present: the upper bound passes, which proves nothing.
+    present = summary_for(ledger, obs, expect=unknown_shape)
+    present["expectation_gaps"] = {"mesh_collection": gap}
+    assert run_verdicts(present, 0.99)["mesh_collection"] == "inconclusive"
+
+
 # --- exit codes ----------------------------------------------------------------------------------
 
 
