@@ -46,6 +46,7 @@ from loadgen.report.plots import (
     fmt_pct,
     xml_escape,
 )
+from loadgen.report.profile_view import PROFILE_TITLE, profile_facts_rows, profile_source_line
 from loadgen.report.render import (
     HEADER_MODE_COLUMNS,
     _headline_rows,
@@ -770,6 +771,27 @@ def _header_modes_table(summary: Mapping[str, Any]) -> str:
     )
 
 
+def _profile(summary: Mapping[str, Any]) -> str:
+    """What the probe learned about the mesh: the facts that set the expectations."""
+    profile = _dict(summary.get("profile"))
+    rows = profile_facts_rows(profile)
+    if not rows:
+        return ""
+    body = "".join(
+        f'<tr><th>{esc(name)}</th><td class="{"" if learned else "bad"}">{esc(value)}'
+        f"{'' if learned else ' (not learned)'}</td><td>{esc(evidence)}</td></tr>"
+        for name, value, learned, evidence in rows
+    )
+    notes = "".join(f"<li>{esc(n)}</li>" for n in profile.get("notes") or ())
+    return (
+        f'<section id="profile"><h2>{esc(PROFILE_TITLE)}</h2><p class="hint">{esc(profile_source_line(profile))}</p>'
+        '<div class="scroll"><table class="numbers"><thead><tr><th>fact</th><th>learned</th><th>evidence</th>'
+        f"</tr></thead><tbody>{body}</tbody></table></div>"
+        + (f'<ul class="notes">{notes}</ul>' if notes else "")
+        + "</section>"
+    )
+
+
 def _why(summary: Mapping[str, Any]) -> str:
     """Every verdict that did not pass, with its evidence and most likely cause."""
     try:
@@ -983,6 +1005,7 @@ def render_html(
     body.append(_modes_table(summary))
     body.append(_header_modes_table(summary))
     body.append(_why(summary))
+    body.append(_profile(summary))
     body.append(_numbers_table(summary))
     body.append(_details(summary))
     body.append(

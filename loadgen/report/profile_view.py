@@ -13,12 +13,12 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["PROFILE_TITLE", "profile_facts_rows", "profile_markdown", "profile_table"]
+__all__ = ["PROFILE_TITLE", "profile_facts_rows", "profile_markdown", "profile_source_line", "profile_table"]
 
 PROFILE_TITLE = "What loadgen learned about this mesh"
 
 
-def _source_line(profile: Mapping[str, Any]) -> str:
+def profile_source_line(profile: Mapping[str, Any]) -> str:
     source = profile.get("source")
     if source == "flags":
         return "The probe was skipped (--no-probe): only flags declared facts."
@@ -49,7 +49,7 @@ def profile_facts_rows(profile: Mapping[str, Any]) -> list[tuple[str, str, bool,
 
 
 def profile_table(profile: Mapping[str, Any]) -> Table:
-    table = Table(title=PROFILE_TITLE, title_justify="left", caption=escape(_source_line(profile)))
+    table = Table(title=PROFILE_TITLE, title_justify="left", caption=escape(profile_source_line(profile)))
     table.add_column("fact")
     table.add_column("learned")
     table.add_column("evidence", overflow="fold")
@@ -60,7 +60,7 @@ def profile_table(profile: Mapping[str, Any]) -> Table:
 
 def profile_markdown(profile: Mapping[str, Any], escape_md: Any) -> list[str]:
     """Lines of a `## What loadgen learned about this mesh` section; `escape_md` escapes a cell."""
-    lines = [f"## {PROFILE_TITLE}", "", escape_md(_source_line(profile)), ""]
+    lines = [f"## {PROFILE_TITLE}", "", escape_md(profile_source_line(profile)), ""]
     lines += ["| fact | learned | evidence |", "|---|---|---|"]
     for name, value, learned, evidence in profile_facts_rows(profile):
         shown = escape_md(value) if learned else f"**{escape_md(value)}** (not learned)"

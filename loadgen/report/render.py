@@ -13,6 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from loadgen.report.profile_view import profile_markdown
+
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
 
 
@@ -254,6 +256,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
     for name, value, verdict in _headline_rows(summary):
         lines.append(f"| {md_escape(name)} | {md_escape(value)} | {md_escape(verdict)} |")
     lines.append("")
+    if summary.get("profile"):
+        lines.extend(profile_markdown(summary["profile"], md_escape))
     lines.append("## Per header mode")
     lines.append("")
     lines.append(

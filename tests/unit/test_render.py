@@ -517,3 +517,35 @@ def test_markdown_why_escapes_causes_naming_hostile_modes() -> None:
 
 def test_fmt_rate_of_a_null_estimate() -> None:
     assert fmt_rate(None) == "n/a (n=0)"
+
+
+def test_markdown_and_html_show_what_the_probe_learned() -> None:
+    """Issue 9: the profile is shown as "what loadgen learned about this mesh"; a fact not
+    learned is marked, and span-derived text (a service name) is escaped."""
+    from loadgen.profile import Forcing, MeshProfile, RequestIdHandling, SpanShape
+    from loadgen.report.html import render_html
+
+    hostile = "gw|<b>*x*</b>"
+    profile = MeshProfile(
+        "r-probe", "/headers", requests=24, answered=24, echo=True,
+        shape=SpanShape(((hostile, "SERVER", 1),)), traces_sampled=10, traces_found=10,
+        request_id=RequestIdHandling.REPLACED, client_trace_id=Forcing(8, 8, 8), reader="zipkin",
+    )  # fmt: skip
+    with_profile = {**FIXED, "profile": profile.to_dict()}
+    md = render_markdown(with_profile)
+    assert "## What loadgen learned about this mesh" in md
+    section = md.split("## What loadgen learned about this mesh", 1)[1].split("\n## ", 1)[0]
+    rows = [table_cells(line) for line in section.splitlines() if line.startswith("| ")][1:]
+    assert rows and all(len(r) == 3 for r in rows)  # the service name's "|" did not split a cell
+    by_name = {md_unescape(r[0]): md_unescape(r[1]) for r in rows}
+    assert by_name["trace shape"] == f"1 span: {hostile} SERVER"
+    assert by_name["client x-request-id"] == "replaced"
+    assert by_name["time to queryable"] == "**unknown** (not learned)"
+    assert unescaped_positions(section, "|") == [] or all(
+        line.startswith("|") for line in section.splitlines() if "|" in line
+    )
+    assert "<b>" not in md.replace("\\<b\\>", "")
+    html = render_html(with_profile)
+    assert 'id="profile"' in html and "What loadgen learned about this mesh" in html
+    assert "<b>*x*</b>" not in html and "&lt;b&gt;" in html
+    assert 'id="profile"' not in render_html(FIXED) and "What loadgen learned" not in render_markdown(FIXED)
