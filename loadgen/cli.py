@@ -1185,9 +1185,6 @@ def probe(
             profile_, written = probe_only(opts, lambda msg: spinner.update(escape(msg)))
     except (RunError, StackError) as exc:
         _fatal(escape(str(exc)))
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
     if as_json:
         out.print_json(json.dumps(profile_.to_dict()))
         raise typer.Exit(0)
