@@ -28,15 +28,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from loadgen.exitcodes import (  # noqa: F401  re-exported: callers judge and exit together
+    EXIT_COMPONENT_FAILED,
+    EXIT_ERROR,
+    EXIT_INCONCLUSIVE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_VERDICT_FAILED,
+)
 from loadgen.planner import MAX_PLANNED_REQUESTS, all_found_sample_size, detectable_sample_size
 from loadgen.propagation import mode_spec
 from loadgen.stats import FAIL_ALPHA, Verdict, wilson_interval
-
-EXIT_OK = 0
-EXIT_VERDICT_FAILED = 1
-EXIT_ERROR = 2
-EXIT_INCONCLUSIVE = 3
-EXIT_INTERRUPTED = 130
 
 #: `VerdictDetail.basis`: how a verdict decides.
 BASIS_EXACT = "exact"  # every checked item against a definite rule: one counter-example fails
