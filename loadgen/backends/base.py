@@ -36,6 +36,8 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self
 
+from loadgen.redact import redact_url
+
 __all__ = [
     "SUPPORTED_BACKEND_SPECS",
     "BackendDetectionError",
@@ -57,7 +59,6 @@ Span = dict[str, Any]
 ProgressCallback = Callable[[int, int], None]
 """`on_progress(done_ids, total_ids)`, called on the caller's thread."""
 
-_USERINFO = re.compile(r"//[^/?#\s]*@")
 
 SUPPORTED_BACKEND_SPECS: tuple[str, ...] = (
     "zipkin:http[s]://HOST:9411[/PATH]",
@@ -184,11 +185,6 @@ def _unknown_trace_id() -> str:
         tid = secrets.token_hex(16)
         if tid[:16] != "0" * 16:
             return tid
-
-
-def redact_url(url: str) -> str:
-    """`url` without its user:password part, safe for messages and logs."""
-    return _USERINFO.sub("//***@", url)
 
 
 # -- options shared by every reader ------------------------------------------------------------
