@@ -50,6 +50,7 @@ from loadgen.backends.base import (
     parse_backend_spec,
 )
 from loadgen.emitter import read_reference_log, summarize_reference_log
+from loadgen.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_VERDICT_FAILED
 from loadgen.ledger import LiveCounts, read_ledger
 from loadgen.propagation import Decision, mode_spec, normalize_trace_id
 from loadgen.reconcile import (
@@ -64,7 +65,6 @@ from loadgen.report.html import render_run_folder
 from loadgen.run import RunError, RunOptions, RunResult, Status, execute_run
 from loadgen.stats import Proportion, percentile
 from loadgen.traffic.shape import StepPlan
-from loadgen.verdicts import EXIT_INTERRUPTED, EXIT_OK, EXIT_VERDICT_FAILED
 
 __all__ = [
     "CapacityOptions",

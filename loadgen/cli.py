@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -16,13 +19,15 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer._click import exceptions as click_errors  # typer >= 0.25 vendors click
 
 from loadgen import __version__
-from loadgen.backends.base import BackendOptions, parse_backend_spec
+from loadgen.backends.base import BackendError, BackendOptions, parse_backend_spec
 from loadgen.calibrate import CalibrateOptions, CalibrationError
 from loadgen.calibrate import calibrate as run_calibration
 from loadgen.capacity import CapacityOptions, KneeBounds, SafetyBounds, run_capacity
 from loadgen.doctor import run_doctor
+from loadgen.exitcodes import EXIT_CODE_TABLE, EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED
 from loadgen.gates import (
     GateConfig,
     GateConfigError,
@@ -34,8 +39,9 @@ from loadgen.gates import (
 from loadgen.istio_config import IstioConfigError, WorkloadMode, effective_sampling, load_istio_files
 from loadgen.planner import default_precision, detection_plan, exact_prediction_requests, plan_sample_size
 from loadgen.probe import ProbeError, probe_mesh
-from loadgen.profile import MeshProfile, profile_advice
+from loadgen.profile import MeshProfile, ProfileError, profile_advice
 from loadgen.propagation import DEFAULT_MIX, MODE_SPECS, format_mix, parse_mix
+from loadgen.redact import redact_text
 from loadgen.report.compare import compare_summaries, render_comparison_markdown
 from loadgen.report.html import render_run_folder
 from loadgen.report.junit import render_junit
@@ -45,7 +51,6 @@ from loadgen.run import RunError, RunOptions, default_scenario_path, execute_run
 from loadgen.stack.envoy import DEFAULT_RUN_ID_TAG, TraceContextOption, TracingConfig
 from loadgen.stack.mesh import FANOUT_PATHS, CollectorFaults, EmbeddedMesh, MeshConfig, UpstreamFaults
 from loadgen.stack.procs import StackError
-from loadgen.verdicts import EXIT_ERROR, EXIT_INTERRUPTED
 
 app = typer.Typer(
     name="loadgen",
@@ -55,6 +60,8 @@ app = typer.Typer(
         "rate and sampling fidelity with confidence intervals.\n\n"
         "Start with `loadgen run` (it brings up an embedded real-Envoy mesh when no --gateway is given)."
     ),
+    epilog="Exit codes (every command; `gate` uses 0, 1 and 2 only):\n\n"
+    + "\n\n".join(f"{code}: {meaning}" for code, meaning in EXIT_CODE_TABLE),
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",
@@ -63,28 +70,33 @@ stack_app = typer.Typer(help="The embedded mesh on its own (real Envoy gateway +
 app.add_typer(stack_app, name="stack")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
 
 MODES_HELP = ", ".join(m.value for m in MODE_SPECS) + " (what each sends and expects: README, Header modes)"
 
 
+def _error_line(message: str) -> str:
+    """`message` as one line for the terminal: credentials redacted, Rich markup escaped."""
+    return escape(" ".join(redact_text(message).split()))
+
+
 def _fatal(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {_error_line(message)}")
     raise typer.Exit(code)
 
 
-def _sigterm_as_interrupt() -> None:
-    # SIGTERM (e.g. from CI or Kubernetes) ends a run like Ctrl-C: ledger flushed, partial report.
+def _interrupts_as_keyboard_interrupt() -> None:
+    """SIGINT, SIGTERM (CI, Kubernetes) and SIGHUP (a closed terminal or SSH session) all end a
+    run the same way: the ledger flushed, a partial report, exit 130."""
+
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
-
-
-def _sigint_as_interrupt() -> None:
     # A background job of a non-interactive shell starts with SIGINT ignored, and Python then
     # installs no handler: without this, Ctrl-C / `kill -INT` would not stop a run.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
 
 
 def _version(value: bool) -> None:
@@ -602,9 +614,8 @@ def run(
     Zipkin-compatible collector) on 127.0.0.1. Writes reports/<run-id>/ (summary.json, report.md,
     ledger.jsonl, reference.jsonl, fetched.jsonl).
 
-    Exit codes: 0 every verdict passed, 1 a verdict failed, 2 error (bad option, unreachable
-    target), 3 nothing failed but a verdict was inconclusive (not enough evidence), 130 interrupted
-    (a partial report is written).
+    Exit codes: the table at the end of `loadgen --help` (1 a verdict failed, 3 inconclusive,
+    4 a component failed, 130 interrupted: those last two write a partial report).
     """
     try:
         parse_mix(mix)
@@ -666,10 +677,10 @@ def run(
         expect_workers=expect_workers if master else 0,
         master_bind_port=master_bind_port,
     )
-    _sigterm_as_interrupt()
+    _crash_folder(opts.output_dir / opts.resolved_run_id())
     try:
         with err.status("starting") as spinner:
-            result = execute_run(opts, lambda msg: spinner.update(msg))
+            result = execute_run(opts, lambda msg: spinner.update(_error_line(msg)))
     except (RunError, StackError) as exc:
         _fatal(str(exc))
     if as_json:
@@ -680,10 +691,11 @@ def run(
         for table in render_terminal(result.summary):
             out.print(table)
         for note in result.summary.get("notes", []):
-            err.print(f"[yellow]note:[/] {note}")
+            err.print(f"[yellow]note:[/] {_error_line(note)}")
         out.print(
             f"report: {result.run_dir / 'report.html'} ({result.run_dir / 'report.md'})  "
-            f"summary: {result.run_dir / 'summary.json'}"
+            f"summary: {result.run_dir / 'summary.json'}",
+            markup=False,
         )
     raise typer.Exit(result.exit_code)
 
@@ -709,7 +721,7 @@ def _expected_from_istio(files: list[Path]) -> float:
     except (OSError, IstioConfigError) as exc:
         _fatal(f"--expect-from: {exc}")
     eff = effective_sampling(resources, "istio-system", {"istio": "ingressgateway"}, WorkloadMode.CLIENT)
-    err.print(f"expected sampling {eff.percent:g} % from {eff.source}")
+    err.print(f"expected sampling {eff.percent:g} % from {eff.source}", markup=False)
     return eff.percent
 
 
@@ -890,14 +902,13 @@ def calibrate(
         probe=probe,
         profile_path=profile,
     )
-    _sigterm_as_interrupt()
     try:
         with err.status("calibrating") as spinner:
-            result = run_calibration(opts, lambda msg: spinner.update(msg))
+            result = run_calibration(opts, lambda msg: spinner.update(_error_line(msg)))
     except (CalibrationError, RunError, StackError, ValueError) as exc:
         _fatal(str(exc))
     out.print((result.cal_dir / "calibration.md").read_text(), markup=False, highlight=False)
-    out.print(f"verdict: {result.verdict}   ({result.cal_dir / 'calibration.json'})")
+    out.print(f"verdict: {result.verdict}   ({result.cal_dir / 'calibration.json'})", markup=False)
     raise typer.Exit(result.exit_code)
 
 
@@ -1036,7 +1047,7 @@ def capacity(
     intervals, collector ingest spans/s, and the knee (the first step breaking a bound). Writes
     capacity.json, capacity.md and steps.json next to the usual run files (report.html plots the
     steps). Exit codes: 0 steps ran (a knee is a finding), 1 a safety bound aborted the run,
-    2 error, 130 interrupted."""
+    2 error, 4 a component failed, 130 interrupted."""
     try:
         parse_mix(mix)
     except ValueError as exc:
@@ -1084,10 +1095,9 @@ def capacity(
         else SafetyBounds(max_error_rate=abort_errors, min_collection=abort_collection),
         run=run_opts,
     )
-    _sigterm_as_interrupt()
     try:
         with err.status("capacity run") as spinner:
-            result = run_capacity(opts, lambda msg: spinner.update(msg))
+            result = run_capacity(opts, lambda msg: spinner.update(_error_line(msg)))
     except (RunError, StackError, ValueError) as exc:
         _fatal(str(exc))
     rows = result.rows()
@@ -1102,8 +1112,11 @@ def capacity(
     if knee_doc.get("detail"):
         out.print(str(knee_doc["detail"]), markup=False)
     if result.abort:
-        err.print(f"[yellow]aborted:[/] {escape(str(result.abort))}")
-    out.print(f"capacity: {result.run.run_dir / 'capacity.md'}  report: {result.run.run_dir / 'report.html'}")
+        err.print(f"[yellow]aborted:[/] {_error_line(str(result.abort))}")
+    out.print(
+        f"capacity: {result.run.run_dir / 'capacity.md'}  report: {result.run.run_dir / 'report.html'}",
+        markup=False,
+    )
     raise typer.Exit(result.exit_code)
 
 
@@ -1179,10 +1192,9 @@ def probe(
         host=host,
         backend=backend,
     )
-    _sigterm_as_interrupt()
     try:
         with err.status("probing") as spinner:
-            profile_, written = probe_only(opts, lambda msg: spinner.update(escape(msg)))
+            profile_, written = probe_only(opts, lambda msg: spinner.update(_error_line(msg)))
     except (RunError, StackError) as exc:
         _fatal(escape(str(exc)))
     if as_json:
@@ -1278,16 +1290,16 @@ def _doctor_probe(gateway: str, host: str, backend: str, path: str) -> MeshProfi
     try:
         reader = parse_backend_spec(backend, BackendOptions.from_env(os.environ))
     except ValueError as exc:
-        err.print(f"[yellow]note:[/] probe skipped: {escape(str(exc))}")
+        err.print(f"[yellow]note:[/] probe skipped: {_error_line(str(exc))}")
         return None
     try:
         with err.status("probing the mesh") as spinner:
             run_id = time.strftime("doctor-%Y%m%d-%H%M%S-probe")
             return probe_mesh(
-                gateway, host, reader, run_id, path=path, status=lambda m: spinner.update(escape(m))
+                gateway, host, reader, run_id, path=path, status=lambda m: spinner.update(_error_line(m))
             )
     except ProbeError as exc:
-        err.print(f"[yellow]note:[/] probe failed: {escape(str(exc))}")
+        err.print(f"[yellow]note:[/] probe failed: {_error_line(str(exc))}")
         return None
     finally:
         reader.close()
@@ -1311,11 +1323,14 @@ def verify(
     """Re-query the backend for every trace of an earlier run (late spans, a backend that was down),
     re-reconcile and update summary.json/report.md (the old summary is kept as summary.previous.json).
     An embedded run is re-read from the span store in its run folder."""
-    _sigterm_as_interrupt()
+    _crash_folder(run_dir)
     try:
         with err.status("verifying") as spinner:
             result, changes = verify_run(
-                run_dir, lambda msg: spinner.update(msg), backend_spec=backend, max_wait_s=max_wait
+                run_dir,
+                lambda msg: spinner.update(_error_line(msg)),
+                backend_spec=backend,
+                max_wait_s=max_wait,
             )
     except (RunError, StackError) as exc:
         _fatal(str(exc))
@@ -1323,7 +1338,7 @@ def verify(
         out.print(table)
     for name, before, after in changes:
         marker = "" if before == after else "  (changed)"
-        out.print(f"{name}: {before} -> {after}{marker}")
+        out.print(f"{name}: {before} -> {after}{marker}", markup=False)
     raise typer.Exit(result.exit_code)
 
 
@@ -1364,7 +1379,7 @@ def report(
             out.print(f"verdict {v['verdict']}: {v['baseline']} -> {v['current']}", markup=False)
         written += [run_dir / "comparison.md", run_dir / "comparison.json"]
     for path in [run_dir / "report.md", *written]:
-        out.print(f"wrote {path}")
+        out.print(f"wrote {path}", markup=False)
 
 
 def _comparison_table(cmp: dict[str, Any]) -> Table:
@@ -1500,23 +1515,22 @@ def stack_up(
             )  # fmt: skip
         ),
     )
-    _sigterm_as_interrupt()
     try:
         mesh.start()
     except StackError as exc:
         _fatal(f"the embedded mesh did not start: {exc}")
     try:
         assert mesh.gateway is not None
-        out.print(f"gateway        {mesh.gateway_url}   (Host: {mesh.host_header})")
+        out.print(f"gateway        {mesh.gateway_url}   (Host: {mesh.host_header})", markup=False)
         out.print(f"gateway admin  {mesh.gateway.admin_url}")
         if mesh.sidecar is not None:
             out.print(f"sidecar admin  {mesh.sidecar.admin_url}")
         out.print(
             f"collector      {mesh.collector_url}   (Zipkin v2 API: /api/v2/spans, /api/v2/trace/ID, ...)"
         )
-        out.print(f"workdir        {workdir}")
+        out.print(f"workdir        {workdir}", markup=False)
         out.print("")
-        out.print(f"try: curl -s -H 'Host: {mesh.host_header}' {mesh.gateway_url}/headers")
+        out.print(f"try: curl -s -H 'Host: {mesh.host_header}' {mesh.gateway_url}/headers", markup=False)
         out.print(f"     locust -f scenarios/mesh.py --host {mesh.gateway_url}")
         out.print("Ctrl-C stops everything.")
         while True:
@@ -1530,13 +1544,93 @@ def stack_up(
         mesh.stop()
 
 
+# Exceptions that are the user's or the environment's doing, not loadgen's: one line, exit 2.
+# (Commands turn the ones they expect into `_fatal` lines themselves; this is the net below.)
+_EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    RunError,
+    StackError,
+    BackendError,
+    ProbeError,
+    ProfileError,
+    IstioConfigError,
+    GateConfigError,
+    CalibrationError,
+)
+
+# Where a crash's traceback goes: the run folder once a command knows it (`_crash_folder`).
+_crash_dir: Path | None = None
+
+
+def _crash_folder(path: Path) -> None:
+    global _crash_dir  # noqa: PLW0603  the one piece of state main() reads after a crash
+    _crash_dir = path
+
+
+def _os_error_message(exc: OSError) -> str:
+    """`[Errno 28] No space left on device: 'x'` as `cannot write x: No space left on device`."""
+    what = exc.strerror or str(exc)
+    if exc.filename is None:
+        return what
+    action = "cannot use"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        action = "cannot write"
+    elif exc.errno == errno.ENOENT:
+        action = "not found:"
+        return f"{action} {exc.filename}"
+    return f"{action} {exc.filename}: {what}"
+
+
+def _save_traceback(exc: BaseException) -> Path:
+    """The traceback, in the run folder when there is one, else under the user's cache folder."""
+    text = redact_text("".join(traceback.format_exception(exc)))
+    name = f"loadgen-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "loadgen"
+    for folder in (_crash_dir, cache, Path(tempfile.gettempdir())):
+        if folder is None or (folder is not cache and not folder.is_dir()):
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(f"loadgen {__version__}\n{' '.join(sys.argv)}\n\n{text}")
+            return folder / name
+        except OSError:
+            continue
+    raise exc
+
+
 def main() -> None:
-    _sigint_as_interrupt()
+    """The console script: every way out is one exit code from `loadgen.exitcodes`, and no
+    traceback reaches the terminal."""
+    _interrupts_as_keyboard_interrupt()
     try:
-        app()
+        # Not standalone: click's own usage errors come here too, to be one line like the rest.
+        code = app(standalone_mode=False)
+    except click_errors.NoArgsIsHelpError:
+        sys.exit(EXIT_ERROR)  # the help is already printed
+    except click_errors.ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        err.print(f"[bold red]error:[/] {_error_line(exc.format_message())}{escape(hint)}")
+        sys.exit(EXIT_ERROR)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(EXIT_INTERRUPTED)
+    except _EXPECTED_ERRORS as exc:
+        message = _os_error_message(exc) if isinstance(exc, OSError) else str(exc)
+        err.print(f"[bold red]error:[/] {_error_line(message)}")
+        sys.exit(EXIT_ERROR)
+    except Exception as exc:
+        try:
+            saved = f"traceback saved to {_save_traceback(exc)}"
+        except Exception:
+            saved = "the traceback could not be saved"
+        line = _error_line(f"{type(exc).__name__}: {exc}")
+        err.print(f"[bold red]internal error[/] (a bug in loadgen): {line}; {escape(saved)}")
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

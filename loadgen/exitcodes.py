@@ -27,7 +27,3 @@ EXIT_CODE_TABLE: tuple[tuple[int, str], ...] = (
     (EXIT_INTERRUPTED, "interrupted by the user (SIGINT, SIGTERM or SIGHUP)"),
 )
 
-
-def exit_code_help() -> str:
-    """The table as help text: one `code  meaning` line each."""
-    return "\n".join(f"{code:>3}  {meaning}" for code, meaning in EXIT_CODE_TABLE)

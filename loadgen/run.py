@@ -30,6 +30,7 @@ import httpx
 from loadgen import __version__
 from loadgen.backends.base import BackendError, BackendOptions, TraceBackend, parse_backend_spec, redact_url
 from loadgen.emitter import ReferenceEmitter, read_reference_log, summarize_reference_log
+from loadgen.exitcodes import EXIT_VERDICT_FAILED
 from loadgen.faultwindows import windows_summary
 from loadgen.integrity import Hop, downstream_service, fold_integrity, search_hop_traces
 from loadgen.ledger import LedgerStats, LedgerTail, LiveCounts, read_ledger
@@ -58,6 +59,7 @@ from loadgen.reconcile import (
     reconcile_reference,
     upstream_decision,
 )
+from loadgen.redact import redact_text
 from loadgen.report.html import render_run_folder
 from loadgen.report.render import render_markdown
 from loadgen.stack.envoy import RUN_ID_HEADER, TracingConfig
@@ -70,7 +72,7 @@ from loadgen.stack.mesh import (
 )
 from loadgen.stack.procs import ManagedProcess, StackError, die_with_parent, python_module_argv
 from loadgen.tagsearch import estimate_from_tags, search_run
-from loadgen.verdicts import EXIT_VERDICT_FAILED, exit_code_for, run_verdicts
+from loadgen.verdicts import DEFAULT_MAX_ERROR_RATE, exit_code_for, run_verdicts
 
 DEFAULT_SCENARIO = "loadgen.traffic.default_scenario"
 
@@ -128,6 +130,7 @@ class RunOptions:
     poll_interval_s: float = 1.0
     max_wait_s: float = 60.0
     min_collection: float = 0.99
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE  # load_delivered fails above this share of errors
 
     def resolved_run_id(self) -> str:
         if not self.run_id:
@@ -254,7 +257,8 @@ def preflight(gateway: str, host: str, collector: str | None, backend: TraceBack
         resp = httpx.get(f"{gateway.rstrip('/')}/headers", headers={"Host": host}, timeout=5.0)
     except httpx.HTTPError as exc:
         raise RunError(
-            f"gateway {gateway} is unreachable: {exc!r}. Check --gateway (scheme, host, port)."
+            f"gateway {redact_url(gateway)} is unreachable: {redact_text(repr(exc))}. "
+            "Check --gateway (scheme, host, port)."
         ) from exc
     if resp.status_code == 404:
         notes.append(
@@ -273,10 +277,12 @@ def preflight(gateway: str, host: str, collector: str | None, backend: TraceBack
         try:
             post = httpx.post(f"{collector.rstrip('/')}/api/v2/spans", json=[], timeout=5.0)
         except httpx.HTTPError as exc:
-            raise RunError(f"collector {collector} is unreachable: {exc!r}. Check --collector.") from exc
+            raise RunError(
+                f"collector {redact_url(collector)} is unreachable: {redact_text(repr(exc))}. Check --collector."
+            ) from exc
         if post.status_code != 202:
             raise RunError(
-                f"collector {collector} answered {post.status_code} to POST /api/v2/spans (want 202): "
+                f"collector {redact_url(collector)} answered {post.status_code} to POST /api/v2/spans (want 202): "
                 "is it a Zipkin v2 endpoint (Jaeger's Zipkin receiver listens on 9411)?"
             )
     try:
@@ -431,9 +437,9 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         notes += opened.notes
         target = {
             "kind": kind,
-            "gateway": gateway,
+            "gateway": redact_url(gateway),  # stored and shown: never the credentials
             "host": host,
-            "collector": collector,
+            "collector": redact_url(collector),
             "backend": backend.url,
             "backend_spec": redact_url(backend_spec),
             "reader": backend.name,  # what `auto:` chose
@@ -488,6 +494,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
                     "gaps": gaps,
                     "quiet_s": quiet_s,
                     "min_collection": opts.min_collection,
+                    "max_error_rate": opts.max_error_rate,
                     "search_service": opts.search_service,
                     "context": asdict(context),
                     "hops": [[h.service, h.spans] for h in hops] if hops else None,
@@ -585,6 +592,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             quiet_s=0.0 if partial_reason else quiet_s, poll_interval_s=opts.poll_interval_s,
             max_wait_s=opts.max_wait_s, run_id_tag=run_id_tag or "",
             min_collection=opts.min_collection, load_end=load_end, status=status,
+            max_error_rate=opts.max_error_rate,
             search_service=opts.search_service, hops=hops, gaps=gaps,
         )  # fmt: skip
         if interrupted:
@@ -596,6 +604,8 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         summary["profile"] = profile.to_dict()
         summary["started_at"] = started_at
         summary["locust"] = _locust_totals(run_dir)
+        if not summary["requests"]["total"]:
+            notes.append(no_requests_note(run_dir / "locust.log", opts.duration_s))
         summary["readback_notes"] = list(summary.get("notes", []))
         summary["notes"] = notes + summary.get("notes", [])
         _write_json(run_dir / "summary.json", summary)
@@ -632,6 +642,7 @@ def read_back_and_reconcile(
     search_service: str | None = None,
     hops: Sequence[Hop] | None = None,
     gaps: Mapping[str, str] | None = None,
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
 ) -> tuple[dict[str, Any], bool]:
     """Query every ledger and reference trace id, reconcile, and write fetched.jsonl.
 
@@ -700,6 +711,7 @@ def read_back_and_reconcile(
         ref_summary=ref_summary,
         min_collection=min_collection,
         gaps=gaps,
+        max_error_rate=max_error_rate,
     )
     refs = ((t, o.state, o.spans, o.t) for t, o in ref_summary.traces.items()) if ref_summary else ()
     summary["windows"] = windows_summary(read_ledger(ledger_path), readback.observations, expect, refs)
@@ -745,7 +757,7 @@ def read_back_and_reconcile(
         run_id_tag=run_id_tag,
         run_id=run_id,
     )
-    summary["verdicts"] = run_verdicts(summary, min_collection)  # now with the integrity verdict
+    summary["verdicts"] = run_verdicts(summary, min_collection, max_error_rate)  # now with integrity
     summary["notes"] = notes
     return summary, readback.interrupted
 
@@ -759,6 +771,7 @@ def build_summary(
     ref_summary: Any,
     min_collection: float,
     gaps: Mapping[str, str] | None = None,
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
 ) -> dict[str, Any]:
     """Reconcile from files already on disk (also what `loadgen verify/report` will reuse).
     `gaps`: verdicts the mesh profile cannot support ({name: the fact not learned})."""
@@ -776,9 +789,35 @@ def build_summary(
         summary["reference"] = reconcile_reference(ref_summary.iter_traces(), observations, counters)
     else:
         summary["reference"] = reconcile_reference([], observations, {})
-    summary["verdicts"] = run_verdicts(summary, min_collection)
+    summary["verdicts"] = run_verdicts(summary, min_collection, max_error_rate)
     summary["min_collection"] = min_collection
     return summary
+
+
+_LOCUST_ERROR = re.compile(r"/ERROR/[^:]*: (.+)$")
+
+
+def no_requests_note(locust_log: Path, duration_s: float) -> str:
+    """Why a run made no request, for its notes: the last error Locust logged (a user whose task
+    raises before sending logs a traceback per attempt and writes no ledger record)."""
+    from loadgen.redact import redact_text
+
+    last = ""
+    try:
+        with open(locust_log, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - (1 << 16)))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        tail = ""
+    for line in tail.splitlines():
+        found = _LOCUST_ERROR.search(line)
+        if found:
+            last = found.group(1).strip()
+    said = f"Locust's last error: {redact_text(last)[:300]!r}" if last else "Locust logged no error"
+    return (
+        f"no request was made in {duration_s:g} s of load: the ledger holds no record ({said}; see "
+        f"{locust_log.name} in the run folder)"
+    )
 
 
 def _write_observations(path: Path, readback: ReadBackResult) -> None:
@@ -875,7 +914,9 @@ def verify_run(
             backend = parse_backend_spec(spec)
             backend.check()
         except (ValueError, BackendError) as exc:
-            raise RunError(f"cannot verify against backend {spec!r}: {exc}") from exc
+            raise RunError(
+                f"cannot verify against backend {redact_url(spec)!r}: {redact_text(str(exc))}"
+            ) from exc
         expect = Expectation.from_run_json(exp)
         try:
             summary, interrupted = read_back_and_reconcile(
@@ -885,6 +926,7 @@ def verify_run(
                 load_end=time.time(), status=status, search_service=exp.get("search_service"),
                 hops=[Hop(str(svc), int(n)) for svc, n in exp["hops"]] if exp.get("hops") else None,
                 gaps=exp.get("gaps") or {},
+                max_error_rate=float(exp.get("max_error_rate", DEFAULT_MAX_ERROR_RATE)),
             )  # fmt: skip
         finally:
             backend.close()

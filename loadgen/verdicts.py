@@ -9,6 +9,10 @@ mismatches sit in, whether reference spans arrive when mesh spans do not, what t
 polls saw. `summary["verdicts"]` stays `{name: "pass"|"fail"|"inconclusive"}`;
 `summary["verdict_details"]` holds the `VerdictDetail`s as JSON.
 
+One verdict is the exception to "zero is inconclusive": `load_delivered` fails when no request
+was made (a run that sent nothing did not do its job), and when more than `max_error_rate` of the
+requests failed; its cause names the commonest error (`summary["requests"]["top_errors"]`).
+
 Collection (mesh and reference) is judged on its 95 % Wilson interval, as sampling is; unknown
 traces widen it (counted missing for the low end, found for the high end). Facts the mesh probe
 could not learn (`summary["expectation_gaps"]`: {verdict: reason}) make the verdicts that need
@@ -28,14 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from loadgen.exitcodes import (  # noqa: F401  re-exported: callers judge and exit together
-    EXIT_COMPONENT_FAILED,
-    EXIT_ERROR,
-    EXIT_INCONCLUSIVE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_VERDICT_FAILED,
-)
+from loadgen.exitcodes import EXIT_INCONCLUSIVE, EXIT_INTERRUPTED, EXIT_OK, EXIT_VERDICT_FAILED
 from loadgen.planner import MAX_PLANNED_REQUESTS, all_found_sample_size, detectable_sample_size
 from loadgen.propagation import mode_spec
 from loadgen.stats import FAIL_ALPHA, Verdict, wilson_interval
@@ -44,6 +41,10 @@ from loadgen.stats import FAIL_ALPHA, Verdict, wilson_interval
 BASIS_EXACT = "exact"  # every checked item against a definite rule: one counter-example fails
 BASIS_STATISTICAL = "statistical"  # sampling: Wilson 95 % interval + exact binomial test
 BASIS_INTERVAL = "wilson95"  # collection: the Wilson 95 % interval against the minimum
+BASIS_ERROR_SHARE = "error_share"  # load delivered: errors / requests against --max-error-rate
+
+#: `--max-error-rate`: the largest share of failed requests (status other than 200) a run may have.
+DEFAULT_MAX_ERROR_RATE = 0.05
 
 
 @dataclass(frozen=True)
@@ -427,6 +428,61 @@ def _header_modes_cause(summary: Mapping[str, Any]) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
+def _error_hint(status: int) -> str:
+    if status == 0:
+        return "no response at all: is the gateway reachable at that address, is --path a path?"
+    if status == 404:
+        return "the gateway has no route for it: does --host match a route (VirtualService hosts), --path a path?"
+    if status in (502, 503, 504):
+        return "the gateway has no healthy upstream, or the upstream fails"
+    if 400 <= status < 500:
+        return "the gateway or upstream refuses the request"
+    if status >= 500:
+        return "the gateway or upstream fails"
+    return "the upstream answered something other than 200"
+
+
+def describe_error(entry: Mapping[str, Any]) -> str:
+    """One `requests.top_errors` entry as text: `HTTP 404`, `HTTP 503 (no healthy upstream)`,
+    `no response (ConnectionRefusedError(...))`."""
+    status, text = _i(entry.get("status")), str(entry.get("error") or "")
+    label = f"HTTP {status}" if status else "no response"
+    return label + (f" ({text})" if text and text != label else "")
+
+
+def load_delivered_detail(summary: Mapping[str, Any], max_error_rate: float) -> VerdictDetail:
+    """Was the load delivered? Fails when no request was made (a run that sent nothing measured
+    nothing: a fail, not an inconclusive, since the run's own job was to send), or when more
+    than `max_error_rate` of the requests failed; the cause names the commonest error."""
+    requests = summary.get("requests")
+    if not isinstance(requests, Mapping) or "total" not in requests:
+        return VerdictDetail(
+            Verdict.FAIL, 0, 1, BASIS_ERROR_SHARE,
+            "the summary records no requests (no requests.total): nothing shows that load was delivered",
+        )  # fmt: skip
+    total, errors = _i(requests.get("total")), _i(requests.get("errors"))
+    if total <= 0:
+        return VerdictDetail(
+            Verdict.FAIL, 0, 1, BASIS_ERROR_SHARE,
+            "no request was made: the ledger holds no record (the load generator's users failed before "
+            "sending? see the run's notes and locust.log)",
+        )  # fmt: skip
+    share = errors / total
+    if share <= max_error_rate:
+        return VerdictDetail(Verdict.PASS, total, 1, BASIS_ERROR_SHARE)
+    cause = f"{errors:,} of {total:,} requests failed ({share:.1%}, above the maximum {max_error_rate:.1%})"
+    top = [_d(e) for e in requests.get("top_errors") or [] if isinstance(e, Mapping)]
+    if top:
+        first = top[0]
+        cause += (
+            f"; most common: {describe_error(first)}, {_i(first.get('count')):,} of {total:,} requests — "
+            + _error_hint(_i(first.get("status")))
+        )
+    else:
+        cause += " (the summary has no error breakdown: see the ledger's status and error fields)"
+    return VerdictDetail(Verdict.FAIL, total, 1, BASIS_ERROR_SHARE, cause)
+
+
 # --- the verdicts ------------------------------------------------------------------------------------
 
 
@@ -506,10 +562,15 @@ def _collection_detail(
     return settle(collection_verdict(k, n, unknown, threshold), n, 1, BASIS_INTERVAL, cause)
 
 
-def judge_run(summary: Mapping[str, Any], min_collection: float) -> dict[str, VerdictDetail]:
+def judge_run(
+    summary: Mapping[str, Any], min_collection: float, max_error_rate: float = DEFAULT_MAX_ERROR_RATE
+) -> dict[str, VerdictDetail]:
     """Every verdict of a reconciled summary with its evidence and cause (pure)."""
     mesh = _d(summary.get("mesh"))
-    out: dict[str, VerdictDetail] = {"sampling": sampling_detail(summary)}
+    out: dict[str, VerdictDetail] = {
+        "load_delivered": load_delivered_detail(summary, max_error_rate),
+        "sampling": sampling_detail(summary),
+    }
     coll = _d(mesh.get("collection"))
     out["mesh_collection"] = _collection_detail(
         _i(coll.get("k")), _i(coll.get("n")), _i(mesh.get("unknown")), min_collection,
@@ -584,12 +645,16 @@ def judge_run(summary: Mapping[str, Any], min_collection: float) -> dict[str, Ve
     return out
 
 
-def run_verdicts(summary: dict[str, Any], min_collection: float) -> dict[str, str]:
+def run_verdicts(
+    summary: dict[str, Any], min_collection: float, max_error_rate: float = DEFAULT_MAX_ERROR_RATE
+) -> dict[str, str]:
     """`{name: "pass"|"fail"|"inconclusive"}` for summary["verdicts"]; also (re)writes
-    summary["verdict_details"] (`judge_run`'s `VerdictDetail`s as JSON), so every place that
-    judges a run records the evidence with the verdicts."""
-    details = judge_run(summary, min_collection)
+    summary["verdict_details"] (`judge_run`'s `VerdictDetail`s as JSON) and the error share
+    load_delivered was judged with (summary["max_error_rate"]), so every place that judges a run
+    records the evidence with the verdicts."""
+    details = judge_run(summary, min_collection, max_error_rate)
     summary["verdict_details"] = {name: d.to_dict() for name, d in details.items()}
+    summary["max_error_rate"] = max_error_rate
     return {name: d.verdict.value for name, d in details.items()}
 
 
