@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,13 +14,15 @@ import time
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, cast
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from typer._click import exceptions as click_errors  # typer >= 0.25 vendors click
+from typer._click import core as click_core  # typer >= 0.25 vendors click
+from typer._click import exceptions as click_errors
+from typer.core import TyperCommand
 
 from loadgen import __version__
 from loadgen.backends.base import BackendError, BackendOptions, parse_backend_spec
@@ -51,6 +54,7 @@ from loadgen.run import RunError, RunOptions, default_scenario_path, execute_run
 from loadgen.stack.envoy import DEFAULT_RUN_ID_TAG, TraceContextOption, TracingConfig
 from loadgen.stack.mesh import FANOUT_PATHS, CollectorFaults, EmbeddedMesh, MeshConfig, UpstreamFaults
 from loadgen.stack.procs import StackError
+from loadgen.validate import http_url_problem, output_dir_problem
 
 app = typer.Typer(
     name="loadgen",
@@ -73,6 +77,34 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
 
 MODES_HELP = ", ".join(m.value for m in MODE_SPECS) + " (what each sends and expects: README, Header modes)"
+
+
+class _CheckedCommand(TyperCommand):
+    """A command whose number options are finite (click's ranges let `inf` and `nan` through:
+    `nan < 1` is false), whose --gateway/--collector are usable URLs and whose --output can hold
+    a run folder, all checked before any work starts."""
+
+    def invoke(self, ctx: click_core.Context) -> Any:
+        for param in self.params:
+            values = ctx.params.get(param.name or "")
+            for value in values if isinstance(values, (list, tuple)) else [values]:
+                problem = _value_problem(param.name or "", value)
+                if problem:
+                    raise click_errors.BadParameter(problem, ctx, cast(Any, param))
+        return super().invoke(ctx)
+
+
+def _value_problem(name: str, value: object) -> str | None:
+    """What is wrong with one option value, checked for every command alike."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    if name in ("gateway", "collector") and isinstance(value, str) and value:
+        problem = http_url_problem(value)
+        return f"{problem}: {value}" if problem else None
+    if name == "output" and isinstance(value, Path):
+        problem = output_dir_problem(value)
+        return f"{value} {problem}" if problem else None
+    return None
 
 
 def _error_line(message: str) -> str:
@@ -313,6 +345,8 @@ FlushOpt = Annotated[
     typer.Option(
         "--flush-interval-ms",
         help="Embedded mesh: Envoy's Zipkin flush timer (tracing.zipkin.flush_interval_ms; Envoy default 5000).",
+        min=1,
+        max=3_600_000,
         rich_help_panel="Embedded mesh",
     ),
 ]
@@ -358,7 +392,7 @@ OverallSamplingOpt = Annotated[
 ]
 
 
-@app.command()
+@app.command(cls=_CheckedCommand)
 def run(
     duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds of load.", min=1)] = 10.0,
     users: Annotated[int, typer.Option("--users", "-u", help="Concurrent Locust users.", min=1)] = 10,
@@ -551,6 +585,7 @@ def run(
             "--quiet",
             help="Read-back stops when no trace completed for this many seconds "
             "(default: the probed time to queryable + 1 s; else Envoy's flush interval + 1 s).",
+            min=0,
             rich_help_panel="Read-back",
         ),
     ] = None,
@@ -559,6 +594,7 @@ def run(
         typer.Option(
             "--max-wait",
             help="Give up polling for late traces after this many seconds.",
+            min=0,
             rich_help_panel="Read-back",
         ),
     ] = 60.0,
@@ -603,6 +639,8 @@ def run(
         typer.Option(
             "--master-bind-port",
             help="With --master: port workers connect to.",
+            min=1,
+            max=65535,
             rich_help_panel="Distributed",
         ),
     ] = 5557,
@@ -725,7 +763,7 @@ def _expected_from_istio(files: list[Path]) -> float:
     return eff.percent
 
 
-@app.command()
+@app.command(cls=_CheckedCommand)
 def plan(
     expect: Annotated[
         float, typer.Option("--expect", help="The configured sampling percent, e.g. 1.", min=0, max=100)
@@ -798,7 +836,7 @@ def plan(
         )
 
 
-@app.command()
+@app.command(cls=_CheckedCommand)
 def calibrate(
     expect: Annotated[
         float | None,
@@ -912,7 +950,7 @@ def calibrate(
     raise typer.Exit(result.exit_code)
 
 
-@app.command()
+@app.command(cls=_CheckedCommand)
 def capacity(
     steps: Annotated[
         str,
@@ -1120,7 +1158,7 @@ def capacity(
     raise typer.Exit(result.exit_code)
 
 
-@app.command()
+@app.command(cls=_CheckedCommand)
 def worker(
     master_host: Annotated[
         str, typer.Option("--master-host", help="Host of the `loadgen run --master` process.")
@@ -1142,7 +1180,7 @@ def worker(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(cls=_CheckedCommand)
 def probe(
     gateway: GatewayOpt = "",
     host: HostOpt = DEFAULT_HOST,
@@ -1210,7 +1248,7 @@ def probe(
     )
 
 
-@app.command()
+@app.command(cls=_CheckedCommand)
 def doctor(
     gateway: Annotated[str, typer.Option("--gateway", help="Gateway URL, e.g. http://127.0.0.1:30000.")] = "",
     host: Annotated[
@@ -1305,7 +1343,7 @@ def _doctor_probe(gateway: str, host: str, backend: str, path: str) -> MeshProfi
         reader.close()
 
 
-@app.command()
+@app.command(cls=_CheckedCommand)
 def verify(
     run_dir: Annotated[
         Path, typer.Argument(help="A run folder (reports/<run-id>).", exists=True, file_okay=False)
@@ -1317,7 +1355,7 @@ def verify(
         ),
     ] = "",
     max_wait: Annotated[
-        float, typer.Option("--max-wait", help="Seconds to keep polling for late traces.")
+        float, typer.Option("--max-wait", help="Seconds to keep polling for late traces.", min=0)
     ] = 30.0,
 ) -> None:
     """Re-query the backend for every trace of an earlier run (late spans, a backend that was down),
@@ -1342,7 +1380,7 @@ def verify(
     raise typer.Exit(result.exit_code)
 
 
-@app.command()
+@app.command(cls=_CheckedCommand)
 def report(
     run_dir: Annotated[
         Path, typer.Argument(help="A run folder (reports/<run-id>).", exists=True, file_okay=False)
@@ -1401,7 +1439,7 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-@app.command()
+@app.command(cls=_CheckedCommand)
 def gate(
     run_dir: Annotated[
         Path, typer.Argument(help="A run folder (reports/<run-id>).", exists=True, file_okay=False)
@@ -1479,7 +1517,7 @@ def gate(
     raise typer.Exit(gates_exit_code(results))
 
 
-@stack_app.command("up")
+@stack_app.command("up", cls=_CheckedCommand)
 def stack_up(
     sampling: SamplingOpt = 100.0,
     spawn_gateway: SpawnGwOpt = True,
