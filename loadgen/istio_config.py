@@ -172,14 +172,44 @@ def parse_istio_yaml(text: str, origin: str = "<stdin>") -> list[Resource]:
     return resources
 
 
+#: The largest Istio config file read. Real ones are kilobytes; a 29 MB file took 63 s and
+#: 2.3 GB of memory to parse, so a larger one is refused before parsing.
+MAX_ISTIO_FILE_BYTES = 4 * 1024 * 1024
+
+
+def _read_istio_text(path: str | Path) -> tuple[str, str]:
+    """(text, name) of one file, `-` being standard input: bounded in size, UTF-8, not empty."""
+    name = "<stdin>" if str(path) == "-" else str(path)
+    if str(path) == "-":
+        raw = getattr(sys.stdin, "buffer", None)  # a text-only stdin (a test's StringIO) has none
+        data = (
+            raw.read(MAX_ISTIO_FILE_BYTES + 1) if raw else sys.stdin.read(MAX_ISTIO_FILE_BYTES + 1).encode()
+        )
+    else:
+        with Path(path).open("rb") as f:
+            data = f.read(MAX_ISTIO_FILE_BYTES + 1)
+    if len(data) > MAX_ISTIO_FILE_BYTES:
+        raise IstioConfigError(
+            f"{name}: larger than {MAX_ISTIO_FILE_BYTES // (1024 * 1024)} MiB; "
+            "give only the Istio resources that configure tracing"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise IstioConfigError(f"{name}: not UTF-8 text (byte {exc.start}); expected Istio YAML") from exc
+    return text, name
+
+
 def load_istio_files(paths: Iterable[str | Path]) -> list[Resource]:
-    """Read and parse each file (`-` is standard input). Raises IstioConfigError or OSError."""
+    """Read and parse each file (`-` is standard input). Raises IstioConfigError or OSError; a
+    file with no resources at all is an error (it would silently mean Istio's default 1 %)."""
     resources: list[Resource] = []
     for path in paths:
-        if str(path) == "-":
-            resources.extend(parse_istio_yaml(sys.stdin.read(), "<stdin>"))
-        else:
-            resources.extend(parse_istio_yaml(Path(path).read_text(encoding="utf-8"), str(path)))
+        text, name = _read_istio_text(path)
+        found = parse_istio_yaml(text, name)
+        if not found:
+            raise IstioConfigError(f"{name}: no Kubernetes resources in the file")
+        resources.extend(found)
     return resources
 
 

@@ -204,3 +204,31 @@ def test_conflicting_meshconfigs_prefer_the_configmap_and_warn() -> None:
     result = effective_sampling(load_istio_files([SEED_OPERATOR, CONFIGMAP]), "a", {})
     assert result.percent == 5.0
     assert any("the live ConfigMap" in w for w in result.warnings)
+
+
+# --- files that are not Istio config (issue 10, findings 4 and 9) --------------------------------
+
+
+def test_an_empty_file_is_an_error_not_istio_default(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(IstioConfigError, match="no Kubernetes resources"):
+        load_istio_files([empty])
+
+
+def test_a_binary_file_is_a_clear_error(tmp_path: Path) -> None:
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(b"kind: Telemetry\n\x87\xff\x00")
+    with pytest.raises(IstioConfigError, match="not UTF-8"):
+        load_istio_files([binary])
+
+
+def test_an_oversized_file_is_refused_before_parsing(tmp_path: Path) -> None:
+    from loadgen.istio_config import MAX_ISTIO_FILE_BYTES
+
+    big = tmp_path / "big.yaml"
+    # Valid YAML, just too much of it: a comment line repeated past the cap.
+    line = b"# padding padding padding padding padding padding padding padding\n"
+    big.write_bytes(line * (MAX_ISTIO_FILE_BYTES // len(line) + 2))
+    with pytest.raises(IstioConfigError, match="larger than"):
+        load_istio_files([big])
