@@ -63,6 +63,7 @@ from loadgen.planner import (
 from loadgen.profile import PROFILE_FILE
 from loadgen.propagation import Decision, HeaderMode, envoy_random_sampled, format_mix, mode_spec
 from loadgen.reconcile import upstream_decision
+from loadgen.redact import redact_data, redact_url
 from loadgen.run import RunError, RunOptions, RunResult, execute_run
 from loadgen.stack.envoy import TracingConfig
 from loadgen.stack.mesh import GATEWAY_HOST, EmbeddedMesh, MeshConfig
@@ -320,7 +321,7 @@ def calibrate(opts: CalibrateOptions, status: Status, *, run: RunFn = execute_ru
             extra_env=crafted_env(opts.expected_percent) if opts.crafted_ids else {},
         )
         if opts.gateway:
-            target = {"kind": "external", "gateway": opts.gateway, "host": opts.host}
+            target = {"kind": "external", "gateway": redact_url(opts.gateway), "host": opts.host}
             common = replace(
                 common, gateway=opts.gateway, host=opts.host, collector=opts.collector, backend=opts.backend,
                 backend_flags=dict(opts.backend_flags), search_service=opts.search_service,
@@ -418,7 +419,7 @@ def calibrate(opts: CalibrateOptions, status: Status, *, run: RunFn = execute_ru
     exit_code = EXIT_INTERRUPTED if interrupted else EXIT_CODES[verdict]
     doc["exit_code"] = exit_code
     _write_json(cal_dir / "calibration.json", doc)
-    (cal_dir / "calibration.md").write_text(render_calibration_markdown(doc))
+    (cal_dir / "calibration.md").write_text(render_calibration_markdown(redact_data(doc)))
     return CalibrationResult(doc, cal_dir, exit_code)
 
 
@@ -593,7 +594,7 @@ def calibration_document(
 
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(json.dumps(redact_data(obj), indent=2) + "\n")  # no credential reaches the file
     os.replace(tmp, path)
 
 

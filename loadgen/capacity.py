@@ -61,6 +61,7 @@ from loadgen.reconcile import (
     ledger_trace_id,
     upstream_decision,
 )
+from loadgen.redact import redact_data
 from loadgen.report.html import render_run_folder
 from loadgen.run import RunError, RunOptions, RunResult, Status, execute_run
 from loadgen.stats import Proportion, percentile
@@ -957,7 +958,8 @@ def _load_observations(path: Path) -> dict[str, TraceObservation]:
 
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    # Every string redacted: whatever a field or a note quotes, no credential reaches the file.
+    tmp.write_text(json.dumps(redact_data(obj), indent=2, default=str) + "\n")
     os.replace(tmp, path)
 
 
@@ -1032,7 +1034,7 @@ def analyze_capacity(
     )
     _write_json(run_dir / CAPACITY_JSON, doc)
     _write_json(run_dir / STEPS_JSON, report_steps(doc))
-    (run_dir / CAPACITY_MD).write_text(render_capacity_markdown(doc))
+    (run_dir / CAPACITY_MD).write_text(render_capacity_markdown(redact_data(doc)))
     render_run_folder(run_dir)  # report.html again, now with the steps and the knee
     return doc, metrics, knee
 

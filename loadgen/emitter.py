@@ -46,6 +46,8 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Span, SpanKind, Tracer, set_span_in_context
 
+from loadgen.redact import redact_text, redact_url
+
 __all__ = [
     "DEFAULT_SERVICE_NAME",
     "AccountingExporter",
@@ -87,6 +89,8 @@ def _trace_hex(trace_id: int) -> str:
 
 
 def _short(text: str) -> str:
+    """`text` bounded and without credentials (an exporter error may quote the endpoint URL)."""
+    text = redact_text(text)
     return text if len(text) <= _MAX_ERROR_LEN else text[: _MAX_ERROR_LEN - 3] + "..."
 
 
@@ -517,7 +521,7 @@ class ReferenceEmitter:
                     "t": time.time(),
                     "run_id": self.run_id,
                     "service": self.service_name,
-                    "endpoint": self.endpoint,
+                    "endpoint": redact_url(self.endpoint),
                     "children": self.children,
                     "rate_per_s": self.rate_per_s,
                 }

@@ -21,9 +21,10 @@ Redaction is for what is *stored or shown*. Requests must still be made with the
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["REDACTED", "SECRET_PARAM_PARTS", "is_secret_param", "redact_text", "redact_url"]
+__all__ = ["REDACTED", "SECRET_PARAM_PARTS", "is_secret_param", "redact_data", "redact_text", "redact_url"]
 
 REDACTED = "***"
 """What a secret is replaced with."""
@@ -88,3 +89,16 @@ def redact_url(url: str) -> str:
     if "//" not in url and "@" in url:
         url = _BARE_USERINFO.sub(f"{REDACTED}@", url, count=1)
     return redact_text(url)
+
+
+def redact_data(obj: Any) -> Any:
+    """A copy of a JSON-like value (dicts, lists, tuples, strings, scalars) with `redact_text` applied
+    to every string value, at any depth; keys and non-string values are kept. For writers of JSON
+    files: whatever a note or a field quotes, no credential reaches the file."""
+    if isinstance(obj, str):
+        return redact_text(obj)
+    if isinstance(obj, dict):
+        return {key: redact_data(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [redact_data(value) for value in obj]
+    return obj

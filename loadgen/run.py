@@ -59,7 +59,7 @@ from loadgen.reconcile import (
     reconcile_reference,
     upstream_decision,
 )
-from loadgen.redact import redact_text
+from loadgen.redact import redact_data, redact_text
 from loadgen.report.html import render_run_folder
 from loadgen.report.render import render_markdown
 from loadgen.stack.envoy import RUN_ID_HEADER, TracingConfig
@@ -294,7 +294,8 @@ def preflight(gateway: str, host: str, collector: str | None, backend: TraceBack
 
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    # Every string redacted: whatever a field or a note quotes, no credential reaches the file.
+    tmp.write_text(json.dumps(redact_data(obj), indent=2, default=str) + "\n")
     os.replace(tmp, path)
 
 

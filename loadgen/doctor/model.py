@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from loadgen.redact import redact_data, redact_text
+
 __all__ = ["Check", "CheckStatus", "DoctorReport"]
 
 
@@ -33,6 +35,14 @@ class Check:
     fix_hint: str = ""
     details: tuple[str, ...] = ()
     data: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Every finding is shown (terminal, --json, CI logs): no credential from a URL it quotes,
+        # whichever check built it (an httpx error names the URL it failed on).
+        object.__setattr__(self, "summary", redact_text(self.summary))
+        object.__setattr__(self, "fix_hint", redact_text(self.fix_hint))
+        object.__setattr__(self, "details", tuple(redact_text(line) for line in self.details))
+        object.__setattr__(self, "data", redact_data(dict(self.data)))
 
     def to_dict(self) -> dict[str, Any]:
         return {

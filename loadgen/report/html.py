@@ -28,6 +28,7 @@ from loadgen import __version__
 from loadgen.ledger import read_ledger
 from loadgen.propagation import normalize_trace_id
 from loadgen.reconcile import TraceObservation
+from loadgen.redact import redact_data
 from loadgen.report import plots
 from loadgen.report.plots import (
     BLUE,
@@ -1081,6 +1082,7 @@ def render_run_folder(run_dir: Path, *, window_s: float = 1.0) -> list[Path]:
     summary = json.loads((run_dir / "summary.json").read_text())
     if not isinstance(summary, dict):
         raise ValueError(f"{run_dir / 'summary.json'} is not a JSON object")
+    summary = redact_data(summary)  # report.html is shared: no credential from any URL it quotes
     fetched = run_dir / "fetched.jsonl"
     observations = load_fetched(fetched) if fetched.exists() else None
     timeseries = ledger_timeseries(

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from loadgen.redact import redact_data
 from loadgen.report.profile_view import profile_markdown
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
@@ -235,6 +236,7 @@ def render_terminal(summary: dict[str, Any]) -> list[Table]:
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
+    summary = redact_data(summary)  # report.md is shared: no credential from any URL it quotes
     lines: list[str] = []
     status = summary.get("status", "complete")
     lines.append(f"# loadgen run {md_code(summary['run_id'])}")

@@ -37,6 +37,7 @@ from loadgen.propagation import (
     parse_echo,
     parse_mix,
 )
+from loadgen.redact import redact_text
 from loadgen.stack.envoy import RUN_ID_HEADER
 from loadgen.traffic.relay import LEDGER_MESSAGE, RelayLedger
 from loadgen.traffic.shape import step_interval
@@ -282,6 +283,7 @@ class TracedUser(FastHttpUser):
             getattr(opts, "loadgen_host_header", DEFAULT_HOST_HEADER) if opts else DEFAULT_HOST_HEADER
         )
         self._path = getattr(opts, "loadgen_path", "/headers") if opts else "/headers"
+        self._path_shown = redact_text(self._path)  # the ledger never holds a ?token= of --path
         self._rate = float(getattr(opts, "loadgen_rate", 0.0) or 0.0) if opts else 0.0
         self._cp_last_run = time.perf_counter()
         self._cp_last_wait_time = 0.0
@@ -320,7 +322,7 @@ class TracedUser(FastHttpUser):
         record: dict[str, Any] = {
             "rid": rid,
             "mode": mode.value,
-            "path": self._path,
+            "path": self._path_shown,
             "inj_trace": injection.trace_id,
             "inj_span": injection.span_id,
             "inj_flag": injection.flag,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from loadgen.redact import is_secret_param, redact_text, redact_url
+from loadgen.redact import is_secret_param, redact_data, redact_text, redact_url
 
 
 @pytest.mark.parametrize(
@@ -120,3 +120,18 @@ def test_backends_base_re_exports_redact_url() -> None:
 
     assert base.redact_url is redact_url
     assert "redact_url" in base.__all__
+
+
+def test_redact_data_reaches_every_string_and_keeps_the_rest() -> None:
+    doc = {
+        "target": {"gateway": "http://u:S1@h:1", "port": 1, "ok": True, "none": None},
+        "notes": ["collector http://h/?token=S2 failed", ("http://a:S3@b",)],
+        "rate": 0.5,
+    }
+    out = redact_data(doc)
+    assert out == {
+        "target": {"gateway": "http://***@h:1", "port": 1, "ok": True, "none": None},
+        "notes": ["collector http://h/?token=*** failed", ["http://***@b"]],
+        "rate": 0.5,
+    }
+    assert doc["target"]["gateway"] == "http://u:S1@h:1"  # a copy: the caller's value is untouched
