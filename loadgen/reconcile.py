@@ -198,6 +198,30 @@ class _ModeTally:
 
 VIOLATION_KINDS = ("decision", "trace_id", "request_id", "leak")
 
+#: How many distinct errors `requests.top_errors` keeps, and how much of each error's text.
+TOP_ERRORS = 5
+ERROR_TEXT_LIMIT = 200
+
+
+def error_key(rec: Mapping[str, Any]) -> tuple[int, str] | None:
+    """(HTTP status, error text) of a failed request, None for an answered one. Failed means a
+    status other than 200 (as `requests.errors` counts); status 0 is "no response"."""
+    status = rec.get("status")
+    if status == 200:
+        return None
+    code = status if isinstance(status, int) and not isinstance(status, bool) else 0
+    return code, str(rec.get("error") or "")[:ERROR_TEXT_LIMIT]
+
+
+def _top(counts: Counter[tuple[int, str]], limit: int) -> list[dict[str, Any]]:
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    return [{"status": status, "error": text or None, "count": n} for (status, text), n in ranked]
+
+
+def top_errors(records: Iterable[Mapping[str, Any]], limit: int = TOP_ERRORS) -> list[dict[str, Any]]:
+    """The commonest failures of a ledger, most first: `[{status, error, count}, ...]` (pure)."""
+    return _top(Counter(key for rec in records if (key := error_key(rec)) is not None), limit)
+
 
 def _definite(exp: Expected | None) -> bool:
     """Whether a mode's expectation says anything checkable (the decision it forces, its trace
@@ -269,6 +293,7 @@ def reconcile_mesh(
     expected_of: dict[str, Expected | None] = {}
     prediction_sources: Counter[str] = Counter()
     sent_replaced = 0
+    errors: Counter[tuple[int, str]] = Counter()
 
     for rec in ledger:
         total += 1
@@ -280,8 +305,9 @@ def reconcile_mesh(
         if ts:
             first_ts = min(first_ts, ts)
             last_ts = max(last_ts, ts + (float(latency or 0.0) / 1000.0))
-        if rec.get("status") != 200:
+        if (failure := error_key(rec)) is not None:
             tally.errors += 1
+            errors[failure] += 1
         elif latency is not None:
             tally.latencies_ms.append(float(latency))
         decided = upstream_decision(rec)
@@ -401,6 +427,7 @@ def reconcile_mesh(
             "errors": sum(t.errors for t in tallies.values()),
             "first_ts": first_ts if total and first_ts != float("inf") else None,
             "last_ts": last_ts or None,
+            "top_errors": _top(errors, TOP_ERRORS),
         },
         "sampling": {
             "configured_percent": expect.configured_percent,

@@ -26,6 +26,7 @@ from loadgen.reconcile import (
     ledger_trace_id,
     reconcile_mesh,
     reconcile_reference,
+    top_errors,
     upstream_decision,
 )
 from loadgen.stats import wilson_interval
@@ -352,6 +353,28 @@ def test_mesh_requests_and_latency(mesh: dict[str, Any]) -> None:
     assert max(r["latency_ms"] for r in LEDGER if r["mode"] == "none" and r["status"] == 200) < 2500
 
 
+def test_failed_requests_are_broken_down_by_status_and_error_commonest_first() -> None:
+    # 3 x 404, 2 x no response (connection refused), 1 x 503, 1 answered; a 200 is never an error
+    refused = "ConnectionRefusedError(111, 'Connection refused')"
+    ledger = [
+        *(rec(f"a{i}", NONE, status=404, error="HTTP 404") for i in range(3)),
+        *(rec(f"b{i}", NONE, status=0, error=refused) for i in range(2)),
+        rec("c", NONE, status=503, error="HTTP 503"),
+        rec("d", NONE, up_trace=tid(1), up_flag="1"),
+    ]
+    expected = [
+        {"status": 404, "error": "HTTP 404", "count": 3},
+        {"status": 0, "error": refused, "count": 2},
+        {"status": 503, "error": "HTTP 503", "count": 1},
+    ]
+    out = reconcile_mesh(ledger, {}, EXPECT)
+    assert out["requests"]["errors"] == 6 and out["requests"]["top_errors"] == expected
+    assert top_errors(ledger) == expected  # the same, as a pure function of the records
+    assert top_errors(ledger, limit=1) == expected[:1]
+    # a missing status is "no response"; a long message is cut, not dropped
+    assert top_errors([{"error": "x" * 500}]) == [{"status": 0, "error": "x" * 200, "count": 1}]
+
+
 def test_mesh_without_a_configured_percent_has_no_verdict_and_no_prediction() -> None:
     out = reconcile_mesh(LEDGER, OBS, Expectation(2, ("gateway", "app"), None))
     assert out["sampling"]["verdict"] == "inconclusive" and out["sampling"]["p_value"] is None
@@ -419,7 +442,7 @@ def test_unknown_mode_strings_are_tallied_but_not_judged() -> None:
 
 def test_empty_ledger() -> None:
     out = reconcile_mesh([], {}, EXPECT)
-    assert out["requests"] == {"total": 0, "errors": 0, "first_ts": None, "last_ts": None}
+    assert out["requests"] == {"total": 0, "errors": 0, "first_ts": None, "last_ts": None, "top_errors": []}
     assert out["modes"] == {} and out["latency_ms"] == {}
     assert out["sampling"]["verdict"] == "inconclusive"
 

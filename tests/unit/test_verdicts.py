@@ -20,6 +20,7 @@ from loadgen.reconcile import Expectation, TraceObservation, reconcile_mesh, rec
 from loadgen.run import RunOptions
 from loadgen.stats import Verdict
 from loadgen.verdicts import (
+    DEFAULT_MAX_ERROR_RATE,
     EXIT_INCONCLUSIVE,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -176,6 +177,7 @@ def test_all_good_run_passes_and_exits_0() -> None:
     summary = healthy_summary()
     verdicts = run_verdicts(summary, min_collection=0.99)
     assert verdicts == {
+        "load_delivered": "pass",
         "sampling": "pass",
         "mesh_collection": "pass",
         "no_leaks": "pass",
@@ -193,6 +195,11 @@ def test_all_good_run_passes_and_exits_0() -> None:
     assert details["mesh_collection"]["checked"] == half and details["mesh_collection"]["basis"] == "wilson95"
     assert details["no_leaks"]["checked"] == half
     assert details["reference_collection"]["checked"] == HEALTHY // 2
+    assert (
+        details["load_delivered"]["checked"] == HEALTHY
+        and details["load_delivered"]["basis"] == "error_share"
+    )
+    assert summary["max_error_rate"] == DEFAULT_MAX_ERROR_RATE == 0.05  # the threshold it was judged with
     assert all(d["checked"] >= d["minimum"] >= 1 for d in details.values())
     assert json.loads(json.dumps(details)) == details  # plain JSON
 
@@ -528,6 +535,73 @@ def test_a_total_loss_fails_even_with_the_trace_shape_unknown() -> None:
     present = summary_for(ledger, obs, expect=unknown_shape)
     present["expectation_gaps"] = {"mesh_collection": gap}
     assert run_verdicts(present, 0.99)["mesh_collection"] == "inconclusive"
+
+
+# --- load_delivered: a run that sent nothing, or mostly errors, does not pass ------------------------
+
+
+def with_errors(count: int, failed: int, status: int = 503, error: str | None = None) -> dict[str, Any]:
+    """A healthy run's first `count` requests, the first `failed` of them answered `status`."""
+    ledger, obs = balanced_ledger(count)
+    for rec in ledger[:failed]:
+        rec.update(status=status, error=error or f"HTTP {status}", up_trace=None, up_flag=None, up_xrid=None)
+    return summary_for(ledger, obs)
+
+
+def test_a_run_that_made_no_request_fails_load_delivered_and_the_run() -> None:
+    summary = summary_for([], {})
+    verdicts = run_verdicts(summary, 0.99)
+    assert verdicts["load_delivered"] == "fail"
+    detail = summary["verdict_details"]["load_delivered"]
+    assert detail["checked"] == 0 and detail["minimum"] == 1
+    assert detail["cause"].startswith("no request was made") and "locust.log" in detail["cause"]
+    # the other verdicts have no evidence and stay inconclusive: the run fails on load_delivered
+    assert {v for name, v in verdicts.items() if name != "load_delivered"} == {"inconclusive"}
+    assert exit_code_for(verdicts) == EXIT_VERDICT_FAILED
+
+
+def test_a_summary_without_requests_fails_rather_than_passes() -> None:
+    summary = healthy_summary()
+    del summary["requests"]
+    assert run_verdicts(summary, 0.99)["load_delivered"] == "fail"
+    assert "no requests" in summary["verdict_details"]["load_delivered"]["cause"]
+
+
+def test_every_request_failing_fails_and_names_the_commonest_error() -> None:
+    summary = with_errors(40, 40, status=404)
+    assert run_verdicts(summary, 0.99)["load_delivered"] == "fail"
+    cause = summary["verdict_details"]["load_delivered"]["cause"]
+    assert cause.startswith("40 of 40 requests failed (100.0%, above the maximum 5.0%)"), cause
+    assert "most common: HTTP 404, 40 of 40 requests" in cause and "--host" in cause
+
+
+def test_no_response_errors_are_named_with_their_message() -> None:
+    refused = "ConnectionRefusedError(111, 'Connection refused')"
+    summary = with_errors(40, 30, status=0, error=refused)
+    run_verdicts(summary, 0.99)
+    cause = summary["verdict_details"]["load_delivered"]["cause"]
+    assert f"most common: no response ({refused}), 30 of 40 requests" in cause
+
+
+def test_a_few_errors_under_the_default_maximum_pass() -> None:
+    summary = with_errors(100, 3)  # 3 %
+    assert run_verdicts(summary, 0.99)["load_delivered"] == "pass"
+    assert summary["verdict_details"]["load_delivered"]["checked"] == 100
+    assert run_verdicts(with_errors(100, 5), 0.99)["load_delivered"] == "pass"  # 5 % is not above 5 %
+    assert run_verdicts(with_errors(100, 6), 0.99)["load_delivered"] == "fail"
+
+
+def test_the_maximum_error_rate_is_honoured_and_recorded() -> None:
+    summary = with_errors(100, 3)
+    assert run_verdicts(summary, 0.99, max_error_rate=0.02)["load_delivered"] == "fail"
+    assert summary["max_error_rate"] == 0.02
+    assert "above the maximum 2.0%" in summary["verdict_details"]["load_delivered"]["cause"]
+    lenient = with_errors(40, 40)
+    assert run_verdicts(lenient, 0.99, max_error_rate=1.0)["load_delivered"] == "pass"
+    # ... but no maximum lets a run that sent nothing pass
+    assert run_verdicts(summary_for([], {}), 0.99, max_error_rate=1.0)["load_delivered"] == "fail"
+    # the default of every caller that does not pass one (calibrate, capacity: RunOptions)
+    assert RunOptions().max_error_rate == DEFAULT_MAX_ERROR_RATE
 
 
 # --- exit codes ----------------------------------------------------------------------------------
