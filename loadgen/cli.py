@@ -50,7 +50,16 @@ from loadgen.report.html import render_run_folder
 from loadgen.report.junit import render_junit
 from loadgen.report.profile_view import profile_table
 from loadgen.report.render import render_markdown, render_terminal
-from loadgen.run import RunError, RunOptions, default_scenario_path, execute_run, probe_only, verify_run
+from loadgen.run import (
+    RunError,
+    RunOptions,
+    RunResult,
+    default_scenario_path,
+    execute_run,
+    probe_only,
+    verify_run,
+)
+from loadgen.runfolder import RunFolderError, read_summary
 from loadgen.stack.envoy import DEFAULT_RUN_ID_TAG, TraceContextOption, TracingConfig
 from loadgen.stack.mesh import FANOUT_PATHS, CollectorFaults, EmbeddedMesh, MeshConfig, UpstreamFaults
 from loadgen.stack.procs import StackError
@@ -1359,19 +1368,13 @@ def verify(
     ] = 30.0,
 ) -> None:
     """Re-query the backend for every trace of an earlier run (late spans, a backend that was down),
-    re-reconcile and update summary.json/report.md (the old summary is kept as summary.previous.json).
-    An embedded run is re-read from the span store in its run folder."""
+    re-reconcile and update summary.json/report.md (the run's own summary is kept as
+    summary.previous.json, later ones as summary.previous.2.json, ...). A run that never wrote
+    summary.json (killed, crashed, out of disk) gets one rebuilt from run.json, the ledger and the
+    span store or backend, marked partial. An embedded run is re-read from the span store in its
+    run folder."""
     _crash_folder(run_dir)
-    try:
-        with err.status("verifying") as spinner:
-            result, changes = verify_run(
-                run_dir,
-                lambda msg: spinner.update(_error_line(msg)),
-                backend_spec=backend,
-                max_wait_s=max_wait,
-            )
-    except (RunError, StackError) as exc:
-        _fatal(str(exc))
+    result, changes = _verify_or_rebuild(run_dir, backend, max_wait)
     for table in render_terminal(result.summary):
         out.print(table)
     for name, before, after in changes:
@@ -1400,9 +1403,25 @@ def report(
             file_okay=False,
         ),
     ] = None,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild",
+            help="When summary.json is missing (a killed or crashed run), rebuild it first as "
+            "`loadgen verify` does, from run.json, the ledger and the span store or backend.",
+        ),
+    ] = False,
 ) -> None:
     """Re-render report.md, report.html, modes.csv, timeseries.csv and the terminal tables from a
     run folder's summary.json; with --baseline, also show what changed against another run."""
+    if not os.path.lexists(run_dir / "summary.json"):
+        if not rebuild:
+            _fatal(
+                f"{run_dir} has no summary.json (the run did not finish): `loadgen verify {run_dir}` "
+                "or `loadgen report --rebuild` rebuilds it from run.json, the ledger and the span store"
+            )
+        _crash_folder(run_dir)
+        _verify_or_rebuild(run_dir, "", 30.0)
     summary = _read_summary(run_dir)
     (run_dir / "report.md").write_text(render_markdown(summary))
     written = render_run_folder(run_dir, window_s=window)
@@ -1431,12 +1450,37 @@ def _comparison_table(cmp: dict[str, Any]) -> Table:
     return table
 
 
+def _verify_or_rebuild(
+    run_dir: Path, backend: str, max_wait: float
+) -> tuple[RunResult, list[tuple[str, Any, Any]]]:
+    """`verify_run` with a spinner and its errors as one line; says so when it rebuilt summary.json."""
+    rebuilding = not os.path.lexists(run_dir / "summary.json")
+    try:
+        with err.status("rebuilding summary.json" if rebuilding else "verifying") as spinner:
+            result, changes = verify_run(
+                run_dir,
+                lambda msg: spinner.update(_error_line(msg)),
+                backend_spec=backend,
+                max_wait_s=max_wait,
+            )
+    except (RunError, StackError, RunFolderError) as exc:
+        _fatal(str(exc))
+    if rebuilding:
+        unknown = ", ".join((result.summary.get("recovered") or {}).get("unknown") or ()) or "nothing"
+        err.print(
+            f"{run_dir / 'summary.json'} was missing (the run did not finish): rebuilt it from the run folder, "
+            f"marked partial; only the live run knew {unknown} (null)",
+            markup=False,
+            highlight=False,
+        )
+    return result, changes
+
+
 def _read_summary(run_dir: Path) -> dict[str, Any]:
     try:
-        summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError) as exc:
-        _fatal(f"cannot read {run_dir / 'summary.json'}: {exc}")
-    return summary
+        return read_summary(run_dir / "summary.json")
+    except RunFolderError as exc:
+        _fatal(str(exc))
 
 
 @app.command(cls=_CheckedCommand)

@@ -62,6 +62,14 @@ from loadgen.reconcile import (
 from loadgen.redact import redact_data, redact_text
 from loadgen.report.html import render_run_folder
 from loadgen.report.render import render_markdown
+from loadgen.runfolder import (
+    discard_empty,
+    keep_previous,
+    new_dirs,
+    read_previous_summary,
+    read_run_json,
+    rebuilt_fields,
+)
 from loadgen.stack.envoy import RUN_ID_HEADER, TracingConfig
 from loadgen.stack.mesh import (
     GATEWAY_HOST,
@@ -394,8 +402,13 @@ def probe_only(opts: RunOptions, status: Status) -> tuple[MeshProfile, Path]:
     out_dir = opts.output_dir / run_id
     if out_dir.exists() and any(out_dir.iterdir()):
         raise RunError(f"folder {out_dir} already exists and is not empty; choose another --run-id")
+    fresh = new_dirs(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    opened = open_target(opts, out_dir, status)
+    try:
+        opened = open_target(opts, out_dir, status)
+    except BaseException:
+        discard_empty(fresh)  # a failed preflight leaves no empty folder behind
+        raise
     try:
         profile = learn_profile(replace(opts, probe=True, profile_path=None), opened.gateway, opened.host,
                                 opened.backend, run_id, status)  # fmt: skip
@@ -406,6 +419,7 @@ def probe_only(opts: RunOptions, status: Status) -> tuple[MeshProfile, Path]:
         if opened.mesh is not None:
             status("stopping the embedded mesh")
             opened.mesh.stop()
+        discard_empty(fresh)
     return profile, out_dir / PROFILE_FILE
 
 
@@ -417,6 +431,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
     run_dir = opts.output_dir / run_id
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"run folder {run_dir} already exists and is not empty; choose another --run-id")
+    fresh = new_dirs(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ledger_path = run_dir / "ledger.jsonl"
     reference_path = run_dir / "reference.jsonl"
@@ -625,6 +640,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         if mesh is not None:
             status("stopping the embedded mesh")
             mesh.stop()
+        discard_empty(fresh)  # a run that wrote nothing (a failed preflight) leaves no empty folder
 
 
 def read_back_and_reconcile(
@@ -881,18 +897,16 @@ def verify_run(
     poll_interval_s: float = 1.0,
 ) -> tuple[RunResult, list[tuple[str, Any, Any]]]:
     """`loadgen verify RUN`: query the backend again for every trace of an earlier run (late spans,
-    a backend that was down), re-reconcile, and rewrite summary.json/report.md. The previous
-    summary is kept as summary.previous.json. Returns the result and (measure, before, after).
+    a backend that was down), re-reconcile, and rewrite summary.json/report.md. The summary it
+    replaces is kept (runfolder.keep_previous: summary.previous.json is the run's own, never
+    overwritten). A run that never wrote summary.json gets one rebuilt from its folder
+    (runfolder.rebuilt_fields). Returns the result and (measure, before, after), no changes for
+    a rebuild. RunFolderError when run.json or summary.json is unusable.
 
     An embedded run's collector is gone, but its span store is in the run folder: a collector is
     started on it for the duration of the check."""
-    try:
-        meta = json.loads((run_dir / "run.json").read_text())
-        previous = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise RunError(
-            f"{run_dir} is not a loadgen run folder (run.json/summary.json unreadable: {exc})"
-        ) from exc
+    checked = read_run_json(run_dir)
+    meta, previous = checked.doc, read_previous_summary(run_dir)
     exp = meta.get("expectation") or {}
     target = meta.get("target") or {}
     collector: ManagedProcess | None = None
@@ -934,9 +948,14 @@ def verify_run(
     finally:
         if collector is not None:
             collector.stop()
-    for key in ("status", "status_reason", "target", "profile", "started_at", "locust"):
-        if key in previous:
-            summary[key] = previous[key]
+    # No summary.json (the run was killed, crashed or ran out of disk): rebuild it, marked partial,
+    # with what only the live run knew null (summary.recovered).
+    base = previous if previous is not None else rebuilt_fields(run_dir, checked)
+    for key in ("status", "status_reason", "target", "profile", "started_at", "locust", "recovered"):
+        if key in base:
+            summary[key] = base[key]
+    if "recovered" in summary:
+        summary["queryable"] = None  # timed from the end of the load: this read-back cannot know it
     if backend_spec:
         # Verified elsewhere: say where, so the summary does not name the old backend.
         summary["target"] = {**(summary.get("target") or {}), "backend": backend.url,
@@ -946,14 +965,15 @@ def verify_run(
         summary["status_reason"] = "verify interrupted during read-back"
     summary["verified_at"] = time.time()
     # The load's notes stay; the previous read-back's are replaced by this one's (not duplicated).
-    stale = set(previous.get("readback_notes") or ())
-    kept = [n for n in previous.get("notes", []) if n not in stale]
+    stale = set(base.get("readback_notes") or ())
+    kept = [n for n in base.get("notes") or [] if n not in stale]
     summary["readback_notes"] = list(summary.get("notes", []))
     summary["notes"] = list(dict.fromkeys([*kept, *summary["readback_notes"]]))
-    (run_dir / "summary.previous.json").write_text(json.dumps(previous, indent=2) + "\n")
+    if previous is not None:
+        keep_previous(run_dir)
     _write_json(run_dir / "summary.json", summary)
     (run_dir / "report.md").write_text(render_markdown(summary))
     render_run_folder(run_dir)
-    changes = [(name, _dig(previous, path), _dig(summary, path)) for name, path in VERIFY_KEYS]
+    changes = [(name, _dig(previous, path), _dig(summary, path)) for name, path in VERIFY_KEYS if previous]
     partial = summary.get("status") == "partial"
     return RunResult(summary, run_dir, exit_code_for(summary["verdicts"], partial=partial)), changes
