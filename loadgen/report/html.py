@@ -56,6 +56,7 @@ from loadgen.report.render import (
     verdict_causes,
 )
 from loadgen.report.tables import expectation_from_summary, ledger_timeseries, modes_csv, timeseries_csv
+from loadgen.verdicts import describe_error
 
 esc = xml_escape
 
@@ -63,6 +64,7 @@ CHART = Frame(width=600.0, height=300.0, left=60.0, right=18.0, top=54.0, bottom
 BARS = Frame(width=600.0, height=300.0, left=60.0, right=18.0, top=54.0, bottom=56.0)
 
 VERDICT_TITLES = {
+    "load_delivered": "Load delivered",
     "sampling": "Sampling decision rate",
     "sampling_prediction": "x-request-id rule",
     "mesh_collection": "Mesh collection rate",
@@ -239,6 +241,19 @@ def _cards(summary: Mapping[str, Any], timeseries: Mapping[str, Any]) -> str:
         verdict = verdicts.get(key) if key in verdicts else None
         cards.append(_card(title, big, lines, verdict, key, _dict(details.get(key))))
 
+    if "load_delivered" in verdicts:
+        requests = _dict(summary.get("requests"))
+        total, failed = _int(requests.get("total")), _int(requests.get("errors"))
+        limit = _num(summary.get("max_error_rate"))
+        top = [_dict(e) for e in requests.get("top_errors") or [] if isinstance(e, Mapping)]
+        lines = [
+            f"{failed:,} of {total:,} requests failed"
+            + (f" · maximum {esc(_pct(limit, 1))}" if limit is not None else "")
+        ]
+        if top:
+            lines.append(f"most common: {esc(describe_error(top[0]))} ×{_int(top[0].get('count')):,}")
+        big = f"{_pct(failed / total)} errors" if total else "0 requests"
+        add("load_delivered", VERDICT_TITLES["load_delivered"], big, lines)
     conf = _num(sampling.get("configured_percent"))
     basis = sampling.get("verdict_basis")
     pvalue = _num(sampling.get("p_value"))

@@ -51,11 +51,25 @@ def render_json(summary: dict[str, Any]) -> str:
     return json.dumps(summary, indent=2, sort_keys=False) + "\n"
 
 
+def error_share_text(summary: dict[str, Any]) -> str:
+    """`0.0300 (k=3 failed, n=100) vs maximum 0.05`: the load_delivered evidence in one line."""
+    requests = summary.get("requests") or {}
+    total, errors = _count(requests.get("total")), _count(requests.get("errors"))
+    limit = summary.get("max_error_rate")
+    most = f" vs maximum {limit:g}" if isinstance(limit, int | float) and not isinstance(limit, bool) else ""
+    if not total:
+        return "no request was made" + most
+    return f"{errors / total:.4f} (k={errors} failed, n={total}){most}"
+
+
 def _headline_rows(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
     sampling = summary["sampling"]
     verdicts = summary.get("verdicts", {})
     conf = sampling.get("configured_percent")
-    rows = [
+    rows = []
+    if "load_delivered" in verdicts:
+        rows.append(("error share (load delivered)", error_share_text(summary), verdicts["load_delivered"]))
+    rows += [
         (
             "decision rate (no-flag requests)",
             fmt_rate(sampling["decision"]) + (f" vs configured {conf / 100:.4f}" if conf is not None else ""),

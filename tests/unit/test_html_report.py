@@ -625,6 +625,20 @@ def test_render_html_has_the_headline_the_charts_and_the_tables() -> None:
         find_id(root, "partial")
 
 
+def test_the_load_delivered_card_names_the_commonest_error() -> None:
+    summary = build_summary()
+    total = summary["requests"]["total"]
+    summary["requests"].update(errors=total, top_errors=[{"status": 0, "error": HOSTILE, "count": total}])
+    summary["verdicts"] = run_verdicts(summary, 0.99)
+    html = render_html(summary, ledger_timeseries(RECORDS, 1.0, observations=OBSERVATIONS, expect=EXPECT))
+    root = page(html)  # the error text is data from the network: it must stay text
+    assert_inert(root, html)
+    card = all_text(find_id(root, "card-load_delivered"))
+    assert "fail" in card and f"{total} of {total} requests failed · maximum 5.0 %" in card
+    assert "most common: no response (<script>" in card and f"×{total}" in card
+    assert "Load delivered" in all_text(find_id(root, "overall"))
+
+
 def hostile_summary() -> dict[str, Any]:
     s = build_summary()
     s["run_id"] = HOSTILE

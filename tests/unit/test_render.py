@@ -421,6 +421,7 @@ def test_render_terminal_mode_rows_match_the_summary_modes() -> None:
         ]  # fmt: skip
     head_rows = body_rows(rendered([head]))
     assert [r[0] for r in head_rows] == [
+        "error share (load delivered)",
         "decision rate (no-flag requests)",
         "x-request-id rule prediction",
         "mesh collection rate",
@@ -429,7 +430,9 @@ def test_render_terminal_mode_rows_match_the_summary_modes() -> None:
         "header modes vs the profile",
         "injected trace ids kept",
     ]
-    assert [r[2] for r in head_rows] == ["pass", "pass", "fail", "pass", "inconclusive", "pass", ""]
+    assert [r[2] for r in head_rows] == ["fail", "pass", "pass", "fail", "pass", "inconclusive", "pass", ""]
+    # the one 502 of 11 requests is 9 % errors, above the default maximum of 5 %
+    assert head_rows[0][1] == "0.0909 (k=1 failed, n=11) vs maximum 0.05"
     # then the header modes against the profile, and why two verdicts did not pass
     hm_rows = body_rows(rendered(rest[:1]))
     # b3_multi_no_flag must keep its injected id (definite), but its one request got a 502
@@ -439,6 +442,7 @@ def test_render_terminal_mode_rows_match_the_summary_modes() -> None:
     ]
     why_rows = body_rows(rendered(rest[1:]))
     assert [r[:2] for r in why_rows if r[0]] == [
+        ["load_delivered", "fail"],
         ["mesh_collection", "fail"],
         ["reference_collection", "inconclusive"],
     ]
