@@ -576,7 +576,9 @@ DEFAULT_MIX: dict[HeaderMode, float] = {
 
 
 def parse_mix(text: str) -> dict[HeaderMode, float]:
-    """`none=4,b3_multi_sampled=1` -> weights. Unknown modes and negative weights are errors."""
+    """`none=4,b3_multi_sampled=1` -> weights. Unknown or repeated modes and weights that are
+    negative, not finite (`inf` makes Python's weighted choice raise on every draw, so no request
+    is ever sent) or all zero are errors."""
     mix: dict[HeaderMode, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, weight = part.partition("=")
@@ -593,9 +595,15 @@ def parse_mix(text: str) -> dict[HeaderMode, float]:
             raise ValueError(f"weight for {mode.value} must be a number, got {weight!r}") from None
         if value < 0 or math.isnan(value):
             raise ValueError(f"weight for {mode.value} must be >= 0, got {weight!r}")
+        if math.isinf(value):
+            raise ValueError(f"weight for {mode.value} must be a finite number, got {weight!r}")
+        if mode in mix:
+            raise ValueError(f"mode {mode.value} is given twice in the mix; give each mode once")
         mix[mode] = value
     if not mix or sum(mix.values()) <= 0:
         raise ValueError("the mix needs at least one mode with a positive weight")
+    if math.isinf(sum(mix.values())):
+        raise ValueError("the mix's weights add up to more than a float can hold; use smaller weights")
     return mix
 
 

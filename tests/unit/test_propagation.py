@@ -169,6 +169,11 @@ def test_parse_mix_reads_weights_and_tolerates_spaces_and_empty_entries() -> Non
         ("none=lots", "must be a number"),
         ("none=-1", ">= 0"),
         ("none=nan", ">= 0"),
+        ("none=inf", "must be a finite number"),  # random.choices would raise on every draw: 0 requests
+        ("none=1,b3_multi_sampled=Infinity", "must be a finite number"),
+        ("none=-inf", ">= 0"),
+        ("none=1e308,b3_multi_sampled=1e308", "add up to more than a float"),
+        ("none=4,b3_multi_sampled=1,none=2", "none is given twice"),
         ("none=0,b3_multi_sampled=0", "positive weight"),
         ("", "positive weight"),
         (" , ", "positive weight"),
