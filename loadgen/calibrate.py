@@ -44,6 +44,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from loadgen.exitcodes import (
+    EXIT_COMPONENT_FAILED,
+    EXIT_ERROR,
+    EXIT_INCONCLUSIVE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_VERDICT_FAILED,
+)
 from loadgen.ledger import LedgerTail, LiveCounts
 from loadgen.planner import (
     DEFAULT_CONFIDENCE,
@@ -70,11 +78,8 @@ from loadgen.stack.mesh import GATEWAY_HOST, EmbeddedMesh, MeshConfig
 from loadgen.stack.procs import StackError
 from loadgen.stats import FAIL_ALPHA, Verdict, binom_test_two_sided, clopper_pearson_interval, wilson_interval
 
-EXIT_PASS = 0
-EXIT_FAIL = 1
-EXIT_ERROR = 2
-EXIT_INCONCLUSIVE = 3
-EXIT_INTERRUPTED = 130
+EXIT_PASS = EXIT_OK
+EXIT_FAIL = EXIT_VERDICT_FAILED
 
 EXIT_CODES = {Verdict.PASS: EXIT_PASS, Verdict.FAIL: EXIT_FAIL, Verdict.INCONCLUSIVE: EXIT_INCONCLUSIVE}
 
@@ -301,6 +306,7 @@ def calibrate(opts: CalibrateOptions, status: Status, *, run: RunFn = execute_ru
     looks: list[dict[str, Any]] = []
     runs: list[str] = []
     interrupted = ""
+    component_failed = False  # a look's run ended on a failed Locust, Envoy or disk, not Ctrl-C
     mesh: EmbeddedMesh | None = None
     stop: tuple[Verdict, str, str] | None = None  # verdict, basis, reason
     target: dict[str, Any] = {}
@@ -375,6 +381,7 @@ def calibrate(opts: CalibrateOptions, status: Status, *, run: RunFn = execute_ru
                 totals.add(result.summary)
                 if result.summary.get("status") == "partial" and not watch.aborted:
                     interrupted = str(result.summary.get("status_reason") or "interrupted")
+                    component_failed = component_failed or bool(result.summary.get("component_failure"))
                 if watch.aborted:
                     break
                 if totals.n == before and not interrupted:
@@ -416,7 +423,10 @@ def calibrate(opts: CalibrateOptions, status: Status, *, run: RunFn = execute_ru
         first_mismatch_at=watch.first_mismatch_at, looks=looks, runs=runs, verdict=verdict, basis=basis,
         reason=reason, interrupted=interrupted, notes=notes,
     )  # fmt: skip
-    exit_code = EXIT_INTERRUPTED if interrupted else EXIT_CODES[verdict]
+    if component_failed:
+        exit_code = EXIT_COMPONENT_FAILED
+    else:
+        exit_code = EXIT_INTERRUPTED if interrupted else EXIT_CODES[verdict]
     doc["exit_code"] = exit_code
     _write_json(cal_dir / "calibration.json", doc)
     (cal_dir / "calibration.md").write_text(render_calibration_markdown(redact_data(doc)))

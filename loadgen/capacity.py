@@ -50,7 +50,7 @@ from loadgen.backends.base import (
     parse_backend_spec,
 )
 from loadgen.emitter import read_reference_log, summarize_reference_log
-from loadgen.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_VERDICT_FAILED
+from loadgen.exitcodes import EXIT_COMPONENT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_VERDICT_FAILED
 from loadgen.ledger import LiveCounts, read_ledger
 from loadgen.propagation import Decision, mode_spec, normalize_trace_id
 from loadgen.reconcile import (
@@ -1095,6 +1095,8 @@ def run_capacity(opts: CapacityOptions, status: Status) -> CapacityResult:
         opts.safety,
         backend_spec=base.backend if base.gateway else "",
         backend_flags=base.backend_flags,
+        # The real URL, credentials included: run.json's is redacted, fit to show, not to use.
+        stats_url=base.collector.rstrip("/") + "/loadgen/stats" if base.gateway and base.collector else None,
     )
     run_opts = replace(
         base,
@@ -1133,4 +1135,6 @@ def run_capacity(opts: CapacityOptions, status: Status) -> CapacityResult:
         live_checks=monitor.checks,
     )
     code = {"aborted": EXIT_VERDICT_FAILED, "partial": EXIT_INTERRUPTED}.get(run_status, EXIT_OK)
+    if summary.get("component_failure"):
+        code = EXIT_COMPONENT_FAILED  # a step's Locust, Envoy or disk failed: not the user's interrupt
     return CapacityResult(result, doc, metrics, knee, monitor.abort_reason, code)

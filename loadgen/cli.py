@@ -744,7 +744,20 @@ def run(
             f"summary: {result.run_dir / 'summary.json'}",
             markup=False,
         )
+    _print_component_failure(result.summary)
     raise typer.Exit(result.exit_code)
+
+
+def _print_component_failure(summary: dict[str, Any]) -> None:
+    """Exit 4's message: what failed, and the last lines of its log."""
+    failure = summary.get("component_failure")
+    if not failure:
+        return
+    where = f" (log: {failure['log_path']})" if failure.get("log_path") else ""
+    headline = f"{failure['component']} failed: {failure['reason']}{where}"
+    err.print(f"[bold red]error:[/] {_error_line(headline)}")
+    for line in failure.get("log_tail") or ():
+        err.print(f"  | {line}", markup=False, highlight=False)
 
 
 def _backend_flags(
@@ -1164,6 +1177,7 @@ def capacity(
         f"capacity: {result.run.run_dir / 'capacity.md'}  report: {result.run.run_dir / 'report.html'}",
         markup=False,
     )
+    _print_component_failure(result.run.summary)
     raise typer.Exit(result.exit_code)
 
 

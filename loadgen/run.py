@@ -10,6 +10,7 @@ every trace, and a partial report is written that says it is partial.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -30,7 +31,8 @@ import httpx
 from loadgen import __version__
 from loadgen.backends.base import BackendError, BackendOptions, TraceBackend, parse_backend_spec, redact_url
 from loadgen.emitter import ReferenceEmitter, read_reference_log, summarize_reference_log
-from loadgen.exitcodes import EXIT_VERDICT_FAILED
+from loadgen.exitcodes import EXIT_COMPONENT_FAILED, EXIT_VERDICT_FAILED
+from loadgen.failure import ComponentFailure, disk_problem, locust_failure, log_tail, mentions_disk_full
 from loadgen.faultwindows import windows_summary
 from loadgen.integrity import Hop, downstream_service, fold_integrity, search_hop_traces
 from loadgen.ledger import LedgerStats, LedgerTail, LiveCounts, read_ledger
@@ -78,7 +80,7 @@ from loadgen.stack.mesh import (
     MeshConfig,
     UpstreamFaults,
 )
-from loadgen.stack.procs import ManagedProcess, StackError, die_with_parent, python_module_argv
+from loadgen.stack.procs import ComponentDied, ManagedProcess, StackError, die_with_parent, python_module_argv
 from loadgen.tagsearch import estimate_from_tags, search_run
 from loadgen.verdicts import DEFAULT_MAX_ERROR_RATE, exit_code_for, run_verdicts
 
@@ -216,6 +218,21 @@ def check_run_id(run_id: str) -> None:
 
 class _Abort(Exception):
     """A safety bound tripped (RunOptions.on_tick returned a reason)."""
+
+
+class _Failed(Exception):
+    """A component of the run failed during the load (exit 4, partial report)."""
+
+    def __init__(self, failure: ComponentFailure) -> None:
+        super().__init__(failure.headline())
+        self.failure = failure
+
+
+def _mesh_failure(exc: StackError) -> ComponentFailure:
+    """The embedded mesh's failure, with the dead process's last log lines when it names one."""
+    if isinstance(exc, ComponentDied):
+        return ComponentFailure(exc.component, exc.reason, str(exc.log_path), log_tail(exc.log_path))
+    return ComponentFailure("embedded mesh", str(exc))
 
 
 def _live_line(elapsed_s: float, live: LiveCounts, ref: Any) -> str:
@@ -437,6 +454,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
     reference_path = run_dir / "reference.jsonl"
     notes: list[str] = []
     partial_reason = ""
+    failure: ComponentFailure | None = None
     mesh: EmbeddedMesh | None = None
     backend: TraceBackend | None = None
     started_at = time.time()
@@ -568,6 +586,9 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
                 time.sleep(1.0)
                 if mesh is not None:
                     mesh.check_alive()
+                disk = disk_problem(run_dir)
+                if disk:
+                    raise _Failed(ComponentFailure("disk", disk))
                 live = tail.poll()
                 ref = emitter.counters() if emitter else None
                 status(_live_line(time.time() - started_at, live, ref))
@@ -575,13 +596,14 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
                     reason = opts.on_tick(live, time.time() - started_at)
                     if reason:
                         raise _Abort(reason)
-        except (KeyboardInterrupt, StackError, _Abort) as exc:
+        except (KeyboardInterrupt, StackError, _Abort, _Failed) as exc:
             if isinstance(exc, _Abort):
                 partial_reason = f"aborted: {exc}"
+            elif isinstance(exc, KeyboardInterrupt):
+                partial_reason = "interrupted"
             else:
-                partial_reason = (
-                    "interrupted" if isinstance(exc, KeyboardInterrupt) else f"mesh failure: {exc}"
-                )
+                failure = _mesh_failure(exc) if isinstance(exc, StackError) else exc.failure
+                partial_reason = failure.headline()
             status(f"stopping load ({partial_reason}); flushing the ledger")
             if locust.poll() is None:
                 locust.send_signal(signal.SIGTERM)
@@ -599,7 +621,14 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
                 counters = emitter.stop()
                 status(f"reference emitter stopped: {counters.traces_started} traces started")
         if locust.returncode not in (0, None) and not partial_reason:
-            raise RunError(f"Locust exited with code {locust.returncode}; see {run_dir / 'locust.log'}")
+            failure = locust_failure(locust.returncode, run_dir / "locust.log")
+            partial_reason = failure.headline()
+        elif failure is None and mentions_disk_full(log_tail(run_dir / "locust.log")):
+            failure = ComponentFailure(
+                "disk", "no space left on device while Locust wrote the ledger", str(run_dir / "locust.log"),
+                log_tail(run_dir / "locust.log"),
+            )  # fmt: skip
+            partial_reason = failure.headline()
 
         # --- read-back, reconcile -------------------------------------------------------------
         load_end = time.time()
@@ -616,6 +645,8 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         summary["status"] = "partial" if partial_reason else "complete"
         if partial_reason:
             summary["status_reason"] = partial_reason
+        if failure is not None:
+            summary["component_failure"] = failure.to_dict()
         summary["target"] = target
         summary["profile"] = profile.to_dict()
         summary["started_at"] = started_at
@@ -627,13 +658,20 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         _write_json(run_dir / "summary.json", summary)
         (run_dir / "report.md").write_text(render_markdown(summary))
         render_run_folder(run_dir)  # report.html, modes.csv, timeseries.csv
-        aborted = partial_reason.startswith("aborted")
-        code = (
-            EXIT_VERDICT_FAILED
-            if aborted
-            else exit_code_for(summary["verdicts"], partial=bool(partial_reason))
-        )
+        if failure is not None:
+            code = EXIT_COMPONENT_FAILED
+        elif partial_reason.startswith("aborted"):
+            code = EXIT_VERDICT_FAILED
+        else:
+            code = exit_code_for(summary["verdicts"], partial=bool(partial_reason))
         return RunResult(summary, run_dir, code)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise RunError(
+            f"no space left on device writing {exc.filename or run_dir}; what was written is intact: "
+            f"free some space, then `loadgen verify {run_dir}` reads the traces back and reports"
+        ) from exc
     finally:
         if backend is not None:
             backend.close()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from loadgen.integrity import Hop
 from loadgen.stack.envoy import EnvoyProcess, OutboundSpec, ProxySpec, TracingConfig
-from loadgen.stack.procs import ManagedProcess, StackError, python_module_argv
+from loadgen.stack.procs import ComponentDied, ManagedProcess, StackError, python_module_argv
 
 GATEWAY_HOST = "httpbin.istioinaction.io"
 GATEWAY_SERVICE = "istio-ingressgateway"
@@ -295,7 +295,7 @@ class EmbeddedMesh:
         ]
         for name, proc in parts:
             if proc is not None and proc.proc is not None and not proc.alive():
-                raise StackError(f"{name} died (exit {proc.proc.returncode}); see {proc.log_path}")
+                raise ComponentDied(name, proc.proc.returncode, proc.log_path)
 
     def stop(self) -> None:
         # Reverse order: the proxies flush their last spans to a still-running collector.

@@ -35,6 +35,16 @@ class StackError(RuntimeError):
     """A part of the embedded mesh failed to start or died; the message says which and where its log is."""
 
 
+class ComponentDied(StackError):
+    """A process of the mesh died during a run: which one, and where its log is."""
+
+    def __init__(self, component: str, returncode: int | None, log_path: Path) -> None:
+        super().__init__(f"{component} died (exit {returncode}); see {log_path}")
+        self.component = component
+        self.reason = f"exited with code {returncode}"
+        self.log_path = log_path
+
+
 class ManagedProcess:
     """One child process whose stderr goes to a log file in the run folder."""
 

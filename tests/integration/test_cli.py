@@ -118,7 +118,7 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path: Path, args: list[str],
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_mid_run_writes_a_partial_report_and_keeps_the_ledger(
     tmp_path: Path, sig: signal.Signals
 ) -> None:

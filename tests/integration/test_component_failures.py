@@ -1,0 +1,104 @@
+"""A component of the run fails (issue 10, findings 7 and 8): the run stops, writes a partial
+report, and exits 4 with the component's last log lines, never 130 (the user's interrupt) and
+never a run that goes on for its full duration.
+
+Real parts: the embedded mesh (real Envoy), real Locust, a real full filesystem (tmpfs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+LOADGEN = [sys.executable, "-m", "loadgen.cli"]
+
+# A locustfile whose Locust process dies by SIGKILL (as from the OOM killer) after ~2 s of load.
+KILLED_LOCUST = """
+import os, signal, threading
+from loadgen.traffic.default_scenario import MeshUser
+
+threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+__all__ = ["MeshUser"]
+"""
+
+
+def test_locust_killed_mid_run_exits_4_with_a_partial_report(tmp_path: Path) -> None:
+    scenario = tmp_path / "killed.py"
+    scenario.write_text(KILLED_LOCUST)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [*LOADGEN, "run", "--duration", "60", "--users", "2", "--run-id", "k", "--output", str(tmp_path),
+         "--scenario", str(scenario), "--no-probe", "--reference-rate", "0", "--quiet", "1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert proc.returncode == 4, proc.stderr
+    assert "Locust was killed by SIGKILL" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert took < 45  # not the full 60 s duration
+    summary = json.loads((tmp_path / "k" / "summary.json").read_text())
+    assert summary["status"] == "partial"
+    assert summary["component_failure"]["component"] == "locust"
+    assert summary["requests"]["total"] > 0  # what was sent before the kill is reported
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 160 MiB tmpfs, unmounted afterwards. Needs root (as on this project's machines and CI)."""
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill_leaving(folder: Path, leave_bytes: int) -> None:
+    """Write one filler file until `leave_bytes` are left free, as another process would."""
+    chunk = b"\0" * (1024 * 1024)
+    with (folder / "filler").open("wb") as f:
+        while shutil.disk_usage(folder).free - len(chunk) > leave_bytes:
+            f.write(chunk)
+            f.flush()
+
+
+def test_disk_filling_during_load_stops_the_run_with_exit_4(small_fs: Path) -> None:
+    run_dir = small_fs / "d"
+    ledger = run_dir / "ledger.jsonl"
+
+    def filler() -> None:
+        deadline = time.monotonic() + 60
+        while not (ledger.exists() and ledger.stat().st_size > 2000) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        _fill_leaving(small_fs, 8 * 1024 * 1024)  # below the run's 32 MiB floor, room for a report
+
+    thread = threading.Thread(target=filler, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    proc = subprocess.run(
+        [*LOADGEN, "run", "--duration", "90", "--users", "2", "--run-id", "d", "--output", str(small_fs),
+         "--no-probe", "--reference-rate", "0", "--quiet", "1"],
+        capture_output=True, text=True, timeout=150,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    thread.join(timeout=5)
+    assert proc.returncode == 4, proc.stderr
+    assert "no space left on device" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert took < 60  # stopped early, not after the full 90 s
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["component_failure"]["component"] == "disk"
+    assert (run_dir / "report.md").exists()
+    # Nothing written was lost: the ledger's requests are all in the partial report.
+    assert summary["requests"]["total"] == sum(1 for _ in ledger.open("rb"))
+    assert os.path.getsize(ledger) > 2000
