@@ -17,7 +17,10 @@ Everything here is pure except `load_gate_config`, which only reads the file it 
     max_error_rate = 0.001           # errors / requests
     max_leaked = 0                   # traces found although decided not sampled
 
-A threshold that is absent (or null from a flag) is not checked. A gate whose quantity was not
+`max_error_rate` is on by default at 0.05, the share above which a run's `load_delivered` verdict
+fails (`--max-error-rate` means the same in `run` and `gate`); 1 allows any share, but a run that
+made no request still fails. Any other threshold that is absent (or null from a flag) is not
+checked. A gate whose quantity was not
 measured (n = 0) fails: a CI gate that nothing could check must not look green. So `max_leaked`
 fails when no decided-not-sampled trace was queried (`mesh.leak_checked` = 0), and the sampling
 gate reads the run's final verdict (`verdicts.sampling`: inconclusive when too few decisions
@@ -32,6 +35,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+from loadgen.verdicts import DEFAULT_MAX_ERROR_RATE, describe_error
 
 EXIT_GATES_PASSED = 0
 EXIT_GATES_FAILED = 1
@@ -48,7 +53,7 @@ class GateConfig:
     min_collection: float | None = None
     min_reference_collection: float | None = None
     max_p99_ms: float | None = None
-    max_error_rate: float | None = None
+    max_error_rate: float | None = DEFAULT_MAX_ERROR_RATE
     max_leaked: int | None = None
 
     def merged(self, overrides: Mapping[str, Any]) -> GateConfig:
@@ -272,6 +277,12 @@ def evaluate_gates(summary: Mapping[str, Any], config: GateConfig) -> list[GateR
         else:
             rate = errors / total
             passed = rate <= config.max_error_rate
+            top = _get(summary, "requests", "top_errors")
+            commonest = (
+                f"; most common: {describe_error(top[0])} ({int(_number(_get(top[0], 'count')) or 0)} requests)"
+                if not passed and isinstance(top, list) and top and isinstance(top[0], Mapping)
+                else ""
+            )
             results.append(
                 GateResult(
                     "max_error_rate",
@@ -279,7 +290,7 @@ def evaluate_gates(summary: Mapping[str, Any], config: GateConfig) -> list[GateR
                     rate,
                     config.max_error_rate,
                     f"error rate {_pct(rate)} ({int(errors)} of {int(total)} requests) "
-                    f"{'<=' if passed else '>'} maximum {_pct(config.max_error_rate)}",
+                    f"{'<=' if passed else '>'} maximum {_pct(config.max_error_rate)}{commonest}",
                 )
             )
     if config.max_leaked is not None:

@@ -24,6 +24,7 @@ from loadgen.gates import (
 from loadgen.report.junit import render_junit
 from loadgen.report.plots import visible_text
 from loadgen.stats import wilson_interval
+from loadgen.verdicts import DEFAULT_MAX_ERROR_RATE
 
 
 def prop(k: int, n: int) -> dict[str, Any]:
@@ -68,10 +69,40 @@ def by_name(results: list[GateResult]) -> dict[str, GateResult]:
 # --- configuration ----------------------------------------------------------------------------------
 
 
-def test_defaults_check_only_the_sampling_verdict() -> None:
+def test_defaults_check_the_sampling_verdict_and_the_error_share() -> None:
     results = evaluate_gates(summary(), GateConfig())
-    assert [r.name for r in results] == ["sampling"]
+    assert [r.name for r in results] == ["sampling", "max_error_rate"]
     assert results[0].passed and results[0].observed == "pass" and results[0].threshold == "pass"
+    # on by default at the share that fails a run's load_delivered verdict: 0.2 % passes
+    assert results[1].passed and results[1].threshold == DEFAULT_MAX_ERROR_RATE == 0.05
+
+
+def test_the_default_error_gate_fails_a_failing_run_and_names_the_commonest_error() -> None:
+    top = [
+        {"status": 404, "error": "HTTP 404", "count": 900},
+        {"status": 0, "error": "timed out", "count": 100},
+    ]
+    failing = summary(requests={"total": 1000, "errors": 1000, "top_errors": top})
+    gate = by_name(evaluate_gates(failing, GateConfig()))["max_error_rate"]
+    assert not gate.passed and gate.observed == 1.0
+    assert gate.message == (
+        "error rate 100.00 % (1000 of 1000 requests) > maximum 5.00 %; most common: HTTP 404 (900 requests)"
+    )
+    # the same boundary as the verdict: 5 % passes, just above fails
+    assert by_name(evaluate_gates(summary(requests={"total": 100, "errors": 5}), GateConfig()))[
+        "max_error_rate"
+    ].passed
+    assert not by_name(evaluate_gates(summary(requests={"total": 100, "errors": 6}), GateConfig()))[
+        "max_error_rate"
+    ].passed
+    # --max-error-rate (a fraction, like --min-collection) overrides it; 1 allows any share ...
+    lenient = GateConfig().merged({"max-error-rate": 1.0})
+    assert by_name(evaluate_gates(failing, lenient))["max_error_rate"].passed
+    # ... but a run that made no request fails whatever the maximum
+    nothing = summary(requests={"total": 0, "errors": 0})
+    assert not by_name(evaluate_gates(nothing, lenient))["max_error_rate"].passed
+    with pytest.raises(GateConfigError, match="fraction"):
+        GateConfig().merged({"max_error_rate": 5})  # 5 % is 0.05
 
 
 def test_toml_gates_table_with_every_key() -> None:
@@ -195,7 +226,8 @@ def test_inconclusive_sampling_passes_only_when_allowed_and_can_be_switched_off(
     assert allowed.passed and allowed.threshold == "pass or inconclusive"
     s["sampling"]["verdict"] = "fail"
     assert not evaluate_gates(s, GateConfig(allow_inconclusive=True))[0].passed
-    assert evaluate_gates(s, GateConfig(sampling=False)) == []
+    assert [r.name for r in evaluate_gates(s, GateConfig(sampling=False))] == ["max_error_rate"]
+    assert evaluate_gates(s, GateConfig(sampling=False, max_error_rate=None)) == []
     assert gates_exit_code([]) == 0
 
 
