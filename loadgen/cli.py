@@ -64,6 +64,7 @@ from loadgen.stack.envoy import DEFAULT_RUN_ID_TAG, TraceContextOption, TracingC
 from loadgen.stack.mesh import FANOUT_PATHS, CollectorFaults, EmbeddedMesh, MeshConfig, UpstreamFaults
 from loadgen.stack.procs import StackError
 from loadgen.validate import http_url_problem, output_dir_problem
+from loadgen.verdicts import DEFAULT_MAX_ERROR_RATE
 
 app = typer.Typer(
     name="loadgen",
@@ -617,6 +618,17 @@ def run(
             rich_help_panel="Verdicts",
         ),
     ] = 0.99,
+    max_error_rate: Annotated[
+        float,
+        typer.Option(
+            "--max-error-rate",
+            help="A share of failed requests above this (a fraction: 0.05 = 5 %) fails the run's "
+            "load_delivered verdict; a run that made no request fails it whatever the value.",
+            min=0,
+            max=1,
+            rich_help_panel="Verdicts",
+        ),
+    ] = DEFAULT_MAX_ERROR_RATE,
     processes: Annotated[
         int,
         typer.Option(
@@ -720,6 +732,7 @@ def run(
         quiet_s=quiet,
         max_wait_s=max_wait,
         min_collection=min_collection,
+        max_error_rate=max_error_rate,
         processes=processes,
         expect_workers=expect_workers if master else 0,
         master_bind_port=master_bind_port,
@@ -1518,7 +1531,13 @@ def gate(
         typer.Option("--min-reference-collection", min=0, max=1, help="Reference collection rate floor."),
     ] = None,
     max_error_rate: Annotated[
-        float | None, typer.Option("--max-error-rate", min=0, max=1, help="Errors / requests ceiling.")
+        float | None,
+        typer.Option(
+            "--max-error-rate",
+            min=0,
+            max=1,
+            help="Errors / requests ceiling, a fraction as in `run` (default 0.05; 1 allows any share).",
+        ),
     ] = None,
     max_p99_ms: Annotated[
         float | None, typer.Option("--max-p99-ms", min=0, help="p99 latency ceiling (slowest mode).")
