@@ -1671,6 +1671,7 @@ _EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     IstioConfigError,
     GateConfigError,
     CalibrationError,
+    RunFolderError,
 )
 
 # Where a crash's traceback goes: the run folder once a command knows it (`_crash_folder`).

@@ -117,7 +117,9 @@ def load_gate_config(path: Path) -> GateConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise GateConfigError(f"cannot read {path}: {exc}") from exc
+        raise GateConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise GateConfigError(f"{path}: not UTF-8 text (byte {exc.start}); expected TOML") from exc
     return gate_config_from_toml(text, source=str(path))
 
 
