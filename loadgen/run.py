@@ -216,6 +216,13 @@ def check_run_id(run_id: str) -> None:
         )
 
 
+def check_path(path: str) -> None:
+    """The request path is appended to the gateway's address: without a leading '/' every request
+    goes to another port or host (`http://gw:8080` + `headers`), so no request is ever answered."""
+    if not path.startswith("/"):
+        raise RunError(f"--path {path!r} must start with '/' (e.g. /headers, /fanout)")
+
+
 class _Abort(Exception):
     """A safety bound tripped (RunOptions.on_tick returned a reason)."""
 
@@ -416,6 +423,7 @@ def probe_only(opts: RunOptions, status: Status) -> tuple[MeshProfile, Path]:
     """`loadgen probe`: open the target, learn its profile, write <output>/<run-id>/mesh-profile.json."""
     run_id = opts.resolved_run_id()
     check_run_id(run_id)
+    check_path(opts.path)
     out_dir = opts.output_dir / run_id
     if out_dir.exists() and any(out_dir.iterdir()):
         raise RunError(f"folder {out_dir} already exists and is not empty; choose another --run-id")
@@ -444,6 +452,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
     """Run everything; KeyboardInterrupt during load or read-back yields a partial report."""
     run_id = opts.resolved_run_id()
     check_run_id(run_id)
+    check_path(opts.path)
     parse_mix(opts.mix)  # fail before anything starts
     run_dir = opts.output_dir / run_id
     if run_dir.exists() and any(run_dir.iterdir()):
