@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from loadgen.stack.collector.store import SpanStore
+
 SPECS = Path(os.environ.get("LOADGEN_SHARED_SPECS", "/work/shared/specs"))
 ENVOY_EXAMPLE = SPECS / "zipkin-envoy-spans-example.json"
 READY_RE = re.compile(r'\{"ready": true, "url": "http://127\.0\.0\.1:(\d+)", "pid": (\d+)\}\n')
@@ -133,7 +135,8 @@ def test_sigterm_exits_zero_and_keeps_data(start_collector: Any, tmp_path: Path)
     tid = new_trace_id()
     assert post_json(httpx.Client(base_url=c.url), [make_span(tid)]).status_code == 202
     assert c.stop(signal.SIGTERM) == 0
-    assert tid in (tmp_path / "term" / "spans.jsonl").read_text()
+    with SpanStore(tmp_path / "term") as store:
+        assert store.get_trace(tid) is not None
 
 
 def test_sigint_exits_zero(start_collector: Any) -> None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from loadgen.stack.collector.store import (
-    SPANS_FILE_NAME,
+    LEGACY_SPANS_FILE_NAME,
+    SPANS_DB_NAME,
     SpanStore,
     SpanValidationError,
+    StoreError,
     parse_annotation_query,
     validate_spans,
 )
@@ -99,6 +103,8 @@ def test_validate_accepts_empty_list() -> None:
         ([span(timestamp=-1)], "span[0].timestamp"),
         ([span(timestamp=1.5)], "span[0].timestamp"),
         ([span(duration=True)], "span[0].duration"),
+        ([span(timestamp=2**63)], "span[0].timestamp"),  # int64 in Zipkin and in SQLite
+        ([span(annotations=[{"timestamp": 2**64, "value": "x"}])], "span[0].annotations[0].timestamp"),
         ([span(duration="10")], "span[0].duration"),
         ([span(tags=["a"])], "span[0].tags"),
         ([span(tags={"a": 1})], "span[0].tags['a']"),
@@ -208,6 +214,10 @@ def test_search_time_window_is_milliseconds_against_microsecond_spans(timed_stor
     assert timed_store.search(end_ts_ms=BASE_MS + 4, lookback_ms=2) == []
 
 
+def test_search_window_beyond_int64_is_clamped(timed_store: SpanStore) -> None:
+    assert len(timed_store.search(end_ts_ms=2**63, lookback_ms=10**19, limit=100)) == 5
+
+
 def test_search_defaults_cover_all_history_nearest_first(timed_store: SpanStore) -> None:
     assert _ids(timed_store.search()) == [f"{i:016x}" for i in (5, 4, 3, 2, 1)]
 
@@ -301,49 +311,112 @@ def test_reload_after_restart(tmp_path: Path) -> None:
     with SpanStore(tmp_path) as store:
         store.add(_trace(T1, BASE_US, name="root"))
         store.add([span(T2, localEndpoint={"serviceName": "late"})])
-    lines = (tmp_path / SPANS_FILE_NAME).read_text().splitlines()
-    assert len(lines) == 2 and all(isinstance(json.loads(line), list) for line in lines)
+    assert (tmp_path / SPANS_DB_NAME).is_file()
 
     with SpanStore(tmp_path) as again:
         assert again.stats() == {"spans_accepted": 3, "batches": 2, "spans_dropped": 0, "traces": 2}
         assert again.get_trace(T2) is not None
         assert again.services() == ["backend", "gw", "late"]
+        assert again.span_names("gw") == ["root"]
         assert _ids(again.search(service_name="gw", span_name="root")) == [T1]
+        again.add([span(T3)])  # batch numbers go on after a restart
+        assert again.stats()["batches"] == 3
 
 
-def test_reload_drops_truncated_last_line_and_appends_cleanly(tmp_path: Path) -> None:
-    with SpanStore(tmp_path) as store:
-        store.add([span(T1)])
-    path = tmp_path / SPANS_FILE_NAME
-    # Simulate a kill in the middle of writing the next batch.
-    with path.open("a") as f:
-        f.write(json.dumps([span(T3)])[:25])
-
-    with SpanStore(tmp_path) as store:
-        assert store.stats()["traces"] == 1
-        assert store.get_trace(T3) is None
-        store.add([span(T2)])  # must not glue onto the fragment
-
-    with SpanStore(tmp_path) as store:
-        assert store.stats()["spans_accepted"] == 2
-        assert store.get_trace(T1) is not None and store.get_trace(T2) is not None
-    assert all(json.loads(line) for line in path.read_text().splitlines())
-
-
-def test_writes_are_flushed_before_add_returns(tmp_path: Path) -> None:
+def test_commit_is_readable_by_another_connection_when_add_returns(tmp_path: Path) -> None:
     store = SpanStore(tmp_path, fsync=True)
     try:
         store.add([span(T1)])
-        # Read through a separate handle while the store's file is still open: no buffering left.
-        assert json.loads((tmp_path / SPANS_FILE_NAME).read_text()) == [
-            {"traceId": T1, "id": "0000000000000001"}
-        ]
+        # A second connection sees only committed data: add() returned after COMMIT.
+        other = sqlite3.connect(tmp_path / SPANS_DB_NAME)
+        try:
+            rows = other.execute("SELECT json FROM spans").fetchall()
+            assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        finally:
+            other.close()
+        assert [json.loads(text) for (text,) in rows] == [{"traceId": T1, "id": "0000000000000001"}]
     finally:
         store.close()
 
 
-def test_reload_skips_corrupt_middle_line(tmp_path: Path) -> None:
-    path = tmp_path / SPANS_FILE_NAME
-    path.write_text(json.dumps([span(T1)]) + "\n{not json\n" + json.dumps([span(T3)]) + "\n")
+def _fill_up(store: SpanStore) -> None:
+    """Cap the database at its current size plus a few pages: SQLite answers SQLITE_FULL, exactly
+    as on a full disk (the subprocess test in test_collector_server.py uses a real file-size
+    limit)."""
+    assert store._db is not None
+    (pages,) = store._db.execute("PRAGMA page_count").fetchone()
+    store._db.execute(f"PRAGMA max_page_count={pages + 8}")
+
+
+def test_full_database_refuses_the_batch_whole_and_keeps_working(tmp_path: Path) -> None:
+    big = [span(T3, f"{i:016x}", tags={"blob": "x" * 2000}) for i in range(1, 60)]  # ~120 KB
     with SpanStore(tmp_path) as store:
-        assert store.stats()["traces"] == 2
+        store.add([span(T1)])
+        _fill_up(store)
+        with pytest.raises(StoreError, match="full"):
+            store.add(big)
+        # Nothing of the refused batch is visible, and the counters did not move.
+        assert store.get_trace(T3) is None
+        assert store.stats() == {"spans_accepted": 1, "batches": 1, "spans_dropped": 0, "traces": 1}
+        store.add([span(T2)])  # small enough: accepted after the failure, not glued to anything
+    with SpanStore(tmp_path) as store:
+        assert store.get_trace(T3) is None  # a refused batch never reappears
+        assert store.get_trace(T1) is not None and store.get_trace(T2) is not None
+        assert store.stats()["spans_accepted"] == 2
+
+
+def test_temporary_store_removes_its_directory(tmp_path: Path) -> None:
+    store = SpanStore(None)
+    store.add([span(T1)])
+    folder = store.path.parent
+    assert folder.is_dir() and store.path.is_file()
+    store.close()
+    assert not folder.exists()
+
+
+def test_ingest_memory_does_not_grow_with_stored_spans() -> None:
+    """The old store kept every span dict in memory (1.4 GB per 10 minutes at 300 req/s)."""
+    batch_of = lambda i: [  # noqa: E731
+        span(f"{i:016x}{j:016x}", f"{j + 1:016x}", timestamp=BASE_US + i, duration=100,
+             name="ingress", localEndpoint={"serviceName": "gw"}, tags={"http.url": f"/p/{i}/{j}" * 4})
+        for j in range(10)
+    ]  # fmt: skip
+    with SpanStore(None) as store:
+        for i in range(200):  # warm up: caches, statements
+            store.add(batch_of(i))
+        tracemalloc.start()
+        try:
+            for i in range(200, 1200):  # 10,000 spans
+                store.add(batch_of(i))
+            current, _peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert store.stats()["spans_accepted"] == 12_000
+        assert current < 1_000_000, current  # the old dict store held ~12 MB here
+        assert len(store.search(limit=5)) == 5
+
+
+# --- the JSON-lines store before spans.db ----------------------------------------------------------
+
+
+def test_legacy_jsonl_is_imported_once(tmp_path: Path) -> None:
+    legacy = tmp_path / LEGACY_SPANS_FILE_NAME
+    lines = [json.dumps([span(T1)]), "{not json", json.dumps([span(T3), span(T3, "0000000000000002")])]
+    legacy.write_text("\n".join(lines) + "\n" + json.dumps([span(T2)])[:25])  # torn final line
+    content = legacy.read_bytes()
+    with SpanStore(tmp_path) as store:
+        assert store.stats() == {"spans_accepted": 3, "batches": 2, "spans_dropped": 0, "traces": 2}
+        assert store.get_trace(T2) is None
+    assert not legacy.exists()
+    assert (tmp_path / (LEGACY_SPANS_FILE_NAME + ".imported")).read_bytes() == content
+
+    # Killed between COMMIT and the rename: the same file again is not imported twice.
+    legacy.write_bytes(content)
+    with SpanStore(tmp_path) as store:
+        assert store.stats()["spans_accepted"] == 3
+    assert (tmp_path / (LEGACY_SPANS_FILE_NAME + ".imported.2")).is_file()
+
+    # New lines written to a fresh spans.jsonl (late spans, by hand) are imported.
+    legacy.write_text(json.dumps([span(T2)]) + "\n")
+    with SpanStore(tmp_path) as store:
+        assert store.stats()["spans_accepted"] == 4 and store.get_trace(T2) is not None

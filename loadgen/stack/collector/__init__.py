@@ -7,6 +7,7 @@ from loadgen.stack.collector.server import (
     DEFAULT_MAX_BODY_BYTES,
     Faults,
     IngestCounters,
+    Limits,
     decode_proto_spans,
     make_app,
     start_server,
@@ -14,6 +15,7 @@ from loadgen.stack.collector.server import (
 from loadgen.stack.collector.store import (
     SpanStore,
     SpanValidationError,
+    StoreError,
     parse_annotation_query,
     validate_spans,
 )
@@ -22,8 +24,10 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "Faults",
     "IngestCounters",
+    "Limits",
     "SpanStore",
     "SpanValidationError",
+    "StoreError",
     "decode_proto_spans",
     "make_app",
     "parse_annotation_query",

@@ -14,12 +14,13 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from loadgen.stack.collector.server import DEFAULT_MAX_BODY_BYTES, Faults, make_app, start_server
-from loadgen.stack.collector.store import SpanStore
+from loadgen.stack.collector.server import DEFAULT_MAX_BODY_BYTES, Faults, Limits, make_app, start_server
+from loadgen.stack.collector.store import SPANS_DB_NAME, SpanStore, StoreError
 
 __all__ = ["is_loopback", "main", "run_collector", "serve_collector"]
 
@@ -42,6 +43,7 @@ async def serve_collector(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     fsync: bool = False,
+    limits: Limits | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM when `stop` is None); then close everything."""
@@ -54,14 +56,14 @@ async def serve_collector(
     bind_host = "127.0.0.1" if host == "localhost" else host
     with SpanStore(data_dir, fsync=fsync) as store:
         runner, url = await start_server(
-            make_app(store, max_body_bytes=max_body_bytes, faults=faults), bind_host, port
+            make_app(store, max_body_bytes=max_body_bytes, faults=faults, limits=limits), bind_host, port
         )
         try:
             if ready_callback is not None:
                 ready_callback(url)
             await stop.wait()
         finally:
-            await runner.cleanup()  # lets in-flight POSTs finish before the store file closes
+            await runner.cleanup()  # lets in-flight POSTs finish before the store closes
 
 
 def run_collector(
@@ -73,11 +75,19 @@ def run_collector(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     fsync: bool = False,
+    limits: Limits | None = None,
 ) -> None:
     """Blocking form of serve_collector: runs its own event loop until SIGINT/SIGTERM."""
     asyncio.run(
         serve_collector(
-            host, port, data_dir, faults, ready_callback, max_body_bytes=max_body_bytes, fsync=fsync
+            host,
+            port,
+            data_dir,
+            faults,
+            ready_callback,
+            max_body_bytes=max_body_bytes,
+            fsync=fsync,
+            limits=limits,
         )
     )
 
@@ -89,9 +99,38 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (loopback only by default)")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (see the ready line)")
-    p.add_argument("--data-dir", type=Path, help="keep spans in DIR/spans.jsonl across restarts")
-    p.add_argument("--fsync", action="store_true", help="fsync every batch (survives a machine crash)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help=f"keep spans in DIR/{SPANS_DB_NAME} (SQLite) across restarts; without it, a temporary "
+        "database removed at exit. An old DIR/spans.jsonl is imported once",
+    )
+    p.add_argument(
+        "--fsync",
+        action="store_true",
+        help="fsync every accepted batch (synchronous=FULL: a 202'd batch survives a machine crash; "
+        "the default survives the collector being killed)",
+    )
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=Limits.header_timeout_s,
+        help="seconds a request head may take from its first byte (default %(default)s)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=Limits.body_timeout_s,
+        help="seconds a span POST body may take, else 408 (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-buffered-bytes",
+        type=int,
+        default=0,
+        help="body bytes all POSTs in progress may hold together; above it 503 + Retry-After "
+        "(default 4 x --max-body-bytes)",
+    )
     p.add_argument("--drop-probability", type=float, default=0.0, help="fault: 202 but discard spans")
     p.add_argument("--added-latency-ms", type=float, default=0.0, help="fault: delay every span POST")
     p.add_argument("--error-rate", type=float, default=0.0, help="fault: 503 this fraction of POSTs")
@@ -122,6 +161,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             ingest_limit=args.ingest_limit,
         )
+        limits = Limits(
+            header_timeout_s=args.header_timeout,
+            body_timeout_s=args.body_timeout,
+            max_buffered_bytes=args.max_buffered_bytes,
+        )
+        if args.max_body_bytes <= 0:
+            raise ValueError(f"--max-body-bytes must be positive, got {args.max_body_bytes}")
+        limits.buffered_cap(args.max_body_bytes)
     except ValueError as exc:
         parser.error(str(exc))
 
@@ -137,8 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ready,
             max_body_bytes=args.max_body_bytes,
             fsync=args.fsync,
+            limits=limits,
         )
-    except (OSError, ValueError) as exc:  # port in use, unwritable data dir, bad size
+    except (OSError, ValueError, StoreError, sqlite3.Error) as exc:  # port in use, unwritable data dir
         print(f"collector: {exc}", file=sys.stderr)
         return 1
     return 0

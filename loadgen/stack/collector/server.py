@@ -6,11 +6,21 @@ collector"): HTTP/1.1 chunked bodies without content-length, JSON or proto3, and
 
 Non-spec extras: `GET /health` and `GET /loadgen/stats`, plus optional fault injection (`Faults`)
 so collection loss can be produced on purpose and the measuring instrument checked against it.
+
+A batch the store cannot keep (disk full, I/O error) is a **500** and is never stored: the 202
+comes only after the store's COMMIT (loadgen/stack/collector/store.py).
+
+Resources are bounded (`Limits`): a request head must arrive within `header_timeout_s` of its
+first byte (slowloris), a span body within `body_timeout_s` (408 otherwise); bodies being read
+at once may hold at most `max_buffered_bytes` together (503 with `Retry-After` above it); after a
+large body, freed memory is handed back to the OS (glibc `malloc_trim`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import ipaddress
 import json
 import random
@@ -18,20 +28,22 @@ import re
 import socket
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.web_protocol import RequestHandler
 
 from loadgen.propagation import normalize_trace_id
-from loadgen.stack.collector.store import SpanStore, SpanValidationError, validate_spans
+from loadgen.stack.collector.store import SpanStore, SpanValidationError, StoreError, validate_spans
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "Faults",
     "IngestCounters",
+    "Limits",
     "TokenBucket",
     "decode_proto_spans",
     "make_app",
@@ -39,6 +51,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+RETRY_AFTER_S = 1  # what a 503 for "too many bodies in flight" asks the sender to wait
+TRIM_AFTER_BYTES = 1024 * 1024  # hand freed memory back to the OS after a body this large
 JSON_TYPES = frozenset({"application/json"})
 PROTO_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
 # Inflated by the handler (`_inflate`), bounded by max_body_bytes, never by aiohttp: see start_server.
@@ -82,6 +96,42 @@ class Faults:
             raise ValueError(f"ingest_limit must be a finite number of spans/s >= 0, got {self.ingest_limit}")
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Resource bounds of the HTTP layer (the store bounds its own memory).
+
+    header_timeout_s: a request head must be complete this long after its first byte, else the
+        connection is closed (slowloris). Idle keep-alive connections are not affected.
+    body_timeout_s: a span POST body must be read completely within this long, else 408 and the
+        connection is closed.
+    max_buffered_bytes: span bodies being read or decoded at the same time hold at most this
+        many bytes together (wire size; a declared content-length is reserved up front); a POST
+        that would go over it is answered 503 with Retry-After and its connection closed.
+        0 means 4 x max_body_bytes. Must be at least max_body_bytes.
+    """
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_buffered_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("header_timeout_s", "body_timeout_s"):
+            value = getattr(self, name)
+            if not 0.0 < value < float("inf"):
+                raise ValueError(f"{name} must be a finite number of seconds > 0, got {value}")
+        if self.max_buffered_bytes < 0:
+            raise ValueError(f"max_buffered_bytes must be >= 0, got {self.max_buffered_bytes}")
+
+    def buffered_cap(self, max_body_bytes: int) -> int:
+        cap = self.max_buffered_bytes or 4 * max_body_bytes
+        if cap < max_body_bytes:
+            raise ValueError(
+                f"max_buffered_bytes ({cap}) must be >= max_body_bytes ({max_body_bytes}): "
+                "a body of the maximum size could never be read"
+            )
+        return cap
+
+
 @dataclass
 class IngestCounters:
     """What happened to span POSTs at the HTTP layer (the store counts what it kept)."""
@@ -94,6 +144,10 @@ class IngestCounters:
     fault_errors: int = 0  # 503 answered on purpose
     fault_error_spans: int = 0  # spans inside those 503'd POSTs
     limited_spans: int = 0  # answered 202 but discarded: over Faults.ingest_limit
+    store_errors: int = 0  # 500: the store could not keep the batch (disk full, I/O error)
+    store_error_spans: int = 0  # spans inside those POSTs: none of them stored
+    busy: int = 0  # 503 + Retry-After: over Limits.max_buffered_bytes
+    body_timeouts: int = 0  # 408: the body did not arrive within Limits.body_timeout_s
 
 
 class TokenBucket:
@@ -124,6 +178,31 @@ class _BadRequest(Exception):
 
 class _TooLarge(Exception):
     """Answer 413."""
+
+
+class _Busy(Exception):
+    """Answer 503 with Retry-After: too many body bytes buffered at once."""
+
+
+def _malloc_trim() -> Callable[[], None] | None:
+    """glibc's malloc_trim(0): returns freed heap memory to the OS. None elsewhere (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+    if trim is None:
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+
+    def release() -> None:
+        trim(0)
+
+    return release
+
+
+_TRIM = _malloc_trim()
 
 
 # --- proto3 decoding -----------------------------------------------------------------------------
@@ -213,6 +292,11 @@ def _json(data: object) -> web.Response:
     return web.json_response(data, dumps=lambda obj: json.dumps(obj, separators=(",", ":")))
 
 
+def _json_text(text: str) -> web.Response:
+    """JSON the store already serialized (compact, ASCII): sent as it is."""
+    return web.Response(text=text, content_type="application/json")
+
+
 def _text(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=message + "\n")
 
@@ -241,38 +325,85 @@ def _tcp_nodelay(request: web.Request) -> bool | None:
     return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
 
+class _Reservation:
+    """Body bytes one POST holds against the collector-wide cap; released when it is answered."""
+
+    def __init__(self, collector: _Collector) -> None:
+        self._collector = collector
+        self.held = 0
+
+    def take(self, n: int) -> None:
+        c = self._collector
+        if c.buffered + n > c.max_buffered_bytes:
+            raise _Busy
+        c.buffered += n
+        self.held += n
+
+    def release(self) -> None:
+        c = self._collector
+        c.buffered -= self.held
+        c.peak_held = max(c.peak_held, self.held)
+        self.held = 0
+        if c.buffered == 0 and c.peak_held >= TRIM_AFTER_BYTES and _TRIM is not None:
+            c.peak_held = 0
+            _TRIM()  # the large body and its decoded spans are gone: give the pages back
+
+
 @dataclass
 class _Collector:
     store: SpanStore
     max_body_bytes: int
     faults: Faults
+    limits: Limits = field(default_factory=Limits)
     counters: IngestCounters = field(default_factory=IngestCounters)
     rng: random.Random = field(init=False)
     bucket: TokenBucket | None = field(init=False)
+    max_buffered_bytes: int = field(init=False)
+    buffered: int = 0  # body bytes held by POSTs in progress
+    peak_held: int = 0  # the largest body since the last malloc_trim
 
     def __post_init__(self) -> None:
+        self.max_buffered_bytes = self.limits.buffered_cap(self.max_body_bytes)
         self.rng = random.Random(self.faults.seed)
         limit = self.faults.ingest_limit
         # One second of spans: Envoy flushes about once per flush interval, so smaller would
         # punish its batching rather than the average rate.
         self.bucket = TokenBucket(limit, max(limit, 1.0)) if limit > 0 else None
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def _read_body(self, request: web.Request, reservation: _Reservation) -> bytes:
         # Chunked bodies have no content-length: cap while streaming. These are the bytes on the
-        # wire; `_inflate` caps the inflated body too.
-        if request.content_length is not None and request.content_length > self.max_body_bytes:
+        # wire; `_inflate` caps the inflated body too. Chunks are joined once at the end (growing
+        # one buffer reallocates it over and over and leaves the heap fragmented).
+        declared = request.content_length
+        if declared is not None and declared > self.max_body_bytes:
             raise _TooLarge
-        body = bytearray()
+        if declared:
+            reservation.take(declared)  # refuse before reading anything
+        chunks: list[bytes] = []
+        size = 0
         try:
-            async for chunk in request.content.iter_any():
-                body += chunk
-                if len(body) > self.max_body_bytes:
-                    raise _TooLarge
+            async with asyncio.timeout(self.limits.body_timeout_s):
+                async for chunk in request.content.iter_any():
+                    size += len(chunk)
+                    if size > self.max_body_bytes:
+                        raise _TooLarge
+                    if size > reservation.held:
+                        reservation.take(size - reservation.held)
+                    chunks.append(chunk)
         except (web.RequestPayloadError, ContentEncodingError) as exc:  # corrupt gzip, bad chunking
             raise _BadRequest(f"cannot read body: {exc}") from exc
-        return bytes(body)
+        body = b"".join(chunks)
+        chunks.clear()
+        return body
 
     async def post_spans(self, request: web.Request) -> web.Response:
+        reservation = _Reservation(self)
+        try:
+            return await self._post_spans(request, reservation)
+        finally:
+            reservation.release()
+
+    async def _post_spans(self, request: web.Request, reservation: _Reservation) -> web.Response:
         self.counters.posts += 1
         # Envoy and most tracers send application/json; an absent type is treated the same way.
         media_type = (
@@ -283,9 +414,22 @@ class _Collector:
             self.counters.unsupported_media_type += 1
             return _text(415, f"unsupported content-type {media_type!r} / content-encoding {encoding!r}")
         try:
-            body = _inflate(await self._read_body(request), encoding, self.max_body_bytes)
+            body = _inflate(await self._read_body(request, reservation), encoding, self.max_body_bytes)
             raw = decode_proto_spans(body) if media_type in PROTO_TYPES else _decode_json(body)
+            del body
             spans = validate_spans(raw)
+            del raw
+        except _Busy:
+            self.counters.busy += 1
+            busy = _text(503, f"over {self.max_buffered_bytes} body bytes in flight: retry later")
+            busy.headers[hdrs.RETRY_AFTER] = str(RETRY_AFTER_S)
+            busy.force_close()  # the body was not read: the connection cannot carry another request
+            return busy
+        except TimeoutError:
+            self.counters.body_timeouts += 1
+            slow = _text(408, f"body not received within {self.limits.body_timeout_s:g} s")
+            slow.force_close()
+            return slow
         except _TooLarge:
             self.counters.too_large += 1
             return _text(413, f"body exceeds {self.max_body_bytes} bytes")
@@ -312,7 +456,12 @@ class _Collector:
             kept = [s for s in spans if self.rng.random() >= faults.drop_probability]
             self.store.count_dropped(len(spans) - len(kept))
             spans = kept
-        self.store.add(spans, validated=True)  # persisted and flushed before the 202 goes out
+        try:
+            self.store.add(spans, validated=True)  # committed before the 202 goes out
+        except StoreError as exc:
+            self.counters.store_errors += 1
+            self.counters.store_error_spans += len(spans)
+            return _text(500, f"spans not stored: {exc}")
         return web.Response(status=202)
 
     async def get_trace(self, request: web.Request) -> web.Response:
@@ -320,13 +469,13 @@ class _Collector:
         if not _TRACE_ID_RE.fullmatch(raw):
             return _text(400, f"traceId: expected 16 to 32 hex characters, got {raw!r}")
         trace_id = normalize_trace_id(_pad_trace_id(raw))
-        trace = self.store.get_trace(trace_id)
+        trace = self.store.get_trace_json(trace_id)
         if trace is None:
             # Byte for byte what Zipkin answers (openzipkin/zipkin ZipkinQueryApiV2.getTrace):
             # Armeria's ANY_TEXT_TYPE, and the normalized id + " not found" without a newline.
             # Readers take exactly this form as "missing" (loadgen/backends/zipkin.py).
             return web.Response(status=404, body=f"{trace_id} not found".encode(), content_type="text/*")
-        return _json(trace)
+        return _json_text(trace)
 
     async def get_trace_many(self, request: web.Request) -> web.Response:
         raw_ids = request.query.get("traceIds", "").split(",")
@@ -339,7 +488,7 @@ class _Collector:
             return _text(400, "traceIds: duplicate trace ids")
         if len(ids) < 2:
             return _text(400, "traceIds: needs at least 2 ids; use /api/v2/trace/{traceId} for one")
-        return _json(self.store.get_many(ids))
+        return _json_text(self.store.get_many_json(ids))
 
     async def get_services(self, request: web.Request) -> web.Response:
         return _json(self.store.services())
@@ -365,7 +514,7 @@ class _Collector:
                     raise _BadRequest("maxDuration must be >= minDuration")
         except _BadRequest as exc:
             return _text(400, str(exc))
-        traces = self.store.search(
+        traces = self.store.search_json(
             service_name=query.get("serviceName") or None,
             span_name=query.get("spanName") or None,
             annotation_query=query.get("annotationQuery") or None,
@@ -375,7 +524,7 @@ class _Collector:
             lookback_ms=lookback,
             limit=10 if limit is None else limit,
         )
-        return _json(traces)
+        return _json_text(traces)
 
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -387,6 +536,8 @@ class _Collector:
                 "ingest": asdict(self.counters),
                 "faults": asdict(self.faults),
                 "max_body_bytes": self.max_body_bytes,
+                "limits": {**asdict(self.limits), "max_buffered_bytes": self.max_buffered_bytes},
+                "buffered_bytes": self.buffered,
                 # Self-check: Nagle on a loopback server stalls each response ~40 ms (ENVOY-NOTES).
                 "tcp_nodelay": _tcp_nodelay(request),
             }
@@ -426,17 +577,25 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
 
 
 def make_app(
-    store: SpanStore, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, faults: Faults | None = None
+    store: SpanStore,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    faults: Faults | None = None,
+    limits: Limits | None = None,
 ) -> web.Application:
     """The collector's routes over `store`. The caller owns the store (and closes it).
 
-    Serve it with `auto_decompress=False` (start_server does): the span handler inflates bodies
-    itself."""
+    Serve it with `start_server` (auto_decompress=False: the span handler inflates bodies itself;
+    and the request-head deadline of `limits`)."""
     if max_body_bytes <= 0:
         raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
-    collector = _Collector(store=store, max_body_bytes=max_body_bytes, faults=faults or Faults())
+    limits = limits or Limits()
+    collector = _Collector(
+        store=store, max_body_bytes=max_body_bytes, faults=faults or Faults(), limits=limits
+    )
     # aiohttp's own read limit stays out of the way: _read_body enforces max_body_bytes.
-    app = web.Application(client_max_size=max_body_bytes + 1)
+    app = web.Application(client_max_size=max_body_bytes + 1, middlewares=[_mark_busy])
+    app[_LIMITS] = limits
     app.add_routes(
         [
             web.post("/api/v2/spans", collector.post_spans),
@@ -450,6 +609,103 @@ def make_app(
         ]
     )
     return app
+
+
+# --- the request-head deadline ---------------------------------------------------------------------
+
+_LIMITS = web.AppKey("limits", Limits)
+
+
+class _HeadDeadline(asyncio.Protocol):
+    """In front of aiohttp's RequestHandler (which has no header timeout): bytes arriving while no
+    request is being handled start a request head, and the head must be complete within
+    `timeout_s`, else the connection is closed. The timer stops when the request's handler
+    starts (`_mark_busy`). An idle keep-alive connection sends no bytes and is left alone."""
+
+    def __init__(self, handler: RequestHandler, timeout_s: float) -> None:
+        self._handler = handler
+        self._timeout_s = timeout_s
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._busy = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        _GUARDS[self._handler] = self
+        self._handler.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._busy and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._timeout_s, self._expire)
+        self._handler.data_received(data)
+
+    def eof_received(self) -> None:
+        self._handler.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
+        _GUARDS.pop(self._handler, None)
+        self._handler.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._handler.resume_writing()
+
+    def request_started(self) -> None:
+        self._busy = True
+        self._stop_timer()
+
+    def request_finished(self) -> None:
+        self._busy = False
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        if not self._busy and self._transport is not None:
+            self._transport.close()
+
+
+_GUARDS: dict[RequestHandler, _HeadDeadline] = {}
+
+
+@web.middleware
+async def _mark_busy(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    guard = _GUARDS.get(request.protocol)
+    if guard is None:
+        return await handler(request)
+    guard.request_started()
+    try:
+        return await handler(request)
+    finally:
+        guard.request_finished()
+
+
+class _Runner(web.AppRunner):
+    """AppRunner whose sites accept connections through `_HeadDeadline`."""
+
+    def __init__(self, app: web.Application, header_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._header_timeout_s = header_timeout_s
+
+    @property
+    def server(self) -> Any:  # sites call it as the protocol factory
+        real = super().server
+        if real is None:
+            return None
+        timeout_s = self._header_timeout_s
+
+        def protocol() -> _HeadDeadline:
+            return _HeadDeadline(real(), timeout_s)
+
+        return protocol
 
 
 async def start_server(
@@ -466,7 +722,10 @@ async def start_server(
     client hangs, found by fuzzing), and a mid-stream error resurfaces after the 400 and resets
     the keep-alive connection. The handler inflates instead (`_inflate`).
     """
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0, auto_decompress=False)
+    limits = app.get(_LIMITS) or Limits()
+    runner = _Runner(
+        app, limits.header_timeout_s, access_log=None, shutdown_timeout=5.0, auto_decompress=False
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

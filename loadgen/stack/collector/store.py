@@ -1,46 +1,76 @@
-"""Span store behind the embedded Zipkin-v2-compatible collector.
+"""Span store behind the embedded Zipkin-v2-compatible collector: SQLite in WAL mode.
 
-Spans are kept as plain dicts in Zipkin v2 JSON shape (shared/specs/zipkin2-api.yaml), normalized
-the way Zipkin's own decoder does it: lowercase ids, a 128-bit trace id with a zero high half
-collapsed to 64 bits (`loadgen.propagation.normalize_trace_id`), lowercase span and service names,
+Spans are kept in Zipkin v2 JSON shape (shared/specs/zipkin2-api.yaml), normalized the way
+Zipkin's own decoder does it: lowercase ids, a 128-bit trace id with a zero high half collapsed to
+64 bits (`loadgen.propagation.normalize_trace_id`), lowercase span and service names,
 zero/empty/false fields omitted, unknown fields dropped.
 
 The store is *raw*, like Zipkin's: a span reported twice (same traceId, id, kind, shared…) is
 kept twice and both copies come back from every query. Readers that count spans must dedupe if
 they care; the collector never hides what was actually delivered.
 
-Durability: with a data directory every accepted batch is one JSON line in `spans.jsonl`, written
-and flushed to the OS before `add` returns (so before the server answers 202). A killed process
-therefore loses nothing it acknowledged; a torn final line (killed mid-write) is dropped on reload.
+Durability: every accepted batch is one SQLite transaction in `spans.db` (WAL mode); `add`
+returns only after COMMIT, so the server's 202 follows the commit. Any failure (disk full, I/O
+error) rolls the transaction back and raises StoreError: the batch is answered 5xx and is never
+readable, before or after a restart (an uncommitted WAL tail is ignored on recovery). Levels:
+- default, `synchronous=NORMAL`: a commit is written to the WAL file before `add` returns, so a
+  killed collector loses nothing it acknowledged; a machine crash may lose the last commits.
+- `fsync=True` (`--fsync`), `synchronous=FULL`: the WAL is fsynced at every commit, so an
+  acknowledged batch also survives a machine crash, at a cost per batch.
+Without a data directory the database lives in a temporary directory removed on close (or when
+the store is garbage-collected): a file, not RAM, so memory stays bounded either way.
+
+Memory is bounded regardless of run length: spans live on disk; SQLite's page cache is capped;
+queries stream traces through indexes (trace id; a trace's time; its local services) instead of
+holding every span. A data directory with an old `spans.jsonl` (the store before spans.db) is
+imported once at open, then renamed `spans.jsonl.imported`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
+import shutil
+import sqlite3
+import tempfile
 import threading
 import time
-from collections.abc import Iterable
+import weakref
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from loadgen.propagation import is_hex_id, normalize_trace_id
 
-__all__ = ["SPANS_FILE_NAME", "SpanStore", "SpanValidationError", "parse_annotation_query", "validate_spans"]
+__all__ = [
+    "LEGACY_SPANS_FILE_NAME",
+    "SPANS_DB_NAME",
+    "SpanStore",
+    "SpanValidationError",
+    "StoreError",
+    "parse_annotation_query",
+    "validate_spans",
+]
 
 log = logging.getLogger(__name__)
 
 Span = dict[str, Any]
 Trace = list[Span]
 
-SPANS_FILE_NAME = "spans.jsonl"
+SPANS_DB_NAME = "spans.db"  # SQLite, WAL mode (beside it while open: spans.db-wal, spans.db-shm)
+LEGACY_SPANS_FILE_NAME = "spans.jsonl"  # the JSON-lines store before spans.db: imported once
 SPAN_KINDS = frozenset({"CLIENT", "SERVER", "PRODUCER", "CONSUMER"})
 _ENDPOINT_STR_FIELDS = ("serviceName", "ipv4", "ipv6")
+_INT64_MAX = 2**63 - 1
 
 
 class SpanValidationError(ValueError):
     """A reported span list that Zipkin would reject; the message names the index and field."""
+
+
+class StoreError(Exception):
+    """The store could not keep a batch (disk full, I/O error): nothing of the batch was stored."""
 
 
 # --- validation and normalization (pure) -------------------------------------------------------
@@ -52,8 +82,9 @@ def _is_int(value: object) -> bool:
 
 
 def _check_uint(value: object, where: str) -> int:
-    if not _is_int(value) or value < 0:  # type: ignore[operator]
-        raise SpanValidationError(f"{where}: expected a non-negative integer, got {value!r}")
+    # Zipkin's fields are int64 (Java long), and so are SQLite's integers.
+    if not _is_int(value) or not 0 <= value <= _INT64_MAX:  # type: ignore[operator]
+        raise SpanValidationError(f"{where}: expected an integer in [0, 2^63), got {value!r}")
     return value  # type: ignore[return-value]
 
 
@@ -213,86 +244,131 @@ def _local_service(span: Span) -> str | None:
     return endpoint.get("serviceName") if endpoint else None
 
 
-def _trace_timestamp(trace: Trace) -> int | None:
-    """The root span's timestamp, else the earliest one: what Zipkin's QueryRequest uses."""
-    earliest: int | None = None
-    for span in trace:
-        ts = span.get("timestamp")
-        if ts is None:
-            continue
-        if "parentId" not in span:
-            return int(ts)
-        if earliest is None or ts < earliest:
-            earliest = ts
-    return earliest
-
-
 # --- the store ---------------------------------------------------------------------------------
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spans (
+    seq INTEGER PRIMARY KEY,        -- arrival order: a trace's spans come back in it
+    batch INTEGER NOT NULL,         -- the accepted batch (one per transaction)
+    trace_id TEXT NOT NULL,
+    json TEXT NOT NULL              -- the normalized span, compact JSON (ASCII)
+);
+CREATE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_id);
+-- A trace's time is its first root span's timestamp, else its earliest (Zipkin's QueryRequest);
+-- `services` holds its local service names, each JSON-encoded and followed by \\x1f.
+CREATE TABLE IF NOT EXISTS traces (
+    trace_id TEXT PRIMARY KEY,
+    root_ts INTEGER,
+    min_ts INTEGER,
+    services TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS traces_by_time ON traces (coalesce(root_ts, min_ts), trace_id);
+CREATE TABLE IF NOT EXISTS services (name TEXT PRIMARY KEY) WITHOUT ROWID;  -- JSON-encoded
+CREATE TABLE IF NOT EXISTS span_names (
+    service TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (service, name)
+) WITHOUT ROWID;                                                              -- JSON-encoded
+CREATE TABLE IF NOT EXISTS imports (sha256 TEXT PRIMARY KEY) WITHOUT ROWID;  -- legacy files
+"""
+_INSERT_SPAN = "INSERT INTO spans (batch, trace_id, json) VALUES (?, ?, ?)"
+_UPSERT_TRACE = """
+INSERT INTO traces (trace_id, root_ts, min_ts, services) VALUES (?, ?, ?, ?)
+ON CONFLICT (trace_id) DO UPDATE SET
+    root_ts = coalesce(root_ts, excluded.root_ts),
+    min_ts = CASE WHEN min_ts IS NULL OR excluded.min_ts < min_ts THEN excluded.min_ts ELSE min_ts END,
+    services = CASE WHEN instr(services, excluded.services) THEN services
+                    ELSE services || substr(excluded.services, 2) END
+"""
+_TRACE_SPANS = "SELECT json FROM spans WHERE trace_id = ? ORDER BY seq"
+_TRACE_TIME = "coalesce(root_ts, min_ts)"
+# A tag term prefilter in SQL (C speed, no span reaches Python unless it may match); the exact
+# Zipkin semantics are then checked in Python on the candidate trace's spans.
+_TAG_EXISTS = (
+    " AND EXISTS (SELECT 1 FROM spans s, json_each(s.json, '$.tags') t"
+    " WHERE s.trace_id = traces.trace_id AND t.key = ? AND t.value = ?)"
+)
+_SEP = "\x1f"  # never inside a JSON-encoded string (it would be escaped as \u001f)
+_NAME_CACHE_MAX = 100_000  # distinct (service, span name) pairs remembered to skip re-inserts
+_dumps = json.JSONEncoder(separators=(",", ":")).encode  # ensure_ascii: lone surrogates escape
+
+
+def _sql_text_ok(text: str) -> bool:
+    """SQLite stores UTF-8: a str with a lone surrogate (valid in JSON escapes) cannot be bound."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class SpanStore:
-    """In-memory indexes over spans, optionally backed by an append-only JSON-lines file.
+    """Spans in an SQLite database (WAL mode) under `data_dir`, or in a temporary one.
 
-    All methods are safe to call from several threads; the collector itself is single-threaded.
-    Query results share span dicts with the store: treat them as read-only.
+    All methods are safe to call from several threads (one lock around the one connection); the
+    collector itself is single-threaded. Queries return fresh dicts (or JSON text with the
+    `*_json` forms, which the server sends as they are).
     """
 
     def __init__(self, data_dir: Path | None = None, *, fsync: bool = False) -> None:
         self._lock = threading.RLock()
-        self._traces: dict[str, Trace] = {}
-        self._service_traces: dict[str, set[str]] = {}  # local service -> trace ids
-        self._services: set[str] = set()  # local and remote service names
-        self._span_names: dict[str, set[str]] = {}  # local service -> span names
-        self._spans_accepted = 0
-        self._batches = 0
         self._spans_dropped = 0
-        self._fsync = fsync
-        self._file: IO[str] | None = None
-        self.path: Path | None = None
-        if data_dir is not None:
+        self._tmpdir: Path | None = None
+        if data_dir is None:
+            self._tmpdir = Path(tempfile.mkdtemp(prefix="loadgen-collector-"))
+            # Removed on close(), or when the store is collected / the interpreter exits.
+            self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._tmpdir), True)
+            db_dir = self._tmpdir
+        else:
             data_dir.mkdir(parents=True, exist_ok=True)
-            self.path = data_dir / SPANS_FILE_NAME
-            self._reload(self.path)
-            self._file = self.path.open("a", encoding="utf-8")
+            db_dir = data_dir
+        self.path = db_dir / SPANS_DB_NAME
+        # isolation_level=None: transactions are explicit (BEGIN/COMMIT below), nothing implicit.
+        self._db: sqlite3.Connection | None = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._setup(fsync)
+            if data_dir is not None:
+                self._import_legacy(data_dir / LEGACY_SPANS_FILE_NAME)
+        except BaseException:
+            self.close()
+            raise
 
-    # -- persistence --
+    def _setup(self, fsync: bool) -> None:
+        db = self._conn()
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"{self.path}: cannot use WAL mode (got {mode!r})")
+        db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        db.execute("PRAGMA cache_size=-8192")  # KiB: 8 MiB of page cache, whatever the store's size
+        db.execute("PRAGMA journal_size_limit=67108864")  # the WAL shrinks back to 64 MiB after a checkpoint
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, _SCHEMA_VERSION):
+            raise sqlite3.DatabaseError(f"{self.path}: unknown schema version {version}")
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        spans, batches = db.execute("SELECT count(*), coalesce(max(batch), 0) FROM spans").fetchone()
+        self._spans_accepted = int(spans)
+        self._batches = int(batches)
+        self._known_services: set[str] = {
+            json.loads(name) for (name,) in db.execute("SELECT name FROM services")
+        }
+        self._known_names: set[tuple[str, str]] = set()
+        for service, name in db.execute("SELECT service, name FROM span_names LIMIT ?", (_NAME_CACHE_MAX,)):
+            self._known_names.add((json.loads(service), json.loads(name)))
 
-    def _reload(self, path: Path) -> None:
-        if not path.exists():
-            return
-        data = path.read_bytes()
-        complete_len = data.rfind(b"\n") + 1
-        if complete_len < len(data):
-            # Killed mid-write: the batch was never acknowledged. Cut it off so the next append
-            # starts on a fresh line instead of gluing onto the fragment.
-            log.warning("%s: dropping a truncated final line (%d bytes)", path, len(data) - complete_len)
-            with path.open("r+b") as f:
-                f.truncate(complete_len)
-        for lineno, line in enumerate(data[:complete_len].splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                batch = validate_spans(json.loads(line))
-            except (ValueError, RecursionError) as exc:  # JSONDecodeError, SpanValidationError
-                log.warning("%s:%d: skipping unreadable batch: %s", path, lineno, exc)
-                continue
-            self._index(batch)
-
-    def _append(self, batch: list[Span]) -> None:
-        if self._file is None:
-            return
-        self._file.write(json.dumps(batch, separators=(",", ":")) + "\n")
-        # flush() hands the line to the OS: it survives the process being killed. fsync() also
-        # survives a machine crash, at a large cost per batch, hence opt-in.
-        self._file.flush()
-        if self._fsync:
-            os.fsync(self._file.fileno())
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError(f"span store {self.path} is closed")
+        return self._db
 
     def close(self) -> None:
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            if self._db is not None:
+                self._db.close()  # the last connection checkpoints and removes the WAL
+                self._db = None
+            if self._tmpdir is not None:
+                self._cleanup()
 
     def __enter__(self) -> SpanStore:
         return self
@@ -302,35 +378,110 @@ class SpanStore:
 
     # -- ingest --
 
-    def _index(self, batch: list[Span]) -> None:
+    def _write(self, batches: Iterable[list[Span]]) -> tuple[int, int]:
+        """Store the batches in one transaction (one `batch` number each); returns (batches,
+        spans). Rolls back and raises StoreError on any database error. Caller holds the lock."""
+        db = self._conn()
+        batch_no = self._batches
+        n_spans = 0
+        new_services: set[str] = set()
+        new_names: set[tuple[str, str]] = set()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for batch in batches:
+                batch_no += 1
+                n_spans += len(batch)
+                self._write_batch(db, batch, batch_no, new_services, new_names)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error as again:  # the connection is unusable; the WAL tail is not committed
+                    log.error("%s: rollback failed: %s", self.path, again)
+            raise StoreError(f"span store {self.path}: {exc}") from exc
+        # Only now, after COMMIT: what the caches and counters say is what is stored.
+        self._batches = batch_no
+        self._spans_accepted += n_spans
+        self._known_services |= new_services
+        if len(self._known_names) < _NAME_CACHE_MAX:
+            self._known_names |= new_names
+        return batch_no, n_spans
+
+    def _write_batch(
+        self,
+        db: sqlite3.Connection,
+        batch: list[Span],
+        batch_no: int,
+        new_services: set[str],
+        new_names: set[tuple[str, str]],
+    ) -> None:
+        known_services = self._known_services
+        known_names = self._known_names
+        # trace id -> [first root timestamp, earliest timestamp, {local service: None}] in this batch
+        traces: dict[str, list[Any]] = {}
+        rows = []
         for span in batch:
             trace_id = span["traceId"]
-            self._traces.setdefault(trace_id, []).append(span)
-            local = _local_service(span)
-            if local is not None:
-                self._services.add(local)
-                self._service_traces.setdefault(local, set()).add(trace_id)
-                if "name" in span:
-                    self._span_names.setdefault(local, set()).add(span["name"])
-            remote = span.get("remoteEndpoint", {}).get("serviceName")
-            if remote is not None:
-                self._services.add(remote)
-        self._spans_accepted += len(batch)
-        self._batches += 1
+            rows.append((batch_no, trace_id, _dumps(span)))
+            entry = traces.get(trace_id)
+            if entry is None:
+                entry = traces[trace_id] = [None, None, {}]
+            ts = span.get("timestamp")
+            if ts is not None:
+                if entry[0] is None and "parentId" not in span:
+                    entry[0] = ts
+                if entry[1] is None or ts < entry[1]:
+                    entry[1] = ts
+            local = span.get("localEndpoint")
+            if local is not None and (service := local.get("serviceName")) is not None:
+                entry[2][service] = None
+                if service not in known_services:
+                    new_services.add(service)
+                name = span.get("name")
+                if name is not None and (service, name) not in known_names:
+                    new_names.add((service, name))
+            remote = span.get("remoteEndpoint")
+            if (
+                remote is not None
+                and (service := remote.get("serviceName")) is not None
+                and service not in known_services
+            ):
+                new_services.add(service)
+        db.executemany(_INSERT_SPAN, rows)
+        trace_rows = []
+        for trace_id, (root_ts, min_ts, services) in traces.items():
+            if not services:
+                trace_rows.append((trace_id, root_ts, min_ts, _SEP))
+                continue
+            for service in services:  # one row per service: the upsert appends the ones not yet there
+                trace_rows.append((trace_id, root_ts, min_ts, _SEP + _dumps(service) + _SEP))
+                root_ts = min_ts = None
+        db.executemany(_UPSERT_TRACE, trace_rows)
+        if new_services:
+            db.executemany(
+                "INSERT OR IGNORE INTO services (name) VALUES (?)", [(_dumps(s),) for s in new_services]
+            )
+        if new_names:
+            db.executemany(
+                "INSERT OR IGNORE INTO span_names (service, name) VALUES (?, ?)",
+                [(_dumps(s), _dumps(n)) for s, n in new_names],
+            )
 
     def add(self, spans: list[Span], *, validated: bool = False) -> int:
-        """Validate, normalize, persist (if file-backed) and index one batch; return its size.
+        """Validate, normalize and store one batch in one transaction; return its size.
 
-        Raises SpanValidationError and stores nothing if any span is invalid. `validated=True`
-        skips the check for spans that already went through `validate_spans` (the server's POST
-        path: validating twice was a fifth of the collector's CPU in bench/collector_ingest.py).
+        Raises SpanValidationError and stores nothing if any span is invalid; raises StoreError
+        and stores nothing if the database cannot take it (disk full, I/O error). Returns only
+        after COMMIT. `validated=True` skips the check for spans that already went through
+        `validate_spans` (the server's POST path: validating twice was a fifth of the
+        collector's CPU in bench/collector_ingest.py).
         """
         batch = spans if validated else validate_spans(spans)
         if not batch:
             return 0
         with self._lock:
-            self._append(batch)  # durable first: a crash after this loses nothing acknowledged
-            self._index(batch)
+            self._write([batch])
         return len(batch)
 
     def count_dropped(self, n: int) -> None:
@@ -338,38 +489,99 @@ class SpanStore:
         with self._lock:
             self._spans_dropped += n
 
+    # -- the old JSON-lines store --
+
+    def _import_legacy(self, path: Path) -> None:
+        """Import `spans.jsonl` (one JSON batch per line) once, in one transaction, then rename it.
+
+        Unreadable lines (a torn tail, corruption) are skipped with a warning, as the old store
+        did on reload. The file's SHA-256 is recorded in the same transaction, so a kill between
+        COMMIT and the rename cannot import it twice."""
+        try:
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            return
+        sha = digest.hexdigest()
+        db = self._conn()
+        with self._lock:
+            done = db.execute("SELECT 1 FROM imports WHERE sha256 = ?", (sha,)).fetchone() is not None
+            if not done:
+
+                def batches() -> Iterator[list[Span]]:
+                    with path.open("rb") as f:
+                        for lineno, line in enumerate(f, start=1):
+                            if not line.strip():
+                                continue
+                            try:
+                                batch = validate_spans(json.loads(line))
+                            except (
+                                ValueError,
+                                RecursionError,
+                            ) as exc:  # JSONDecodeError, SpanValidationError
+                                log.warning("%s:%d: skipping unreadable batch: %s", path, lineno, exc)
+                                continue
+                            if batch:
+                                yield batch
+
+                before = self._spans_accepted
+                self._write(_then(batches(), db, "INSERT INTO imports (sha256) VALUES (?)", (sha,)))
+                log.warning("%s: imported %d spans into %s", path, self._spans_accepted - before, self.path)
+        target = path.with_name(path.name + ".imported")
+        n = 1
+        while target.exists():
+            n += 1
+            target = path.with_name(f"{path.name}.imported.{n}")
+        path.rename(target)
+
     # -- queries --
 
-    def get_trace(self, trace_id: str) -> Trace | None:
-        with self._lock:
-            trace = self._traces.get(normalize_trace_id(trace_id))
-            return list(trace) if trace is not None else None
+    def _texts(self, trace_id: str) -> list[str]:
+        return [text for (text,) in self._conn().execute(_TRACE_SPANS, (trace_id,))]
 
-    def get_many(self, trace_ids: Iterable[str]) -> list[Trace]:
-        """Traces found among `trace_ids`, in request order; absent ids are simply left out."""
+    def get_trace_json(self, trace_id: str) -> str | None:
+        """The trace as a JSON list (spans in arrival order), None if no span has that id."""
+        with self._lock:
+            texts = self._texts(normalize_trace_id(trace_id))
+        return "[" + ",".join(texts) + "]" if texts else None
+
+    def get_trace(self, trace_id: str) -> Trace | None:
+        text = self.get_trace_json(trace_id)
+        return json.loads(text) if text is not None else None
+
+    def get_many_json(self, trace_ids: Iterable[str]) -> str:
+        """JSON list of the traces found among `trace_ids`, in request order; absent ids left out."""
         seen: set[str] = set()
-        found: list[Trace] = []
+        found: list[str] = []
         with self._lock:
             for raw_id in trace_ids:
                 trace_id = normalize_trace_id(raw_id)
                 if trace_id in seen:
                     continue
                 seen.add(trace_id)
-                trace = self._traces.get(trace_id)
-                if trace is not None:
-                    found.append(list(trace))
-        return found
+                texts = self._texts(trace_id)
+                if texts:
+                    found.append("[" + ",".join(texts) + "]")
+        return "[" + ",".join(found) + "]"
+
+    def get_many(self, trace_ids: Iterable[str]) -> list[Trace]:
+        """Traces found among `trace_ids`, in request order; absent ids are simply left out."""
+        return json.loads(self.get_many_json(trace_ids))  # type: ignore[no-any-return]
 
     def services(self) -> list[str]:
         with self._lock:
-            return sorted(self._services)
+            return sorted(self._known_services)
 
     def span_names(self, service: str) -> list[str]:
         """Span names recorded by `service` as the local endpoint (Zipkin's `GET /spans`)."""
+        key = _dumps(service.lower())
         with self._lock:
-            return sorted(self._span_names.get(service.lower(), ()))
+            rows = self._conn().execute("SELECT name FROM span_names WHERE service = ?", (key,)).fetchall()
+        return sorted(json.loads(name) for (name,) in rows)
 
-    def search(
+    def search_json(
         self,
         service_name: str | None = None,
         span_name: str | None = None,
@@ -379,8 +591,8 @@ class SpanStore:
         end_ts_ms: int | None = None,
         lookback_ms: int | None = None,
         limit: int = 10,
-    ) -> list[Trace]:
-        """Zipkin `GET /api/v2/traces` semantics.
+    ) -> str:
+        """Zipkin `GET /api/v2/traces` semantics, as a JSON list of traces.
 
         - A trace's time is its root span's timestamp, else its earliest (Zipkin's QueryRequest);
           it must lie in [endTs - lookback, endTs]. endTs/lookback are epoch *milliseconds*, span
@@ -389,7 +601,11 @@ class SpanStore:
         - spanName: some such span has that name. min/maxDuration (µs): some such span's duration
           is within range. annotationQuery: one such span matches every term (the spec's wording;
           Zipkin's in-memory store lets different spans match different terms).
-        - Result: at most `limit` traces, the ones nearest endTs first.
+        - Result: at most `limit` traces, the ones nearest endTs first (ties: higher trace id).
+
+        Candidates come from the time index (and the trace's services), newest first, with tag
+        terms prefiltered in SQL; each is then checked exactly. Memory: one candidate trace at a
+        time plus the answer (at most `limit` traces).
         """
         if limit <= 0:
             raise ValueError("limit must be positive")
@@ -397,9 +613,25 @@ class SpanStore:
             raise ValueError("maxDuration is only valid with minDuration")
         end_us = (int(time.time() * 1000) if end_ts_ms is None else end_ts_ms) * 1000
         start_us = 0 if lookback_ms is None else end_us - lookback_ms * 1000
+        # Span timestamps are int64 (validated): a wider window means the same as the int64 one.
+        end_us, start_us = min(end_us, _INT64_MAX), max(start_us, -_INT64_MAX)
         service = service_name.lower() if service_name else None
         name = span_name.lower() if span_name else None
         terms = parse_annotation_query(annotation_query) if annotation_query else []
+
+        sql = f"SELECT trace_id FROM traces WHERE {_TRACE_TIME} BETWEEN ? AND ?"
+        params: list[object] = [start_us, end_us]
+        if service is not None:
+            sql += " AND instr(services, ?)"
+            params.append(_SEP + _dumps(service) + _SEP)
+        for key, value in terms:
+            if value is not None and _sql_text_ok(key) and _sql_text_ok(value):
+                sql += _TAG_EXISTS
+                params += [key, value]
+        sql += f" ORDER BY {_TRACE_TIME} DESC, trace_id DESC"
+        # The service prefilter is exact (JSON-encoded names between separators); anything else
+        # needs the spans themselves.
+        exact = name is None and min_duration is None and not terms
 
         def span_ok(span: Span) -> bool:
             return service is None or _local_service(span) == service
@@ -416,32 +648,62 @@ class SpanStore:
                     return False
             return not terms or any(_span_matches_terms(s, terms) for s in spans)
 
+        found: list[str] = []
         with self._lock:
-            if service is None:
-                candidates: Iterable[str] = self._traces
-            else:
-                candidates = self._service_traces.get(service, ())
-            timed: list[tuple[int, str]] = []
-            for trace_id in candidates:
-                ts = _trace_timestamp(self._traces[trace_id])
-                if ts is not None and start_us <= ts <= end_us:
-                    timed.append((ts, trace_id))
-            timed.sort(reverse=True)
-            results: list[Trace] = []
-            for _, trace_id in timed:
-                trace = self._traces[trace_id]
-                if trace_ok(trace):
-                    results.append(list(trace))
-                    if len(results) >= limit:
-                        break
-            return results
+            db = self._conn()
+            candidates = db.execute(sql, params)
+            while len(found) < limit:
+                rows = candidates.fetchmany(256)
+                if not rows:
+                    break
+                for (trace_id,) in rows:
+                    texts = self._texts(trace_id)
+                    if exact or trace_ok([json.loads(t) for t in texts]):
+                        found.append("[" + ",".join(texts) + "]")
+                        if len(found) >= limit:
+                            break
+            candidates.close()
+        return "[" + ",".join(found) + "]"
+
+    def search(
+        self,
+        service_name: str | None = None,
+        span_name: str | None = None,
+        annotation_query: str | None = None,
+        min_duration: int | None = None,
+        max_duration: int | None = None,
+        end_ts_ms: int | None = None,
+        lookback_ms: int | None = None,
+        limit: int = 10,
+    ) -> list[Trace]:
+        """`search_json`, decoded."""
+        text = self.search_json(
+            service_name,
+            span_name,
+            annotation_query,
+            min_duration,
+            max_duration,
+            end_ts_ms,
+            lookback_ms,
+            limit,
+        )
+        return json.loads(text)  # type: ignore[no-any-return]
 
     def stats(self) -> dict[str, int]:
-        """Counts since the data file began: spans reloaded after a restart count as accepted."""
+        """Counts since the store began: spans stored before a restart count as accepted."""
         with self._lock:
+            (traces,) = self._conn().execute("SELECT count(*) FROM traces").fetchone()
             return {
                 "spans_accepted": self._spans_accepted,
                 "batches": self._batches,
                 "spans_dropped": self._spans_dropped,
-                "traces": len(self._traces),
+                "traces": int(traces),
             }
+
+
+def _then(
+    batches: Iterator[list[Span]], db: sqlite3.Connection, sql: str, params: tuple[object, ...]
+) -> Iterator[list[Span]]:
+    """Yield the batches, then run one more statement inside the same transaction."""
+    yield from batches
+    db.execute(sql, params)
