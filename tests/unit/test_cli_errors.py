@@ -96,6 +96,8 @@ TRIGGERS: list[tuple[str, list[str], str]] = [
         ["run", "--backend", "gopher://x", "--gateway", "http://127.0.0.1:9"],
         "[/PATH]",
     ),  # fmt: skip
+    # finding 6: a path the gateway's address swallows (0 requests before)
+    ("path without a slash", ["run", "--path", "headers", "--output", "{tmp}"], "must start with '/'"),
     # finding 9
     ("negative quiet", ["run", "--quiet", "-1"], "--quiet"),
     ("nan quiet", ["run", "--quiet", "nan"], "--quiet"),
