@@ -1022,5 +1022,6 @@ def verify_run(
     (run_dir / "report.md").write_text(render_markdown(summary))
     render_run_folder(run_dir)
     changes = [(name, _dig(previous, path), _dig(summary, path)) for name, path in VERIFY_KEYS if previous]
-    partial = summary.get("status") == "partial"
-    return RunResult(summary, run_dir, exit_code_for(summary["verdicts"], partial=partial)), changes
+    # The verdicts decide, on what this read-back saw: a run that ended partial (a crash, a
+    # Ctrl-C) is not an interrupt of this verify; only a Ctrl-C here is 130.
+    return RunResult(summary, run_dir, exit_code_for(summary["verdicts"], partial=interrupted)), changes

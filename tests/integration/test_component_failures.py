@@ -49,6 +49,16 @@ def test_locust_killed_mid_run_exits_4_with_a_partial_report(tmp_path: Path) -> 
     assert summary["status"] == "partial"
     assert summary["component_failure"]["component"] == "locust"
     assert summary["requests"]["total"] > 0  # what was sent before the kill is reported
+    # Finding 8: verify on the partial run answers with its verdicts, not the run's old 130.
+    again = subprocess.run(
+        [*LOADGEN, "verify", str(tmp_path / "k"), "--max-wait", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    verdicts = json.loads((tmp_path / "k" / "summary.json").read_text())["verdicts"].values()
+    expected = 1 if "fail" in verdicts else 3 if set(verdicts) - {"pass"} else 0
+    assert again.returncode == expected, again.stderr
 
 
 @pytest.fixture
