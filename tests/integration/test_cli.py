@@ -118,6 +118,35 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path: Path, args: list[str],
     assert "Traceback" not in proc.stderr
 
 
+def test_a_run_whose_every_request_fails_exits_1_on_load_delivered(tmp_path: Path) -> None:
+    # The embedded upstream answers 503 to everything (no probe: it would learn nothing). Before,
+    # such a run judged nothing it could fail and exited 0 (or 3) on 100 % errors.
+    proc = subprocess.run(
+        [*LOADGEN, "run", "--no-probe", "--upstream-error-rate", "1", "--duration", "1", "--users", "2",
+         "--reference-rate", "0", "--quiet", "0", "--max-wait", "2", "--run-id", "errs",
+         "--output", str(tmp_path), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["verdicts"]["load_delivered"] == "fail"
+    detail = summary["verdict_details"]["load_delivered"]
+    total = summary["requests"]["total"]
+    assert detail["checked"] == total == summary["requests"]["errors"] > 0
+    assert f"{total} of {total} requests failed" in detail["cause"], detail["cause"]
+    assert "most common: HTTP 503" in detail["cause"], detail["cause"]
+    # the threshold it was judged with is kept where `verify` re-judges from
+    assert summary["max_error_rate"] == 0.05
+    run_json = json.loads((tmp_path / "errs" / "run.json").read_text())
+    assert run_json["expectation"]["max_error_rate"] == 0.05
+    # the error gate is on by default and agrees
+    gate = subprocess.run(
+        [*LOADGEN, "gate", str(tmp_path / "errs"), "--no-sampling-gate"], capture_output=True, text=True, timeout=60
+    )  # fmt: skip
+    assert gate.returncode == 1 and "FAIL  max_error_rate" in gate.stdout, gate.stdout + gate.stderr
+    assert "most common: HTTP 503" in gate.stdout
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_mid_run_writes_a_partial_report_and_keeps_the_ledger(
     tmp_path: Path, sig: signal.Signals
