@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -602,6 +603,15 @@ def test_the_maximum_error_rate_is_honoured_and_recorded() -> None:
     assert run_verdicts(summary_for([], {}), 0.99, max_error_rate=1.0)["load_delivered"] == "fail"
     # the default of every caller that does not pass one (calibrate, capacity: RunOptions)
     assert RunOptions().max_error_rate == DEFAULT_MAX_ERROR_RATE
+
+
+def test_the_readme_and_the_cli_document_load_delivered() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    schema = next(line for line in readme.splitlines() if line.startswith("| `verdicts.{"))
+    assert "load_delivered" in schema and "| `load_delivered` |" in readme
+    assert "requests.top_errors" in readme and "`max_error_rate`" in readme
+    run_default = inspect.signature(cli.run).parameters["max_error_rate"].default
+    assert run_default == RunOptions().max_error_rate == DEFAULT_MAX_ERROR_RATE
 
 
 # --- exit codes ----------------------------------------------------------------------------------
