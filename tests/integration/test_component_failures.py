@@ -76,10 +76,13 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 def _fill_leaving(folder: Path, leave_bytes: int) -> None:
     """Write one filler file until `leave_bytes` are left free, as another process would."""
     chunk = b"\0" * (1024 * 1024)
-    with (folder / "filler").open("wb") as f:
-        while shutil.disk_usage(folder).free - len(chunk) > leave_bytes:
-            f.write(chunk)
-            f.flush()
+    with (folder / "filler").open("ab") as f:
+        try:
+            while shutil.disk_usage(folder).free > leave_bytes:
+                f.write(chunk[: max(4096, min(len(chunk), shutil.disk_usage(folder).free - leave_bytes))])
+                f.flush()
+        except OSError:  # full to the last block
+            pass
 
 
 def test_disk_filling_during_load_stops_the_run_with_exit_4(small_fs: Path) -> None:
@@ -112,3 +115,27 @@ def test_disk_filling_during_load_stops_the_run_with_exit_4(small_fs: Path) -> N
     # Nothing written was lost: the ledger's requests are all in the partial report.
     assert summary["requests"]["total"] == sum(1 for _ in ledger.open("rb"))
     assert os.path.getsize(ledger) > 2000
+
+    # Finding 4: the disk is full when verify reads back: one line naming the file, exit 2.
+    # (Rewriting a file in place frees its old blocks first, so remove what verify writes.)
+    for name in ("summary.json", "fetched.jsonl", "report.md", "report.html"):
+        (run_dir / name).unlink(missing_ok=True)
+    _fill_leaving(small_fs, 0)
+    collector = subprocess.Popen(
+        [sys.executable, "-m", "loadgen.stack.collector", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert collector.stdout is not None
+        url = json.loads(collector.stdout.readline())["url"]
+        verify = subprocess.run(
+            [*LOADGEN, "verify", str(run_dir), "--backend", f"zipkin:{url}", "--max-wait", "1"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        collector.terminate()
+        collector.wait(timeout=10)
+    assert verify.returncode == 2, verify.stderr
+    assert "Traceback" not in verify.stderr
+    lines = [line for line in verify.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and "No space left on device" in lines[-1]
