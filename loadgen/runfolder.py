@@ -75,7 +75,8 @@ def _load_json_object(path: Path, max_bytes: int) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        cut = exc.pos >= len(text.rstrip())
+        # an error at the very end, or a string still open there: the file was cut short
+        cut = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
         raise RunFolderError(
             f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
             + ("; it ends too early: cut off while it was being written?" if cut else "")

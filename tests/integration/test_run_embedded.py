@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,6 +114,38 @@ def test_ledger_matches_locust_and_report_files_exist(run100: RunResult) -> None
     assert leftover_processes(str(run100.run_dir)) == []
 
 
+def _dig(obj: Any, path: str) -> Any:
+    for key in path.split("."):
+        obj = obj[key]
+    return obj
+
+
+def test_verify_rebuilds_a_missing_summary(run100: RunResult, tmp_path: Path) -> None:
+    """Issue 10: a folder without summary.json (SIGKILL, a Locust crash, a full disk) could be
+    neither verified nor reported. A copy of a real run folder, as if the run had been killed
+    before writing its summary, and Locust before writing its statistics."""
+    run_dir = tmp_path / "r100"
+    shutil.copytree(run100.run_dir, run_dir)
+    for name in ("summary.json", "locust.json", "report.md", "report.html"):
+        (run_dir / name).unlink()
+    result, changes = verify_run(run_dir, quiet, max_wait_s=5, poll_interval_s=0.2)
+    s, live = result.summary, run100.summary
+    assert changes == []
+    assert s["status"] == "partial" and "rebuilt" in s["status_reason"]
+    # what only the live run knew is null, never 0, and named
+    assert s["locust"] is None and s["started_at"] is None and s["queryable"] is None
+    assert {"locust", "started_at", "queryable"} <= set(s["recovered"]["unknown"])
+    # everything else comes back from the folder exactly as the live run had it
+    for path in ("requests.total", "requests.errors", "sampling.decision", "sampling.prediction.checked",
+                 "mesh.collection", "mesh.leak_checked", "reference.exported", "reference.collection",
+                 "propagation", "modes", "profile", "target", "verdicts"):  # fmt: skip
+        assert _dig(s, path) == _dig(live, path), path
+    assert json.loads((run_dir / "summary.json").read_text())["recovered"] == s["recovered"]
+    assert "Partial run" in (run_dir / "report.md").read_text() and (run_dir / "report.html").exists()
+    assert list(run_dir.glob("summary.previous*")) == []  # there was nothing to keep
+    assert leftover_processes(str(run_dir)) == []
+
+
 def test_sampling_20_decision_rate_covers_configured(tmp_path: Path) -> None:
     """n >= 1500 decision-free requests. The assertion uses a 99.99 % Wilson interval, so a
     correct proxy fails this test with probability about 1e-4; the x-request-id rule check is
@@ -186,7 +220,7 @@ def test_unreachable_parts_fail_before_load(
     with pytest.raises(RunError) as info:
         execute_run(opts, quiet)
     assert needle in str(info.value).lower() or needle in str(info.value)
-    assert not (tmp_path / f"bad-{broken}" / "ledger.jsonl").exists()
+    assert not (tmp_path / f"bad-{broken}").exists()  # not even an empty run folder
 
 
 def test_collection_loss_fails_the_run_and_verify_picks_up_late_spans(tmp_path: Path) -> None:
@@ -234,6 +268,13 @@ def test_collection_loss_fails_the_run_and_verify_picks_up_late_spans(tmp_path: 
     previous = json.loads((result.run_dir / "summary.previous.json").read_text())
     assert previous["mesh"]["collection"]["k"] == 0
     assert json.loads((result.run_dir / "summary.json").read_text())["mesh"]["collection"]["k"] == n
+    # A second verify keeps the run's own summary (issue 10: it used to overwrite it).
+    verify_run(result.run_dir, quiet, max_wait_s=5, poll_interval_s=0.2)
+    assert json.loads((result.run_dir / "summary.previous.json").read_text())["mesh"]["collection"]["k"] == 0
+    assert (
+        json.loads((result.run_dir / "summary.previous.2.json").read_text())["verified_at"]
+        == v["verified_at"]
+    )
     assert leftover_processes(str(result.run_dir)) == []
 
 
