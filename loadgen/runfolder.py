@@ -457,14 +457,20 @@ def keep_previous(run_dir: Path) -> Path:
     summary.previous.2.json, .3.json, ... Returns the path written."""
     data = (run_dir / SUMMARY_JSON).read_bytes()
     tmp = run_dir / f".summary.previous.{os.getpid()}.tmp"
-    tmp.write_bytes(data)
     try:
+        tmp.write_bytes(data)  # a full disk fails here, before summary.json is touched
         for n in count(1):
             target = run_dir / (PREVIOUS_JSON if n == 1 else f"summary.previous.{n}.json")
             try:
                 os.link(tmp, target)  # atomic, and fails rather than replace an existing file
             except FileExistsError:
                 continue
+            except OSError:  # a filesystem without hard links: create it exclusively instead
+                try:
+                    with open(target, "xb") as fh:
+                        fh.write(data)
+                except FileExistsError:
+                    continue
             return target
         raise AssertionError("count() does not end")  # pragma: no cover
     finally:

@@ -293,3 +293,18 @@ def test_a_failed_preflight_keeps_a_folder_that_was_there(tmp_path: Path) -> Non
     with pytest.raises(RunError):
         execute_run(opts, lambda _: None)
     assert (tmp_path / "dead").is_dir()  # the user's own (empty) folder is not ours to remove
+
+
+def test_kept_summaries_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(*_: object) -> None:
+        raise PermissionError("hard links not supported")
+
+    monkeypatch.setattr("loadgen.runfolder.os.link", no_links)
+    for content in (b"run", b"verify 1"):
+        (tmp_path / "summary.json").write_bytes(content)
+        keep_previous(tmp_path)
+    assert (tmp_path / "summary.previous.json").read_bytes() == b"run"
+    assert (tmp_path / "summary.previous.2.json").read_bytes() == b"verify 1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "summary.json", "summary.previous.2.json", "summary.previous.json"
+    ]  # fmt: skip
