@@ -430,9 +430,9 @@ def _header_modes_cause(summary: Mapping[str, Any]) -> str:
 
 def _error_hint(status: int) -> str:
     if status == 0:
-        return "no response at all: is the gateway reachable at that address, is --path a path?"
+        return "no response at all: is the gateway reachable at that address (--gateway)?"
     if status == 404:
-        return "the gateway has no route for it: does --host match a route (VirtualService hosts), --path a path?"
+        return "the gateway has no route for it: does --host match a route (VirtualService hosts), and --path exist?"
     if status in (502, 503, 504):
         return "the gateway has no healthy upstream, or the upstream fails"
     if 400 <= status < 500:

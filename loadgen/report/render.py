@@ -58,7 +58,7 @@ def error_share_text(summary: dict[str, Any]) -> str:
     limit = summary.get("max_error_rate")
     most = f" vs maximum {limit:g}" if isinstance(limit, int | float) and not isinstance(limit, bool) else ""
     if not total:
-        return "no request was made" + most
+        return "no request was made"
     return f"{errors / total:.4f} (k={errors} failed, n={total}){most}"
 
 
