@@ -1707,7 +1707,7 @@ def _save_traceback(exc: BaseException) -> Path:
             continue
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_text(f"loadgen {__version__}\n{' '.join(sys.argv)}\n\n{text}")
+            (folder / name).write_text(f"loadgen {__version__}\n{redact_text(' '.join(sys.argv))}\n\n{text}")
             return folder / name
         except OSError:
             continue

@@ -170,7 +170,7 @@ def default_scenario_path() -> str:
     return spec.origin
 
 
-def _locust_argv(opts: RunOptions, gateway: str, run_dir: Path) -> list[str]:
+def _locust_argv(opts: RunOptions, run_dir: Path) -> list[str]:
     scenario = opts.scenario or default_scenario_path()
     distributed: list[str] = []
     if opts.processes > 1:
@@ -193,7 +193,6 @@ def _locust_argv(opts: RunOptions, gateway: str, run_dir: Path) -> list[str]:
         "-u", str(opts.users),
         "-r", str(opts.spawn_rate),
         "-t", f"{max(1, round(opts.duration_s))}s",
-        "--host", gateway,
         "--only-summary",
         "--json-file", str(run_dir / "locust"),
         "--stop-timeout", "5",
@@ -555,6 +554,8 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
                 children=opts.reference_children,
             )
         env = {
+            # Not `--host`: a gateway URL's credentials would show in every `ps` listing.
+            "LOCUST_HOST": gateway,
             "LOADGEN_RUN_ID": run_id,
             "LOADGEN_LEDGER": str(ledger_path),
             "LOADGEN_HOST_HEADER": host,
@@ -579,7 +580,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         )
         locust_log = open(run_dir / "locust.log", "ab")  # noqa: SIM115
         locust = subprocess.Popen(
-            _locust_argv(opts, gateway, run_dir),
+            _locust_argv(opts, run_dir),
             stdin=subprocess.DEVNULL,
             stdout=locust_log,
             stderr=subprocess.STDOUT,
