@@ -67,6 +67,7 @@ from loadgen.report.render import render_markdown
 from loadgen.runfolder import (
     discard_empty,
     keep_previous,
+    locust_totals,
     new_dirs,
     read_previous_summary,
     read_run_json,
@@ -328,17 +329,6 @@ def _write_json(path: Path, obj: Any) -> None:
     # Every string redacted: whatever a field or a note quotes, no credential reaches the file.
     tmp.write_text(json.dumps(redact_data(obj), indent=2, default=str) + "\n")
     os.replace(tmp, path)
-
-
-def _locust_totals(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "locust.json"
-    try:
-        entries = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    requests = sum(int(e.get("num_requests", 0)) for e in entries)
-    failures = sum(int(e.get("num_failures", 0)) for e in entries)
-    return {"requests": requests, "failures": failures}
 
 
 @dataclass
@@ -660,7 +650,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         summary["target"] = target
         summary["profile"] = profile.to_dict()
         summary["started_at"] = started_at
-        summary["locust"] = _locust_totals(run_dir)
+        summary["locust"] = locust_totals(run_dir)
         if not summary["requests"]["total"]:
             notes.append(no_requests_note(run_dir / "locust.log", opts.duration_s))
         summary["readback_notes"] = list(summary.get("notes", []))
