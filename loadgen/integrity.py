@@ -37,10 +37,11 @@ hops the configuration implies (`Hop`, in call order):
 from __future__ import annotations
 
 import bisect
+import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from loadgen.backends.base import BackendError, FetchStatus, Span, TraceBackend
 from loadgen.propagation import normalize_trace_id
@@ -51,6 +52,33 @@ if TYPE_CHECKING:
 
 GUID_TAG = "guid:x-request-id"
 EXTERNAL_LIMIT = 8  # external references kept per trace shape (a sane trace has at most one)
+CANONICAL_LIMIT = 4096  # distinct span counts / links / service lists shared between shapes
+
+_V = TypeVar("_V")
+# Span counts, links and service lists are the same for nearly every trace of a run: one shared
+# (never mutated) object per distinct value instead of one per trace keeps a read-back of 100k
+# traces small (loadgen.readback). A full table is emptied, never grown: values already handed
+# out stay valid, only later equal ones are no longer shared with them.
+_canonical_values: dict[Hashable, Any] = {}
+
+
+def _canonical(key: Hashable, build: Callable[[], _V]) -> _V:
+    """The one shared value for `key`, built on first use."""
+    value: _V | None = _canonical_values.get(key)
+    if value is None:
+        if len(_canonical_values) >= CANONICAL_LIMIT:
+            _canonical_values.clear()
+        value = _canonical_values[key] = build()
+    return value
+
+
+def _nested_counts(items: Sequence[tuple[tuple[str, str], int]]) -> dict[str, dict[str, int]]:
+    """((service, kind), n) pairs, sorted, as service -> kind -> n."""
+    out: dict[str, dict[str, int]] = {}
+    for (service, kind), n in items:
+        out.setdefault(sys.intern(service), {})[sys.intern(kind)] = n
+    return out
+
 
 EXPLANATIONS = {
     "entry_parent_mismatch": (
@@ -123,9 +151,12 @@ class ExternalRef:
     shared_id: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TraceShape:
-    """What integrity needs from one trace, without the configuration (stored per trace)."""
+    """What integrity needs from one trace, without the configuration (stored per trace).
+
+    Kept for every trace of a read-back, so it is small: its `spans` and `links` (and
+    `services()`) are shared between shapes that have equal ones. They must not be mutated."""
 
     spans: dict[str, dict[str, int]] = field(default_factory=dict)  # service -> kind -> count
     # (child service, child kind, parent service, parent kind) -> count
@@ -141,14 +172,14 @@ class TraceShape:
         for s in spans:
             if s.get("id") is not None:
                 by_id[_span_id(s["id"])].append(s)
-        counts: dict[str, Counter[str]] = defaultdict(Counter)
+        counts: Counter[tuple[str, str]] = Counter()
         links: Counter[tuple[str, str, str, str]] = Counter()
         external: list[ExternalRef] = []
         windows: dict[str, list[int]] = {}
         roots = shared = 0
         for x in spans:
             service = _service(x)
-            counts[service][_kind(x)] += 1
+            counts[(service, _kind(x))] += 1
             ts, dur = x.get("timestamp"), x.get("duration")
             if isinstance(ts, int):
                 end = ts + (dur if isinstance(dur, int) else 0)
@@ -165,18 +196,25 @@ class TraceShape:
             if pid is None:
                 roots += 1
             if (pid is not None or is_shared) and len(external) < EXTERNAL_LIMIT:
-                external.append(ExternalRef(service, _kind(x), pid, xid if is_shared else None))
+                external.append(ExternalRef(sys.intern(service), _kind(x), pid, xid if is_shared else None))
+        span_counts = tuple(sorted(counts.items()))
+        link_counts = tuple(sorted(links.items()))
         return cls(
-            spans={svc: dict(sorted(c.items())) for svc, c in sorted(counts.items())},
-            links=dict(sorted(links.items())),
+            spans=_canonical(("spans", span_counts), lambda: _nested_counts(span_counts)),
+            links=_canonical(("links", link_counts), lambda: dict(link_counts)),
             roots=roots,
             external=tuple(external),
             shared=shared,
-            windows_us={svc: (w[0], w[1]) for svc, w in sorted(windows.items())},
+            windows_us={sys.intern(svc): (w[0], w[1]) for svc, w in sorted(windows.items())},
         )
 
     def spans_of(self, service: str) -> int:
         return sum(self.spans.get(service, {}).values())
+
+    def services(self) -> tuple[str, ...]:
+        """The services with spans in the trace, sorted, without the empty name (shared)."""
+        names = tuple(self.spans)
+        return _canonical(("services", names), lambda: tuple(sorted(n for n in names if n)))
 
     def to_dict(self) -> dict[str, Any]:
         """Compact JSON (one per trace in fetched.jsonl): service names once in `svc`, referred

@@ -26,11 +26,12 @@ _HEX = frozenset("0123456789abcdef")
 def normalize_trace_id(trace_id: str) -> str:
     """Canonical form used for every lookup: lowercase hex, a 128-bit id whose high half is
     zero collapses to its 16-character low half (what Zipkin does with `strictTraceId=false`
-    padding), anything else unchanged."""
+    padding), anything else unchanged. An id already in that form is returned as is (the same
+    object: a read-back keyed by 100k ids then holds each id once)."""
     tid = trace_id.strip().lower()
     if len(tid) == 32 and tid[:16] == "0" * 16:
         return tid[16:]
-    return tid
+    return trace_id if tid == trace_id else tid
 
 
 _HEX_RUN = re.compile(r"[0-9a-f]+")

@@ -54,10 +54,12 @@ class Outcome(StrEnum):
     UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TraceObservation:
     """What the backend holds for one trace id, reduced to what reconciliation needs (small
-    enough to store per trace in the run folder for `loadgen verify`/`report` later)."""
+    enough to keep for every trace of a read-back, and to store per trace in the run folder for
+    `loadgen verify`/`report` later). No span is kept: `loadgen.readback` makes it from each
+    trace's spans as soon as they are decoded."""
 
     status: FetchStatus
     span_count: int = 0
@@ -69,12 +71,11 @@ class TraceObservation:
 
     @classmethod
     def from_fetched(cls, fetched: Fetched, run_id_tag: str = "", run_id: str = "") -> TraceObservation:
-        services = sorted(
-            {str((s.get("localEndpoint") or {}).get("serviceName") or "") for s in fetched.spans} - {""}
-        )
+        if not fetched.spans:
+            return cls(fetched.status, 0, (), 0, fetched.error, None)
         tagged = sum(1 for s in fetched.spans if run_id and (s.get("tags") or {}).get(run_id_tag) == run_id)
-        shape = TraceShape.from_spans(fetched.spans) if fetched.spans else None
-        return cls(fetched.status, len(fetched.spans), tuple(services), tagged, fetched.error, shape)
+        shape = TraceShape.from_spans(fetched.spans)  # its services are the spans' local services
+        return cls(fetched.status, len(fetched.spans), shape.services(), tagged, fetched.error, shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {
