@@ -6,11 +6,15 @@ Starts the embedded collector (`python -m loadgen.stack.collector`, stopped by P
 Envoy-shaped 3-span traces into it by POST in big batches, builds a synthetic ledger with one
 decided-sampled request per trace (the header-mode mix, Envoy x-request-ids), then times:
 
-  batched   `ZipkinBackend(url).fetch_many(ids)` (GET /api/v2/traceMany, 100 ids per request,
-            4 in flight - the defaults `loadgen run` uses) + TraceObservation per id +
+  batched   `loadgen.readback.read_back` over a `ZipkinBackend(url)` (GET /api/v2/traceMany, 100
+            ids per request, 4 in flight - the defaults `loadgen run` uses; the fetch and the
+            reduction of every trace to its TraceObservation, as `loadgen run` reads back) +
             `loadgen.reconcile.reconcile_mesh(ledger, observations, expectation)`
   per-trace the same reader with batch_size=1, i.e. one `GET /api/v2/trace/{id}` per trace, on a
             random subset of K ids, EXTRAPOLATED linearly to N (plus the same reconcile time)
+  memory    the batched read-back once more under tracemalloc: its peak of Python allocations
+            (raw answers, decoded spans, observations) per trace, and what stays allocated per
+            trace afterwards (the observations). Timed runs are not traced.
 
 and checks that reconcile_mesh found every trace complete.
 """
@@ -24,6 +28,7 @@ import random
 import sys
 import tempfile
 import time
+import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
@@ -44,7 +49,7 @@ from _common import (  # noqa: E402
 
 from loadgen.backends.zipkin import ZipkinBackend  # noqa: E402
 from loadgen.propagation import DEFAULT_MIX, encode  # noqa: E402
-from loadgen.readback import gc_paused  # noqa: E402
+from loadgen.readback import read_back  # noqa: E402
 from loadgen.reconcile import Expectation, TraceObservation, reconcile_mesh  # noqa: E402
 
 RUN_ID = "bench-reconcile"
@@ -109,21 +114,39 @@ def synthetic_ledger(ids: list[str], seed: int) -> list[dict[str, Any]]:
     return records
 
 
+def _read_back(url: str, ids: list[str], batch_size: int) -> dict[str, TraceObservation]:
+    """Every id read back once, as `loadgen run` does (two polls: the second finds none pending)."""
+    with ZipkinBackend(url, batch_size=batch_size) as backend:
+        result = read_back(
+            backend, dict.fromkeys(ids, 3), quiet_s=0.0, poll_interval_s=0.0, max_wait_s=600.0,
+            run_id_tag=RUN_ID_TAG, run_id=RUN_ID,
+        )  # fmt: skip
+    return result.observations
+
+
 def fetch_and_reconcile(
     url: str, ids: list[str], ledger: list[dict[str, Any]], batch_size: int, expect: Expectation
 ) -> tuple[float, float, dict[str, Any]]:
-    """(fetch seconds, observations + reconcile seconds, summary)."""
-    with ZipkinBackend(url, batch_size=batch_size) as backend, gc_paused():  # as loadgen's read-back
-        t0 = time.perf_counter()
-        fetched = backend.fetch_many(ids)
-        t1 = time.perf_counter()
-        observations = {
-            tid: TraceObservation.from_fetched(f, RUN_ID_TAG, RUN_ID) for tid, f in fetched.items()
-        }
-        del fetched
-        summary = reconcile_mesh(ledger, observations, expect)
-        t2 = time.perf_counter()
+    """(read-back seconds: fetch + observations, reconcile seconds, summary)."""
+    t0 = time.perf_counter()
+    observations = _read_back(url, ids, batch_size)
+    t1 = time.perf_counter()
+    summary = reconcile_mesh(ledger, observations, expect)
+    t2 = time.perf_counter()
     return t1 - t0, t2 - t1, summary
+
+
+def readback_memory(url: str, ids: list[str]) -> tuple[float, float]:
+    """(peak, retained) bytes of Python allocations per trace for one batched read-back."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        observations = _read_back(url, ids, 100)
+        retained, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(observations) == len(ids)
+    return (peak - before) / len(ids), (retained - before) / len(ids)
 
 
 def main() -> int:
@@ -158,6 +181,7 @@ def main() -> int:
                 collector.url, subset, sub_ledger, 1, expect
             )
             fetch_s, rec_s, summary = fetch_and_reconcile(collector.url, ids, ledger, 100, expect)
+            peak_per_trace, kept_per_trace = readback_memory(collector.url, ids)
 
     found = summary["mesh"]["collection"]["k"]
     sub_found = one_summary["mesh"]["collection"]["k"]
@@ -170,8 +194,8 @@ def main() -> int:
             "method",
             "ids",
             "HTTP requests",
-            "fetch s",
-            "observe+reconcile s",
+            "read-back s",
+            "reconcile s",
             "total s",
             "traces/s",
             "found complete",
@@ -227,7 +251,13 @@ def main() -> int:
         ">=",
         20.0,
     )
-    ratio_line("speed-up per-trace GET (extrapolated) / batched, fetch only", one_fetch_extrap / fetch_s)
+    ratio_line("speed-up per-trace GET (extrapolated) / batched, read-back only", one_fetch_extrap / fetch_s)
+    print()
+    print(
+        f"   read-back memory (tracemalloc, batched, {len(ids):,} traces): peak {peak_per_trace:,.0f} B "
+        f"per trace, {kept_per_trace:,.0f} B per trace still held after (the observations)"
+    )
+    ratio_line("read-back peak bytes per trace / retained bytes per trace", peak_per_trace / kept_per_trace)
     footer()
     return 0 if found == len(ids) and sub_found == len(subset) else 1
 

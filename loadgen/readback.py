@@ -19,18 +19,24 @@ from typing import Any
 from loadgen.backends.base import FetchStatus, TraceBackend
 from loadgen.reconcile import TraceObservation
 
+#: Young-generation threshold of the cyclic GC during a read-back (CPython's default is 700).
+READBACK_GC_THRESHOLD = 10_000
+
 
 @contextmanager
-def gc_paused() -> Iterator[None]:
-    """Hundreds of thousands of decoded span dicts, with no reference cycles among them: the
-    cyclic GC would only rescan them (a third of the reader's time in bench/reconcile.py)."""
-    was_on = gc.isenabled()
-    gc.disable()
+def gc_relaxed(threshold: int = READBACK_GC_THRESHOLD) -> Iterator[None]:
+    """The cyclic GC, run rarely: decoded spans and the observations they become hold no
+    reference cycles, so frequent collections would only rescan them (a third of the reader's
+    time in bench/reconcile.py when every span of a poll was kept). It is not switched off:
+    every HTTP answer leaves a reference cycle (httpx's Response and its stream) holding the
+    answer's body, and with the GC off those bodies piled up for the whole read-back (~2.4 KB
+    per trace); with this threshold the pile is bounded, whatever the number of traces."""
+    old = gc.get_threshold()
+    gc.set_threshold(threshold, *old[1:])
     try:
         yield
     finally:
-        if was_on:
-            gc.enable()
+        gc.set_threshold(*old)
 
 
 @dataclass
@@ -88,17 +94,20 @@ def read_back(
     last_change = started
     while True:
         pending = [i for i in ids if i not in res.complete_at]
-        with gc_paused():  # decoding spans and folding them into observations
-            fetched = backend.fetch_many(
-                pending, on_progress=lambda done, total: say(f"querying backend: {done}/{total} trace ids")
+        with gc_relaxed():  # decoding spans and folding them into observations
+            # Each trace becomes its observation as soon as its batch is decoded: the raw spans
+            # of a few batches at most are alive at once, never those of the whole poll.
+            observed = backend.fetch_reduced(
+                pending,
+                lambda answer: TraceObservation.from_fetched(answer, run_id_tag, run_id),
+                on_progress=lambda done, total: say(f"querying backend: {done}/{total} trace ids"),
             )
             now = time.time()
             errors = 0
             newly = 0
-            for tid, answer in fetched.items():
-                obs = TraceObservation.from_fetched(answer, run_id_tag, run_id)
+            for tid, obs in observed.items():
                 res.observations[tid] = obs
-                errors += int(answer.status is FetchStatus.ERROR)
+                errors += int(obs.status is FetchStatus.ERROR)
                 want = expected_spans.get(tid, 0)
                 if (
                     want
@@ -108,7 +117,6 @@ def read_back(
                 ):
                     res.complete_at[tid] = now
                     newly += 1
-            del fetched  # the raw spans: only the observations are kept
         if newly:
             last_change = time.monotonic()
         res.polls.append(PollRecord(round(now, 3), len(pending), len(res.complete_at), errors))

@@ -34,8 +34,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
+from loadgen.propagation import normalize_trace_id
 from loadgen.redact import redact_url
 
 __all__ = [
@@ -58,6 +59,11 @@ Span = dict[str, Any]
 
 ProgressCallback = Callable[[int, int], None]
 """`on_progress(done_ids, total_ids)`, called on the caller's thread."""
+
+T = TypeVar("T")
+
+REDUCED_CHUNK_IDS = 1000
+"""Ids per `fetch_many` call in the default `TraceBackend.fetch_reduced`."""
 
 
 SUPPORTED_BACKEND_SPECS: tuple[str, ...] = (
@@ -146,6 +152,28 @@ class TraceBackend(abc.ABC):
         """Fetch traces by id. Keys: every distinct `normalize_trace_id(id)`. Never raises for
         backend failures: those ids are `FetchStatus.ERROR`."""
 
+    def fetch_reduced(
+        self,
+        trace_ids: Sequence[str],
+        reduce: Callable[[Fetched], T],
+        on_progress: ProgressCallback | None = None,
+    ) -> dict[str, T]:
+        """`fetch_many` with every answer passed through `reduce` as soon as it is decoded, so
+        that the raw spans of a large read-back are never all in memory at once: only the reduced
+        values (e.g. `loadgen.reconcile.TraceObservation`) are kept. Same keys and errors as
+        `fetch_many`; `reduce` may run on a reader's worker thread.
+
+        This default asks `fetch_many` for `REDUCED_CHUNK_IDS` ids at a time; the readers here
+        reduce each batched answer as it arrives instead."""
+        unique = list(dict.fromkeys(normalize_trace_id(t) for t in trace_ids))
+        total = len(unique)
+        out: dict[str, T] = {}
+        for start in range(0, total, REDUCED_CHUNK_IDS):
+            chunk = unique[start : start + REDUCED_CHUNK_IDS]
+            progress = None if on_progress is None else _offset_progress(on_progress, start, total)
+            out.update({tid: reduce(fetched) for tid, fetched in self.fetch_many(chunk, progress).items()})
+        return out
+
     @abc.abstractmethod
     def search(
         self,
@@ -176,6 +204,11 @@ class TraceBackend(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _offset_progress(on_progress: ProgressCallback, before: int, total: int) -> ProgressCallback:
+    """Progress within one chunk, reported as progress of the whole."""
+    return lambda done, _chunk_total: on_progress(before + done, total)
 
 
 def _unknown_trace_id() -> str:

@@ -18,13 +18,13 @@ Spans come back in Zipkin v2 shape (see loadgen.backends._uimodel for the field 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any, Unpack
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, Unpack
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from loadgen.backends._common import all_error, assign, fetch_all
+from loadgen.backends._common import all_error, assign, fetch_all, unchanged
 from loadgen.backends._http import (
     BackendOverrides,
     HttpClient,
@@ -45,6 +45,8 @@ from loadgen.backends.base import (
 )
 
 __all__ = ["JaegerBackend", "base_path_hint", "receiver_hint"]
+
+T = TypeVar("T")
 
 _NOT_FOUND = "trace not found"
 
@@ -129,9 +131,19 @@ class JaegerBackend(TraceBackend):
         on_progress: ProgressCallback | None = None,
     ) -> dict[str, Fetched]:
         """Fetch traces by id (deduplicated, normalized); see TraceBackend.fetch_many."""
+        return self.fetch_reduced(trace_ids, unchanged, on_progress)
+
+    def fetch_reduced(
+        self,
+        trace_ids: Sequence[str],
+        reduce: Callable[[Fetched], T],
+        on_progress: ProgressCallback | None = None,
+    ) -> dict[str, T]:
+        """Each answer is reduced as soon as its request is decoded; see TraceBackend.fetch_reduced."""
         return fetch_all(
             trace_ids,
             self._fetch_batch,
+            reduce=reduce,
             unit_size=self._options.batch_size,
             concurrency=self._options.concurrency,
             progress_step=1,  # after every batch

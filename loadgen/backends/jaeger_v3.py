@@ -27,14 +27,14 @@ Spans come back in Zipkin v2 shape (see loadgen.backends._otlp for the field map
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Unpack
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
-from loadgen.backends._common import assign, fetch_all
+from loadgen.backends._common import assign, fetch_all, unchanged
 from loadgen.backends._http import (
     BackendOverrides,
     HttpClient,
@@ -56,6 +56,8 @@ from loadgen.backends.base import (
 from loadgen.backends.jaeger import base_path_hint, receiver_hint
 
 __all__ = ["JaegerV3Backend", "ParamStyle", "rfc3339_nanos"]
+
+T = TypeVar("T")
 
 # The smallest window the snake-case search splits down to before giving up (1 ms).
 _MIN_SPLIT_WINDOW_US = 1_000
@@ -132,9 +134,19 @@ class JaegerV3Backend(TraceBackend):
         on_progress: ProgressCallback | None = None,
     ) -> dict[str, Fetched]:
         """Fetch traces by id, one request per id; see TraceBackend.fetch_many."""
+        return self.fetch_reduced(trace_ids, unchanged, on_progress)
+
+    def fetch_reduced(
+        self,
+        trace_ids: Sequence[str],
+        reduce: Callable[[Fetched], T],
+        on_progress: ProgressCallback | None = None,
+    ) -> dict[str, T]:
+        """Each answer is reduced as soon as its request is decoded; see TraceBackend.fetch_reduced."""
         return fetch_all(
             trace_ids,
             lambda ids: {tid: self._fetch_one(tid) for tid in ids},
+            reduce=reduce,
             unit_size=1,
             concurrency=self._options.concurrency,
             progress_step=self._options.batch_size,

@@ -16,12 +16,12 @@ a proxy's `404 page not found` included, is ERROR: it says nothing about the tra
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, Unpack
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
-from loadgen.backends._common import all_error, assign, fetch_all
+from loadgen.backends._common import all_error, assign, fetch_all, unchanged
 from loadgen.backends._http import (
     BackendOverrides,
     HttpClient,
@@ -42,6 +42,8 @@ from loadgen.backends.base import (
 )
 
 __all__ = ["ZipkinBackend", "is_not_found_answer"]
+
+T = TypeVar("T")
 
 _JAEGER_HINT = "For Jaeger use --backend jaeger:URL"
 # Zipkin's not-found answer (see the module docstring): its media types, and the body.
@@ -96,9 +98,19 @@ class ZipkinBackend(TraceBackend):
         on_progress: ProgressCallback | None = None,
     ) -> dict[str, Fetched]:
         """Fetch traces by id (deduplicated, normalized); see TraceBackend.fetch_many."""
+        return self.fetch_reduced(trace_ids, unchanged, on_progress)
+
+    def fetch_reduced(
+        self,
+        trace_ids: Sequence[str],
+        reduce: Callable[[Fetched], T],
+        on_progress: ProgressCallback | None = None,
+    ) -> dict[str, T]:
+        """Each answer is reduced as soon as its request is decoded; see TraceBackend.fetch_reduced."""
         return fetch_all(
             trace_ids,
             self._fetch_batch,
+            reduce=reduce,
             unit_size=self._options.batch_size,
             concurrency=self._options.concurrency,
             progress_step=1,  # after every batch
