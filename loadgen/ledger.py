@@ -3,7 +3,7 @@
 Streamed, never held in memory: the writer buffers at most `flush_every` records or
 `flush_interval_s` seconds before handing them to the OS, and `close()` flushes and fsyncs. A
 process killed mid-write leaves at most one truncated last line, which the reader skips and
-counts (`LedgerStats.truncated`).
+counts (`LedgerStats.truncated`), as it does any other line that is not a UTF-8 JSON object.
 
 Record fields (absent values are null):
     seq          per-writer sequence number
@@ -122,20 +122,31 @@ class LedgerWriter:
 @dataclass
 class LedgerStats:
     records: int = 0
-    truncated: int = 0  # unparsable lines (a crash mid-write leaves at most one, at the end)
+    # Lines that are not a UTF-8 JSON object, skipped (a crash mid-write leaves at most one, at
+    # the end; anything else was written by something other than a LedgerWriter).
+    truncated: int = 0
+
+
+def parse_record(line: bytes) -> dict[str, Any] | None:
+    """One ledger line as its record, or None when it is not a UTF-8 JSON object (a torn last
+    line, bytes that are not UTF-8, a JSON value that is not an object)."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError both are
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def read_ledger(path: Path, stats: LedgerStats | None = None) -> Iterator[dict[str, Any]]:
-    """Stream records; skip (and count) lines that do not parse."""
+    """Stream records; skip (and count) lines that are not a UTF-8 JSON object."""
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
         for line in fh:
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except ValueError:
+            record = parse_record(line)
+            if record is None:
                 if stats is not None:
                     stats.truncated += 1
                 continue
@@ -158,6 +169,7 @@ class LiveCounts:
     """Counters folded from a growing ledger while the run goes (the live view)."""
 
     requests: int = 0
+    skipped: int = 0  # complete lines that are not a UTF-8 JSON object
     errors: int = 0
     sampled: int = 0  # the upstream saw a sampled decision
     decided: int = 0  # the upstream's decision is known
@@ -191,9 +203,11 @@ class LedgerTail:
         self._partial = lines.pop()
         c = self.counts
         for line in lines:
-            try:
-                rec = json.loads(line)
-            except ValueError:
+            if not line.strip():
+                continue
+            rec = parse_record(line)
+            if rec is None:
+                c.skipped += 1
                 continue
             c.requests += 1
             c.errors += int(rec.get("status") != 200)

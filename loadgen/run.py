@@ -723,7 +723,7 @@ def read_back_and_reconcile(
             )
     if ledger_stats.truncated:
         notes.append(
-            f"{ledger_stats.truncated} ledger line(s) were truncated (a crash mid-write) and skipped"
+            f"{ledger_stats.truncated} ledger line(s) were truncated (a crash mid-write) or not a UTF-8 JSON record, and skipped"
         )
     ref_summary = (
         summarize_reference_log(read_reference_log(reference_path)) if reference_path.exists() else None

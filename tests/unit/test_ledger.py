@@ -168,6 +168,21 @@ def test_read_ledger_skips_blank_lines_and_counts_every_bad_line(tmp_path: Path)
     assert [r["rid"] for r in read_ledger(path)] == ["a", "b"]  # stats are optional
 
 
+def test_read_ledger_skips_and_counts_lines_that_are_not_utf8_or_not_an_object(tmp_path: Path) -> None:
+    # Once a traceback (UnicodeDecodeError), and non-object JSON was yielded as a record.
+    path = tmp_path / "ledger.jsonl"
+    path.write_bytes(
+        b'{"rid":"a"}\n'
+        b'\xff\xfe{"rid":"latin1 \xe9"}\n'  # not UTF-8 at all
+        b'{"rid":"\xc3"}\n'  # valid JSON around a cut UTF-8 sequence
+        b"[1, 2]\n42\nnull\n"  # JSON, but not a record
+        b'{"rid":"b\xc3\xa9"}\n'
+    )
+    stats = LedgerStats()
+    assert [r["rid"] for r in read_ledger(path, stats)] == ["a", "b\u00e9"]
+    assert (stats.records, stats.truncated) == (2, 5)
+
+
 def test_read_ledger_of_a_missing_file_is_empty(tmp_path: Path) -> None:
     stats = LedgerStats()
     assert list(read_ledger(tmp_path / "nope.jsonl", stats)) == []

@@ -27,3 +27,14 @@ def test_tail_counts_only_new_complete_lines(tmp_path: Path) -> None:
     assert c.by_mode == {"none": [3, 1], "b3_multi_sampled": [1, 1]}
     assert c.sampled_fraction == 2 / 3
     assert tail.poll().requests == 4  # nothing new
+
+
+def test_tail_skips_and_counts_lines_that_are_not_utf8_or_not_an_object(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.jsonl"
+    tail = LedgerTail(path, upstream_decision)
+    path.write_bytes(
+        line("none", "1").encode() + b'\xff{"mode":"x"}\n[1]\n42\n\n' + line("none", "0").encode()
+    )
+    c = tail.poll()  # once: AttributeError on the JSON list
+    assert (c.requests, c.decided, c.sampled, c.skipped) == (2, 2, 1, 3)
+    assert c.by_mode == {"none": [2, 1]}
