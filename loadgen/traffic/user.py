@@ -353,7 +353,7 @@ class TracedUser(FastHttpUser):
                     if view.sampled:
                         STATE.sampled[mode.value] = STATE.sampled.get(mode.value, 0) + 1
             else:
-                error = str(resp.error) if resp.error else f"HTTP {resp.status_code}"
+                error = redact_text(str(resp.error)) if resp.error else f"HTTP {resp.status_code}"
                 resp.failure(error)
             record["error"] = error
         STATE.counts[mode.value] = STATE.counts.get(mode.value, 0) + 1
