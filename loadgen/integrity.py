@@ -127,6 +127,10 @@ def _kind(span: Mapping[str, Any]) -> str:
     return str(span.get("kind") or "-")
 
 
+_Row = tuple[Mapping[str, Any], str, str, str]
+"""A span with its service, kind and normalized id (`TraceShape.from_spans`)."""
+
+
 def _span_id(value: object) -> str:
     """Zipkin span ids are 16 lowercase hex; some writers drop leading zeros."""
     return str(value).strip().lower().zfill(16)
@@ -168,35 +172,41 @@ class TraceShape:
 
     @classmethod
     def from_spans(cls, spans: Sequence[Mapping[str, Any]]) -> TraceShape:
-        by_id: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        # One row per span, (span, service, kind, its id), computed once: this runs for every
+        # trace of a read-back.
+        rows: list[_Row] = []
+        by_id: dict[str, list[_Row]] = defaultdict(list)
         for s in spans:
-            if s.get("id") is not None:
-                by_id[_span_id(s["id"])].append(s)
-        counts: Counter[tuple[str, str]] = Counter()
-        links: Counter[tuple[str, str, str, str]] = Counter()
+            raw_id = s.get("id")
+            row = (s, _service(s), _kind(s), _span_id(raw_id))
+            rows.append(row)
+            if raw_id is not None:
+                by_id[row[3]].append(row)
+        counts: dict[tuple[str, str], int] = {}
+        links: dict[tuple[str, str, str, str], int] = {}
         external: list[ExternalRef] = []
         windows: dict[str, list[int]] = {}
         roots = shared = 0
-        for x in spans:
-            service = _service(x)
-            counts[(service, _kind(x))] += 1
+        for row in rows:
+            x, service, kind, xid = row
+            counts[(service, kind)] = counts.get((service, kind), 0) + 1
             ts, dur = x.get("timestamp"), x.get("duration")
             if isinstance(ts, int):
                 end = ts + (dur if isinstance(dur, int) else 0)
                 w = windows.setdefault(service, [ts, end])
                 w[0], w[1] = min(w[0], ts), max(w[1], end)
-            xid = _span_id(x.get("id"))
             pid = _span_id(x["parentId"]) if x.get("parentId") else None
             is_shared = bool(x.get("shared"))
             shared += int(is_shared)
-            parent = _effective_parent(x, xid, pid, is_shared, by_id)
+            parent = _effective_parent(row, pid, is_shared, by_id)
             if parent is not None:
-                links[(service, _kind(x), _service(parent), _kind(parent))] += 1
+                link = (service, kind, parent[1], parent[2])
+                links[link] = links.get(link, 0) + 1
                 continue
             if pid is None:
                 roots += 1
             if (pid is not None or is_shared) and len(external) < EXTERNAL_LIMIT:
-                external.append(ExternalRef(sys.intern(service), _kind(x), pid, xid if is_shared else None))
+                external.append(ExternalRef(sys.intern(service), kind, pid, xid if is_shared else None))
         span_counts = tuple(sorted(counts.items()))
         link_counts = tuple(sorted(links.items()))
         return cls(
@@ -254,28 +264,25 @@ class TraceShape:
 
 
 def _effective_parent(
-    x: Mapping[str, Any],
-    xid: str,
-    pid: str | None,
-    is_shared: bool,
-    by_id: Mapping[str, list[Mapping[str, Any]]],
-) -> Mapping[str, Any] | None:
-    """The span `x` hangs under. A shared span (server half) hangs under its client half (same
-    id); otherwise the span named by parentId. With shared spans, one id names two spans (client
-    half and server half): a child of the same service as the server half was started by that
-    proxy after receiving the request, so it hangs under the server half, anything else under
-    the client half."""
+    row: _Row, pid: str | None, is_shared: bool, by_id: Mapping[str, list[_Row]]
+) -> _Row | None:
+    """The row of the span `row` hangs under. A shared span (server half) hangs under its client
+    half (same id); otherwise the span named by parentId. With shared spans, one id names two
+    spans (client half and server half): a child of the same service as the server half was
+    started by that proxy after receiving the request, so it hangs under the server half,
+    anything else under the client half."""
+    x, service, _, xid = row
     if is_shared:
-        for s in by_id.get(xid, ()):
-            if s is not x and not s.get("shared"):
-                return s
+        for r in by_id.get(xid, ()):
+            if r[0] is not x and not r[0].get("shared"):
+                return r
     if pid is None:
         return None
-    candidates = [s for s in by_id.get(pid, ()) if s is not x]
+    candidates = [r for r in by_id.get(pid, ()) if r[0] is not x]
     if not candidates:
         return None
-    same = [s for s in candidates if _service(s) == _service(x)]
-    unshared = [s for s in candidates if not s.get("shared")]
+    same = [r for r in candidates if r[1] == service]
+    unshared = [r for r in candidates if not r[0].get("shared")]
     return (same or unshared or candidates)[0]
 
 
