@@ -334,7 +334,7 @@ def test_commit_is_readable_by_another_connection_when_add_returns(tmp_path: Pat
             assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         finally:
             other.close()
-        assert [json.loads(text) for (text,) in rows] == [{"traceId": T1, "id": "0000000000000001"}]
+        assert [json.loads(f"[{text}]") for (text,) in rows] == [[{"traceId": T1, "id": "0000000000000001"}]]
     finally:
         store.close()
 

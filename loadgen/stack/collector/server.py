@@ -360,6 +360,8 @@ class _Collector:
     bucket: TokenBucket | None = field(init=False)
     max_buffered_bytes: int = field(init=False)
     buffered: int = 0  # body bytes held by POSTs in progress
+    pending: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = field(default_factory=list)
+    flush_scheduled: bool = False
     peak_held: int = 0  # the largest body since the last malloc_trim
 
     def __post_init__(self) -> None:
@@ -380,21 +382,57 @@ class _Collector:
         if declared:
             reservation.take(declared)  # refuse before reading anything
         chunks: list[bytes] = []
-        size = 0
+
+        async def read_all() -> None:
+            size = 0
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise _TooLarge
+                if size > reservation.held:
+                    reservation.take(size - reservation.held)
+                chunks.append(chunk)
+
         try:
-            async with asyncio.timeout(self.limits.body_timeout_s):
-                async for chunk in request.content.iter_any():
-                    size += len(chunk)
-                    if size > self.max_body_bytes:
-                        raise _TooLarge
-                    if size > reservation.held:
-                        reservation.take(size - reservation.held)
-                    chunks.append(chunk)
+            if request.content.is_eof():  # all of it arrived with the head: nothing to wait for
+                await read_all()
+            else:
+                async with asyncio.timeout(self.limits.body_timeout_s):
+                    await read_all()
         except (web.RequestPayloadError, ContentEncodingError) as exc:  # corrupt gzip, bad chunking
             raise _BadRequest(f"cannot read body: {exc}") from exc
         body = b"".join(chunks)
         chunks.clear()
         return body
+
+    async def _store(self, spans: list[dict[str, Any]]) -> None:
+        """Store a validated batch; returns once it is committed (raises StoreError if not).
+
+        Group commit: batches handed over in the same event-loop iteration (concurrent POSTs)
+        share one transaction, each keeping its own batch number; the COMMIT's cost (a WAL
+        write) is paid once for all of them. All or none: if that transaction fails, every batch
+        in it is answered 500 and none is stored."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self.pending.append((spans, done))
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            loop.call_soon(self._flush)
+        await done
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        pending, self.pending = self.pending, []
+        try:
+            self.store.add_many([spans for spans, _ in pending], validated=True)
+        except Exception as exc:  # StoreError, or a bug: every waiting POST gets it
+            for _, done in pending:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for _, done in pending:
+            if not done.done():
+                done.set_result(None)
 
     async def post_spans(self, request: web.Request) -> web.Response:
         reservation = _Reservation(self)
@@ -457,7 +495,7 @@ class _Collector:
             self.store.count_dropped(len(spans) - len(kept))
             spans = kept
         try:
-            self.store.add(spans, validated=True)  # committed before the 202 goes out
+            await self._store(spans)  # committed before the 202 goes out
         except StoreError as exc:
             self.counters.store_errors += 1
             self.counters.store_error_spans += len(spans)
@@ -618,33 +656,32 @@ _LIMITS = web.AppKey("limits", Limits)
 
 class _HeadDeadline(asyncio.Protocol):
     """In front of aiohttp's RequestHandler (which has no header timeout): bytes arriving while no
-    request is being handled start a request head, and the head must be complete within
-    `timeout_s`, else the connection is closed. The timer stops when the request's handler
-    starts (`_mark_busy`). An idle keep-alive connection sends no bytes and is left alone."""
+    request is being handled start a request head, which must be complete within the timeout,
+    else `_Sweeper` closes the connection. The clock stops when the request's handler starts
+    (`_mark_busy`). An idle keep-alive connection sends no bytes and is left alone."""
 
-    def __init__(self, handler: RequestHandler, timeout_s: float) -> None:
+    def __init__(self, handler: RequestHandler, sweeper: _Sweeper) -> None:
         self._handler = handler
-        self._timeout_s = timeout_s
-        self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._busy = False
+        self._sweeper = sweeper
+        self.transport: asyncio.Transport | None = None
+        self.head_since: float | None = None  # loop time of the first byte of a pending head
+        self.busy = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
-        _GUARDS[self._handler] = self
+        self.transport = transport  # type: ignore[assignment]
+        self._sweeper.guards[self._handler] = self
         self._handler.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if not self._busy and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._timeout_s, self._expire)
+        if not self.busy and self.head_since is None:
+            self.head_since = self._sweeper.loop.time()
         self._handler.data_received(data)
 
     def eof_received(self) -> None:
         self._handler.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_timer()
-        _GUARDS.pop(self._handler, None)
+        self._sweeper.guards.pop(self._handler, None)
         self._handler.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -653,39 +690,60 @@ class _HeadDeadline(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._handler.resume_writing()
 
-    def request_started(self) -> None:
-        self._busy = True
-        self._stop_timer()
 
-    def request_finished(self) -> None:
-        self._busy = False
+class _Sweeper:
+    """Closes connections whose request head is late. One timer per server, not one per request:
+    a connection is cut between `timeout_s` and 1.25 x `timeout_s` after its head began."""
 
-    def _stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
+        self.loop = loop
+        self.timeout_s = timeout_s
+        self.guards: dict[RequestHandler, _HeadDeadline] = {}
+        self.cut = 0  # connections closed for a late head
+        self._handle: asyncio.TimerHandle | None = None
 
-    def _expire(self) -> None:
-        self._timer = None
-        if not self._busy and self._transport is not None:
-            self._transport.close()
+    def start(self) -> None:
+        self._handle = self.loop.call_later(self.timeout_s / 4, self._sweep)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _sweep(self) -> None:
+        too_old = self.loop.time() - self.timeout_s
+        for guard in list(self.guards.values()):
+            since = guard.head_since
+            if since is not None and since <= too_old and not guard.busy and guard.transport is not None:
+                self.cut += 1
+                guard.transport.close()
+        self.start()
 
 
-_GUARDS: dict[RequestHandler, _HeadDeadline] = {}
+_SWEEPERS: list[_Sweeper] = []  # the servers running in this process (usually one)
+
+
+def _guard_of(request: web.Request) -> _HeadDeadline | None:
+    for sweeper in _SWEEPERS:
+        guard = sweeper.guards.get(request.protocol)
+        if guard is not None:
+            return guard
+    return None
 
 
 @web.middleware
 async def _mark_busy(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    guard = _GUARDS.get(request.protocol)
+    guard = _guard_of(request)
     if guard is None:
         return await handler(request)
-    guard.request_started()
+    guard.busy = True
+    guard.head_since = None
     try:
         return await handler(request)
     finally:
-        guard.request_finished()
+        guard.busy = False
 
 
 class _Runner(web.AppRunner):
@@ -694,16 +752,29 @@ class _Runner(web.AppRunner):
     def __init__(self, app: web.Application, header_timeout_s: float, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._header_timeout_s = header_timeout_s
+        self.sweeper: _Sweeper | None = None
+
+    async def setup(self) -> None:
+        await super().setup()
+        self.sweeper = _Sweeper(asyncio.get_running_loop(), self._header_timeout_s)
+        self.sweeper.start()
+        _SWEEPERS.append(self.sweeper)
+
+    async def cleanup(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.stop()
+            _SWEEPERS.remove(self.sweeper)
+        await super().cleanup()
 
     @property
     def server(self) -> Any:  # sites call it as the protocol factory
         real = super().server
-        if real is None:
-            return None
-        timeout_s = self._header_timeout_s
+        sweeper = self.sweeper
+        if real is None or sweeper is None:
+            return real
 
         def protocol() -> _HeadDeadline:
-            return _HeadDeadline(real(), timeout_s)
+            return _HeadDeadline(real(), sweeper)
 
         return protocol
 

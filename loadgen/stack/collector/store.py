@@ -63,6 +63,7 @@ LEGACY_SPANS_FILE_NAME = "spans.jsonl"  # the JSON-lines store before spans.db: 
 SPAN_KINDS = frozenset({"CLIENT", "SERVER", "PRODUCER", "CONSUMER"})
 _ENDPOINT_STR_FIELDS = ("serviceName", "ipv4", "ipv6")
 _INT64_MAX = 2**63 - 1
+_STR_ONLY = frozenset({str})
 
 
 class SpanValidationError(ValueError):
@@ -81,123 +82,146 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_uint(value: object, where: str) -> int:
+def _check_uint(value: object, index: int, field: str) -> int:
     # Zipkin's fields are int64 (Java long), and so are SQLite's integers.
     if not _is_int(value) or not 0 <= value <= _INT64_MAX:  # type: ignore[operator]
-        raise SpanValidationError(f"{where}: expected an integer in [0, 2^63), got {value!r}")
+        raise SpanValidationError(f"span[{index}]{field}: expected an integer in [0, 2^63), got {value!r}")
     return value  # type: ignore[return-value]
 
 
-def _check_str(value: object, where: str) -> str:
+def _check_str(value: object, index: int, field: str) -> str:
     if not isinstance(value, str):
-        raise SpanValidationError(f"{where}: expected a string, got {type(value).__name__}")
+        raise SpanValidationError(f"span[{index}]{field}: expected a string, got {type(value).__name__}")
     return value
 
 
-def _normalize_endpoint(raw: object, where: str) -> dict[str, Any] | None:
+# Error messages are formatted only on failure: building them for every field of every span was
+# a third of validation's cost (bench/collector_ingest.py).
+
+
+def _normalize_endpoint(raw: object, index: int, where: str) -> dict[str, Any] | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise SpanValidationError(f"{where}: expected an object, got {type(raw).__name__}")
+        raise SpanValidationError(f"span[{index}]{where}: expected an object, got {type(raw).__name__}")
     endpoint: dict[str, Any] = {}
     for field in _ENDPOINT_STR_FIELDS:
         value = raw.get(field)
         if value is None:
             continue
-        text = _check_str(value, f"{where}.{field}")
-        if text:
+        if not isinstance(value, str):
+            _check_str(value, index, f"{where}.{field}")
+        if value:
             # Zipkin lowercases service names: they are lookup labels.
-            endpoint[field] = text.lower() if field == "serviceName" else text
+            endpoint[field] = value.lower() if field == "serviceName" else value
     port = raw.get("port")
     if port is not None:
-        port = _check_uint(port, f"{where}.port")
+        port = _check_uint(port, index, f"{where}.port")
         if port > 65535:
-            raise SpanValidationError(f"{where}.port: {port} is not a port number")
+            raise SpanValidationError(f"span[{index}]{where}.port: {port} is not a port number")
         if port:
             endpoint["port"] = port
     return endpoint or None
 
 
 def _normalize_span(raw: object, index: int) -> Span:
-    where = f"span[{index}]"
     if not isinstance(raw, dict):
-        raise SpanValidationError(f"{where}: expected an object, got {type(raw).__name__}")
+        raise SpanValidationError(f"span[{index}]: expected an object, got {type(raw).__name__}")
 
     trace_id = raw.get("traceId")
     if isinstance(trace_id, str) and 16 < len(trace_id) < 32:
         # The spec's pattern allows 17..31 characters; Zipkin left-pads those to 128 bits (as GET does).
         trace_id = trace_id.rjust(32, "0")
     if not isinstance(trace_id, str) or not is_hex_id(trace_id.lower(), (16, 32)):
-        raise SpanValidationError(f"{where}.traceId: expected 16 to 32 hex characters, got {trace_id!r}")
+        raise SpanValidationError(
+            f"span[{index}].traceId: expected 16 to 32 hex characters, got {trace_id!r}"
+        )
     span_id = raw.get("id")
     if not isinstance(span_id, str) or not is_hex_id(span_id.lower(), (16,)):
-        raise SpanValidationError(f"{where}.id: expected 16 hex characters, got {span_id!r}")
+        raise SpanValidationError(f"span[{index}].id: expected 16 hex characters, got {span_id!r}")
     span: Span = {"traceId": normalize_trace_id(trace_id), "id": span_id.lower()}
 
     parent_id = raw.get("parentId")
     if parent_id is not None:
         if not isinstance(parent_id, str) or not is_hex_id(parent_id.lower(), (16,)):
-            raise SpanValidationError(f"{where}.parentId: expected 16 hex characters, got {parent_id!r}")
+            raise SpanValidationError(
+                f"span[{index}].parentId: expected 16 hex characters, got {parent_id!r}"
+            )
         if parent_id.strip("0"):  # Zipkin treats an all-zero parent as "no parent".
             span["parentId"] = parent_id.lower()
 
     kind = raw.get("kind")
     if kind is not None:
         if kind not in SPAN_KINDS:
-            raise SpanValidationError(f"{where}.kind: expected one of {sorted(SPAN_KINDS)}, got {kind!r}")
+            raise SpanValidationError(
+                f"span[{index}].kind: expected one of {sorted(SPAN_KINDS)}, got {kind!r}"
+            )
         span["kind"] = kind
 
     name = raw.get("name")
-    if name is not None and _check_str(name, f"{where}.name"):
+    if name is not None and _check_str(name, index, ".name"):
         span["name"] = name.lower()
 
-    for field in ("timestamp", "duration"):
-        value = raw.get(field)
-        # Zero means "unknown" in Zipkin (proto3 cannot tell absent from 0 either).
-        if value is not None and _check_uint(value, f"{where}.{field}"):
-            span[field] = value
+    # Zero means "unknown" in Zipkin (proto3 cannot tell absent from 0 either).
+    value = raw.get("timestamp")
+    if value is not None and _check_uint(value, index, ".timestamp"):
+        span["timestamp"] = value
+    value = raw.get("duration")
+    if value is not None and _check_uint(value, index, ".duration"):
+        span["duration"] = value
 
-    for field in ("localEndpoint", "remoteEndpoint"):
-        endpoint = _normalize_endpoint(raw.get(field), f"{where}.{field}")
-        if endpoint is not None:
-            span[field] = endpoint
+    endpoint = raw.get("localEndpoint")
+    if endpoint is not None and (endpoint := _normalize_endpoint(endpoint, index, ".localEndpoint")):
+        span["localEndpoint"] = endpoint
+    endpoint = raw.get("remoteEndpoint")
+    if endpoint is not None and (endpoint := _normalize_endpoint(endpoint, index, ".remoteEndpoint")):
+        span["remoteEndpoint"] = endpoint
 
     annotations = raw.get("annotations")
     if annotations is not None:
         if not isinstance(annotations, list):
             raise SpanValidationError(
-                f"{where}.annotations: expected a list, got {type(annotations).__name__}"
+                f"span[{index}].annotations: expected a list, got {type(annotations).__name__}"
             )
         checked = []
         for i, annotation in enumerate(annotations):
-            at = f"{where}.annotations[{i}]"
             if not isinstance(annotation, dict):
-                raise SpanValidationError(f"{at}: expected an object, got {type(annotation).__name__}")
-            checked.append(
-                {
-                    "timestamp": _check_uint(annotation.get("timestamp"), f"{at}.timestamp"),
-                    "value": _check_str(annotation.get("value"), f"{at}.value"),
-                }
-            )
+                raise SpanValidationError(
+                    f"span[{index}].annotations[{i}]: expected an object, got {type(annotation).__name__}"
+                )
+            ts = annotation.get("timestamp")
+            text = annotation.get("value")
+            if not (_is_int(ts) and 0 <= ts <= _INT64_MAX):  # type: ignore[operator]
+                _check_uint(ts, index, f".annotations[{i}].timestamp")
+            if not isinstance(text, str):
+                _check_str(text, index, f".annotations[{i}].value")
+            checked.append({"timestamp": ts, "value": text})
         if checked:
             span["annotations"] = checked
 
     tags = raw.get("tags")
     if tags is not None:
         if not isinstance(tags, dict):
-            raise SpanValidationError(f"{where}.tags: expected an object, got {type(tags).__name__}")
-        for key, value in tags.items():
-            _check_str(key, f"{where}.tags key")
-            _check_str(value, f"{where}.tags[{key!r}]")
+            raise SpanValidationError(f"span[{index}].tags: expected an object, got {type(tags).__name__}")
+        # type() over the keys and values at C speed (Envoy sends ~16 tags per span); the loop
+        # finds the culprit for the message, or accepts str subclasses from Python callers.
+        if not (set(map(type, tags)) <= _STR_ONLY and set(map(type, tags.values())) <= _STR_ONLY):
+            for key, value in tags.items():
+                _check_str(key, index, ".tags key")
+                _check_str(value, index, f".tags[{key!r}]")
         if tags:
             span["tags"] = dict(tags)
 
-    for field in ("debug", "shared"):
-        flag = raw.get(field)
-        if flag is not None and not isinstance(flag, bool):
-            raise SpanValidationError(f"{where}.{field}: expected a boolean, got {flag!r}")
-        if flag:
-            span[field] = True
+    flag = raw.get("debug")
+    if flag is not None and not isinstance(flag, bool):
+        raise SpanValidationError(f"span[{index}].debug: expected a boolean, got {flag!r}")
+    if flag:
+        span["debug"] = True
+    flag = raw.get("shared")
+    if flag is not None and not isinstance(flag, bool):
+        raise SpanValidationError(f"span[{index}].shared: expected a boolean, got {flag!r}")
+    if flag:
+        span["shared"] = True
     return span
 
 
@@ -248,11 +272,13 @@ def _local_service(span: Span) -> str | None:
 
 _SCHEMA_VERSION = 1
 _SCHEMA = """
+-- One row per trace per accepted batch: that batch's spans of the trace, in arrival order.
 CREATE TABLE IF NOT EXISTS spans (
     seq INTEGER PRIMARY KEY,        -- arrival order: a trace's spans come back in it
-    batch INTEGER NOT NULL,         -- the accepted batch (one per transaction)
+    batch INTEGER NOT NULL,         -- the accepted batch
     trace_id TEXT NOT NULL,
-    json TEXT NOT NULL              -- the normalized span, compact JSON (ASCII)
+    n INTEGER NOT NULL,             -- spans in `json`
+    json TEXT NOT NULL              -- the normalized spans, compact JSON (ASCII), comma-separated
 );
 CREATE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_id);
 -- A trace's time is its first root span's timestamp, else its earliest (Zipkin's QueryRequest);
@@ -270,7 +296,7 @@ CREATE TABLE IF NOT EXISTS span_names (
 ) WITHOUT ROWID;                                                              -- JSON-encoded
 CREATE TABLE IF NOT EXISTS imports (sha256 TEXT PRIMARY KEY) WITHOUT ROWID;  -- legacy files
 """
-_INSERT_SPAN = "INSERT INTO spans (batch, trace_id, json) VALUES (?, ?, ?)"
+_INSERT_SPANS = "INSERT INTO spans (batch, trace_id, n, json) VALUES (?, ?, ?, ?)"
 _UPSERT_TRACE = """
 INSERT INTO traces (trace_id, root_ts, min_ts, services) VALUES (?, ?, ?, ?)
 ON CONFLICT (trace_id) DO UPDATE SET
@@ -284,7 +310,7 @@ _TRACE_TIME = "coalesce(root_ts, min_ts)"
 # A tag term prefilter in SQL (C speed, no span reaches Python unless it may match); the exact
 # Zipkin semantics are then checked in Python on the candidate trace's spans.
 _TAG_EXISTS = (
-    " AND EXISTS (SELECT 1 FROM spans s, json_each(s.json, '$.tags') t"
+    " AND EXISTS (SELECT 1 FROM spans s, json_each('[' || s.json || ']') e, json_each(e.value, '$.tags') t"
     " WHERE s.trace_id = traces.trace_id AND t.key = ? AND t.value = ?)"
 )
 _SEP = "\x1f"  # never inside a JSON-encoded string (it would be escaped as \u001f)
@@ -313,14 +339,16 @@ class SpanStore:
         self._lock = threading.RLock()
         self._spans_dropped = 0
         self._tmpdir: Path | None = None
+        self._checkpointer: _Checkpointer | None = None
         if data_dir is None:
             self._tmpdir = Path(tempfile.mkdtemp(prefix="loadgen-collector-"))
-            # Removed on close(), or when the store is collected / the interpreter exits.
-            self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._tmpdir), True)
             db_dir = self._tmpdir
         else:
             data_dir.mkdir(parents=True, exist_ok=True)
             db_dir = data_dir
+        # On close(), or when the store is collected / the interpreter exits: stop the checkpoint
+        # thread, remove the temporary directory.
+        self._release = weakref.finalize(self, _release_parts, None, self._tmpdir)
         self.path = db_dir / SPANS_DB_NAME
         # isolation_level=None: transactions are explicit (BEGIN/COMMIT below), nothing implicit.
         self._db: sqlite3.Connection | None = sqlite3.connect(
@@ -330,6 +358,9 @@ class SpanStore:
             self._setup(fsync)
             if data_dir is not None:
                 self._import_legacy(data_dir / LEGACY_SPANS_FILE_NAME)
+            self._checkpointer = _Checkpointer(self.path)
+            self._release.detach()
+            self._release = weakref.finalize(self, _release_parts, self._checkpointer, self._tmpdir)
         except BaseException:
             self.close()
             raise
@@ -341,13 +372,18 @@ class SpanStore:
             raise sqlite3.OperationalError(f"{self.path}: cannot use WAL mode (got {mode!r})")
         db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         db.execute("PRAGMA cache_size=-8192")  # KiB: 8 MiB of page cache, whatever the store's size
+        # Checkpoints (copying the WAL into spans.db, with an fsync) run in `_Checkpointer`'s thread,
+        # not inside a COMMIT on the collector's event loop.
+        db.execute("PRAGMA wal_autocheckpoint=0")
         db.execute("PRAGMA journal_size_limit=67108864")  # the WAL shrinks back to 64 MiB after a checkpoint
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, _SCHEMA_VERSION):
             raise sqlite3.DatabaseError(f"{self.path}: unknown schema version {version}")
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        spans, batches = db.execute("SELECT count(*), coalesce(max(batch), 0) FROM spans").fetchone()
+        spans, batches = db.execute(
+            "SELECT coalesce(sum(n), 0), coalesce(max(batch), 0) FROM spans"
+        ).fetchone()
         self._spans_accepted = int(spans)
         self._batches = int(batches)
         self._known_services: set[str] = {
@@ -364,11 +400,12 @@ class SpanStore:
 
     def close(self) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.stop()  # first: the main connection must be the last one
             if self._db is not None:
                 self._db.close()  # the last connection checkpoints and removes the WAL
                 self._db = None
-            if self._tmpdir is not None:
-                self._cleanup()
+            self._release()  # idempotent: the temporary directory goes
 
     def __enter__(self) -> SpanStore:
         return self
@@ -418,15 +455,16 @@ class SpanStore:
     ) -> None:
         known_services = self._known_services
         known_names = self._known_names
-        # trace id -> [first root timestamp, earliest timestamp, {local service: None}] in this batch
+        # trace id -> [first root timestamp, earliest timestamp, {local service: None}, [spans]]
+        # in this batch: one row per trace (a third of the rows of one per span, for Envoy's 3).
         traces: dict[str, list[Any]] = {}
-        rows = []
         for span in batch:
             trace_id = span["traceId"]
-            rows.append((batch_no, trace_id, _dumps(span)))
             entry = traces.get(trace_id)
             if entry is None:
-                entry = traces[trace_id] = [None, None, {}]
+                entry = traces[trace_id] = [None, None, {}, [span]]
+            else:
+                entry[3].append(span)
             ts = span.get("timestamp")
             if ts is not None:
                 if entry[0] is None and "parentId" not in span:
@@ -448,9 +486,12 @@ class SpanStore:
                 and service not in known_services
             ):
                 new_services.add(service)
-        db.executemany(_INSERT_SPAN, rows)
+        db.executemany(
+            _INSERT_SPANS,
+            [(batch_no, trace_id, len(e[3]), _dumps(e[3])[1:-1]) for trace_id, e in traces.items()],
+        )
         trace_rows = []
-        for trace_id, (root_ts, min_ts, services) in traces.items():
+        for trace_id, (root_ts, min_ts, services, _) in traces.items():
             if not services:
                 trace_rows.append((trace_id, root_ts, min_ts, _SEP))
                 continue
@@ -483,6 +524,16 @@ class SpanStore:
         with self._lock:
             self._write([batch])
         return len(batch)
+
+    def add_many(self, batches: list[list[Span]], *, validated: bool = False) -> int:
+        """`add` for several batches in one transaction (each keeps its own batch number): all of
+        them are stored, or (SpanValidationError, StoreError) none. Returns the spans stored."""
+        checked = [b if validated else validate_spans(b) for b in batches]
+        checked = [b for b in checked if b]
+        if not checked:
+            return 0
+        with self._lock:
+            return self._write(checked)[1]
 
     def count_dropped(self, n: int) -> None:
         """Record spans accepted on the wire but discarded on purpose (fault injection)."""
@@ -657,9 +708,9 @@ class SpanStore:
                 if not rows:
                     break
                 for (trace_id,) in rows:
-                    texts = self._texts(trace_id)
-                    if exact or trace_ok([json.loads(t) for t in texts]):
-                        found.append("[" + ",".join(texts) + "]")
+                    trace = "[" + ",".join(self._texts(trace_id)) + "]"
+                    if exact or trace_ok(json.loads(trace)):
+                        found.append(trace)
                         if len(found) >= limit:
                             break
             candidates.close()
@@ -699,6 +750,52 @@ class SpanStore:
                 "spans_dropped": self._spans_dropped,
                 "traces": int(traces),
             }
+
+
+class _Checkpointer:
+    """A thread with its own connection that copies the WAL into the database (a PASSIVE
+    checkpoint: never blocks the writer) every `interval_s`, so the WAL stays small and the
+    collector's event loop never waits for a checkpoint's writes and fsync. A failed checkpoint
+    (disk full) loses nothing: the committed frames stay in the WAL, readable, and the next
+    checkpoint tries again."""
+
+    def __init__(self, path: Path, interval_s: float = 1.0) -> None:
+        self._path = path
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="span-store-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            log.warning("%s: no checkpoint thread: %s", self._path, exc)
+            return
+        failing = False
+        try:
+            db.execute("PRAGMA cache_size=-256")
+            while not self._stop.wait(self._interval_s):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    failing = False
+                except sqlite3.Error as exc:
+                    if not failing:  # once per failure streak, not twice a second
+                        log.warning("%s: checkpoint failed (spans stay in the WAL): %s", self._path, exc)
+                    failing = True
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _release_parts(checkpointer: _Checkpointer | None, tmpdir: Path | None) -> None:
+    if checkpointer is not None:
+        checkpointer.stop()
+    if tmpdir is not None:
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def _then(
