@@ -360,8 +360,6 @@ class _Collector:
     bucket: TokenBucket | None = field(init=False)
     max_buffered_bytes: int = field(init=False)
     buffered: int = 0  # body bytes held by POSTs in progress
-    pending: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = field(default_factory=list)
-    flush_scheduled: bool = False
     peak_held: int = 0  # the largest body since the last malloc_trim
 
     def __post_init__(self) -> None:
@@ -404,35 +402,6 @@ class _Collector:
         body = b"".join(chunks)
         chunks.clear()
         return body
-
-    async def _store(self, spans: list[dict[str, Any]]) -> None:
-        """Store a validated batch; returns once it is committed (raises StoreError if not).
-
-        Group commit: batches handed over in the same event-loop iteration (concurrent POSTs)
-        share one transaction, each keeping its own batch number; the COMMIT's cost (a WAL
-        write) is paid once for all of them. All or none: if that transaction fails, every batch
-        in it is answered 500 and none is stored."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self.pending.append((spans, done))
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            loop.call_soon(self._flush)
-        await done
-
-    def _flush(self) -> None:
-        self.flush_scheduled = False
-        pending, self.pending = self.pending, []
-        try:
-            self.store.add_many([spans for spans, _ in pending], validated=True)
-        except Exception as exc:  # StoreError, or a bug: every waiting POST gets it
-            for _, done in pending:
-                if not done.done():
-                    done.set_exception(exc)
-            return
-        for _, done in pending:
-            if not done.done():
-                done.set_result(None)
 
     async def post_spans(self, request: web.Request) -> web.Response:
         reservation = _Reservation(self)
@@ -495,7 +464,7 @@ class _Collector:
             self.store.count_dropped(len(spans) - len(kept))
             spans = kept
         try:
-            await self._store(spans)  # committed before the 202 goes out
+            self.store.add(spans, validated=True)  # one transaction, committed before the 202
         except StoreError as exc:
             self.counters.store_errors += 1
             self.counters.store_error_spans += len(spans)

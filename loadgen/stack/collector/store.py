@@ -272,15 +272,22 @@ def _local_service(span: Span) -> str | None:
 
 _SCHEMA_VERSION = 1
 _SCHEMA = """
--- One row per trace per accepted batch: that batch's spans of the trace, in arrival order.
+-- One row per trace per accepted batch: that batch's spans of the trace, in arrival order. The
+-- only table an accepted batch writes (append-only: a COMMIT writes few pages); the indexes below
+-- are derived from it in bulk (`_catch_up`), in their own transactions.
 CREATE TABLE IF NOT EXISTS spans (
     seq INTEGER PRIMARY KEY,        -- arrival order: a trace's spans come back in it
     batch INTEGER NOT NULL,         -- the accepted batch
     trace_id TEXT NOT NULL,
     n INTEGER NOT NULL,             -- spans in `json`
+    root_ts INTEGER,                -- the first root span's timestamp among them
+    min_ts INTEGER,                 -- their earliest timestamp
+    services TEXT NOT NULL,         -- their local services, as in traces.services
     json TEXT NOT NULL              -- the normalized spans, compact JSON (ASCII), comma-separated
 );
-CREATE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_id);
+CREATE TABLE IF NOT EXISTS trace_spans (
+    trace_id TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (trace_id, seq)
+) WITHOUT ROWID;
 -- A trace's time is its first root span's timestamp, else its earliest (Zipkin's QueryRequest);
 -- `services` holds its local service names, each JSON-encoded and followed by \\x1f.
 CREATE TABLE IF NOT EXISTS traces (
@@ -295,23 +302,32 @@ CREATE TABLE IF NOT EXISTS span_names (
     service TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (service, name)
 ) WITHOUT ROWID;                                                              -- JSON-encoded
 CREATE TABLE IF NOT EXISTS imports (sha256 TEXT PRIMARY KEY) WITHOUT ROWID;  -- legacy files
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 """
-_INSERT_SPANS = "INSERT INTO spans (batch, trace_id, n, json) VALUES (?, ?, ?, ?)"
-_UPSERT_TRACE = """
-INSERT INTO traces (trace_id, root_ts, min_ts, services) VALUES (?, ?, ?, ?)
+_INSERT_SPANS = "INSERT INTO spans (seq, batch, trace_id, n, root_ts, min_ts, services, json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_INDEX_SPANS = (
+    "INSERT INTO trace_spans (trace_id, seq) SELECT trace_id, seq FROM spans WHERE seq > ? AND seq <= ?"
+)
+_INDEX_TRACES = """
+INSERT INTO traces (trace_id, root_ts, min_ts, services)
+SELECT trace_id, root_ts, min_ts, services FROM spans WHERE seq > ? AND seq <= ? ORDER BY seq
 ON CONFLICT (trace_id) DO UPDATE SET
     root_ts = coalesce(root_ts, excluded.root_ts),
     min_ts = CASE WHEN min_ts IS NULL OR excluded.min_ts < min_ts THEN excluded.min_ts ELSE min_ts END,
     services = CASE WHEN instr(services, excluded.services) THEN services
                     ELSE services || substr(excluded.services, 2) END
 """
-_TRACE_SPANS = "SELECT json FROM spans WHERE trace_id = ? ORDER BY seq"
+_TRACE_SPANS = (
+    "SELECT s.json FROM trace_spans t JOIN spans s ON s.seq = t.seq WHERE t.trace_id = ? ORDER BY t.seq"
+)
+_INDEX_EVERY = 2048  # rows of `spans` not yet indexed before an ingest call catches up
 _TRACE_TIME = "coalesce(root_ts, min_ts)"
 # A tag term prefilter in SQL (C speed, no span reaches Python unless it may match); the exact
 # Zipkin semantics are then checked in Python on the candidate trace's spans.
 _TAG_EXISTS = (
-    " AND EXISTS (SELECT 1 FROM spans s, json_each('[' || s.json || ']') e, json_each(e.value, '$.tags') t"
-    " WHERE s.trace_id = traces.trace_id AND t.key = ? AND t.value = ?)"
+    " AND EXISTS (SELECT 1 FROM trace_spans i JOIN spans s ON s.seq = i.seq,"
+    " json_each('[' || s.json || ']') e, json_each(e.value, '$.tags') t"
+    " WHERE i.trace_id = traces.trace_id AND t.key = ? AND t.value = ?)"
 )
 _SEP = "\x1f"  # never inside a JSON-encoded string (it would be escaped as \u001f)
 _NAME_CACHE_MAX = 100_000  # distinct (service, span name) pairs remembered to skip re-inserts
@@ -386,6 +402,10 @@ class SpanStore:
         ).fetchone()
         self._spans_accepted = int(spans)
         self._batches = int(batches)
+        row = db.execute("SELECT value FROM meta WHERE key = 'indexed_upto'").fetchone()
+        self._indexed_upto = int(row[0]) if row else 0
+        (self._max_seq,) = db.execute("SELECT coalesce(max(seq), 0) FROM spans").fetchone()
+        self._index_failing = False
         self._known_services: set[str] = {
             json.loads(name) for (name,) in db.execute("SELECT name FROM services")
         }
@@ -420,6 +440,7 @@ class SpanStore:
         spans). Rolls back and raises StoreError on any database error. Caller holds the lock."""
         db = self._conn()
         batch_no = self._batches
+        self._next_seq = self._max_seq  # numbered here, not by SQLite: no query for the last one
         n_spans = 0
         new_services: set[str] = set()
         new_names: set[tuple[str, str]] = set()
@@ -431,19 +452,56 @@ class SpanStore:
                 self._write_batch(db, batch, batch_no, new_services, new_names)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            if db.in_transaction:
-                try:
-                    db.execute("ROLLBACK")
-                except sqlite3.Error as again:  # the connection is unusable; the WAL tail is not committed
-                    log.error("%s: rollback failed: %s", self.path, again)
+            self._rollback(db)
             raise StoreError(f"span store {self.path}: {exc}") from exc
         # Only now, after COMMIT: what the caches and counters say is what is stored.
+        self._max_seq = self._next_seq
         self._batches = batch_no
         self._spans_accepted += n_spans
         self._known_services |= new_services
         if len(self._known_names) < _NAME_CACHE_MAX:
             self._known_names |= new_names
         return batch_no, n_spans
+
+    def _rollback(self, db: sqlite3.Connection) -> None:
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error as again:  # the connection is unusable; the WAL tail is not committed
+                log.error("%s: rollback failed: %s", self.path, again)
+
+    def _catch_up(self) -> None:
+        """Index the `spans` rows the indexes do not cover yet, in one transaction (a random
+        index page is then written once per catch-up, not once per COMMIT). Caller holds the
+        lock. Raises StoreError (nothing indexed; the rows stay stored and are indexed later)."""
+        upto = self._max_seq
+        if upto <= self._indexed_upto:
+            return
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(_INDEX_SPANS, (self._indexed_upto, upto))
+            db.execute(_INDEX_TRACES, (self._indexed_upto, upto))
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('indexed_upto', ?)", (upto,))
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(db)
+            raise StoreError(f"span store {self.path}: cannot index stored spans: {exc}") from exc
+        self._indexed_upto = upto
+
+    def _catch_up_after_ingest(self) -> None:
+        """After an accepted COMMIT: index when enough rows wait. A failure here must not turn
+        the 202 into an error (the batch is stored): it is logged, and retried later."""
+        if self._max_seq - self._indexed_upto < _INDEX_EVERY:
+            return
+        try:
+            self._catch_up()
+        except StoreError as exc:
+            if not self._index_failing:
+                log.warning("%s (retried later)", exc)
+            self._index_failing = True
+        else:
+            self._index_failing = False
 
     def _write_batch(
         self,
@@ -486,19 +544,24 @@ class SpanStore:
                 and service not in known_services
             ):
                 new_services.add(service)
+        first = self._next_seq + 1
+        self._next_seq += len(traces)
         db.executemany(
             _INSERT_SPANS,
-            [(batch_no, trace_id, len(e[3]), _dumps(e[3])[1:-1]) for trace_id, e in traces.items()],
+            [
+                (
+                    seq,
+                    batch_no,
+                    trace_id,
+                    len(spans),
+                    root_ts,
+                    min_ts,
+                    _SEP + "".join([_dumps(s) + _SEP for s in services]) if services else _SEP,
+                    _dumps(spans)[1:-1],
+                )
+                for seq, (trace_id, (root_ts, min_ts, services, spans)) in enumerate(traces.items(), first)
+            ],
         )
-        trace_rows = []
-        for trace_id, (root_ts, min_ts, services, _) in traces.items():
-            if not services:
-                trace_rows.append((trace_id, root_ts, min_ts, _SEP))
-                continue
-            for service in services:  # one row per service: the upsert appends the ones not yet there
-                trace_rows.append((trace_id, root_ts, min_ts, _SEP + _dumps(service) + _SEP))
-                root_ts = min_ts = None
-        db.executemany(_UPSERT_TRACE, trace_rows)
         if new_services:
             db.executemany(
                 "INSERT OR IGNORE INTO services (name) VALUES (?)", [(_dumps(s),) for s in new_services]
@@ -523,17 +586,8 @@ class SpanStore:
             return 0
         with self._lock:
             self._write([batch])
+            self._catch_up_after_ingest()
         return len(batch)
-
-    def add_many(self, batches: list[list[Span]], *, validated: bool = False) -> int:
-        """`add` for several batches in one transaction (each keeps its own batch number): all of
-        them are stored, or (SpanValidationError, StoreError) none. Returns the spans stored."""
-        checked = [b if validated else validate_spans(b) for b in batches]
-        checked = [b for b in checked if b]
-        if not checked:
-            return 0
-        with self._lock:
-            return self._write(checked)[1]
 
     def count_dropped(self, n: int) -> None:
         """Record spans accepted on the wire but discarded on purpose (fault injection)."""
@@ -580,6 +634,7 @@ class SpanStore:
                 before = self._spans_accepted
                 self._write(_then(batches(), db, "INSERT INTO imports (sha256) VALUES (?)", (sha,)))
                 log.warning("%s: imported %d spans into %s", path, self._spans_accepted - before, self.path)
+                self._catch_up()
         target = path.with_name(path.name + ".imported")
         n = 1
         while target.exists():
@@ -592,9 +647,12 @@ class SpanStore:
     def _texts(self, trace_id: str) -> list[str]:
         return [text for (text,) in self._conn().execute(_TRACE_SPANS, (trace_id,))]
 
+    # Queries index what is not indexed yet first (StoreError if that fails, e.g. disk full).
+
     def get_trace_json(self, trace_id: str) -> str | None:
         """The trace as a JSON list (spans in arrival order), None if no span has that id."""
         with self._lock:
+            self._catch_up()
             texts = self._texts(normalize_trace_id(trace_id))
         return "[" + ",".join(texts) + "]" if texts else None
 
@@ -607,6 +665,7 @@ class SpanStore:
         seen: set[str] = set()
         found: list[str] = []
         with self._lock:
+            self._catch_up()
             for raw_id in trace_ids:
                 trace_id = normalize_trace_id(raw_id)
                 if trace_id in seen:
@@ -701,6 +760,7 @@ class SpanStore:
 
         found: list[str] = []
         with self._lock:
+            self._catch_up()
             db = self._conn()
             candidates = db.execute(sql, params)
             while len(found) < limit:
@@ -743,6 +803,7 @@ class SpanStore:
     def stats(self) -> dict[str, int]:
         """Counts since the store began: spans stored before a restart count as accepted."""
         with self._lock:
+            self._catch_up()
             (traces,) = self._conn().execute("SELECT count(*) FROM traces").fetchone()
             return {
                 "spans_accepted": self._spans_accepted,
