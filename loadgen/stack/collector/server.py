@@ -521,16 +521,19 @@ class _Collector:
                     raise _BadRequest("maxDuration must be >= minDuration")
         except _BadRequest as exc:
             return _text(400, str(exc))
-        traces = self.store.search_json(
-            service_name=query.get("serviceName") or None,
-            span_name=query.get("spanName") or None,
-            annotation_query=query.get("annotationQuery") or None,
-            min_duration=min_duration,
-            max_duration=max_duration,
-            end_ts_ms=end_ts,
-            lookback_ms=lookback,
-            limit=10 if limit is None else limit,
-        )
+        try:
+            traces = self.store.search_json(
+                service_name=query.get("serviceName") or None,
+                span_name=query.get("spanName") or None,
+                annotation_query=query.get("annotationQuery") or None,
+                min_duration=min_duration,
+                max_duration=max_duration,
+                end_ts_ms=end_ts,
+                lookback_ms=lookback,
+                limit=10 if limit is None else limit,
+            )
+        except StoreError as exc:  # the disk is full and the indexes cannot catch up
+            return _text(500, f"search unavailable: {exc}")
         return _json_text(traces)
 
     async def health(self, request: web.Request) -> web.Response:
@@ -763,8 +766,15 @@ async def start_server(
     the keep-alive connection. The handler inflates instead (`_inflate`).
     """
     limits = app.get(_LIMITS) or Limits()
+    # lingering_time: after an early answer (408, 413, 503) aiohttp drains the unread body this
+    # long before closing, so a stalled sender does not hold the connection for aiohttp's 10 s.
     runner = _Runner(
-        app, limits.header_timeout_s, access_log=None, shutdown_timeout=5.0, auto_decompress=False
+        app,
+        limits.header_timeout_s,
+        access_log=None,
+        shutdown_timeout=5.0,
+        auto_decompress=False,
+        lingering_time=1.0,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)

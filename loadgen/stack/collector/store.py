@@ -320,6 +320,11 @@ ON CONFLICT (trace_id) DO UPDATE SET
 _TRACE_SPANS = (
     "SELECT s.json FROM trace_spans t JOIN spans s ON s.seq = t.seq WHERE t.trace_id = ? ORDER BY t.seq"
 )
+_TAIL_SPANS = "SELECT json FROM spans WHERE seq > ? AND trace_id = ? ORDER BY seq"
+_TAIL_NEW_TRACES = (
+    "SELECT count(DISTINCT trace_id) FROM spans WHERE seq > ?"
+    " AND trace_id NOT IN (SELECT trace_id FROM traces)"
+)
 _INDEX_EVERY = 2048  # rows of `spans` not yet indexed before an ingest call catches up
 _TRACE_TIME = "coalesce(root_ts, min_ts)"
 # A tag term prefilter in SQL (C speed, no span reaches Python unless it may match); the exact
@@ -489,19 +494,24 @@ class SpanStore:
             raise StoreError(f"span store {self.path}: cannot index stored spans: {exc}") from exc
         self._indexed_upto = upto
 
-    def _catch_up_after_ingest(self) -> None:
-        """After an accepted COMMIT: index when enough rows wait. A failure here must not turn
-        the 202 into an error (the batch is stored): it is logged, and retried later."""
-        if self._max_seq - self._indexed_upto < _INDEX_EVERY:
-            return
+    def _try_catch_up(self) -> bool:
+        """`_catch_up`, logging a failure (once per streak) instead of raising; False if the
+        indexes still miss rows (e.g. disk full: reading must then look at those rows too)."""
         try:
             self._catch_up()
         except StoreError as exc:
             if not self._index_failing:
                 log.warning("%s (retried later)", exc)
             self._index_failing = True
-        else:
-            self._index_failing = False
+            return False
+        self._index_failing = False
+        return True
+
+    def _catch_up_after_ingest(self) -> None:
+        """After an accepted COMMIT: index when enough rows wait. A failure here must not turn
+        the 202 into an error (the batch is stored): it is logged, and retried later."""
+        if self._max_seq - self._indexed_upto >= _INDEX_EVERY:
+            self._try_catch_up()
 
     def _write_batch(
         self,
@@ -644,16 +654,21 @@ class SpanStore:
 
     # -- queries --
 
-    def _texts(self, trace_id: str) -> list[str]:
-        return [text for (text,) in self._conn().execute(_TRACE_SPANS, (trace_id,))]
+    def _texts(self, trace_id: str, indexed: bool = True) -> list[str]:
+        db = self._conn()
+        texts = [text for (text,) in db.execute(_TRACE_SPANS, (trace_id,))]
+        if not indexed:  # rows the indexes do not cover yet: a scan of the (bounded) tail
+            tail = db.execute(_TAIL_SPANS, (self._indexed_upto, trace_id))
+            texts += [text for (text,) in tail]
+        return texts
 
-    # Queries index what is not indexed yet first (StoreError if that fails, e.g. disk full).
+    # Queries index what is not indexed yet first. If that fails (disk full), trace lookups and
+    # stats still answer, from the indexes plus the rows they miss; search raises StoreError.
 
     def get_trace_json(self, trace_id: str) -> str | None:
         """The trace as a JSON list (spans in arrival order), None if no span has that id."""
         with self._lock:
-            self._catch_up()
-            texts = self._texts(normalize_trace_id(trace_id))
+            texts = self._texts(normalize_trace_id(trace_id), self._try_catch_up())
         return "[" + ",".join(texts) + "]" if texts else None
 
     def get_trace(self, trace_id: str) -> Trace | None:
@@ -665,13 +680,13 @@ class SpanStore:
         seen: set[str] = set()
         found: list[str] = []
         with self._lock:
-            self._catch_up()
+            indexed = self._try_catch_up()
             for raw_id in trace_ids:
                 trace_id = normalize_trace_id(raw_id)
                 if trace_id in seen:
                     continue
                 seen.add(trace_id)
-                texts = self._texts(trace_id)
+                texts = self._texts(trace_id, indexed)
                 if texts:
                     found.append("[" + ",".join(texts) + "]")
         return "[" + ",".join(found) + "]"
@@ -803,8 +818,12 @@ class SpanStore:
     def stats(self) -> dict[str, int]:
         """Counts since the store began: spans stored before a restart count as accepted."""
         with self._lock:
-            self._catch_up()
-            (traces,) = self._conn().execute("SELECT count(*) FROM traces").fetchone()
+            indexed = self._try_catch_up()
+            db = self._conn()
+            (traces,) = db.execute("SELECT count(*) FROM traces").fetchone()
+            if not indexed:
+                (new,) = db.execute(_TAIL_NEW_TRACES, (self._indexed_upto,)).fetchone()
+                traces += new
             return {
                 "spans_accepted": self._spans_accepted,
                 "batches": self._batches,
