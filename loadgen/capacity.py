@@ -931,19 +931,7 @@ def capacity_scenario_path() -> tuple[str, Callable[[], None]]:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(rec, dict):
-                    out.append(rec)
-    except FileNotFoundError:
-        pass
-    return out
+    return list(read_ledger(path))  # any JSONL of objects: bad lines (not UTF-8, torn) skipped
 
 
 def _load_observations(path: Path) -> dict[str, TraceObservation]:

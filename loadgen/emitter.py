@@ -46,6 +46,7 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Span, SpanKind, Tracer, set_span_in_context
 
+from loadgen.ledger import parse_record
 from loadgen.redact import redact_text, redact_url
 
 __all__ = [
@@ -791,15 +792,10 @@ def summarize_reference_log(lines: Iterable[dict[str, Any]]) -> ReferenceSummary
 
 
 def read_reference_log(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Records of a reference log; a torn last line (process killed mid-write) is skipped."""
-    with Path(path).open(encoding="utf-8") as f:
+    """Records of a reference log; a torn last line (process killed mid-write) or any line that is
+    not a UTF-8 JSON object is skipped."""
+    with Path(path).open("rb") as f:
         for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
+            rec = parse_record(line) if line.strip() else None
+            if rec is not None:
                 yield rec

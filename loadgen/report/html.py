@@ -1062,15 +1062,11 @@ def load_fetched(path: Path) -> dict[str, TraceObservation]:
     out: dict[str, TraceObservation] = {}
     if not path.exists():
         return out
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                out[normalize_trace_id(str(row["trace"]))] = TraceObservation.from_dict(row)
-            except (ValueError, KeyError, TypeError):
-                continue
+    for row in read_ledger(path):  # any JSONL of objects: bad lines (not UTF-8, torn) skipped
+        try:
+            out[normalize_trace_id(str(row["trace"]))] = TraceObservation.from_dict(row)
+        except (ValueError, KeyError, TypeError):
+            continue
     return out
 
 

@@ -59,6 +59,7 @@ def test_sampling_100_every_request_and_reference_trace_is_found(run100: RunResu
     assert ref["collection"]["k"] == ref["collection"]["n"] == ref["exported"]
     assert ref["exported"] >= all_found_sample_size(s["min_collection"])
     assert s["verdicts"] == {
+        "load_delivered": "pass",
         "sampling": "pass",
         "sampling_prediction": "pass",
         "mesh_collection": "pass",

@@ -237,3 +237,20 @@ def test_count_lines_across_read_chunks(tmp_path: Path) -> None:
     path.write_text((json.dumps(line) + "\n") * n)
     assert path.stat().st_size > 3 * (1 << 20)
     assert count_lines(path) == n
+
+
+def test_every_jsonl_reader_skips_a_non_utf8_line(tmp_path: Path) -> None:
+    """reference.jsonl, fetched.jsonl and capacity's logs are read like the ledger: a line of
+    bytes that are not UTF-8 is skipped, the good lines around it are kept (issue 10, finding 4)."""
+    from loadgen.capacity import _read_jsonl
+    from loadgen.emitter import read_reference_log
+    from loadgen.report.html import load_fetched
+
+    good = {"trace": "00000000000000aa", "status": "found", "event": "x"}
+    path = tmp_path / "any.jsonl"
+    path.write_bytes(
+        json.dumps(good).encode() + b"\n" + b'{"trace": "\xff\xfe"}\n' + json.dumps(good).encode() + b"\n"
+    )
+    assert list(read_reference_log(path)) == [good, good]
+    assert _read_jsonl(path) == [good, good]
+    assert list(load_fetched(path)) == ["00000000000000aa"]
