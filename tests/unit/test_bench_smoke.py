@@ -17,6 +17,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 SCRIPTS = [
     "generator.py",
     "collector_ingest.py",
+    "collector_soak.py",
     "reconcile.py",
     "emitter.py",
     "ledger_analysis.py",

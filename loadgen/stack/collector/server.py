@@ -399,6 +399,8 @@ class _Collector:
                     await read_all()
         except (web.RequestPayloadError, ContentEncodingError) as exc:  # corrupt gzip, bad chunking
             raise _BadRequest(f"cannot read body: {exc}") from exc
+        except ConnectionResetError as exc:  # the sender went away mid-body: nobody reads the answer
+            raise _BadRequest(f"cannot read body: {exc}") from exc
         body = b"".join(chunks)
         chunks.clear()
         return body
