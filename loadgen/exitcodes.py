@@ -26,4 +26,3 @@ EXIT_CODE_TABLE: tuple[tuple[int, str], ...] = (
     (EXIT_INTERNAL, "internal error: a bug in loadgen; the traceback is saved to a file"),
     (EXIT_INTERRUPTED, "interrupted by the user (SIGINT, SIGTERM or SIGHUP)"),
 )
-
