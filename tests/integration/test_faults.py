@@ -39,7 +39,7 @@ import pytest
 from rich.console import Console
 
 from loadgen.backends._common import all_error, assign
-from loadgen.backends.base import BackendOptions
+from loadgen.backends.base import BackendOptions, TraceBackend
 from loadgen.backends.zipkin import ZipkinBackend
 from loadgen.emitter import read_reference_log, summarize_reference_log
 from loadgen.faultwindows import WindowTally, loss_intervals, tally_windows
@@ -640,14 +640,15 @@ def test_interrupt_during_read_back_leaves_unknown_not_missing(collector: str, t
     class InterruptOnSecondPoll(ZipkinBackend):
         polls = 0
 
-        def fetch_many(self, trace_ids: Any, on_progress: Any = None) -> dict[str, Any]:
-            type(self).polls += 1
+        def fetch_reduced(self, trace_ids: Any, reduce: Any, on_progress: Any = None) -> dict[str, Any]:
+            type(self).polls += 1  # read-back asks once per poll
             if self.polls == 2:
                 raise KeyboardInterrupt
             # The first poll sees only the first half of the ids answered; the rest fail.
             half = set(list(trace_ids)[: len(trace_ids) // 2])
-            got = super().fetch_many([t for t in trace_ids if t in half], on_progress)
-            return {**got, **all_error([t for t in trace_ids if t not in half], "backend went away")}
+            got = super().fetch_reduced([t for t in trace_ids if t in half], reduce, on_progress)
+            failed = all_error([t for t in trace_ids if t not in half], "backend went away")
+            return {**got, **{tid: reduce(answer) for tid, answer in failed.items()}}
 
     backend = InterruptOnSecondPoll(collector)
     try:
@@ -934,6 +935,8 @@ class _ScriptedBackend(ZipkinBackend):
         super().__init__("http://127.0.0.1:9")
         self.script = script
         self.polls = 0
+
+    fetch_reduced = TraceBackend.fetch_reduced  # the generic one, built on fetch_many below
 
     def fetch_many(self, trace_ids: Any, on_progress: Any = None) -> dict[str, Any]:
         answer = self.script[min(self.polls, len(self.script) - 1)]
