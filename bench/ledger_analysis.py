@@ -38,8 +38,8 @@ GOAL_RSS_KIB = 1024 * 1024
 
 def write_ledger(path: Path, n: int, percent: float, seed: int = 7) -> None:
     from loadgen.ledger import LedgerWriter
-    from loadgen.propagation import DEFAULT_MIX, Decision, envoy_random_sampled, mode_spec
-    from loadgen.propagation import encode as encode_mode
+    from loadgen.mesh.propagation import DEFAULT_MIX, Decision, envoy_random_sampled, mode_spec
+    from loadgen.mesh.propagation import encode as encode_mode
 
     rng = random.Random(seed)
     modes = [m for m, w in DEFAULT_MIX.items() if w > 0]
@@ -76,15 +76,15 @@ def write_ledger(path: Path, n: int, percent: float, seed: int = 7) -> None:
 
 def child_fold(path: Path, percent: float) -> None:
     """Runs in the child: build the observation map, then read + fold. Prints one JSON line."""
-    from loadgen.backends.base import FetchStatus
-    from loadgen.ledger import LedgerStats, read_ledger
-    from loadgen.reconcile import (
+    from loadgen.analysis.reconcile import (
         Expectation,
         TraceObservation,
         ledger_trace_id,
         reconcile_mesh,
         upstream_decision,
     )
+    from loadgen.backends.base import FetchStatus
+    from loadgen.ledger import LedgerStats, read_ledger
 
     services = [GATEWAY_SERVICE, SIDECAR_SERVICE]
     t0 = time.perf_counter()

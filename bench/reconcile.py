@@ -9,7 +9,7 @@ decided-sampled request per trace (the header-mode mix, Envoy x-request-ids), th
   batched   `loadgen.readback.read_back` over a `ZipkinBackend(url)` (GET /api/v2/traceMany, 100
             ids per request, 4 in flight - the defaults `loadgen run` uses; the fetch and the
             reduction of every trace to its TraceObservation, as `loadgen run` reads back) +
-            `loadgen.reconcile.reconcile_mesh(ledger, observations, expectation)`
+            `loadgen.analysis.reconcile.reconcile_mesh(ledger, observations, expectation)`
   per-trace the same reader with batch_size=1, i.e. one `GET /api/v2/trace/{id}` per trace, on a
             random subset of K ids, EXTRAPOLATED linearly to N (plus the same reconcile time)
   memory    the batched read-back once more under tracemalloc: its peak of Python allocations
@@ -47,10 +47,10 @@ from _common import (  # noqa: E402
     ratio_line,
 )
 
+from loadgen.analysis.reconcile import Expectation, TraceObservation, reconcile_mesh  # noqa: E402
 from loadgen.backends.zipkin import ZipkinBackend  # noqa: E402
-from loadgen.propagation import DEFAULT_MIX, encode  # noqa: E402
+from loadgen.mesh.propagation import DEFAULT_MIX, encode  # noqa: E402
 from loadgen.readback import read_back  # noqa: E402
-from loadgen.reconcile import Expectation, TraceObservation, reconcile_mesh  # noqa: E402
 
 RUN_ID = "bench-reconcile"
 RUN_ID_TAG = "loadgen.run_id"

@@ -1,6 +1,6 @@
 """`loadgen calibrate`: measure a gateway's effective sampling rate to a planned precision.
 
-    plan n (loadgen.planner) -> [embedded mesh up] -> looks: run chunks of decision-free requests
+    plan n (loadgen.analysis.planner) -> [embedded mesh up] -> looks: run chunks of decision-free requests
       until the look's decision count, then apply the stopping rules -> estimate, verdict
       -> calibration.json, calibration.md -> [mesh down]
 
@@ -17,7 +17,7 @@ Two kinds of evidence, as in `loadgen run`:
   `RunOptions.on_tick`). Zero mismatches in m >= `exact_prediction_requests(E, C)` checks, with
   every decision checked, bound |effective rate - rule rate| < E with confidence C (pass).
 - **Statistics** (no echo of the x-request-id, or `use_prediction=False`): the group-sequential
-  rule of `loadgen.planner.sequential_decision` at pre-planned looks; the exact binomial test
+  rule of `loadgen.analysis.planner.sequential_decision` at pre-planned looks; the exact binomial test
   rejects the expected rate at a spent alpha (fail), or the planned precision is reached with the
   expected rate inside the Clopper-Pearson interval (pass), else inconclusive.
 
@@ -44,16 +44,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from loadgen.exitcodes import (
-    EXIT_COMPONENT_FAILED,
-    EXIT_ERROR,
-    EXIT_INCONCLUSIVE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_VERDICT_FAILED,
-)
-from loadgen.ledger import LedgerTail, LiveCounts
-from loadgen.planner import (
+from loadgen.analysis.planner import (
     DEFAULT_CONFIDENCE,
     DEFAULT_LOOKS,
     SamplePlan,
@@ -68,15 +59,30 @@ from loadgen.planner import (
     sequential_decision,
     sequential_plan,
 )
-from loadgen.profile import PROFILE_FILE
-from loadgen.propagation import Decision, HeaderMode, envoy_random_sampled, format_mix, mode_spec
-from loadgen.reconcile import upstream_decision
+from loadgen.analysis.reconcile import upstream_decision
+from loadgen.analysis.stats import (
+    FAIL_ALPHA,
+    Verdict,
+    binom_test_two_sided,
+    clopper_pearson_interval,
+    wilson_interval,
+)
+from loadgen.exitcodes import (
+    EXIT_COMPONENT_FAILED,
+    EXIT_ERROR,
+    EXIT_INCONCLUSIVE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_VERDICT_FAILED,
+)
+from loadgen.ledger import LedgerTail, LiveCounts
+from loadgen.mesh.profile import PROFILE_FILE
+from loadgen.mesh.propagation import Decision, HeaderMode, envoy_random_sampled, format_mix, mode_spec
 from loadgen.redact import redact_data, redact_url
 from loadgen.run import RunError, RunOptions, RunResult, execute_run
 from loadgen.stack.envoy import TracingConfig
 from loadgen.stack.mesh import GATEWAY_HOST, EmbeddedMesh, MeshConfig
 from loadgen.stack.procs import StackError
-from loadgen.stats import FAIL_ALPHA, Verdict, binom_test_two_sided, clopper_pearson_interval, wilson_interval
 
 EXIT_PASS = EXIT_OK
 EXIT_FAIL = EXIT_VERDICT_FAILED

@@ -42,6 +42,15 @@ from typing import Any
 
 import httpx
 
+from loadgen.analysis.reconcile import (
+    Expectation,
+    Outcome,
+    TraceObservation,
+    classify,
+    ledger_trace_id,
+    upstream_decision,
+)
+from loadgen.analysis.stats import Proportion, percentile
 from loadgen.backends.base import (
     BackendError,
     BackendOptions,
@@ -52,19 +61,10 @@ from loadgen.backends.base import (
 from loadgen.emitter import read_reference_log, summarize_reference_log
 from loadgen.exitcodes import EXIT_COMPONENT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_VERDICT_FAILED
 from loadgen.ledger import LiveCounts, read_ledger
-from loadgen.propagation import Decision, mode_spec, normalize_trace_id
-from loadgen.reconcile import (
-    Expectation,
-    Outcome,
-    TraceObservation,
-    classify,
-    ledger_trace_id,
-    upstream_decision,
-)
+from loadgen.mesh.propagation import Decision, mode_spec, normalize_trace_id
 from loadgen.redact import redact_data
 from loadgen.report.html import render_run_folder
 from loadgen.run import RunError, RunOptions, RunResult, Status, execute_run
-from loadgen.stats import Proportion, percentile
 from loadgen.traffic.shape import StepPlan
 
 __all__ = [

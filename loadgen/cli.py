@@ -25,13 +25,7 @@ from typer._click import exceptions as click_errors
 from typer.core import TyperCommand
 
 from loadgen import __version__
-from loadgen.backends.base import BackendError, BackendOptions, parse_backend_spec
-from loadgen.calibrate import CalibrateOptions, CalibrationError
-from loadgen.calibrate import calibrate as run_calibration
-from loadgen.capacity import CapacityOptions, KneeBounds, SafetyBounds, run_capacity
-from loadgen.doctor import run_doctor
-from loadgen.exitcodes import EXIT_CODE_TABLE, EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED
-from loadgen.gates import (
+from loadgen.analysis.gates import (
     GateConfig,
     GateConfigError,
     evaluate_gates,
@@ -39,11 +33,23 @@ from loadgen.gates import (
     gates_headline,
     load_gate_config,
 )
-from loadgen.istio_config import IstioConfigError, WorkloadMode, effective_sampling, load_istio_files
-from loadgen.planner import default_precision, detection_plan, exact_prediction_requests, plan_sample_size
+from loadgen.analysis.planner import (
+    default_precision,
+    detection_plan,
+    exact_prediction_requests,
+    plan_sample_size,
+)
+from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE
+from loadgen.backends.base import BackendError, BackendOptions, parse_backend_spec
+from loadgen.calibrate import CalibrateOptions, CalibrationError
+from loadgen.calibrate import calibrate as run_calibration
+from loadgen.capacity import CapacityOptions, KneeBounds, SafetyBounds, run_capacity
+from loadgen.doctor import run_doctor
+from loadgen.exitcodes import EXIT_CODE_TABLE, EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED
+from loadgen.mesh.istio_config import IstioConfigError, WorkloadMode, effective_sampling, load_istio_files
+from loadgen.mesh.profile import MeshProfile, ProfileError, profile_advice
+from loadgen.mesh.propagation import DEFAULT_MIX, MODE_SPECS, format_mix, parse_mix
 from loadgen.probe import ProbeError, probe_mesh
-from loadgen.profile import MeshProfile, ProfileError, profile_advice
-from loadgen.propagation import DEFAULT_MIX, MODE_SPECS, format_mix, parse_mix
 from loadgen.redact import redact_text
 from loadgen.report.compare import compare_summaries, render_comparison_markdown
 from loadgen.report.html import render_run_folder
@@ -64,7 +70,6 @@ from loadgen.stack.envoy import DEFAULT_RUN_ID_TAG, TraceContextOption, TracingC
 from loadgen.stack.mesh import FANOUT_PATHS, CollectorFaults, EmbeddedMesh, MeshConfig, UpstreamFaults
 from loadgen.stack.procs import StackError
 from loadgen.validate import http_url_problem, output_dir_problem
-from loadgen.verdicts import DEFAULT_MAX_ERROR_RATE
 
 app = typer.Typer(
     name="loadgen",
@@ -1590,7 +1595,7 @@ def gate(
     out.print(gates_headline(results), markup=False, highlight=False)
     if junit:
         props = {"run_id": str(summary.get("run_id")), "run_dir": str(run_dir)}
-        junit.write_text(render_junit(results, "loadgen.gates", properties=props))
+        junit.write_text(render_junit(results, "loadgen.analysis.gates", properties=props))
     raise typer.Exit(gates_exit_code(results))
 
 

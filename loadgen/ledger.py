@@ -8,7 +8,7 @@ counts (`LedgerStats.truncated`), as it does any other line that is not a UTF-8 
 Record fields (absent values are null):
     seq          per-writer sequence number
     rid          our request id (also sent as `x-loadgen-request-id`)
-    mode         header mode (loadgen.propagation.HeaderMode)
+    mode         header mode (loadgen.mesh.propagation.HeaderMode)
     path         request path (/headers, /fanout, /fanout-nopropagate)
     ts           start time, epoch seconds
     latency_ms   time to the full response

@@ -1,4 +1,4 @@
-"""`loadgen probe`: learn the mesh before measuring it (plain I/O; the profile is loadgen.profile).
+"""`loadgen probe`: learn the mesh before measuring it (plain I/O; the profile is loadgen.mesh.profile).
 
 A short, bounded sequence of crafted requests through the gateway, all carrying the run id
 `<run-id>-probe` (so they stay out of the ledger, every estimate and the run-tag search), then a
@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import httpx
 
+from loadgen.analysis.integrity import TraceShape
 from loadgen.backends.base import BackendError, Fetched, FetchStatus, TraceBackend, redact_url
-from loadgen.integrity import TraceShape
-from loadgen.profile import Forcing, MeshProfile, RequestIdHandling, SpanShape
-from loadgen.propagation import (
+from loadgen.mesh.profile import Forcing, MeshProfile, RequestIdHandling, SpanShape
+from loadgen.mesh.propagation import (
     XRID_TRACE_REASON,
     forced_request_id,
     new_span_id,

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadgen.analysis.reconcile import TraceObservation
 from loadgen.backends.base import FetchStatus, TraceBackend
-from loadgen.reconcile import TraceObservation
 
 #: Young-generation threshold of the cyclic GC during a read-back (CPython's default is 700).
 READBACK_GC_THRESHOLD = 10_000

@@ -29,15 +29,24 @@ from typing import Any
 import httpx
 
 from loadgen import __version__
+from loadgen.analysis.integrity import Hop, downstream_service, fold_integrity, search_hop_traces
+from loadgen.analysis.reconcile import (
+    Expectation,
+    TraceObservation,
+    ledger_trace_id,
+    reconcile_mesh,
+    reconcile_reference,
+    upstream_decision,
+)
+from loadgen.analysis.tagsearch import estimate_from_tags, search_run
+from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE, exit_code_for, run_verdicts
+from loadgen.analysis.windows import windows_summary
 from loadgen.backends.base import BackendError, BackendOptions, TraceBackend, parse_backend_spec, redact_url
 from loadgen.emitter import ReferenceEmitter, read_reference_log, summarize_reference_log
 from loadgen.exitcodes import EXIT_COMPONENT_FAILED, EXIT_VERDICT_FAILED
 from loadgen.failure import ComponentFailure, disk_problem, locust_failure, log_tail, mentions_disk_full
-from loadgen.faultwindows import windows_summary
-from loadgen.integrity import Hop, downstream_service, fold_integrity, search_hop_traces
 from loadgen.ledger import LedgerStats, LedgerTail, LiveCounts, read_ledger
-from loadgen.probe import ProbeError, probe_mesh
-from loadgen.profile import (
+from loadgen.mesh.profile import (
     PROFILE_FILE,
     RUN_ID_TAG_ADVICE,
     MeshProfile,
@@ -51,16 +60,15 @@ from loadgen.profile import (
     resolved_shape,
     suggested_quiet_s,
 )
-from loadgen.propagation import DEFAULT_MIX, ExpectationContext, format_mix, normalize_trace_id, parse_mix
-from loadgen.readback import ReadBackResult, read_back, time_to_queryable
-from loadgen.reconcile import (
-    Expectation,
-    TraceObservation,
-    ledger_trace_id,
-    reconcile_mesh,
-    reconcile_reference,
-    upstream_decision,
+from loadgen.mesh.propagation import (
+    DEFAULT_MIX,
+    ExpectationContext,
+    format_mix,
+    normalize_trace_id,
+    parse_mix,
 )
+from loadgen.probe import ProbeError, probe_mesh
+from loadgen.readback import ReadBackResult, read_back, time_to_queryable
 from loadgen.redact import redact_data, redact_text
 from loadgen.report.html import render_run_folder
 from loadgen.report.render import render_markdown
@@ -82,8 +90,6 @@ from loadgen.stack.mesh import (
     UpstreamFaults,
 )
 from loadgen.stack.procs import ComponentDied, ManagedProcess, StackError, die_with_parent, python_module_argv
-from loadgen.tagsearch import estimate_from_tags, search_run
-from loadgen.verdicts import DEFAULT_MAX_ERROR_RATE, exit_code_for, run_verdicts
 
 DEFAULT_SCENARIO = "loadgen.traffic.default_scenario"
 

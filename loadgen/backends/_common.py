@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from loadgen.backends._http import run_concurrently
 from loadgen.backends.base import Fetched, FetchStatus, ProgressCallback, Span
-from loadgen.propagation import is_hex_id, normalize_trace_id
+from loadgen.mesh.propagation import is_hex_id, normalize_trace_id
 
 __all__ = ["all_error", "assign", "fetch_all", "format_double", "unchanged"]
 

@@ -10,7 +10,7 @@ Whatever the backend (Zipkin, Jaeger `/api` or Jaeger `/api/v3`), a reader retur
 
 so the reconciler has one span model. Optional fields may be absent, exactly as in Zipkin JSON.
 
-Result keys are always `normalize_trace_id(id)` (loadgen.propagation), the same form the ledger
+Result keys are always `normalize_trace_id(id)` (loadgen.mesh.propagation), the same form the ledger
 and the collector use.
 
 Outcome semantics the reconciler relies on:
@@ -36,7 +36,7 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from loadgen.propagation import normalize_trace_id
+from loadgen.mesh.propagation import normalize_trace_id
 from loadgen.redact import redact_url
 
 __all__ = [
@@ -160,7 +160,7 @@ class TraceBackend(abc.ABC):
     ) -> dict[str, T]:
         """`fetch_many` with every answer passed through `reduce` as soon as it is decoded, so
         that the raw spans of a large read-back are never all in memory at once: only the reduced
-        values (e.g. `loadgen.reconcile.TraceObservation`) are kept. Same keys and errors as
+        values (e.g. `loadgen.analysis.reconcile.TraceObservation`) are kept. Same keys and errors as
         `fetch_many`; `reduce` may run on a reader's worker thread.
 
         This default asks `fetch_many` for `REDUCED_CHUNK_IDS` ids at a time; the readers here

@@ -22,7 +22,7 @@ import httpx
 
 from loadgen.backends.base import Fetched, FetchStatus, TraceBackend, redact_url
 from loadgen.doctor.model import Check, CheckStatus, skipped
-from loadgen.propagation import XRID_TRACE_REASON, new_span_id, new_trace_id, parse_echo
+from loadgen.mesh.propagation import XRID_TRACE_REASON, new_span_id, new_trace_id, parse_echo
 from loadgen.stack.envoy import RUN_ID_HEADER
 
 __all__ = ["check_gateway", "check_mesh_trace", "same_request_id"]

@@ -16,7 +16,7 @@ from loadgen.doctor.bootstrap import V2_ENDPOINT, collector_endpoints, lint_boot
 from loadgen.doctor.collector import check_backend, check_collector
 from loadgen.doctor.gateway import check_gateway, check_mesh_trace
 from loadgen.doctor.model import Check, CheckStatus, DoctorReport, skipped
-from loadgen.istio_config import (
+from loadgen.mesh.istio_config import (
     IstioConfigError,
     WorkloadMode,
     effective_sampling,

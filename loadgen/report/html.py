@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from loadgen import __version__
+from loadgen.analysis.reconcile import TraceObservation
+from loadgen.analysis.verdicts import describe_error
 from loadgen.ledger import read_ledger
-from loadgen.propagation import normalize_trace_id
-from loadgen.reconcile import TraceObservation
+from loadgen.mesh.propagation import normalize_trace_id
 from loadgen.redact import redact_data
 from loadgen.report import plots
 from loadgen.report.plots import (
@@ -56,7 +57,6 @@ from loadgen.report.render import (
     verdict_causes,
 )
 from loadgen.report.tables import expectation_from_summary, ledger_timeseries, modes_csv, timeseries_csv
-from loadgen.verdicts import describe_error
 
 esc = xml_escape
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 
-from loadgen.gates import GateResult
+from loadgen.analysis.gates import GateResult
 from loadgen.report.plots import visible_text
 
 
@@ -27,7 +27,7 @@ def _block(value: object) -> str:
 
 def render_junit(
     results: Sequence[GateResult],
-    suite_name: str = "loadgen.gates",
+    suite_name: str = "loadgen.analysis.gates",
     *,
     properties: Mapping[str, object] | None = None,
     timestamp: str | None = None,

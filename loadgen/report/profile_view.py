@@ -1,7 +1,7 @@
 """ "What loadgen learned about this mesh": the mesh profile for the terminal and report.md (pure).
 
 Reads the `profile` section of summary.json (or a mesh-profile.json), whose `facts` list holds
-one {name, value, learned, evidence} per fact (loadgen.profile.profile_facts).
+one {name, value, learned, evidence} per fact (loadgen.mesh.profile.profile_facts).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 time: requests, errors, throughput, latency percentiles, the fraction the upstream saw sampled,
 the decision rate of the proxy-decided modes with its Wilson 95 % interval, and, when the backend
 observations are given, the per-window outcomes and collection rate. Outcomes are computed
-exactly as `loadgen.reconcile` does (same join by trace id, same `classify`), so the windows add
+exactly as `loadgen.analysis.reconcile` does (same join by trace id, same `classify`), so the windows add
 up to the summary's totals.
 
 CSV cells that hold text (mode names come from scenario files) are neutralised against formula
@@ -21,9 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen.profile import SpanShape
-from loadgen.propagation import Decision, mode_spec
-from loadgen.reconcile import (
+from loadgen.analysis.reconcile import (
     VIOLATION_KINDS,
     Expectation,
     Outcome,
@@ -32,7 +30,9 @@ from loadgen.reconcile import (
     ledger_trace_id,
     upstream_decision,
 )
-from loadgen.stats import Proportion, percentile
+from loadgen.analysis.stats import Proportion, percentile
+from loadgen.mesh.profile import SpanShape
+from loadgen.mesh.propagation import Decision, mode_spec
 
 MAX_WINDOWS = 1_000_000  # a bad timestamp must not allocate a window per microsecond
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from loadgen.propagation import ExpectationContext
+from loadgen.mesh.propagation import ExpectationContext
 from loadgen.stack.procs import ManagedProcess, StackError
 
 RUN_ID_HEADER = "x-loadgen-run-id"
@@ -72,7 +72,7 @@ class TracingConfig:
     echo_headers: bool = True  # False: the upstream answers {"ok": true}, like an app that is not httpbin
 
     def expectation_context(self) -> ExpectationContext:
-        """What the header-mode expectations (loadgen.propagation) depend on, for this mesh.
+        """What the header-mode expectations (loadgen.mesh.propagation) depend on, for this mesh.
         The embedded client is 127.0.0.1, so any internal CIDR list is taken to cover it."""
         return ExpectationContext(
             sampling_percent=self.sampling_percent,

@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadgen.integrity import Hop
+from loadgen.analysis.integrity import Hop
 from loadgen.stack.envoy import EnvoyProcess, OutboundSpec, ProxySpec, TracingConfig
 from loadgen.stack.procs import ComponentDied, ManagedProcess, StackError, python_module_argv
 

@@ -27,7 +27,7 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen.ledger import LedgerWriter
-from loadgen.propagation import (
+from loadgen.mesh.propagation import (
     DEFAULT_MIX,
     EncodeOptions,
     HeaderMode,
@@ -99,7 +99,7 @@ def _add_arguments(parser: Any) -> None:
         choices=[s.value for s in IdStyle],
         default=IdStyle.RANDOM.value,
         help="128-bit trace ids: fully random, or k6's layout (prefix dc0742, then the unix time in "
-        "ns as a varint, then 4 random bytes; see loadgen.propagation.k6_trace_id)",
+        "ns as a varint, then 4 random bytes; see loadgen.mesh.propagation.k6_trace_id)",
     )
     group.add_argument(
         "--loadgen-xrid-percent",

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from loadgen.analysis.planner import envoy_threshold, plan_sample_size
+from loadgen.analysis.reconcile import Expectation, reconcile_mesh
 from loadgen.calibrate import (
     EXIT_FAIL,
     EXIT_INCONCLUSIVE,
@@ -26,9 +28,7 @@ from loadgen.calibrate import (
     run_time_cap_s,
 )
 from loadgen.ledger import LiveCounts
-from loadgen.planner import envoy_threshold, plan_sample_size
-from loadgen.propagation import HeaderMode, parse_mix, sampling_threshold
-from loadgen.reconcile import Expectation, reconcile_mesh
+from loadgen.mesh.propagation import HeaderMode, parse_mix, sampling_threshold
 from loadgen.run import RunOptions, RunResult
 from loadgen.stack.envoy import TracingConfig
 

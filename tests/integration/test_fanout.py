@@ -1,7 +1,7 @@
 """The multi-hop embedded mesh against the real Envoy: gateway -> app sidecar (inbound) -> echo app
 -> app sidecar (outbound, egress) -> backend sidecar -> backend echo. What Envoy 1.40 records
 per hop, how the parent chain looks for B3 multi, single `b3` and no headers, and the integrity
-fold (loadgen.integrity) on traces the real proxies wrote: fragmentation found exactly where the
+fold (loadgen.analysis.integrity) on traces the real proxies wrote: fragmentation found exactly where the
 app drops the headers, and nowhere else."""
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+from loadgen.analysis.integrity import TraceShape, fold_integrity, judge_trace, search_hop_traces
+from loadgen.analysis.reconcile import TraceObservation
 from loadgen.backends.base import FetchStatus
 from loadgen.backends.zipkin import ZipkinBackend
-from loadgen.integrity import TraceShape, fold_integrity, judge_trace, search_hop_traces
-from loadgen.propagation import HeaderMode, encode, parse_b3_single, parse_echo
-from loadgen.reconcile import TraceObservation
+from loadgen.mesh.propagation import HeaderMode, encode, parse_b3_single, parse_echo
 from loadgen.stack.envoy import RUN_ID_HEADER, TracingConfig
 from loadgen.stack.mesh import (
     BACKEND_SERVICE,

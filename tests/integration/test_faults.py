@@ -38,14 +38,7 @@ import httpx
 import pytest
 from rich.console import Console
 
-from loadgen.backends._common import all_error, assign
-from loadgen.backends.base import BackendOptions, TraceBackend
-from loadgen.backends.zipkin import ZipkinBackend
-from loadgen.emitter import read_reference_log, summarize_reference_log
-from loadgen.faultwindows import WindowTally, loss_intervals, tally_windows
-from loadgen.ledger import LedgerStats, count_lines, read_ledger
-from loadgen.readback import read_back
-from loadgen.reconcile import (
+from loadgen.analysis.reconcile import (
     Expectation,
     Outcome,
     TraceObservation,
@@ -53,6 +46,13 @@ from loadgen.reconcile import (
     ledger_trace_id,
     upstream_decision,
 )
+from loadgen.analysis.windows import WindowTally, loss_intervals, tally_windows
+from loadgen.backends._common import all_error, assign
+from loadgen.backends.base import BackendOptions, TraceBackend
+from loadgen.backends.zipkin import ZipkinBackend
+from loadgen.emitter import read_reference_log, summarize_reference_log
+from loadgen.ledger import LedgerStats, count_lines, read_ledger
+from loadgen.readback import read_back
 from loadgen.report.render import render_terminal
 from loadgen.run import RunError, RunOptions, RunResult, _options_dict, execute_run, read_back_and_reconcile
 from loadgen.stack.envoy import EnvoyProcess, TracingConfig

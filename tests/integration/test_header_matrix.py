@@ -26,9 +26,10 @@ from typing import Any
 import httpx
 import pytest
 
+from loadgen.analysis.reconcile import Expectation, TraceObservation, ledger_trace_id, reconcile_mesh
 from loadgen.backends.base import FetchStatus
 from loadgen.ledger import read_ledger
-from loadgen.propagation import (
+from loadgen.mesh.propagation import (
     MODE_SPECS,
     Decision,
     EncodeOptions,
@@ -46,7 +47,6 @@ from loadgen.propagation import (
     same_request_id,
     sampling_threshold,
 )
-from loadgen.reconcile import Expectation, TraceObservation, ledger_trace_id, reconcile_mesh
 from loadgen.run import RunOptions, execute_run
 from loadgen.stack.envoy import RUN_ID_HEADER, TraceContextOption, TracingConfig
 from loadgen.stack.mesh import GATEWAY_SERVICE, SIDECAR_SERVICE, EmbeddedMesh, MeshConfig

@@ -44,14 +44,14 @@ from typing import Any
 
 import pytest
 
+from loadgen.analysis.reconcile import Expectation, TraceObservation, reconcile_mesh, reconcile_reference
+from loadgen.analysis.stats import wilson_interval
 from loadgen.backends.base import FetchStatus
 from loadgen.emitter import read_reference_log, summarize_reference_log
 from loadgen.ledger import read_ledger
-from loadgen.reconcile import Expectation, TraceObservation, reconcile_mesh, reconcile_reference
 from loadgen.run import RunOptions, RunResult, execute_run
 from loadgen.stack.envoy import TracingConfig
 from loadgen.stack.mesh import CollectorFaults
-from loadgen.stats import wilson_interval
 
 from .conftest import leftover_processes
 

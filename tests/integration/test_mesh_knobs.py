@@ -27,7 +27,7 @@ import pytest
 import typer
 
 from loadgen.cli import app
-from loadgen.propagation import (
+from loadgen.mesh.propagation import (
     MODE_SPECS,
     Decision,
     HeaderMode,

@@ -8,7 +8,7 @@ import random
 import httpx
 import pytest
 
-from loadgen.propagation import LEGACY_MODES, MODE_SPECS, Decision, HeaderMode, encode, parse_echo
+from loadgen.mesh.propagation import LEGACY_MODES, MODE_SPECS, Decision, HeaderMode, encode, parse_echo
 from loadgen.stack.envoy import RUN_ID_HEADER
 from loadgen.stack.mesh import GATEWAY_SERVICE, SIDECAR_SERVICE, EmbeddedMesh
 

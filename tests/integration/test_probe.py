@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from loadgen.backends.zipkin import ZipkinBackend
+from loadgen.mesh.profile import MeshProfile, RequestIdHandling, SpanShape
 from loadgen.probe import PLAN, ProbeError, probe_mesh
-from loadgen.profile import MeshProfile, RequestIdHandling, SpanShape
 from loadgen.stack.envoy import TraceContextOption, TracingConfig
 from loadgen.stack.mesh import GATEWAY_SERVICE, SIDECAR_SERVICE, EmbeddedMesh, MeshConfig
 

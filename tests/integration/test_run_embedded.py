@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from loadgen.analysis.planner import all_found_sample_size
+from loadgen.analysis.stats import wilson_interval
 from loadgen.ledger import read_ledger
-from loadgen.planner import all_found_sample_size
 from loadgen.run import RunError, RunOptions, RunResult, execute_run, verify_run
 from loadgen.stack.envoy import TracingConfig
 from loadgen.stack.mesh import GATEWAY_SERVICE, SIDECAR_SERVICE, CollectorFaults, EmbeddedMesh
-from loadgen.stats import wilson_interval
 
 from .conftest import leftover_processes
 

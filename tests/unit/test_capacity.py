@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from loadgen.analysis.reconcile import Expectation, TraceObservation
+from loadgen.analysis.stats import Proportion, percentile
 from loadgen.backends.base import Fetched, FetchStatus, TraceBackend
 from loadgen.capacity import (
     IngestSample,
@@ -32,10 +34,8 @@ from loadgen.capacity import (
     step_windows,
 )
 from loadgen.ledger import LiveCounts
-from loadgen.reconcile import Expectation, TraceObservation
 from loadgen.stack.collector.server import Faults, TokenBucket
 from loadgen.stack.mesh import CollectorFaults
-from loadgen.stats import Proportion, percentile
 from loadgen.traffic import shape
 from loadgen.traffic.shape import StepPlan, format_steps, parse_steps
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from loadgen.analysis.stats import Proportion
 from loadgen.report.compare import compare_summaries, render_comparison_markdown
-from loadgen.stats import Proportion
 
 
 def summary(run_id: str, coll: tuple[int, int], p99: float, verdict: str) -> dict[str, Any]:

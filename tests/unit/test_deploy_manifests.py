@@ -30,7 +30,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from loadgen.propagation import parse_mix
+from loadgen.mesh.propagation import parse_mix
 from loadgen.stack.envoy import DEFAULT_RUN_ID_TAG, RUN_ID_HEADER
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""loadgen.gates (thresholds from flags or loadgen.toml) and loadgen.report.junit (their JUnit XML)."""
+"""loadgen.analysis.gates (thresholds from flags or loadgen.toml) and loadgen.report.junit (their JUnit XML)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from loadgen.gates import (
+from loadgen.analysis.gates import (
     EXIT_GATES_FAILED,
     EXIT_GATES_PASSED,
     GateConfig,
@@ -21,10 +21,10 @@ from loadgen.gates import (
     gates_headline,
     load_gate_config,
 )
+from loadgen.analysis.stats import wilson_interval
+from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE
 from loadgen.report.junit import render_junit
 from loadgen.report.plots import visible_text
-from loadgen.stats import wilson_interval
-from loadgen.verdicts import DEFAULT_MAX_ERROR_RATE
 
 
 def prop(k: int, n: int) -> dict[str, Any]:
@@ -286,12 +286,14 @@ def test_sampling_gate_reads_the_final_verdict_and_its_cause() -> None:
 def test_junit_has_one_testcase_per_gate_and_a_failure_per_failed_gate() -> None:
     s = summary(latency_ms={"none": {"p99": 99.0}})
     results = evaluate_gates(s, ALL)
-    xml = render_junit(results, "loadgen.gates", properties={"run_id": "r1"}, timestamp="2026-11-27T10:00:00")
+    xml = render_junit(
+        results, "loadgen.analysis.gates", properties={"run_id": "r1"}, timestamp="2026-11-27T10:00:00"
+    )
     assert xml.startswith('<?xml version="1.0" encoding="UTF-8"?>\n')
     root = ET.fromstring(xml.encode())
     assert root.tag == "testsuites" and root.get("tests") == "6" and root.get("failures") == "1"
     (suite,) = root.findall("testsuite")
-    assert suite.get("name") == "loadgen.gates" and suite.get("timestamp") == "2026-11-27T10:00:00"
+    assert suite.get("name") == "loadgen.analysis.gates" and suite.get("timestamp") == "2026-11-27T10:00:00"
     assert [(p.get("name"), p.get("value")) for p in suite.iter("property")] == [("run_id", "r1")]
     cases = suite.findall("testcase")
     assert [c.get("name") for c in cases] == [r.name for r in results]

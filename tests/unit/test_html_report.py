@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 
+from loadgen.analysis.reconcile import Expectation, TraceObservation, reconcile_mesh, reconcile_reference
+from loadgen.analysis.stats import wilson_interval
+from loadgen.analysis.verdicts import run_verdicts
 from loadgen.backends.base import FetchStatus
-from loadgen.propagation import HeaderMode
-from loadgen.reconcile import Expectation, TraceObservation, reconcile_mesh, reconcile_reference
+from loadgen.mesh.propagation import HeaderMode
 from loadgen.report import plots
 from loadgen.report.html import load_fetched, render_html, render_run_folder
 from loadgen.report.plots import (
@@ -48,8 +50,6 @@ from loadgen.report.tables import (
     modes_csv,
     timeseries_csv,
 )
-from loadgen.stats import wilson_interval
-from loadgen.verdicts import run_verdicts
 
 SVG = "{http://www.w3.org/2000/svg}"
 XHTML = "{http://www.w3.org/1999/xhtml}"

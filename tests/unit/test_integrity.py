@@ -1,4 +1,4 @@
-"""loadgen.integrity on hand-built Zipkin span lists.
+"""loadgen.analysis.integrity on hand-built Zipkin span lists.
 
 The clean layouts copy what the real Envoy 1.40 wrote in the embedded fan-out mesh (gateway
 SERVER + CLIENT, app sidecar SERVER inbound + CLIENT outbound, backend SERVER; with
@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
-from loadgen.backends.base import Fetched, FetchStatus
-from loadgen.integrity import (
+from loadgen.analysis.integrity import (
     EXPLANATIONS,
     GUID_TAG,
     ExternalRef,
@@ -34,7 +33,8 @@ from loadgen.integrity import (
     mask_request_id,
     search_hop_traces,
 )
-from loadgen.reconcile import TraceObservation
+from loadgen.analysis.reconcile import TraceObservation
+from loadgen.backends.base import Fetched, FetchStatus
 
 GW, APP, BE = "istio-ingressgateway", "httpbin.istioinaction", "backend.istioinaction"
 HOPS = (Hop(GW, 2), Hop(APP, 2), Hop(BE, 1))  # /fanout with the gateway's upstream span

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.istio_config import (
+from loadgen.mesh.istio_config import (
     IstioConfigError,
     WorkloadMode,
     effective_sampling,
@@ -224,7 +224,7 @@ def test_a_binary_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_an_oversized_file_is_refused_before_parsing(tmp_path: Path) -> None:
-    from loadgen.istio_config import MAX_ISTIO_FILE_BYTES
+    from loadgen.mesh.istio_config import MAX_ISTIO_FILE_BYTES
 
     big = tmp_path / "big.yaml"
     # Valid YAML, just too much of it: a comment line repeated past the cap.

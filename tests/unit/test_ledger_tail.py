@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from loadgen.analysis.reconcile import upstream_decision
 from loadgen.ledger import LedgerTail
-from loadgen.reconcile import upstream_decision
 
 
 def line(mode: str, flag: str | None, status: int = 200) -> str:

@@ -16,8 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from loadgen.analysis.reconcile import Expectation, TraceObservation, ledger_trace_id, reconcile_mesh
 from loadgen.backends.base import FetchStatus
-from loadgen.propagation import (
+from loadgen.mesh.propagation import (
     DEFAULT_CONTEXT,
     LEGACY_MODES,
     MODE_SPECS,
@@ -38,7 +39,6 @@ from loadgen.propagation import (
     sampling_threshold,
     xrid_decision,
 )
-from loadgen.reconcile import Expectation, TraceObservation, ledger_trace_id, reconcile_mesh
 from loadgen.stack.envoy import ProxySpec, TraceContextOption, TracingConfig, render_bootstrap
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")

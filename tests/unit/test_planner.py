@@ -1,4 +1,4 @@
-"""loadgen.planner against closed forms, brute-force scans and SciPy (a test oracle only).
+"""loadgen.analysis.planner against closed forms, brute-force scans and SciPy (a test oracle only).
 
 The sequential rule's type-I error is measured by seeded simulation: the union bound promises
 at most alpha, so the observed false-fail fraction must stay below alpha plus a binomial margin."""
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats as sp_stats
 
-from loadgen.planner import (
+from loadgen.analysis.planner import (
     DetectionPlan,
     SequentialDecision,
     SequentialPlan,
@@ -37,8 +37,8 @@ from loadgen.planner import (
     wald_sample_size,
     wilson_sample_size,
 )
-from loadgen.propagation import envoy_random_sampled, sampling_threshold
-from loadgen.stats import clopper_pearson_interval, wilson_interval
+from loadgen.analysis.stats import clopper_pearson_interval, wilson_interval
+from loadgen.mesh.propagation import envoy_random_sampled, sampling_threshold
 
 Z95 = float(sp_stats.norm.ppf(0.975))
 
@@ -51,7 +51,7 @@ def scipy_cp_half_width(k: int, n: int, confidence: float) -> float:
 
 
 def wilson_half_width(k: int, n: int, confidence: float) -> float:
-    """Wilson's interval from its textbook formula (independent of loadgen.stats)."""
+    """Wilson's interval from its textbook formula (independent of loadgen.analysis.stats)."""
     z = float(sp_stats.norm.ppf(0.5 + confidence / 2))
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)

@@ -1,4 +1,4 @@
-"""The mesh profile (loadgen.profile): shapes, the expectations it sets, and the gaps it leaves."""
+"""The mesh profile (loadgen.mesh.profile): shapes, the expectations it sets, and the gaps it leaves."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from loadgen.analysis.integrity import TraceShape
+from loadgen.analysis.reconcile import Expectation, Outcome, TraceObservation, classify
 from loadgen.backends.base import FetchStatus
-from loadgen.integrity import TraceShape
-from loadgen.profile import (
+from loadgen.mesh.profile import (
     Forcing,
     MeshProfile,
     ProfileError,
@@ -23,8 +24,7 @@ from loadgen.profile import (
     resolved_shape,
     suggested_quiet_s,
 )
-from loadgen.propagation import ExpectationContext
-from loadgen.reconcile import Expectation, Outcome, TraceObservation, classify
+from loadgen.mesh.propagation import ExpectationContext
 
 GW, SC = "istio-ingressgateway", "httpbin"
 

@@ -1,4 +1,4 @@
-"""loadgen.propagation: ids, header modes, B3 encoders/parsers and Envoy's x-request-id rules.
+"""loadgen.mesh.propagation: ids, header modes, B3 encoders/parsers and Envoy's x-request-id rules.
 
 Expectations come from the B3 spec (https://github.com/openzipkin/b3-propagation), from
 shared/ENVOY-NOTES.md (measured Envoy behaviour) and from Envoy's own source for the sampling
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loadgen.propagation import (
+from loadgen.mesh.propagation import (
     DEFAULT_MIX,
     LEGACY_MODES,
     MODE_SPECS,

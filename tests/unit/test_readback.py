@@ -18,11 +18,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from loadgen.analysis.reconcile import TraceObservation
 from loadgen.backends import ZipkinBackend
 from loadgen.backends.base import REDUCED_CHUNK_IDS, Fetched, FetchStatus, TraceBackend
-from loadgen.propagation import normalize_trace_id
+from loadgen.mesh.propagation import normalize_trace_id
 from loadgen.readback import read_back
-from loadgen.reconcile import TraceObservation
 
 RUN_TAG, RUN_ID = "loadgen.run_id", "run-1"
 OLD_PEAK_PER_TRACE = 11_900  # bytes, bench/reconcile.py before read-back streamed observations

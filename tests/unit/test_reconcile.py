@@ -1,4 +1,4 @@
-"""loadgen.reconcile on hand-built ledgers and observations.
+"""loadgen.analysis.reconcile on hand-built ledgers and observations.
 
 Every expected count below is derived in the comments from the records themselves (which outcome
 each one must get and why), not copied from a run of the code."""
@@ -16,9 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats as sp_stats
 
-from loadgen.backends.base import Fetched, FetchStatus
-from loadgen.propagation import HeaderMode
-from loadgen.reconcile import (
+from loadgen.analysis.reconcile import (
     Expectation,
     Outcome,
     TraceObservation,
@@ -29,7 +27,9 @@ from loadgen.reconcile import (
     top_errors,
     upstream_decision,
 )
-from loadgen.stats import wilson_interval
+from loadgen.analysis.stats import wilson_interval
+from loadgen.backends.base import Fetched, FetchStatus
+from loadgen.mesh.propagation import HeaderMode
 
 EXPECT = Expectation(spans_per_trace=2, services=("gateway", "app"), configured_percent=10.0)
 

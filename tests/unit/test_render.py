@@ -12,11 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
+from loadgen.analysis.reconcile import Expectation, TraceObservation, reconcile_mesh, reconcile_reference
+from loadgen.analysis.verdicts import run_verdicts
 from loadgen.backends.base import FetchStatus
-from loadgen.propagation import HeaderMode
-from loadgen.reconcile import Expectation, TraceObservation, reconcile_mesh, reconcile_reference
+from loadgen.mesh.propagation import HeaderMode
 from loadgen.report.render import fmt_ms, fmt_rate, md_escape, render_json, render_markdown, render_terminal
-from loadgen.verdicts import run_verdicts
 
 MD_SPECIAL = set("\\`*_{}[]<>()#+!|~")
 
@@ -526,7 +526,7 @@ def test_fmt_rate_of_a_null_estimate() -> None:
 def test_markdown_and_html_show_what_the_probe_learned() -> None:
     """Issue 9: the profile is shown as "what loadgen learned about this mesh"; a fact not
     learned is marked, and span-derived text (a service name) is escaped."""
-    from loadgen.profile import Forcing, MeshProfile, RequestIdHandling, SpanShape
+    from loadgen.mesh.profile import Forcing, MeshProfile, RequestIdHandling, SpanShape
     from loadgen.report.html import render_html
 
     hostile = "gw|<b>*x*</b>"

@@ -1,4 +1,4 @@
-"""loadgen.stats against closed forms, explicit sums (math.comb / fractions) and SciPy.
+"""loadgen.analysis.stats against closed forms, explicit sums (math.comb / fractions) and SciPy.
 
 SciPy is only a test oracle here (the package itself is stdlib-only)."""
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from scipy import special as sp_special
 from scipy import stats as sp_stats
 
-from loadgen.stats import (
+from loadgen.analysis.stats import (
     FAIL_ALPHA,
     Proportion,
     Verdict,

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from loadgen.stats import wilson_interval
-from loadgen.tagsearch import estimate_from_tags
+from loadgen.analysis.stats import wilson_interval
+from loadgen.analysis.tagsearch import estimate_from_tags
 
 
 def rec(mode: str, inj: str | None = None, status: int = 200) -> dict[str, Any]:

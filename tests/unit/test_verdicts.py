@@ -1,4 +1,4 @@
-"""loadgen.verdicts: collection verdict with unknowns, run verdicts from a reconciled summary, exit codes."""
+"""loadgen.analysis.verdicts: collection verdict with unknowns, run verdicts from a reconciled summary, exit codes."""
 
 from __future__ import annotations
 
@@ -14,13 +14,10 @@ from hypothesis import strategies as st
 from scipy import stats as sp_stats
 
 from loadgen import cli
-from loadgen import verdicts as verdicts_module
-from loadgen.backends.base import FetchStatus
-from loadgen.propagation import HeaderMode
-from loadgen.reconcile import Expectation, TraceObservation, reconcile_mesh, reconcile_reference
-from loadgen.run import RunOptions
-from loadgen.stats import Verdict
-from loadgen.verdicts import (
+from loadgen.analysis import verdicts as verdicts_module
+from loadgen.analysis.reconcile import Expectation, TraceObservation, reconcile_mesh, reconcile_reference
+from loadgen.analysis.stats import Verdict
+from loadgen.analysis.verdicts import (
     DEFAULT_MAX_ERROR_RATE,
     EXIT_INCONCLUSIVE,
     EXIT_INTERRUPTED,
@@ -31,12 +28,15 @@ from loadgen.verdicts import (
     exit_code_for,
     run_verdicts,
 )
+from loadgen.backends.base import FetchStatus
+from loadgen.mesh.propagation import HeaderMode
+from loadgen.run import RunOptions
 
 # --- collection_verdict: the Wilson interval against the minimum ------------------------------------
 
 
 def scipy_wilson(k: int, n: int) -> tuple[float, float]:
-    """Wilson's 95 % interval from SciPy (an oracle independent of loadgen.stats)."""
+    """Wilson's 95 % interval from SciPy (an oracle independent of loadgen.analysis.stats)."""
     ci = sp_stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
     return float(ci.low), float(ci.high)
 

@@ -36,7 +36,7 @@ from aiohttp import hdrs, web
 from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.web_protocol import RequestHandler
 
-from loadgen.propagation import normalize_trace_id
+from loadgen.mesh.propagation import normalize_trace_id
 from loadgen.stack.collector.store import SpanStore, SpanValidationError, StoreError, validate_spans
 
 __all__ = [

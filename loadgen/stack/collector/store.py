@@ -2,7 +2,7 @@
 
 Spans are kept in Zipkin v2 JSON shape (shared/specs/zipkin2-api.yaml), normalized the way
 Zipkin's own decoder does it: lowercase ids, a 128-bit trace id with a zero high half collapsed to
-64 bits (`loadgen.propagation.normalize_trace_id`), lowercase span and service names,
+64 bits (`loadgen.mesh.propagation.normalize_trace_id`), lowercase span and service names,
 zero/empty/false fields omitted, unknown fields dropped.
 
 The store is *raw*, like Zipkin's: a span reported twice (same traceId, id, kind, shared…) is
@@ -41,7 +41,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from loadgen.propagation import is_hex_id, normalize_trace_id
+from loadgen.mesh.propagation import is_hex_id, normalize_trace_id
 
 __all__ = [
     "LEGACY_SPANS_FILE_NAME",

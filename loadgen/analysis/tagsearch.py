@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from loadgen.analysis.stats import Proportion
 from loadgen.backends.base import BackendError, TraceBackend
-from loadgen.propagation import Decision, ExpectationContext, mode_spec, normalize_trace_id
-from loadgen.stats import Proportion
+from loadgen.mesh.propagation import Decision, ExpectationContext, mode_spec, normalize_trace_id
 
 
 def search_run(

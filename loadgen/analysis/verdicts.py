@@ -32,10 +32,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from loadgen.analysis.planner import MAX_PLANNED_REQUESTS, all_found_sample_size, detectable_sample_size
+from loadgen.analysis.stats import FAIL_ALPHA, Verdict, wilson_interval
 from loadgen.exitcodes import EXIT_INCONCLUSIVE, EXIT_INTERRUPTED, EXIT_OK, EXIT_VERDICT_FAILED
-from loadgen.planner import MAX_PLANNED_REQUESTS, all_found_sample_size, detectable_sample_size
-from loadgen.propagation import mode_spec
-from loadgen.stats import FAIL_ALPHA, Verdict, wilson_interval
+from loadgen.mesh.propagation import mode_spec
 
 #: `VerdictDetail.basis`: how a verdict decides.
 BASIS_EXACT = "exact"  # every checked item against a definite rule: one counter-example fails

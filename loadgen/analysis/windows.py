@@ -9,7 +9,7 @@ time and every reference trace a start record, so each outcome can be put in a t
 
 and the bins that lost something merge into **loss intervals**: a loss that belongs to a fault
 shows up as one interval around it, a loss spread over the whole run (a lossy backend) as bins
-everywhere. The outcome of each request is `loadgen.reconcile.classify`, the same function the
+everywhere. The outcome of each request is `loadgen.analysis.reconcile.classify`, the same function the
 run's rates come from, so the windows add up to the summary's counts.
 
 Attribution is by *request start*. Envoy buffers spans up to its flush interval before sending,
@@ -24,9 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from loadgen.backends.base import FetchStatus
-from loadgen.propagation import normalize_trace_id
-from loadgen.reconcile import (
+from loadgen.analysis.reconcile import (
     Expectation,
     Outcome,
     TraceObservation,
@@ -34,6 +32,8 @@ from loadgen.reconcile import (
     ledger_trace_id,
     upstream_decision,
 )
+from loadgen.backends.base import FetchStatus
+from loadgen.mesh.propagation import normalize_trace_id
 
 __all__ = ["WindowTally", "loss_intervals", "tally_windows", "windows_summary"]
 

@@ -31,7 +31,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from loadgen.propagation import ExpectationContext
+from loadgen.mesh.propagation import ExpectationContext
 
 __all__ = [
     "PROFILE_FILE",

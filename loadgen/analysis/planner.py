@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from loadgen.stats import (
+from loadgen.analysis.stats import (
     FAIL_ALPHA,
     Verdict,
     binom_cdf,
@@ -84,7 +84,7 @@ def _check_fraction(name: str, value: float, *, open_low: bool = False, open_hig
 
 def envoy_threshold(percent: float) -> int:
     """T in Envoy's rule ``sampled <=> int(xrid[0:8], 16) % 10000 < T``: the exact float expression
-    of `ProtobufPercentHelper::convertPercent` (and `loadgen.propagation.envoy_random_sampled`),
+    of `ProtobufPercentHelper::convertPercent` (and `loadgen.mesh.propagation.envoy_random_sampled`),
     so 0.29 % gives 28, not 29 (shared/ENVOY-NOTES.md)."""
     if not 0.0 <= percent <= 100.0:
         raise ValueError(f"percent must be in [0, 100], got {percent}")
@@ -272,7 +272,7 @@ def all_found_sample_size(threshold: float, confidence: float = DEFAULT_CONFIDEN
 def detectable_sample_size(expected: float, alpha: float = FAIL_ALPHA) -> int:
     """Decision-free requests the statistical sampling verdict needs before it could fail in
     every direction there is: the smallest n at which both extreme outcomes (none sampled, all
-    sampled) fail `loadgen.stats.sampling_verdict` (outside the Wilson interval and rejected by
+    sampled) fail `loadgen.analysis.stats.sampling_verdict` (outside the Wilson interval and rejected by
     the exact binomial test at `alpha`). Below it a pass is vacuous: no proxy could have failed.
     At alpha 0.001: 11 at 50 % (2 * 0.5^n < alpha), 34 at 20 %, 757 at 1 %; 1 at 0 or 100 %."""
     _check_fraction("expected fraction", expected)

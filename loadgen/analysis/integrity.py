@@ -43,12 +43,12 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
+from loadgen.analysis.stats import Proportion
 from loadgen.backends.base import BackendError, FetchStatus, Span, TraceBackend
-from loadgen.propagation import normalize_trace_id
-from loadgen.stats import Proportion
+from loadgen.mesh.propagation import normalize_trace_id
 
 if TYPE_CHECKING:
-    from loadgen.reconcile import TraceObservation
+    from loadgen.analysis.reconcile import TraceObservation
 
 GUID_TAG = "guid:x-request-id"
 EXTERNAL_LIMIT = 8  # external references kept per trace shape (a sane trace has at most one)
@@ -490,7 +490,7 @@ def fold_integrity(
     the run's window (None: fragmentation not searched, its count is null).
 
     Judged: every request with a 200 whose trace the backend holds (status FOUND with a shape)."""
-    from loadgen.reconcile import ledger_trace_id  # reconcile imports this module
+    from loadgen.analysis.reconcile import ledger_trace_id  # reconcile imports this module
 
     defects = {name: _Defect() for name in EXPLANATIONS}
     kept = [0, 0]

@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from loadgen.analysis.integrity import TraceShape
+from loadgen.analysis.stats import Proportion, Verdict, percentile, sampling_verdict
 from loadgen.backends.base import Fetched, FetchStatus
-from loadgen.integrity import TraceShape
-from loadgen.profile import SpanShape, shape_covered
-from loadgen.propagation import (
+from loadgen.mesh.profile import SpanShape, shape_covered
+from loadgen.mesh.propagation import (
     Decision,
     ExpectationContext,
     Expected,
@@ -42,7 +43,6 @@ from loadgen.propagation import (
     normalize_trace_id,
     same_request_id,
 )
-from loadgen.stats import Proportion, Verdict, percentile, sampling_verdict
 
 
 class Outcome(StrEnum):
@@ -66,7 +66,7 @@ class TraceObservation:
     services: tuple[str, ...] = ()
     run_tagged: int = 0  # spans carrying the run-id tag with this run's id
     error: str | None = None
-    # The trace's tree reduced for the integrity fold (loadgen.integrity); None when not found.
+    # The trace's tree reduced for the integrity fold (loadgen.analysis.integrity); None when not found.
     shape: TraceShape | None = None
 
     @classmethod
@@ -108,7 +108,7 @@ class Expectation:
     services: tuple[str, ...]
     configured_percent: float | None  # None: unknown (e.g. a real cluster with no --expect)
     #: The mesh configuration the header modes' expectations depend on (None: Istio's gateway
-    #: defaults; a run passes the probed profile's `loadgen.profile.expectation_context`).
+    #: defaults; a run passes the probed profile's `loadgen.mesh.profile.expectation_context`).
     context: ExpectationContext | None = None
     #: Every (service, kind) span a complete trace holds, learned by the probe. None: only
     #: `spans_per_trace` and `services` are known (a declared count), judged by total.

@@ -1,6 +1,6 @@
 """CI gates: thresholds a run's summary must meet, from flags or a `loadgen.toml` `[gates]` table.
 
-The verdicts of a run (loadgen.verdicts) say whether the mesh behaves as configured; gates say
+The verdicts of a run (loadgen.analysis.verdicts) say whether the mesh behaves as configured; gates say
 whether a run is good enough for *this* pipeline: a latency budget, an error budget, a
 collection floor for the backend, no leaks. Each gate gives one `GateResult`; the exit code is 0
 when every gate passed and 1 when any failed, and `loadgen.report.junit.render_junit` turns the
@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from loadgen.verdicts import DEFAULT_MAX_ERROR_RATE, describe_error
+from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE, describe_error
 
 EXIT_GATES_PASSED = 0
 EXIT_GATES_FAILED = 1
