@@ -34,9 +34,7 @@ Exit codes (constants below): 0 pass, 1 fail, 3 inconclusive, 2 the calibration 
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -80,6 +78,7 @@ from loadgen.mesh.profile import PROFILE_FILE
 from loadgen.mesh.propagation import Decision, HeaderMode, envoy_random_sampled, format_mix, mode_spec
 from loadgen.redact import redact_data, redact_url
 from loadgen.run import RunError, RunOptions, RunResult, execute_run
+from loadgen.runfiles import write_json
 from loadgen.stack.envoy import TracingConfig
 from loadgen.stack.mesh import GATEWAY_HOST, EmbeddedMesh, MeshConfig
 from loadgen.stack.procs import StackError
@@ -434,7 +433,7 @@ def calibrate(opts: CalibrateOptions, status: Status, *, run: RunFn = execute_ru
     else:
         exit_code = EXIT_INTERRUPTED if interrupted else EXIT_CODES[verdict]
     doc["exit_code"] = exit_code
-    _write_json(cal_dir / "calibration.json", doc)
+    write_json(cal_dir / "calibration.json", doc)
     (cal_dir / "calibration.md").write_text(render_calibration_markdown(redact_data(doc)))
     return CalibrationResult(doc, cal_dir, exit_code)
 
@@ -606,12 +605,6 @@ def calibration_document(
         "runs": runs,
         "notes": notes,
     }
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(redact_data(obj), indent=2) + "\n")  # no credential reaches the file
-    os.replace(tmp, path)
 
 
 def _pct(x: float | None, digits: int = 3) -> str:

@@ -65,6 +65,7 @@ from loadgen.mesh.propagation import Decision, mode_spec, normalize_trace_id
 from loadgen.redact import redact_data
 from loadgen.report.html import render_run_folder
 from loadgen.run import RunError, RunOptions, RunResult, Status, execute_run
+from loadgen.runfiles import load_fetched, write_json
 from loadgen.traffic.shape import StepPlan
 
 __all__ = [
@@ -934,23 +935,6 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return list(read_ledger(path))  # any JSONL of objects: bad lines (not UTF-8, torn) skipped
 
 
-def _load_observations(path: Path) -> dict[str, TraceObservation]:
-    out: dict[str, TraceObservation] = {}
-    for row in _read_jsonl(path):
-        try:
-            out[normalize_trace_id(str(row["trace"]))] = TraceObservation.from_dict(row)
-        except (KeyError, ValueError, TypeError):
-            continue
-    return out
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    # Every string redacted: whatever a field or a note quotes, no credential reaches the file.
-    tmp.write_text(json.dumps(redact_data(obj), indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def analyze_capacity(
     run_dir: Path,
     plan: StepPlan,
@@ -996,7 +980,7 @@ def analyze_capacity(
         ]
     metrics = step_metrics(
         read_ledger(ledger),
-        _load_observations(run_dir / "fetched.jsonl"),
+        load_fetched(run_dir / "fetched.jsonl"),
         windows,
         expect,
         reference=reference,
@@ -1020,8 +1004,8 @@ def analyze_capacity(
         notes=all_notes,
         live_checks=live_checks,
     )
-    _write_json(run_dir / CAPACITY_JSON, doc)
-    _write_json(run_dir / STEPS_JSON, report_steps(doc))
+    write_json(run_dir / CAPACITY_JSON, doc)
+    write_json(run_dir / STEPS_JSON, report_steps(doc))
     (run_dir / CAPACITY_MD).write_text(render_capacity_markdown(redact_data(doc)))
     render_run_folder(run_dir)  # report.html again, now with the steps and the knee
     return doc, metrics, knee

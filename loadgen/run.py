@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import importlib.util
-import json
 import os
 import re
 import signal
@@ -69,9 +68,10 @@ from loadgen.mesh.propagation import (
 )
 from loadgen.probe import ProbeError, probe_mesh
 from loadgen.readback import ReadBackResult, read_back, time_to_queryable
-from loadgen.redact import redact_data, redact_text
+from loadgen.redact import redact_text
 from loadgen.report.html import render_run_folder
 from loadgen.report.render import render_markdown
+from loadgen.runfiles import write_fetched, write_json
 from loadgen.runfolder import (
     discard_empty,
     keep_previous,
@@ -330,13 +330,6 @@ def preflight(gateway: str, host: str, collector: str | None, backend: TraceBack
     return notes
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    # Every string redacted: whatever a field or a note quotes, no credential reaches the file.
-    tmp.write_text(json.dumps(redact_data(obj), indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 @dataclass
 class OpenTarget:
     """The mesh a run measures, opened: the embedded one started, or an existing one checked."""
@@ -433,7 +426,7 @@ def probe_only(opts: RunOptions, status: Status) -> tuple[MeshProfile, Path]:
         profile = learn_profile(replace(opts, probe=True, profile_path=None), opened.gateway, opened.host,
                                 opened.backend, run_id, status)  # fmt: skip
         profile = profile.with_notes(*opened.notes)
-        _write_json(out_dir / PROFILE_FILE, profile.to_dict())
+        write_json(out_dir / PROFILE_FILE, profile.to_dict())
     finally:
         opened.backend.close()
         if opened.mesh is not None:
@@ -485,7 +478,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         # Learn the mesh before measuring it: the profile, not the knobs or a default, sets the
         # expectations (shape of a complete trace, header-mode context, run-id tag, quiet period).
         profile = learn_profile(opts, gateway, host, backend, run_id, status)
-        _write_json(run_dir / PROFILE_FILE, profile.to_dict())
+        write_json(run_dir / PROFILE_FILE, profile.to_dict())
         status(f"mesh profile: {profile_line(profile)}")
         shape, shape_notes = resolved_shape(profile, opts.expected_spans)
         # An existing mesh's gateway flags are the user's declaration, the fallback for what the
@@ -515,7 +508,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             context=context,
             shape=shape,
         )
-        _write_json(
+        write_json(
             run_dir / "run.json",
             {
                 "run_id": run_id,
@@ -661,7 +654,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
             notes.append(no_requests_note(run_dir / "locust.log", opts.duration_s))
         summary["readback_notes"] = list(summary.get("notes", []))
         summary["notes"] = notes + summary.get("notes", [])
-        _write_json(run_dir / "summary.json", summary)
+        write_json(run_dir / "summary.json", summary)
         (run_dir / "report.md").write_text(render_markdown(summary))
         render_run_folder(run_dir)  # report.html, modes.csv, timeseries.csv
         if failure is not None:
@@ -763,7 +756,7 @@ def read_back_and_reconcile(
             )
         else:
             notes.append(f"trace counts were still changing after {max_wait_s:g} s of polling (--max-wait)")
-    _write_observations(run_dir / "fetched.jsonl", readback)
+    write_fetched(run_dir / "fetched.jsonl", readback.observations, readback.complete_at)
     summary = build_summary(
         run_id=run_id,
         ledger_path=ledger_path,
@@ -879,13 +872,6 @@ def no_requests_note(locust_log: Path, duration_s: float) -> str:
         f"no request was made in {duration_s:g} s of load: the ledger holds no record ({said}; see "
         f"{locust_log.name} in the run folder)"
     )
-
-
-def _write_observations(path: Path, readback: ReadBackResult) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        for tid, obs in readback.observations.items():
-            row = {"trace": tid, **obs.to_dict(), "complete_at": readback.complete_at.get(tid)}
-            fh.write(json.dumps(row, separators=(",", ":")) + "\n")
 
 
 def _options_dict(opts: RunOptions) -> dict[str, Any]:
@@ -1015,7 +1001,7 @@ def verify_run(
     summary["notes"] = list(dict.fromkeys([*kept, *summary["readback_notes"]]))
     if previous is not None:
         keep_previous(run_dir)
-    _write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", summary)
     (run_dir / "report.md").write_text(render_markdown(summary))
     render_run_folder(run_dir)
     changes = [(name, _dig(previous, path), _dig(summary, path)) for name, path in VERIFY_KEYS if previous]

@@ -25,10 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from loadgen import __version__
-from loadgen.analysis.reconcile import TraceObservation
 from loadgen.analysis.verdicts import describe_error
 from loadgen.ledger import read_ledger
-from loadgen.mesh.propagation import normalize_trace_id
 from loadgen.redact import redact_data
 from loadgen.report import plots
 from loadgen.report.plots import (
@@ -57,6 +55,7 @@ from loadgen.report.render import (
     verdict_causes,
 )
 from loadgen.report.tables import expectation_from_summary, ledger_timeseries, modes_csv, timeseries_csv
+from loadgen.runfiles import load_fetched
 
 esc = xml_escape
 
@@ -1054,20 +1053,6 @@ def _overall_word(summary: Mapping[str, Any]) -> str:
 
 
 # --- a run folder ---------------------------------------------------------------------------------
-
-
-def load_fetched(path: Path) -> dict[str, TraceObservation]:
-    """fetched.jsonl (one row per queried trace id: trace, status, spans, services, run_tagged,
-    error, complete_at) as observations keyed by normalized trace id; unparsable rows skipped."""
-    out: dict[str, TraceObservation] = {}
-    if not path.exists():
-        return out
-    for row in read_ledger(path):  # any JSONL of objects: bad lines (not UTF-8, torn) skipped
-        try:
-            out[normalize_trace_id(str(row["trace"]))] = TraceObservation.from_dict(row)
-        except (ValueError, KeyError, TypeError):
-            continue
-    return out
 
 
 def _steps_of(doc: object) -> tuple[list[Mapping[str, Any]], int | None]:

@@ -23,7 +23,7 @@ from loadgen.analysis.verdicts import run_verdicts
 from loadgen.backends.base import FetchStatus
 from loadgen.mesh.propagation import HeaderMode
 from loadgen.report import plots
-from loadgen.report.html import load_fetched, render_html, render_run_folder
+from loadgen.report.html import render_html, render_run_folder
 from loadgen.report.plots import (
     Band,
     BarGroup,
@@ -50,6 +50,7 @@ from loadgen.report.tables import (
     modes_csv,
     timeseries_csv,
 )
+from loadgen.runfiles import load_fetched
 
 SVG = "{http://www.w3.org/2000/svg}"
 XHTML = "{http://www.w3.org/1999/xhtml}"

@@ -244,7 +244,7 @@ def test_every_jsonl_reader_skips_a_non_utf8_line(tmp_path: Path) -> None:
     bytes that are not UTF-8 is skipped, the good lines around it are kept (issue 10, finding 4)."""
     from loadgen.capacity import _read_jsonl
     from loadgen.emitter import read_reference_log
-    from loadgen.report.html import load_fetched
+    from loadgen.runfiles import load_fetched
 
     good = {"trace": "00000000000000aa", "status": "found", "event": "x"}
     path = tmp_path / "any.jsonl"
