@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import aiohttp  # noqa: E402
-from _common import (  # noqa: E402
+import aiohttp
+from _common import (
     Collector,
     banner,
     envoy_trace,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     Collector,
     banner,
     footer,
@@ -38,14 +38,14 @@ from _common import (  # noqa: E402
     ratio_line,
     self_cpu_s,
 )
-from opentelemetry.exporter.zipkin.json import ZipkinExporter  # noqa: E402
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: E402
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON  # noqa: E402
-from opentelemetry.trace import SpanKind, set_span_in_context  # noqa: E402
+from opentelemetry.exporter.zipkin.json import ZipkinExporter
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace import SpanKind, set_span_in_context
 
-from loadgen.emitter import ReferenceEmitter, zipkin_spans_url  # noqa: E402
+from loadgen.emitter import ReferenceEmitter, zipkin_spans_url
 
 CHILDREN = 2
 GOAL_SPANS_PER_S = 20_000.0

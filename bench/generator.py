@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     REPO,
     CpuSampler,
     banner,
@@ -47,9 +47,9 @@ from _common import (  # noqa: E402
     self_cpu_s,
 )
 
-from loadgen.emitter import ReferenceEmitter  # noqa: E402
-from loadgen.stack.envoy import TracingConfig  # noqa: E402
-from loadgen.stack.mesh import EmbeddedMesh, MeshConfig  # noqa: E402
+from loadgen.emitter import ReferenceEmitter
+from loadgen.stack.envoy import TracingConfig
+from loadgen.stack.mesh import EmbeddedMesh, MeshConfig
 
 BARE_LOCUSTFILE = Path(__file__).resolve().parent / "bare_locustfile.py"
 LOADGEN_LOCUSTFILE = REPO / "scenarios" / "mesh.py"

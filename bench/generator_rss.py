@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadgen.ledger import count_lines  # noqa: E402
-from loadgen.run import default_scenario_path  # noqa: E402
-from loadgen.stack.envoy import TracingConfig  # noqa: E402
-from loadgen.stack.mesh import EmbeddedMesh, MeshConfig  # noqa: E402
+from loadgen.ledger import count_lines
+from loadgen.run import default_scenario_path
+from loadgen.stack.envoy import TracingConfig
+from loadgen.stack.mesh import EmbeddedMesh, MeshConfig
 
 
 def rss_kib(pid: int) -> int:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import GATEWAY_SERVICE, SIDECAR_SERVICE, banner, footer, print_table, ratio_line, run_child  # noqa: E402
+from _common import GATEWAY_SERVICE, SIDECAR_SERVICE, banner, footer, print_table, ratio_line, run_child
 
 GOAL_S = 15.0
 GOAL_RSS_KIB = 1024 * 1024

@@ -35,8 +35,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import aiohttp  # noqa: E402
-from _common import (  # noqa: E402
+import aiohttp
+from _common import (
     GATEWAY_SERVICE,
     SIDECAR_SERVICE,
     Collector,
@@ -47,10 +47,10 @@ from _common import (  # noqa: E402
     ratio_line,
 )
 
-from loadgen.analysis.reconcile import Expectation, TraceObservation, reconcile_mesh  # noqa: E402
-from loadgen.backends.zipkin import ZipkinBackend  # noqa: E402
-from loadgen.mesh.propagation import DEFAULT_MIX, encode  # noqa: E402
-from loadgen.readback import read_back  # noqa: E402
+from loadgen.analysis.reconcile import Expectation, TraceObservation, reconcile_mesh
+from loadgen.backends.zipkin import ZipkinBackend
+from loadgen.mesh.propagation import DEFAULT_MIX, encode
+from loadgen.readback import read_back
 
 RUN_ID = "bench-reconcile"
 RUN_ID_TAG = "loadgen.run_id"

@@ -1684,7 +1684,7 @@ _crash_dir: Path | None = None
 
 
 def _crash_folder(path: Path) -> None:
-    global _crash_dir  # noqa: PLW0603  the one piece of state main() reads after a crash
+    global _crash_dir  # the one piece of state main() reads after a crash
     _crash_dir = path
 
 

@@ -391,7 +391,7 @@ class AccountingExporter(SpanExporter):
             error: str | None = None
             try:
                 result = self._inner.export(spans)
-            except Exception as exc:  # noqa: BLE001 - any exporter failure is data, not a crash
+            except Exception as exc:  # any exporter failure is data, not a crash
                 result = SpanExportResult.FAILURE
                 error = _short(f"{type(exc).__name__}: {exc}")
             ok = result is SpanExportResult.SUCCESS
@@ -403,7 +403,7 @@ class AccountingExporter(SpanExporter):
     def shutdown(self) -> None:
         try:
             self._inner.shutdown()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._ledger.note_error(f"exporter shutdown failed: {exc!r}", emit=False)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -610,13 +610,13 @@ class ReferenceEmitter:
                     child.end()
                 root.end()
                 return True
-            except Exception as exc:  # noqa: BLE001 - never raise into the load loop
+            except Exception as exc:  # never raise into the load loop
                 ledger.note_error(f"emit failed: {type(exc).__name__}: {exc}", emit=True)
                 for s in spans:  # a span left open would never be exported nor accounted
                     try:
                         if s.is_recording():
                             s.end()
-                    except Exception:  # noqa: BLE001
+                    except Exception:
                         pass
                 return False
 
@@ -659,7 +659,7 @@ class ReferenceEmitter:
         try:
             provider.force_flush()
             provider.shutdown()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             ledger.note_error(f"provider shutdown failed: {type(exc).__name__}: {exc}", emit=False)
 
     def counters(self) -> EmitterCounters:

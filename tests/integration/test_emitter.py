@@ -58,7 +58,7 @@ class _SinkHandler(BaseHTTPRequestHandler):
         super().setup()
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+    def do_POST(self) -> None:  # http.server naming
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         sink = self.server
         if sink.delay_s:
@@ -73,7 +73,7 @@ class _SinkHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(reply)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output quiet
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
         pass
 
 

@@ -79,7 +79,7 @@ def zipkin_over(traces: dict[str, list[dict[str, Any]]]) -> ZipkinBackend:
         return httpx.Response(404, text=f"{tid} not found", headers={"content-type": "text/plain"})
 
     backend = ZipkinBackend("http://zipkin.invalid:9411", batch_size=20, concurrency=2)
-    backend._http._client = httpx.Client(transport=httpx.MockTransport(handler))  # noqa: SLF001
+    backend._http._client = httpx.Client(transport=httpx.MockTransport(handler))
     return backend
 
 
