@@ -192,6 +192,9 @@ VARIANTS = [
 ]
 
 
+Results = dict[float, dict[str, list[dict[str, float | str]]]]  # sampling -> variant key -> per-round results
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="seconds, tiny sizes (smoke test)")
@@ -210,49 +213,11 @@ def main() -> int:
         args.quick,
     )
     rows: list[list[object]] = []
-    # sampling -> variant key -> per-round results
-    results: dict[float, dict[str, list[dict[str, float | str]]]] = {}
+    results: Results = {}
     wrk_rps: dict[float, float | None] = {}
     with tempfile.TemporaryDirectory(prefix="bench-generator-") as tmp:
         for si, sampling in enumerate(samplings):
-            workdir = Path(tmp) / f"s{sampling:g}"
-            mesh = EmbeddedMesh(workdir, MeshConfig(tracing=TracingConfig(sampling_percent=sampling))).start()
-            try:
-                assert mesh.gateway is not None and mesh.sidecar is not None
-                pids = {
-                    "gateway": mesh.gateway.process.pid, "sidecar": mesh.sidecar.process.pid,
-                    "echo": mesh.echo.pid, "collector": mesh.collector.pid,
-                }  # fmt: skip
-                variants = [v for v in VARIANTS if v.key in ("a", "b")]
-                if not args.quick:
-                    variants.insert(1, VARIANTS[1])
-                    if si == 0:
-                        variants.append(VARIANTS[3])
-                per = results.setdefault(sampling, {v.key: [] for v in variants})
-                for r in range(args.rounds):
-                    for v in variants:
-                        res = locust_run(
-                            v.locustfile, mesh, args.users, args.duration, workdir, f"{v.key}{r}", pids,
-                            extra_env=v.env, emitter_rate=v.emitter_rate,
-                        )  # fmt: skip
-                        per[v.key].append(res)
-                        rows.append([f"{sampling:g}%", v.label, r + 1, *_cols(res)])
-                w = wrk_run(mesh, args.users, args.duration, pids)
-                if w is None:
-                    rows.append(
-                        [
-                            f"{sampling:g}%",
-                            "c wrk",
-                            "-",
-                            "skipped: wrk not found on PATH (apt-get install -y wrk)",
-                        ]
-                        + [None] * 11
-                    )
-                else:
-                    rows.append([f"{sampling:g}%", "c wrk", 1, *_cols(w)])
-                wrk_rps[sampling] = float(w["rps"]) if w else None
-            finally:
-                mesh.stop()
+            measure_sampling(args, Path(tmp) / f"s{sampling:g}", sampling, si == 0, rows, results, wrk_rps)
 
     print_table(
         [
@@ -262,17 +227,79 @@ def main() -> int:
         ],
         rows,
     )  # fmt: skip
+    print()
+    print_medians(results, wrk_rps)
+    print()
+    print_ratios(results, wrk_rps)
+    footer()
+    return 0
 
+
+def measure_sampling(
+    args: argparse.Namespace,
+    workdir: Path,
+    sampling: float,
+    first: bool,
+    rows: list[list[object]],
+    results: Results,
+    wrk_rps: dict[float, float | None],
+) -> None:
+    """One mesh at `sampling`: every variant for each round, then wrk once."""
+    mesh = EmbeddedMesh(workdir, MeshConfig(tracing=TracingConfig(sampling_percent=sampling))).start()
+    try:
+        assert mesh.gateway is not None and mesh.sidecar is not None
+        pids = {
+            "gateway": mesh.gateway.process.pid, "sidecar": mesh.sidecar.process.pid,
+            "echo": mesh.echo.pid, "collector": mesh.collector.pid,
+        }  # fmt: skip
+        variants = [v for v in VARIANTS if v.key in ("a", "b")]
+        if not args.quick:
+            variants.insert(1, VARIANTS[1])
+            if first:
+                variants.append(VARIANTS[3])
+        per = results.setdefault(sampling, {v.key: [] for v in variants})
+        for r in range(args.rounds):
+            for v in variants:
+                res = locust_run(
+                    v.locustfile, mesh, args.users, args.duration, workdir, f"{v.key}{r}", pids,
+                    extra_env=v.env, emitter_rate=v.emitter_rate,
+                )  # fmt: skip
+                per[v.key].append(res)
+                rows.append([f"{sampling:g}%", v.label, r + 1, *_cols(res)])
+        w = wrk_run(mesh, args.users, args.duration, pids)
+        if w is None:
+            rows.append(
+                [
+                    f"{sampling:g}%",
+                    "c wrk",
+                    "-",
+                    "skipped: wrk not found on PATH (apt-get install -y wrk)",
+                ]
+                + [None] * 11
+            )
+        else:
+            rows.append([f"{sampling:g}%", "c wrk", 1, *_cols(w)])
+        wrk_rps[sampling] = float(w["rps"]) if w else None
+    finally:
+        mesh.stop()
+
+
+def _med(results: Results, s: float, key: str, field_name: str = "rps") -> float | None:
+    runs = results[s].get(key)
+    return median([float(x[field_name]) for x in runs]) if runs else None
+
+
+def _pair_ratios(results: Results, s: float, key: str) -> list[float]:
+    return [float(x["rps"]) / float(y["rps"]) for x, y in zip(results[s][key], results[s]["b"], strict=True)]
+
+
+def print_medians(results: Results, wrk_rps: dict[float, float | None]) -> None:
     def med(s: float, key: str, field_name: str = "rps") -> float | None:
-        runs = results[s].get(key)
-        return median([float(x[field_name]) for x in runs]) if runs else None
+        return _med(results, s, key, field_name)
 
     def pair_ratios(s: float, key: str) -> list[float]:
-        return [
-            float(x["rps"]) / float(y["rps"]) for x, y in zip(results[s][key], results[s]["b"], strict=True)
-        ]
+        return _pair_ratios(results, s, key)
 
-    print()
     print("   medians per sampling (req/s; client CPU µs per request):")
     print_table(
         [
@@ -289,9 +316,12 @@ def main() -> int:
             for s in results
         ],
     )  # fmt: skip
-    print()
+
+
+def print_ratios(results: Results, wrk_rps: dict[float, float | None]) -> None:
+    """The closing ratio lines: per sampling, then the tracing cost between 100 % and 0 %."""
     for s in results:
-        ab = pair_ratios(s, "a")
+        ab = _pair_ratios(results, s, "a")
         ratio_line(
             f"loadgen/bare req/s @ sampling {s:g}% (median of {len(ab)} alternating pairs)",
             median(ab),
@@ -299,30 +329,33 @@ def main() -> int:
             0.90,
         )
         if "p" in results[s]:
-            pb = pair_ratios(s, "p")
+            pb = _pair_ratios(results, s, "p")
             ratio_line(
                 f"loadgen(proxy-decided mix)/bare req/s @ sampling {s:g}% (same tracing share as bare; "
                 f"median of {len(pb)} pairs)",
                 median(pb), ">=", 0.90,
             )  # fmt: skip
-        a_us, b_us = med(s, "a", "client_us_per_req"), med(s, "b", "client_us_per_req")
+        a_us, b_us = _med(results, s, "a", "client_us_per_req"), _med(results, s, "b", "client_us_per_req")
         if a_us and b_us:
             ratio_line(
                 f"bare/loadgen client CPU per request @ sampling {s:g}% (generator efficiency)", b_us / a_us
             )
-        b_rps, w_rps, e_rps, a_rps = med(s, "b"), wrk_rps[s], med(s, "e"), med(s, "a")
+        b_rps, w_rps, e_rps, a_rps = (
+            _med(results, s, "b"),
+            wrk_rps[s],
+            _med(results, s, "e"),
+            _med(results, s, "a"),
+        )
         if w_rps and b_rps:
             ratio_line(f"bare Locust/wrk req/s @ sampling {s:g}%", b_rps / w_rps)
         if e_rps and a_rps:
             ratio_line(f"(loadgen+emitter)/loadgen req/s @ sampling {s:g}%", e_rps / a_rps)
     if 100.0 in results and 0.0 in results:
         for key, label in (("wrk", "wrk"), ("b", "bare Locust"), ("a", "loadgen")):
-            hi = wrk_rps[100.0] if key == "wrk" else med(100.0, key)
-            lo = wrk_rps[0.0] if key == "wrk" else med(0.0, key)
+            hi = wrk_rps[100.0] if key == "wrk" else _med(results, 100.0, key)
+            lo = wrk_rps[0.0] if key == "wrk" else _med(results, 0.0, key)
             if hi and lo:
                 ratio_line(f"tracing cost: {label} req/s at sampling 100% / 0%", hi / lo)
-    footer()
-    return 0
 
 
 def _cols(r: dict[str, float | str]) -> list[object]:

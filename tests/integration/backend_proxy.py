@@ -30,7 +30,7 @@ import contextlib
 import socket
 import threading
 from collections import Counter
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 from aiohttp import web
@@ -117,7 +117,7 @@ class BackendProxy:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> BackendProxy:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self._thread_main, name="backend-proxy", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout=10.0):
@@ -134,7 +134,7 @@ class BackendProxy:
             self._thread.join(timeout=10.0)
             self._thread = None
 
-    def __enter__(self) -> BackendProxy:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *_: object) -> None:

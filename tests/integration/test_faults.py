@@ -486,7 +486,9 @@ def synthetic_run(tmp_path: Path, collector_url: str, run_id: str, rng: random.R
     now = time.time()
     stored: dict[str, int] = {}
     batches: list[dict[str, Any]] = []
-    sampled, not_sampled, reference = [], [], []
+    sampled: list[str] = []
+    not_sampled: list[str] = []
+    reference: list[str] = []
     with open(run_dir / "ledger.jsonl", "w") as ledger:
         for i in range(240):
             trace = f"{rng.getrandbits(128):032x}"

@@ -34,9 +34,11 @@ from loadgen.mesh.propagation import (
     Decision,
     EncodeOptions,
     ExpectationContext,
+    Expected,
     HeaderMode,
     IdStyle,
     Injection,
+    UpstreamView,
     craft_request_id,
     encode,
     envoy_random_sampled,
@@ -159,19 +161,28 @@ def observe(name: str, workdir: Path) -> Observed:
 
 def problems(tracing: TracingConfig, s: Sent) -> list[str]:
     """Every way one request's real behaviour differs from the mode's expectation."""
-    ctx = tracing.expectation_context()
-    exp = MODE_SPECS[s.mode].expected(ctx)
-    inj, echo = s.injection, s.echo
-    out: list[str] = []
+    exp = MODE_SPECS[s.mode].expected(tracing.expectation_context())
     if s.status != 200:
         return [f"HTTP {s.status}"]
-    view = parse_echo(echo)
+    view = parse_echo(s.echo)
+    out: list[str] = []
+    want = _decision_problems(tracing, s, exp, view, out)
+    _span_problems(s, exp, view, want, out)
+    _trace_id_problems(s, exp, view, out)
+    _header_problems(s, exp, view, out)
+    _parent_problems(s, exp, out)
+    return out
 
-    # The decision the upstream saw.
+
+def _decision_problems(
+    tracing: TracingConfig, s: Sent, exp: Expected, view: UpstreamView, out: list[str]
+) -> bool | None:
+    """The decision the upstream saw; returns the expected one (None: not predictable)."""
+    want: bool | None
     if exp.upstream_sampled is not None:
         want = exp.upstream_sampled
     elif exp.decision is Decision.PROXY:
-        basis = inj.request_id if exp.predictable_before_send else view.request_id
+        basis = s.injection.request_id if exp.predictable_before_send else view.request_id
         want = envoy_random_sampled(str(basis), tracing.sampling_percent)
         if want is None:
             out.append(f"a random-sampling decision was expected, but {basis!r} is no id Envoy samples on")
@@ -179,8 +190,11 @@ def problems(tracing: TracingConfig, s: Sent) -> list[str]:
         want = None
     if want is not None and view.sampled is not want:
         out.append(f"upstream saw sampled={view.sampled}, expected {want} ({exp.decision.value})")
+    return want
 
-    # Spans in the collector.
+
+def _span_problems(s: Sent, exp: Expected, view: UpstreamView, want: bool | None, out: list[str]) -> None:
+    """Spans in the collector, in the trace the upstream saw."""
     want_spans = exp.spans if exp.spans is not None else want
     if want_spans and len(s.spans) != SPANS:
         out.append(f"{len(s.spans)} spans, expected {SPANS}")
@@ -193,7 +207,10 @@ def problems(tracing: TracingConfig, s: Sent) -> list[str]:
     ):
         out.append("spans are not in the trace the upstream saw")
 
-    # Trace id kept or not; 64-bit ids stay 64-bit.
+
+def _trace_id_problems(s: Sent, exp: Expected, view: UpstreamView, out: list[str]) -> None:
+    """Trace id kept or not; 64-bit ids stay 64-bit; our x-request-id kept or replaced."""
+    inj = s.injection
     sent_trace = normalize_trace_id(inj.trace_id) if inj.trace_id else None
     seen_trace = normalize_trace_id(view.trace_id) if view.trace_id else None
     if exp.keeps_trace_id is True and seen_trace != sent_trace:
@@ -207,22 +224,36 @@ def problems(tracing: TracingConfig, s: Sent) -> list[str]:
     if exp.keeps_trace_id is False and seen_trace == sent_trace:
         out.append("our trace id was kept, expected a new one")
     invalid = MODE_SPECS[s.mode].sends.b3_invalid_trace
-    if invalid and echo.get("x-b3-traceid") != inj.headers["X-B3-TraceId"]:
+    if invalid and s.echo.get("x-b3-traceid") != inj.headers["X-B3-TraceId"]:
         out.append("the unparsable trace id was not forwarded untouched")
-
-    # Our x-request-id kept or replaced.
     if exp.request_id_kept is not None:
         kept = same_request_id(inj.request_id, view.request_id)
         if kept != exp.request_id_kept:
             out.append(f"x-request-id kept={kept}, expected {exp.request_id_kept}")
 
-    # The B3 format Envoy answers in.
+
+def _parent_problems(s: Sent, exp: Expected, out: list[str]) -> None:
+    """Our span is the parent of the gateway's SERVER span (a sent parent id is dropped)."""
+    if exp.client_span_is_parent and s.spans:
+        server = [
+            sp
+            for sp in s.spans
+            if sp["localEndpoint"]["serviceName"] == GATEWAY_SERVICE and sp["kind"] == "SERVER"
+        ]
+        if len(server) != 1 or server[0].get("parentId") != s.injection.span_id:
+            out.append(
+                f"gateway SERVER parent {[sp.get('parentId') for sp in server]}, expected {s.injection.span_id}"
+            )
+
+
+def _header_problems(s: Sent, exp: Expected, view: UpstreamView, out: list[str]) -> None:
+    """The B3 format Envoy answers in; traceparent rewritten by Envoy (same trace, same decision),
+    our stale one, or none; tracestate and X-B3-Flags forwarded."""
+    inj, echo = s.injection, s.echo
     if exp.upstream_b3 == "single" and ("b3" not in echo or "x-b3-traceid" in echo):
         out.append("expected only a b3 header upstream")
     if exp.upstream_b3 == "multi" and ("b3" in echo or "x-b3-traceid" not in echo):
         out.append("expected X-B3-* headers upstream")
-
-    # traceparent: rewritten by Envoy (same trace, same decision), our stale one, or none.
     tp, sent_tp = echo.get("traceparent"), inj.headers.get("traceparent")
     if exp.traceparent == "absent" and tp is not None:
         out.append(f"unexpected traceparent {tp}")
@@ -238,19 +269,6 @@ def problems(tracing: TracingConfig, s: Sent) -> list[str]:
         out.append("tracestate not forwarded")
     if "X-B3-Flags" in inj.headers and echo.get("x-b3-flags") != "1":
         out.append("X-B3-Flags not forwarded")
-
-    # Our span is the parent of the gateway's SERVER span (a sent parent id is dropped).
-    if exp.client_span_is_parent and s.spans:
-        server = [
-            sp
-            for sp in s.spans
-            if sp["localEndpoint"]["serviceName"] == GATEWAY_SERVICE and sp["kind"] == "SERVER"
-        ]
-        if len(server) != 1 or server[0].get("parentId") != inj.span_id:
-            out.append(
-                f"gateway SERVER parent {[sp.get('parentId') for sp in server]}, expected {inj.span_id}"
-            )
-    return out
 
 
 @pytest.mark.parametrize("mode", list(HeaderMode))

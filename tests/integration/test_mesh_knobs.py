@@ -48,6 +48,8 @@ pytestmark = pytest.mark.integration
 
 LOADGEN = [sys.executable, "-m", "loadgen.cli"]
 M = HeaderMode
+# Request kinds by label: the header mode to inject (None: none) and extra headers.
+Kinds = dict[str, tuple[HeaderMode | None, dict[str, str]]]
 
 
 def send(mesh: EmbeddedMesh, headers: dict[str, str], path: str = "/headers") -> httpx.Response:
@@ -183,9 +185,7 @@ class Shot:
     spans: int = 0
 
 
-def shoot(
-    mesh: EmbeddedMesh, kinds: dict[str, tuple[HeaderMode | None, dict[str, str]]], n: int, seed: int
-) -> list[Shot]:
+def shoot(mesh: EmbeddedMesh, kinds: Kinds, n: int, seed: int) -> list[Shot]:
     """Send n requests of each kind (headers made fresh per request), flush, count spans per request."""
     rng = random.Random(seed)
     shots: list[tuple[Shot, str]] = []
@@ -237,7 +237,7 @@ def test_overall_sampling_at_an_edge(tmp_path: Path) -> None:
     flags are untouched."""
     mesh = overall_mesh(tmp_path, sampling_percent=100.0, overall_sampling_percent=50.0)
     try:
-        kinds = {
+        kinds: Kinds = {
             "none": (M.NONE, {}),
             "client": (M.CLIENT_TRACE_ID, {}),
             "b3": (M.B3_MULTI_SAMPLED, {}),
@@ -316,7 +316,11 @@ def test_overall_sampling_with_an_internal_client(tmp_path: Path) -> None:
 def test_overall_sampling_zero_traces_only_client_flags(tmp_path: Path) -> None:
     mesh = overall_mesh(tmp_path, sampling_percent=100.0, overall_sampling_percent=0.0)
     try:
-        kinds = {"none": (M.NONE, {}), "client": (M.CLIENT_TRACE_ID, {}), "b3": (M.B3_SINGLE_DEBUG, {})}
+        kinds: Kinds = {
+            "none": (M.NONE, {}),
+            "client": (M.CLIENT_TRACE_ID, {}),
+            "b3": (M.B3_SINGLE_DEBUG, {}),
+        }
         groups = by_label(shoot(mesh, kinds, 20, seed=0))
     finally:
         mesh.stop()

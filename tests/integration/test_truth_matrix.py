@@ -9,6 +9,7 @@ so each verdict under test is the one that decides the exit code.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,7 @@ def test_overall_sampling_below_100_fails_and_says_why(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def embedded(tmp_path: Path):  # type: ignore[no-untyped-def]
+def embedded(tmp_path: Path) -> Iterator[EmbeddedMesh]:
     mesh = EmbeddedMesh(tmp_path / "mesh", MeshConfig(tracing=T100, fanout=False)).start()
     try:
         yield mesh

@@ -414,6 +414,7 @@ def loadgen_env_vars() -> set[str]:
     names = set()
     for node in ast.walk(ast.parse(USER_PY.read_text(encoding="utf-8"))):
         if isinstance(node, ast.keyword) and node.arg == "env_var" and isinstance(node.value, ast.Constant):
+            assert isinstance(node.value.value, str), ast.dump(node)
             names.add(node.value.value)
         if (
             isinstance(node, ast.Constant)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+from typing import Any
 
 import pytest
 
@@ -123,7 +124,7 @@ def test_backends_base_re_exports_redact_url() -> None:
 
 
 def test_redact_data_reaches_every_string_and_keeps_the_rest() -> None:
-    doc = {
+    doc: dict[str, Any] = {
         "target": {"gateway": "http://u:S1@h:1", "port": 1, "ok": True, "none": None},
         "notes": ["collector http://h/?token=S2 failed", ("http://a:S3@b",)],
         "rate": 0.5,

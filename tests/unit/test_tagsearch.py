@@ -35,7 +35,7 @@ def test_attributes_injected_ids_and_counts_the_rest_for_header_less_requests() 
 def test_correction_by_reference_collection_widens_the_interval() -> None:
     ledger = [rec("none")] * 100
     tagged = {f"{i:032x}" for i in range(1, 16)}  # 15 found of 100
-    ref = {"k": 50, "n": 100, "rate": 0.5, "ci95": list(wilson_interval(50, 100))}
+    ref: dict[str, Any] = {"k": 50, "n": 100, "rate": 0.5, "ci95": list(wilson_interval(50, 100))}
     out = estimate_from_tags(ledger, tagged, set(), ref)
     corrected = out["decision_corrected"]
     assert corrected["rate"] == pytest.approx(0.30)

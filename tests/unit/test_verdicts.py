@@ -19,16 +19,13 @@ from loadgen.analysis.reconcile import Expectation, TraceObservation, reconcile_
 from loadgen.analysis.stats import Verdict
 from loadgen.analysis.verdicts import (
     DEFAULT_MAX_ERROR_RATE,
-    EXIT_INCONCLUSIVE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_VERDICT_FAILED,
     VerdictDetail,
     collection_verdict,
     exit_code_for,
     run_verdicts,
 )
 from loadgen.backends.base import FetchStatus
+from loadgen.exitcodes import EXIT_INCONCLUSIVE, EXIT_INTERRUPTED, EXIT_OK, EXIT_VERDICT_FAILED
 from loadgen.mesh.propagation import HeaderMode
 from loadgen.run import RunOptions
 
@@ -50,7 +47,7 @@ def test_wilson_oracle_matches_published_values() -> None:
         (1, 29): (0.0061, 0.1718),
     }.items():
         got = scipy_wilson(k, n)
-        assert got == (pytest.approx(low, abs=5e-5), pytest.approx(high, abs=5e-5))
+        assert got == pytest.approx((low, high), abs=5e-5)
 
 
 @pytest.mark.parametrize(
