@@ -112,6 +112,7 @@ TRIGGERS: list[tuple[str, list[str], str]] = [
 ]
 
 
+@pytest.mark.handmade_summary  # wrong-shaped run folders on purpose
 @pytest.mark.parametrize(("name", "args", "needle"), TRIGGERS, ids=[t[0] for t in TRIGGERS])
 def test_each_trigger_is_one_line_and_exit_2(
     name: str,

@@ -124,6 +124,7 @@ BROKEN_FILES: list[tuple[str, object, str]] = [
 ]
 
 
+@pytest.mark.handmade_summary  # broken on purpose
 @pytest.mark.parametrize("name, content, needle", BROKEN_FILES, ids=[b[0] for b in BROKEN_FILES])
 @pytest.mark.parametrize("which", ["run.json", "summary.json"])
 def test_a_broken_file_is_one_clear_error_naming_it(
@@ -216,6 +217,7 @@ WRONG_SUMMARY = [
 ]
 
 
+@pytest.mark.handmade_summary  # broken on purpose
 @pytest.mark.parametrize("where, value, needle", WRONG_SUMMARY)
 def test_summary_json_of_the_wrong_shape_names_the_field(
     tmp_path: Path, where: str, value: object, needle: str
@@ -238,6 +240,7 @@ def test_a_good_summary_reads_and_a_missing_one_says_how_to_rebuild(tmp_path: Pa
         read_summary(tmp_path / "summary.json")
 
 
+@pytest.mark.handmade_summary  # stand-in contents
 def test_every_kept_summary_stays_the_first_is_the_runs_own(tmp_path: Path) -> None:
     versions = [b'{"v": "run"}', b'{"v": "verify 1"}', b'{"v": "verify 2"}']
     kept = []
@@ -295,6 +298,7 @@ def test_a_failed_preflight_keeps_a_folder_that_was_there(tmp_path: Path) -> Non
     assert (tmp_path / "dead").is_dir()  # the user's own (empty) folder is not ours to remove
 
 
+@pytest.mark.handmade_summary  # stand-in contents
 def test_kept_summaries_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_links(*_: object) -> None:
         raise PermissionError("hard links not supported")

@@ -16,6 +16,8 @@ import pytest
 
 from loadgen import cli
 
+pytestmark = pytest.mark.handmade_summary  # every case is a broken run folder, on purpose
+
 LOADGEN = [sys.executable, "-m", "loadgen.cli"]
 
 RUN_JSON: dict[str, Any] = {
