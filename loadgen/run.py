@@ -11,7 +11,6 @@ every trace, and a partial report is written that says it is partial.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
 import re
 import signal
@@ -90,8 +89,7 @@ from loadgen.stack.mesh import (
     UpstreamFaults,
 )
 from loadgen.stack.procs import ComponentDied, ManagedProcess, StackError, die_with_parent, python_module_argv
-
-DEFAULT_SCENARIO = "loadgen.traffic.default_scenario"
+from loadgen.traffic.locustfile_paths import MESH, locustfile_path
 
 
 class RunError(RuntimeError):
@@ -172,9 +170,8 @@ def _free_port() -> int:
 
 
 def default_scenario_path() -> str:
-    spec = importlib.util.find_spec(DEFAULT_SCENARIO)
-    assert spec is not None and spec.origin is not None
-    return spec.origin
+    """The packaged locustfile `loadgen run` uses without --scenario (scenarios/mesh.py in a checkout)."""
+    return str(locustfile_path(MESH))
 
 
 def _locust_argv(opts: RunOptions, run_dir: Path) -> list[str]:

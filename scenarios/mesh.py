@@ -1,14 +1,1 @@
-"""Traced traffic through an Istio/Envoy gateway (the scenario `loadgen run` uses by default).
-
-Run it with plain Locust and the web UI against a running mesh (`loadgen stack up` prints the
-gateway URL):
-
-    locust -f scenarios/mesh.py --host http://127.0.0.1:<gateway-port>
-
-The loadgen options (run id, header-mode mix, target rate, ledger path) appear in the web UI
-and in `locust -f scenarios/mesh.py --help` under "loadgen".
-"""
-
-from loadgen.traffic.default_scenario import MeshUser
-
-__all__ = ["MeshUser"]
+../loadgen/traffic/locustfiles/mesh.py
