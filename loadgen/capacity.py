@@ -56,8 +56,8 @@ from loadgen.backends.base import (
     BackendOptions,
     FetchStatus,
     TraceBackend,
-    parse_backend_spec,
 )
+from loadgen.backends.factory import parse_backend_spec
 from loadgen.emitter import read_reference_log, summarize_reference_log
 from loadgen.exitcodes import EXIT_COMPONENT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_VERDICT_FAILED
 from loadgen.ledger import LiveCounts, read_ledger

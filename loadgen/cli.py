@@ -40,7 +40,7 @@ from loadgen.analysis.planner import (
     plan_sample_size,
 )
 from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE
-from loadgen.backends.base import BackendError, BackendOptions, parse_backend_spec
+from loadgen.backends import BackendError, BackendOptions, parse_backend_spec
 from loadgen.calibrate import CalibrateOptions, CalibrationError
 from loadgen.calibrate import calibrate as run_calibration
 from loadgen.capacity import CapacityOptions, KneeBounds, SafetyBounds, run_capacity

@@ -39,7 +39,8 @@ from loadgen.analysis.reconcile import (
 from loadgen.analysis.tagsearch import estimate_from_tags, search_run
 from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE, exit_code_for, run_verdicts
 from loadgen.analysis.windows import windows_summary
-from loadgen.backends.base import BackendError, BackendOptions, TraceBackend, parse_backend_spec, redact_url
+from loadgen.backends.base import BackendError, BackendOptions, TraceBackend, redact_url
+from loadgen.backends.factory import parse_backend_spec
 from loadgen.emitter import ReferenceEmitter, read_reference_log, summarize_reference_log
 from loadgen.exitcodes import EXIT_COMPONENT_FAILED, EXIT_VERDICT_FAILED
 from loadgen.failure import ComponentFailure, disk_problem, locust_failure, log_tail, mentions_disk_full

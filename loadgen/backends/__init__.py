@@ -2,18 +2,18 @@
 query APIs.
 
 Every reader returns spans in Zipkin v2 JSON shape, keyed by normalized trace id; see base.py.
-Build one from a `KIND:URL` spec with `parse_backend_spec` (KIND: zipkin, jaeger, jaeger-v3, auto).
+Build one from a `KIND:URL` spec with `parse_backend_spec` (factory.py; KIND: zipkin, jaeger,
+jaeger-v3, auto). Every reader runs on one fetch/search engine (_engine.py).
 """
 
 from loadgen.backends.base import (
-    BackendDetectionError,
     BackendError,
     BackendOptions,
     Fetched,
     FetchStatus,
     TraceBackend,
-    parse_backend_spec,
 )
+from loadgen.backends.factory import BackendDetectionError, parse_backend_spec
 from loadgen.backends.jaeger import JaegerBackend
 from loadgen.backends.jaeger_v3 import JaegerV3Backend, ParamStyle
 from loadgen.backends.zipkin import ZipkinBackend

@@ -1,70 +1,17 @@
-"""Pure helpers every reader shares: the fetch loop (dedupe, validate, split, progress), grouping
-returned spans under the requested ids, and Zipkin-style value formatting."""
+"""Pure helpers every reader shares: grouping returned spans under the requested ids, an answer of
+ERROR for every id, and Zipkin-style value formatting."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import closing
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
-from loadgen.backends._http import run_concurrently
-from loadgen.backends.base import Fetched, FetchStatus, ProgressCallback, Span
-from loadgen.mesh.propagation import is_hex_id, normalize_trace_id
+from loadgen.backends.base import Fetched, FetchStatus, Span
+from loadgen.mesh.ids import normalize_trace_id
 
-__all__ = ["all_error", "assign", "fetch_all", "format_double", "unchanged"]
-
-T = TypeVar("T")
-
-
-def unchanged(fetched: Fetched) -> Fetched:
-    """The `reduce` of a plain `fetch_many`: every answer kept as it is, spans and all."""
-    return fetched
-
-
-def fetch_all(
-    trace_ids: Sequence[str],
-    fetch_unit: Callable[[list[str]], dict[str, Fetched]],
-    *,
-    reduce: Callable[[Fetched], T],
-    unit_size: int,
-    concurrency: int,
-    progress_step: int,
-    on_progress: ProgressCallback | None,
-    thread_name: str,
-) -> dict[str, T]:
-    """The shape of every `fetch_many` and `fetch_reduced`: ids normalized and deduplicated,
-    invalid ones ERROR, the rest fetched in units of `unit_size` ids (`concurrency` units in
-    flight), and `on_progress(done, total)` on the caller's thread after a unit once at least
-    `progress_step` more ids are done since the last call, and after the last unit.
-
-    Each answer is passed through `reduce` on the thread that decoded it, as soon as its unit is
-    decoded: with a reducing `reduce` the decoded spans of at most `concurrency` units are alive
-    at any time, whatever the number of ids."""
-    unique = list(dict.fromkeys(normalize_trace_id(t) for t in trace_ids))
-    results: dict[str, T] = {}
-    valid: list[str] = []
-    for tid in unique:
-        if is_hex_id(tid):
-            valid.append(tid)
-        else:
-            results[tid] = reduce(Fetched(FetchStatus.ERROR, error=f"not a 16 or 32 hex trace id: {tid!r}"))
-    total = len(unique)
-    done = reported = len(results)
-    units = [valid[i : i + unit_size] for i in range(0, len(valid), unit_size)]
-
-    def fetch_reduced(ids: list[str]) -> dict[str, T]:
-        return {tid: reduce(fetched) for tid, fetched in fetch_unit(ids).items()}
-
-    with closing(run_concurrently(units, fetch_reduced, concurrency, thread_name)) as finished:
-        for unit_result in finished:
-            results.update(unit_result)
-            done += len(unit_result)
-            if on_progress is not None and (done - reported >= progress_step or done == total):
-                reported = done
-                on_progress(done, total)
-    return results
+__all__ = ["all_error", "assign", "format_double", "is_name_list", "is_v3_services"]
 
 
 def assign(ids: Sequence[str], spans: Iterable[Any]) -> dict[str, Fetched]:
@@ -116,3 +63,13 @@ def format_double(value: float) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text
+
+
+def is_name_list(body: Any) -> bool:
+    """A JSON list of names: how Zipkin's `/api/v2/services` answers."""
+    return isinstance(body, list) and all(isinstance(s, str) for s in body)
+
+
+def is_v3_services(body: Any) -> bool:
+    """`{"services": [...]}`: how Jaeger's `/api/v3/services` answers."""
+    return isinstance(body, dict) and isinstance(body.get("services"), list)

@@ -10,6 +10,9 @@ Whatever the backend (Zipkin, Jaeger `/api` or Jaeger `/api/v3`), a reader retur
 
 so the reconciler has one span model. Optional fields may be absent, exactly as in Zipkin JSON.
 
+Build a reader from a `KIND:URL` spec with `loadgen.backends.factory.parse_backend_spec`; this
+module knows no concrete reader.
+
 Result keys are always `normalize_trace_id(id)` (loadgen.mesh.propagation), the same form the ledger
 and the collector use.
 
@@ -27,7 +30,6 @@ from __future__ import annotations
 
 import abc
 import base64
-import os
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -36,12 +38,10 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from loadgen.mesh.propagation import normalize_trace_id
+from loadgen.mesh.ids import normalize_trace_id
 from loadgen.redact import redact_url
 
 __all__ = [
-    "SUPPORTED_BACKEND_SPECS",
-    "BackendDetectionError",
     "BackendError",
     "BackendOptions",
     "FetchStatus",
@@ -49,7 +49,6 @@ __all__ = [
     "ProgressCallback",
     "Span",
     "TraceBackend",
-    "parse_backend_spec",
     "parse_headers",
     "redact_url",
 ]
@@ -64,14 +63,6 @@ T = TypeVar("T")
 
 REDUCED_CHUNK_IDS = 1000
 """Ids per `fetch_many` call in the default `TraceBackend.fetch_reduced`."""
-
-
-SUPPORTED_BACKEND_SPECS: tuple[str, ...] = (
-    "zipkin:http[s]://HOST:9411[/PATH]",
-    "jaeger:http[s]://HOST:16686[/jaeger]",
-    "jaeger-v3:http[s]://HOST:16686[/jaeger]",
-    "auto:http[s]://HOST[:PORT][/PATH]",
-)
 
 
 class FetchStatus(StrEnum):
@@ -378,48 +369,3 @@ def parse_headers(text: str, source: str = "headers") -> dict[str, str]:
             raise ValueError(f"{source}: entry {n} is not of the form 'Name: value' (entries split on ';')")
         headers[name] = value.strip()
     return headers
-
-
-# -- building a reader from a spec -------------------------------------------------------------
-
-
-class BackendDetectionError(BackendError, ValueError):
-    """`auto:URL` found no trace query API. Also a ValueError: the spec could not be resolved."""
-
-
-def parse_backend_spec(spec: str, options: BackendOptions | None = None, **overrides: Any) -> TraceBackend:
-    """Build a reader from `KIND:URL`, e.g. `jaeger:http://tracing.istio-system/jaeger`.
-
-    KIND is `zipkin`, `jaeger` (the `/api/...` JSON API), `jaeger-v3` (`/api/v3/...`) or `auto`
-    (probes the URL, and URL/jaeger, with one cheap GET per candidate API; see
-    `loadgen.backends._detect`). `options` default to `BackendOptions.from_env(os.environ)`;
-    `overrides` are BackendOptions fields (flags, winning over `options`) plus, for jaeger-v3,
-    `param_style`. Raises ValueError for a malformed spec or bad options, and
-    BackendDetectionError (a ValueError) when `auto` finds nothing.
-    """
-    kind, sep, url = spec.strip().partition(":")
-    kind = kind.lower()
-    if not sep or not url.startswith(("http://", "https://")) or kind not in _KINDS:
-        supported = ", ".join(SUPPORTED_BACKEND_SPECS)
-        raise ValueError(f"unsupported backend {redact_url(spec)!r}: expected one of {supported}")
-    extra = {"param_style": overrides.pop("param_style")} if "param_style" in overrides else {}
-    if extra and kind not in ("jaeger-v3", "auto"):
-        raise TypeError(f"param_style only applies to jaeger-v3, not {kind}")
-    base = options if options is not None else BackendOptions.from_env(os.environ)
-    resolved = base.merged(overrides)
-    # Imported here so that base.py stays importable by every implementation.
-    from loadgen.backends._detect import detect_backend
-    from loadgen.backends.jaeger import JaegerBackend
-    from loadgen.backends.jaeger_v3 import JaegerV3Backend
-    from loadgen.backends.zipkin import ZipkinBackend
-
-    if kind == "zipkin":
-        return ZipkinBackend(url, resolved)
-    if kind == "jaeger":
-        return JaegerBackend(url, resolved)
-    if kind == "jaeger-v3":
-        return JaegerV3Backend(url, resolved, **extra)
-    return detect_backend(url, resolved, **extra)
-
-
-_KINDS = ("zipkin", "jaeger", "jaeger-v3", "auto")

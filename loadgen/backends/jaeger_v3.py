@@ -27,37 +27,25 @@ Spans come back in Zipkin v2 shape (see loadgen.backends._otlp for the field map
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypeVar, Unpack
+from typing import Any, Unpack
 
 import httpx
 
-from loadgen.backends._common import assign, fetch_all, unchanged
-from loadgen.backends._http import (
-    BackendOverrides,
-    HttpClient,
-    RequestFailed,
-    json_body,
-    resolve_options,
-)
+from loadgen.backends._common import is_v3_services
+from loadgen.backends._engine import ByIdRoute, HttpReader, SearchRoute
+from loadgen.backends._http import BackendOverrides, RequestFailed, json_body
 from loadgen.backends._otlp import iter_searchable, traces_data_to_spans
-from loadgen.backends.base import (
-    BackendError,
-    BackendOptions,
-    Fetched,
-    FetchStatus,
-    ProgressCallback,
-    Span,
-    TraceBackend,
-    redact_url,
-)
-from loadgen.backends.jaeger import base_path_hint, receiver_hint
+from loadgen.backends.base import BackendError, BackendOptions, Span
+from loadgen.backends.jaeger import base_path_hint, jaeger_services_problem, jaeger_unreachable
 
 __all__ = ["JaegerV3Backend", "ParamStyle", "rfc3339_nanos"]
 
-T = TypeVar("T")
+_RESULT = '{"result": TracesData}'
+Searchable = tuple[Span, dict[str, str]]
+"""A converted span and the attributes a tag search matches on it."""
 
 # The smallest window the snake-case search splits down to before giving up (1 ms).
 _MIN_SPLIT_WINDOW_US = 1_000
@@ -80,15 +68,70 @@ def rfc3339_nanos(epoch_ns: int) -> str:
     return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
 
 
-class JaegerV3Backend(TraceBackend):
+# -- decoding (pure) -------------------------------------------------------------------------
+
+
+def _is_not_found(body: Any) -> bool:
+    """Jaeger's grpc-gateway style `{"error": {"httpCode": 404, "message": "No traces found"}}`
+    ("trace not found" when the storage reports ErrTraceNotFound)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict) or error.get("httpCode", 404) != 404:
+        return False
+    message = str(error.get("message", "")).strip().lower()
+    return message in ("no traces found", "trace not found")
+
+
+def _matches(searchable: Mapping[str, str], tags: Mapping[str, str]) -> bool:
+    return all(searchable.get(key) == value for key, value in tags.items())
+
+
+def _is_not_found_answer(resp: httpx.Response, _tid: str) -> bool:
+    return _is_not_found(json_body(resp))
+
+
+def _result(body: Any) -> dict[str, Any] | None:
+    """The TracesData of a `{"result": TracesData}` answer, else None."""
+    result = body.get("result") if isinstance(body, dict) else None
+    return result if isinstance(result, dict) else None
+
+
+def _trace_spans(body: Any) -> list[Span] | None:
+    result = _result(body)
+    return None if result is None else traces_data_to_spans(result)
+
+
+def _searchable(body: Any) -> list[Searchable] | None:
+    result = _result(body)
+    return None if result is None else list(iter_searchable(result))
+
+
+class JaegerV3Backend(HttpReader):
     """Reads traces from Jaeger's api_v3 HTTP endpoints rooted at `base_url` (which may carry
     the query base path, e.g. `http://tracing.istio-system/jaeger`).
 
     `options` (BackendOptions; keyword overrides win) give credentials, TLS, timeouts, retries and
-    `concurrency` (ids fetched at once); `batch_size` only sets how often progress is reported.
+    `concurrency` (ids fetched at once); `batch_size` only sets how often progress is reported
+    (api_v3 has no batch endpoint).
     """
 
     name = "jaeger-v3"
+    api_path = "/api/v3"
+    by_id = ByIdRoute(
+        label="/api/v3/traces/{id}",
+        path=lambda tid: f"/traces/{tid.zfill(32)}",
+        is_not_found=_is_not_found_answer,
+        not_found_form='Jaeger\'s "No traces found" answer',
+        decode=_trace_spans,
+        form=_RESULT,
+    )
+    search_route = SearchRoute(
+        who="Jaeger api_v3",
+        label="/api/v3/traces",
+        decode=_searchable,
+        form=_RESULT,
+        api="Jaeger query API",
+        no_match=_is_not_found,
+    )
 
     def __init__(
         self,
@@ -102,9 +145,7 @@ class JaegerV3Backend(TraceBackend):
             style = ParamStyle(param_style)
         except ValueError:
             raise ValueError(f"param_style must be one of auto, camel, snake; got {param_style!r}") from None
-        base, self._options, auth = resolve_options(base_url, options, overrides)
-        self.url = redact_url(base)
-        self._http = HttpClient(f"{base}/api/v3", self._options, auth)
+        super().__init__(base_url, options, **overrides)
         # Settled on the first search when AUTO.
         self._style: ParamStyle | None = None if style is ParamStyle.AUTO else style
 
@@ -113,61 +154,36 @@ class JaegerV3Backend(TraceBackend):
         """The parameter generation in use (AUTO until the first search settles it)."""
         return self._style or ParamStyle.AUTO
 
-    # -- TraceBackend ------------------------------------------------------------------------
+    def _unreachable(self, exc: RequestFailed) -> str:
+        return jaeger_unreachable(self.url, exc)
 
-    def check(self) -> None:
-        """`GET /api/v3/services` once, without retries; BackendError says what to fix."""
-        try:
-            resp = self._http.get_once("/services")
-        except RequestFailed as exc:
-            raise BackendError(
-                f"cannot reach the Jaeger query API at {self.url}: {exc}. Is Jaeger running, and is "
-                "this its query port (16686; Istio addon: http://tracing.istio-system/jaeger)?"
-            ) from exc
-        problem = self._services_problem(resp)
-        if problem is not None:
-            raise BackendError(problem)
-
-    def fetch_many(
-        self,
-        trace_ids: Sequence[str],
-        on_progress: ProgressCallback | None = None,
-    ) -> dict[str, Fetched]:
-        """Fetch traces by id, one request per id; see TraceBackend.fetch_many."""
-        return self.fetch_reduced(trace_ids, unchanged, on_progress)
-
-    def fetch_reduced(
-        self,
-        trace_ids: Sequence[str],
-        reduce: Callable[[Fetched], T],
-        on_progress: ProgressCallback | None = None,
-    ) -> dict[str, T]:
-        """Each answer is reduced as soon as its request is decoded; see TraceBackend.fetch_reduced."""
-        return fetch_all(
-            trace_ids,
-            lambda ids: {tid: self._fetch_one(tid) for tid in ids},
-            reduce=reduce,
-            unit_size=1,
-            concurrency=self._options.concurrency,
-            progress_step=self._options.batch_size,
-            on_progress=on_progress,
-            thread_name="jaeger-v3-fetch",
+    def _services_problem(self, resp: httpx.Response) -> str | None:
+        """Why a `/api/v3/services` answer shows this is not a usable Jaeger api_v3, or None."""
+        return jaeger_services_problem(
+            resp,
+            self._http,
+            self.url,
+            "/api/v3/services",
+            accepts=is_v3_services,
+            api="a Jaeger api_v3",
+            question="Jaeger",
+            form='{"services": [...]}',
+            on_404=(
+                f"this is not a Jaeger api_v3. {base_path_hint(self.url)} "
+                f"A Jaeger without /api/v3 may still serve --backend jaeger:{self.url}"
+            ),
         )
 
-    def search(
-        self,
-        *,
-        tags: Mapping[str, str] | None,
-        service: str | None,
-        start_us: int,
-        end_us: int,
-        limit: int,
+    def trace_route_hint(self) -> str:
+        return f"{super().trace_route_hint()} {base_path_hint(self.url)}"
+
+    # -- searching ---------------------------------------------------------------------------
+
+    def _search(
+        self, tags: dict[str, str], service: str | None, start_us: int, end_us: int, limit: int
     ) -> list[list[Span]]:
         """`GET /api/v3/traces` over [start_us, end_us] (see the module docstring for the two
         parameter generations and the client-side tag filter of the older one)."""
-        if end_us < start_us or limit < 1:
-            raise ValueError(f"need start_us <= end_us and limit >= 1, got {start_us}, {end_us}, {limit}")
-        tags = dict(tags or {})
         if self._style is ParamStyle.SNAKE:
             return self._search_snake(tags, service, start_us, end_us, limit)
         resp = self._find(ParamStyle.CAMEL, tags, service, start_us, end_us, limit)
@@ -178,11 +194,6 @@ class JaegerV3Backend(TraceBackend):
         if self._style is None:
             self._style = ParamStyle.CAMEL
         return [[span for span, _ in group] for group in groups.values()][:limit]
-
-    def close(self) -> None:
-        self._http.close()
-
-    # -- searching ---------------------------------------------------------------------------
 
     def _find(
         self,
@@ -206,34 +217,13 @@ class JaegerV3Backend(TraceBackend):
             params = {"query.start_time_min": lo, "query.start_time_max": hi, "query.num_traces": depth}
             if service:
                 params["query.service_name"] = service
-        try:
-            return self._http.get("/traces", params)
-        except RequestFailed as exc:
-            raise BackendError(f"Jaeger api_v3 search at {self.url} failed: {exc}") from exc
+        return self._search_request(params)
 
-    def _groups(self, resp: httpx.Response) -> dict[str, list[tuple[Span, dict[str, str]]]]:
+    def _groups(self, resp: httpx.Response) -> dict[str, list[Searchable]]:
         """Converted spans per trace id (in answer order) from a search answer; {} for a 404 "No
         traces found"; BackendError for anything else that is not a TracesData."""
-        body = json_body(resp)
-        if resp.status_code == 404:
-            if _is_not_found(body):
-                return {}
-            raise BackendError(
-                f"Jaeger api_v3 search at {self.url} failed: {self._http.problem(resp, '/api/v3/traces')}. "
-                f"{base_path_hint(self.url)}"
-            )
-        if resp.status_code != 200:
-            raise BackendError(
-                f"Jaeger api_v3 search at {self.url} failed: {self._http.problem(resp, '/api/v3/traces')}"
-            )
-        result = body.get("result") if isinstance(body, dict) else None
-        if not isinstance(result, dict):
-            raise BackendError(
-                f"Jaeger api_v3 search at {self.url} answered 200 but not with "
-                '{"result": TracesData}: is the URL the Jaeger query API?'
-            )
-        groups: dict[str, list[tuple[Span, dict[str, str]]]] = {}
-        for span, searchable in iter_searchable(result):
+        groups: dict[str, list[Searchable]] = {}
+        for span, searchable in self._search_answer(resp):
             groups.setdefault(span["traceId"], []).append((span, searchable))
         return groups
 
@@ -241,8 +231,8 @@ class JaegerV3Backend(TraceBackend):
         self, tags: Mapping[str, str], service: str | None, start_us: int, end_us: int, limit: int
     ) -> list[list[Span]]:
         if not tags:
-            resp = self._find(ParamStyle.SNAKE, tags, service, start_us, end_us, limit)
-            return [[span for span, _ in group] for group in self._groups(resp).values()][:limit]
+            groups = self._groups(self._find(ParamStyle.SNAKE, tags, service, start_us, end_us, limit))
+            return [[span for span, _ in group] for group in groups.values()][:limit]
         depth = max(limit, _MIN_UNFILTERED_DEPTH)
         found: dict[str, list[Span]] = {}
         windows = [(start_us, end_us)]
@@ -262,70 +252,3 @@ class JaegerV3Backend(TraceBackend):
                 mid = (lo + hi) // 2
                 windows += [(lo, mid), (mid + 1, hi)]
         return list(found.values())[:limit]
-
-    # -- fetching ----------------------------------------------------------------------------
-
-    def _fetch_one(self, tid: str) -> Fetched:
-        path = "/api/v3/traces/{id}"
-        try:
-            resp = self._http.get(f"/traces/{tid.zfill(32)}")
-        except RequestFailed as exc:
-            return Fetched(FetchStatus.ERROR, error=f"{path}: {exc}")
-        body = json_body(resp)
-        if resp.status_code == 404:
-            if _is_not_found(body):
-                return Fetched(FetchStatus.MISSING)
-            error = f'{path}: {self._http.summary(resp)} is not Jaeger\'s "No traces found" answer'
-            return Fetched(FetchStatus.ERROR, error=error)
-        if resp.status_code != 200:
-            return Fetched(FetchStatus.ERROR, error=self._http.problem(resp, path))
-        result = body.get("result") if isinstance(body, dict) else None
-        if not isinstance(result, dict):
-            error = f'{path}: {self._http.summary(resp)} is not {{"result": TracesData}}'
-            return Fetched(FetchStatus.ERROR, error=error)
-        return assign([tid], traces_data_to_spans(result))[tid]
-
-    def trace_route_hint(self) -> str:
-        return f"{super().trace_route_hint()} {base_path_hint(self.url)}"
-
-    def _services_problem(self, resp: httpx.Response) -> str | None:
-        """Why a `/api/v3/services` answer shows this is not a usable Jaeger api_v3, or None."""
-        where = f"{self.url}/api/v3/services"
-        status = resp.status_code
-        if status in (401, 403):
-            return (
-                f"{where} answered HTTP {status}: the backend wants credentials; pass a token "
-                "(LOADGEN_BACKEND_TOKEN), user/password or headers for it"
-            )
-        if status == 404:
-            return (
-                f"{where} answered 404: this is not a Jaeger api_v3. {base_path_hint(self.url)} "
-                f"A Jaeger without /api/v3 may still serve --backend jaeger:{self.url}"
-            )
-        if status in (202, 400, 405):
-            return f"{where} answered HTTP {status}: {receiver_hint(self.url)}"
-        if status != 200:
-            return f"{where} answered {self._http.summary(resp)}: is this Jaeger?"
-        body = json_body(resp)
-        if isinstance(body, dict) and isinstance(body.get("services"), list):
-            return None
-        if isinstance(body, list) and all(isinstance(s, str) for s in body):
-            return f"{where} answered like a Zipkin query API: use --backend zipkin:{self.url}"
-        return (
-            f'{where} answered 200 but not with {{"services": [...]}}: this is not a Jaeger api_v3 '
-            "(a login page or proxy?)"
-        )
-
-
-def _is_not_found(body: Any) -> bool:
-    """Jaeger's grpc-gateway style `{"error": {"httpCode": 404, "message": "No traces found"}}`
-    ("trace not found" when the storage reports ErrTraceNotFound)."""
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict) or error.get("httpCode", 404) != 404:
-        return False
-    message = str(error.get("message", "")).strip().lower()
-    return message in ("no traces found", "trace not found")
-
-
-def _matches(searchable: Mapping[str, str], tags: Mapping[str, str]) -> bool:
-    return all(searchable.get(key) == value for key, value in tags.items())

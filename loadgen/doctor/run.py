@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from loadgen.backends.base import TraceBackend, parse_backend_spec
+from loadgen.backends import TraceBackend, parse_backend_spec
 from loadgen.doctor.bootstrap import V2_ENDPOINT, collector_endpoints, lint_bootstrap, load_json
 from loadgen.doctor.collector import check_backend, check_collector
 from loadgen.doctor.gateway import check_gateway, check_mesh_trace

@@ -17,7 +17,7 @@ from loadgen.backends import (
     ZipkinBackend,
     parse_backend_spec,
 )
-from loadgen.backends.base import SUPPORTED_BACKEND_SPECS
+from loadgen.backends.factory import SUPPORTED_BACKEND_SPECS
 from tests.unit.backend_contract import (
     FakeJaeger,
     FakeJaegerV3,

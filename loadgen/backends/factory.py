@@ -1,6 +1,9 @@
-"""`auto:URL`: find which trace query API answers at URL (or URL/jaeger) with a few cheap GETs.
+"""Building a reader: `parse_backend_spec("KIND:URL")`, and `auto:URL`, which finds which trace
+query API answers at URL (or URL/jaeger) with a few cheap GETs.
 
-Per candidate base (URL, then URL/jaeger unless it already ends so), in this order:
+The one module that knows every concrete reader; base.py (the interface) knows none of them.
+
+`auto` probes, per candidate base (URL, then URL/jaeger unless it already ends so), in this order:
 1. `GET /api/v2/services` answering a JSON list of names -> `ZipkinBackend`.
 2. `GET /api/services` answering Jaeger's `{"data": [...]}` envelope -> `JaegerBackend`. Preferred
    over api_v3 when both answer (every Jaeger up to v2.20 serves both): it fetches 100 ids per
@@ -13,42 +16,75 @@ Probes are single attempts without retries; a connection failure stops the searc
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from loadgen.backends._common import is_name_list, is_v3_services
 from loadgen.backends._http import HttpClient, RequestFailed, json_body, resolve_options
-from loadgen.backends.base import BackendDetectionError, BackendOptions, TraceBackend, redact_url
+from loadgen.backends.base import BackendError, BackendOptions, TraceBackend, redact_url
+from loadgen.backends.jaeger import JaegerBackend, envelope_data
+from loadgen.backends.jaeger_v3 import JaegerV3Backend
+from loadgen.backends.zipkin import ZipkinBackend
 
-__all__ = ["detect_backend"]
+__all__ = ["SUPPORTED_BACKEND_SPECS", "BackendDetectionError", "detect_backend", "parse_backend_spec"]
+
+SUPPORTED_BACKEND_SPECS: tuple[str, ...] = (
+    "zipkin:http[s]://HOST:9411[/PATH]",
+    "jaeger:http[s]://HOST:16686[/jaeger]",
+    "jaeger-v3:http[s]://HOST:16686[/jaeger]",
+    "auto:http[s]://HOST[:PORT][/PATH]",
+)
+
+_KINDS = ("zipkin", "jaeger", "jaeger-v3", "auto")
 
 
-def _is_zipkin(body: Any) -> bool:
-    return isinstance(body, list) and all(isinstance(s, str) for s in body)
+class BackendDetectionError(BackendError, ValueError):
+    """`auto:URL` found no trace query API. Also a ValueError: the spec could not be resolved."""
+
+
+def parse_backend_spec(spec: str, options: BackendOptions | None = None, **overrides: Any) -> TraceBackend:
+    """Build a reader from `KIND:URL`, e.g. `jaeger:http://tracing.istio-system/jaeger`.
+
+    KIND is `zipkin`, `jaeger` (the `/api/...` JSON API), `jaeger-v3` (`/api/v3/...`) or `auto`
+    (probes the URL, and URL/jaeger, with one cheap GET per candidate API; see the module
+    docstring). `options` default to `BackendOptions.from_env(os.environ)`;
+    `overrides` are BackendOptions fields (flags, winning over `options`) plus, for jaeger-v3,
+    `param_style`. Raises ValueError for a malformed spec or bad options, and
+    BackendDetectionError (a ValueError) when `auto` finds nothing.
+    """
+    kind, sep, url = spec.strip().partition(":")
+    kind = kind.lower()
+    if not sep or not url.startswith(("http://", "https://")) or kind not in _KINDS:
+        supported = ", ".join(SUPPORTED_BACKEND_SPECS)
+        raise ValueError(f"unsupported backend {redact_url(spec)!r}: expected one of {supported}")
+    extra = {"param_style": overrides.pop("param_style")} if "param_style" in overrides else {}
+    if extra and kind not in ("jaeger-v3", "auto"):
+        raise TypeError(f"param_style only applies to jaeger-v3, not {kind}")
+    base = options if options is not None else BackendOptions.from_env(os.environ)
+    resolved = base.merged(overrides)
+    if kind == "zipkin":
+        return ZipkinBackend(url, resolved)
+    if kind == "jaeger":
+        return JaegerBackend(url, resolved)
+    if kind == "jaeger-v3":
+        return JaegerV3Backend(url, resolved, **extra)
+    return detect_backend(url, resolved, **extra)
 
 
 def _is_jaeger(body: Any) -> bool:
-    return (
-        isinstance(body, dict) and "data" in body and (body["data"] is None or isinstance(body["data"], list))
-    )
-
-
-def _is_jaeger_v3(body: Any) -> bool:
-    return isinstance(body, dict) and isinstance(body.get("services"), list)
+    return envelope_data(body) is not None
 
 
 def detect_backend(base_url: str, options: BackendOptions, **extra: Any) -> TraceBackend:
     """The reader for whichever API answers first (see the module docstring). `extra` goes to
     a JaegerV3Backend (param_style). Raises BackendDetectionError listing every probe's answer."""
-    from loadgen.backends.jaeger import JaegerBackend
-    from loadgen.backends.jaeger_v3 import JaegerV3Backend
-    from loadgen.backends.zipkin import ZipkinBackend
-
     base, resolved, auth = resolve_options(base_url, options, {})
     probes: list[tuple[str, Callable[[Any], bool], Callable[[str], TraceBackend]]] = [
-        ("/api/v2/services", _is_zipkin, lambda url: ZipkinBackend(url, resolved)),
+        ("/api/v2/services", is_name_list, lambda url: ZipkinBackend(url, resolved)),
         ("/api/services", _is_jaeger, lambda url: JaegerBackend(url, resolved)),
-        ("/api/v3/services", _is_jaeger_v3, lambda url: JaegerV3Backend(url, resolved, **extra)),
+        ("/api/v3/services", is_v3_services, lambda url: JaegerV3Backend(url, resolved, **extra)),
     ]
     candidates = [base]
     if not urlsplit(base).path.rstrip("/").endswith("/jaeger"):
