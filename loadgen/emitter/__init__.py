@@ -1,0 +1,42 @@
+"""OpenTelemetry side-emitter: reference traces sent straight to the Zipkin collector.
+
+Reference traces bypass the mesh, so "reference traces found in the backend / traces exported" is the
+collector/backend's own collection rate. For that number to be defensible, every trace started is
+accounted for exactly once:
+
+    started = exported + failed + dropped
+
+* ``exported`` - every span of the trace was in an export call the exporter reported as SUCCESS;
+* ``failed``   - at least one span was in an export call that failed (non-2xx, connection error,
+  exception, or still in flight when ``stop()`` gave up waiting);
+* ``dropped``  - otherwise, at least one span ended but never reached the exporter (the batch queue
+  was full, or it was lost at shutdown / when the process died).
+
+The emitter streams a JSON-lines log (``reference.jsonl``) that the reconciler folds later with
+:func:`summarize_reference_log`; the fold and the live :meth:`ReferenceEmitter.counters` agree exactly.
+
+Log records (one JSON object per line)::
+
+    {"ev":"open","t":...,"run_id":...,"service":...,"endpoint":...,"children":N,"rate_per_s":R}
+    {"ev":"start","trace":"<32hex>","spans":N,"seq":S,"t":<epoch s>}
+    {"ev":"export","ok":true|false,"t":...,"dur_s":...,"spans":{"<32hex>":count,...},"error":str|null}
+    {"ev":"end","t":...,"counters":{...}}
+"""
+
+from loadgen.emitter.accounting import AccountingExporter
+from loadgen.emitter.counters import EmitterCounters, TraceState
+from loadgen.emitter.reference import DEFAULT_SERVICE_NAME, ReferenceEmitter, zipkin_spans_url
+from loadgen.emitter.reflog import ReferenceSummary, TraceOutcome, read_reference_log, summarize_reference_log
+
+__all__ = [
+    "DEFAULT_SERVICE_NAME",
+    "AccountingExporter",
+    "EmitterCounters",
+    "ReferenceEmitter",
+    "ReferenceSummary",
+    "TraceOutcome",
+    "TraceState",
+    "read_reference_log",
+    "summarize_reference_log",
+    "zipkin_spans_url",
+]
