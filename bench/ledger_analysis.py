@@ -38,8 +38,10 @@ GOAL_RSS_KIB = 1024 * 1024
 
 def write_ledger(path: Path, n: int, percent: float, seed: int = 7) -> None:
     from loadgen.ledger import LedgerWriter
-    from loadgen.mesh.propagation import DEFAULT_MIX, Decision, envoy_random_sampled, mode_spec
-    from loadgen.mesh.propagation import encode as encode_mode
+    from loadgen.mesh.encode import encode as encode_mode
+    from loadgen.mesh.expect import Decision
+    from loadgen.mesh.modes import DEFAULT_MIX, mode_spec
+    from loadgen.mesh.rule import envoy_random_sampled
 
     rng = random.Random(seed)
     modes = [m for m, w in DEFAULT_MIX.items() if w > 0]

@@ -49,7 +49,8 @@ from _common import (
 
 from loadgen.analysis.reconcile import Expectation, TraceObservation, reconcile_mesh
 from loadgen.backends.zipkin import ZipkinBackend
-from loadgen.mesh.propagation import DEFAULT_MIX, encode
+from loadgen.mesh.encode import encode
+from loadgen.mesh.modes import DEFAULT_MIX
 from loadgen.readback import read_back
 
 RUN_ID = "bench-reconcile"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,17 +29,17 @@ import httpx
 
 from loadgen.analysis.integrity import TraceShape
 from loadgen.backends.base import BackendError, Fetched, FetchStatus, TraceBackend, redact_url
-from loadgen.mesh.profile import Forcing, MeshProfile, RequestIdHandling, SpanShape
-from loadgen.mesh.propagation import (
-    XRID_TRACE_REASON,
+from loadgen.mesh.echo import parse_echo, same_request_id
+from loadgen.mesh.headers import RUN_ID_HEADER, X_REQUEST_ID
+from loadgen.mesh.ids import (
     forced_request_id,
     new_span_id,
     new_trace_id,
     normalize_trace_id,
-    parse_echo,
-    same_request_id,
+    random_request_id,
 )
-from loadgen.stack.envoy import RUN_ID_HEADER
+from loadgen.mesh.profile import Forcing, MeshProfile, RequestIdHandling, SpanShape
+from loadgen.mesh.rule import XRID_TRACE_REASON
 
 __all__ = ["ProbeError", "probe_mesh"]
 
@@ -76,7 +75,7 @@ def _request(
     xrid: str | None = None
     if kind == "xrid":
         xrid = forced_request_id(rng)
-        headers["x-request-id"] = xrid
+        headers[X_REQUEST_ID] = xrid
     elif kind == "b3":
         trace = new_trace_id(rng)
         headers |= {"X-B3-TraceId": trace, "X-B3-SpanId": new_span_id(rng), "X-B3-Sampled": "1"}
@@ -86,7 +85,7 @@ def _request(
     elif kind == "force":
         headers["x-envoy-force-trace"] = "true"
     elif kind == "client":
-        headers["x-client-trace-id"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        headers["x-client-trace-id"] = random_request_id(rng)
     try:
         resp = client.get(url, headers=headers)
     except httpx.HTTPError:
@@ -186,6 +185,48 @@ def _read_back(
     return latest, whole_at
 
 
+def _send_all(
+    client: httpx.Client | None, url: str, host: str, run_id: str, rng: random.Random
+) -> tuple[list[_Sent], int]:
+    """Every request of the PLAN, in order: (the answers, how many failed to connect)."""
+    own = client is None
+    http = client or httpx.Client(timeout=httpx.Timeout(5.0))
+    sent: list[_Sent] = []
+    failures = 0
+    try:
+        for kind, count in PLAN:
+            for _ in range(count):
+                answer = _request(http, url, host, run_id, kind, rng)
+                if answer is None:
+                    failures += 1
+                else:
+                    sent.append(answer)
+    finally:
+        if own:
+            http.close()
+    return sent, failures
+
+
+def _answer_notes(sent: list[_Sent], failures: int, requests: int) -> list[str]:
+    notes: list[str] = []
+    if failures:
+        notes.append(f"{failures} of {requests} probe requests failed to connect")
+    codes = Counter(s.status for s in sent if s.status != 200)
+    if codes:
+        notes.append(
+            "probe answers other than 200: " + ", ".join(f"{c} x{n}" for c, n in codes.most_common())
+        )
+    return notes
+
+
+def _wanted(answered: list[_Sent], echo: bool | None) -> dict[str, float]:
+    """The traces to read back (id -> request end): what the upstream saw sampled (with an echo),
+    else the B3-forced ones by the id we sent (found or not, that is what the backend holds)."""
+    if echo:
+        return {s.up_trace: s.ended_at for s in answered if s.sampled and s.up_trace}
+    return {normalize_trace_id(s.sent_trace): s.ended_at for s in answered if s.kind == "b3" and s.sent_trace}
+
+
 def probe_mesh(
     gateway: str,
     host: str,
@@ -203,51 +244,20 @@ def probe_mesh(
     """Send the probe, read it back, and return what was learned. `run_id` is the probe's own
     run id (`<run-id>-probe`). Raises ProbeError only when nothing can be learned at all."""
     rng = random.Random(seed)
-    notes: list[str] = []
-    not_found_form: bool | None = None
     try:
         backend.check_trace_route()
-        not_found_form = True
     except BackendError as exc:
         raise ProbeError(str(exc)) from exc
     url = gateway.rstrip("/") + path
-    own = client is None
-    http = client or httpx.Client(timeout=httpx.Timeout(5.0))
-    sent: list[_Sent] = []
-    failures = 0
-    try:
-        status(f"probe: {sum(n for _k, n in PLAN)} crafted requests to {redact_url(url)} (run id {run_id})")
-        for kind, count in PLAN:
-            for _ in range(count):
-                answer = _request(http, url, host, run_id, kind, rng)
-                if answer is None:
-                    failures += 1
-                else:
-                    sent.append(answer)
-    finally:
-        if own:
-            http.close()
     requests = sum(n for _k, n in PLAN)
+    status(f"probe: {requests} crafted requests to {redact_url(url)} (run id {run_id})")
+    sent, failures = _send_all(client, url, host, run_id, rng)
     if not sent:
         raise ProbeError(f"gateway {redact_url(gateway)} did not answer any of {requests} probe requests")
+    notes = _answer_notes(sent, failures, requests)
     answered = [s for s in sent if s.status == 200]
-    if failures:
-        notes.append(f"{failures} of {requests} probe requests failed to connect")
-    if len(answered) < len(sent):
-        codes = Counter(s.status for s in sent if s.status != 200)
-        notes.append(
-            "probe answers other than 200: " + ", ".join(f"{c} x{n}" for c, n in codes.most_common())
-        )
     echo = any(s.echoed for s in answered) if answered else None
-
-    # The traces to read back: what the upstream saw sampled (with an echo), else the B3-forced
-    # ones by the id we sent (found or not, that is what the backend holds for them).
-    if echo:
-        wanted = {s.up_trace: s.ended_at for s in answered if s.sampled and s.up_trace}
-    else:
-        wanted = {
-            normalize_trace_id(s.sent_trace): s.ended_at for s in answered if s.kind == "b3" and s.sent_trace
-        }
+    wanted = _wanted(answered, echo)
     fetched: dict[str, Fetched] = {}
     whole_at: dict[str, float] = {}
     if wanted:
@@ -276,7 +286,7 @@ def probe_mesh(
         client_trace_id=_forcing(answered, "client", _CLIENT_MARK),
         run_id_tag=_tag_key(found, run_id),
         reader=backend.name,
-        not_found_form=not_found_form,
+        not_found_form=True,  # check_trace_route passed: the backend answers a missing trace clearly
         time_to_queryable_s=None if ttq is None else max(0.0, round(ttq, 2)),
         notes=tuple(notes),
     )

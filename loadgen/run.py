@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from loadgen import __version__
-from loadgen.analysis.integrity import Hop, downstream_service, fold_integrity, search_hop_traces
+from loadgen.analysis.integrity import downstream_service, fold_integrity, search_hop_traces
 from loadgen.analysis.reconcile import (
     Expectation,
     TraceObservation,
@@ -45,6 +45,11 @@ from loadgen.emitter import ReferenceEmitter, read_reference_log, summarize_refe
 from loadgen.exitcodes import EXIT_COMPONENT_FAILED, EXIT_VERDICT_FAILED
 from loadgen.failure import ComponentFailure, disk_problem, locust_failure, log_tail, mentions_disk_full
 from loadgen.ledger import LedgerStats, LedgerTail, LiveCounts, read_ledger
+from loadgen.mesh.expect import ExpectationContext
+from loadgen.mesh.headers import RUN_ID_HEADER
+from loadgen.mesh.hops import Hop
+from loadgen.mesh.ids import normalize_trace_id
+from loadgen.mesh.modes import DEFAULT_MIX, format_mix, parse_mix
 from loadgen.mesh.profile import (
     PROFILE_FILE,
     RUN_ID_TAG_ADVICE,
@@ -58,13 +63,6 @@ from loadgen.mesh.profile import (
     profile_line,
     resolved_shape,
     suggested_quiet_s,
-)
-from loadgen.mesh.propagation import (
-    DEFAULT_MIX,
-    ExpectationContext,
-    format_mix,
-    normalize_trace_id,
-    parse_mix,
 )
 from loadgen.probe import ProbeError, probe_mesh
 from loadgen.readback import ReadBackResult, read_back, time_to_queryable
@@ -81,7 +79,7 @@ from loadgen.runfolder import (
     read_run_json,
     rebuilt_fields,
 )
-from loadgen.stack.envoy import RUN_ID_HEADER, TracingConfig
+from loadgen.stack.envoy import TracingConfig
 from loadgen.stack.mesh import (
     GATEWAY_HOST,
     CollectorFaults,

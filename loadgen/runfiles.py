@@ -17,7 +17,7 @@ from typing import Any
 
 from loadgen.analysis.reconcile import TraceObservation
 from loadgen.ledger import read_ledger
-from loadgen.mesh.propagation import normalize_trace_id
+from loadgen.mesh.ids import normalize_trace_id
 from loadgen.redact import redact_data
 
 

@@ -25,11 +25,11 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
-from loadgen.analysis.integrity import Hop
 from loadgen.analysis.reconcile import Expectation
 from loadgen.emitter import read_reference_log, summarize_reference_log
+from loadgen.mesh.expect import ExpectationContext
+from loadgen.mesh.hops import Hop
 from loadgen.mesh.profile import PROFILE_FILE, MeshProfile, ProfileError, SpanShape
-from loadgen.mesh.propagation import ExpectationContext
 
 RUN_JSON = "run.json"
 SUMMARY_JSON = "summary.json"

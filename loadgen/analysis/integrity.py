@@ -41,11 +41,12 @@ import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from loadgen.analysis.stats import Proportion
 from loadgen.backends.base import BackendError, FetchStatus, Span, TraceBackend
-from loadgen.mesh.propagation import normalize_trace_id
+from loadgen.mesh.hops import Hop
+from loadgen.mesh.ids import normalize_trace_id
 
 if TYPE_CHECKING:
     from loadgen.analysis.reconcile import TraceObservation
@@ -110,13 +111,6 @@ EXPLANATIONS = {
         "(envoyproxy/envoy#47515); Envoy 1.40.0 rewrites it in the embedded mesh (measured)."
     ),
 }
-
-
-class Hop(NamedTuple):
-    """A proxy a request crosses, in call order, and the spans one sampled request leaves on it."""
-
-    service: str  # Zipkin localEndpoint.serviceName
-    spans: int
 
 
 def _service(span: Mapping[str, Any]) -> str:

@@ -56,6 +56,7 @@ from loadgen.analysis.stats import (
     wilson_interval,
     z_for,
 )
+from loadgen.mesh.rule import sampling_threshold
 
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_POWER = 0.95
@@ -84,11 +85,11 @@ def _check_fraction(name: str, value: float, *, open_low: bool = False, open_hig
 
 def envoy_threshold(percent: float) -> int:
     """T in Envoy's rule ``sampled <=> int(xrid[0:8], 16) % 10000 < T``: the exact float expression
-    of `ProtobufPercentHelper::convertPercent` (and `loadgen.mesh.propagation.envoy_random_sampled`),
+    of `ProtobufPercentHelper::convertPercent` (`loadgen.mesh.rule.sampling_threshold`, range-checked),
     so 0.29 % gives 28, not 29 (shared/ENVOY-NOTES.md)."""
     if not 0.0 <= percent <= 100.0:
         raise ValueError(f"percent must be in [0, 100], got {percent}")
-    return int(10000 * (percent / 100.0))
+    return sampling_threshold(percent)
 
 
 def rule_fraction(percent: float) -> float:

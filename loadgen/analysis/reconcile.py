@@ -31,18 +31,12 @@ from typing import Any
 from loadgen.analysis.integrity import TraceShape
 from loadgen.analysis.stats import Proportion, Verdict, percentile, sampling_verdict
 from loadgen.backends.base import Fetched, FetchStatus
+from loadgen.mesh.echo import UpstreamView, same_request_id
+from loadgen.mesh.expect import Decision, ExpectationContext, Expected
+from loadgen.mesh.ids import is_hex_id, normalize_trace_id
+from loadgen.mesh.modes import mode_spec
 from loadgen.mesh.profile import SpanShape, shape_covered
-from loadgen.mesh.propagation import (
-    Decision,
-    ExpectationContext,
-    Expected,
-    UpstreamView,
-    envoy_random_sampled,
-    is_hex_id,
-    mode_spec,
-    normalize_trace_id,
-    same_request_id,
-)
+from loadgen.mesh.rule import envoy_random_sampled
 
 
 class Outcome(StrEnum):

@@ -23,7 +23,9 @@ from typing import Any
 
 from loadgen.analysis.stats import Proportion
 from loadgen.backends.base import BackendError, TraceBackend
-from loadgen.mesh.propagation import Decision, ExpectationContext, mode_spec, normalize_trace_id
+from loadgen.mesh.expect import Decision, ExpectationContext
+from loadgen.mesh.ids import normalize_trace_id
+from loadgen.mesh.modes import mode_spec
 
 
 def search_run(

@@ -33,7 +33,7 @@ from loadgen.analysis.reconcile import (
     upstream_decision,
 )
 from loadgen.backends.base import FetchStatus
-from loadgen.mesh.propagation import normalize_trace_id
+from loadgen.mesh.ids import normalize_trace_id
 
 __all__ = ["WindowTally", "loss_intervals", "tally_windows", "windows_summary"]
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from loadgen.backends.base import Fetched, FetchStatus, Span
-from loadgen.mesh.propagation import normalize_trace_id
+from loadgen.mesh.ids import normalize_trace_id
 
 __all__ = ["all_error", "assign", "format_double", "is_name_list", "is_v3_services"]
 

@@ -46,7 +46,7 @@ from loadgen.backends.base import (
     TraceBackend,
     redact_url,
 )
-from loadgen.mesh.propagation import is_hex_id, normalize_trace_id
+from loadgen.mesh.ids import is_hex_id, normalize_trace_id
 
 __all__ = ["BatchRoute", "ByIdRoute", "HttpReader", "SearchRoute", "fetch_all", "unchanged"]
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from loadgen.backends._common import format_double
 from loadgen.backends.base import Span
-from loadgen.mesh.propagation import is_hex_id, normalize_trace_id
+from loadgen.mesh.ids import is_hex_id, normalize_trace_id
 
 __all__ = ["SearchableSpan", "any_value_str", "otlp_id", "traces_data_to_spans"]
 

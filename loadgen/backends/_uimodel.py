@@ -23,7 +23,7 @@ from typing import Any
 
 from loadgen.backends._common import format_double
 from loadgen.backends.base import Span
-from loadgen.mesh.propagation import normalize_trace_id
+from loadgen.mesh.ids import normalize_trace_id
 
 __all__ = ["jaeger_trace_id", "tag_value", "ui_trace_to_spans"]
 

@@ -26,7 +26,7 @@ import httpx
 from loadgen.backends.base import BackendError, Fetched, FetchStatus, Span, TraceBackend, redact_url
 from loadgen.doctor.bootstrap import V2_ENDPOINT, collector_path_problem
 from loadgen.doctor.model import Check, CheckStatus
-from loadgen.mesh.propagation import new_trace_id
+from loadgen.mesh.ids import new_trace_id
 
 __all__ = [
     "PROBE_SERVICE",

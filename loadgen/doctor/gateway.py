@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import random
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,18 +21,14 @@ import httpx
 
 from loadgen.backends.base import Fetched, FetchStatus, TraceBackend, redact_url
 from loadgen.doctor.model import Check, CheckStatus, skipped
-from loadgen.mesh.propagation import XRID_TRACE_REASON, new_span_id, new_trace_id, parse_echo
-from loadgen.stack.envoy import RUN_ID_HEADER
+from loadgen.mesh.echo import parse_echo, same_request_id
+from loadgen.mesh.headers import RUN_ID_HEADER
+from loadgen.mesh.ids import new_span_id, new_trace_id, random_request_id
+from loadgen.mesh.rule import XRID_TRACE_REASON
 
 __all__ = ["check_gateway", "check_mesh_trace", "same_request_id"]
 
 _UNROUTED_HOST = "loadgen-doctor.invalid"
-
-
-def same_request_id(sent: str, echoed: str) -> bool:
-    """Envoy keeps a client's UUID but rewrites character 14 (its trace decision mark)."""
-    sent, echoed = sent.lower(), echoed.lower()
-    return len(sent) == len(echoed) > 14 and sent[:14] == echoed[:14] and sent[15:] == echoed[15:]
 
 
 @dataclass(frozen=True)
@@ -83,7 +78,7 @@ def _check_gateway(
     url = base + path
     shown = f"GET {redact_url(url)}" + (f" (Host: {host})" if host else "")
     host_headers = {"Host": host} if host else {}
-    sent_xrid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    sent_xrid = random_request_id(rng)
     try:
         first = _get(client, url, {**host_headers, "x-request-id": sent_xrid})
     except httpx.HTTPError as exc:

@@ -31,7 +31,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from loadgen.mesh.propagation import ExpectationContext
+from loadgen.mesh.expect import ExpectationContext
 
 __all__ = [
     "PROFILE_FILE",

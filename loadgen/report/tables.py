@@ -31,8 +31,9 @@ from loadgen.analysis.reconcile import (
     upstream_decision,
 )
 from loadgen.analysis.stats import Proportion, percentile
+from loadgen.mesh.expect import Decision
+from loadgen.mesh.modes import mode_spec
 from loadgen.mesh.profile import SpanShape
-from loadgen.mesh.propagation import Decision, mode_spec
 
 MAX_WINDOWS = 1_000_000  # a bad timestamp must not allocate a window per microsecond
 

@@ -34,11 +34,13 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from loadgen.mesh.headers import REQUEST_ID_HEADER, RUN_ID_HEADER, X_REQUEST_ID
+
 # What a well-behaved app forwards on its outbound calls: Istio's list of trace headers
 # (https://istio.io/latest/docs/tasks/observability/distributed-tracing/overview/), plus the
 # loadgen run id so the backend's spans carry the run tag too.
 PROPAGATED_HEADERS = (
-    "x-request-id",
+    X_REQUEST_ID,
     "x-b3-traceid",
     "x-b3-spanid",
     "x-b3-parentspanid",
@@ -48,11 +50,11 @@ PROPAGATED_HEADERS = (
     "traceparent",
     "tracestate",
     "x-ot-span-context",
-    "x-loadgen-run-id",
+    RUN_ID_HEADER,
 )
 # Headers a non-propagating app may still be asked to forward (`?keep=a,b`): correlation headers
 # that are not trace context, e.g. x-request-id kept for logs while B3 is forgotten.
-KEEPABLE_HEADERS = frozenset({"x-request-id", "x-loadgen-run-id", "x-loadgen-request-id"})
+KEEPABLE_HEADERS = frozenset({X_REQUEST_ID, RUN_ID_HEADER, REQUEST_ID_HEADER})
 OUTBOUND_PATH = "/headers"
 OUTBOUND_TIMEOUT_S = 5.0
 

@@ -23,11 +23,9 @@ from typing import Any
 
 import httpx
 
-from loadgen.mesh.propagation import ExpectationContext
+from loadgen.mesh.expect import ExpectationContext
+from loadgen.mesh.headers import DEFAULT_RUN_ID_TAG, RUN_ID_HEADER
 from loadgen.stack.procs import ManagedProcess, StackError
-
-RUN_ID_HEADER = "x-loadgen-run-id"
-DEFAULT_RUN_ID_TAG = "loadgen.run_id"
 
 
 class TraceContextOption(StrEnum):
@@ -72,7 +70,7 @@ class TracingConfig:
     echo_headers: bool = True  # False: the upstream answers {"ok": true}, like an app that is not httpbin
 
     def expectation_context(self) -> ExpectationContext:
-        """What the header-mode expectations (loadgen.mesh.propagation) depend on, for this mesh.
+        """What the header-mode expectations (loadgen.mesh.expect) depend on, for this mesh.
         The embedded client is 127.0.0.1, so any internal CIDR list is taken to cover it."""
         return ExpectationContext(
             sampling_percent=self.sampling_percent,
@@ -156,10 +154,38 @@ def _cidr(text: str) -> dict[str, Any]:
     return {"address_prefix": address, "prefix_len": prefix_len}
 
 
-def render_bootstrap(spec: ProxySpec, tracing: TracingConfig) -> dict[str, Any]:
-    """Pure: the Envoy v3 bootstrap for one proxy of the embedded mesh."""
+def _tracing(spec: ProxySpec, tracing: TracingConfig) -> dict[str, Any]:
+    """The HCM's `tracing` block: Istio's Zipkin tracer, sampling knobs and the run-id tag."""
+    return {
+        "random_sampling": {"value": tracing.sampling_percent},
+        "client_sampling": {"value": tracing.client_sampling_percent},
+        "overall_sampling": {"value": spec.overall_sampling_percent},
+        "spawn_upstream_span": spec.spawn_upstream_span,
+        # An empty tag name means no custom tag (Envoy would reject an empty `tag` anyway).
+        "custom_tags": (
+            [{"tag": tracing.run_id_tag, "request_header": {"name": RUN_ID_HEADER, "default_value": ""}}]
+            if tracing.run_id_tag
+            else []
+        ),
+        "provider": {
+            "name": "envoy.tracers.zipkin",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+                "collector_cluster": "zipkin",
+                "collector_endpoint": "/api/v2/spans",
+                "collector_endpoint_version": "HTTP_JSON",
+                "trace_id_128bit": tracing.trace_id_128bit,
+                "shared_span_context": tracing.shared_span_context,
+                "trace_context_option": tracing.trace_context_option.value,
+            },
+        },
+    }
+
+
+def _inbound_hcm(spec: ProxySpec, tracing: TracingConfig) -> dict[str, Any]:
+    """The HttpConnectionManager of the proxy's main listener (edge settings, tracing, routes)."""
     domains = [d for host in spec.domains for d in ((host,) if host == "*" else (host, f"{host}:*"))]
-    hcm: dict[str, Any] = {
+    return {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
         ".HttpConnectionManager",
         "stat_prefix": spec.role,
@@ -171,30 +197,7 @@ def render_bootstrap(spec: ProxySpec, tracing: TracingConfig) -> dict[str, Any]:
             else {}
         ),
         "generate_request_id": True,
-        "tracing": {
-            "random_sampling": {"value": tracing.sampling_percent},
-            "client_sampling": {"value": tracing.client_sampling_percent},
-            "overall_sampling": {"value": spec.overall_sampling_percent},
-            "spawn_upstream_span": spec.spawn_upstream_span,
-            # An empty tag name means no custom tag (Envoy would reject an empty `tag` anyway).
-            "custom_tags": (
-                [{"tag": tracing.run_id_tag, "request_header": {"name": RUN_ID_HEADER, "default_value": ""}}]
-                if tracing.run_id_tag
-                else []
-            ),
-            "provider": {
-                "name": "envoy.tracers.zipkin",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
-                    "collector_cluster": "zipkin",
-                    "collector_endpoint": "/api/v2/spans",
-                    "collector_endpoint_version": "HTTP_JSON",
-                    "trace_id_128bit": tracing.trace_id_128bit,
-                    "shared_span_context": tracing.shared_span_context,
-                    "trace_context_option": tracing.trace_context_option.value,
-                },
-            },
-        },
+        "tracing": _tracing(spec, tracing),
         "route_config": {
             "name": f"{spec.role}-routes",
             "virtual_hosts": [
@@ -214,6 +217,11 @@ def render_bootstrap(spec: ProxySpec, tracing: TracingConfig) -> dict[str, Any]:
             }
         ],
     }
+
+
+def render_bootstrap(spec: ProxySpec, tracing: TracingConfig) -> dict[str, Any]:
+    """Pure: the Envoy v3 bootstrap for one proxy of the embedded mesh."""
+    hcm = _inbound_hcm(spec, tracing)
     listeners = [
         {
             "name": spec.role,

@@ -26,11 +26,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadgen.analysis.integrity import Hop
+from loadgen.mesh.headers import DEFAULT_GATEWAY_HOST
+from loadgen.mesh.hops import Hop
 from loadgen.stack.envoy import EnvoyProcess, OutboundSpec, ProxySpec, TracingConfig
 from loadgen.stack.procs import ComponentDied, ManagedProcess, StackError, python_module_argv
 
-GATEWAY_HOST = "httpbin.istioinaction.io"
+GATEWAY_HOST = DEFAULT_GATEWAY_HOST
 GATEWAY_SERVICE = "istio-ingressgateway"
 SIDECAR_SERVICE = "httpbin.istioinaction"
 BACKEND_HOST = "backend.istioinaction"  # the Host the app's fan-out calls (its sidecar routes on it)
@@ -208,25 +209,14 @@ class EmbeddedMesh:
             # Without a sidecar the gateway's upstream is the app itself.
             gateway_upstream_port = _port(self.echo_url)
             if tracing.sidecar:
-                self.sidecar = EnvoyProcess(
-                    ProxySpec(
-                        role="sidecar",
-                        service_name=SIDECAR_SERVICE,
-                        upstream_cluster="inbound|8000||",
-                        upstream_port=_port(self.echo_url),
-                        collector_port=collector_port,
-                        spawn_upstream_span=tracing.sidecar_spawn_upstream_span,
-                        outbound=outbound,
-                    ),
-                    tracing,
-                    self.workdir / "stack",
-                    self.config.envoy_concurrency,
+                self.sidecar = self._sidecar(
+                    "sidecar", SIDECAR_SERVICE, self.echo_url, collector_port, outbound
                 )
                 self.sidecar.start()
                 gateway_upstream_port = self.sidecar.port
                 if outbound is not None:
                     self._write_outbound_file(f"http://127.0.0.1:{self.sidecar.outbound_port}", outbound.host)
-            self.gateway = EnvoyProcess(
+            self.gateway = self._envoy(
                 ProxySpec(
                     role="gateway",
                     service_name=GATEWAY_SERVICE,
@@ -239,10 +229,7 @@ class EmbeddedMesh:
                     preserve_external_request_id=tracing.gateway_preserve_external_request_id,
                     internal_cidrs=tracing.gateway_internal_cidrs,
                     overall_sampling_percent=tracing.overall_sampling_percent,
-                ),
-                tracing,
-                self.workdir / "stack",
-                self.config.envoy_concurrency,
+                )
             )
             self.gateway.start()
         except BaseException:
@@ -256,18 +243,8 @@ class EmbeddedMesh:
         assert self.backend_echo is not None
         self.backend_echo_url = str(self.backend_echo.read_ready_line(15.0)["url"])
         tracing = self.config.tracing
-        self.backend_sidecar = EnvoyProcess(
-            ProxySpec(
-                role="backend-sidecar",
-                service_name=BACKEND_SERVICE,
-                upstream_cluster="inbound|8000||",
-                upstream_port=_port(self.backend_echo_url),
-                collector_port=collector_port,
-                spawn_upstream_span=tracing.sidecar_spawn_upstream_span,
-            ),
-            tracing,
-            self.workdir / "stack",
-            self.config.envoy_concurrency,
+        self.backend_sidecar = self._sidecar(
+            "backend-sidecar", BACKEND_SERVICE, self.backend_echo_url, collector_port
         )
         self.backend_sidecar.start()
         return OutboundSpec(
@@ -275,6 +252,26 @@ class EmbeddedMesh:
             upstream_cluster=f"outbound|8000||{BACKEND_HOST}",
             upstream_port=self.backend_sidecar.port,
             spawn_upstream_span=tracing.sidecar_spawn_upstream_span,
+        )
+
+    def _envoy(self, spec: ProxySpec) -> EnvoyProcess:
+        return EnvoyProcess(spec, self.config.tracing, self.workdir / "stack", self.config.envoy_concurrency)
+
+    def _sidecar(
+        self, role: str, service: str, app_url: str, collector_port: int, outbound: OutboundSpec | None = None
+    ) -> EnvoyProcess:
+        """A sidecar Envoy in front of the app at `app_url` (inbound), with an egress listener
+        when `outbound` is given."""
+        return self._envoy(
+            ProxySpec(
+                role=role,
+                service_name=service,
+                upstream_cluster="inbound|8000||",
+                upstream_port=_port(app_url),
+                collector_port=collector_port,
+                spawn_upstream_span=self.config.tracing.sidecar_spawn_upstream_span,
+                outbound=outbound,
+            )
         )
 
     def _write_outbound_file(self, url: str, host: str) -> None:

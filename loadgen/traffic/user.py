@@ -27,23 +27,16 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen.ledger import LedgerWriter
-from loadgen.mesh.propagation import (
-    DEFAULT_MIX,
-    EncodeOptions,
-    HeaderMode,
-    IdStyle,
-    encode,
-    format_mix,
-    parse_echo,
-    parse_mix,
-)
+from loadgen.mesh.echo import parse_echo
+from loadgen.mesh.encode import EncodeOptions, encode
+from loadgen.mesh.headers import DEFAULT_GATEWAY_HOST, REQUEST_ID_HEADER, RUN_ID_HEADER
+from loadgen.mesh.ids import IdStyle
+from loadgen.mesh.modes import DEFAULT_MIX, HeaderMode, format_mix, parse_mix
 from loadgen.redact import redact_text
-from loadgen.stack.envoy import RUN_ID_HEADER
 from loadgen.traffic.relay import LEDGER_MESSAGE, RelayLedger
 from loadgen.traffic.shape import step_interval
 
-REQUEST_ID_HEADER = "x-loadgen-request-id"
-DEFAULT_HOST_HEADER = "httpbin.istioinaction.io"
+DEFAULT_HOST_HEADER = DEFAULT_GATEWAY_HOST
 
 
 @events.init_command_line_parser.add_listener
@@ -99,7 +92,7 @@ def _add_arguments(parser: Any) -> None:
         choices=[s.value for s in IdStyle],
         default=IdStyle.RANDOM.value,
         help="128-bit trace ids: fully random, or k6's layout (prefix dc0742, then the unix time in "
-        "ns as a varint, then 4 random bytes; see loadgen.mesh.propagation.k6_trace_id)",
+        "ns as a varint, then 4 random bytes; see loadgen.mesh.ids.k6_trace_id)",
     )
     group.add_argument(
         "--loadgen-xrid-percent",

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from loadgen.backends import BackendError, FetchStatus, ZipkinBackend, parse_backend_spec
-from loadgen.mesh.propagation import normalize_trace_id
+from loadgen.mesh.ids import normalize_trace_id
 
 pytestmark = pytest.mark.integration
 

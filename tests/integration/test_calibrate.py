@@ -28,7 +28,8 @@ from loadgen.calibrate import (
     run_time_cap_s,
 )
 from loadgen.ledger import LiveCounts
-from loadgen.mesh.propagation import HeaderMode, parse_mix, sampling_threshold
+from loadgen.mesh.modes import HeaderMode, parse_mix
+from loadgen.mesh.rule import sampling_threshold
 from loadgen.run import RunOptions, RunResult
 from loadgen.stack.envoy import TracingConfig
 

@@ -14,7 +14,7 @@ import pytest
 
 from loadgen.doctor import CheckStatus, check_gateway, run_doctor
 from loadgen.doctor.collector import SpanFormat, fidelity_problems, probe_spans
-from loadgen.mesh.propagation import new_trace_id
+from loadgen.mesh.ids import new_trace_id
 from loadgen.stack.mesh import EmbeddedMesh, MeshConfig
 
 pytestmark = pytest.mark.integration

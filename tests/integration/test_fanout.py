@@ -22,8 +22,11 @@ from loadgen.analysis.integrity import TraceShape, fold_integrity, judge_trace, 
 from loadgen.analysis.reconcile import TraceObservation
 from loadgen.backends.base import FetchStatus
 from loadgen.backends.zipkin import ZipkinBackend
-from loadgen.mesh.propagation import HeaderMode, encode, parse_b3_single, parse_echo
-from loadgen.stack.envoy import RUN_ID_HEADER, TracingConfig
+from loadgen.mesh.echo import parse_b3_single, parse_echo
+from loadgen.mesh.encode import encode
+from loadgen.mesh.headers import RUN_ID_HEADER
+from loadgen.mesh.modes import HeaderMode
+from loadgen.stack.envoy import TracingConfig
 from loadgen.stack.mesh import (
     BACKEND_SERVICE,
     GATEWAY_SERVICE,

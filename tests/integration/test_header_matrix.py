@@ -29,28 +29,15 @@ import pytest
 from loadgen.analysis.reconcile import Expectation, TraceObservation, ledger_trace_id, reconcile_mesh
 from loadgen.backends.base import FetchStatus
 from loadgen.ledger import read_ledger
-from loadgen.mesh.propagation import (
-    MODE_SPECS,
-    Decision,
-    EncodeOptions,
-    ExpectationContext,
-    Expected,
-    HeaderMode,
-    IdStyle,
-    Injection,
-    UpstreamView,
-    craft_request_id,
-    encode,
-    envoy_random_sampled,
-    k6_trace_time_ns,
-    normalize_trace_id,
-    parse_echo,
-    parse_traceparent,
-    same_request_id,
-    sampling_threshold,
-)
+from loadgen.mesh.echo import UpstreamView, parse_echo, parse_traceparent, same_request_id
+from loadgen.mesh.encode import EncodeOptions, Injection, encode
+from loadgen.mesh.expect import Decision, ExpectationContext, Expected
+from loadgen.mesh.headers import RUN_ID_HEADER
+from loadgen.mesh.ids import IdStyle, craft_request_id, k6_trace_time_ns, normalize_trace_id
+from loadgen.mesh.modes import MODE_SPECS, HeaderMode
+from loadgen.mesh.rule import envoy_random_sampled, sampling_threshold
 from loadgen.run import RunOptions, execute_run
-from loadgen.stack.envoy import RUN_ID_HEADER, TraceContextOption, TracingConfig
+from loadgen.stack.envoy import TraceContextOption, TracingConfig
 from loadgen.stack.mesh import GATEWAY_SERVICE, SIDECAR_SERVICE, EmbeddedMesh, MeshConfig
 
 pytestmark = pytest.mark.integration

@@ -27,17 +27,14 @@ import pytest
 import typer
 
 from loadgen.cli import app
-from loadgen.mesh.propagation import (
-    MODE_SPECS,
-    Decision,
-    HeaderMode,
-    encode,
-    envoy_random_sampled,
-    normalize_trace_id,
-    parse_echo,
-    random_request_id,
-)
-from loadgen.stack.envoy import DEFAULT_RUN_ID_TAG, RUN_ID_HEADER, TracingConfig, render_bootstrap
+from loadgen.mesh.echo import parse_echo
+from loadgen.mesh.encode import encode
+from loadgen.mesh.expect import Decision
+from loadgen.mesh.headers import DEFAULT_RUN_ID_TAG, RUN_ID_HEADER
+from loadgen.mesh.ids import normalize_trace_id, random_request_id
+from loadgen.mesh.modes import MODE_SPECS, HeaderMode
+from loadgen.mesh.rule import envoy_random_sampled
+from loadgen.stack.envoy import TracingConfig, render_bootstrap
 from loadgen.stack.mesh import GATEWAY_SERVICE, SIDECAR_SERVICE, EmbeddedMesh, MeshConfig
 from loadgen.stack.procs import StackError
 

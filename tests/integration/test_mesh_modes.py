@@ -8,8 +8,11 @@ import random
 import httpx
 import pytest
 
-from loadgen.mesh.propagation import LEGACY_MODES, MODE_SPECS, Decision, HeaderMode, encode, parse_echo
-from loadgen.stack.envoy import RUN_ID_HEADER
+from loadgen.mesh.echo import parse_echo
+from loadgen.mesh.encode import encode
+from loadgen.mesh.expect import Decision
+from loadgen.mesh.headers import RUN_ID_HEADER
+from loadgen.mesh.modes import LEGACY_MODES, MODE_SPECS, HeaderMode
 from loadgen.stack.mesh import GATEWAY_SERVICE, SIDECAR_SERVICE, EmbeddedMesh
 
 from .conftest import wait_for_trace

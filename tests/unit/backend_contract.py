@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from loadgen.backends import BackendError, Fetched, FetchStatus
-from loadgen.mesh.propagation import is_hex_id, normalize_trace_id
+from loadgen.mesh.ids import is_hex_id, normalize_trace_id
 
 SPECS = Path(os.environ.get("LOADGEN_SHARED_SPECS", "/work/shared/specs"))
 ENVOY_EXAMPLE = SPECS / "zipkin-envoy-spans-example.json"

@@ -30,8 +30,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from loadgen.mesh.propagation import parse_mix
-from loadgen.stack.envoy import DEFAULT_RUN_ID_TAG, RUN_ID_HEADER
+from loadgen.mesh.headers import DEFAULT_RUN_ID_TAG, RUN_ID_HEADER
+from loadgen.mesh.modes import parse_mix
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -21,7 +21,7 @@ from loadgen.analysis.reconcile import Expectation, TraceObservation, reconcile_
 from loadgen.analysis.stats import wilson_interval
 from loadgen.analysis.verdicts import run_verdicts
 from loadgen.backends.base import FetchStatus
-from loadgen.mesh.propagation import HeaderMode
+from loadgen.mesh.modes import HeaderMode
 from loadgen.report import plots
 from loadgen.report.html import render_html, render_run_folder
 from loadgen.report.plots import (

@@ -22,7 +22,6 @@ from loadgen.analysis.integrity import (
     EXPLANATIONS,
     GUID_TAG,
     ExternalRef,
-    Hop,
     Orphan,
     TraceShape,
     _attribute,
@@ -35,6 +34,7 @@ from loadgen.analysis.integrity import (
 )
 from loadgen.analysis.reconcile import TraceObservation
 from loadgen.backends.base import Fetched, FetchStatus
+from loadgen.mesh.hops import Hop
 
 GW, APP, BE = "istio-ingressgateway", "httpbin.istioinaction", "backend.istioinaction"
 HOPS = (Hop(GW, 2), Hop(APP, 2), Hop(BE, 1))  # /fanout with the gateway's upstream span

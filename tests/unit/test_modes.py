@@ -18,27 +18,12 @@ from hypothesis import strategies as st
 
 from loadgen.analysis.reconcile import Expectation, TraceObservation, ledger_trace_id, reconcile_mesh
 from loadgen.backends.base import FetchStatus
-from loadgen.mesh.propagation import (
-    DEFAULT_CONTEXT,
-    LEGACY_MODES,
-    MODE_SPECS,
-    Decision,
-    EncodeOptions,
-    ExpectationContext,
-    HeaderMode,
-    IdStyle,
-    craft_head,
-    craft_request_id,
-    encode,
-    envoy_random_sampled,
-    k6_trace_id,
-    k6_trace_time_ns,
-    parse_echo,
-    parse_traceparent,
-    same_request_id,
-    sampling_threshold,
-    xrid_decision,
-)
+from loadgen.mesh.echo import parse_echo, parse_traceparent, same_request_id
+from loadgen.mesh.encode import EncodeOptions, encode
+from loadgen.mesh.expect import DEFAULT_CONTEXT, Decision, ExpectationContext
+from loadgen.mesh.ids import IdStyle, craft_request_id, k6_trace_id, k6_trace_time_ns
+from loadgen.mesh.modes import LEGACY_MODES, MODE_SPECS, HeaderMode
+from loadgen.mesh.rule import craft_head, envoy_random_sampled, sampling_threshold, xrid_decision
 from loadgen.stack.envoy import ProxySpec, TraceContextOption, TracingConfig, render_bootstrap
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")

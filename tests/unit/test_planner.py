@@ -38,7 +38,7 @@ from loadgen.analysis.planner import (
     wilson_sample_size,
 )
 from loadgen.analysis.stats import clopper_pearson_interval, wilson_interval
-from loadgen.mesh.propagation import envoy_random_sampled, sampling_threshold
+from loadgen.mesh.rule import envoy_random_sampled, sampling_threshold
 
 Z95 = float(sp_stats.norm.ppf(0.975))
 

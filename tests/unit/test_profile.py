@@ -10,6 +10,7 @@ import pytest
 from loadgen.analysis.integrity import TraceShape
 from loadgen.analysis.reconcile import Expectation, Outcome, TraceObservation, classify
 from loadgen.backends.base import FetchStatus
+from loadgen.mesh.expect import ExpectationContext
 from loadgen.mesh.profile import (
     Forcing,
     MeshProfile,
@@ -24,7 +25,6 @@ from loadgen.mesh.profile import (
     resolved_shape,
     suggested_quiet_s,
 )
-from loadgen.mesh.propagation import ExpectationContext
 
 GW, SC = "istio-ingressgateway", "httpbin"
 

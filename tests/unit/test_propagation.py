@@ -15,26 +15,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loadgen.mesh.propagation import (
-    DEFAULT_MIX,
-    LEGACY_MODES,
-    MODE_SPECS,
-    XRID_TRACE_REASON,
-    Decision,
-    HeaderMode,
-    UpstreamView,
-    encode,
-    envoy_random_sampled,
-    format_mix,
-    is_hex_id,
-    new_span_id,
-    new_trace_id,
-    normalize_trace_id,
-    parse_b3_single,
-    parse_echo,
-    parse_mix,
-    xrid_decision,
-)
+from loadgen.mesh.echo import UpstreamView, parse_b3_single, parse_echo
+from loadgen.mesh.encode import encode
+from loadgen.mesh.expect import Decision
+from loadgen.mesh.ids import is_hex_id, new_span_id, new_trace_id, normalize_trace_id
+from loadgen.mesh.modes import DEFAULT_MIX, LEGACY_MODES, MODE_SPECS, HeaderMode, format_mix, parse_mix
+from loadgen.mesh.rule import XRID_TRACE_REASON, envoy_random_sampled, xrid_decision
 
 HEX = "0123456789abcdef"
 hex64 = st.text(alphabet=HEX, min_size=16, max_size=16)

@@ -21,7 +21,7 @@ import httpx
 from loadgen.analysis.reconcile import TraceObservation
 from loadgen.backends import ZipkinBackend
 from loadgen.backends.base import REDUCED_CHUNK_IDS, Fetched, FetchStatus, TraceBackend
-from loadgen.mesh.propagation import normalize_trace_id
+from loadgen.mesh.ids import normalize_trace_id
 from loadgen.readback import read_back
 
 RUN_TAG, RUN_ID = "loadgen.run_id", "run-1"

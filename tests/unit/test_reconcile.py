@@ -29,7 +29,7 @@ from loadgen.analysis.reconcile import (
 )
 from loadgen.analysis.stats import wilson_interval
 from loadgen.backends.base import Fetched, FetchStatus
-from loadgen.mesh.propagation import HeaderMode
+from loadgen.mesh.modes import HeaderMode
 
 EXPECT = Expectation(spans_per_trace=2, services=("gateway", "app"), configured_percent=10.0)
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from loadgen.analysis.reconcile import Expectation, TraceObservation, reconcile_mesh, reconcile_reference
 from loadgen.analysis.verdicts import run_verdicts
 from loadgen.backends.base import FetchStatus
-from loadgen.mesh.propagation import HeaderMode
+from loadgen.mesh.modes import HeaderMode
 from loadgen.report.render import fmt_ms, fmt_rate, md_escape, render_json, render_markdown, render_terminal
 
 MD_SPECIAL = set("\\`*_{}[]<>()#+!|~")

@@ -1,0 +1,64 @@
+"""Envoy's x-request-id sampling rule (pure), measured in shared/ENVOY-NOTES.md:
+
+    sampled  <=>  int(xrid[0:8], 16) % 10000  <  int(10000 * (p / 100.0))
+
+and the mark Envoy writes into character 14 of the x-request-id it forwards.
+"""
+
+from __future__ import annotations
+
+import random
+
+__all__ = [
+    "XRID_TRACE_REASON",
+    "craft_head",
+    "envoy_random_sampled",
+    "sampling_threshold",
+    "xrid_decision",
+]
+
+_HEX = frozenset("0123456789abcdef")
+_UINT32_MAX = 0xFFFFFFFF
+
+
+def sampling_threshold(percent: float) -> int:
+    """Envoy's numerator over 10000 for a `random_sampling` percent (ProtobufPercentHelper::
+    convertPercent: `uint64_t(10000 * (percent / 100.0))`, truncated: 33.33 % -> 3332). The float
+    rounding of that exact expression decides the boundary: 0.29 % -> 28, not 29."""
+    return int(10000 * (percent / 100.0))
+
+
+def envoy_random_sampled(request_id: str, percent: float) -> bool | None:
+    """Envoy's random-sampling rule on an x-request-id UUID (measured, shared/ENVOY-NOTES.md):
+    sampled <=> int(xrid[0:8], 16) % 10000 < int(10000 * (percent / 100.0)). None if unparsable."""
+    head = request_id[:8]
+    if len(head) < 8 or any(c not in _HEX for c in head.lower()):
+        return None
+    return int(head, 16) % 10000 < sampling_threshold(percent)
+
+
+def craft_head(rng: random.Random, percent: float, sampled: bool) -> int:
+    """A random 32-bit value v with `(v % 10000 < threshold) == sampled`, uniform over the
+    residues that give the wanted answer. ValueError when the percentage makes it impossible
+    (sampled at 0 %, not sampled at 100 %)."""
+    threshold = min(10000, max(0, sampling_threshold(percent)))
+    low, high = (0, threshold) if sampled else (threshold, 10000)
+    if low >= high:
+        raise ValueError(f"no x-request-id is {'sampled' if sampled else 'not sampled'} at {percent} %")
+    residue = rng.randrange(low, high)
+    quotient = rng.randrange(0, (_UINT32_MAX - residue) // 10000 + 1)
+    return quotient * 10000 + residue
+
+
+# Character 14 of an Envoy-generated x-request-id carries the trace decision (pack_trace_reason).
+XRID_TRACE_REASON = {"9": "sampled", "4": "not_sampled", "a": "forced", "b": "client_forced"}
+
+
+def xrid_decision(request_id: str | None) -> bool | None:
+    """The decision Envoy wrote into character 14 (None: no id, or no mark Envoy writes)."""
+    if not request_id or len(request_id) < 15:
+        return None
+    reason = XRID_TRACE_REASON.get(request_id[14].lower())
+    if reason is None:
+        return None
+    return reason != "not_sampled"
