@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE, describe_error
+from loadgen.summary.io import as_summary
+from loadgen.summary.model import Proportion, Summary
 
 EXIT_GATES_PASSED = 0
 EXIT_GATES_FAILED = 1
@@ -138,25 +140,14 @@ class GateResult:
 # --- evaluation -----------------------------------------------------------------------------------
 
 
-def _get(obj: Any, *path: str) -> Any:
-    for key in path:
-        obj = obj.get(key) if isinstance(obj, Mapping) else None
-    return obj
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def _pct(value: float) -> str:
     return f"{value * 100:.2f} %"
 
 
-def _rate_gate(name: str, label: str, proportion: Any, minimum: float, extra: str = "") -> GateResult:
-    k, n = _number(_get(proportion, "k")), _number(_get(proportion, "n"))
-    if not n or k is None:
+def _rate_gate(
+    name: str, label: str, proportion: Proportion | None, minimum: float, extra: str = ""
+) -> GateResult:
+    if proportion is None or not proportion.n:
         return GateResult(
             name,
             False,
@@ -164,174 +155,148 @@ def _rate_gate(name: str, label: str, proportion: Any, minimum: float, extra: st
             minimum,
             f"{label}: nothing was measured (n = 0){extra}; need >= {_pct(minimum)}",
         )
+    k, n = proportion.k, proportion.n
     rate = k / n
-    ci = _get(proportion, "ci95")
-    ci_text = (
-        f" [95 % CI {_pct(ci[0])} – {_pct(ci[1])}]"
-        if isinstance(ci, list | tuple) and len(ci) == 2 and all(_number(c) is not None for c in ci)
-        else ""
-    )
+    low, high = proportion.ci95
     passed = rate >= minimum
     return GateResult(
         name,
         passed,
         rate,
         minimum,
-        f"{label} {_pct(rate)}{ci_text} (k={int(k)}, n={int(n)}){extra} "
+        f"{label} {_pct(rate)} [95 % CI {_pct(low)} – {_pct(high)}] (k={k}, n={n}){extra} "
         f"{'>=' if passed else '<'} minimum {_pct(minimum)}",
     )
 
 
-def evaluate_gates(summary: Mapping[str, Any], config: GateConfig) -> list[GateResult]:
+def _sampling_gate(s: Summary, config: GateConfig) -> GateResult:
+    final = s.verdicts.get("sampling")
+    sampling = s.sampling
+    verdict = final or (sampling.verdict if sampling else None) or "missing"
+    detail_doc = s.verdict_details.get("sampling")
+    cause = detail_doc.cause if final and detail_doc else None
+    allowed = ("pass", "inconclusive") if config.allow_inconclusive else ("pass",)
+    k, n = (sampling.decision.k, sampling.decision.n) if sampling else (0, 0)
+    conf = sampling.configured_percent if sampling else None
+    detail = f"decision rate {_pct(k / n)} (k={k}, n={n})" if n else "no decisions"
+    detail += f" vs configured {conf:g} %" if conf is not None else ", configured percentage unknown"
+    basis = sampling.verdict_basis if sampling else None
+    why = f" ({cause})" if cause and verdict != "pass" else ""
+    return GateResult(
+        "sampling",
+        verdict in allowed,
+        verdict,
+        " or ".join(allowed),
+        f"sampling verdict {verdict}" + (f" ({basis})" if basis else "") + f": {detail}{why}; "
+        f"required: {' or '.join(allowed)}",
+    )
+
+
+def _unknown_text(unknown: int | None) -> str:
+    return f", {unknown} unknown" if unknown else ""
+
+
+def _p99_gate(s: Summary, maximum: float) -> GateResult:
+    worst: tuple[str, float] | None = None
+    for mode, lat in s.latency_ms.items():
+        if lat.p99 is not None and math.isfinite(lat.p99) and (worst is None or lat.p99 > worst[1]):
+            worst = (mode, lat.p99)
+    if worst is None:
+        return GateResult(
+            "max_p99_ms", False, None, maximum,
+            f"p99 latency: no successful request was measured; need <= {maximum:g} ms",
+        )  # fmt: skip
+    passed = worst[1] <= maximum
+    return GateResult(
+        "max_p99_ms",
+        passed,
+        worst[1],
+        maximum,
+        f"p99 latency {worst[1]:.2f} ms (slowest mode {worst[0]}) {'<=' if passed else '>'} maximum {maximum:g} ms",
+    )
+
+
+def _error_rate_gate(s: Summary, maximum: float) -> GateResult:
+    requests = s.requests
+    if requests is None or not requests.total:
+        return GateResult(
+            "max_error_rate",
+            False,
+            None,
+            maximum,
+            f"error rate: no requests were sent; need <= {_pct(maximum)}",
+        )
+    total, errors = requests.total, requests.errors
+    rate = errors / total
+    passed = rate <= maximum
+    top = requests.top_errors
+    commonest = (
+        f"; most common: {describe_error(top[0])} ({top[0].count} requests)" if not passed and top else ""
+    )
+    return GateResult(
+        "max_error_rate",
+        passed,
+        rate,
+        maximum,
+        f"error rate {_pct(rate)} ({errors} of {total} requests) "
+        f"{'<=' if passed else '>'} maximum {_pct(maximum)}{commonest}",
+    )
+
+
+def _leak_gate(s: Summary, maximum: int) -> GateResult:
+    leaked = s.mesh.leaked if s.mesh else None
+    checked = s.mesh.leak_checked if s.mesh else None  # absent in summaries before it
+    if leaked is None or s.mesh is None:
+        return GateResult("max_leaked", False, None, maximum, "leaked traces: not in the summary")
+    if checked == 0:
+        return GateResult(
+            "max_leaked", False, None, maximum,
+            "leaked traces: no decided-not-sampled trace was queried (n = 0); "
+            f"need <= {maximum} of a measured n",
+        )  # fmt: skip
+    passed = leaked <= maximum
+    examples = s.mesh.leaked_examples
+    ex = f" (e.g. {', '.join(examples[:3])})" if examples and not passed else ""
+    return GateResult(
+        "max_leaked",
+        passed,
+        leaked,
+        maximum,
+        f"{leaked} traces leaked{ex}"
+        + (f" of {checked} queried" if checked is not None else "")
+        + f" {'<=' if passed else '>'} maximum {maximum}",
+    )
+
+
+def evaluate_gates(summary: Summary | Mapping[str, Any], config: GateConfig) -> list[GateResult]:
     """One result per configured gate, in a fixed order (sampling, collection, reference
     collection, p99, error rate, leaks)."""
+    s = as_summary(summary)
     results: list[GateResult] = []
     if config.sampling:
-        final = _get(summary, "verdicts", "sampling")
-        verdict = str(final or _get(summary, "sampling", "verdict") or "missing")
-        cause = _get(summary, "verdict_details", "sampling", "cause") if final else None
-        allowed = ("pass", "inconclusive") if config.allow_inconclusive else ("pass",)
-        decision = _get(summary, "sampling", "decision")
-        conf = _number(_get(summary, "sampling", "configured_percent"))
-        k, n = _number(_get(decision, "k")), _number(_get(decision, "n"))
-        detail = (
-            f"decision rate {_pct(k / n)} (k={int(k)}, n={int(n)})" if n and k is not None else "no decisions"
-        )
-        detail += f" vs configured {conf:g} %" if conf is not None else ", configured percentage unknown"
-        basis = _get(summary, "sampling", "verdict_basis")
-        why = f" ({cause})" if isinstance(cause, str) and cause and verdict != "pass" else ""
-        results.append(
-            GateResult(
-                "sampling",
-                verdict in allowed,
-                verdict,
-                " or ".join(allowed),
-                f"sampling verdict {verdict}" + (f" ({basis})" if basis else "") + f": {detail}{why}; "
-                f"required: {' or '.join(allowed)}",
-            )
-        )
+        results.append(_sampling_gate(s, config))
     if config.min_collection is not None:
-        unknown = _number(_get(summary, "mesh", "unknown"))
-        extra = f", {int(unknown)} unknown" if unknown else ""
+        mesh = s.mesh
         results.append(
             _rate_gate(
-                "min_collection",
-                "mesh collection rate",
-                _get(summary, "mesh", "collection"),
-                config.min_collection,
-                extra,
+                "min_collection", "mesh collection rate", mesh.collection if mesh else None,
+                config.min_collection, _unknown_text(mesh.unknown if mesh else None),
             )
-        )
+        )  # fmt: skip
     if config.min_reference_collection is not None:
-        unknown = _number(_get(summary, "reference", "unknown"))
-        extra = f", {int(unknown)} unknown" if unknown else ""
+        ref = s.reference
         results.append(
             _rate_gate(
-                "min_reference_collection",
-                "reference collection rate",
-                _get(summary, "reference", "collection"),
-                config.min_reference_collection,
-                extra,
+                "min_reference_collection", "reference collection rate", ref.collection if ref else None,
+                config.min_reference_collection, _unknown_text(ref.unknown if ref else None),
             )
-        )
+        )  # fmt: skip
     if config.max_p99_ms is not None:
-        worst: tuple[str, float] | None = None
-        latency = _get(summary, "latency_ms")
-        for mode, lat in latency.items() if isinstance(latency, Mapping) else ():
-            p99 = _number(_get(lat, "p99"))
-            if p99 is not None and (worst is None or p99 > worst[1]):
-                worst = (str(mode), p99)
-        if worst is None:
-            results.append(
-                GateResult(
-                    "max_p99_ms",
-                    False,
-                    None,
-                    config.max_p99_ms,
-                    f"p99 latency: no successful request was measured; need <= {config.max_p99_ms:g} ms",
-                )
-            )
-        else:
-            passed = worst[1] <= config.max_p99_ms
-            results.append(
-                GateResult(
-                    "max_p99_ms",
-                    passed,
-                    worst[1],
-                    config.max_p99_ms,
-                    f"p99 latency {worst[1]:.2f} ms (slowest mode {worst[0]}) "
-                    f"{'<=' if passed else '>'} maximum {config.max_p99_ms:g} ms",
-                )
-            )
+        results.append(_p99_gate(s, config.max_p99_ms))
     if config.max_error_rate is not None:
-        total = _number(_get(summary, "requests", "total"))
-        errors = _number(_get(summary, "requests", "errors")) or 0.0
-        if not total:
-            results.append(
-                GateResult(
-                    "max_error_rate",
-                    False,
-                    None,
-                    config.max_error_rate,
-                    f"error rate: no requests were sent; need <= {_pct(config.max_error_rate)}",
-                )
-            )
-        else:
-            rate = errors / total
-            passed = rate <= config.max_error_rate
-            top = _get(summary, "requests", "top_errors")
-            commonest = (
-                f"; most common: {describe_error(top[0])} ({int(_number(_get(top[0], 'count')) or 0)} requests)"
-                if not passed and isinstance(top, list) and top and isinstance(top[0], Mapping)
-                else ""
-            )
-            results.append(
-                GateResult(
-                    "max_error_rate",
-                    passed,
-                    rate,
-                    config.max_error_rate,
-                    f"error rate {_pct(rate)} ({int(errors)} of {int(total)} requests) "
-                    f"{'<=' if passed else '>'} maximum {_pct(config.max_error_rate)}{commonest}",
-                )
-            )
+        results.append(_error_rate_gate(s, config.max_error_rate))
     if config.max_leaked is not None:
-        leaked = _number(_get(summary, "mesh", "leaked"))
-        checked = _number(_get(summary, "mesh", "leak_checked"))  # absent in summaries before it
-        if leaked is None:
-            results.append(
-                GateResult("max_leaked", False, None, config.max_leaked, "leaked traces: not in the summary")
-            )
-        elif checked == 0:
-            results.append(
-                GateResult(
-                    "max_leaked",
-                    False,
-                    None,
-                    config.max_leaked,
-                    "leaked traces: no decided-not-sampled trace was queried (n = 0); "
-                    f"need <= {config.max_leaked} of a measured n",
-                )
-            )
-        else:
-            passed = leaked <= config.max_leaked
-            examples = _get(summary, "mesh", "leaked_examples")
-            ex = (
-                f" (e.g. {', '.join(str(e) for e in examples[:3])})"
-                if isinstance(examples, list) and examples and not passed
-                else ""
-            )
-            results.append(
-                GateResult(
-                    "max_leaked",
-                    passed,
-                    int(leaked),
-                    config.max_leaked,
-                    f"{int(leaked)} traces leaked{ex}"
-                    + (f" of {int(checked)} queried" if checked is not None else "")
-                    + f" {'<=' if passed else '>'} maximum {config.max_leaked}",
-                )
-            )
+        results.append(_leak_gate(s, config.max_leaked))
     return results
 
 

@@ -87,29 +87,34 @@ def _dot(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
 
-def _first_problem(t: mi.Type, v: Any, where: str) -> str | None:
+def _first_problem(t: mi.Type, v: Any, where: str, file: bool = True) -> str | None:
     """The first field of `v` that does not fit type `t` (or lacks a required field), in words."""
     if not _fits(t, v):
         return f"`{where}` must be {_want(t)}, got {_show(v)}"
     if isinstance(t, mi.UnionType):
         t = next(k for k in t.types if _fits(k, v))
     if isinstance(t, mi.StructType):
-        return _struct_problem(t, v, where)
+        return _struct_problem(t, v, where, file)
     if isinstance(t, mi.DictType):
-        problems = (_first_problem(t.value_type, item, f"{where}.{key}") for key, item in v.items())
+        problems = (_first_problem(t.value_type, item, f"{where}.{key}", file) for key, item in v.items())
         return next((p for p in problems if p), None)
     if isinstance(t, mi.ListType | mi.TupleType):
-        return _items_problem(t, v, where)
+        return _items_problem(t, v, where, file)
     return None
 
 
-def _struct_problem(t: mi.StructType, v: dict[str, Any], where: str) -> str | None:
-    for name in (*(f.encode_name for f in t.fields if f.required), *required_fields(t.cls, v)):
+def _struct_problem(t: mi.StructType, v: dict[str, Any], where: str, file: bool) -> str | None:
+    """`file`: also the fields a summary.json must hold (`REQUIRED`), not only the model's own."""
+    required = (
+        *(f.encode_name for f in t.fields if f.required),
+        *(required_fields(t.cls, v) if file else ()),
+    )
+    for name in required:
         if name not in v:
             return f"`{_dot(where, name)}` is missing"
     for f in t.fields:
         if f.encode_name in v:
-            problem = _first_problem(f.type, v[f.encode_name], _dot(where, f.name))
+            problem = _first_problem(f.type, v[f.encode_name], _dot(where, f.name), file)
             if problem:
                 return problem
     names = {f.encode_name for f in t.fields}
@@ -121,14 +126,14 @@ def _struct_problem(t: mi.StructType, v: dict[str, Any], where: str) -> str | No
     return None
 
 
-def _items_problem(t: mi.ListType | mi.TupleType, v: list[Any], where: str) -> str | None:
+def _items_problem(t: mi.ListType | mi.TupleType, v: list[Any], where: str, file: bool) -> str | None:
     types = [t.item_type] * len(v) if isinstance(t, mi.ListType) else list(t.item_types)
     for i, (it, item) in enumerate(zip(types, v, strict=True)):
         if not _fits(it, item):
             if isinstance(t, mi.ListType) and not isinstance(it, mi.StructType | mi.DictType | mi.ListType):
                 return f"`{where}` must be {_want(t)}, got {_show(v)}"  # `notes` must be a list of strings
             return f"`{where}[{i}]` must be {_want(it)}, got {_show(item)}"
-        problem = _first_problem(it, item, f"{where}[{i}]")
+        problem = _first_problem(it, item, f"{where}[{i}]", file)
         if problem:
             return problem
     return None
@@ -196,15 +201,59 @@ def decode(data: Any) -> Summary:
     return summary
 
 
+_DROP = object()  # `_lenient`: this value does not fit its type
+
+
+def _lenient(t: mi.Type, v: Any) -> Any:
+    """`v` with every part that does not fit type `t` left out (a field with a default falls
+    back to it, a dict entry or list item is dropped); `_DROP` when `v` itself cannot be kept."""
+    if isinstance(t, mi.UnionType):
+        for k in t.types:
+            if _fits(k, v):
+                kept = _lenient(k, v)
+                if kept is not _DROP:
+                    return kept
+        return _DROP
+    if not _fits(t, v):
+        return _DROP
+    if isinstance(t, mi.StructType):
+        out = {}
+        for f in t.fields:
+            if f.encode_name in v:
+                kept = _lenient(f.type, v[f.encode_name])
+                if kept is _DROP and f.required:
+                    return _DROP
+                if kept is not _DROP:
+                    out[f.encode_name] = kept
+        try:
+            msgspec.convert(out, t.cls)
+        except msgspec.ValidationError:
+            return _DROP
+        return out
+    if isinstance(t, mi.DictType):
+        entries = {key: _lenient(t.value_type, item) for key, item in v.items()}
+        return {key: item for key, item in entries.items() if item is not _DROP}
+    if isinstance(t, mi.ListType):
+        return [item for item in (_lenient(t.item_type, x) for x in v) if item is not _DROP]
+    if isinstance(t, mi.TupleType):
+        pair = [_lenient(it, item) for it, item in zip(t.item_types, v, strict=True)]
+        return _DROP if any(item is _DROP for item in pair) else pair
+    return v
+
+
 def as_summary(summary: Summary | Mapping[str, Any]) -> Summary:
-    """A `Summary` as is; summary data (a dict) converted without the file's required-field
-    checks (reports and gates also read partial summaries built in memory)."""
+    """A `Summary` as is; summary data held in memory (a dict) decoded leniently: without the
+    file's required-field checks, and with whatever does not fit the model left out (its
+    default), as reports of a partial or odd summary show what they can instead of failing.
+    Files go through `decode`, which refuses them."""
     if isinstance(summary, Summary):
         return summary
+    data = dict(summary)
     try:
-        return msgspec.convert(dict(summary), Summary)
-    except msgspec.ValidationError as exc:
-        raise SummaryError(_first_problem(_TYPE, dict(summary), "") or str(exc)) from exc
+        return msgspec.convert(data, Summary)
+    except msgspec.ValidationError:
+        kept = _lenient(_TYPE, data)
+        return msgspec.convert(kept if kept is not _DROP else {}, Summary)
 
 
 def load_summary(path: Path) -> Summary:

@@ -109,7 +109,7 @@ class Mesh(_Base):
     collection: Proportion = field(default_factory=_no_proportion)
     partial: Count = 0
     unknown: Count = 0
-    leaked: Count = 0
+    leaked: Count | None = None  # None: not in this (partial, in-memory) summary; a file has it
     leak_checked: Count | None = None  # None: a summary from before it was counted
     leaked_examples: list[str] = []
     missing_examples: list[str] = []
@@ -139,9 +139,9 @@ class ModeStats(_Base):
     expected_decision: str | None = None
     expected_trace_id_kept: bool | None = None
     expectation_definite: bool = False
-    expectation_checked: Count = 0
+    expectation_checked: Count | None = None  # None (and violations): a summary from before them
     expectation_violations: Count = 0
-    violations: dict[str, int] = {}
+    violations: dict[str, int] | None = None  # {decision, trace_id, request_id, leak: requests}
 
 
 class Latency(_Base):
@@ -211,16 +211,18 @@ class Windows(_Base):
 
 
 class Poll(_Base):
-    t: float
-    queried: Count
-    complete: Count
+    """One read-back poll: when it ended (epoch s), ids queried, complete so far, query errors."""
+
+    t: float | None = None
+    queried: Count = 0
+    complete: Count = 0
     errors: Count = 0
 
 
 class Readback(_Base):
-    quiet_s: float
-    poll_interval_s: float
-    stable: bool
+    quiet_s: float = 0.0
+    poll_interval_s: float = 0.0
+    stable: bool = False
     polls: list[Poll] = []
 
 
@@ -393,6 +395,7 @@ REQUIRED: dict[type[Struct], tuple[str, ...]] = {
     ),  # fmt: skip
     Propagation: ("backend",),
     ModeStats: ("requests", "errors", "decided_sampled", "found", "partial", "missing", "leaked", "unknown"),
+    Readback: ("quiet_s", "poll_interval_s", "stable", "polls"),
 }
 
 
