@@ -19,7 +19,9 @@ from loadgen.analysis.reconcile import (
 )
 from loadgen.analysis.stats import Proportion, percentile
 from loadgen.backends.base import FetchStatus
-from loadgen.mesh.propagation import Decision, mode_spec, normalize_trace_id
+from loadgen.mesh.expect import Decision
+from loadgen.mesh.ids import normalize_trace_id
+from loadgen.mesh.modes import mode_spec
 from loadgen.traffic.shape import StepPlan
 
 

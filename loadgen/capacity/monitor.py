@@ -38,7 +38,7 @@ from loadgen.backends import BackendError, BackendOptions, TraceBackend, parse_b
 from loadgen.capacity.metrics import IngestSample
 from loadgen.capacity.model import INGEST_LOG, SafetyBounds
 from loadgen.ledger import LiveCounts
-from loadgen.mesh.propagation import normalize_trace_id
+from loadgen.mesh.ids import normalize_trace_id
 
 
 class LiveMonitor:
