@@ -208,16 +208,16 @@ def test_a_saved_crash_report_holds_no_credential_from_the_command_line(
 ) -> None:
     """Exit 5 saves the traceback with the command line: both redacted (no crash is needed to
     check the writer, and none can be planted on purpose)."""
-    from loadgen import cli
+    from loadgen.cli import crash
 
     url = f"http://u:{BAD_PW}@127.0.0.1:1/?token={BAD_TOK}"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(cli, "_crash_dir", None)
+    monkeypatch.setattr(crash, "_crash_dir", None)
     monkeypatch.setattr(sys, "argv", ["loadgen", "run", "--gateway", url])
     try:
         raise RuntimeError(f"boom at {url}")
     except RuntimeError as exc:
-        saved = cli._save_traceback(exc)
+        saved = crash.save_traceback(exc)
     assert saved.is_relative_to(tmp_path)
     leaks = _leaks({}, [tmp_path])
     assert leaks == [], "\n".join(leaks)

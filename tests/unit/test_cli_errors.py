@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from loadgen import cli
+from loadgen.cli import crash
 from loadgen.exitcodes import EXIT_CODE_TABLE, EXIT_ERROR, EXIT_INTERNAL
 from tests.unit.test_render import build_summary
 
@@ -28,7 +29,7 @@ spec:
 
 @pytest.fixture(autouse=True)
 def _no_crash_folder_between_tests(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "_crash_dir", None)  # main() runs once per process; here, many times
+    monkeypatch.setattr(crash, "_crash_dir", None)  # main() runs once per process; here, many times
 
 
 def run_main(
@@ -162,7 +163,7 @@ def test_unexpected_exception_during_a_run_saves_into_the_run_folder(
     run_dir.mkdir()
 
     def broken(**_: object) -> None:
-        cli._crash_folder(run_dir)
+        crash.crash_folder(run_dir)
         raise KeyError("oops")
 
     monkeypatch.setattr(cli, "app", broken)
@@ -173,7 +174,7 @@ def test_unexpected_exception_during_a_run_saves_into_the_run_folder(
 
 def test_every_command_checks_its_options() -> None:
     commands = [*cli.app.registered_commands, *cli.stack_app.registered_commands]
-    assert commands and all(c.cls is cli._CheckedCommand for c in commands)
+    assert commands and all(c.cls is cli.CheckedCommand for c in commands)
 
 
 def test_help_shows_the_exit_code_table(

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats as sp_stats
 
-from loadgen import cli
+from loadgen.cli.run import run as run_command
 from loadgen.analysis import verdicts as verdicts_module
 from loadgen.analysis.reconcile import Expectation, TraceObservation, reconcile_mesh, reconcile_reference
 from loadgen.analysis.stats import Verdict
@@ -26,7 +26,7 @@ from loadgen.analysis.verdicts import (
 )
 from loadgen.backends.base import FetchStatus
 from loadgen.exitcodes import EXIT_INCONCLUSIVE, EXIT_INTERRUPTED, EXIT_OK, EXIT_VERDICT_FAILED
-from loadgen.mesh.propagation import HeaderMode
+from loadgen.mesh.modes import HeaderMode
 from loadgen.run import RunOptions
 
 # --- collection_verdict: the Wilson interval against the minimum ------------------------------------
@@ -327,7 +327,7 @@ def test_default_run_sends_enough_reference_traces_to_conclude() -> None:
     sent = opts.reference_rate * opts.duration_s
     assert sent >= needed_all_found(opts.min_collection)
     assert scipy_wilson(int(sent), int(sent))[0] >= opts.min_collection
-    cli_default = inspect.signature(cli.run).parameters["reference_rate"].default
+    cli_default = inspect.signature(run_command).parameters["reference_rate"].default
     assert cli_default == opts.reference_rate
 
 
@@ -607,7 +607,7 @@ def test_the_readme_and_the_cli_document_load_delivered() -> None:
     schema = next(line for line in readme.splitlines() if line.startswith("| `verdicts.{"))
     assert "load_delivered" in schema and "| `load_delivered` |" in readme
     assert "requests.top_errors" in readme and "`max_error_rate`" in readme
-    run_default = inspect.signature(cli.run).parameters["max_error_rate"].default
+    run_default = inspect.signature(run_command).parameters["max_error_rate"].default
     assert run_default == RunOptions().max_error_rate == DEFAULT_MAX_ERROR_RATE
 
 

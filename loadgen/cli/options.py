@@ -1,0 +1,252 @@
+"""Options that more than one command takes, each declared once: a command names one in its
+signature (`output: OutputOpt = Path("reports")`) or through an option group (loadgen.cli.groups).
+The default stays in the command's signature; flag, help, range and panel live here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from loadgen.mesh.modes import DEFAULT_MIX, MODE_SPECS, format_mix
+from loadgen.stack.envoy import TraceContextOption
+from loadgen.stack.mesh import GATEWAY_HOST
+
+DEFAULT_HOST = GATEWAY_HOST
+DEFAULT_MIX_TEXT = format_mix(DEFAULT_MIX)
+MODES_HELP = ", ".join(m.value for m in MODE_SPECS) + " (what each sends and expects: README, Header modes)"
+
+EMBEDDED = "Embedded mesh"
+EXISTING = "Existing mesh"
+GATEWAY_BEHAVIOUR = "Gateway behaviour"
+MESH_PROFILE = "Mesh profile"
+
+# --- where the run goes, what it sends ------------------------------------------------------------
+
+OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Parent folder of the run folder.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for the header-mode sequence.")]
+RunIdOpt = Annotated[str, typer.Option("--run-id", help="Run id (default: timestamp + random suffix).")]
+RunDirArg = Annotated[
+    Path, typer.Argument(help="A run folder (reports/<run-id>).", exists=True, file_okay=False)
+]
+UsersOpt = Annotated[int, typer.Option("--users", "-u", help="Concurrent Locust users.", min=1)]
+RateOpt = Annotated[
+    float, typer.Option("--rate", help="Target requests/s over all users (0 = as fast as they go).", min=0)
+]
+MixOpt = Annotated[str, typer.Option("--mix", help=f"Header-mode weights MODE=W,... Modes: {MODES_HELP}.")]
+ReferenceRateOpt = Annotated[
+    float,
+    typer.Option(
+        "--reference-rate", help="Reference traces/s sent straight to the collector (0 = off).",
+        min=0, rich_help_panel="Reference spans",
+    ),
+]  # fmt: skip
+
+# --- an existing mesh ---------------------------------------------------------------------------
+
+GatewayOpt = Annotated[
+    str,
+    typer.Option(
+        "--gateway", help="An existing gateway URL, e.g. http://127.0.0.1:30000.", rich_help_panel=EXISTING
+    ),
+]
+HostOpt = Annotated[
+    str, typer.Option("--host", help="Host header the gateway routes on.", rich_help_panel=EXISTING)
+]
+CollectorOpt = Annotated[
+    str,
+    typer.Option(
+        "--collector",
+        help="Where reference spans go (Zipkin v2 POST /api/v2/spans), e.g. http://127.0.0.1:9411.",
+        rich_help_panel=EXISTING,
+    ),
+]
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="Where traces are read back: zipkin:URL | jaeger:URL | jaeger-v3:URL | auto:URL.",
+        rich_help_panel=EXISTING,
+    ),
+]
+ExpectOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--expect",
+        help="Expected sampling percent (default: --sampling on the embedded mesh).",
+        rich_help_panel=EXISTING,
+    ),
+]
+
+# --- the mesh profile ---------------------------------------------------------------------------
+
+ProbeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--probe/--no-probe",
+        help="Learn the mesh first (trace shape, echo, x-request-id handling, forcing headers, "
+        "run-id tag, time to queryable) with a few crafted requests; its profile sets the expectations. "
+        "--no-probe leaves unlearned facts unknown: the verdicts that need them are inconclusive.",
+        rich_help_panel=MESH_PROFILE,
+    ),
+]
+ProfileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--profile",
+        help="Reuse a saved mesh-profile.json (from `loadgen probe` or an earlier run) instead of probing.",
+        rich_help_panel=MESH_PROFILE,
+        dir_okay=False,
+    ),
+]
+
+# --- how the gateway treats x-request-id and forcing headers ------------------------------------
+
+PreserveOpt = Annotated[
+    bool,
+    typer.Option(
+        "--gateway-preserve-request-id",
+        help="The gateway keeps a client x-request-id (preserve_external_request_id; Istio: off). "
+        "Then crafted ids (mode xrid_crafted) make each sampling decision known before sending.",
+        rich_help_panel=GATEWAY_BEHAVIOUR,
+    ),
+]
+RemoteAddrOpt = Annotated[
+    bool,
+    typer.Option(
+        "--gateway-use-remote-address/--no-gateway-use-remote-address",
+        help="The gateway is an edge (use_remote_address; Istio: on).",
+        rich_help_panel=GATEWAY_BEHAVIOUR,
+    ),
+]
+InternalCidrOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--gateway-internal-cidr",
+        help="Clients the gateway treats as internal (internal_address_config; allows x-envoy-force-trace). Repeatable.",
+        rich_help_panel=GATEWAY_BEHAVIOUR,
+    ),
+]
+ClientSamplingOpt = Annotated[
+    float,
+    typer.Option(
+        "--client-sampling",
+        help="Envoy tracing.client_sampling percent (x-client-trace-id forcing; default 100).",
+        min=0, max=100, rich_help_panel=GATEWAY_BEHAVIOUR,
+    ),
+]  # fmt: skip
+
+# --- the embedded mesh's Envoy tracing ----------------------------------------------------------
+
+SamplingOpt = Annotated[
+    float,
+    typer.Option(
+        "--sampling",
+        help="Embedded mesh: Envoy random_sampling percent (Istio's default is 1). Also the expected rate.",
+        rich_help_panel=EMBEDDED,
+    ),
+]
+SpawnGwOpt = Annotated[
+    bool,
+    typer.Option(
+        "--gateway-upstream-span/--no-gateway-upstream-span",
+        help="Embedded mesh: the gateway adds a CLIENT span per request (spawn_upstream_span; Istio >= 1.28 default).",
+        rich_help_panel=EMBEDDED,
+    ),
+]
+SpawnScOpt = Annotated[
+    bool,
+    typer.Option(
+        "--sidecar-upstream-span/--no-sidecar-upstream-span",
+        help="Embedded mesh: the sidecar adds a CLIENT span per request.",
+        rich_help_panel=EMBEDDED,
+    ),
+]
+FlushOpt = Annotated[
+    int,
+    typer.Option(
+        "--flush-interval-ms",
+        help="Embedded mesh: Envoy's Zipkin flush timer (tracing.zipkin.flush_interval_ms; Envoy default 5000).",
+        min=1, max=3_600_000, rich_help_panel=EMBEDDED,
+    ),
+]  # fmt: skip
+ContextOpt = Annotated[
+    TraceContextOption,
+    typer.Option(
+        "--trace-context", help="Embedded mesh: Zipkin trace_context_option.", rich_help_panel=EMBEDDED
+    ),
+]
+
+# --- the embedded mesh's shape ------------------------------------------------------------------
+
+SidecarOpt = Annotated[
+    bool,
+    typer.Option(
+        "--sidecar/--no-sidecar",
+        help="Embedded mesh: a sidecar Envoy stands in front of the app; --no-sidecar routes the gateway straight to it (no /fanout).",
+        rich_help_panel=EMBEDDED,
+    ),
+]
+RunIdTagOpt = Annotated[
+    bool,
+    typer.Option(
+        "--run-id-tag/--no-run-id-tag",
+        help="Embedded mesh: the Envoys tag every span with the run id (custom tag loadgen.run_id).",
+        rich_help_panel=EMBEDDED,
+    ),
+]
+EchoOpt = Annotated[
+    bool,
+    typer.Option(
+        "--echo/--no-echo",
+        help='Embedded mesh: the upstream echoes the request headers like httpbin; --no-echo answers {"ok": true}.',
+        rich_help_panel=EMBEDDED,
+    ),
+]
+OverallSamplingOpt = Annotated[
+    float,
+    typer.Option(
+        "--overall-sampling",
+        help="Embedded mesh: Envoy tracing.overall_sampling percent on the gateway (Istio: 100), which the header-mode expectations follow.",
+        min=0, max=100, rich_help_panel=EMBEDDED,
+    ),
+]  # fmt: skip
+
+# --- faults the embedded mesh can inject ---------------------------------------------------------
+
+UpstreamDelayOpt = Annotated[
+    float,
+    typer.Option(
+        "--upstream-delay-ms", help="Embedded mesh: the echo upstream delays every answer this long on average.",
+        min=0, rich_help_panel=EMBEDDED,
+    ),
+]  # fmt: skip
+UpstreamDistOpt = Annotated[
+    str,
+    typer.Option(
+        "--upstream-delay-dist", help="fixed or exp (exponential) upstream delay.", rich_help_panel=EMBEDDED
+    ),
+]
+UpstreamErrorOpt = Annotated[
+    float,
+    typer.Option(
+        "--upstream-error-rate", help="Embedded mesh: the echo upstream answers 503 to this fraction.",
+        min=0, max=1, rich_help_panel=EMBEDDED,
+    ),
+]  # fmt: skip
+CollectorLatencyOpt = Annotated[
+    float,
+    typer.Option(
+        "--collector-latency-ms", help="Embedded mesh: the collector answers every POST this much later.",
+        min=0, rich_help_panel=EMBEDDED,
+    ),
+]  # fmt: skip
+CollectorDropOpt = Annotated[
+    float,
+    typer.Option(
+        "--collector-drop",
+        help="Embedded mesh: the collector silently drops each span with this probability (demonstrates loss).",
+        min=0.0, max=1.0, rich_help_panel=EMBEDDED,
+    ),
+]  # fmt: skip
