@@ -50,6 +50,7 @@ __all__ = [
 V2_ENDPOINT = "/api/v2/spans"
 V2_HINT = f"use collectorEndpoint {V2_ENDPOINT} with collectorEndpointVersion HTTP_JSON"
 ZIPKIN_TRACER = "envoy.tracers.zipkin"
+_ZIPKIN_ALIAS = "envoy.zipkin"  # deprecated
 _ZIPKIN_TYPE_SUFFIX = "envoy.config.trace.v3.ZipkinConfig"
 _V1_PATH = re.compile(r"/api/v1/spans/?$")
 # Enum values may also appear as numbers in protobuf JSON.
@@ -193,8 +194,25 @@ def _bool_field(config: dict[str, Any], snake: str) -> tuple[bool | None, bool]:
 
 
 def _lint_one(tracer: ZipkinTracer, prefix: str, static_clusters: set[str] | None) -> list[Check]:
+    """The checks of one tracer: its name, then (for a Zipkin tracer) each field Envoy relies on."""
+    name_check = _tracer_name_check(tracer, prefix)
+    if tracer.name not in (None, ZIPKIN_TRACER, _ZIPKIN_ALIAS):
+        return [name_check]  # not a Zipkin tracer: the Zipkin checks do not apply
+    config = tracer.config
+    cluster_check = _cluster_check(tracer, prefix, static_clusters)
+    endpoint_check, endpoint = _endpoint_check(config, prefix)
+    return [
+        name_check,
+        *([cluster_check] if cluster_check is not None else []),
+        endpoint_check,
+        _version_check(config, endpoint, prefix),
+        _trace_id_128bit_check(config, prefix),
+        _shared_span_context_check(config, prefix),
+    ]
+
+
+def _tracer_name_check(tracer: ZipkinTracer, prefix: str) -> Check:
     where = f" ({tracer.where})"
-    checks: list[Check] = []
     details = (
         ("Bootstrap.tracing is deprecated in Envoy (it logs a warning); Istio configures tracing per "
          "listener now",)
@@ -202,91 +220,84 @@ def _lint_one(tracer: ZipkinTracer, prefix: str, static_clusters: set[str] | Non
         else ()
     )  # fmt: skip
     if tracer.name is None or tracer.name == ZIPKIN_TRACER:
-        checks.append(Check(f"{prefix}tracer", CheckStatus.PASS, f"Zipkin tracer{where}", details=details))
-    elif tracer.name == "envoy.zipkin":
-        checks.append(
-            Check(
-                f"{prefix}tracer",
-                CheckStatus.WARN,
-                f"tracer name envoy.zipkin{where} is the deprecated alias",
-                f"name it {ZIPKIN_TRACER}",
-                details,
-            )
+        return Check(f"{prefix}tracer", CheckStatus.PASS, f"Zipkin tracer{where}", details=details)
+    if tracer.name == _ZIPKIN_ALIAS:
+        return Check(
+            f"{prefix}tracer",
+            CheckStatus.WARN,
+            f"tracer name envoy.zipkin{where} is the deprecated alias",
+            f"name it {ZIPKIN_TRACER}",
+            details,
         )
-    else:
-        return [
-            Check(
-                f"{prefix}tracer",
-                CheckStatus.WARN,
-                f"tracer {tracer.name}{where} is not Zipkin: the Zipkin checks do not apply",
-                f"loadgen reads Zipkin-protocol tracing; use {ZIPKIN_TRACER} to measure it",
-                details,
-            )
-        ]
-    config = tracer.config
+    return Check(
+        f"{prefix}tracer",
+        CheckStatus.WARN,
+        f"tracer {tracer.name}{where} is not Zipkin: the Zipkin checks do not apply",
+        f"loadgen reads Zipkin-protocol tracing; use {ZIPKIN_TRACER} to measure it",
+        details,
+    )
 
-    # collector_cluster
-    cluster = _get(config, "collector_cluster")
-    service = _get(config, "collector_service")
+
+def _cluster_check(tracer: ZipkinTracer, prefix: str, static_clusters: set[str] | None) -> Check | None:
+    """collector_cluster: set, and defined when the input lists the static clusters. None when only a
+    collector_service is given."""
+    cluster = _get(tracer.config, "collector_cluster")
+    service = _get(tracer.config, "collector_service")
     if not cluster and not service:
-        checks.append(
-            Check(
-                f"{prefix}collector_cluster",
-                CheckStatus.FAIL,
-                "collectorCluster is missing: Envoy rejects the config",
-                "set collectorCluster to the cluster of the collector (Istio names it zipkin in bootstraps)",
-            )
+        return Check(
+            f"{prefix}collector_cluster",
+            CheckStatus.FAIL,
+            "collectorCluster is missing: Envoy rejects the config",
+            "set collectorCluster to the cluster of the collector (Istio names it zipkin in bootstraps)",
         )
-    elif cluster and static_clusters is not None and cluster not in static_clusters:
+    if cluster and static_clusters is not None and cluster not in static_clusters:
         status = CheckStatus.FAIL if tracer.bootstrap_level else CheckStatus.WARN
-        checks.append(
-            Check(
-                f"{prefix}collector_cluster",
-                status,
-                f"collectorCluster {cluster!r} is not one of the static clusters "
-                f"({', '.join(sorted(static_clusters)) or 'none'})",
-                "define the cluster (Envoy fails with 'unknown cluster' otherwise) or check that CDS "
-                f"delivers it: istioctl proxy-config cluster POD | grep {cluster}",
-            )
+        return Check(
+            f"{prefix}collector_cluster",
+            status,
+            f"collectorCluster {cluster!r} is not one of the static clusters "
+            f"({', '.join(sorted(static_clusters)) or 'none'})",
+            "define the cluster (Envoy fails with 'unknown cluster' otherwise) or check that CDS "
+            f"delivers it: istioctl proxy-config cluster POD | grep {cluster}",
         )
-    elif cluster:
+    if cluster:
         defined = " and defined" if static_clusters is not None else ""
-        checks.append(
-            Check(
-                f"{prefix}collector_cluster", CheckStatus.PASS, f"collectorCluster {cluster!r} set{defined}"
-            )
+        return Check(
+            f"{prefix}collector_cluster", CheckStatus.PASS, f"collectorCluster {cluster!r} set{defined}"
         )
+    return None
 
-    # collector_endpoint
+
+def _endpoint_check(config: dict[str, Any], prefix: str) -> tuple[Check, object]:
+    """collector_endpoint (or the path of collector_service's URI); also returns the endpoint."""
     endpoint = _get(config, "collector_endpoint")
+    service = _get(config, "collector_service")
     if isinstance(service, dict) and not endpoint:
         uri = _get(_get(service, "http_uri") or {}, "uri")
         endpoint = uri if isinstance(uri, str) else None
         if endpoint and "://" in endpoint:
             endpoint = "/" + endpoint.split("://", 1)[1].partition("/")[2]
-    path_status: CheckStatus | None = None
     if not isinstance(endpoint, str) or not endpoint:
-        checks.append(
-            Check(
-                f"{prefix}collector_endpoint",
-                CheckStatus.FAIL,
-                "collectorEndpoint is missing: Envoy rejects the config",
-                V2_HINT,
-            )
+        missing = Check(
+            f"{prefix}collector_endpoint",
+            CheckStatus.FAIL,
+            "collectorEndpoint is missing: Envoy rejects the config",
+            V2_HINT,
         )
-    else:
-        path_status, why, hint = collector_path_problem(endpoint)
-        checks.append(
-            Check(
-                f"{prefix}collector_endpoint",
-                path_status,
-                f"collectorEndpoint {endpoint}" if path_status is CheckStatus.PASS else why,
-                hint,
-                data={"collector_endpoint": endpoint},
-            )
-        )
+        return missing, endpoint
+    path_status, why, hint = collector_path_problem(endpoint)
+    check = Check(
+        f"{prefix}collector_endpoint",
+        path_status,
+        f"collectorEndpoint {endpoint}" if path_status is CheckStatus.PASS else why,
+        hint,
+        data={"collector_endpoint": endpoint},
+    )
+    return check, endpoint
 
-    # collector_endpoint_version
+
+def _version_check(config: dict[str, Any], endpoint: object, prefix: str) -> Check:
+    """collector_endpoint_version: only HTTP_JSON and HTTP_PROTO (Zipkin v2) work, on a v2 path."""
     raw_version = _get(config, "collector_endpoint_version")
     version = (
         _VERSION_NUMBERS.get(raw_version, str(raw_version)) if isinstance(raw_version, int) else raw_version
@@ -295,110 +306,87 @@ def _lint_one(tracer: ZipkinTracer, prefix: str, static_clusters: set[str] | Non
     name = f"{prefix}collector_endpoint_version"
     if version in ("HTTP_JSON", "HTTP_PROTO"):
         if v1_path:
-            checks.append(
-                Check(
-                    name,
-                    CheckStatus.FAIL,
-                    f"{version} is Zipkin v2 but collectorEndpoint {endpoint} is a v1 path: format mismatch",
-                    V2_HINT,
-                )
-            )
-        else:
-            checks.append(Check(name, CheckStatus.PASS, f"collectorEndpointVersion {version} (Zipkin v2)"))
-    elif version is None or version == "DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE":
-        checks.append(
-            Check(
+            return Check(
                 name,
                 CheckStatus.FAIL,
-                "collectorEndpointVersion is unset (or the deprecated default): Envoy 1.40 rejects the "
-                "config ('a non-default value must now be explicitly set')",
-                "set collectorEndpointVersion HTTP_JSON (what Istio sets)",
+                f"{version} is Zipkin v2 but collectorEndpoint {endpoint} is a v1 path: format mismatch",
+                V2_HINT,
             )
+        return Check(name, CheckStatus.PASS, f"collectorEndpointVersion {version} (Zipkin v2)")
+    if version is None or version == "DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE":
+        return Check(
+            name,
+            CheckStatus.FAIL,
+            "collectorEndpointVersion is unset (or the deprecated default): Envoy 1.40 rejects the "
+            "config ('a non-default value must now be explicitly set')",
+            "set collectorEndpointVersion HTTP_JSON (what Istio sets)",
         )
-    elif version == "GRPC":
-        checks.append(
-            Check(
-                name,
-                CheckStatus.FAIL,
-                "collectorEndpointVersion GRPC is not implemented: Envoy 1.40 aborts ('panic: not handled')",
-                "set collectorEndpointVersion HTTP_JSON",
-            )
+    if version == "GRPC":
+        return Check(
+            name,
+            CheckStatus.FAIL,
+            "collectorEndpointVersion GRPC is not implemented: Envoy 1.40 aborts ('panic: not handled')",
+            "set collectorEndpointVersion HTTP_JSON",
         )
-    else:
-        checks.append(
-            Check(
-                name,
-                CheckStatus.FAIL,
-                f"collectorEndpointVersion {version!r} is not a value Envoy accepts (HTTP_JSON_V1 was removed)",
-                "set collectorEndpointVersion HTTP_JSON",
-            )
-        )
+    return Check(
+        name,
+        CheckStatus.FAIL,
+        f"collectorEndpointVersion {version!r} is not a value Envoy accepts (HTTP_JSON_V1 was removed)",
+        "set collectorEndpointVersion HTTP_JSON",
+    )
 
-    # trace_id_128bit
+
+def _trace_id_128bit_check(config: dict[str, Any], prefix: str) -> Check:
     value, was_string = _bool_field(config, "trace_id_128bit")
     name = f"{prefix}trace_id_128bit"
     raw = _get(config, "trace_id_128bit")
     if was_string:
-        checks.append(
-            Check(
-                name,
-                CheckStatus.WARN,
-                f"traceId128bit is the string {raw!r}, not a boolean: protobuf's JSON parser accepts it "
-                f"(Envoy reads it as {str(value).lower()}), but it is a typo-in-waiting"
-                + ("" if value else "; ids are truncated to 64 bits"),
-                "write traceId128bit: true (a JSON boolean)",
-            )
+        return Check(
+            name,
+            CheckStatus.WARN,
+            f"traceId128bit is the string {raw!r}, not a boolean: protobuf's JSON parser accepts it "
+            f"(Envoy reads it as {str(value).lower()}), but it is a typo-in-waiting"
+            + ("" if value else "; ids are truncated to 64 bits"),
+            "write traceId128bit: true (a JSON boolean)",
         )
-    elif value:
-        checks.append(
-            Check(name, CheckStatus.PASS, "traceId128bit true (128-bit trace ids, Istio's default)")
-        )
-    else:
-        state = "false" if raw is not None else "unset (Envoy's default is false)"
-        checks.append(
-            Check(
-                name,
-                CheckStatus.WARN,
-                f"traceId128bit {state}: new trace ids are 64-bit, unlike Istio's default",
-                "set traceId128bit: true",
-            )
-        )
+    if value:
+        return Check(name, CheckStatus.PASS, "traceId128bit true (128-bit trace ids, Istio's default)")
+    state = "false" if raw is not None else "unset (Envoy's default is false)"
+    return Check(
+        name,
+        CheckStatus.WARN,
+        f"traceId128bit {state}: new trace ids are 64-bit, unlike Istio's default",
+        "set traceId128bit: true",
+    )
 
-    # shared_span_context
+
+def _shared_span_context_check(config: dict[str, Any], prefix: str) -> Check:
     value, was_string = _bool_field(config, "shared_span_context")
     name = f"{prefix}shared_span_context"
     if value is None:
-        checks.append(
-            Check(
-                name,
-                CheckStatus.WARN,
-                "sharedSpanContext is unset, so Envoy uses its default true, while Istio sets false: "
-                "SERVER spans reuse the client's span id instead of getting their own",
-                "set sharedSpanContext: false (what Istio generates)",
-            )
+        return Check(
+            name,
+            CheckStatus.WARN,
+            "sharedSpanContext is unset, so Envoy uses its default true, while Istio sets false: "
+            "SERVER spans reuse the client's span id instead of getting their own",
+            "set sharedSpanContext: false (what Istio generates)",
         )
-    elif value:
-        checks.append(
-            Check(
-                name,
-                CheckStatus.WARN,
-                "sharedSpanContext true differs from Istio's false: SERVER spans reuse the client's span "
-                "id (shared: true), so parent links change",
-                "set sharedSpanContext: false unless you want shared client/server spans",
-            )
+    if value:
+        return Check(
+            name,
+            CheckStatus.WARN,
+            "sharedSpanContext true differs from Istio's false: SERVER spans reuse the client's span "
+            "id (shared: true), so parent links change",
+            "set sharedSpanContext: false unless you want shared client/server spans",
         )
-    elif was_string:
-        checks.append(
-            Check(
-                name,
-                CheckStatus.WARN,
-                "sharedSpanContext is a string, not a boolean (Envoy reads it as false)",
-                "write sharedSpanContext: false",
-            )
+    if was_string:
+        return Check(
+            name,
+            CheckStatus.WARN,
+            "sharedSpanContext is a string, not a boolean (Envoy reads it as false)",
+            "write sharedSpanContext: false",
         )
-    else:
-        checks.append(Check(name, CheckStatus.PASS, "sharedSpanContext false (Istio's default)"))
-    return checks
+    return Check(name, CheckStatus.PASS, "sharedSpanContext false (Istio's default)")
 
 
 def lint_bootstrap(obj: Any) -> list[Check]:

@@ -6,6 +6,7 @@ Nothing raises out of here: each check turns its own errors into a failed `Check
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,27 +115,7 @@ def run_doctor(
     labels = DEFAULT_WORKLOAD_LABELS if workload_labels is None else workload_labels
 
     # 1. Pure checks first: they cost nothing and explain what the probes will find.
-    bootstrap_obj: Any = None
-    if bootstrap is None:
-        checks.append(skipped("bootstrap", "no --bootstrap given"))
-    else:
-
-        def lint() -> list[Check]:
-            nonlocal bootstrap_obj
-            try:
-                bootstrap_obj = load_json(bootstrap) if isinstance(bootstrap, str | Path) else bootstrap
-            except (OSError, ValueError) as exc:
-                return [
-                    Check(
-                        "bootstrap",
-                        CheckStatus.FAIL,
-                        f"cannot read the bootstrap dump: {exc}",
-                        "pass the JSON of `istioctl proxy-config bootstrap POD -o json` (or - for stdin)",
-                    )
-                ]
-            return lint_bootstrap(bootstrap_obj)
-
-        checks.extend(_guarded("bootstrap", lint))
+    bootstrap_obj = _bootstrap_checks(bootstrap, checks)
     if istio_files:
         checks.extend(
             _guarded(
@@ -146,59 +127,17 @@ def run_doctor(
         checks.append(skipped("istio.sampling", "no --istio-config given"))
 
     # 2. The backend, so that read-backs below can be trusted (or explained).
-    reader: TraceBackend | None = None
-    own_reader = False
-    backend_ok = False
-    if isinstance(backend, str):
-        try:
-            reader = parse_backend_spec(backend)
-            own_reader = True
-        except ValueError as exc:
-            checks.append(
-                Check("backend.query", CheckStatus.FAIL, str(exc), "pass --backend zipkin:http://HOST:9411")
-            )
-    else:
-        reader = backend
+    reader, own_reader = _open_reader(backend, checks)
     try:
-        if reader is not None:
-            backend_check = _guarded("backend.query", lambda: [check_backend(reader)])
-            checks.extend(backend_check)
-            backend_ok = backend_check[0].status is CheckStatus.PASS
-        elif backend is None:
-            checks.append(skipped("backend.query", "no --backend given"))
+        backend_ok = _backend_checks(reader, backend, checks)
 
         # 3. The gateway; its forced-sampled request is then flushed by Envoy while we probe.
-        forced_trace_id: str | None = None
-        if gateway:
-            gateway_checks = _guarded("gateway", lambda: check_gateway(gateway, host, client, path=path))
-            checks.extend(gateway_checks)
-            b3 = next((c for c in gateway_checks if c.name == "gateway.b3"), None)
-            forced_trace_id = b3.data.get("forced_trace_id") if b3 is not None else None
-        else:
-            checks.append(skipped("gateway", "no --gateway given"))
+        forced_trace_id = _gateway_checks(gateway, host, client, path, checks)
 
         # 4. The collector endpoint, at the path the proxies use when the bootstrap says so.
         if collector:
-            endpoints = collector_endpoints(bootstrap_obj) if bootstrap_obj is not None else []
-            default_path = endpoints[0] if len(endpoints) == 1 else V2_ENDPOINT
-            collector_checks = _guarded(
-                "collector.endpoint",
-                lambda: check_collector(
-                    collector,
-                    reader if backend_ok else None,
-                    client=client,
-                    default_path=default_path,
-                    readback_timeout_s=readback_timeout_s,
-                ),
-            )
-            if reader is not None and not backend_ok:
-                collector_checks = [
-                    skipped(c.name, "the backend does not answer (see backend.query)")
-                    if c.name == "collector.readback" and c.summary.startswith("no --backend")
-                    else c
-                    for c in collector_checks
-                ]
-            checks.extend(collector_checks)
+            readback = _CollectorReadback(reader, backend_ok, readback_timeout_s)
+            checks.extend(_collector_checks(collector, bootstrap_obj, readback, client))
         else:
             checks.append(skipped("collector", "no --collector given"))
 
@@ -224,3 +163,101 @@ def run_doctor(
         if own_reader and reader is not None:
             reader.close()
     return DoctorReport(checks)
+
+
+def _gateway_checks(
+    gateway: str | None, host: str | None, client: httpx.Client | None, path: str, checks: list[Check]
+) -> str | None:
+    """The gateway checks (appended to `checks`); returns the trace id of its forced-sampled request."""
+    if not gateway:
+        checks.append(skipped("gateway", "no --gateway given"))
+        return None
+    gateway_checks = _guarded("gateway", lambda: check_gateway(gateway, host, client, path=path))
+    checks.extend(gateway_checks)
+    b3 = next((c for c in gateway_checks if c.name == "gateway.b3"), None)
+    return b3.data.get("forced_trace_id") if b3 is not None else None
+
+
+def _bootstrap_checks(bootstrap: Any, checks: list[Check]) -> Any:
+    """Lint the bootstrap dump (appended to `checks`); returns its parsed JSON (None: none read)."""
+    if bootstrap is None:
+        checks.append(skipped("bootstrap", "no --bootstrap given"))
+        return None
+    bootstrap_obj: Any = None
+
+    def lint() -> list[Check]:
+        nonlocal bootstrap_obj
+        try:
+            bootstrap_obj = load_json(bootstrap) if isinstance(bootstrap, str | Path) else bootstrap
+        except (OSError, ValueError) as exc:
+            return [
+                Check(
+                    "bootstrap",
+                    CheckStatus.FAIL,
+                    f"cannot read the bootstrap dump: {exc}",
+                    "pass the JSON of `istioctl proxy-config bootstrap POD -o json` (or - for stdin)",
+                )
+            ]
+        return lint_bootstrap(bootstrap_obj)
+
+    checks.extend(_guarded("bootstrap", lint))
+    return bootstrap_obj
+
+
+def _open_reader(backend: TraceBackend | str | None, checks: list[Check]) -> tuple[TraceBackend | None, bool]:
+    """(reader, whether this module built it and must close it); a bad spec is a failed check."""
+    if not isinstance(backend, str):
+        return backend, False
+    try:
+        return parse_backend_spec(backend), True
+    except ValueError as exc:
+        checks.append(
+            Check("backend.query", CheckStatus.FAIL, str(exc), "pass --backend zipkin:http://HOST:9411")
+        )
+        return None, False
+
+
+def _backend_checks(
+    reader: TraceBackend | None, backend: TraceBackend | str | None, checks: list[Check]
+) -> bool:
+    """`backend.query` (appended to `checks`); True when the backend answers."""
+    if reader is not None:
+        backend_check = _guarded("backend.query", lambda: [check_backend(reader)])
+        checks.extend(backend_check)
+        return backend_check[0].status is CheckStatus.PASS
+    if backend is None:
+        checks.append(skipped("backend.query", "no --backend given"))
+    return False
+
+
+@dataclass(frozen=True)
+class _CollectorReadback:
+    reader: TraceBackend | None
+    backend_ok: bool
+    timeout_s: float
+
+
+def _collector_checks(
+    collector: str, bootstrap_obj: Any, readback: _CollectorReadback, client: httpx.Client | None
+) -> list[Check]:
+    """The collector probe, read back through the backend only when that answers."""
+    endpoints = collector_endpoints(bootstrap_obj) if bootstrap_obj is not None else []
+    default_path = endpoints[0] if len(endpoints) == 1 else V2_ENDPOINT
+    collector_checks = _guarded(
+        "collector.endpoint",
+        lambda: check_collector(
+            collector,
+            readback.reader if readback.backend_ok else None,
+            client=client,
+            default_path=default_path,
+            readback_timeout_s=readback.timeout_s,
+        ),
+    )
+    if readback.reader is not None and not readback.backend_ok:
+        collector_checks = [
+            skipped(c.name, "the backend does not answer (see backend.query)")
+            if c.name == "collector.readback" and c.summary.startswith("no --backend")
+            else c
+            for c in collector_checks
+        ]
+    return collector_checks
