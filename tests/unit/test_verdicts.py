@@ -13,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats as sp_stats
 
-from loadgen.cli.run import run as run_command
 from loadgen.analysis import verdicts as verdicts_module
 from loadgen.analysis.reconcile import Expectation, TraceObservation, reconcile_mesh, reconcile_reference
 from loadgen.analysis.stats import Verdict
@@ -25,6 +24,7 @@ from loadgen.analysis.verdicts import (
     run_verdicts,
 )
 from loadgen.backends.base import FetchStatus
+from loadgen.cli.run import run as run_command
 from loadgen.exitcodes import EXIT_INCONCLUSIVE, EXIT_INTERRUPTED, EXIT_OK, EXIT_VERDICT_FAILED
 from loadgen.mesh.modes import HeaderMode
 from loadgen.run import RunOptions
