@@ -1,4 +1,8 @@
-"""The default locustfile `loadgen run` uses: one TracedUser with the configured header mix."""
+"""The user of the default scenario: one TracedUser with the configured header mix.
+
+The locustfiles Locust loads (loadgen/traffic/locustfiles/mesh.py and capacity.py, package data)
+and the cluster's ConfigMap import `MeshUser` from here; this module is not a locustfile itself.
+"""
 
 from loadgen.traffic.user import TracedUser
 
