@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
 from loadgen import __version__
 from loadgen.analysis.integrity import downstream_service, fold_integrity, search_hop_traces
@@ -37,7 +38,7 @@ from loadgen.analysis.reconcile import (
     upstream_decision,
 )
 from loadgen.analysis.tagsearch import estimate_from_tags, search_run
-from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE, exit_code_for, run_verdicts
+from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE, exit_code_for
 from loadgen.analysis.windows import windows_summary
 from loadgen.backends.base import BackendError, BackendOptions, TraceBackend, redact_url
 from loadgen.backends.factory import parse_backend_spec
@@ -71,6 +72,7 @@ from loadgen.report.html import render_run_folder
 from loadgen.report.render import render_markdown
 from loadgen.runfiles import write_fetched, write_json
 from loadgen.runfolder import (
+    RunMeta,
     discard_empty,
     keep_previous,
     locust_totals,
@@ -88,6 +90,8 @@ from loadgen.stack.mesh import (
     UpstreamFaults,
 )
 from loadgen.stack.procs import ComponentDied, ManagedProcess, StackError, die_with_parent, python_module_argv
+from loadgen.summary.build import Measured, RunFacts, build_summary
+from loadgen.summary.model import Summary, Target
 from loadgen.traffic.locustfile_paths import MESH, locustfile_path
 
 
@@ -627,39 +631,38 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
 
         # --- read-back, reconcile -------------------------------------------------------------
         load_end = time.time()
-        summary, interrupted = read_back_and_reconcile(
+        outcome = read_back_run(
             run_dir, run_id, backend, expect,
             quiet_s=0.0 if partial_reason else quiet_s, poll_interval_s=opts.poll_interval_s,
-            max_wait_s=opts.max_wait_s, run_id_tag=run_id_tag or "",
-            min_collection=opts.min_collection, load_end=load_end, status=status,
-            max_error_rate=opts.max_error_rate,
-            search_service=opts.search_service, hops=hops, gaps=gaps,
+            max_wait_s=opts.max_wait_s, run_id_tag=run_id_tag or "", load_end=load_end, status=status,
+            search_service=opts.search_service, hops=hops,
         )  # fmt: skip
-        if interrupted:
+        if outcome.interrupted:
             partial_reason = partial_reason or "interrupted during read-back"
-        summary["status"] = "partial" if partial_reason else "complete"
-        if partial_reason:
-            summary["status_reason"] = partial_reason
-        if failure is not None:
-            summary["component_failure"] = failure.to_dict()
-        summary["target"] = target
-        summary["profile"] = profile.to_dict()
-        summary["started_at"] = started_at
-        summary["locust"] = locust_totals(run_dir)
-        if not summary["requests"]["total"]:
+        if not outcome.requests_total:
             notes.append(no_requests_note(run_dir / "locust.log", opts.duration_s))
-        summary["readback_notes"] = list(summary.get("notes", []))
-        summary["notes"] = notes + summary.get("notes", [])
-        write_json(run_dir / "summary.json", summary)
-        (run_dir / "report.md").write_text(render_markdown(summary))
-        render_run_folder(run_dir)  # report.html, modes.csv, timeseries.csv
+        facts = {
+            "status": "partial" if partial_reason else "complete",
+            **({"status_reason": partial_reason} if partial_reason else {}),
+            **({"component_failure": failure.to_dict()} if failure is not None else {}),
+            "target": target,
+            "profile": profile.to_dict(),
+            "started_at": started_at,
+            "locust": locust_totals(run_dir),
+        }
+        summary = build_summary(
+            run_id=run_id, measured=outcome.measured, min_collection=opts.min_collection,
+            max_error_rate=opts.max_error_rate, gaps=gaps, notes=[*notes, *outcome.notes],
+            readback_notes=outcome.notes, facts=msgspec.convert(facts, RunFacts),
+        )  # fmt: skip
+        write_report_files(run_dir, summary)
         if failure is not None:
             code = EXIT_COMPONENT_FAILED
         elif partial_reason.startswith("aborted"):
             code = EXIT_VERDICT_FAILED
         else:
-            code = exit_code_for(summary["verdicts"], partial=bool(partial_reason))
-        return RunResult(summary, run_dir, code)
+            code = exit_code_for(summary.verdicts, partial=bool(partial_reason))
+        return RunResult(summary.to_dict(), run_dir, code)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -676,7 +679,18 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         discard_empty(fresh)  # a run that wrote nothing (a failed preflight) leaves no empty folder
 
 
-def read_back_and_reconcile(
+@dataclass
+class ReadBackOutcome:
+    """What `read_back_run` measured: the summary's sections, the read-back's notes, and whether
+    a Ctrl-C cut it short."""
+
+    measured: Measured
+    notes: list[str]
+    interrupted: bool
+    requests_total: int
+
+
+def read_back_run(
     run_dir: Path,
     run_id: str,
     backend: TraceBackend,
@@ -686,18 +700,16 @@ def read_back_and_reconcile(
     poll_interval_s: float,
     max_wait_s: float,
     run_id_tag: str,
-    min_collection: float,
     load_end: float,
     status: Status,
     search_service: str | None = None,
     hops: Sequence[Hop] | None = None,
-    gaps: Mapping[str, str] | None = None,
-    max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
-) -> tuple[dict[str, Any], bool]:
+) -> ReadBackOutcome:
     """Query every ledger and reference trace id, reconcile, and write fetched.jsonl.
 
-    Shared by `loadgen run` and `loadgen verify`. Returns (summary, interrupted); a Ctrl-C
-    during polling keeps what was learned and leaves the rest unknown."""
+    Shared by `loadgen run` and `loadgen verify`, which build the summary from it
+    (`loadgen.summary.build`). A Ctrl-C during polling keeps what was learned and leaves the rest
+    unknown."""
     notes: list[str] = []
     ledger_path = run_dir / "ledger.jsonl"
     reference_path = run_dir / "reference.jsonl"
@@ -728,6 +740,78 @@ def read_back_and_reconcile(
             if outcome.state in ("exported", "failed"):
                 key = normalize_trace_id(tid)
                 expected[key] = outcome.spans if outcome.state == "exported" else 0
+    readback = _poll_backend(
+        backend, expected, expected_services, notes,
+        quiet_s=quiet_s, poll_interval_s=poll_interval_s, max_wait_s=max_wait_s,
+        run_id_tag=run_id_tag, run_id=run_id, status=status,
+    )  # fmt: skip
+    write_fetched(run_dir / "fetched.jsonl", readback.observations, readback.complete_at)
+    reconciled = reconcile_mesh(read_ledger(ledger_path), readback.observations, expect)
+    reference = _reference_section(ref_summary, readback.observations)
+    refs = ((t, o.state, o.spans, o.t) for t, o in ref_summary.traces.items()) if ref_summary else ()
+    windows = windows_summary(read_ledger(ledger_path), readback.observations, expect, refs)
+    first_ts = reconciled["requests"]["first_ts"]
+    window = (int((first_ts - 2.0) * 1e6), int((max(last_end, load_end) + 2.0) * 1e6)) if first_ts else None
+    tag_search = None
+    if window and run_id_tag and not readback.interrupted:
+        status(f"searching the backend for spans tagged {run_id_tag}={run_id}")
+        try:
+            tagged = search_run(
+                backend,
+                tag=run_id_tag,
+                run_id=run_id,
+                service=search_service,
+                start_us=window[0],
+                end_us=window[1],
+            )
+        except (BackendError, ValueError) as exc:
+            notes.append(f"run-tag search failed: {exc}")
+        else:
+            ref_ids = {normalize_trace_id(t) for t in ref_summary.traces} if ref_summary else set()
+            tag_search = estimate_from_tags(
+                read_ledger(ledger_path), tagged, ref_ids, reference["collection"], expect.context
+            )
+    hop_traces = _search_fragments(backend, hops, window, notes, status) if not readback.interrupted else None
+    integrity = fold_integrity(
+        read_ledger(ledger_path),
+        readback.observations,
+        hops,
+        hop_traces=hop_traces,
+        run_id_tag=run_id_tag,
+        run_id=run_id,
+    )
+    measured = Measured(
+        reconciled=reconciled,
+        reference=reference,
+        windows=windows,
+        readback={
+            "quiet_s": quiet_s,
+            "poll_interval_s": poll_interval_s,
+            "stable": readback.stable,
+            "polls": [asdict(p) for p in readback.polls],
+        },
+        queryable=time_to_queryable(readback.polls, last_end or load_end, poll_interval_s),
+        tag_search=tag_search,
+        integrity=integrity,
+    )
+    return ReadBackOutcome(measured, notes, readback.interrupted, int(reconciled["requests"]["total"]))
+
+
+def _poll_backend(
+    backend: TraceBackend,
+    expected: dict[str, int],
+    expected_services: dict[str, tuple[str, ...]],
+    notes: list[str],
+    *,
+    quiet_s: float,
+    poll_interval_s: float,
+    max_wait_s: float,
+    run_id_tag: str,
+    run_id: str,
+    status: Status,
+) -> ReadBackResult:
+    """Poll the backend for every expected trace until the counts are quiet (readback.read_back);
+    a note says why it stopped unstable."""
     readback = ReadBackResult()
     try:
         read_back(
@@ -752,96 +836,62 @@ def read_back_and_reconcile(
             )
         else:
             notes.append(f"trace counts were still changing after {max_wait_s:g} s of polling (--max-wait)")
-    write_fetched(run_dir / "fetched.jsonl", readback.observations, readback.complete_at)
-    summary = build_summary(
-        run_id=run_id,
-        ledger_path=ledger_path,
-        observations=readback.observations,
-        expect=expect,
-        ref_summary=ref_summary,
-        min_collection=min_collection,
-        gaps=gaps,
-        max_error_rate=max_error_rate,
-    )
-    refs = ((t, o.state, o.spans, o.t) for t, o in ref_summary.traces.items()) if ref_summary else ()
-    summary["windows"] = windows_summary(read_ledger(ledger_path), readback.observations, expect, refs)
-    summary["readback"] = {
-        "quiet_s": quiet_s,
-        "poll_interval_s": poll_interval_s,
-        "stable": readback.stable,
-        "polls": [asdict(p) for p in readback.polls],
+    return readback
+
+
+def _reference_section(ref_summary: Any, observations: dict[str, TraceObservation]) -> dict[str, Any]:
+    """The reference traces reconciled, with the emitter's own counters."""
+    if ref_summary is None:
+        return reconcile_reference([], observations, {})
+    counters = {
+        "spans_started": ref_summary.spans_started,
+        "spans_exported": ref_summary.spans_exported,
+        "spans_failed": ref_summary.spans_failed,
+        "spans_dropped": ref_summary.spans_dropped,
+        "export_calls": ref_summary.export_calls,
+        "export_failures": ref_summary.export_failures,
     }
-    summary["queryable"] = time_to_queryable(readback.polls, last_end or load_end, poll_interval_s)
-    summary["tag_search"] = None
-    first_ts = summary["requests"]["first_ts"]
-    if first_ts and run_id_tag and not readback.interrupted:
-        status(f"searching the backend for spans tagged {run_id_tag}={run_id}")
-        try:
-            tagged = search_run(
-                backend, tag=run_id_tag, run_id=run_id, service=search_service,
-                start_us=int((first_ts - 2.0) * 1e6), end_us=int((max(last_end, load_end) + 2.0) * 1e6),
-            )  # fmt: skip
-        except (BackendError, ValueError) as exc:
-            notes.append(f"run-tag search failed: {exc}")
-        else:
-            ref_ids = {normalize_trace_id(t) for t in ref_summary.traces} if ref_summary else set()
-            summary["tag_search"] = estimate_from_tags(
-                read_ledger(ledger_path), tagged, ref_ids, summary["reference"]["collection"], expect.context
-            )
-    hop_traces = None
+    return reconcile_reference(ref_summary.iter_traces(), observations, counters)
+
+
+def _search_fragments(
+    backend: TraceBackend,
+    hops: Sequence[Hop] | None,
+    window: tuple[int, int] | None,
+    notes: list[str],
+    status: Status,
+) -> Any:
+    """The downstream hop's traces in the run's time window (fragmented traces), or None."""
     service = downstream_service(hops) if hops else None
-    if service and first_ts and not readback.interrupted:
-        status(f"searching the backend for {service} spans (fragmented traces)")
-        try:
-            hop_traces = search_hop_traces(
-                backend, service=service,
-                start_us=int((first_ts - 2.0) * 1e6), end_us=int((max(last_end, load_end) + 2.0) * 1e6),
-            )  # fmt: skip
-        except (BackendError, ValueError) as exc:
-            notes.append(f"fragment search failed: {exc}")
-    summary["integrity"] = fold_integrity(
-        read_ledger(ledger_path),
-        readback.observations,
-        hops,
-        hop_traces=hop_traces,
-        run_id_tag=run_id_tag,
-        run_id=run_id,
-    )
-    summary["verdicts"] = run_verdicts(summary, min_collection, max_error_rate)  # now with integrity
-    summary["notes"] = notes
-    return summary, readback.interrupted
+    if not service or window is None:
+        return None
+    status(f"searching the backend for {service} spans (fragmented traces)")
+    try:
+        return search_hop_traces(backend, service=service, start_us=window[0], end_us=window[1])
+    except (BackendError, ValueError) as exc:
+        notes.append(f"fragment search failed: {exc}")
+        return None
 
 
-def build_summary(
-    *,
+def read_back_and_reconcile(
+    run_dir: Path,
     run_id: str,
-    ledger_path: Path,
-    observations: dict[str, TraceObservation],
+    backend: TraceBackend,
     expect: Expectation,
-    ref_summary: Any,
+    *,
     min_collection: float,
     gaps: Mapping[str, str] | None = None,
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
-) -> dict[str, Any]:
-    """Reconcile from files already on disk (also what `loadgen verify/report` will reuse).
-    `gaps`: verdicts the mesh profile cannot support ({name: the fact not learned})."""
-    summary: dict[str, Any] = {"schema_version": 1, "run_id": run_id, "expectation_gaps": dict(gaps or {})}
-    summary.update(reconcile_mesh(read_ledger(ledger_path), observations, expect))
-    if ref_summary is not None:
-        counters = {
-            "spans_started": ref_summary.spans_started,
-            "spans_exported": ref_summary.spans_exported,
-            "spans_failed": ref_summary.spans_failed,
-            "spans_dropped": ref_summary.spans_dropped,
-            "export_calls": ref_summary.export_calls,
-            "export_failures": ref_summary.export_failures,
-        }
-        summary["reference"] = reconcile_reference(ref_summary.iter_traces(), observations, counters)
-    else:
-        summary["reference"] = reconcile_reference([], observations, {})
-    summary["verdicts"] = run_verdicts(summary, min_collection, max_error_rate)
-    summary["min_collection"] = min_collection
-    return summary
+    **read_back_options: Any,
+) -> tuple[dict[str, Any], bool]:
+    """`read_back_run` and the summary of what it measured, as JSON data (no run facts: status,
+    target, ... are the caller's); returns (summary, interrupted)."""
+    outcome = read_back_run(run_dir, run_id, backend, expect, **read_back_options)
+    summary = build_summary(
+        run_id=run_id, measured=outcome.measured, min_collection=min_collection,
+        max_error_rate=max_error_rate, gaps=gaps, notes=outcome.notes,
+    )  # fmt: skip
+    return summary.to_dict(), outcome.interrupted
 
 
 _LOCUST_ERROR = re.compile(r"/ERROR/[^:]*: (.+)$")
@@ -899,19 +949,58 @@ __all__ = [
 ]
 
 
-VERIFY_KEYS = (
-    ("mesh collection", ("mesh", "collection", "k")),
-    ("mesh unknown", ("mesh", "unknown")),
-    ("mesh leaked", ("mesh", "leaked")),
-    ("reference collection", ("reference", "collection", "k")),
-    ("reference unknown", ("reference", "unknown")),
+#: What `loadgen verify` reports as changed: (measure, its value in a summary).
+VERIFY_MEASURES: tuple[tuple[str, Callable[[Summary], int | None]], ...] = (
+    ("mesh collection", lambda s: s.mesh.collection.k if s.mesh else None),
+    ("mesh unknown", lambda s: s.mesh.unknown if s.mesh else None),
+    ("mesh leaked", lambda s: s.mesh.leaked if s.mesh else None),
+    ("reference collection", lambda s: s.reference.collection.k if s.reference else None),
+    ("reference unknown", lambda s: s.reference.unknown if s.reference else None),
 )
 
 
-def _dig(obj: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        obj = obj.get(key) if isinstance(obj, dict) else None
-    return obj
+def write_report_files(run_dir: Path, summary: Summary) -> None:
+    """summary.json, report.md, and (report.html) report.html, modes.csv and timeseries.csv."""
+    write_json(run_dir / "summary.json", summary.to_dict())
+    (run_dir / "report.md").write_text(render_markdown(summary))
+    render_run_folder(run_dir)
+
+
+def _verify_collector(run_dir: Path) -> tuple[ManagedProcess, str]:
+    """A collector on an embedded run's span store (its own is gone): the process and its backend spec."""
+    collector = ManagedProcess(
+        "collector",
+        python_module_argv(
+            "loadgen.stack.collector", "--port", "0", "--data-dir", str(run_dir / "collector")
+        ),
+        run_dir / "stack" / "verify-collector.log",
+    )
+    collector.start(stdout_pipe=True)
+    return collector, "zipkin:" + str(collector.read_ready_line(15.0)["url"])
+
+
+def _verify_facts(
+    run_dir: Path, checked: RunMeta, previous: Summary | None, backend: TraceBackend, backend_spec: str
+) -> tuple[RunFacts, list[str], list[str]]:
+    """What a verified summary keeps of the run: its facts (from the previous summary, or rebuilt
+    from the folder: partial, `recovered` naming what only the live run knew), its notes without
+    the previous read-back's, and those stale read-back notes."""
+    if previous is not None:
+        facts, notes, stale = RunFacts.of(previous), previous.notes, previous.readback_notes
+    else:  # the run was killed, crashed or ran out of disk: rebuild it, marked partial
+        rebuilt = rebuilt_fields(run_dir, checked)
+        fields = {k: v for k, v in rebuilt.items() if k in RunFacts.__struct_fields__}
+        facts, notes, stale = msgspec.convert(fields, RunFacts), rebuilt["notes"], rebuilt["readback_notes"]
+    if backend_spec:
+        # Verified elsewhere: say where, so the summary does not name the old backend.
+        target = msgspec.structs.replace(
+            facts.target or Target(),
+            backend=backend.url,
+            backend_spec=redact_url(backend_spec),
+            reader=backend.name,
+        )
+        facts = msgspec.structs.replace(facts, target=target)
+    return facts, list(notes), list(stale)
 
 
 def verify_run(
@@ -932,25 +1021,15 @@ def verify_run(
     An embedded run's collector is gone, but its span store is in the run folder: a collector is
     started on it for the duration of the check."""
     checked = read_run_json(run_dir)
-    meta, previous = checked.doc, read_previous_summary(run_dir)
-    exp = meta.get("expectation") or {}
-    target = meta.get("target") or {}
+    previous = read_previous_summary(run_dir)
     collector: ManagedProcess | None = None
     try:
         if backend_spec:
             spec = backend_spec
-        elif target.get("kind") == "embedded":
-            collector = ManagedProcess(
-                "collector",
-                python_module_argv(
-                    "loadgen.stack.collector", "--port", "0", "--data-dir", str(run_dir / "collector")
-                ),
-                run_dir / "stack" / "verify-collector.log",
-            )
-            collector.start(stdout_pipe=True)
-            spec = "zipkin:" + str(collector.read_ready_line(15.0)["url"])
+        elif checked.kind == "embedded":
+            collector, spec = _verify_collector(run_dir)
         else:
-            spec = str(target.get("backend_spec") or "")
+            spec = checked.backend_spec
         try:
             backend = parse_backend_spec(spec)
             backend.check()
@@ -958,49 +1037,40 @@ def verify_run(
             raise RunError(
                 f"cannot verify against backend {redact_url(spec)!r}: {redact_text(str(exc))}"
             ) from exc
-        expect = Expectation.from_run_json(exp)
+        expect = Expectation.from_run_json(checked.doc.get("expectation") or {})
         try:
-            summary, interrupted = read_back_and_reconcile(
-                run_dir, str(meta["run_id"]), backend, expect,
+            outcome = read_back_run(
+                run_dir, checked.run_id, backend, expect,
                 quiet_s=0.0, poll_interval_s=poll_interval_s, max_wait_s=max_wait_s,
-                run_id_tag=str(exp.get("run_id_tag", "")), min_collection=float(exp.get("min_collection", 0.99)),
-                load_end=time.time(), status=status, search_service=exp.get("search_service"),
-                hops=[Hop(str(svc), int(n)) for svc, n in exp["hops"]] if exp.get("hops") else None,
-                gaps=exp.get("gaps") or {},
-                max_error_rate=float(exp.get("max_error_rate", DEFAULT_MAX_ERROR_RATE)),
+                run_id_tag=checked.run_id_tag, load_end=time.time(), status=status,
+                search_service=checked.search_service, hops=checked.hops,
             )  # fmt: skip
         finally:
             backend.close()
     finally:
         if collector is not None:
             collector.stop()
-    # No summary.json (the run was killed, crashed or ran out of disk): rebuild it, marked partial,
-    # with what only the live run knew null (summary.recovered).
-    base = previous if previous is not None else rebuilt_fields(run_dir, checked)
-    for key in ("status", "status_reason", "target", "profile", "started_at", "locust", "recovered"):
-        if key in base:
-            summary[key] = base[key]
-    if "recovered" in summary:
-        summary["queryable"] = None  # timed from the end of the load: this read-back cannot know it
-    if backend_spec:
-        # Verified elsewhere: say where, so the summary does not name the old backend.
-        summary["target"] = {**(summary.get("target") or {}), "backend": backend.url,
-                             "backend_spec": redact_url(backend_spec), "reader": backend.name}  # fmt: skip
-    if interrupted:
-        summary["status"] = "partial"
-        summary["status_reason"] = "verify interrupted during read-back"
-    summary["verified_at"] = time.time()
+    facts, kept_notes, stale = _verify_facts(run_dir, checked, previous, backend, backend_spec)
+    if outcome.interrupted:
+        facts = msgspec.structs.replace(
+            facts, status="partial", status_reason="verify interrupted during read-back"
+        )
+    measured = outcome.measured
+    if not isinstance(facts.recovered, msgspec.UnsetType):
+        measured = replace(measured, queryable=None)  # timed from the end of the load: unknown here
     # The load's notes stay; the previous read-back's are replaced by this one's (not duplicated).
-    stale = set(base.get("readback_notes") or ())
-    kept = [n for n in base.get("notes") or [] if n not in stale]
-    summary["readback_notes"] = list(summary.get("notes", []))
-    summary["notes"] = list(dict.fromkeys([*kept, *summary["readback_notes"]]))
+    notes = list(dict.fromkeys([*(n for n in kept_notes if n not in set(stale)), *outcome.notes]))
+    summary = build_summary(
+        run_id=checked.run_id, measured=measured, min_collection=checked.min_collection,
+        max_error_rate=DEFAULT_MAX_ERROR_RATE if checked.max_error_rate is None else checked.max_error_rate,
+        gaps=checked.gaps, notes=notes, readback_notes=outcome.notes,
+        facts=msgspec.structs.replace(facts, verified_at=time.time()),
+    )  # fmt: skip
     if previous is not None:
         keep_previous(run_dir)
-    write_json(run_dir / "summary.json", summary)
-    (run_dir / "report.md").write_text(render_markdown(summary))
-    render_run_folder(run_dir)
-    changes = [(name, _dig(previous, path), _dig(summary, path)) for name, path in VERIFY_KEYS if previous]
+    write_report_files(run_dir, summary)
+    changes = [(name, get(previous), get(summary)) for name, get in VERIFY_MEASURES] if previous else []
     # The verdicts decide, on what this read-back saw: a run that ended partial (a crash, a
     # Ctrl-C) is not an interrupt of this verify; only a Ctrl-C here is 130.
-    return RunResult(summary, run_dir, exit_code_for(summary["verdicts"], partial=interrupted)), changes
+    code = exit_code_for(summary.verdicts, partial=outcome.interrupted)
+    return RunResult(summary.to_dict(), run_dir, code), changes

@@ -1,7 +1,7 @@
 """A run folder, read safely and recovered when the run did not finish.
 
 - `read_run_json` / `read_summary`: the only readers of run.json and summary.json for `verify`,
-  `report` and `gate`. Each returns checked data or raises `RunFolderError` (a ValueError) whose
+  `report` and `gate`. Each returns checked data (summary.json: the typed `Summary`) or raises `RunFolderError` (a ValueError) whose
   message names the file and what is wrong with it (missing, empty, not UTF-8, not JSON or cut
   short, or JSON of the wrong shape), for the CLI to print as one line (exit 2).
 - `rebuilt_fields`: what `loadgen verify` adds to a summary it rebuilds because the run never
@@ -30,6 +30,8 @@ from loadgen.emitter import read_reference_log, summarize_reference_log
 from loadgen.mesh.expect import ExpectationContext
 from loadgen.mesh.hops import Hop
 from loadgen.mesh.profile import PROFILE_FILE, MeshProfile, ProfileError, SpanShape
+from loadgen.summary.io import SummaryError, decode, show_value
+from loadgen.summary.model import Summary
 
 RUN_JSON = "run.json"
 SUMMARY_JSON = "summary.json"
@@ -102,11 +104,6 @@ def _kind(value: Any) -> str:
     return "object"
 
 
-def _show(value: Any) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 class _Check:
     """Type checks of one file's fields; the first failure raises RunFolderError naming the file
     and the dotted path."""
@@ -115,7 +112,7 @@ class _Check:
         self.path = path
 
     def fail(self, where: str, want: str, got: Any) -> RunFolderError:
-        return RunFolderError(f"{self.path}: `{where}` must be {want}, got {_show(got)}")
+        return RunFolderError(f"{self.path}: `{where}` must be {want}, got {show_value(got)}")
 
     def obj(self, where: str, value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -153,21 +150,6 @@ class _Check:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.fail(where, "a list of strings", value)
         return value
-
-    def rate(self, where: str, value: Any) -> None:
-        """A `{k, n, rate, ci95}` proportion; rate and interval are numbers when n > 0."""
-        p = self.obj(where, value)
-        k = self.count(f"{where}.k", self.field(p, where, "k"))
-        n = self.count(f"{where}.n", self.field(p, where, "n"))
-        if k > n:
-            raise RunFolderError(f"{self.path}: `{where}` has k = {k} > n = {n}")
-        if n:
-            self.number(f"{where}.rate", self.field(p, where, "rate"), low=0.0, high=1.0)
-            ci = self.field(p, where, "ci95")
-            if not (isinstance(ci, list) and len(ci) == 2):
-                raise self.fail(f"{where}.ci95", "[low, high]", ci)
-            for i, end in enumerate(ci):
-                self.number(f"{where}.ci95[{i}]", end, low=0.0, high=1.0)
 
 
 # --- run.json -----------------------------------------------------------------------------------
@@ -287,20 +269,21 @@ def read_run_json(run_dir: Path) -> RunMeta:
 
 # --- summary.json -------------------------------------------------------------------------------
 
-_MODE_COUNTS = ("requests", "errors", "decided_sampled", "found", "partial", "missing", "leaked", "unknown")
 
-
-def read_summary(path: Path) -> dict[str, Any]:
-    """A summary.json, checked for the fields every report, comparison and gate reads (the
-    README's schema); RunFolderError names the file and the first field that is wrong, and how
-    to rebuild it."""
+def read_summary(path: Path) -> Summary:
+    """A summary.json, decoded into the typed model (`loadgen.summary`: the fields every report,
+    comparison and gate reads, summary.schema.json); RunFolderError names the file and the first
+    field that is wrong (or a schema version this loadgen does not read), and how to rebuild it."""
     if path.name == SUMMARY_JSON and not os.path.lexists(path) and (path.parent / RUN_JSON).exists():
         raise RunFolderError(
             f"{path.parent} has no {SUMMARY_JSON} (the run did not finish): `loadgen verify {path.parent}` "
             "rebuilds it from run.json, the ledger and the span store"
         )
     try:
-        return _checked_summary(path)
+        try:
+            return decode(_load_json_object(path, SUMMARY_MAX_BYTES))
+        except SummaryError as exc:
+            raise RunFolderError(f"{path}: {exc}") from exc
     except RunFolderError as exc:
         if not os.path.lexists(path):
             raise
@@ -309,75 +292,10 @@ def read_summary(path: Path) -> dict[str, Any]:
         ) from exc
 
 
-def read_previous_summary(run_dir: Path) -> dict[str, Any] | None:
+def read_previous_summary(run_dir: Path) -> Summary | None:
     """The summary a verify replaces: None when the run never wrote one (verify rebuilds it)."""
     path = run_dir / SUMMARY_JSON
     return read_summary(path) if os.path.lexists(path) else None
-
-
-def _checked_summary(path: Path) -> dict[str, Any]:
-    s = _load_json_object(path, SUMMARY_MAX_BYTES)
-    c = _Check(path)
-    c.text("run_id", c.field(s, "", "run_id"))
-    c.text("status", s.get("status", "complete"))
-    c.text("status_reason", s.get("status_reason"), null=True)
-    requests = c.obj("requests", c.field(s, "", "requests"))
-    for key in ("total", "errors"):
-        c.count(f"requests.{key}", c.field(requests, "requests", key))
-    sampling = c.obj("sampling", c.field(s, "", "sampling"))
-    c.rate("sampling.decision", c.field(sampling, "sampling", "decision"))
-    c.number("sampling.configured_percent", sampling.get("configured_percent"), null=True)
-    prediction = sampling.get("prediction")
-    if prediction is not None:
-        prediction = c.obj("sampling.prediction", prediction)
-        if prediction.get("checked"):
-            c.count("sampling.prediction.checked", prediction["checked"])
-            c.count(
-                "sampling.prediction.mismatches", c.field(prediction, "sampling.prediction", "mismatches")
-            )
-    mesh = c.obj("mesh", c.field(s, "", "mesh"))
-    c.rate("mesh.collection", c.field(mesh, "mesh", "collection"))
-    for key in ("partial", "unknown", "leaked", "expected_spans_per_trace"):
-        c.count(f"mesh.{key}", c.field(mesh, "mesh", key))
-    if "leak_checked" in mesh:
-        c.count("mesh.leak_checked", mesh["leak_checked"])
-    c.texts("mesh.expected_services", c.field(mesh, "mesh", "expected_services"))
-    c.obj("mesh.spans_per_found_trace", c.field(mesh, "mesh", "spans_per_found_trace"))
-    run_tag = c.obj("mesh.run_tag", c.field(mesh, "mesh", "run_tag"))
-    for key in ("k", "n"):
-        c.count(f"mesh.run_tag.{key}", c.field(run_tag, "mesh.run_tag", key))
-    for key in ("missing_examples", "leaked_examples"):
-        if mesh.get(key) is not None:
-            c.texts(f"mesh.{key}", mesh[key])
-    prop = c.obj("propagation", c.field(s, "", "propagation"))
-    c.rate("propagation", prop)
-    c.rate("propagation.backend", c.field(prop, "propagation", "backend"))
-    ref = s.get("reference")
-    if ref is not None:
-        ref = c.obj("reference", ref)
-        if ref.get("started"):
-            for key in ("started", "exported", "failed", "dropped"):
-                c.count(f"reference.{key}", c.field(ref, "reference", key))
-            c.rate("reference.collection", c.field(ref, "reference", "collection"))
-    modes = c.obj("modes", c.field(s, "", "modes"))
-    for mode, m in modes.items():
-        m = c.obj(f"modes.{mode}", m)
-        for key in _MODE_COUNTS:
-            c.count(f"modes.{mode}.{key}", c.field(m, f"modes.{mode}", key))
-    latency = c.obj("latency_ms", c.field(s, "", "latency_ms"))
-    for mode, lat in latency.items():
-        lat = c.obj(f"latency_ms.{mode}", lat)
-        for key in ("p50", "p95", "p99"):
-            c.number(f"latency_ms.{mode}.{key}", lat.get(key), null=True)
-    verdicts = c.obj("verdicts", c.field(s, "", "verdicts"))
-    for name, verdict in verdicts.items():
-        c.text(f"verdicts.{name}", verdict)
-    for key in ("verdict_details", "integrity", "profile", "target", "queryable", "readback", "windows"):
-        if s.get(key) is not None:
-            c.obj(key, s[key])
-    if s.get("notes") is not None:
-        c.texts("notes", s["notes"])
-    return s
 
 
 # --- rebuilding a summary the run never wrote ---------------------------------------------------

@@ -94,7 +94,7 @@ def gate(
         )
     out.print(gates_headline(results), markup=False, highlight=False)
     if junit:
-        props = {"run_id": str(summary.get("run_id")), "run_dir": str(run_dir)}
+        props = {"run_id": summary.run_id, "run_dir": str(run_dir)}
         junit.write_text(render_junit(results, "loadgen.analysis.gates", properties=props))
     raise typer.Exit(gates_exit_code(results))
 

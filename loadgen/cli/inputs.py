@@ -4,12 +4,12 @@ or into one `error:` line."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from loadgen.cli.console import err, fatal
 from loadgen.mesh.istio_config import IstioConfigError, WorkloadMode, effective_sampling, load_istio_files
 from loadgen.mesh.modes import parse_mix
 from loadgen.runfolder import RunFolderError, read_summary
+from loadgen.summary.model import Summary
 
 
 def check_mix(mix: str) -> None:
@@ -34,8 +34,8 @@ def expected_percent(expect: float | None, expect_from: list[Path] | None) -> fl
     return eff.percent
 
 
-def summary_of(run_dir: Path) -> dict[str, Any]:
-    """A run folder's summary.json, checked (loadgen.runfolder)."""
+def summary_of(run_dir: Path) -> Summary:
+    """A run folder's summary.json, decoded into the typed model (loadgen.runfolder)."""
     try:
         return read_summary(run_dir / "summary.json")
     except RunFolderError as exc:

@@ -19,6 +19,7 @@ from loadgen.cli.verify import verify_or_rebuild
 from loadgen.report.compare import compare_summaries, render_comparison_markdown
 from loadgen.report.html import render_run_folder
 from loadgen.report.render import render_markdown, render_terminal
+from loadgen.summary.model import Summary
 
 Window = Annotated[
     float,
@@ -67,7 +68,7 @@ def report(
         out.print(f"wrote {path}", markup=False)
 
 
-def _compare(run_dir: Path, summary: dict[str, Any], baseline: Path) -> list[Path]:
+def _compare(run_dir: Path, summary: Summary, baseline: Path) -> list[Path]:
     """comparison.json/.md against the baseline run, its table and verdict changes shown."""
     cmp = compare_summaries(summary, summary_of(baseline))
     (run_dir / "comparison.json").write_text(json.dumps(cmp, indent=2) + "\n")

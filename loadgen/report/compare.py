@@ -7,76 +7,76 @@ with their difference; verdicts that flipped are listed.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from loadgen.report.render import md_code, md_escape
+from loadgen.summary.io import as_summary
+from loadgen.summary.model import Proportion, Summary
 
-RATES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("decision rate", ("sampling", "decision")),
-    ("mesh collection", ("mesh", "collection")),
-    ("reference collection", ("reference", "collection")),
-    ("propagation (upstream kept injected ids)", ("propagation",)),
+RATES: tuple[tuple[str, Callable[[Summary], Proportion | None]], ...] = (
+    ("decision rate", lambda s: s.sampling.decision if s.sampling else None),
+    ("mesh collection", lambda s: s.mesh.collection if s.mesh else None),
+    ("reference collection", lambda s: s.reference.collection if s.reference else None),
+    ("propagation (upstream kept injected ids)", lambda s: s.propagation),
 )
-VALUES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("requests", ("requests", "total")),
-    ("errors", ("requests", "errors")),
-    ("leaked traces", ("mesh", "leaked")),
-    ("prediction mismatches", ("sampling", "prediction", "mismatches")),
-    ("time to queryable p99 (s)", ("queryable", "t99_s")),
+VALUES: tuple[tuple[str, Callable[[Summary], float | int | None]], ...] = (
+    ("requests", lambda s: s.requests.total if s.requests else None),
+    ("errors", lambda s: s.requests.errors if s.requests else None),
+    ("leaked traces", lambda s: s.mesh.leaked if s.mesh else None),
+    (
+        "prediction mismatches",
+        lambda s: s.sampling.prediction.mismatches if s.sampling and s.sampling.prediction else None,
+    ),
+    ("time to queryable p99 (s)", lambda s: s.queryable.t99_s if s.queryable else None),
 )
 
 
-def _dig(obj: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        obj = obj.get(key) if isinstance(obj, dict) else None
-    return obj
+def _rate(p: Proportion) -> float:
+    return p.rate if p.rate is not None else p.k / p.n
 
 
-def _rate_row(name: str, cur: Any, base: Any) -> dict[str, Any]:
+def _rate_row(name: str, cur: Proportion | None, base: Proportion | None) -> dict[str, Any]:
     row: dict[str, Any] = {"measure": name, "baseline": None, "current": None, "delta": None, "change": "n/a"}
-    if not (isinstance(cur, dict) and isinstance(base, dict)) or not cur.get("n") or not base.get("n"):
+    if cur is None or base is None or not cur.n or not base.n:
         return row
-    row.update(baseline=base["rate"], current=cur["rate"], delta=cur["rate"] - base["rate"])
-    (cl, ch), (bl, bh) = cur["ci95"], base["ci95"]
+    row.update(baseline=_rate(base), current=_rate(cur), delta=_rate(cur) - _rate(base))
+    (cl, ch), (bl, bh) = cur.ci95, base.ci95
     row["change"] = "changed" if ch < bl or cl > bh else "within noise"
     row["baseline_ci95"], row["current_ci95"] = [bl, bh], [cl, ch]
     return row
 
 
-def _value_row(name: str, cur: Any, base: Any) -> dict[str, Any]:
-    numbers = isinstance(cur, int | float) and isinstance(base, int | float)
+def _value_row(name: str, cur: float | int | None, base: float | int | None) -> dict[str, Any]:
+    numbers = cur is not None and base is not None
     return {
         "measure": name,
         "baseline": base,
         "current": cur,
-        "delta": (cur - base) if numbers else None,
+        "delta": (cur - base) if cur is not None and base is not None else None,
         "change": "n/a" if not numbers else ("same" if cur == base else "different"),
     }
 
 
-def compare_summaries(current: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
-    rows = [_rate_row(name, _dig(current, p), _dig(baseline, p)) for name, p in RATES]
-    rows += [_value_row(name, _dig(current, p), _dig(baseline, p)) for name, p in VALUES]
-    for mode in sorted(set(current.get("latency_ms", {})) | set(baseline.get("latency_ms", {}))):
-        rows.append(
-            _value_row(
-                f"p99 ms {mode}",
-                _dig(current, ("latency_ms", mode, "p99")),
-                _dig(baseline, ("latency_ms", mode, "p99")),
-            )
-        )
-    cur_v, base_v = current.get("verdicts", {}), baseline.get("verdicts", {})
+def _p99(s: Summary, mode: str) -> float | None:
+    lat = s.latency_ms.get(mode)
+    return lat.p99 if lat else None
+
+
+def compare_summaries(
+    current: Summary | Mapping[str, Any], baseline: Summary | Mapping[str, Any]
+) -> dict[str, Any]:
+    cur, base = as_summary(current), as_summary(baseline)
+    rows = [_rate_row(name, get(cur), get(base)) for name, get in RATES]
+    rows += [_value_row(name, get(cur), get(base)) for name, get in VALUES]
+    for mode in sorted(set(cur.latency_ms) | set(base.latency_ms)):
+        rows.append(_value_row(f"p99 ms {mode}", _p99(cur, mode), _p99(base, mode)))
     flipped = [
-        {"verdict": k, "baseline": base_v.get(k), "current": cur_v.get(k)}
-        for k in sorted(set(cur_v) | set(base_v))
-        if cur_v.get(k) != base_v.get(k)
+        {"verdict": k, "baseline": base.verdicts.get(k), "current": cur.verdicts.get(k)}
+        for k in sorted(set(cur.verdicts) | set(base.verdicts))
+        if cur.verdicts.get(k) != base.verdicts.get(k)
     ]
-    return {
-        "current": current.get("run_id"),
-        "baseline": baseline.get("run_id"),
-        "rows": rows,
-        "verdict_changes": flipped,
-    }
+    return {"current": cur.run_id, "baseline": base.run_id, "rows": rows, "verdict_changes": flipped}
 
 
 def _fmt(value: Any) -> str:

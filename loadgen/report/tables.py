@@ -34,19 +34,21 @@ from loadgen.analysis.stats import Proportion, percentile
 from loadgen.mesh.expect import Decision
 from loadgen.mesh.modes import mode_spec
 from loadgen.mesh.profile import SpanShape
+from loadgen.summary.io import as_summary
+from loadgen.summary.model import Mesh, Summary
 
 MAX_WINDOWS = 1_000_000  # a bad timestamp must not allocate a window per microsecond
 
 
-def expectation_from_summary(summary: Mapping[str, Any]) -> Expectation:
+def expectation_from_summary(summary: Summary | Mapping[str, Any]) -> Expectation:
     """What a complete sampled trace looks like, as the run recorded it in summary.json."""
-    mesh = summary.get("mesh") or {}
-    sampling = summary.get("sampling") or {}
+    s = as_summary(summary)
+    mesh = s.mesh or Mesh()
     return Expectation(
-        int(mesh.get("expected_spans_per_trace") or 0),
-        tuple(str(s) for s in mesh.get("expected_services") or ()),
-        sampling.get("configured_percent"),
-        shape=SpanShape.from_json(mesh["expected_shape"]) if mesh.get("expected_shape") else None,
+        mesh.expected_spans_per_trace,
+        tuple(mesh.expected_services),
+        s.sampling.configured_percent if s.sampling else None,
+        shape=SpanShape.from_json([list(e) for e in mesh.expected_shape]) if mesh.expected_shape else None,
     )
 
 
@@ -246,32 +248,36 @@ MODE_COLUMNS = [
 ]
 
 
-def modes_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+def modes_table(summary: Summary | Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per header mode: the outcome counts, the latency percentiles, and the requests
     checked against the profile's expectations with the violations by kind (None when the
     summary predates them)."""
+    s = as_summary(summary)
     rows = []
-    latency = summary.get("latency_ms") or {}
-    for mode, m in (summary.get("modes") or {}).items():
-        lat = latency.get(mode) or {}
-        kinds = m.get("violations") if isinstance(m.get("violations"), Mapping) else {}
+    for mode, m in s.modes.items():
+        lat = s.latency_ms.get(mode)
+        counts = m.to_dict()
+        kinds = m.violations
         rows.append(
             {
                 "mode": mode,
-                "expected_decision": m.get("expected_decision"),
-                **{c: m.get(c) for c in MODE_COLUMNS[2:13]},
-                "latency_n": lat.get("n"),
-                "p50_ms": lat.get("p50"),
-                "p95_ms": lat.get("p95"),
-                "p99_ms": lat.get("p99"),
-                "expectation_checked": m.get("expectation_checked"),
-                **{f"violations_{kind}": kinds.get(kind) for kind in VIOLATION_KINDS},
+                "expected_decision": m.expected_decision,
+                **{c: counts.get(c) for c in MODE_COLUMNS[2:13]},
+                "latency_n": lat.n if lat else None,
+                "p50_ms": lat.p50 if lat else None,
+                "p95_ms": lat.p95 if lat else None,
+                "p99_ms": lat.p99 if lat else None,
+                "expectation_checked": m.expectation_checked,
+                **{
+                    f"violations_{kind}": kinds.get(kind) if kinds is not None else None
+                    for kind in VIOLATION_KINDS
+                },
             }
         )
     return rows
 
 
-def modes_csv(summary: Mapping[str, Any]) -> str:
+def modes_csv(summary: Summary | Mapping[str, Any]) -> str:
     return _csv(MODE_COLUMNS, ([row[c] for c in MODE_COLUMNS] for row in modes_table(summary)))
 
 

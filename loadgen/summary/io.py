@@ -24,7 +24,8 @@ class SummaryError(ValueError):
     """Summary data of the wrong shape; the message names the dotted field (no file name)."""
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A JSON value for an error message, cut at 40 characters."""
     text = json.dumps(value, default=str)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -90,7 +91,7 @@ def _dot(where: str, name: str) -> str:
 def _first_problem(t: mi.Type, v: Any, where: str, file: bool = True) -> str | None:
     """The first field of `v` that does not fit type `t` (or lacks a required field), in words."""
     if not _fits(t, v):
-        return f"`{where}` must be {_want(t)}, got {_show(v)}"
+        return f"`{where}` must be {_want(t)}, got {show_value(v)}"
     if isinstance(t, mi.UnionType):
         t = next(k for k in t.types if _fits(k, v))
     if isinstance(t, mi.StructType):
@@ -104,19 +105,19 @@ def _first_problem(t: mi.Type, v: Any, where: str, file: bool = True) -> str | N
 
 
 def _struct_problem(t: mi.StructType, v: dict[str, Any], where: str, file: bool) -> str | None:
-    """`file`: also the fields a summary.json must hold (`REQUIRED`), not only the model's own."""
-    required = (
-        *(f.encode_name for f in t.fields if f.required),
-        *(required_fields(t.cls, v) if file else ()),
-    )
-    for name in required:
-        if name not in v:
-            return f"`{_dot(where, name)}` is missing"
+    """`file`: also the fields a summary.json must hold (`REQUIRED`), not only the model's own.
+    Fields are checked in the model's order, so the first wrong one is named."""
+    required = {f.encode_name for f in t.fields if f.required}
+    if file:
+        required.update(required_fields(t.cls, v))
     for f in t.fields:
-        if f.encode_name in v:
-            problem = _first_problem(f.type, v[f.encode_name], _dot(where, f.name), file)
-            if problem:
-                return problem
+        if f.encode_name not in v:
+            if f.encode_name in required:
+                return f"`{_dot(where, f.name)}` is missing"
+            continue
+        problem = _first_problem(f.type, v[f.encode_name], _dot(where, f.name), file)
+        if problem:
+            return problem
     names = {f.encode_name for f in t.fields}
     try:
         msgspec.convert({k: item for k, item in v.items() if k in names}, t.cls)
@@ -131,8 +132,10 @@ def _items_problem(t: mi.ListType | mi.TupleType, v: list[Any], where: str, file
     for i, (it, item) in enumerate(zip(types, v, strict=True)):
         if not _fits(it, item):
             if isinstance(t, mi.ListType) and not isinstance(it, mi.StructType | mi.DictType | mi.ListType):
-                return f"`{where}` must be {_want(t)}, got {_show(v)}"  # `notes` must be a list of strings
-            return f"`{where}[{i}]` must be {_want(it)}, got {_show(item)}"
+                return (
+                    f"`{where}` must be {_want(t)}, got {show_value(v)}"  # `notes` must be a list of strings
+                )
+            return f"`{where}[{i}]` must be {_want(it)}, got {show_value(item)}"
         problem = _first_problem(it, item, f"{where}[{i}]", file)
         if problem:
             return problem
@@ -183,11 +186,11 @@ def decode(data: Any) -> Summary:
     """JSON data (a dict from summary.json) as a `Summary`; SummaryError names the first field
     of the wrong shape, a missing required one, or a schema version this code cannot read."""
     if not isinstance(data, Mapping):
-        raise SummaryError(f"a summary must be a JSON object, got {_show(data)}")
+        raise SummaryError(f"a summary must be a JSON object, got {show_value(data)}")
     version = data.get("schema_version", 1)
     if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
         raise SummaryError(
-            f"schema_version {_show(version)} is not one this loadgen reads (it reads "
+            f"schema_version {show_value(version)} is not one this loadgen reads (it reads "
             f"{', '.join(map(str, SUPPORTED_VERSIONS))}): a summary written by another loadgen version"
         )
     raw = dict(data)

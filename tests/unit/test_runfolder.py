@@ -229,7 +229,7 @@ def test_summary_json_of_the_wrong_shape_names_the_field(
 
 
 def test_a_good_summary_reads_and_a_missing_one_says_how_to_rebuild(tmp_path: Path) -> None:
-    assert read_summary(write(tmp_path / "summary.json", good_summary()))["run_id"] == "r1"
+    assert read_summary(write(tmp_path / "summary.json", good_summary())).run_id == "r1"
     assert read_previous_summary(tmp_path) is not None
     (tmp_path / "summary.json").unlink()
     assert read_previous_summary(tmp_path) is None  # verify rebuilds it

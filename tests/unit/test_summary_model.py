@@ -104,3 +104,53 @@ def test_a_summary_without_a_version_is_schema_1() -> None:
     data = minimal()
     del data["schema_version"]
     assert decode(data).schema_version == SCHEMA_VERSION == 1
+
+
+def test_build_summary_judges_once_on_what_was_measured_and_adds_the_run_facts() -> None:
+    from loadgen.analysis.reconcile import Expectation, reconcile_mesh, reconcile_reference
+    from loadgen.summary.build import Measured, RunFacts, build_summary
+
+    expect = Expectation(spans_per_trace=1, services=("gateway",), configured_percent=50.0)
+    ledger = [{"rid": "r0", "mode": "none", "status": 200, "ts": 1.0, "latency_ms": 1.0}]
+    reconciled = reconcile_mesh(ledger, {}, expect)
+    measured = Measured(reconciled=reconciled, reference=reconcile_reference([], {}, {}))
+    facts = RunFacts(status="partial", status_reason="interrupted")
+    s = build_summary(
+        run_id="r9", measured=measured, min_collection=0.99, max_error_rate=0.5, notes=["a", "b"],
+        readback_notes=["b"], facts=facts,
+    )  # fmt: skip
+    assert (s.run_id, s.status, s.status_reason, s.notes, s.readback_notes) == (
+        "r9", "partial", "interrupted", ["a", "b"], ["b"]
+    )  # fmt: skip
+    assert s.max_error_rate == 0.5 and s.min_collection == 0.99
+    # one request, answered, no decision seen: delivered, the rest inconclusive
+    assert s.verdicts == {
+        "load_delivered": "pass", "sampling": "inconclusive", "mesh_collection": "inconclusive",
+        "no_leaks": "inconclusive",
+    }  # fmt: skip
+    assert set(s.verdict_details) == set(s.verdicts)
+    # judged before the facts: a partial status does not change a cause (as before issue 11)
+    assert "stopped before read-back" not in (s.verdict_details["no_leaks"].cause or "")
+    out = s.to_dict()
+    validator = jsonschema.Draft202012Validator(json.loads(schema_json()))
+    assert list(validator.iter_errors(out)) == []
+    assert decode(out) == s  # what is written decodes to the same summary
+
+
+def test_summary_data_held_in_memory_is_read_leniently() -> None:
+    from loadgen.summary import as_summary
+
+    data = minimal()
+    data["tag_search"] = {"tagged_traces": "<script>", "tagged_mesh": 3}
+    data["readback"] = {"polls": [{"t": 1.0, "queried": 2, "complete": 1}, {"t": "x"}, "junk"]}
+    s = as_summary(data)
+    assert s.tag_search is not None and (s.tag_search.tagged_traces, s.tag_search.tagged_mesh) == (0, 3)
+    # a bad field falls back to its default; an item that is not a poll at all is left out
+    assert s.readback is not None and [p.t for p in s.readback.polls] == [1.0, None]
+    with pytest.raises(SummaryError, match=r"`readback\.quiet_s` is missing"):
+        decode(data)  # a file is refused instead, naming its first problem
+    data["readback"] = {"quiet_s": 1.0, "poll_interval_s": 1.0, "stable": True, "polls": []}
+    with pytest.raises(
+        SummaryError, match=r'`tag_search\.tagged_traces` must be a whole number >= 0, got "<script>"'
+    ):
+        decode(data)
