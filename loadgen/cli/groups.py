@@ -63,7 +63,7 @@ def option_groups(command: Callable[..., R]) -> Callable[..., R]:
             )
             for f in fields
         ]
-    names = [p.name for p in params]
+    names = [p.name for p in params] + list(groups)  # a group's own name, too, is taken
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise TypeError(f"{command.__name__}: option groups repeat the parameters {clashes}")
