@@ -1,6 +1,11 @@
 """Embedded Zipkin-v2-compatible collector: span store, aiohttp server, `python -m` entry point.
 
 Contract: shared/specs/zipkin2-api.yaml. Start it with `python -m loadgen.stack.collector`.
+
+Ingest: server.py (routes, POST handling, faults) -> decode.py (Content-Encoding, JSON, proto3)
+-> normalize.py (validation, pure) -> store.py (SQLite, 202 after COMMIT; tables in schema.py).
+Queries: server.py -> store.py, with Zipkin's search semantics in query.py (pure). Bounds and
+fault settings: limits.py; the request-head deadline and `start_server`: deadline.py.
 """
 
 from loadgen.stack.collector.server import (

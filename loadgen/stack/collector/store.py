@@ -1,9 +1,8 @@
 """Span store behind the embedded Zipkin-v2-compatible collector: SQLite in WAL mode.
 
 Spans are kept in Zipkin v2 JSON shape (shared/specs/zipkin2-api.yaml), normalized the way
-Zipkin's own decoder does it: lowercase ids, a 128-bit trace id with a zero high half collapsed to
-64 bits (`loadgen.mesh.propagation.normalize_trace_id`), lowercase span and service names,
-zero/empty/false fields omitted, unknown fields dropped.
+Zipkin's own decoder does it (loadgen.stack.collector.normalize); searches follow Zipkin's query
+semantics (loadgen.stack.collector.query) over the tables of loadgen.stack.collector.schema.
 
 The store is *raw*, like Zipkin's: a span reported twice (same traceId, id, kind, shared…) is
 kept twice and both copies come back from every query. Readers that count spans must dedupe if
@@ -41,7 +40,21 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from loadgen.mesh.propagation import is_hex_id, normalize_trace_id
+from loadgen.mesh.propagation import normalize_trace_id
+from loadgen.stack.collector.normalize import Span, SpanValidationError, Trace, validate_spans
+from loadgen.stack.collector.query import TraceSearch, parse_annotation_query
+from loadgen.stack.collector.schema import (
+    INDEX_SPANS,
+    INDEX_TRACES,
+    INSERT_SPANS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SEP,
+    TAIL_NEW_TRACES,
+    TAIL_SPANS,
+    TRACE_SPANS,
+    dumps,
+)
 
 __all__ = [
     "LEGACY_SPANS_FILE_NAME",
@@ -55,297 +68,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Span = dict[str, Any]
-Trace = list[Span]
-
 SPANS_DB_NAME = "spans.db"  # SQLite, WAL mode (beside it while open: spans.db-wal, spans.db-shm)
 LEGACY_SPANS_FILE_NAME = "spans.jsonl"  # the JSON-lines store before spans.db: imported once
-SPAN_KINDS = frozenset({"CLIENT", "SERVER", "PRODUCER", "CONSUMER"})
-_ENDPOINT_STR_FIELDS = ("serviceName", "ipv4", "ipv6")
-_INT64_MAX = 2**63 - 1
-_STR_ONLY = frozenset({str})
-
-
-class SpanValidationError(ValueError):
-    """A reported span list that Zipkin would reject; the message names the index and field."""
 
 
 class StoreError(Exception):
     """The store could not keep a batch (disk full, I/O error): nothing of the batch was stored."""
 
 
-# --- validation and normalization (pure) -------------------------------------------------------
-
-
-def _is_int(value: object) -> bool:
-    # bool is an int subclass in Python; JSON true is not a timestamp.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_uint(value: object, index: int, field: str) -> int:
-    # Zipkin's fields are int64 (Java long), and so are SQLite's integers.
-    if not _is_int(value) or not 0 <= value <= _INT64_MAX:  # type: ignore[operator]
-        raise SpanValidationError(f"span[{index}]{field}: expected an integer in [0, 2^63), got {value!r}")
-    return value  # type: ignore[return-value]
-
-
-def _check_str(value: object, index: int, field: str) -> str:
-    if not isinstance(value, str):
-        raise SpanValidationError(f"span[{index}]{field}: expected a string, got {type(value).__name__}")
-    return value
-
-
-# Error messages are formatted only on failure: building them for every field of every span was
-# a third of validation's cost (bench/collector_ingest.py).
-
-
-def _normalize_endpoint(raw: object, index: int, where: str) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        raise SpanValidationError(f"span[{index}]{where}: expected an object, got {type(raw).__name__}")
-    endpoint: dict[str, Any] = {}
-    for field in _ENDPOINT_STR_FIELDS:
-        value = raw.get(field)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            _check_str(value, index, f"{where}.{field}")
-        if value:
-            # Zipkin lowercases service names: they are lookup labels.
-            endpoint[field] = value.lower() if field == "serviceName" else value
-    port = raw.get("port")
-    if port is not None:
-        port = _check_uint(port, index, f"{where}.port")
-        if port > 65535:
-            raise SpanValidationError(f"span[{index}]{where}.port: {port} is not a port number")
-        if port:
-            endpoint["port"] = port
-    return endpoint or None
-
-
-def _normalize_span(raw: object, index: int) -> Span:
-    if not isinstance(raw, dict):
-        raise SpanValidationError(f"span[{index}]: expected an object, got {type(raw).__name__}")
-
-    trace_id = raw.get("traceId")
-    if isinstance(trace_id, str) and 16 < len(trace_id) < 32:
-        # The spec's pattern allows 17..31 characters; Zipkin left-pads those to 128 bits (as GET does).
-        trace_id = trace_id.rjust(32, "0")
-    if not isinstance(trace_id, str) or not is_hex_id(trace_id.lower(), (16, 32)):
-        raise SpanValidationError(
-            f"span[{index}].traceId: expected 16 to 32 hex characters, got {trace_id!r}"
-        )
-    span_id = raw.get("id")
-    if not isinstance(span_id, str) or not is_hex_id(span_id.lower(), (16,)):
-        raise SpanValidationError(f"span[{index}].id: expected 16 hex characters, got {span_id!r}")
-    span: Span = {"traceId": normalize_trace_id(trace_id), "id": span_id.lower()}
-
-    parent_id = raw.get("parentId")
-    if parent_id is not None:
-        if not isinstance(parent_id, str) or not is_hex_id(parent_id.lower(), (16,)):
-            raise SpanValidationError(
-                f"span[{index}].parentId: expected 16 hex characters, got {parent_id!r}"
-            )
-        if parent_id.strip("0"):  # Zipkin treats an all-zero parent as "no parent".
-            span["parentId"] = parent_id.lower()
-
-    kind = raw.get("kind")
-    if kind is not None:
-        if kind not in SPAN_KINDS:
-            raise SpanValidationError(
-                f"span[{index}].kind: expected one of {sorted(SPAN_KINDS)}, got {kind!r}"
-            )
-        span["kind"] = kind
-
-    name = raw.get("name")
-    if name is not None and _check_str(name, index, ".name"):
-        span["name"] = name.lower()
-
-    # Zero means "unknown" in Zipkin (proto3 cannot tell absent from 0 either).
-    value = raw.get("timestamp")
-    if value is not None and _check_uint(value, index, ".timestamp"):
-        span["timestamp"] = value
-    value = raw.get("duration")
-    if value is not None and _check_uint(value, index, ".duration"):
-        span["duration"] = value
-
-    endpoint = raw.get("localEndpoint")
-    if endpoint is not None and (endpoint := _normalize_endpoint(endpoint, index, ".localEndpoint")):
-        span["localEndpoint"] = endpoint
-    endpoint = raw.get("remoteEndpoint")
-    if endpoint is not None and (endpoint := _normalize_endpoint(endpoint, index, ".remoteEndpoint")):
-        span["remoteEndpoint"] = endpoint
-
-    annotations = raw.get("annotations")
-    if annotations is not None:
-        if not isinstance(annotations, list):
-            raise SpanValidationError(
-                f"span[{index}].annotations: expected a list, got {type(annotations).__name__}"
-            )
-        checked = []
-        for i, annotation in enumerate(annotations):
-            if not isinstance(annotation, dict):
-                raise SpanValidationError(
-                    f"span[{index}].annotations[{i}]: expected an object, got {type(annotation).__name__}"
-                )
-            ts = annotation.get("timestamp")
-            text = annotation.get("value")
-            if not (_is_int(ts) and 0 <= ts <= _INT64_MAX):  # type: ignore[operator]
-                _check_uint(ts, index, f".annotations[{i}].timestamp")
-            if not isinstance(text, str):
-                _check_str(text, index, f".annotations[{i}].value")
-            checked.append({"timestamp": ts, "value": text})
-        if checked:
-            span["annotations"] = checked
-
-    tags = raw.get("tags")
-    if tags is not None:
-        if not isinstance(tags, dict):
-            raise SpanValidationError(f"span[{index}].tags: expected an object, got {type(tags).__name__}")
-        # type() over the keys and values at C speed (Envoy sends ~16 tags per span); the loop
-        # finds the culprit for the message, or accepts str subclasses from Python callers.
-        if not (set(map(type, tags)) <= _STR_ONLY and set(map(type, tags.values())) <= _STR_ONLY):
-            for key, value in tags.items():
-                _check_str(key, index, ".tags key")
-                _check_str(value, index, f".tags[{key!r}]")
-        if tags:
-            span["tags"] = dict(tags)
-
-    flag = raw.get("debug")
-    if flag is not None and not isinstance(flag, bool):
-        raise SpanValidationError(f"span[{index}].debug: expected a boolean, got {flag!r}")
-    if flag:
-        span["debug"] = True
-    flag = raw.get("shared")
-    if flag is not None and not isinstance(flag, bool):
-        raise SpanValidationError(f"span[{index}].shared: expected a boolean, got {flag!r}")
-    if flag:
-        span["shared"] = True
-    return span
-
-
-def validate_spans(obj: object) -> list[Span]:
-    """Check a decoded `POST /api/v2/spans` body and return its spans normalized.
-
-    Raises SpanValidationError on the first problem; a batch is accepted or rejected whole, as
-    Zipkin does. Idempotent: validating normalized spans returns equal spans.
-    """
-    if not isinstance(obj, list):
-        raise SpanValidationError(f"body: expected a JSON list of spans, got {type(obj).__name__}")
-    return [_normalize_span(raw, i) for i, raw in enumerate(obj)]
-
-
-def parse_annotation_query(query: str) -> list[tuple[str, str | None]]:
-    """`http.uri=/foo and retried` -> [("http.uri", "/foo"), ("retried", None)].
-
-    A term with `=` is a tag key/value (split at the first `=`); a bare word is None-valued and
-    matches an annotation value or a tag key.
-    """
-    terms: list[tuple[str, str | None]] = []
-    for term in query.split(" and "):
-        term = term.strip()
-        if not term:
-            continue
-        key, sep, value = term.partition("=")
-        terms.append((key, value) if sep else (term, None))
-    return terms
-
-
-def _span_matches_terms(span: Span, terms: list[tuple[str, str | None]]) -> bool:
-    tags: dict[str, str] = span.get("tags", {})
-    for key, value in terms:
-        if value is not None:
-            if tags.get(key) != value:
-                return False
-        elif key not in tags and not any(a["value"] == key for a in span.get("annotations", ())):
-            return False
-    return True
-
-
-def _local_service(span: Span) -> str | None:
-    endpoint = span.get("localEndpoint")
-    return endpoint.get("serviceName") if endpoint else None
-
-
-# --- the store ---------------------------------------------------------------------------------
-
-_SCHEMA_VERSION = 1
-_SCHEMA = """
--- One row per trace per accepted batch: that batch's spans of the trace, in arrival order. The
--- only table an accepted batch writes (append-only: a COMMIT writes few pages); the indexes below
--- are derived from it in bulk (`_catch_up`), in their own transactions.
-CREATE TABLE IF NOT EXISTS spans (
-    seq INTEGER PRIMARY KEY,        -- arrival order: a trace's spans come back in it
-    batch INTEGER NOT NULL,         -- the accepted batch
-    trace_id TEXT NOT NULL,
-    n INTEGER NOT NULL,             -- spans in `json`
-    root_ts INTEGER,                -- the first root span's timestamp among them
-    min_ts INTEGER,                 -- their earliest timestamp
-    services TEXT NOT NULL,         -- their local services, as in traces.services
-    json TEXT NOT NULL              -- the normalized spans, compact JSON (ASCII), comma-separated
-);
-CREATE TABLE IF NOT EXISTS trace_spans (
-    trace_id TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (trace_id, seq)
-) WITHOUT ROWID;
--- A trace's time is its first root span's timestamp, else its earliest (Zipkin's QueryRequest);
--- `services` holds its local service names, each JSON-encoded and followed by \\x1f.
-CREATE TABLE IF NOT EXISTS traces (
-    trace_id TEXT PRIMARY KEY,
-    root_ts INTEGER,
-    min_ts INTEGER,
-    services TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS traces_by_time ON traces (coalesce(root_ts, min_ts), trace_id);
-CREATE TABLE IF NOT EXISTS services (name TEXT PRIMARY KEY) WITHOUT ROWID;  -- JSON-encoded
-CREATE TABLE IF NOT EXISTS span_names (
-    service TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (service, name)
-) WITHOUT ROWID;                                                              -- JSON-encoded
-CREATE TABLE IF NOT EXISTS imports (sha256 TEXT PRIMARY KEY) WITHOUT ROWID;  -- legacy files
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-"""
-_INSERT_SPANS = "INSERT INTO spans (seq, batch, trace_id, n, root_ts, min_ts, services, json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-_INDEX_SPANS = (
-    "INSERT INTO trace_spans (trace_id, seq) SELECT trace_id, seq FROM spans WHERE seq > ? AND seq <= ?"
-)
-_INDEX_TRACES = """
-INSERT INTO traces (trace_id, root_ts, min_ts, services)
-SELECT trace_id, root_ts, min_ts, services FROM spans WHERE seq > ? AND seq <= ? ORDER BY seq
-ON CONFLICT (trace_id) DO UPDATE SET
-    root_ts = coalesce(root_ts, excluded.root_ts),
-    min_ts = CASE WHEN min_ts IS NULL OR excluded.min_ts < min_ts THEN excluded.min_ts ELSE min_ts END,
-    services = CASE WHEN instr(services, excluded.services) THEN services
-                    ELSE services || substr(excluded.services, 2) END
-"""
-_TRACE_SPANS = (
-    "SELECT s.json FROM trace_spans t JOIN spans s ON s.seq = t.seq WHERE t.trace_id = ? ORDER BY t.seq"
-)
-_TAIL_SPANS = "SELECT json FROM spans WHERE seq > ? AND trace_id = ? ORDER BY seq"
-_TAIL_NEW_TRACES = (
-    "SELECT count(DISTINCT trace_id) FROM spans WHERE seq > ?"
-    " AND trace_id NOT IN (SELECT trace_id FROM traces)"
-)
 _INDEX_EVERY = 2048  # rows of `spans` not yet indexed before an ingest call catches up
-_TRACE_TIME = "coalesce(root_ts, min_ts)"
-# A tag term prefilter in SQL (C speed, no span reaches Python unless it may match); the exact
-# Zipkin semantics are then checked in Python on the candidate trace's spans.
-_TAG_EXISTS = (
-    " AND EXISTS (SELECT 1 FROM trace_spans i JOIN spans s ON s.seq = i.seq,"
-    " json_each('[' || s.json || ']') e, json_each(e.value, '$.tags') t"
-    " WHERE i.trace_id = traces.trace_id AND t.key = ? AND t.value = ?)"
-)
-_SEP = "\x1f"  # never inside a JSON-encoded string (it would be escaped as \u001f)
 _NAME_CACHE_MAX = 100_000  # distinct (service, span name) pairs remembered to skip re-inserts
-_dumps = json.JSONEncoder(separators=(",", ":")).encode  # ensure_ascii: lone surrogates escape
-
-
-def _sql_text_ok(text: str) -> bool:
-    """SQLite stores UTF-8: a str with a lone surrogate (valid in JSON escapes) cannot be bound."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class SpanStore:
@@ -398,10 +130,10 @@ class SpanStore:
         db.execute("PRAGMA wal_autocheckpoint=0")
         db.execute("PRAGMA journal_size_limit=67108864")  # the WAL shrinks back to 64 MiB after a checkpoint
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, _SCHEMA_VERSION):
+        if version not in (0, SCHEMA_VERSION):
             raise sqlite3.DatabaseError(f"{self.path}: unknown schema version {version}")
-        db.executescript(_SCHEMA)
-        db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        db.executescript(SCHEMA)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         spans, batches = db.execute(
             "SELECT coalesce(sum(n), 0), coalesce(max(batch), 0) FROM spans"
         ).fetchone()
@@ -485,8 +217,8 @@ class SpanStore:
         db = self._conn()
         try:
             db.execute("BEGIN IMMEDIATE")
-            db.execute(_INDEX_SPANS, (self._indexed_upto, upto))
-            db.execute(_INDEX_TRACES, (self._indexed_upto, upto))
+            db.execute(INDEX_SPANS, (self._indexed_upto, upto))
+            db.execute(INDEX_TRACES, (self._indexed_upto, upto))
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('indexed_upto', ?)", (upto,))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -557,7 +289,7 @@ class SpanStore:
         first = self._next_seq + 1
         self._next_seq += len(traces)
         db.executemany(
-            _INSERT_SPANS,
+            INSERT_SPANS,
             [
                 (
                     seq,
@@ -566,20 +298,20 @@ class SpanStore:
                     len(spans),
                     root_ts,
                     min_ts,
-                    _SEP + "".join([_dumps(s) + _SEP for s in services]) if services else _SEP,
-                    _dumps(spans)[1:-1],
+                    SEP + "".join([dumps(s) + SEP for s in services]) if services else SEP,
+                    dumps(spans)[1:-1],
                 )
                 for seq, (trace_id, (root_ts, min_ts, services, spans)) in enumerate(traces.items(), first)
             ],
         )
         if new_services:
             db.executemany(
-                "INSERT OR IGNORE INTO services (name) VALUES (?)", [(_dumps(s),) for s in new_services]
+                "INSERT OR IGNORE INTO services (name) VALUES (?)", [(dumps(s),) for s in new_services]
             )
         if new_names:
             db.executemany(
                 "INSERT OR IGNORE INTO span_names (service, name) VALUES (?, ?)",
-                [(_dumps(s), _dumps(n)) for s, n in new_names],
+                [(dumps(s), dumps(n)) for s, n in new_names],
             )
 
     def add(self, spans: list[Span], *, validated: bool = False) -> int:
@@ -656,9 +388,9 @@ class SpanStore:
 
     def _texts(self, trace_id: str, indexed: bool = True) -> list[str]:
         db = self._conn()
-        texts = [text for (text,) in db.execute(_TRACE_SPANS, (trace_id,))]
+        texts = [text for (text,) in db.execute(TRACE_SPANS, (trace_id,))]
         if not indexed:  # rows the indexes do not cover yet: a scan of the (bounded) tail
-            tail = db.execute(_TAIL_SPANS, (self._indexed_upto, trace_id))
+            tail = db.execute(TAIL_SPANS, (self._indexed_upto, trace_id))
             texts += [text for (text,) in tail]
         return texts
 
@@ -701,7 +433,7 @@ class SpanStore:
 
     def span_names(self, service: str) -> list[str]:
         """Span names recorded by `service` as the local endpoint (Zipkin's `GET /spans`)."""
-        key = _dumps(service.lower())
+        key = dumps(service.lower())
         with self._lock:
             rows = self._conn().execute("SELECT name FROM span_names WHERE service = ?", (key,)).fetchall()
         return sorted(json.loads(name) for (name,) in rows)
@@ -717,74 +449,32 @@ class SpanStore:
         lookback_ms: int | None = None,
         limit: int = 10,
     ) -> str:
-        """Zipkin `GET /api/v2/traces` semantics, as a JSON list of traces.
-
-        - A trace's time is its root span's timestamp, else its earliest (Zipkin's QueryRequest);
-          it must lie in [endTs - lookback, endTs]. endTs/lookback are epoch *milliseconds*, span
-          timestamps *microseconds*. endTs defaults to now, lookback to endTs (all history).
-        - serviceName restricts the other criteria to spans whose localEndpoint is that service.
-        - spanName: some such span has that name. min/maxDuration (µs): some such span's duration
-          is within range. annotationQuery: one such span matches every term (the spec's wording;
-          Zipkin's in-memory store lets different spans match different terms).
-        - Result: at most `limit` traces, the ones nearest endTs first (ties: higher trace id).
-
-        Candidates come from the time index (and the trace's services), newest first, with tag
-        terms prefiltered in SQL; each is then checked exactly. Memory: one candidate trace at a
-        time plus the answer (at most `limit` traces).
+        """Zipkin `GET /api/v2/traces` semantics (loadgen.stack.collector.query), as a JSON list
+        of traces. Memory: one candidate trace at a time plus the answer (at most `limit` traces).
         """
-        if limit <= 0:
-            raise ValueError("limit must be positive")
-        if max_duration is not None and min_duration is None:
-            raise ValueError("maxDuration is only valid with minDuration")
-        end_us = (int(time.time() * 1000) if end_ts_ms is None else end_ts_ms) * 1000
-        start_us = 0 if lookback_ms is None else end_us - lookback_ms * 1000
-        # Span timestamps are int64 (validated): a wider window means the same as the int64 one.
-        end_us, start_us = min(end_us, _INT64_MAX), max(start_us, -_INT64_MAX)
-        service = service_name.lower() if service_name else None
-        name = span_name.lower() if span_name else None
-        terms = parse_annotation_query(annotation_query) if annotation_query else []
-
-        sql = f"SELECT trace_id FROM traces WHERE {_TRACE_TIME} BETWEEN ? AND ?"
-        params: list[object] = [start_us, end_us]
-        if service is not None:
-            sql += " AND instr(services, ?)"
-            params.append(_SEP + _dumps(service) + _SEP)
-        for key, value in terms:
-            if value is not None and _sql_text_ok(key) and _sql_text_ok(value):
-                sql += _TAG_EXISTS
-                params += [key, value]
-        sql += f" ORDER BY {_TRACE_TIME} DESC, trace_id DESC"
-        # The service prefilter is exact (JSON-encoded names between separators); anything else
-        # needs the spans themselves.
-        exact = name is None and min_duration is None and not terms
-
-        def span_ok(span: Span) -> bool:
-            return service is None or _local_service(span) == service
-
-        def trace_ok(trace: Trace) -> bool:
-            spans = [s for s in trace if span_ok(s)]
-            if not spans:
-                return False
-            if name is not None and not any(s.get("name") == name for s in spans):
-                return False
-            if min_duration is not None:
-                high = max_duration if max_duration is not None else float("inf")
-                if not any(min_duration <= s.get("duration", 0) <= high for s in spans):
-                    return False
-            return not terms or any(_span_matches_terms(s, terms) for s in spans)
-
+        search = TraceSearch.of(
+            service_name=service_name,
+            span_name=span_name,
+            annotation_query=annotation_query,
+            min_duration=min_duration,
+            max_duration=max_duration,
+            end_ts_ms=end_ts_ms,
+            lookback_ms=lookback_ms,
+            limit=limit,
+            now_ms=int(time.time() * 1000),
+        )
+        sql, params = search.candidates()
         found: list[str] = []
         with self._lock:
             self._catch_up()
-            db = self._conn()
-            candidates = db.execute(sql, params)
+            candidates = self._conn().execute(sql, params)
             while len(found) < limit:
                 rows = candidates.fetchmany(256)
                 if not rows:
                     break
                 for (trace_id,) in rows:
                     trace = "[" + ",".join(self._texts(trace_id)) + "]"
-                    if exact or trace_ok(json.loads(trace)):
+                    if search.exact or search.matches(json.loads(trace)):
                         found.append(trace)
                         if len(found) >= limit:
                             break
@@ -822,7 +512,7 @@ class SpanStore:
             db = self._conn()
             (traces,) = db.execute("SELECT count(*) FROM traces").fetchone()
             if not indexed:
-                (new,) = db.execute(_TAIL_NEW_TRACES, (self._indexed_upto,)).fetchone()
+                (new,) = db.execute(TAIL_NEW_TRACES, (self._indexed_upto,)).fetchone()
                 traces += new
             return {
                 "spans_accepted": self._spans_accepted,

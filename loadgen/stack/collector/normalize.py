@@ -1,0 +1,197 @@
+"""Validation and normalization of reported spans (pure): a decoded `POST /api/v2/spans` body in,
+spans in Zipkin v2 JSON shape out (shared/specs/zipkin2-api.yaml), normalized the way Zipkin's own
+decoder does it: lowercase ids, a 128-bit trace id with a zero high half collapsed to 64 bits
+(`loadgen.mesh.propagation.normalize_trace_id`), lowercase span and service names, zero/empty/false
+fields omitted, unknown fields dropped. A batch is accepted or rejected whole, as Zipkin does.
+
+This is the collector's hot path (every span of every POST): error messages are formatted only on
+failure (building them for every field of every span was a third of validation's cost,
+bench/collector_ingest.py), and each helper is called only for a field that is present.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loadgen.mesh.propagation import is_hex_id, normalize_trace_id
+
+__all__ = ["INT64_MAX", "SPAN_KINDS", "Span", "SpanValidationError", "Trace", "validate_spans"]
+
+Span = dict[str, Any]
+Trace = list[Span]
+
+SPAN_KINDS = frozenset({"CLIENT", "SERVER", "PRODUCER", "CONSUMER"})
+INT64_MAX = 2**63 - 1
+"""Zipkin's integer fields are int64 (Java long), and so are SQLite's integers."""
+_ENDPOINT_STR_FIELDS = ("serviceName", "ipv4", "ipv6")
+_STR_ONLY = frozenset({str})
+
+
+class SpanValidationError(ValueError):
+    """A reported span list that Zipkin would reject; the message names the index and field."""
+
+
+def validate_spans(obj: object) -> list[Span]:
+    """Check a decoded `POST /api/v2/spans` body and return its spans normalized.
+
+    Raises SpanValidationError on the first problem; a batch is accepted or rejected whole, as
+    Zipkin does. Idempotent: validating normalized spans returns equal spans.
+    """
+    if not isinstance(obj, list):
+        raise SpanValidationError(f"body: expected a JSON list of spans, got {type(obj).__name__}")
+    return [_normalize_span(raw, i) for i, raw in enumerate(obj)]
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int subclass in Python; JSON true is not a timestamp.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_uint(value: object, index: int, field: str) -> int:
+    if not _is_int(value) or not 0 <= value <= INT64_MAX:  # type: ignore[operator]
+        raise SpanValidationError(f"span[{index}]{field}: expected an integer in [0, 2^63), got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _check_str(value: object, index: int, field: str) -> str:
+    if not isinstance(value, str):
+        raise SpanValidationError(f"span[{index}]{field}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _check_flag(value: object, index: int, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpanValidationError(f"span[{index}]{field}: expected a boolean, got {value!r}")
+    return value
+
+
+def _normalize_span(raw: object, index: int) -> Span:
+    """One reported span, checked and normalized: ids, kind, name and times here; endpoints,
+    annotations, tags and flags in `_normalize_extras` (one call per span: this is the hot path)."""
+    if not isinstance(raw, dict):
+        raise SpanValidationError(f"span[{index}]: expected an object, got {type(raw).__name__}")
+    trace_id = raw.get("traceId")
+    if isinstance(trace_id, str) and 16 < len(trace_id) < 32:
+        # The spec's pattern allows 17..31 characters; Zipkin left-pads those to 128 bits (as GET does).
+        trace_id = trace_id.rjust(32, "0")
+    if not isinstance(trace_id, str) or not is_hex_id(trace_id.lower(), (16, 32)):
+        raise SpanValidationError(
+            f"span[{index}].traceId: expected 16 to 32 hex characters, got {trace_id!r}"
+        )
+    span_id = raw.get("id")
+    if not isinstance(span_id, str) or not is_hex_id(span_id.lower(), (16,)):
+        raise SpanValidationError(f"span[{index}].id: expected 16 hex characters, got {span_id!r}")
+    span: Span = {"traceId": normalize_trace_id(trace_id), "id": span_id.lower()}
+    parent_id = raw.get("parentId")
+    if parent_id is not None:
+        if not isinstance(parent_id, str) or not is_hex_id(parent_id.lower(), (16,)):
+            raise SpanValidationError(
+                f"span[{index}].parentId: expected 16 hex characters, got {parent_id!r}"
+            )
+        if parent_id.strip("0"):  # Zipkin treats an all-zero parent as "no parent".
+            span["parentId"] = parent_id.lower()
+    kind = raw.get("kind")
+    if kind is not None:
+        if kind not in SPAN_KINDS:
+            raise SpanValidationError(
+                f"span[{index}].kind: expected one of {sorted(SPAN_KINDS)}, got {kind!r}"
+            )
+        span["kind"] = kind
+    name = raw.get("name")
+    if name is not None and _check_str(name, index, ".name"):
+        span["name"] = name.lower()
+    # Zero means "unknown" in Zipkin (proto3 cannot tell absent from 0 either).
+    value = raw.get("timestamp")
+    if value is not None and _check_uint(value, index, ".timestamp"):
+        span["timestamp"] = value
+    value = raw.get("duration")
+    if value is not None and _check_uint(value, index, ".duration"):
+        span["duration"] = value
+    _normalize_extras(raw, index, span)
+    return span
+
+
+def _normalize_extras(raw: dict[str, Any], index: int, span: Span) -> None:
+    """Endpoints, annotations, tags and the debug/shared flags of `raw`, checked, into `span`."""
+    endpoint = raw.get("localEndpoint")
+    if endpoint is not None and (endpoint := _normalize_endpoint(endpoint, index, ".localEndpoint")):
+        span["localEndpoint"] = endpoint
+    endpoint = raw.get("remoteEndpoint")
+    if endpoint is not None and (endpoint := _normalize_endpoint(endpoint, index, ".remoteEndpoint")):
+        span["remoteEndpoint"] = endpoint
+    annotations = raw.get("annotations")
+    if annotations is not None and (checked := _normalize_annotations(annotations, index)):
+        span["annotations"] = checked
+    tags = raw.get("tags")
+    if tags is not None:
+        # type() over the keys and values at C speed (Envoy sends ~16 tags per span); the slow
+        # check finds the culprit for the message, or accepts str subclasses from Python callers.
+        if not (
+            type(tags) is dict
+            and set(map(type, tags)) <= _STR_ONLY
+            and set(map(type, tags.values())) <= _STR_ONLY
+        ):
+            _check_tags(tags, index)
+        if tags:
+            span["tags"] = dict(tags)
+    flag = raw.get("debug")
+    if flag is not None and _check_flag(flag, index, ".debug"):
+        span["debug"] = True
+    flag = raw.get("shared")
+    if flag is not None and _check_flag(flag, index, ".shared"):
+        span["shared"] = True
+
+
+def _normalize_endpoint(raw: object, index: int, where: str) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise SpanValidationError(f"span[{index}]{where}: expected an object, got {type(raw).__name__}")
+    endpoint: dict[str, Any] = {}
+    for field in _ENDPOINT_STR_FIELDS:
+        value = raw.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            _check_str(value, index, f"{where}.{field}")
+        if value:
+            # Zipkin lowercases service names: they are lookup labels.
+            endpoint[field] = value.lower() if field == "serviceName" else value
+    port = raw.get("port")
+    if port is not None:
+        port = _check_uint(port, index, f"{where}.port")
+        if port > 65535:
+            raise SpanValidationError(f"span[{index}]{where}.port: {port} is not a port number")
+        if port:
+            endpoint["port"] = port
+    return endpoint or None
+
+
+def _normalize_annotations(annotations: object, index: int) -> list[dict[str, Any]]:
+    if not isinstance(annotations, list):
+        raise SpanValidationError(
+            f"span[{index}].annotations: expected a list, got {type(annotations).__name__}"
+        )
+    checked = []
+    for i, annotation in enumerate(annotations):
+        if not isinstance(annotation, dict):
+            raise SpanValidationError(
+                f"span[{index}].annotations[{i}]: expected an object, got {type(annotation).__name__}"
+            )
+        ts = annotation.get("timestamp")
+        text = annotation.get("value")
+        if not (_is_int(ts) and 0 <= ts <= INT64_MAX):  # type: ignore[operator]
+            _check_uint(ts, index, f".annotations[{i}].timestamp")
+        if not isinstance(text, str):
+            _check_str(text, index, f".annotations[{i}].value")
+        checked.append({"timestamp": ts, "value": text})
+    return checked
+
+
+def _check_tags(tags: object, index: int) -> None:
+    """SpanValidationError unless `tags` is a map of strings to strings."""
+    if not isinstance(tags, dict):
+        raise SpanValidationError(f"span[{index}].tags: expected an object, got {type(tags).__name__}")
+    for key, value in tags.items():
+        _check_str(key, index, ".tags key")
+        _check_str(value, index, f".tags[{key!r}]")
