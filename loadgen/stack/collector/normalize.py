@@ -1,7 +1,7 @@
 """Validation and normalization of reported spans (pure): a decoded `POST /api/v2/spans` body in,
 spans in Zipkin v2 JSON shape out (shared/specs/zipkin2-api.yaml), normalized the way Zipkin's own
 decoder does it: lowercase ids, a 128-bit trace id with a zero high half collapsed to 64 bits
-(`loadgen.mesh.propagation.normalize_trace_id`), lowercase span and service names, zero/empty/false
+(`loadgen.mesh.ids.normalize_trace_id`), lowercase span and service names, zero/empty/false
 fields omitted, unknown fields dropped. A batch is accepted or rejected whole, as Zipkin does.
 
 This is the collector's hot path (every span of every POST): error messages are formatted only on
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadgen.mesh.propagation import is_hex_id, normalize_trace_id
+from loadgen.mesh.ids import is_hex_id, normalize_trace_id
 
 __all__ = ["INT64_MAX", "SPAN_KINDS", "Span", "SpanValidationError", "Trace", "validate_spans"]
 

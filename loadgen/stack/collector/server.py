@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import ContentEncodingError
 
-from loadgen.mesh.propagation import normalize_trace_id
+from loadgen.mesh.ids import normalize_trace_id
 from loadgen.stack.collector.deadline import LIMITS_KEY, mark_busy, start_server
 from loadgen.stack.collector.decode import (
     JSON_TYPES,

@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from loadgen.mesh.propagation import normalize_trace_id
+from loadgen.mesh.ids import normalize_trace_id
 from loadgen.stack.collector.normalize import Span, SpanValidationError, Trace, validate_spans
 from loadgen.stack.collector.query import TraceSearch, parse_annotation_query
 from loadgen.stack.collector.schema import (
