@@ -90,7 +90,7 @@ from loadgen.stack.mesh import (
     UpstreamFaults,
 )
 from loadgen.stack.procs import ComponentDied, ManagedProcess, StackError, die_with_parent, python_module_argv
-from loadgen.summary.build import Measured, RunFacts, build_summary
+from loadgen.summary.build import KEPT_BY_VERIFY, Measured, RunFacts, build_summary
 from loadgen.summary.model import Summary, Target
 from loadgen.traffic.locustfile_paths import MESH, locustfile_path
 
@@ -989,7 +989,7 @@ def _verify_facts(
         facts, notes, stale = RunFacts.of(previous), previous.notes, previous.readback_notes
     else:  # the run was killed, crashed or ran out of disk: rebuild it, marked partial
         rebuilt = rebuilt_fields(run_dir, checked)
-        fields = {k: v for k, v in rebuilt.items() if k in RunFacts.__struct_fields__}
+        fields = {k: v for k, v in rebuilt.items() if k in KEPT_BY_VERIFY}
         facts, notes, stale = msgspec.convert(fields, RunFacts), rebuilt["notes"], rebuilt["readback_notes"]
     if backend_spec:
         # Verified elsewhere: say where, so the summary does not name the old backend.

@@ -55,8 +55,13 @@ class RunFacts(Struct, kw_only=True):
 
     @classmethod
     def of(cls, summary: Summary) -> RunFacts:
-        """The facts an earlier summary of the same run recorded."""
-        return cls(**{f: getattr(summary, f) for f in cls.__struct_fields__})
+        """The facts an earlier summary of the same run recorded that a verify keeps (not its
+        component failure: that described the load, not this read-back)."""
+        return cls(**{f: getattr(summary, f) for f in KEPT_BY_VERIFY})
+
+
+#: The run facts `loadgen verify` carries over from the summary it replaces (or rebuilds).
+KEPT_BY_VERIFY = ("status", "status_reason", "target", "profile", "started_at", "locust", "recovered")
 
 
 def build_summary(
