@@ -391,166 +391,202 @@ def effective_sampling(
     mesh_cfg = mesh.config if mesh else {}
     root = str(_get(mesh_cfg, "rootNamespace") or DEFAULT_ROOT_NAMESPACE)
     levels = _telemetry_levels(resources, namespace, labels, root, warnings)
-
-    # ProxyConfig sampling: annotation tracing block, else meshConfig.defaultConfig.tracing.
     pilot_value, pilot_where = _pilot_trace_sampling(resources)
+    proxy = _proxy_chain(resources, namespace, labels, meshes, warnings)
+    default_note = "istiod's PILOT_TRACE_SAMPLING" if pilot_where else "Istio's default PILOT_TRACE_SAMPLING"
+    default = Considered("default", pilot_where, pilot_value, False, default_note)
+    decided_proxy = _proxy_decision(proxy, pilot_value, warnings)
+    telemetry = _telemetry_chain(levels, mode, mesh_cfg)
+    telemetry.warn(warnings)
+
+    if telemetry.uses_telemetry and telemetry.value is not None:
+        percent, source, tele_part = telemetry.decide()
+        proxy_part = [_note(c, "overridden by Telemetry") for c in proxy.considered]
+        default = _note(default, "overridden by Telemetry")
+    elif not telemetry.uses_telemetry and _get(mesh_cfg, "enableTracing") is False:
+        percent, tele_part = 0.0, telemetry.considered
+        source = f"{mesh.where if mesh else 'meshConfig'} enableTracing: false (no tracing configured)"
+        proxy_part = [_note(c, "tracing disabled mesh-wide") for c in proxy.considered]
+        default = _note(default, "tracing disabled mesh-wide")
+    else:
+        percent, index = decided_proxy
+        tele_part, proxy_part = telemetry.considered, list(proxy.considered)
+        if index is None:
+            source = f"{default_note} ({pilot_value:g} %)" + (f", {pilot_where}" if pilot_where else "")
+            default = _decided(default, "decides: nothing more specific sets sampling")
+        else:
+            proxy_part[index] = _decided(proxy_part[index], "decides")
+            default = _note(default, "overridden")
+            source = f"{proxy_part[index].level} {proxy_part[index].where}".strip()
+    considered = tuple(reversed(tele_part)) + tuple(proxy_part) + (default,)
+    if not levels:
+        considered = (Considered("Telemetry", "", None, False, "no Telemetry resource applies"),) + considered
+    return EffectiveSampling(percent, source, considered, tuple(warnings))
+
+
+# --- ProxyConfig: the annotation's tracing block, else meshConfig.defaultConfig.tracing ----------
+
+
+@dataclass(frozen=True)
+class _ProxyChain:
+    considered: list[Considered]
+    value: float | None  # the ProxyConfig's tracing.sampling as written
+    index: int  # which of `considered` set it
+
+
+def _mesh_tracing_sampling(mesh: _Mesh, where: str) -> float | None:
+    tracing = _get(_as_dict(_get(mesh.config, "defaultConfig")), "tracing")
+    return _number(_get(tracing, "sampling"), where) if isinstance(tracing, dict) else None
+
+
+def _mesh_sampling(meshes: Sequence[_Mesh], warnings: list[str]) -> float | None:
+    """meshConfig.defaultConfig.tracing.sampling of the first MeshConfig; the others that
+    disagree are named in a warning."""
+    if not meshes:
+        return None
+    mesh = meshes[0]
+    value = _mesh_tracing_sampling(mesh, f"{mesh.where} defaultConfig.tracing.sampling")
+    for other in meshes[1:]:
+        other_value = _mesh_tracing_sampling(other, other.where)
+        if other_value != value:
+            warnings.append(
+                f"{other.where} sets defaultConfig.tracing.sampling {other_value} but {mesh.where} "
+                f"sets {value}: the first (the live ConfigMap when given) is used"
+            )
+    return value
+
+
+def _proxy_chain(
+    resources: Sequence[Resource],
+    namespace: str,
+    labels: Mapping[str, str],
+    meshes: Sequence[_Mesh],
+    warnings: list[str],
+) -> _ProxyChain:
+    """The ProxyConfig sources, most specific first: the pod's annotation (its tracing block
+    replaces meshConfig's), then meshConfig.defaultConfig."""
     annotated = _workload_annotations(resources, namespace, labels)
     if len(annotated) > 1:
         warnings.append(
             f"{len(annotated)} workloads match the labels and carry {PROXY_CONFIG_ANNOTATION}: the first is used"
         )
-    mesh_tracing = _get(_as_dict(_get(mesh_cfg, "defaultConfig")), "tracing")
-    mesh_sampling = (
-        _number(_get(mesh_tracing, "sampling"), f"{mesh.where} defaultConfig.tracing.sampling")
-        if mesh and isinstance(mesh_tracing, dict)
-        else None
-    )
-    for other in meshes[1:]:
-        other_tracing = _get(_as_dict(_get(other.config, "defaultConfig")), "tracing")
-        other_value = (
-            _number(_get(other_tracing, "sampling"), other.where) if isinstance(other_tracing, dict) else None
-        )
-        if other_value != mesh_sampling:
-            warnings.append(
-                f"{other.where} sets defaultConfig.tracing.sampling {other_value} but {mesh.where if mesh else ''} "
-                f"sets {mesh_sampling}: the first (the live ConfigMap when given) is used"
-            )
-
-    considered_proxy: list[Considered] = []
+    mesh_sampling = _mesh_sampling(meshes, warnings)
+    mesh_level, mesh_where = "meshConfig defaultConfig.tracing.sampling", meshes[0].where if meshes else ""
     annotation_tracing: Any = None
     if annotated:
         res, text = annotated[0]
-        proxy_cfg = _embedded_yaml(text, f"{res.ref} {PROXY_CONFIG_ANNOTATION}")
-        annotation_tracing = proxy_cfg.get("tracing")
+        annotation_tracing = _embedded_yaml(text, f"{res.ref} {PROXY_CONFIG_ANNOTATION}").get("tracing")
     if annotation_tracing is not None:
         res = annotated[0][0]
         value = _number(
             _get(_as_dict(annotation_tracing), "sampling"), f"{res.ref} annotation tracing.sampling"
         )
-        considered_proxy.append(
-            Considered(
-                PROXY_CONFIG_ANNOTATION,
-                res.ref,
-                value,
-                False,
-                "its tracing block replaces meshConfig's" + ("" if value else "; it sets no sampling"),
-            )
+        note = "its tracing block replaces meshConfig's" + ("" if value else "; it sets no sampling")
+        return _ProxyChain(
+            [
+                Considered(PROXY_CONFIG_ANNOTATION, res.ref, value, False, note),
+                Considered(
+                    mesh_level, mesh_where, mesh_sampling, False, "replaced by the annotation's tracing block"
+                ),
+            ],
+            value,
+            0,
         )
-        considered_proxy.append(
-            Considered(
-                "meshConfig defaultConfig.tracing.sampling",
-                mesh.where if mesh else "",
-                mesh_sampling,
-                False,
-                "replaced by the annotation's tracing block",
-            )
+    considered = []
+    if annotated:
+        considered.append(
+            Considered(PROXY_CONFIG_ANNOTATION, annotated[0][0].ref, None, False, "no tracing block")
         )
-        proxy_value, proxy_index = value, 0
-    else:
-        if annotated:
-            considered_proxy.append(
-                Considered(PROXY_CONFIG_ANNOTATION, annotated[0][0].ref, None, False, "no tracing block")
-            )
-        considered_proxy.append(
-            Considered(
-                "meshConfig defaultConfig.tracing.sampling",
-                mesh.where if mesh else "",
-                mesh_sampling,
-                False,
-                "not set" if mesh_sampling is None else "set",
-            )
-        )
-        proxy_value, proxy_index = mesh_sampling, len(considered_proxy) - 1
-    default_note = "istiod's PILOT_TRACE_SAMPLING" if pilot_where else "Istio's default PILOT_TRACE_SAMPLING"
-    considered_default = Considered("default", pilot_where, pilot_value, False, default_note)
+    note = "not set" if mesh_sampling is None else "set"
+    considered.append(Considered(mesh_level, mesh_where, mesh_sampling, False, note))
+    return _ProxyChain(considered, mesh_sampling, len(considered) - 1)
 
-    # proxyConfigSamplingValue: 0 means unset, above 100 becomes 1.
-    if proxy_value is not None and proxy_value > 100.0:
-        warnings.append(f"ProxyConfig tracing.sampling {proxy_value:g} is above 100: Istio uses 1 % instead")
-        decided_proxy: tuple[float, int | None] = (1.0, proxy_index)
-    elif proxy_value:
-        decided_proxy = (proxy_value, proxy_index)
-    else:
-        if proxy_value == 0.0:
-            warnings.append(
-                "ProxyConfig tracing.sampling 0 counts as unset in Istio: the default applies, not 0 %"
-            )
-        decided_proxy = (pilot_value, None)
 
-    # Telemetry: later (more specific) levels override; entries filtered by mode.
-    telemetry_considered: list[Considered] = []
-    telemetry_value: float | None = None
-    telemetry_decider: int | None = None
-    any_tracing = False
-    provider_named = bool(_get(_as_dict(_get(mesh_cfg, "defaultProviders")), "tracing"))
+def _proxy_decision(proxy: _ProxyChain, pilot_value: float, warnings: list[str]) -> tuple[float, int | None]:
+    """proxyConfigSamplingValue: 0 means unset (PILOT_TRACE_SAMPLING applies, index None), above
+    100 becomes 1."""
+    value = proxy.value
+    if value is not None and value > 100.0:
+        warnings.append(f"ProxyConfig tracing.sampling {value:g} is above 100: Istio uses 1 % instead")
+        return 1.0, proxy.index
+    if value:
+        return value, proxy.index
+    if value == 0.0:
+        warnings.append(
+            "ProxyConfig tracing.sampling 0 counts as unset in Istio: the default applies, not 0 %"
+        )
+    return pilot_value, None
+
+
+# --- Telemetry: later (more specific) levels override; entries filtered by mode ------------------
+
+
+@dataclass
+class _TelemetryChain:
+    considered: list[Considered] = field(default_factory=list)
+    value: float | None = None
+    decider: int | None = None  # which of `considered` set `value`
+    any_tracing: bool = False
+    provider_named: bool = False
+    default_provider: bool = False  # meshConfig.defaultProviders.tracing
     span_reporting_disabled: str | None = None
+
+    @property
+    def uses_telemetry(self) -> bool:
+        return self.any_tracing or self.default_provider
+
+    def warn(self, warnings: list[str]) -> None:
+        if self.uses_telemetry and not self.provider_named:
+            warnings.append(
+                "Telemetry tracing names no provider and no meshConfig.defaultProviders.tracing was given: "
+                "recent Istio then disables tracing for the proxy (older releases fell back to meshConfig); "
+                "ignore this if the provider is defined in a file you did not pass"
+            )
+        if self.span_reporting_disabled:
+            warnings.append(
+                f"{self.span_reporting_disabled} sets disableSpanReporting: this proxy reports no spans"
+            )
+
+    def decide(self) -> tuple[float, str, list[Considered]]:
+        """Telemetry sets the percentage: (percent, source, the levels with their notes)."""
+        assert self.value is not None and self.decider is not None
+        decider = self.considered[self.decider]
+        considered = [
+            _decided(c, "decides: Telemetry overrides ProxyConfig")
+            if i == self.decider
+            else _note(c, "overridden by a more specific Telemetry level")
+            for i, c in enumerate(self.considered)
+        ]
+        return self.value, f"{decider.level} {decider.where} randomSamplingPercentage", considered
+
+
+def _telemetry_chain(
+    levels: Sequence[_TelemetryLevel], mode: WorkloadMode, mesh_cfg: Mapping[str, Any]
+) -> _TelemetryChain:
+    default_provider = bool(_get(_as_dict(_get(mesh_cfg, "defaultProviders")), "tracing"))
+    chain = _TelemetryChain(provider_named=default_provider, default_provider=default_provider)
     for lvl in levels:
         applicable = [e for e in lvl.entries if _mode_applies(e, mode)]
-        any_tracing = any_tracing or bool(applicable)
+        chain.any_tracing = chain.any_tracing or bool(applicable)
         value = None
         for entry in applicable:
-            provider_named = provider_named or bool(entry.get("providers"))
+            chain.provider_named = chain.provider_named or bool(entry.get("providers"))
             pct = _number(_get(entry, "randomSamplingPercentage"), f"{lvl.res.ref} randomSamplingPercentage")
             if pct is not None:
                 value = pct
             disable = _get(entry, "disableSpanReporting")
             if disable is not None:
-                span_reporting_disabled = lvl.res.ref if disable else None
+                chain.span_reporting_disabled = lvl.res.ref if disable else None
         if value is not None:
-            telemetry_value = value
-            telemetry_decider = len(telemetry_considered)
+            chain.value, chain.decider = value, len(chain.considered)
         if not lvl.entries:
             note = "no tracing section"
         elif not applicable:
             note = f"no tracing entry for mode {mode.value}"
         else:
             note = "set" if value is not None else "tracing without randomSamplingPercentage: inherits"
-        telemetry_considered.append(Considered(lvl.level, lvl.res.ref, value, False, note))
-
-    uses_telemetry = any_tracing or bool(_get(_as_dict(_get(mesh_cfg, "defaultProviders")), "tracing"))
-    enable_tracing = _get(mesh_cfg, "enableTracing")
-    if uses_telemetry and not provider_named:
-        warnings.append(
-            "Telemetry tracing names no provider and no meshConfig.defaultProviders.tracing was given: "
-            "recent Istio then disables tracing for the proxy (older releases fell back to meshConfig); "
-            "ignore this if the provider is defined in a file you did not pass"
-        )
-    if span_reporting_disabled:
-        warnings.append(f"{span_reporting_disabled} sets disableSpanReporting: this proxy reports no spans")
-
-    if uses_telemetry and telemetry_value is not None:
-        percent = telemetry_value
-        assert telemetry_decider is not None
-        decider = telemetry_considered[telemetry_decider]
-        telemetry_considered = [
-            _decided(c, "decides: Telemetry overrides ProxyConfig")
-            if i == telemetry_decider
-            else _note(c, "overridden by a more specific Telemetry level")
-            for i, c in enumerate(telemetry_considered)
-        ]
-        source = f"{decider.level} {decider.where} randomSamplingPercentage"
-        proxy_part = [_note(c, "overridden by Telemetry") for c in considered_proxy]
-        considered_default = _note(considered_default, "overridden by Telemetry")
-    elif not uses_telemetry and enable_tracing is False:
-        percent = 0.0
-        source = f"{mesh.where if mesh else 'meshConfig'} enableTracing: false (no tracing configured)"
-        proxy_part = [_note(c, "tracing disabled mesh-wide") for c in considered_proxy]
-        considered_default = _note(considered_default, "tracing disabled mesh-wide")
-    else:
-        percent, index = decided_proxy
-        if index is None:
-            source = f"{default_note} ({pilot_value:g} %)" + (f", {pilot_where}" if pilot_where else "")
-            considered_default = _decided(considered_default, "decides: nothing more specific sets sampling")
-            proxy_part = considered_proxy
-        else:
-            proxy_part = list(considered_proxy)
-            proxy_part[index] = _decided(proxy_part[index], "decides")
-            considered_default = _note(considered_default, "overridden")
-            source = f"{proxy_part[index].level} {proxy_part[index].where}".strip()
-    considered = tuple(reversed(telemetry_considered)) + tuple(proxy_part) + (considered_default,)
-    if not levels:
-        considered = (Considered("Telemetry", "", None, False, "no Telemetry resource applies"),) + considered
-    return EffectiveSampling(percent, source, considered, tuple(warnings))
+        chain.considered.append(Considered(lvl.level, lvl.res.ref, value, False, note))
+    return chain
 
 
 def _decided(c: Considered, note: str) -> Considered:
