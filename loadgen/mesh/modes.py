@@ -145,6 +145,22 @@ _B3_MULTI_TABLE = [
     for mode in (HeaderMode[name + ("_64" if bits == 64 else "") + ("_PARENT" if parent else "")],)
 ]
 
+#: The client x-request-id modes: (mode, the id it sends, description).
+_XRID_MODES = (
+    (HeaderMode.XRID_RANDOM, XridKind.RANDOM,
+     "a random UUIDv4 x-request-id: replaced at an Istio edge; kept (and sampled on) when the gateway preserves it"),
+    (HeaderMode.XRID_CRAFTED, XridKind.CRAFTED,
+     "a UUIDv4 x-request-id crafted to be sampled or not: the decision is known before sending when the gateway "
+     "keeps it"),
+    (HeaderMode.XRID_FORCED, XridKind.FORCED,
+     "an x-request-id marked forced (char 14 'a'): traced when not an edge request; an edge resets the mark"),
+    (HeaderMode.XRID_NON_UUID, XridKind.NON_UUID,
+     "a non-hex x-request-id: never traced when kept, even at 100 %; replaced at an Istio edge"),
+    (HeaderMode.XRID_NO_DASHES, XridKind.NO_DASHES,
+     "a crafted 32-hex x-request-id without dashes: when kept, sampled by the same rule on its first 8 hex digits "
+     "(char 14 is not rewritten)"),
+)  # fmt: skip
+
 MODE_SPECS: dict[HeaderMode, ModeSpec] = {
     spec.mode: spec
     for spec in (
@@ -265,30 +281,7 @@ MODE_SPECS: dict[HeaderMode, ModeSpec] = {
             Sends(b3=_M, b3_ids=True, b3_flag="0", client_trace_id=True),
             "x-client-trace-id + X-B3-Sampled: 0: the 0 wins, never traced",
         ),
-        ModeSpec(
-            HeaderMode.XRID_RANDOM, Sends(xrid=XridKind.RANDOM),
-            "a random UUIDv4 x-request-id: replaced at an Istio edge; kept (and sampled on) when "
-            "the gateway preserves it",
-        ),
-        ModeSpec(
-            HeaderMode.XRID_CRAFTED, Sends(xrid=XridKind.CRAFTED),
-            "a UUIDv4 x-request-id crafted to be sampled or not: the decision is known before "
-            "sending when the gateway keeps it",
-        ),
-        ModeSpec(
-            HeaderMode.XRID_FORCED, Sends(xrid=XridKind.FORCED),
-            "an x-request-id marked forced (char 14 'a'): traced when not an edge request; an edge "
-            "resets the mark",
-        ),
-        ModeSpec(
-            HeaderMode.XRID_NON_UUID, Sends(xrid=XridKind.NON_UUID),
-            "a non-hex x-request-id: never traced when kept, even at 100 %; replaced at an Istio edge",
-        ),
-        ModeSpec(
-            HeaderMode.XRID_NO_DASHES, Sends(xrid=XridKind.NO_DASHES),
-            "a crafted 32-hex x-request-id without dashes: when kept, sampled by the same rule on its "
-            "first 8 hex digits (char 14 is not rewritten)",
-        ),
+        *(ModeSpec(mode, Sends(xrid=kind), description) for mode, kind, description in _XRID_MODES),
     )
 }  # fmt: skip
 MODE_SPECS = {mode: MODE_SPECS[mode] for mode in HeaderMode}  # in declaration order

@@ -1,4 +1,4 @@
-"""loadgen.mesh.propagation: ids, header modes, B3 encoders/parsers and Envoy's x-request-id rules.
+"""loadgen.mesh (ids, modes, encode, echo, rule): ids, header modes, B3 encoders/parsers and Envoy's x-request-id rules.
 
 Expectations come from the B3 spec (https://github.com/openzipkin/b3-propagation), from
 shared/ENVOY-NOTES.md (measured Envoy behaviour) and from Envoy's own source for the sampling
