@@ -320,6 +320,16 @@ def test_same_request_id_ignores_char_14_and_case() -> None:
     assert not same_request_id(None, sent) and not same_request_id(sent, None)
 
 
+def test_same_request_id_keeps_a_short_id_echoed_unchanged() -> None:
+    # Envoy rewrites character 14 only of a UUID it keeps; an id shorter than that (a non-UUID
+    # client id, mode xrid_non_uuid) reaches the upstream as sent, so an equal echo means kept.
+    # (The doctor's former copy required 15+ characters and called such an id regenerated.)
+    assert same_request_id("loadgen-x", "loadgen-x")
+    assert same_request_id("loadgen-x", "LOADGEN-X")
+    assert not same_request_id("loadgen-x", "loadgen-y")
+    assert not same_request_id("", "")
+
+
 # --- encoders ------------------------------------------------------------------------------------
 
 HEX16, HEX32 = re.compile(r"^[0-9a-f]{16}$"), re.compile(r"^[0-9a-f]{32}$")
