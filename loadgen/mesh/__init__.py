@@ -3,4 +3,4 @@ reading): `headers` (names every request carries), `ids` (trace, span and reques
 (Envoy's x-request-id sampling rule), `sends`/`modes` (the header modes as data), `expect` (what
 Envoy does with a mode's request in a given mesh), `encode` (a request's headers), `echo` (what
 the upstream saw), `hops`, the learned mesh `profile` and the Istio configuration that sets the
-sampling (`istio_config`). `propagation` only re-exports the old names for work in flight."""
+sampling (`istio_config`)."""
