@@ -1,0 +1,271 @@
+"""The load phase of a run: Locust in its own process and the side-emitter, watched every
+second, stopped in order."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadgen.analysis.reconcile import upstream_decision
+from loadgen.emitter import ReferenceEmitter
+from loadgen.failure import ComponentFailure, disk_problem, locust_failure, log_tail, mentions_disk_full
+from loadgen.ledger import LedgerTail, LiveCounts
+from loadgen.redact import redact_text
+from loadgen.run.options import RunOptions, Status
+from loadgen.run.target import OpenTarget
+from loadgen.stack.mesh import EmbeddedMesh
+from loadgen.stack.procs import ComponentDied, StackError, die_with_parent
+from loadgen.traffic.locustfile_paths import MESH, locustfile_path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def default_scenario_path() -> str:
+    """The packaged locustfile `loadgen run` uses without --scenario (scenarios/mesh.py in a checkout)."""
+    return str(locustfile_path(MESH))
+
+
+def _locust_argv(opts: RunOptions, run_dir: Path) -> list[str]:
+    scenario = opts.scenario or default_scenario_path()
+    distributed: list[str] = []
+    if opts.processes > 1:
+        # Local worker processes forked by Locust; the master writes the one ledger. Its message
+        # channel listens on loopback on a free port (Locust's default is *:5557).
+        port = str(_free_port())
+        distributed = [
+            "--processes", str(opts.processes),
+            "--master-bind-host", "127.0.0.1", "--master-bind-port", port, "--master-port", port,
+        ]  # fmt: skip
+    elif opts.expect_workers:
+        distributed = [
+            "--master", "--expect-workers", str(opts.expect_workers),
+            "--master-bind-host", opts.master_bind_host, "--master-bind-port", str(opts.master_bind_port),
+        ]  # fmt: skip
+    return [
+        sys.executable, "-m", "locust",
+        "-f", scenario,
+        "--headless",
+        "-u", str(opts.users),
+        "-r", str(opts.spawn_rate),
+        "-t", f"{max(1, round(opts.duration_s))}s",
+        "--only-summary",
+        "--json-file", str(run_dir / "locust"),
+        "--stop-timeout", "5",
+        "--exit-code-on-error", "0",
+        "--loglevel", "WARNING",
+        *distributed,
+    ]  # fmt: skip
+
+
+class _Abort(Exception):
+    """A safety bound tripped (RunOptions.on_tick returned a reason)."""
+
+
+class _Failed(Exception):
+    """A component of the run failed during the load (exit 4, partial report)."""
+
+    def __init__(self, failure: ComponentFailure) -> None:
+        super().__init__(failure.headline())
+        self.failure = failure
+
+
+def _mesh_failure(exc: StackError) -> ComponentFailure:
+    """The embedded mesh's failure, with the dead process's last log lines when it names one."""
+    if isinstance(exc, ComponentDied):
+        return ComponentFailure(exc.component, exc.reason, str(exc.log_path), log_tail(exc.log_path))
+    return ComponentFailure("embedded mesh", str(exc))
+
+
+def _live_line(elapsed_s: float, live: LiveCounts, ref: Any) -> str:
+    """The live view in the terminal: counts so far and the sampled fraction the upstream saw."""
+    frac = live.sampled_fraction
+    modes = " ".join(f"{m}:{n}" for m, (n, _s) in sorted(live.by_mode.items()))
+    return (
+        f"{elapsed_s:5.0f} s  requests {live.requests} (errors {live.errors})"
+        + (f"  sampled {frac:.1%}" if frac is not None else "")
+        + (f"  reference {ref.traces_started} (failed {ref.traces_failed})" if ref else "")
+        + (f"  [{modes}]" if modes else "")
+    )
+
+
+_LOCUST_ERROR = re.compile(r"/ERROR/[^:]*: (.+)$")
+
+
+def no_requests_note(locust_log: Path, duration_s: float) -> str:
+    """Why a run made no request, for its notes: the last error Locust logged (a user whose task
+    raises before sending logs a traceback per attempt and writes no ledger record)."""
+
+    last = ""
+    try:
+        with open(locust_log, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - (1 << 16)))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        tail = ""
+    for line in tail.splitlines():
+        found = _LOCUST_ERROR.search(line)
+        if found:
+            last = found.group(1).strip()
+    said = f"Locust's last error: {redact_text(last)[:300]!r}" if last else "Locust logged no error"
+    return (
+        f"no request was made in {duration_s:g} s of load: the ledger holds no record ({said}; see "
+        f"{locust_log.name} in the run folder)"
+    )
+
+
+@dataclass
+class LoadOutcome:
+    """How the load phase ended: `partial_reason` empty when it ran to its end, `failure` when a
+    component failed (exit 4), and notes about stopping it."""
+
+    partial_reason: str = ""
+    failure: ComponentFailure | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def locust_env(opts: RunOptions, run_id: str, gateway: str, host: str, ledger_path: Path,
+               configured: float | None) -> dict[str, str]:  # fmt: skip
+    """The locustfile's settings (LOADGEN_*), and the gateway in LOCUST_HOST."""
+    env = {
+        # Not `--host`: a gateway URL's credentials would show in every `ps` listing.
+        "LOCUST_HOST": gateway,
+        "LOADGEN_RUN_ID": run_id,
+        "LOADGEN_LEDGER": str(ledger_path),
+        "LOADGEN_HOST_HEADER": host,
+        "LOADGEN_MIX": opts.mix,
+        "LOADGEN_RATE": str(opts.rate),
+        "LOADGEN_PATH": opts.path,
+    }
+    if opts.seed is not None:
+        env["LOADGEN_SEED"] = str(opts.seed)
+    if opts.max_requests:
+        env["LOADGEN_MAX_REQUESTS"] = str(opts.max_requests)
+    if configured is not None:
+        env["LOADGEN_XRID_PERCENT"] = str(configured)  # crafted x-request-ids aim at this rule
+    if opts.id_style != "random":
+        env["LOADGEN_ID_STYLE"] = opts.id_style
+    if opts.xrid_sampled_fraction is not None:
+        env["LOADGEN_XRID_SAMPLED_FRACTION"] = str(opts.xrid_sampled_fraction)
+    env.update(opts.extra_env)
+    return env
+
+
+def _watch(
+    locust: subprocess.Popen[bytes], opts: RunOptions, run_dir: Path, mesh: EmbeddedMesh | None,
+    tail: LedgerTail, emitter: ReferenceEmitter | None, started_at: float, status: Status,
+) -> None:  # fmt: skip
+    """Until Locust exits: every second check the mesh and the disk, show the live counts, and
+    ask the on_tick hook; raises what stops the load early."""
+    while locust.poll() is None:
+        time.sleep(1.0)
+        if mesh is not None:
+            mesh.check_alive()
+        disk = disk_problem(run_dir)
+        if disk:
+            raise _Failed(ComponentFailure("disk", disk))
+        live = tail.poll()
+        ref = emitter.counters() if emitter else None
+        status(_live_line(time.time() - started_at, live, ref))
+        if opts.on_tick is not None:
+            reason = opts.on_tick(live, time.time() - started_at)
+            if reason:
+                raise _Abort(reason)
+
+
+def _stopped_early(exc: BaseException) -> tuple[str, ComponentFailure | None]:
+    """(partial reason, failed component) of what stopped the load early."""
+    if isinstance(exc, _Abort):
+        return f"aborted: {exc}", None
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", None
+    failure = (
+        _mesh_failure(exc)
+        if isinstance(exc, StackError)
+        else exc.failure
+        if isinstance(exc, _Failed)
+        else None
+    )
+    assert failure is not None
+    return failure.headline(), failure
+
+
+def _after_locust(outcome: LoadOutcome, returncode: int | None, run_dir: Path) -> None:
+    """Locust's own failure (its exit code), or a full disk its log mentions."""
+    if returncode not in (0, None) and not outcome.partial_reason:
+        outcome.failure = locust_failure(returncode, run_dir / "locust.log")
+        outcome.partial_reason = outcome.failure.headline()
+    elif outcome.failure is None and mentions_disk_full(log_tail(run_dir / "locust.log")):
+        outcome.failure = ComponentFailure(
+            "disk", "no space left on device while Locust wrote the ledger", str(run_dir / "locust.log"),
+            log_tail(run_dir / "locust.log"),
+        )  # fmt: skip
+        outcome.partial_reason = outcome.failure.headline()
+
+
+def run_load(
+    opts: RunOptions, run_dir: Path, run_id: str, opened: OpenTarget, configured: float | None,
+    started_at: float, status: Status,
+) -> LoadOutcome:  # fmt: skip
+    """The load: the side-emitter and Locust (in its own process) until the duration ends, a
+    component fails, a safety bound trips or Ctrl-C; Locust always stops in order (its ledger
+    flushed) and the emitter accounts for every trace."""
+    outcome = LoadOutcome()
+    ledger_path = run_dir / "ledger.jsonl"
+    emitter = None
+    if opened.collector and opts.reference_rate > 0:
+        emitter = ReferenceEmitter(
+            opened.collector, run_id, run_dir / "reference.jsonl",
+            rate_per_s=opts.reference_rate, children=opts.reference_children,
+        )  # fmt: skip
+    env = locust_env(opts, run_id, opened.gateway, opened.host, ledger_path, configured)
+    status(
+        f"load: {opts.users} users for {opts.duration_s:g} s"
+        + (f" at {opts.rate:g} req/s" if opts.rate else "")
+    )
+    locust_log = open(run_dir / "locust.log", "ab")  # noqa: SIM115
+    locust = subprocess.Popen(
+        _locust_argv(opts, run_dir),
+        stdin=subprocess.DEVNULL,
+        stdout=locust_log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
+        start_new_session=True,  # Ctrl-C reaches us; we stop Locust in order
+        preexec_fn=die_with_parent,
+    )
+    tail = LedgerTail(ledger_path, upstream_decision)
+    if emitter is not None:
+        emitter.start()
+    try:
+        _watch(locust, opts, run_dir, opened.mesh, tail, emitter, started_at, status)
+    except (KeyboardInterrupt, StackError, _Abort, _Failed) as exc:
+        outcome.partial_reason, outcome.failure = _stopped_early(exc)
+        status(f"stopping load ({outcome.partial_reason}); flushing the ledger")
+        if locust.poll() is None:
+            locust.send_signal(signal.SIGTERM)
+    finally:
+        try:
+            locust.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            locust.kill()
+            locust.wait()
+            outcome.notes.append(
+                "Locust did not stop within 30 s and was killed; the last ledger lines may be missing"
+            )
+        locust_log.close()
+        if emitter is not None:
+            counters = emitter.stop()
+            status(f"reference emitter stopped: {counters.traces_started} traces started")
+    _after_locust(outcome, locust.returncode, run_dir)
+    return outcome
