@@ -19,6 +19,50 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from loadgen.report.scales import (
+    LinearScale,
+    fmt_num,
+    fmt_pct,
+    nice_domain,
+    nice_step,
+    ticks,
+    visible_text,
+    wrap_label,
+    xml_escape,
+)
+
+# Re-exported: the report and tests take the text and scale helpers from here too.
+__all__ = [
+    "BLUE",
+    "GREEN",
+    "GRID",
+    "INK",
+    "MUTED",
+    "ORANGE",
+    "PALETTE",
+    "PURPLE",
+    "SKY",
+    "VERMILLION",
+    "YELLOW",
+    "Band",
+    "BarGroup",
+    "Frame",
+    "HLine",
+    "LinearScale",
+    "Series",
+    "VMarker",
+    "bar_chart",
+    "fmt_num",
+    "fmt_pct",
+    "line_chart",
+    "nice_domain",
+    "nice_step",
+    "ticks",
+    "visible_text",
+    "wrap_label",
+    "xml_escape",
+]
+
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 BLUE = "#0072B2"
 ORANGE = "#E69F00"
@@ -38,134 +82,13 @@ Number = float | int
 Formatter = Callable[[float], str]
 
 
-def visible_text(value: object) -> str:
-    """str(value) with every non-printable character (controls, line breaks, bidi overrides,
-    zero-width characters) replaced by a visible escape; the result is valid XML character data
-    once `html.escape`d (XML 1.0 forbids most control characters even as references)."""
-    out: list[str] = []
-    for ch in str(value):
-        if ch.isprintable():
-            out.append(ch)
-        else:
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-    return "".join(out)
-
-
-def xml_escape(value: object) -> str:
-    """Untrusted text for XML/HTML text and (double- or single-quoted) attribute values."""
-    return html.escape(visible_text(value), quote=True)
-
-
-# A white outline behind labels drawn over data, so they stay readable.
 HALO = ' stroke="#ffffff" stroke-width="3" stroke-linejoin="round" paint-order="stroke"'
-
-
-def wrap_label(text: str, width: int, max_lines: int = 2) -> list[str]:
-    """Split a category label into at most max_lines lines of about `width` characters, at
-    `_ - . / space` boundaries where possible; the last line is cut with an ellipsis."""
-    if len(text) <= width:
-        return [text]
-    pieces: list[str] = []
-    current = ""
-    for ch in text:
-        current += ch
-        if ch in "_-./ ":
-            pieces.append(current)
-            current = ""
-    if current:
-        pieces.append(current)
-    lines: list[str] = []
-    line = ""
-    for piece in pieces:
-        if line and len(line) + len(piece) > width:
-            lines.append(line)
-            line = ""
-        line += piece
-        while len(line) > width:
-            lines.append(line[:width])
-            line = line[width:]
-    if line:
-        lines.append(line)
-    if len(lines) > max_lines:
-        lines = lines[:max_lines]
-        lines[-1] = lines[-1][: max(1, width - 1)] + "\u2026"
-    return lines
-
-
-def fmt_num(value: float) -> str:
-    """Compact tick label: 0, 0.5, 12, 1.5k, 2M."""
-    if value == 0:
-        return "0"
-    mag = abs(value)
-    if mag >= 1e6:
-        return f"{value / 1e6:g}M"
-    if mag >= 1e4:
-        return f"{value / 1e3:g}k"
-    return f"{value:.6g}"
-
-
-def fmt_pct(value: float) -> str:
-    """Tick label for a fraction in [0, 1]: 0.995 -> 99.5%."""
-    return f"{value * 100:.6g}%"
 
 
 def _c(value: float) -> str:
     """A coordinate: two decimals, no trailing zeros (stable for tests, short for the file)."""
     text = f"{value:.2f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
-
-
-@dataclass(frozen=True)
-class LinearScale:
-    """Maps the data interval [d0, d1] onto the pixel interval [r0, r1] (r1 < r0 for y)."""
-
-    d0: float
-    d1: float
-    r0: float
-    r1: float
-
-    def __call__(self, value: float) -> float:
-        if self.d1 == self.d0:
-            return (self.r0 + self.r1) / 2.0
-        return self.r0 + (value - self.d0) * (self.r1 - self.r0) / (self.d1 - self.d0)
-
-
-def nice_step(span: float, target: int = 5) -> float:
-    """A 1/2/5 x 10^k step giving about `target` intervals over span."""
-    if span <= 0 or not math.isfinite(span):
-        return 1.0
-    raw = span / max(1, target)
-    power = 10.0 ** math.floor(math.log10(raw))
-    for mult in (1.0, 2.0, 2.5, 5.0, 10.0):
-        if raw <= mult * power * (1 + 1e-9):
-            return mult * power
-    return 10.0 * power
-
-
-def nice_domain(lo: float, hi: float, target: int = 5) -> tuple[float, float, float]:
-    """(lo', hi', step): the interval widened to whole steps; a degenerate one gets some room."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return (0.0, 1.0, 0.2)
-    if hi < lo:
-        lo, hi = hi, lo
-    if hi == lo:
-        pad = abs(lo) * 0.1 or 1.0
-        lo, hi = lo - pad, hi + pad
-    step = nice_step(hi - lo, target)
-    return (math.floor(lo / step + 1e-9) * step, math.ceil(hi / step - 1e-9) * step, step)
-
-
-def ticks(lo: float, hi: float, step: float) -> list[float]:
-    """Multiples of step within [lo, hi] (float noise rounded away)."""
-    if step <= 0:
-        return [lo]
-    first = math.ceil(lo / step - 1e-9)
-    last = math.floor(hi / step + 1e-9)
-    if last - first > 1000:
-        return [lo, hi]
-    digits = max(0, -math.floor(math.log10(step)) + 2)
-    return [round(i * step, digits) for i in range(first, last + 1)]
 
 
 @dataclass(frozen=True)
@@ -382,6 +305,125 @@ def _finite(values: Sequence[Number | None]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
+def _heading(svg: _Svg, title: str, note: str) -> None:
+    """The chart's title, and a note at the right of the same line."""
+    f = svg.frame
+    svg.text(f.x0, 20, title, size=14.5, color=INK, weight="600", extra=' data-role="title"')
+    if note:
+        svg.text(f.x1, 20, note, anchor="end", size=11.5, extra=' data-role="note"')
+
+
+def _no_data(svg: _Svg) -> str:
+    f = svg.frame
+    svg.text((f.x0 + f.x1) / 2, (f.y0 + f.y1) / 2, "no data", anchor="middle", size=13)
+    return svg.render()
+
+
+def _hline(svg: _Svg, h: HLine, y: float) -> None:
+    f = svg.frame
+    dash = f' stroke-dasharray="{h.dash}"' if h.dash else ""
+    svg.add(
+        f'<line x1="{_c(f.x0)}" y1="{_c(y)}" x2="{_c(f.x1)}" y2="{_c(y)}" stroke="{h.color}" '
+        f'stroke-width="1.5"{dash} data-role="hline" data-name="{xml_escape(h.label)}"/>'
+    )
+
+
+def _hline_label(svg: _Svg, h: HLine, y: float) -> None:
+    svg.text(svg.frame.x1 - 4, y - 5, h.label, anchor="end", size=11, color=h.color, weight="600", extra=HALO)
+
+
+@dataclass(frozen=True)
+class _Domains:
+    """The axes' data intervals and tick steps."""
+
+    x_lo: float
+    x_hi: float
+    x_step: float
+    y_lo: float
+    y_hi: float
+    y_step: float
+
+
+def _line_domains(
+    all_x: Sequence[float],
+    all_y: Sequence[float],
+    x_domain: tuple[float, float] | None,
+    y_domain: tuple[float, float] | None,
+    y_clamp: tuple[float, float] | None,
+) -> _Domains:
+    # The x axis spans the data exactly (a time axis starts at the first window, not at a
+    # rounded-down tick); its ticks are the nice multiples inside it.
+    x_lo, x_hi = x_domain if x_domain is not None else (min(all_x), max(all_x))
+    if x_lo == x_hi:
+        x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
+    x_step = nice_step(x_hi - x_lo, 8)
+    if y_domain is None:
+        y_lo, y_hi, y_step = nice_domain(min(all_y), max(all_y), 5)
+        if y_clamp is not None:
+            y_lo, y_hi = max(y_lo, y_clamp[0]), min(y_hi, y_clamp[1])
+            if y_hi <= y_lo:
+                y_lo, y_hi = y_clamp
+            y_step = nice_step(y_hi - y_lo, 5)
+    else:
+        y_lo, y_hi = y_domain
+        y_step = nice_step(y_hi - y_lo, 5)
+    return _Domains(x_lo, x_hi, x_step, y_lo, y_hi, y_step)
+
+
+def _draw_bands(svg: _Svg, bands: Sequence[Band], xs: LinearScale, ys: LinearScale) -> None:
+    for band in bands:
+        for triples in _band_runs(band):
+            upper = [(x, hi) for x, _, hi in triples]
+            lower = [(x, lo) for x, lo, _ in reversed(triples)]
+            d = _path(upper + lower, xs, ys) + " Z"
+            svg.add(
+                f'<path d="{d}" fill="{band.color}" fill-opacity="{band.opacity:g}" stroke="none" '
+                f'data-role="band" data-name="{xml_escape(band.name)}"/>'
+            )
+
+
+def _draw_series(
+    svg: _Svg, s: Series, xs: LinearScale, ys: LinearScale, x_format: Formatter, y_format: Formatter
+) -> None:
+    """A series' line runs, and its point markers with their tooltips."""
+    dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
+    for run in _segments(s.xs, s.ys, s.step):
+        svg.add(
+            f'<path d="{_path(run, xs, ys)}" fill="none" stroke="{s.color}" stroke-width="{s.width:g}" '
+            f'stroke-linejoin="round" stroke-linecap="round"{dash} data-role="series" '
+            f'data-name="{xml_escape(s.name)}"/>'
+        )
+    if not s.markers:
+        return
+    for px, py in zip(s.xs, s.ys, strict=True):
+        if py is None or not math.isfinite(float(py)):
+            continue
+        svg.add(
+            f'<circle cx="{_c(xs(float(px)))}" cy="{_c(ys(float(py)))}" r="3" fill="{s.color}" '
+            f'data-role="point"><title>{xml_escape(s.name)}: {xml_escape(x_format(float(px)))} '
+            f"&#8594; {xml_escape(y_format(float(py)))}</title></circle>"
+        )
+
+
+def _draw_vmarker(svg: _Svg, m: VMarker, x: float) -> None:
+    f = svg.frame
+    dash = f' stroke-dasharray="{m.dash}"' if m.dash else ""
+    svg.add(
+        f'<line x1="{_c(x)}" y1="{_c(f.y0)}" x2="{_c(x)}" y2="{_c(f.y1)}" stroke="{m.color}" '
+        f'stroke-width="1.5"{dash} data-role="vmarker" data-name="{xml_escape(m.label)}"/>'
+    )
+    anchor = "end" if x > (f.x0 + f.x1) / 2 else "start"
+    svg.text(
+        x + (-4 if anchor == "end" else 4),
+        (f.y0 + f.y1) / 2,
+        m.label,
+        anchor=anchor,
+        size=11,
+        color=m.color,
+        extra=HALO,
+    )
+
+
 def line_chart(
     *,
     chart_id: str,
@@ -406,41 +448,23 @@ def line_chart(
     ticks; `y_clamp` bounds the automatic y domain (a rate never goes outside [0, 1])."""
     f = frame or Frame()
     svg = _Svg(f, title, chart_id)
-    svg.text(f.x0, 20, title, size=14.5, color=INK, weight="600", extra=' data-role="title"')
-    if note:
-        svg.text(f.x1, 20, note, anchor="end", size=11.5, extra=' data-role="note"')
+    _heading(svg, title, note)
     all_x = [v for s in series for v in _finite(s.xs)] + [v for b in bands for v in _finite(b.xs)]
     all_x += [m.x for m in vmarkers if math.isfinite(m.x)]
     all_y = [v for s in series for v in _finite(s.ys)]
     all_y += [v for b in bands for v in _finite(b.lows) + _finite(b.highs)]
     all_y += [h.y for h in hlines if math.isfinite(h.y)]
     if not all_y or not all_x:
-        svg.text((f.x0 + f.x1) / 2, (f.y0 + f.y1) / 2, "no data", anchor="middle", size=13)
-        return svg.render()
-    # The x axis spans the data exactly (a time axis starts at the first window, not at a
-    # rounded-down tick); its ticks are the nice multiples inside it.
-    x_lo, x_hi = x_domain if x_domain is not None else (min(all_x), max(all_x))
-    if x_lo == x_hi:
-        x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
-    x_step = nice_step(x_hi - x_lo, 8)
-    if y_domain is None:
-        y_lo, y_hi, y_step = nice_domain(min(all_y), max(all_y), 5)
-        if y_clamp is not None:
-            y_lo, y_hi = max(y_lo, y_clamp[0]), min(y_hi, y_clamp[1])
-            if y_hi <= y_lo:
-                y_lo, y_hi = y_clamp
-            y_step = nice_step(y_hi - y_lo, 5)
-    else:
-        y_lo, y_hi = y_domain
-        y_step = nice_step(y_hi - y_lo, 5)
-    xs = LinearScale(x_lo, x_hi, f.x0, f.x1)
-    ys = LinearScale(y_lo, y_hi, f.y0, f.y1)
+        return _no_data(svg)
+    d = _line_domains(all_x, all_y, x_domain, y_domain, y_clamp)
+    xs = LinearScale(d.x_lo, d.x_hi, f.x0, f.x1)
+    ys = LinearScale(d.y_lo, d.y_hi, f.y0, f.y1)
     _axes(
         svg,
         xs,
         ys,
-        ticks(x_lo, x_hi, x_step),
-        ticks(y_lo, y_hi, y_step),
+        ticks(d.x_lo, d.x_hi, d.x_step),
+        ticks(d.y_lo, d.y_hi, d.y_step),
         x_format,
         y_format,
         x_label,
@@ -452,67 +476,19 @@ def line_chart(
         f'width="{_c(f.x1 - f.x0)}" height="{_c(f.y0 - f.y1 + 4)}"/></clipPath></defs>'
         f'<g clip-path="url(#{xml_escape(clip)})">'
     )
-    for band in bands:
-        for triples in _band_runs(band):
-            upper = [(x, hi) for x, _, hi in triples]
-            lower = [(x, lo) for x, lo, _ in reversed(triples)]
-            d = _path(upper + lower, xs, ys) + " Z"
-            svg.add(
-                f'<path d="{d}" fill="{band.color}" fill-opacity="{band.opacity:g}" stroke="none" '
-                f'data-role="band" data-name="{xml_escape(band.name)}"/>'
-            )
-    for h in hlines:
-        if not y_lo <= h.y <= y_hi:
-            continue
-        y = ys(h.y)
-        dash = f' stroke-dasharray="{h.dash}"' if h.dash else ""
-        svg.add(
-            f'<line x1="{_c(f.x0)}" y1="{_c(y)}" x2="{_c(f.x1)}" y2="{_c(y)}" stroke="{h.color}" '
-            f'stroke-width="1.5"{dash} data-role="hline" data-name="{xml_escape(h.label)}"/>'
-        )
+    _draw_bands(svg, bands, xs, ys)
+    shown = [h for h in hlines if d.y_lo <= h.y <= d.y_hi]
+    for h in shown:
+        _hline(svg, h, ys(h.y))
     for s in series:
-        dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
-        for run in _segments(s.xs, s.ys, s.step):
-            svg.add(
-                f'<path d="{_path(run, xs, ys)}" fill="none" stroke="{s.color}" stroke-width="{s.width:g}" '
-                f'stroke-linejoin="round" stroke-linecap="round"{dash} data-role="series" '
-                f'data-name="{xml_escape(s.name)}"/>'
-            )
-        if s.markers:
-            for px, py in zip(s.xs, s.ys, strict=True):
-                if py is None or not math.isfinite(float(py)):
-                    continue
-                svg.add(
-                    f'<circle cx="{_c(xs(float(px)))}" cy="{_c(ys(float(py)))}" r="3" fill="{s.color}" '
-                    f'data-role="point"><title>{xml_escape(s.name)}: {xml_escape(x_format(float(px)))} '
-                    f"&#8594; {xml_escape(y_format(float(py)))}</title></circle>"
-                )
+        _draw_series(svg, s, xs, ys, x_format, y_format)
     svg.add("</g>")
     # Labels of reference lines and markers go on top, outside the clip.
-    for h in hlines:
-        if not y_lo <= h.y <= y_hi:
-            continue
-        y = ys(h.y)
-        svg.text(f.x1 - 4, y - 5, h.label, anchor="end", size=11, color=h.color, weight="600", extra=HALO)
+    for h in shown:
+        _hline_label(svg, h, ys(h.y))
     for m in vmarkers:
-        if not x_lo <= m.x <= x_hi:
-            continue
-        x = xs(m.x)
-        dash = f' stroke-dasharray="{m.dash}"' if m.dash else ""
-        svg.add(
-            f'<line x1="{_c(x)}" y1="{_c(f.y0)}" x2="{_c(x)}" y2="{_c(f.y1)}" stroke="{m.color}" '
-            f'stroke-width="1.5"{dash} data-role="vmarker" data-name="{xml_escape(m.label)}"/>'
-        )
-        anchor = "end" if x > (f.x0 + f.x1) / 2 else "start"
-        svg.text(
-            x + (-4 if anchor == "end" else 4),
-            (f.y0 + f.y1) / 2,
-            m.label,
-            anchor=anchor,
-            size=11,
-            color=m.color,
-            extra=HALO,
-        )
+        if d.x_lo <= m.x <= d.x_hi:
+            _draw_vmarker(svg, m, xs(m.x))
     entries = [_Key(s.name, s.color, "line", s.dash) for s in series]
     entries += [_Key(b.name, b.color, "band") for b in bands]
     _legend(svg, entries)
@@ -556,13 +532,10 @@ def bar_chart(
     """Grouped vertical bars: one slot per category, one bar per group inside it; y from 0."""
     f = frame or Frame()
     svg = _Svg(f, title, chart_id)
-    svg.text(f.x0, 20, title, size=14.5, color=INK, weight="600", extra=' data-role="title"')
-    if note:
-        svg.text(f.x1, 20, note, anchor="end", size=11.5, extra=' data-role="note"')
+    _heading(svg, title, note)
     values = [v for g in groups for v in _finite(g.values)] + [h.y for h in hlines]
     if not categories or not values:
-        svg.text((f.x0 + f.x1) / 2, (f.y0 + f.y1) / 2, "no data", anchor="middle", size=13)
-        return svg.render()
+        return _no_data(svg)
     _, y_hi, y_step = nice_domain(0.0, max(max(values), 0.0) or 1.0, 5)
     ys = LinearScale(0.0, y_hi, f.y0, f.y1)
     slot = (f.x1 - f.x0) / len(categories)
@@ -602,13 +575,8 @@ def bar_chart(
             f'data-role="xtick">{spans}</text>'
         )
     for h in hlines:
-        y = ys(h.y)
-        dash = f' stroke-dasharray="{h.dash}"' if h.dash else ""
-        svg.add(
-            f'<line x1="{_c(f.x0)}" y1="{_c(y)}" x2="{_c(f.x1)}" y2="{_c(y)}" stroke="{h.color}" '
-            f'stroke-width="1.5"{dash} data-role="hline" data-name="{xml_escape(h.label)}"/>'
-        )
-        svg.text(f.x1 - 4, y - 5, h.label, anchor="end", size=11, color=h.color, weight="600", extra=HALO)
+        _hline(svg, h, ys(h.y))
+        _hline_label(svg, h, ys(h.y))
     if y_label:
         cy = (f.y0 + f.y1) / 2
         svg.text(14, cy, y_label, anchor="middle", size=11.5, extra=f' transform="rotate(-90 14 {_c(cy)})"')
