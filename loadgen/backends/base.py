@@ -13,7 +13,7 @@ so the reconciler has one span model. Optional fields may be absent, exactly as 
 Build a reader from a `KIND:URL` spec with `loadgen.backends.factory.parse_backend_spec`; this
 module knows no concrete reader.
 
-Result keys are always `normalize_trace_id(id)` (loadgen.mesh.propagation), the same form the ledger
+Result keys are always `normalize_trace_id(id)` (loadgen.mesh.ids), the same form the ledger
 and the collector use.
 
 Outcome semantics the reconciler relies on:
