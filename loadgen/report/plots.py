@@ -319,13 +319,21 @@ def _no_data(svg: _Svg) -> str:
     return svg.render()
 
 
+def _rule(
+    svg: _Svg, ends: tuple[float, float, float, float], color: str, dash: str | None, role: str, name: str
+) -> None:
+    """A reference line or marker (x1, y1, x2, y2) across the plot, named for tests and tools."""
+    x1, y1, x2, y2 = ends
+    dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+    svg.add(
+        f'<line x1="{_c(x1)}" y1="{_c(y1)}" x2="{_c(x2)}" y2="{_c(y2)}" stroke="{color}" '
+        f'stroke-width="1.5"{dash_attr} data-role="{role}" data-name="{xml_escape(name)}"/>'
+    )
+
+
 def _hline(svg: _Svg, h: HLine, y: float) -> None:
     f = svg.frame
-    dash = f' stroke-dasharray="{h.dash}"' if h.dash else ""
-    svg.add(
-        f'<line x1="{_c(f.x0)}" y1="{_c(y)}" x2="{_c(f.x1)}" y2="{_c(y)}" stroke="{h.color}" '
-        f'stroke-width="1.5"{dash} data-role="hline" data-name="{xml_escape(h.label)}"/>'
-    )
+    _rule(svg, (f.x0, y, f.x1, y), h.color, h.dash, "hline", h.label)
 
 
 def _hline_label(svg: _Svg, h: HLine, y: float) -> None:
@@ -407,11 +415,7 @@ def _draw_series(
 
 def _draw_vmarker(svg: _Svg, m: VMarker, x: float) -> None:
     f = svg.frame
-    dash = f' stroke-dasharray="{m.dash}"' if m.dash else ""
-    svg.add(
-        f'<line x1="{_c(x)}" y1="{_c(f.y0)}" x2="{_c(x)}" y2="{_c(f.y1)}" stroke="{m.color}" '
-        f'stroke-width="1.5"{dash} data-role="vmarker" data-name="{xml_escape(m.label)}"/>'
-    )
+    _rule(svg, (x, f.y0, x, f.y1), m.color, m.dash, "vmarker", m.label)
     anchor = "end" if x > (f.x0 + f.x1) / 2 else "start"
     svg.text(
         x + (-4 if anchor == "end" else 4),
