@@ -8,7 +8,7 @@ counts (`LedgerStats.truncated`), as it does any other line that is not a UTF-8 
 Record fields (absent values are null):
     seq          per-writer sequence number
     rid          our request id (also sent as `x-loadgen-request-id`)
-    mode         header mode (loadgen.mesh.propagation.HeaderMode)
+    mode         header mode (loadgen.mesh.modes.HeaderMode)
     path         request path (/headers, /fanout, /fanout-nopropagate)
     ts           start time, epoch seconds
     latency_ms   time to the full response
@@ -30,7 +30,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+import msgspec
 
 LEDGER_FIELDS = (
     "seq",
@@ -67,6 +69,9 @@ def _end_torn_line(path: Path) -> None:
                 fh.write(b"\n")
     except FileNotFoundError:
         pass
+
+
+_R = TypeVar("_R")
 
 
 class LedgerWriter:
@@ -137,15 +142,15 @@ def parse_record(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def read_ledger(path: Path, stats: LedgerStats | None = None) -> Iterator[dict[str, Any]]:
-    """Stream records; skip (and count) lines that are not a UTF-8 JSON object."""
+def _records(path: Path, stats: LedgerStats | None, parse: Callable[[bytes], _R | None]) -> Iterator[_R]:
+    """Stream `parse` of each non-blank line; skip (and count) lines it returns None for."""
     if not path.exists():
         return
     with open(path, "rb") as fh:
         for line in fh:
             if not line.strip():
                 continue
-            record = parse_record(line)
+            record = parse(line)
             if record is None:
                 if stats is not None:
                     stats.truncated += 1
@@ -153,6 +158,48 @@ def read_ledger(path: Path, stats: LedgerStats | None = None) -> Iterator[dict[s
             if stats is not None:
                 stats.records += 1
             yield record
+
+
+def read_ledger(path: Path, stats: LedgerStats | None = None) -> Iterator[dict[str, Any]]:
+    """Stream records; skip (and count) lines that are not a UTF-8 JSON object."""
+    return _records(path, stats, parse_record)
+
+
+class LedgerRow(msgspec.Struct):
+    """The fields of a record the analyses read (`loadgen.analysis.ledgerfold`), decoded
+    straight from a line by `read_rows`; the others are skipped without being built."""
+
+    rid: str | None = None
+    mode: str | None = None
+    path: str | None = None
+    ts: float | None = None
+    latency_ms: float | None = None
+    status: int | None = None
+    error: str | None = None
+    inj_trace: str | None = None
+    inj_span: str | None = None
+    up_trace: str | None = None
+    up_flag: str | None = None
+    up_xrid: str | None = None
+    xrid_sent: str | None = None
+
+
+_ROW_DECODER = msgspec.json.Decoder(LedgerRow)
+
+
+def _parse_row(line: bytes) -> LedgerRow | dict[str, Any] | None:
+    try:
+        return _ROW_DECODER.decode(line)
+    except msgspec.MsgspecError:  # not JSON msgspec reads, or a field of another type
+        return parse_record(line)
+
+
+def read_rows(path: Path, stats: LedgerStats | None = None) -> Iterator[LedgerRow | dict[str, Any]]:
+    """`read_ledger` for the analyses, about four times faster: a line whose fields have the
+    types a LedgerWriter writes is decoded straight into a LedgerRow (its other fields skipped);
+    any other line goes through `parse_record` as in `read_ledger` (so it is the same record, or
+    skipped and counted the same way) and is yielded as its dict."""
+    return _records(path, stats, _parse_row)
 
 
 def count_lines(path: Path) -> int:

@@ -1,5 +1,7 @@
 """Read-back: fetch every trace id from the backend and poll until the number of complete traces
-has not changed for a quiet period (Envoy flushes spans on a timer, backends index late).
+has not changed for a quiet period (Envoy flushes spans on a timer, backends index late); and
+the windowed searches of the run's time window (`search_run`: traces by run tag;
+`search_hop_traces`: a downstream hop's traces, for fragmentation), one engine for both.
 
 Polling starts right after the load stops, so the time each trace first became complete is
 observed (to within one poll interval): that is the time-to-queryable curve, instead of a fixed
@@ -16,8 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen.analysis.reconcile import TraceObservation
-from loadgen.backends.base import FetchStatus, TraceBackend
+from loadgen.analysis.observation import TraceObservation
+from loadgen.backends.base import BackendError, FetchStatus, Span, TraceBackend
+from loadgen.mesh.ids import normalize_trace_id
 
 #: Young-generation threshold of the cyclic GC during a read-back (CPython's default is 700).
 READBACK_GC_THRESHOLD = 10_000
@@ -160,3 +163,61 @@ def time_to_queryable(polls: list[PollRecord], load_end: float, poll_interval_s:
         "t100_s": first_at(1.0),
         "curve": curve,
     }
+
+
+# --- searching the run's time window -------------------------------------------------------------
+
+
+def search_window(
+    backend: TraceBackend,
+    *,
+    tags: Mapping[str, str] | None,
+    service: str | None,
+    start_us: int,
+    end_us: int,
+    limit: int = 10_000,
+    min_window_us: int = 1_000,
+) -> Iterator[tuple[str, list[Span]]]:
+    """(normalized trace id, spans) of every trace the backend finds in [start_us, end_us] (a
+    trace may come twice). Backends return at most `limit` traces per query (the ones nearest
+    the end), so a full page means "there may be more": the window is split in two and each half
+    searched again, down to `min_window_us` (then BackendError: raise the limit)."""
+    stack = [(start_us, end_us)]
+    while stack:
+        lo, hi = stack.pop()
+        traces = backend.search(tags=tags, service=service, start_us=lo, end_us=hi, limit=limit)
+        for trace in traces:
+            tid = next((str(span["traceId"]) for span in trace if span.get("traceId")), None)
+            if tid is not None:
+                yield normalize_trace_id(tid), trace
+        if len(traces) >= limit:
+            if hi - lo <= min_window_us:
+                raise BackendError(
+                    f"more than {limit} traces in a {hi - lo} µs window: raise the search limit"
+                )
+            mid = (lo + hi) // 2
+            stack += [(lo, mid), (mid + 1, hi)]
+
+
+def search_run(
+    backend: TraceBackend, *, tag: str, run_id: str, start_us: int, end_us: int, service: str | None = None
+) -> set[str]:
+    """Trace ids holding a span tagged `tag=run_id` in [start_us, end_us]."""
+    found = search_window(backend, tags={tag: run_id}, service=service, start_us=start_us, end_us=end_us)
+    return {tid for tid, _ in found}
+
+
+def search_hop_traces(
+    backend: TraceBackend, *, service: str, start_us: int, end_us: int, limit: int = 10_000
+) -> list[list[Span]]:
+    """Every trace holding a span of `service` in [start_us, end_us] (what
+    `loadgen.analysis.integrity.fold_integrity` looks for fragments in).
+
+    No tag filter on purpose: an app that drops trace headers usually drops the run-id header
+    too, so a fragment's spans carry no run tag."""
+    found: dict[str, list[Span]] = {}
+    for tid, trace in search_window(
+        backend, tags=None, service=service, start_us=start_us, end_us=end_us, limit=limit
+    ):
+        found.setdefault(tid, list(trace))
+    return list(found.values())

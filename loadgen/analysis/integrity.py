@@ -21,8 +21,8 @@ hops the configuration implies (`Hop`, in call order):
 - **completeness per hop**: spans per service against `Hop.spans`;
 - **fragmentation**: a downstream hop recorded under a *new* trace id (an app that does not
   forward trace headers). Method: search the backend for traces holding a downstream hop's spans
-  in the run's time window (`search_hop_traces`, the only function here that does I/O, through the
-  TraceBackend seam); an *orphan* is such a trace whose id the run never produced and that holds
+  in the run's time window (`loadgen.readback.search_hop_traces`: the I/O stays at the edge, this
+  module only judges what it returned); an *orphan* is such a trace whose id the run never produced and that holds
   no span of the first hop (a request through the gateway always does). Orphans are attributed to
   the run's requests by x-request-id (the `guid:x-request-id` tag against the id the app
   received, ignoring character 14 where Envoy writes its decision) when the app forwarded it,
@@ -37,50 +37,23 @@ hops the configuration implies (`Hop`, in call order):
 from __future__ import annotations
 
 import bisect
-import sys
 from collections import Counter, defaultdict
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
-from loadgen.analysis.stats import Proportion
-from loadgen.backends.base import BackendError, FetchStatus, Span, TraceBackend
-from loadgen.mesh.hops import Hop
+from loadgen.analysis.ledgerfold import LedgerFold, as_fold
+from loadgen.analysis.ledgerfold import mask_request_id as mask_request_id  # re-exported
+from loadgen.analysis.observation import ExternalRef as ExternalRef  # re-exported
+from loadgen.analysis.observation import TraceObservation, normalize_span_id, span_service
+from loadgen.analysis.observation import TraceShape as TraceShape  # re-exported
+from loadgen.analysis.stats import Tally
+from loadgen.backends.base import FetchStatus
+from loadgen.ledger import LedgerRow
+from loadgen.mesh.hops import Hop as Hop  # re-exported
 from loadgen.mesh.ids import normalize_trace_id
 
-if TYPE_CHECKING:
-    from loadgen.analysis.reconcile import TraceObservation
-
 GUID_TAG = "guid:x-request-id"
-EXTERNAL_LIMIT = 8  # external references kept per trace shape (a sane trace has at most one)
-CANONICAL_LIMIT = 4096  # distinct span counts / links / service lists shared between shapes
-
-_V = TypeVar("_V")
-# Span counts, links and service lists are the same for nearly every trace of a run: one shared
-# (never mutated) object per distinct value instead of one per trace keeps a read-back of 100k
-# traces small (loadgen.readback). A full table is emptied, never grown: values already handed
-# out stay valid, only later equal ones are no longer shared with them.
-_canonical_values: dict[Hashable, Any] = {}
-
-
-def _canonical(key: Hashable, build: Callable[[], _V]) -> _V:
-    """The one shared value for `key`, built on first use."""
-    value: _V | None = _canonical_values.get(key)
-    if value is None:
-        if len(_canonical_values) >= CANONICAL_LIMIT:
-            _canonical_values.clear()
-        value = _canonical_values[key] = build()
-    return value
-
-
-def _nested_counts(items: Sequence[tuple[tuple[str, str], int]]) -> dict[str, dict[str, int]]:
-    """((service, kind), n) pairs, sorted, as service -> kind -> n."""
-    out: dict[str, dict[str, int]] = {}
-    for (service, kind), n in items:
-        out.setdefault(sys.intern(service), {})[sys.intern(kind)] = n
-    return out
-
-
 EXPLANATIONS = {
     "entry_parent_mismatch": (
         "The gateway's SERVER span does not name the client's injected span as its parent (nor "
@@ -113,173 +86,6 @@ EXPLANATIONS = {
 }
 
 
-def _service(span: Mapping[str, Any]) -> str:
-    return str((span.get("localEndpoint") or {}).get("serviceName") or "")
-
-
-def _kind(span: Mapping[str, Any]) -> str:
-    return str(span.get("kind") or "-")
-
-
-_Row = tuple[Mapping[str, Any], str, str, str]
-"""A span with its service, kind and normalized id (`TraceShape.from_spans`)."""
-
-
-def _span_id(value: object) -> str:
-    """Zipkin span ids are 16 lowercase hex; some writers drop leading zeros."""
-    return str(value).strip().lower().zfill(16)
-
-
-def mask_request_id(xrid: str) -> str:
-    """x-request-id without character 14, where Envoy writes its trace decision (so the id an
-    app received and the one its sidecar saw on the way out compare equal)."""
-    x = xrid.strip().lower()
-    return x[:14] + x[15:] if len(x) > 14 else x
-
-
-@dataclass(frozen=True)
-class ExternalRef:
-    """A span whose parent is not in the trace: `parent_id` is the parentId it names; a shared
-    span (the server half of a client's span) whose client half is absent also carries its own
-    id in `shared_id` (that id *is* the client's span id)."""
-
-    service: str
-    kind: str
-    parent_id: str | None = None
-    shared_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TraceShape:
-    """What integrity needs from one trace, without the configuration (stored per trace).
-
-    Kept for every trace of a read-back, so it is small: its `spans` and `links` (and
-    `services()`) are shared between shapes that have equal ones. They must not be mutated."""
-
-    spans: dict[str, dict[str, int]] = field(default_factory=dict)  # service -> kind -> count
-    # (child service, child kind, parent service, parent kind) -> count
-    links: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
-    roots: int = 0  # spans with no parentId and no client half in the trace
-    external: tuple[ExternalRef, ...] = ()
-    shared: int = 0  # spans with "shared": true (shared_span_context)
-    windows_us: dict[str, tuple[int, int]] = field(default_factory=dict)  # service -> (first start, last end)
-
-    @classmethod
-    def from_spans(cls, spans: Sequence[Mapping[str, Any]]) -> TraceShape:
-        # One row per span, (span, service, kind, its id), computed once: this runs for every
-        # trace of a read-back.
-        rows: list[_Row] = []
-        by_id: dict[str, list[_Row]] = defaultdict(list)
-        for s in spans:
-            raw_id = s.get("id")
-            row = (s, _service(s), _kind(s), _span_id(raw_id))
-            rows.append(row)
-            if raw_id is not None:
-                by_id[row[3]].append(row)
-        counts: dict[tuple[str, str], int] = {}
-        links: dict[tuple[str, str, str, str], int] = {}
-        external: list[ExternalRef] = []
-        windows: dict[str, list[int]] = {}
-        roots = shared = 0
-        for row in rows:
-            x, service, kind, xid = row
-            counts[(service, kind)] = counts.get((service, kind), 0) + 1
-            ts, dur = x.get("timestamp"), x.get("duration")
-            if isinstance(ts, int):
-                end = ts + (dur if isinstance(dur, int) else 0)
-                w = windows.setdefault(service, [ts, end])
-                w[0], w[1] = min(w[0], ts), max(w[1], end)
-            pid = _span_id(x["parentId"]) if x.get("parentId") else None
-            is_shared = bool(x.get("shared"))
-            shared += int(is_shared)
-            parent = _effective_parent(row, pid, is_shared, by_id)
-            if parent is not None:
-                link = (service, kind, parent[1], parent[2])
-                links[link] = links.get(link, 0) + 1
-                continue
-            if pid is None:
-                roots += 1
-            if (pid is not None or is_shared) and len(external) < EXTERNAL_LIMIT:
-                external.append(ExternalRef(sys.intern(service), kind, pid, xid if is_shared else None))
-        span_counts = tuple(sorted(counts.items()))
-        link_counts = tuple(sorted(links.items()))
-        return cls(
-            spans=_canonical(("spans", span_counts), lambda: _nested_counts(span_counts)),
-            links=_canonical(("links", link_counts), lambda: dict(link_counts)),
-            roots=roots,
-            external=tuple(external),
-            shared=shared,
-            windows_us={sys.intern(svc): (w[0], w[1]) for svc, w in sorted(windows.items())},
-        )
-
-    def spans_of(self, service: str) -> int:
-        return sum(self.spans.get(service, {}).values())
-
-    def services(self) -> tuple[str, ...]:
-        """The services with spans in the trace, sorted, without the empty name (shared)."""
-        names = tuple(self.spans)
-        return _canonical(("services", names), lambda: tuple(sorted(n for n in names if n)))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Compact JSON (one per trace in fetched.jsonl): service names once in `svc`, referred
-        to by index; spans as [svc, kind, n]; links as [svc, kind, parent svc, parent kind, n];
-        external refs as [svc, kind, parent id, shared id]; windows as [svc, start µs, end µs]."""
-        names = sorted(
-            set(self.spans)
-            | set(self.windows_us)
-            | {e.service for e in self.external}
-            | {svc for link in self.links for svc in (link[0], link[2])}
-        )
-        ix = {name: i for i, name in enumerate(names)}
-        return {
-            "svc": names,
-            "spans": [[ix[svc], kind, n] for svc, kinds in self.spans.items() for kind, n in kinds.items()],
-            "links": [[ix[cs], ck, ix[ps], pk, n] for (cs, ck, ps, pk), n in self.links.items()],
-            "roots": self.roots,
-            "ext": [[ix[e.service], e.kind, e.parent_id, e.shared_id] for e in self.external],
-            "shared": self.shared,
-            "win": [[ix[svc], lo, hi] for svc, (lo, hi) in self.windows_us.items()],
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TraceShape:
-        names = [str(n) for n in d.get("svc", ())]
-        spans: dict[str, dict[str, int]] = {}
-        for i, kind, n in d.get("spans", ()):
-            spans.setdefault(names[i], {})[str(kind)] = int(n)
-        return cls(
-            spans=spans,
-            links={(names[c], str(ck), names[p], str(pk)): int(n) for c, ck, p, pk, n in d.get("links", ())},
-            roots=int(d.get("roots", 0)),
-            external=tuple(ExternalRef(names[i], str(k), pid, sid) for i, k, pid, sid in d.get("ext", ())),
-            shared=int(d.get("shared", 0)),
-            windows_us={names[i]: (int(lo), int(hi)) for i, lo, hi in d.get("win", ())},
-        )
-
-
-def _effective_parent(
-    row: _Row, pid: str | None, is_shared: bool, by_id: Mapping[str, list[_Row]]
-) -> _Row | None:
-    """The row of the span `row` hangs under. A shared span (server half) hangs under its client
-    half (same id); otherwise the span named by parentId. With shared spans, one id names two
-    spans (client half and server half): a child of the same service as the server half was
-    started by that proxy after receiving the request, so it hangs under the server half,
-    anything else under the client half."""
-    x, service, _, xid = row
-    if is_shared:
-        for r in by_id.get(xid, ()):
-            if r[0] is not x and not r[0].get("shared"):
-                return r
-    if pid is None:
-        return None
-    candidates = [r for r in by_id.get(pid, ()) if r[0] is not x]
-    if not candidates:
-        return None
-    same = [r for r in candidates if r[1] == service]
-    unshared = [r for r in candidates if not r[0].get("shared")]
-    return (same or unshared or candidates)[0]
-
-
 # --- per trace judgement ---------------------------------------------------------------------
 
 
@@ -308,7 +114,7 @@ class TraceVerdict:
 def judge_trace(shape: TraceShape, injected_span: str | None, hops: Sequence[Hop] | None) -> TraceVerdict:
     """Pure: one trace against what was injected and the configured hops (None: unknown layout,
     only the config-free checks)."""
-    inj = _span_id(injected_span) if injected_span else None
+    inj = normalize_span_id(injected_span) if injected_span else None
     first = hops[0].service if hops else None
     order = {hop.service: i for i, hop in enumerate(hops or ())}
     entry_ok: bool | None = None
@@ -377,17 +183,17 @@ def find_orphans(
         tid = normalize_trace_id(str(spans[0]["traceId"]))
         if tid in known_trace_ids or tid in orphans:
             continue
-        services = frozenset(_service(s) for s in spans)
+        services = frozenset(span_service(s) for s in spans)
         if first_hop_service in services:
             continue
-        ids = {_span_id(s.get("id")) for s in spans}
-        roots = [s for s in spans if not s.get("parentId") or _span_id(s["parentId"]) not in ids]
+        ids = {normalize_span_id(s.get("id")) for s in spans}
+        roots = [s for s in spans if not s.get("parentId") or normalize_span_id(s["parentId"]) not in ids]
         root = min(roots or spans, key=lambda s: int(s.get("timestamp") or 0))
         start = int(root.get("timestamp") or 0)
         orphans[tid] = Orphan(
             trace_id=tid,
             services=services,
-            root_service=_service(root),
+            root_service=span_service(root),
             start_us=start,
             end_us=start + int(root.get("duration") or 0),
             request_ids=frozenset(
@@ -396,38 +202,6 @@ def find_orphans(
             run_tagged=bool(run_id) and any((s.get("tags") or {}).get(run_id_tag) == run_id for s in spans),
         )
     return sorted(orphans.values(), key=lambda o: (o.start_us, o.trace_id))
-
-
-def search_hop_traces(
-    backend: TraceBackend,
-    *,
-    service: str,
-    start_us: int,
-    end_us: int,
-    limit: int = 10_000,
-    min_window_us: int = 1_000,
-) -> list[list[Span]]:
-    """Every trace holding a span of `service` in [start_us, end_us] (the only I/O here, through
-    the injected reader). A full page may hide more: the window is split and searched again.
-
-    No tag filter on purpose: an app that drops trace headers usually drops the run-id header
-    too, so a fragment's spans carry no run tag."""
-    found: dict[str, list[Span]] = {}
-    stack = [(start_us, end_us)]
-    while stack:
-        lo, hi = stack.pop()
-        traces = backend.search(tags=None, service=service, start_us=lo, end_us=hi, limit=limit)
-        for trace in traces:
-            for span in trace:
-                if span.get("traceId"):
-                    found.setdefault(normalize_trace_id(str(span["traceId"])), list(trace))
-                    break
-        if len(traces) >= limit:
-            if hi - lo <= min_window_us:
-                raise BackendError(f"more than {limit} traces in a {hi - lo} µs window: raise the limit")
-            mid = (lo + hi) // 2
-            stack += [(lo, mid), (mid + 1, hi)]
-    return list(found.values())
 
 
 def downstream_service(hops: Sequence[Hop]) -> str | None:
@@ -461,12 +235,137 @@ class _Candidate:
     windows_us: dict[str, tuple[int, int]]
 
 
-def _path_of(rec: Mapping[str, Any]) -> str:
-    return str(rec.get("path") or "").split("?", 1)[0]
+@dataclass
+class _Judgement:
+    """The traces of a run judged one by one, tallied."""
+
+    judged: int = 0
+    defects: dict[str, _Defect] = field(default_factory=lambda: {name: _Defect() for name in EXPLANATIONS})
+    kept: Tally = field(default_factory=Tally)  # injected trace id kept end to end
+    links_ok: Tally = field(default_factory=Tally)
+    completeness: dict[str, Tally] = field(default_factory=dict)  # service -> traces with its spans
+    roots: Counter[int] = field(default_factory=Counter)
+    shared_traces: int = 0
+    shared_spans: int = 0
+    candidates: list[_Candidate] = field(default_factory=list)  # traces lacking a hop
+
+    def add(
+        self,
+        tid: str,
+        shape: TraceShape,
+        verdict: TraceVerdict,
+        layout: Sequence[Hop],
+        kept: bool | None,
+        limit: int,
+    ) -> None:
+        """One judged trace; `kept`: None when nothing was injected, else whether the trace was
+        found under the injected id."""
+        self.judged += 1
+        self.roots[verdict.roots] += 1
+        if shape.shared:
+            self.shared_traces += 1
+            self.shared_spans += shape.shared
+        if kept is not None:
+            # Kept end to end: the trace found under the injected id holds every hop.
+            self.kept.add(kept and verdict.all_hops_present)
+        self.links_ok.add(verdict.links_ok)
+        for hop in layout:
+            self.completeness.setdefault(hop.service, Tally()).add(shape.spans_of(hop.service) >= hop.spans)
+        for name, found in (
+            ("entry_parent_mismatch", verdict.entry_ok is False),
+            ("broken_parent_links", verdict.broken > 0),
+            ("extra_roots", verdict.roots > verdict.expected_roots),
+            ("flattened_parent_links", verdict.flattened > 0),
+            ("incomplete_hops", bool(verdict.missing_hops)),
+        ):
+            if found:
+                self.defects[name].add(tid, limit)
+        if verdict.missing_hops:
+            self.candidates.append(_Candidate(tid, frozenset(verdict.missing_hops), dict(shape.windows_us)))
+
+
+def _judge_all(
+    fold: LedgerFold,
+    observations: Mapping[str, TraceObservation],
+    hops: Sequence[Hop] | None,
+    hops_by_path: Mapping[str, Sequence[Hop]],
+    limit: int,
+) -> _Judgement:
+    """Judge the trace of every answered request the backend holds (FOUND, with a shape)."""
+    out = _Judgement()
+    facts, get = fold.facts, observations.get
+    for i, (code, tid) in enumerate(zip(fold.codes, fold.trace_ids, strict=True)):
+        f = facts[code]
+        if tid is None or not f.answered:
+            continue
+        obs = get(tid)
+        if obs is None or obs.status is not FetchStatus.FOUND or obs.shape is None:
+            continue
+        layout = hops_by_path.get(f.path) or hops
+        inj_span = fold.injected_spans[i]
+        verdict = judge_trace(obs.shape, inj_span, layout)
+        out.add(tid, obs.shape, verdict, layout or (), f.under_injected if inj_span else None, limit)
+    return out
+
+
+def _app_request_ids(fold: LedgerFold, wanted: set[str]) -> dict[str, str]:
+    """Masked x-request-id the app received -> the trace id of the (last) answered request that
+    carried it, for the `wanted` ids only."""
+    out: dict[str, str] = {}
+    if wanted:
+        for xrid, tid in zip(fold.app_request_ids, fold.trace_ids, strict=True):
+            if xrid is not None and tid is not None and (masked := mask_request_id(str(xrid))) in wanted:
+                out[masked] = tid
+    return out
+
+
+def _fragments(
+    fold: LedgerFold,
+    observations: Mapping[str, TraceObservation],
+    first_hop: str,
+    hop_traces: Iterable[Sequence[Mapping[str, Any]]],
+    judgement: _Judgement,
+    *,
+    run_id_tag: str,
+    run_id: str,
+    limit: int,
+    slack_us: int,
+) -> dict[str, Any]:
+    """The searched hop traces' orphans attributed to the run's requests; counts them into the
+    `fragmented` defect and returns its details."""
+    known = set(observations)
+    known.update(tid for tid in fold.trace_ids if tid is not None)
+    orphans = find_orphans(hop_traces, known, first_hop, run_id_tag=run_id_tag, run_id=run_id)
+    by_xrid = _app_request_ids(fold, {x for o in orphans for x in o.request_ids})
+    matched, by_method = _attribute(orphans, judgement.candidates, by_xrid, slack_us)
+    frag = judgement.defects["fragmented"]
+    pairs: list[list[str]] = []  # [request's trace id, the fragment's trace id]
+    for orphan in orphans:
+        original = matched.get(orphan.trace_id)
+        if original is None:
+            continue
+        frag.add(original, limit)
+        if len(pairs) < limit:
+            pairs.append([original, orphan.trace_id])
+    matched_originals = set(matched.values())
+    return {
+        "explained": sum(1 for c in judgement.candidates if c.trace_id in matched_originals),
+        "orphans": len(orphans),
+        "attributed": len(matched),
+        "unattributed": len(orphans) - len(matched),
+        "attributed_by": by_method,
+        "orphans_with_run_tag": sum(1 for o in orphans if o.run_tagged),
+        "pairs": pairs,
+        "unattributed_examples": [o.trace_id for o in orphans if o.trace_id not in matched][:limit],
+    }
+
+
+def _layout(hops: Sequence[Hop]) -> list[dict[str, Any]]:
+    return [{"service": h.service, "spans": h.spans} for h in hops]
 
 
 def fold_integrity(
-    ledger: Iterable[Mapping[str, Any]],
+    ledger: LedgerFold | Iterable[LedgerRow | Mapping[str, Any]],
     observations: Mapping[str, TraceObservation],
     hops: Sequence[Hop] | None,
     *,
@@ -477,116 +376,39 @@ def fold_integrity(
     example_limit: int = 5,
     slack_us: int = 1_000,
 ) -> dict[str, Any]:
-    """The `integrity` section of summary.json (pure).
+    """The `integrity` section of summary.json (pure), from the ledger's fold (or its records).
 
     `hops`: the layout of a request (None: unknown, only config-free checks); `hops_by_path`
-    overrides it per ledger `path` field. `hop_traces`: what `search_hop_traces` returned for
-    the run's window (None: fragmentation not searched, its count is null).
+    overrides it per ledger `path` field. `hop_traces`: what `loadgen.readback.search_hop_traces`
+    returned for the run's window (None: fragmentation not searched, its count is null).
 
     Judged: every request with a 200 whose trace the backend holds (status FOUND with a shape)."""
-    from loadgen.analysis.reconcile import ledger_trace_id  # reconcile imports this module
-
-    defects = {name: _Defect() for name in EXPLANATIONS}
-    kept = [0, 0]
-    links_ok = [0, 0]
-    completeness: dict[str, list[int]] = {}
-    roots_hist: Counter[int] = Counter()
-    shared_traces = shared_spans = 0
-    judged = 0
-    explained_by_fragments = 0
-    known: set[str] = set(observations)
-    candidates: list[_Candidate] = []
-    by_xrid: dict[str, str] = {}  # masked x-request-id the app received -> the request's trace id
-
-    for rec in ledger:
-        tid = ledger_trace_id(rec)
-        if tid:
-            known.add(tid)
-        if rec.get("status") != 200 or not tid:
-            continue
-        if rec.get("up_xrid"):
-            by_xrid[mask_request_id(str(rec["up_xrid"]))] = tid
-        obs = observations.get(tid)
-        if obs is None or obs.status is not FetchStatus.FOUND or obs.shape is None:
-            continue
-        shape = obs.shape
-        layout = (hops_by_path or {}).get(_path_of(rec)) or hops
-        inj_span = rec.get("inj_span") if rec.get("inj_trace") else None
-        verdict = judge_trace(shape, inj_span, layout)
-        judged += 1
-        roots_hist[verdict.roots] += 1
-        if shape.shared:
-            shared_traces += 1
-            shared_spans += shape.shared
-        if inj_span:
-            # Kept end to end: the trace found under the injected id holds every hop.
-            kept[1] += 1
-            under_injected = normalize_trace_id(str(rec["inj_trace"])) == tid
-            kept[0] += int(under_injected and verdict.all_hops_present)
-        links_ok[1] += 1
-        links_ok[0] += int(verdict.links_ok)
-        for hop in layout or ():
-            c = completeness.setdefault(hop.service, [0, 0])
-            c[1] += 1
-            c[0] += int(shape.spans_of(hop.service) >= hop.spans)
-        if verdict.entry_ok is False:
-            defects["entry_parent_mismatch"].add(tid, example_limit)
-        if verdict.broken:
-            defects["broken_parent_links"].add(tid, example_limit)
-        if verdict.roots > verdict.expected_roots:
-            defects["extra_roots"].add(tid, example_limit)
-        if verdict.flattened:
-            defects["flattened_parent_links"].add(tid, example_limit)
-        if verdict.missing_hops:
-            defects["incomplete_hops"].add(tid, example_limit)
-            candidates.append(_Candidate(tid, frozenset(verdict.missing_hops), dict(shape.windows_us)))
-
+    fold = as_fold(ledger)
+    judgement = _judge_all(fold, observations, hops, hops_by_path or {}, example_limit)
     fragments: dict[str, Any] = {"searched": hop_traces is not None}
-    frag = defects["fragmented"]
-    if hop_traces is None:
-        frag_count: int | None = None
-    else:
+    if hop_traces is not None:
         first = hops[0].service if hops else ""
-        orphans = find_orphans(hop_traces, known, first, run_id_tag=run_id_tag, run_id=run_id)
-        matched, by_method = _attribute(orphans, candidates, by_xrid, slack_us)
-        pairs: list[list[str]] = []  # [request's trace id, the fragment's trace id]
-        for orphan in orphans:
-            original = matched.get(orphan.trace_id)
-            if original is None:
-                continue
-            frag.add(original, example_limit)
-            if len(pairs) < example_limit:
-                pairs.append([original, orphan.trace_id])
-        matched_originals = set(matched.values())
-        explained_by_fragments = sum(1 for c in candidates if c.trace_id in matched_originals)
-        frag_count = frag.count
         fragments.update(
-            orphans=len(orphans),
-            attributed=len(matched),
-            unattributed=len(orphans) - len(matched),
-            attributed_by=by_method,
-            orphans_with_run_tag=sum(1 for o in orphans if o.run_tagged),
-            pairs=pairs,
-            unattributed_examples=[o.trace_id for o in orphans if o.trace_id not in matched][:example_limit],
-        )
-
-    out_defects = {name: d.to_dict(name) for name, d in defects.items()}
-    out_defects["fragmented"]["count"] = frag_count
-    out_defects["fragmented"].update(fragments)
-    out_defects["incomplete_hops"]["explained_by_fragmentation"] = explained_by_fragments
+            _fragments(
+                fold, observations, first, hop_traces, judgement,
+                run_id_tag=run_id_tag, run_id=run_id, limit=example_limit, slack_us=slack_us,
+            )
+        )  # fmt: skip
+    explained = fragments.pop("explained", 0)
+    defects = {name: d.to_dict(name) for name, d in judgement.defects.items()}
+    defects["fragmented"]["count"] = judgement.defects["fragmented"].count if hop_traces is not None else None
+    defects["fragmented"].update(fragments)
+    defects["incomplete_hops"]["explained_by_fragmentation"] = explained
     return {
-        "layout": [{"service": h.service, "spans": h.spans} for h in hops or ()],
-        "layout_by_path": {
-            path: [{"service": h.service, "spans": h.spans} for h in layout]
-            for path, layout in sorted((hops_by_path or {}).items())
-        },
-        "traces": judged,
-        "injected_kept_end_to_end": Proportion(kept[0], kept[1]).to_dict(),
-        "parent_links_ok": Proportion(links_ok[0], links_ok[1]).to_dict(),
-        "completeness": {svc: Proportion(k, n).to_dict() for svc, (k, n) in completeness.items()},
-        "roots": {str(k): v for k, v in sorted(roots_hist.items())},
-        "shared_span_context": {"traces": shared_traces, "spans": shared_spans},
-        "defects": out_defects,
+        "layout": _layout(hops or ()),
+        "layout_by_path": {path: _layout(layout) for path, layout in sorted((hops_by_path or {}).items())},
+        "traces": judgement.judged,
+        "injected_kept_end_to_end": judgement.kept.proportion().to_dict(),
+        "parent_links_ok": judgement.links_ok.proportion().to_dict(),
+        "completeness": {svc: t.proportion().to_dict() for svc, t in judgement.completeness.items()},
+        "roots": {str(k): v for k, v in sorted(judgement.roots.items())},
+        "shared_span_context": {"traces": judgement.shared_traces, "spans": judgement.shared_spans},
+        "defects": defects,
     }
 
 
@@ -606,33 +428,52 @@ def _attribute(
     the request reaches it), then augmenting paths, so the number attributed is the maximum
     possible. Which of two overlapping requests gets which fragment can still be swapped; the
     count is what the report relies on."""
+    matched = _by_request_id(orphans, by_xrid)
+    by_method = {"x_request_id": len(matched), "time": 0}
+    used = set(matched.values())
+    options = _time_options(
+        [o for o in orphans if o.trace_id not in matched],
+        [c for c in candidates if c.trace_id not in used],
+        slack_us,
+    )
+    for orphan_id, tid in _max_matching(options).items():
+        matched[orphan_id] = tid
+        by_method["time"] += 1
+    return matched, by_method
+
+
+def _by_request_id(orphans: Sequence[Orphan], by_xrid: Mapping[str, str]) -> dict[str, str]:
+    """Orphan -> the request trace whose x-request-id one of its spans carries (each request
+    trace taken once, orphans in order)."""
     matched: dict[str, str] = {}
     used: set[str] = set()
-    by_method = {"x_request_id": 0, "time": 0}
     for orphan in orphans:
         for xrid in sorted(orphan.request_ids):
             original = by_xrid.get(xrid)
             if original is not None and original not in used:
                 matched[orphan.trace_id] = original
                 used.add(original)
-                by_method["x_request_id"] += 1
                 break
+    return matched
+
+
+def _time_options(
+    orphans: Sequence[Orphan], candidates: Sequence[_Candidate], slack_us: int
+) -> dict[str, list[str]]:
+    """Orphan -> the candidate traces whose window could hold it, preferred first (the window
+    that started closest to the orphan's root span)."""
     # Per service, candidate windows sorted by start: an orphan only needs the windows that
     # start between (its start - the widest window) and its start.
     index: dict[str, list[tuple[int, int, str, frozenset[str]]]] = defaultdict(list)
     widest: dict[str, int] = defaultdict(int)
     for cand in candidates:
-        if cand.trace_id in used:
-            continue
         for service, (lo, hi) in cand.windows_us.items():
             index[service].append((lo, hi, cand.trace_id, cand.missing))
             widest[service] = max(widest[service], hi - lo)
     for windows in index.values():
         windows.sort()
-    options: dict[str, list[str]] = {}  # orphan -> candidate traces, preferred first
+    options: dict[str, list[str]] = {}
     for orphan in orphans:
-        if orphan.trace_id in matched:
-            continue
         windows = index.get(orphan.root_service, [])
         first = bisect.bisect_left(windows, (orphan.start_us - widest[orphan.root_service] - slack_us,))
         fits: list[tuple[int, str]] = []
@@ -643,6 +484,12 @@ def _attribute(
                 fits.append((abs(orphan.start_us - lo), trace_id))
         if fits:
             options[orphan.trace_id] = [tid for _, tid in sorted(fits)]
+    return options
+
+
+def _max_matching(options: Mapping[str, list[str]]) -> dict[str, str]:
+    """Orphan -> candidate, as many as possible: greedy (fewest options first, each its
+    preferred free one), then augmenting paths."""
     owner: dict[str, str] = {}  # candidate trace -> orphan
     for orphan_id in sorted(options, key=lambda o: (len(options[o]), o)):
         for tid in options[orphan_id]:
@@ -652,10 +499,7 @@ def _attribute(
     assigned = {o: t for t, o in owner.items()}
     for orphan_id in sorted(set(options) - set(assigned)):
         _augment(orphan_id, options, owner, assigned)
-    for orphan_id, tid in assigned.items():
-        matched[orphan_id] = tid
-        by_method["time"] += 1
-    return matched, by_method
+    return assigned
 
 
 def _augment(

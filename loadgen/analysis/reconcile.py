@@ -1,4 +1,4 @@
-"""Reconciliation: ledger + reference log + what the backend returned -> outcomes and rates (pure).
+"""Reconciliation: the ledger's fold + reference log + what the backend returned -> outcomes and rates (pure).
 
 Outcomes per mesh request (`Outcome`):
     found        decided sampled, and the backend holds every expected span
@@ -28,15 +28,22 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from loadgen.analysis.integrity import TraceShape
-from loadgen.analysis.stats import Proportion, Verdict, percentile, sampling_verdict
-from loadgen.backends.base import Fetched, FetchStatus
-from loadgen.mesh.echo import UpstreamView, same_request_id
+from loadgen.analysis.ledgerfold import (
+    LedgerFold,
+    RequestFacts,
+    as_fold,
+    decision_of,
+    error_key,
+    trace_id_of,
+)
+from loadgen.analysis.observation import TraceObservation as TraceObservation  # re-exported
+from loadgen.analysis.stats import Proportion, Tally, Verdict, percentile, sampling_verdict
+from loadgen.backends.base import FetchStatus
+from loadgen.ledger import LedgerRow
 from loadgen.mesh.expect import Decision, ExpectationContext, Expected
-from loadgen.mesh.ids import is_hex_id, normalize_trace_id
+from loadgen.mesh.ids import normalize_trace_id
 from loadgen.mesh.modes import mode_spec
 from loadgen.mesh.profile import SpanShape, shape_covered
-from loadgen.mesh.rule import envoy_random_sampled
 
 
 class Outcome(StrEnum):
@@ -46,52 +53,6 @@ class Outcome(StrEnum):
     LEAKED = "leaked"
     NOT_SAMPLED = "not_sampled"
     UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True, slots=True)
-class TraceObservation:
-    """What the backend holds for one trace id, reduced to what reconciliation needs (small
-    enough to keep for every trace of a read-back, and to store per trace in the run folder for
-    `loadgen verify`/`report` later). No span is kept: `loadgen.readback` makes it from each
-    trace's spans as soon as they are decoded."""
-
-    status: FetchStatus
-    span_count: int = 0
-    services: tuple[str, ...] = ()
-    run_tagged: int = 0  # spans carrying the run-id tag with this run's id
-    error: str | None = None
-    # The trace's tree reduced for the integrity fold (loadgen.analysis.integrity); None when not found.
-    shape: TraceShape | None = None
-
-    @classmethod
-    def from_fetched(cls, fetched: Fetched, run_id_tag: str = "", run_id: str = "") -> TraceObservation:
-        if not fetched.spans:
-            return cls(fetched.status, 0, (), 0, fetched.error, None)
-        tagged = sum(1 for s in fetched.spans if run_id and (s.get("tags") or {}).get(run_id_tag) == run_id)
-        shape = TraceShape.from_spans(fetched.spans)  # its services are the spans' local services
-        return cls(fetched.status, len(fetched.spans), shape.services(), tagged, fetched.error, shape)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status.value,
-            "spans": self.span_count,
-            "services": list(self.services),
-            "run_tagged": self.run_tagged,
-            "error": self.error,
-            "shape": self.shape.to_dict() if self.shape is not None else None,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TraceObservation:
-        shape = d.get("shape")
-        return cls(
-            FetchStatus(d["status"]),
-            int(d.get("spans", 0)),
-            tuple(d.get("services", ())),
-            int(d.get("run_tagged", 0)),
-            d.get("error"),
-            TraceShape.from_dict(shape) if shape else None,
-        )
 
 
 @dataclass(frozen=True)
@@ -126,35 +87,13 @@ class Expectation:
 
 
 def ledger_trace_id(record: Mapping[str, Any]) -> str | None:
-    """The trace id a request ended up in: what the upstream saw, else what we injected. None
-    for ids that are not 16/32 hex digits (a mode sends unparsable ids on purpose; no backend
-    can be asked for them)."""
-    for key in ("up_trace", "inj_trace"):
-        tid = record.get(key)
-        if tid:
-            norm = normalize_trace_id(str(tid))
-            return norm if is_hex_id(norm) else None
-    return None
-
-
-def _prediction(record: Mapping[str, Any], percent: float) -> tuple[bool | None, str]:
-    """Envoy's random-sampling answer for a request and where it came from: "crafted" when the
-    upstream saw the x-request-id we sent (ignoring char 14), so the decision was known before
-    sending; "echoed" when the gateway made its own id (predicted from the echo)."""
-    sent, echoed = record.get("xrid_sent"), record.get("up_xrid")
-    if sent and same_request_id(str(sent), str(echoed) if echoed else None):
-        return envoy_random_sampled(str(sent), percent), "crafted"
-    if echoed:
-        return envoy_random_sampled(str(echoed), percent), "echoed"
-    return None, ""
+    """The trace id a request ended up in (`ledgerfold.trace_id_of` on a record dict)."""
+    return trace_id_of(record.get("up_trace"), record.get("inj_trace"))
 
 
 def upstream_decision(record: Mapping[str, Any]) -> bool | None:
-    if record.get("status") != 200:
-        return None
-    return UpstreamView(
-        record.get("up_trace"), record.get("up_span"), record.get("up_flag"), record.get("up_xrid")
-    ).sampled
+    """The decision the upstream saw (`ledgerfold.decision_of` on a record dict)."""
+    return decision_of(record.get("status"), record.get("up_flag"), record.get("up_xrid"))
 
 
 def classify(decided: bool | None, obs: TraceObservation | None, expect: Expectation) -> Outcome:
@@ -176,36 +115,10 @@ def classify(decided: bool | None, obs: TraceObservation | None, expect: Expecta
     return Outcome.FOUND if complete else Outcome.PARTIAL
 
 
-@dataclass
-class _ModeTally:
-    requests: int = 0
-    errors: int = 0
-    decided_sampled: int = 0
-    decided_not_sampled: int = 0
-    outcomes: Counter[str] = field(default_factory=Counter)
-    latencies_ms: list[float] = field(default_factory=list)
-    expectation_violations: int = 0
-    violations: Counter[str] = field(default_factory=Counter)
-    expectation_checked: int = 0  # answered requests at least one definite expectation was checked on
-    predicted: int = 0  # decisions checked against Envoy's x-request-id rule
-    mispredicted: int = 0
-
-
 VIOLATION_KINDS = ("decision", "trace_id", "request_id", "leak")
 
-#: How many distinct errors `requests.top_errors` keeps, and how much of each error's text.
+#: How many distinct errors `requests.top_errors` keeps.
 TOP_ERRORS = 5
-ERROR_TEXT_LIMIT = 200
-
-
-def error_key(rec: Mapping[str, Any]) -> tuple[int, str] | None:
-    """(HTTP status, error text) of a failed request, None for an answered one. Failed means a
-    status other than 200 (as `requests.errors` counts); status 0 is "no response"."""
-    status = rec.get("status")
-    if status == 200:
-        return None
-    code = status if isinstance(status, int) and not isinstance(status, bool) else 0
-    return code, str(rec.get("error") or "")[:ERROR_TEXT_LIMIT]
 
 
 def _top(counts: Counter[tuple[int, str]], limit: int) -> list[dict[str, Any]]:
@@ -215,7 +128,8 @@ def _top(counts: Counter[tuple[int, str]], limit: int) -> list[dict[str, Any]]:
 
 def top_errors(records: Iterable[Mapping[str, Any]], limit: int = TOP_ERRORS) -> list[dict[str, Any]]:
     """The commonest failures of a ledger, most first: `[{status, error, count}, ...]` (pure)."""
-    return _top(Counter(key for rec in records if (key := error_key(rec)) is not None), limit)
+    keys = (error_key(rec.get("status"), rec.get("error")) for rec in records)
+    return _top(Counter(key for key in keys if key is not None), limit)
 
 
 def _definite(exp: Expected | None) -> bool:
@@ -227,245 +141,318 @@ def _definite(exp: Expected | None) -> bool:
     return forced or exp.keeps_trace_id is not None or exp.request_id_kept is not None or exp.spans is False
 
 
-def _checkable(
-    rec: Mapping[str, Any], exp: Expected, decided: bool | None, obs: TraceObservation | None
-) -> bool:
+def _checkable(f: RequestFacts, exp: Expected, queried: bool) -> bool:
     """Whether the answer to one request lets at least one definite expectation be checked (the
     same conditions under which the reconciler could count a violation)."""
-    if exp.decision is not Decision.PROXY and exp.upstream_sampled is not None and decided is not None:
+    if exp.decision is not Decision.PROXY and exp.upstream_sampled is not None and f.decided is not None:
         return True
-    inj, up = rec.get("inj_trace"), rec.get("up_trace")
-    if exp.keeps_trace_id is not None and inj and up and is_hex_id(normalize_trace_id(str(inj))):
+    if exp.keeps_trace_id is not None and f.injected_hex and f.upstream_trace:
         return True
-    if exp.request_id_kept is not None and rec.get("xrid_sent") and rec.get("up_xrid"):
+    if exp.request_id_kept is not None and f.request_id_kept is not None:
         return True
-    return exp.spans is False and obs is not None and obs.status is not FetchStatus.ERROR
+    return exp.spans is False and queried
 
 
-def _integrity_violations(rec: Mapping[str, Any], exp: Expected, obs: TraceObservation | None) -> list[str]:
-    """The trace-id, request-id and leak expectations one answered request breaks."""
+def _violations(f: RequestFacts, exp: Expected | None, present: bool) -> list[str]:
+    """The expectations one request breaks (`VIOLATION_KINDS`)."""
+    if exp is None:
+        return []
     out: list[str] = []
-    inj, up = rec.get("inj_trace"), rec.get("up_trace")
-    if exp.keeps_trace_id is not None and inj and up and is_hex_id(normalize_trace_id(str(inj))):
-        kept = normalize_trace_id(str(up)) == normalize_trace_id(str(inj))
-        if kept != exp.keeps_trace_id:
-            out.append("trace_id")
-    sent, echoed = rec.get("xrid_sent"), rec.get("up_xrid")
-    kept_id = same_request_id(str(sent), str(echoed)) if sent and echoed else None
-    if exp.request_id_kept is not None and kept_id is not None and kept_id != exp.request_id_kept:
+    forced = exp.decision is not Decision.PROXY and exp.upstream_sampled is not None
+    if forced and f.decided is not None and f.decided != exp.upstream_sampled:
+        out.append("decision")
+    if not f.answered:
+        return out
+    if (
+        exp.keeps_trace_id is not None
+        and f.injected_hex
+        and f.upstream_trace
+        and f.trace_kept != exp.keeps_trace_id
+    ):
+        out.append("trace_id")
+    if (
+        exp.request_id_kept is not None
+        and f.request_id_kept is not None
+        and f.request_id_kept != exp.request_id_kept
+    ):
         out.append("request_id")
-    present = obs is not None and obs.status is FetchStatus.FOUND and obs.span_count > 0
     if exp.spans is False and present:
         out.append("leak")
     return out
 
 
+# --- the join: each request's outcome -----------------------------------------------------------
+
+
+class _Seen(Counter[tuple[int, Outcome, bool, bool]]):
+    """Requests by (facts code, outcome, trace queried, trace present): everything the tallies
+    need from the observations, so they run once per distinct key, not once per request."""
+
+
+@dataclass
+class _Join:
+    seen: _Seen = field(default_factory=_Seen)
+    spans_per_trace: Counter[int] = field(default_factory=Counter)  # over found/partial traces
+    run_tagged: int = 0  # spans of found/partial traces carrying the run tag
+    spans: int = 0  # ... of all their spans
+    missing_examples: list[str] = field(default_factory=list)
+    leaked_examples: list[str] = field(default_factory=list)
+
+
+def _join(
+    fold: LedgerFold, observations: Mapping[str, TraceObservation], expect: Expectation, limit: int
+) -> _Join:
+    """Classify every request of the fold against what the backend holds for its trace."""
+    out = _Join()
+    seen = out.seen
+    get = observations.get
+    facts = fold.facts
+    for code, tid in zip(fold.codes, fold.trace_ids, strict=True):
+        obs = get(tid) if tid is not None else None
+        outcome = classify(facts[code].decided, obs, expect)
+        queried = obs is not None and obs.status is not FetchStatus.ERROR
+        seen[(code, outcome, queried, obs is not None and obs.present)] += 1
+        if outcome is Outcome.FOUND or outcome is Outcome.PARTIAL:
+            assert obs is not None
+            out.spans_per_trace[obs.span_count] += 1
+            out.run_tagged += obs.run_tagged
+            out.spans += obs.span_count
+        elif outcome is Outcome.MISSING and tid and len(out.missing_examples) < limit:
+            out.missing_examples.append(tid)
+        elif outcome is Outcome.LEAKED and tid and len(out.leaked_examples) < limit:
+            out.leaked_examples.append(tid)
+    return out
+
+
+# --- tallies ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _ModeTally:
+    requests: int = 0
+    errors: int = 0
+    decided_sampled: int = 0
+    decided_not_sampled: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    expectation_violations: int = 0
+    violations: Counter[str] = field(default_factory=Counter)
+    expectation_checked: int = 0  # answered requests at least one definite expectation was checked on
+    prediction: Tally = field(default_factory=Tally)  # k: mispredicted decisions, of n checked
+
+    def add(
+        self, f: RequestFacts, exp: Expected | None, outcome: Outcome, queried: bool, present: bool, n: int
+    ) -> None:
+        self.requests += n
+        self.errors += 0 if f.answered else n
+        self.outcomes[outcome.value] += n
+        if f.decided is not None:
+            if f.decided:
+                self.decided_sampled += n
+            else:
+                self.decided_not_sampled += n
+        if (
+            exp is not None
+            and exp.decision is Decision.PROXY
+            and f.decided is not None
+            and f.predicted is not None
+        ):
+            self.prediction.add(f.predicted != f.decided, n)
+        if exp is not None and f.answered and _checkable(f, exp, queried):
+            self.expectation_checked += n
+        broken = _violations(f, exp, present)
+        if broken:
+            self.expectation_violations += n
+            for kind in broken:
+                self.violations[kind] += n
+
+    def to_dict(self, exp: Expected | None) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "decided_sampled": self.decided_sampled,
+            "decided_not_sampled": self.decided_not_sampled,
+            **{o.value: self.outcomes.get(o.value, 0) for o in Outcome},
+            "expected_decision": exp.decision.value if exp else None,
+            "expected_trace_id_kept": exp.keeps_trace_id if exp else None,
+            "expectation_definite": _definite(exp),
+            "expectation_checked": self.expectation_checked,
+            "expectation_violations": self.expectation_violations,
+            "violations": {k: self.violations.get(k, 0) for k in VIOLATION_KINDS},
+        }
+
+
+@dataclass
+class _MeshTally:
+    decision: Tally = field(default_factory=Tally)  # sampled, of the decisions of decision-free modes
+    prediction: Tally = field(default_factory=Tally)  # mispredicted, of those checked by Envoy's rule
+    prediction_sources: Counter[str] = field(default_factory=Counter)
+    sent_id_replaced: int = 0
+    collection: Tally = field(default_factory=Tally)  # found complete, of decided-sampled queried
+    partial: int = 0
+    unknown: int = 0  # decided sampled, outcome unknown
+    leaked: int = 0
+    leak_checked: int = 0  # decided-not-sampled requests whose trace was queried
+    propagation: Tally = field(default_factory=Tally)  # injected trace id seen upstream
+    propagation_backend: Tally = field(default_factory=Tally)  # ... and its trace found under it
+
+    def add(self, f: RequestFacts, exp: Expected | None, outcome: Outcome, n: int) -> None:
+        self.sent_id_replaced += n if f.request_id_replaced else 0
+        if f.decided is not None and exp is not None and exp.decision is Decision.PROXY:
+            self.decision.add(f.decided, n)
+            if f.predicted is not None:
+                self.prediction.add(f.predicted != f.decided, n)
+                self.prediction_sources[f.prediction_source] += n
+        traced = outcome is Outcome.FOUND or outcome is Outcome.PARTIAL
+        if f.decided:
+            if outcome is Outcome.UNKNOWN:
+                self.unknown += n
+            else:
+                self.collection.add(outcome is Outcome.FOUND, n)
+                self.partial += n if outcome is Outcome.PARTIAL else 0
+        self.leak_checked += n if outcome in (Outcome.LEAKED, Outcome.NOT_SAMPLED) else 0
+        self.leaked += n if outcome is Outcome.LEAKED else 0
+        # Propagation counts the modes whose trace id should survive (all B3 ones; W3C ones only
+        # under W3C propagation); modes unknown to this version count as before.
+        if f.injected and f.answered and (exp is None or exp.keeps_trace_id):
+            self.propagation.add(f.trace_kept, n)
+            if f.decided and outcome is not Outcome.UNKNOWN:
+                # The backend holds the trace under the injected id (lookups use that id).
+                self.propagation_backend.add(f.trace_kept and traced, n)
+
+
+def _sampling_verdict(mesh: _MeshTally, percent: float | None) -> tuple[Verdict, float | None, str]:
+    """(verdict, p-value, basis) of the decision-free modes' decisions against the percentage."""
+    decision, predicted = mesh.decision, mesh.prediction
+    if percent is None:
+        return Verdict.INCONCLUSIVE, None, "statistical"
+    verdict, tested = sampling_verdict(decision.k, decision.n, percent / 100.0)
+    # No decision, no test: a p-value of 1 would be a measurement never made.
+    pvalue = tested if decision.n else None
+    if decision.n and predicted.n == decision.n:
+        # Every decision was checked against Envoy's x-request-id rule at the configured
+        # percentage: that is exact evidence, stronger than any interval. (The observed
+        # fraction still wobbles around the configured one because the ids are random.)
+        return (Verdict.PASS if predicted.k == 0 else Verdict.FAIL), pvalue, "exact"
+    return verdict, pvalue, "statistical"
+
+
+def _mismatch_examples(fold: LedgerFold, expected_of: Mapping[str, Expected | None], limit: int) -> list[str]:
+    """The rids of the first mispredicted requests of decision-free modes, in ledger order (the
+    fold keeps `EXAMPLES_KEPT` per mode, so at most that many)."""
+    out: list[str] = []
+    for index in sorted(fold.mispredicted_rids):
+        exp = expected_of.get(fold.facts[fold.codes[index]].mode)
+        if exp is not None and exp.decision is Decision.PROXY and len(out) < limit:
+            out.append(fold.mispredicted_rids[index])
+    return out
+
+
+def _sampling_section(
+    mesh: _MeshTally, modes: Mapping[str, _ModeTally], examples: list[str], percent: float | None
+) -> dict[str, Any]:
+    verdict, pvalue, basis = _sampling_verdict(mesh, percent)
+    predicted, sources = mesh.prediction, mesh.prediction_sources
+    return {
+        "configured_percent": percent,
+        "decision": mesh.decision.proportion().to_dict(),
+        "verdict": verdict.value,
+        "verdict_basis": basis,
+        "p_value": pvalue,
+        "prediction": {
+            "checked": predicted.n,
+            "mismatches": predicted.k,
+            "examples": examples,
+            # Statistics only: "crafted" when any prediction came from the x-request-id we
+            # sent (the gateway kept it: decisions known before sending), else "echoed"
+            # (from the id the gateway generated), "none" when nothing was checked.
+            "mode": "crafted" if sources["crafted"] else "echoed" if predicted.n else "none",
+            "by_source": {k: sources[k] for k in ("crafted", "echoed")},
+            "sent_id_replaced": mesh.sent_id_replaced,
+            "by_mode": {
+                mode: {"checked": t.prediction.n, "mismatches": t.prediction.k}
+                for mode, t in sorted(modes.items())
+                if t.prediction.n
+            },
+        },
+    }
+
+
+def _mesh_section(mesh: _MeshTally, joined: _Join, expect: Expectation) -> dict[str, Any]:
+    return {
+        "expected_spans_per_trace": expect.spans_per_trace,
+        "expected_services": list(expect.services),
+        "expected_shape": expect.shape.to_json() if expect.shape is not None else None,
+        "collection": mesh.collection.proportion().to_dict(),
+        "partial": mesh.partial,
+        "unknown": mesh.unknown,
+        "leaked": mesh.leaked,
+        "leak_checked": mesh.leak_checked,
+        "leaked_examples": joined.leaked_examples,
+        "missing_examples": joined.missing_examples,
+        "spans_per_found_trace": {str(k): v for k, v in sorted(joined.spans_per_trace.items())},
+        "run_tag": {"k": joined.run_tagged, "n": joined.spans},
+    }
+
+
+def _expectations(fold: LedgerFold, expect: Expectation) -> dict[str, Expected | None]:
+    """Each mode's expected behaviour in the mesh's configuration (None: a mode this version
+    does not know)."""
+    context = expect.mode_context()
+    out: dict[str, Expected | None] = {}
+    for f in fold.facts:
+        if f.mode not in out:
+            spec = mode_spec(f.mode)
+            out[f.mode] = spec.expected(context) if spec is not None else None
+    return out
+
+
 def reconcile_mesh(
-    ledger: Iterable[Mapping[str, Any]],
+    ledger: LedgerFold | Iterable[LedgerRow | Mapping[str, Any]],
     observations: Mapping[str, TraceObservation],
     expect: Expectation,
     *,
     example_limit: int = 5,
 ) -> dict[str, Any]:
-    """Fold the ledger against the backend observations into the `modes`, `sampling`, `mesh`,
-    `propagation` and `latency` sections of summary.json."""
+    """Fold the ledger (its `LedgerFold`, or its records) against the backend observations into
+    the `requests`, `modes`, `sampling`, `mesh`, `propagation` and `latency_ms` sections of
+    summary.json. Examples: the first `example_limit` (at most `EXAMPLES_KEPT`) of each kind."""
+    fold = as_fold(ledger, percent=expect.configured_percent)
+    if fold.percent != expect.configured_percent:
+        raise ValueError(
+            f"the ledger was folded predicting at {fold.percent} %, reconciled at {expect.configured_percent} %"
+        )
+    joined = _join(fold, observations, expect, example_limit)
+    expected_of = _expectations(fold, expect)
     tallies: dict[str, _ModeTally] = {}
-    decision = [0, 0]  # k sampled, n decided, over requests that carried no decision
-    predicted = [0, 0]  # mismatches, checked (Envoy's x-request-id rule vs what happened)
-    mismatch_examples: list[str] = []
-    collection = [0, 0]
-    leaked, partial, unknown_sampled = 0, 0, 0
-    leak_checked = 0  # decided-not-sampled requests whose trace was queried (leaked or not_sampled)
-    leaked_examples: list[str] = []
-    missing_examples: list[str] = []
-    spans_hist: Counter[int] = Counter()
-    run_tagged = [0, 0]
-    prop_upstream = [0, 0]
-    prop_backend = [0, 0]
-    first_ts, last_ts = float("inf"), 0.0
-    total = 0
-    context = expect.mode_context()
-    expected_of: dict[str, Expected | None] = {}
-    prediction_sources: Counter[str] = Counter()
-    sent_replaced = 0
-    errors: Counter[tuple[int, str]] = Counter()
-
-    for rec in ledger:
-        total += 1
-        mode = str(rec.get("mode"))
-        tally = tallies.setdefault(mode, _ModeTally())
-        tally.requests += 1
-        ts = float(rec.get("ts") or 0.0)
-        latency = rec.get("latency_ms")
-        if ts:
-            first_ts = min(first_ts, ts)
-            last_ts = max(last_ts, ts + (float(latency or 0.0) / 1000.0))
-        if (failure := error_key(rec)) is not None:
-            tally.errors += 1
-            errors[failure] += 1
-        elif latency is not None:
-            tally.latencies_ms.append(float(latency))
-        decided = upstream_decision(rec)
-        tid = ledger_trace_id(rec)
-        obs = observations.get(tid) if tid else None
-        outcome = classify(decided, obs, expect)
-        tally.outcomes[outcome.value] += 1
-
-        if mode not in expected_of:
-            spec = mode_spec(mode)
-            expected_of[mode] = spec.expected(context) if spec is not None else None
-        exp = expected_of[mode]
-        broken: list[str] = []
-        sent_id, echoed_id = rec.get("xrid_sent"), rec.get("up_xrid")
-        if sent_id and echoed_id and not same_request_id(str(sent_id), str(echoed_id)):
-            sent_replaced += 1
-        if decided is not None:
-            if decided:
-                tally.decided_sampled += 1
-            else:
-                tally.decided_not_sampled += 1
-            if exp is not None:
-                if exp.decision is Decision.PROXY:
-                    decision[1] += 1
-                    decision[0] += int(decided)
-                    if expect.configured_percent is not None:
-                        want, source = _prediction(rec, expect.configured_percent)
-                        if want is not None:
-                            predicted[1] += 1
-                            tally.predicted += 1
-                            prediction_sources[source] += 1
-                            if want != decided:
-                                predicted[0] += 1
-                                tally.mispredicted += 1
-                                if len(mismatch_examples) < example_limit:
-                                    mismatch_examples.append(str(rec.get("rid")))
-                elif exp.upstream_sampled is not None and decided != exp.upstream_sampled:
-                    broken.append("decision")
-        if exp is not None and rec.get("status") == 200:
-            broken.extend(_integrity_violations(rec, exp, obs))
-            tally.expectation_checked += int(_checkable(rec, exp, decided, obs))
-        if broken:
-            tally.expectation_violations += 1
-            tally.violations.update(broken)
-
-        if decided:
-            if outcome is Outcome.UNKNOWN:
-                unknown_sampled += 1
-            else:
-                collection[1] += 1
-                collection[0] += int(outcome is Outcome.FOUND)
-                partial += int(outcome is Outcome.PARTIAL)
-                if outcome is Outcome.MISSING and len(missing_examples) < example_limit and tid:
-                    missing_examples.append(tid)
-        leak_checked += int(outcome in (Outcome.LEAKED, Outcome.NOT_SAMPLED))
-        if outcome is Outcome.LEAKED:
-            leaked += 1
-            if len(leaked_examples) < example_limit and tid:
-                leaked_examples.append(tid)
-        if outcome in (Outcome.FOUND, Outcome.PARTIAL) and obs is not None:
-            spans_hist[obs.span_count] += 1
-            run_tagged[0] += obs.run_tagged
-            run_tagged[1] += obs.span_count
-
-        inj = rec.get("inj_trace")
-        # Propagation counts the modes whose trace id should survive (all B3 ones; W3C ones only
-        # under W3C propagation); modes unknown to this version count as before.
-        if inj and rec.get("status") == 200 and (exp is None or exp.keeps_trace_id):
-            prop_upstream[1] += 1
-            kept = bool(rec.get("up_trace")) and normalize_trace_id(
-                str(rec["up_trace"])
-            ) == normalize_trace_id(inj)
-            prop_upstream[0] += int(kept)
-            if decided and outcome is not Outcome.UNKNOWN:
-                prop_backend[1] += 1
-                # The backend holds the trace under the injected id (lookups use that id).
-                prop_backend[0] += int(kept and outcome in (Outcome.FOUND, Outcome.PARTIAL))
-
-    decision_p = Proportion(decision[0], decision[1])
-    expected_fraction = None if expect.configured_percent is None else expect.configured_percent / 100.0
-    basis = "statistical"
-    if expected_fraction is None:
-        verdict, pvalue = Verdict.INCONCLUSIVE, None
-    else:
-        verdict, pvalue = sampling_verdict(decision[0], decision[1], expected_fraction)
-        if not decision[1]:
-            pvalue = None  # no decision, no test: a p-value of 1 would be a measurement never made
-        if decision[1] and predicted[1] == decision[1]:
-            # Every decision was checked against Envoy's x-request-id rule at the configured
-            # percentage: that is exact evidence, stronger than any interval. (The observed
-            # fraction still wobbles around the configured one because the ids are random.)
-            basis = "exact"
-            verdict = Verdict.PASS if predicted[0] == 0 else Verdict.FAIL
-
-    modes: dict[str, Any] = {}
+    mesh = _MeshTally()
+    for (code, outcome, queried, present), n in joined.seen.items():
+        f = fold.facts[code]
+        exp = expected_of[f.mode]
+        tallies.setdefault(f.mode, _ModeTally()).add(f, exp, outcome, queried, present, n)
+        mesh.add(f, exp, outcome, n)
+    modes = dict(sorted(tallies.items()))
     latencies: dict[str, Any] = {}
-    for mode, t in sorted(tallies.items()):
-        modes[mode] = {
-            "requests": t.requests,
-            "errors": t.errors,
-            "decided_sampled": t.decided_sampled,
-            "decided_not_sampled": t.decided_not_sampled,
-            **{o.value: t.outcomes.get(o.value, 0) for o in Outcome},
-            "expected_decision": exp.decision.value if (exp := expected_of.get(mode)) else None,
-            "expected_trace_id_kept": exp.keeps_trace_id if exp else None,
-            "expectation_definite": _definite(expected_of.get(mode)),
-            "expectation_checked": t.expectation_checked,
-            "expectation_violations": t.expectation_violations,
-            "violations": {k: t.violations.get(k, 0) for k in VIOLATION_KINDS},
-        }
-        lat = sorted(t.latencies_ms)
+    for mode in modes:
+        lat = sorted(fold.latencies_ms.get(mode, ()))
         latencies[mode] = {"n": len(lat), **{f"p{q}": percentile(lat, q) for q in (50, 95, 99)}}
-
+    total = len(fold)
     return {
         "requests": {
             "total": total,
-            "errors": sum(t.errors for t in tallies.values()),
-            "first_ts": first_ts if total and first_ts != float("inf") else None,
-            "last_ts": last_ts or None,
-            "top_errors": _top(errors, TOP_ERRORS),
+            "errors": sum(t.errors for t in modes.values()),
+            "first_ts": fold.first_ts if total else None,
+            "last_ts": fold.last_ts or None,
+            "top_errors": _top(fold.errors, TOP_ERRORS),
         },
-        "sampling": {
-            "configured_percent": expect.configured_percent,
-            "decision": decision_p.to_dict(),
-            "verdict": verdict.value,
-            "verdict_basis": basis,
-            "p_value": pvalue,
-            "prediction": {
-                "checked": predicted[1],
-                "mismatches": predicted[0],
-                "examples": mismatch_examples,
-                # Statistics only: "crafted" when any prediction came from the x-request-id we
-                # sent (the gateway kept it: decisions known before sending), else "echoed"
-                # (from the id the gateway generated), "none" when nothing was checked.
-                "mode": "crafted" if prediction_sources["crafted"] else "echoed" if predicted[1] else "none",
-                "by_source": {k: prediction_sources[k] for k in ("crafted", "echoed")},
-                "sent_id_replaced": sent_replaced,
-                "by_mode": {
-                    mode: {"checked": t.predicted, "mismatches": t.mispredicted}
-                    for mode, t in sorted(tallies.items())
-                    if t.predicted
-                },
-            },
-        },
-        "mesh": {
-            "expected_spans_per_trace": expect.spans_per_trace,
-            "expected_services": list(expect.services),
-            "expected_shape": expect.shape.to_json() if expect.shape is not None else None,
-            "collection": Proportion(collection[0], collection[1]).to_dict(),
-            "partial": partial,
-            "unknown": unknown_sampled,
-            "leaked": leaked,
-            "leak_checked": leak_checked,
-            "leaked_examples": leaked_examples,
-            "missing_examples": missing_examples,
-            "spans_per_found_trace": {str(k): v for k, v in sorted(spans_hist.items())},
-            "run_tag": {"k": run_tagged[0], "n": run_tagged[1]},
-        },
+        "sampling": _sampling_section(
+            mesh, modes, _mismatch_examples(fold, expected_of, example_limit), expect.configured_percent
+        ),
+        "mesh": _mesh_section(mesh, joined, expect),
         "propagation": {
-            **Proportion(prop_upstream[0], prop_upstream[1]).to_dict(),
-            "backend": Proportion(prop_backend[0], prop_backend[1]).to_dict(),
+            **mesh.propagation.proportion().to_dict(),
+            "backend": mesh.propagation_backend.proportion().to_dict(),
         },
-        "modes": modes,
+        "modes": {mode: t.to_dict(expected_of.get(mode)) for mode, t in modes.items()},
         "latency_ms": latencies,
     }
 

@@ -203,6 +203,21 @@ class Proportion:
         return {"k": self.k, "n": self.n, "rate": self.rate, "ci95": [low, high]}
 
 
+@dataclass
+class Tally:
+    """k of n, counted as they come: a `Proportion` once done."""
+
+    k: int = 0
+    n: int = 0
+
+    def add(self, hit: bool, n: int = 1) -> None:
+        self.n += n
+        self.k += n if hit else 0
+
+    def proportion(self) -> Proportion:
+        return Proportion(self.k, self.n)
+
+
 class Verdict(StrEnum):
     PASS = "pass"
     FAIL = "fail"

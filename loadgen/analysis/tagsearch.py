@@ -18,59 +18,51 @@ happened, so the estimate is null with a `note` saying why.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from loadgen.analysis.stats import Proportion
-from loadgen.backends.base import BackendError, TraceBackend
-from loadgen.mesh.expect import Decision, ExpectationContext
-from loadgen.mesh.ids import normalize_trace_id
+from loadgen.analysis.ledgerfold import LedgerFold, as_fold
+from loadgen.analysis.stats import Proportion, Tally
+from loadgen.ledger import LedgerRow
+from loadgen.mesh.expect import Decision, ExpectationContext, Expected
 from loadgen.mesh.modes import mode_spec
 
 
-def search_run(
-    backend: TraceBackend,
-    *,
-    tag: str,
-    run_id: str,
-    start_us: int,
-    end_us: int,
-    service: str | None = None,
-    limit: int = 10_000,
-    min_window_us: int = 1_000,
-) -> set[str]:
-    """Trace ids holding a span tagged `tag=run_id` in [start_us, end_us].
-
-    Backends return at most `limit` traces per query (the ones nearest the end), so a full page
-    means "there may be more": the window is split in two and each half searched again."""
-    found: set[str] = set()
-    stack = [(start_us, end_us)]
-    while stack:
-        lo, hi = stack.pop()
-        traces = backend.search(tags={tag: run_id}, service=service, start_us=lo, end_us=hi, limit=limit)
-        for trace in traces:
-            for span in trace:
-                if span.get("traceId"):
-                    found.add(normalize_trace_id(str(span["traceId"])))
-                    break
-        if len(traces) >= limit:
-            if hi - lo <= min_window_us:
-                raise BackendError(
-                    f"more than {limit} traces in a {hi - lo} µs window: raise the search limit"
-                )
-            mid = (lo + hi) // 2
-            stack += [(lo, mid), (mid + 1, hi)]
-    return found
+def _answered_by_injection(
+    fold: LedgerFold, ctx: ExpectationContext | None, tagged_mesh: set[str]
+) -> tuple[Counter[tuple[Expected, bool]], set[str]]:
+    """Answered requests of known modes by (expectation, found by tag under their injected id),
+    and the injected ids."""
+    expected: dict[str, Expected | None] = {}
+    counts: Counter[tuple[Expected, bool]] = Counter()
+    injected: set[str] = set()
+    for code, key in zip(fold.codes, fold.injected_ids, strict=True):
+        f = fold.facts[code]
+        if not f.answered:
+            continue
+        if f.mode not in expected:
+            spec = mode_spec(f.mode)
+            expected[f.mode] = (
+                None if spec is None else spec.expected(ctx) if ctx is not None else spec.expected()
+            )
+        exp = expected[f.mode]
+        if exp is None:
+            continue
+        if key:
+            injected.add(key)
+        counts[(exp, key is not None and key in tagged_mesh)] += 1
+    return counts, injected
 
 
 def estimate_from_tags(
-    ledger: Iterable[Mapping[str, Any]],
+    ledger: LedgerFold | Iterable[LedgerRow | Mapping[str, Any]],
     tagged: set[str],
     reference_ids: set[str],
     reference_collection: Mapping[str, Any] | None,
     ctx: ExpectationContext | None = None,
 ) -> dict[str, Any]:
-    """Pure: the `tag_search` section of summary.json.
+    """Pure: the `tag_search` section of summary.json, from the ledger's fold (or its records).
 
     Tagged mesh traces are attributed to ledger requests by injected trace id where one exists;
     the rest (traces Envoy started for header-less requests) count for the decision-free modes,
@@ -78,31 +70,18 @@ def estimate_from_tags(
     `b3: d`, a sampled flag without ids: traced, but not under an id we know). Each mode's
     expectation follows the mesh configuration `ctx` (default: Istio's gateway)."""
     tagged_mesh = tagged - reference_ids
-    free_sent = 0
-    free_found_known = 0
-    forced = {Decision.FORCED_SAMPLED: [0, 0], Decision.FORCED_NOT_SAMPLED: [0, 0]}
+    counts, injected = _answered_by_injection(as_fold(ledger), ctx, tagged_mesh)
+    free = Tally()  # decision-free requests: found by their injected id, of those sent
+    forced = {Decision.FORCED_SAMPLED: Tally(), Decision.FORCED_NOT_SAMPLED: Tally()}
     forced_new_id = 0  # forced-sampled requests whose trace id Envoy creates
-    injected: set[str] = set()
-    for rec in ledger:
-        if rec.get("status") != 200:
-            continue
-        mode = rec.get("mode")
-        spec = mode_spec(mode)
-        if spec is None:
-            continue
-        tid = rec.get("inj_trace")
-        key = normalize_trace_id(tid) if tid else None
-        if key:
-            injected.add(key)
-        expected = spec.expected(ctx) if ctx is not None else spec.expected()
+    for (expected, found), n in counts.items():
         if expected.decision is Decision.PROXY:
-            free_sent += 1
-            free_found_known += int(key is not None and key in tagged_mesh)
+            free.add(found, n)
         elif expected.decision in forced:
-            forced[expected.decision][1] += 1
-            forced[expected.decision][0] += int(key is not None and key in tagged_mesh)
+            forced[expected.decision].add(found, n)
             if expected.decision is Decision.FORCED_SAMPLED and not expected.keeps_trace_id:
-                forced_new_id += 1
+                forced_new_id += n
+    free_sent, free_found_known = free.n, free.k
     unattributed = max(0, len(tagged_mesh - injected) - forced_new_id)
     raw = Proportion(min(free_sent, free_found_known + unattributed), free_sent)
     note: str | None = None
@@ -137,11 +116,11 @@ def estimate_from_tags(
         "decision_corrected": corrected,
         "note": note,
         "forced_sampled_found": {
-            "k": forced[Decision.FORCED_SAMPLED][0],
-            "n": forced[Decision.FORCED_SAMPLED][1],
+            "k": forced[Decision.FORCED_SAMPLED].k,
+            "n": forced[Decision.FORCED_SAMPLED].n,
         },
         "forced_not_sampled_found": {
-            "k": forced[Decision.FORCED_NOT_SAMPLED][0],
-            "n": forced[Decision.FORCED_NOT_SAMPLED][1],
+            "k": forced[Decision.FORCED_NOT_SAMPLED].k,
+            "n": forced[Decision.FORCED_NOT_SAMPLED].n,
         },
     }

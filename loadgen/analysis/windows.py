@@ -24,15 +24,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from loadgen.analysis.reconcile import (
-    Expectation,
-    Outcome,
-    TraceObservation,
-    classify,
-    ledger_trace_id,
-    upstream_decision,
-)
+from loadgen.analysis.ledgerfold import LedgerFold, RequestFacts, as_fold
+from loadgen.analysis.observation import TraceObservation
+from loadgen.analysis.reconcile import Expectation, Outcome, classify
 from loadgen.backends.base import FetchStatus
+from loadgen.ledger import LedgerRow
 from loadgen.mesh.ids import normalize_trace_id
 
 __all__ = ["WindowTally", "loss_intervals", "tally_windows", "windows_summary"]
@@ -84,7 +80,7 @@ def _bin_index(ts: float, origin: float, bin_s: float) -> int:
 
 
 def tally_windows(
-    ledger: Iterable[Mapping[str, Any]],
+    ledger: LedgerFold | Iterable[LedgerRow | Mapping[str, Any]],
     observations: Mapping[str, TraceObservation],
     expect: Expectation,
     reference: Iterable[tuple[str, str, int, float | None]] = (),
@@ -93,7 +89,8 @@ def tally_windows(
     origin: float | None = None,
 ) -> list[WindowTally]:
     """Outcomes per time bin, from the first event (or `origin`) to the last; empty bins kept so
-    the list is a time axis.
+    the list is a time axis. `ledger`: the ledger's fold, or its records (a request without a
+    start time is in no bin).
 
     `reference` yields (trace id, emitter state, spans expected, start time) per reference trace
     (`ReferenceSummary.traces`: state `exported`/`failed`/`dropped`, `spans`, `t`); traces
@@ -101,13 +98,10 @@ def tally_windows(
     follow `reconcile.reconcile_reference` (exported: found/partial/missing/unknown)."""
     if bin_s <= 0:
         raise ValueError(f"bin_s must be > 0, got {bin_s}")
-    requests: list[tuple[float, Mapping[str, Any]]] = []
-    for rec in ledger:
-        ts = rec.get("ts")
-        if isinstance(ts, int | float) and ts > 0:
-            requests.append((float(ts), rec))
+    fold = as_fold(ledger)
+    starts = [ts for ts in fold.starts if not math.isnan(ts)]
     traces = [(float(t), (tid, state, spans)) for tid, state, spans, t in reference if t is not None]
-    times = [ts for ts, _ in requests] + [ts for ts, _ in traces]
+    times = starts + [ts for ts, _ in traces]
     if not times:
         return []
     start = min(times) if origin is None else origin
@@ -119,26 +113,21 @@ def tally_windows(
     def window(ts: float) -> WindowTally:
         return bins[min(_bin_index(ts, start, bin_s), len(bins) - 1)]
 
-    for ts, rec in requests:
-        _add_request(window(ts), rec, observations, expect)
+    get = observations.get
+    for ts, code, tid in zip(fold.starts, fold.codes, fold.trace_ids, strict=True):
+        if not math.isnan(ts):
+            _add_request(window(ts), fold.facts[code], get(tid) if tid is not None else None, expect)
     for ts, (tid, state, spans) in traces:
         _add_reference(window(ts), tid, state, spans, observations)
     return bins
 
 
-def _add_request(
-    w: WindowTally,
-    rec: Mapping[str, Any],
-    observations: Mapping[str, TraceObservation],
-    expect: Expectation,
-) -> None:
+def _add_request(w: WindowTally, f: RequestFacts, obs: TraceObservation | None, expect: Expectation) -> None:
     w.requests += 1
-    if rec.get("status") != 200:
+    if not f.answered:
         w.errors += 1
-    decided = upstream_decision(rec)
-    tid = ledger_trace_id(rec)
-    outcome = classify(decided, observations.get(tid) if tid else None, expect)
-    if decided:
+    outcome = classify(f.decided, obs, expect)
+    if f.decided:
         w.decided_sampled += 1
         if outcome is Outcome.UNKNOWN:
             w.unknown += 1
@@ -193,7 +182,7 @@ def loss_intervals(bins: Iterable[WindowTally], *, min_lost: int = 1) -> list[tu
 
 
 def windows_summary(
-    ledger: Iterable[Mapping[str, Any]],
+    ledger: LedgerFold | Iterable[LedgerRow | Mapping[str, Any]],
     observations: Mapping[str, TraceObservation],
     expect: Expectation,
     reference: Iterable[tuple[str, str, int, float | None]] = (),

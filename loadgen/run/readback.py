@@ -9,24 +9,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from loadgen.analysis.integrity import downstream_service, fold_integrity, search_hop_traces
-from loadgen.analysis.reconcile import (
-    Expectation,
-    TraceObservation,
-    ledger_trace_id,
-    reconcile_mesh,
-    reconcile_reference,
-    upstream_decision,
-)
-from loadgen.analysis.tagsearch import estimate_from_tags, search_run
+from loadgen.analysis.integrity import downstream_service, fold_integrity
+from loadgen.analysis.ledgerfold import fold_ledger
+from loadgen.analysis.reconcile import Expectation, TraceObservation, reconcile_mesh, reconcile_reference
+from loadgen.analysis.tagsearch import estimate_from_tags
 from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE
 from loadgen.analysis.windows import windows_summary
 from loadgen.backends.base import BackendError, TraceBackend
 from loadgen.emitter import read_reference_log, summarize_reference_log
-from loadgen.ledger import LedgerStats, read_ledger
+from loadgen.ledger import LedgerStats, read_rows
 from loadgen.mesh.hops import Hop
 from loadgen.mesh.ids import normalize_trace_id
-from loadgen.readback import ReadBackResult, read_back, time_to_queryable
+from loadgen.readback import ReadBackResult, read_back, search_hop_traces, search_run, time_to_queryable
 from loadgen.run.options import Status
 from loadgen.runfiles import write_fetched
 from loadgen.summary.build import Measured, build_summary
@@ -69,18 +63,15 @@ def read_back_run(
     ledger_stats = LedgerStats()
     expected: dict[str, int] = {}
     expected_services: dict[str, tuple[str, ...]] = {}
-    last_end = 0.0  # when the last request ended: time zero of the time-to-queryable curve
-    for rec in read_ledger(ledger_path, ledger_stats):
-        tid = ledger_trace_id(rec)
+    # The one read of the ledger: every analysis below runs on its fold.
+    fold = fold_ledger(read_rows(ledger_path, ledger_stats), percent=expect.configured_percent)
+    for facts, tid in fold.requests():
         if tid:
             # Query every id: sampled ones must be complete, the others are checked for leaks.
-            sampled = upstream_decision(rec)
-            expected[tid] = expect.spans_per_trace if sampled else 0
-            if sampled:
+            expected[tid] = expect.spans_per_trace if facts.decided else 0
+            if facts.decided:
                 expected_services[tid] = expect.services
-            last_end = max(
-                last_end, float(rec.get("ts") or 0.0) + float(rec.get("latency_ms") or 0.0) / 1000.0
-            )
+    last_end = fold.traced_last_end  # when the last request ended: time zero of the time-to-queryable curve
     if ledger_stats.truncated:
         notes.append(
             f"{ledger_stats.truncated} ledger line(s) were truncated (a crash mid-write) or not a UTF-8 JSON record, and skipped"
@@ -99,10 +90,10 @@ def read_back_run(
         run_id_tag=run_id_tag, run_id=run_id, status=status,
     )  # fmt: skip
     write_fetched(run_dir / "fetched.jsonl", readback.observations, readback.complete_at)
-    reconciled = reconcile_mesh(read_ledger(ledger_path), readback.observations, expect)
+    reconciled = reconcile_mesh(fold, readback.observations, expect)
     reference = _reference_section(ref_summary, readback.observations)
     refs = ((t, o.state, o.spans, o.t) for t, o in ref_summary.traces.items()) if ref_summary else ()
-    windows = windows_summary(read_ledger(ledger_path), readback.observations, expect, refs)
+    windows = windows_summary(fold, readback.observations, expect, refs)
     first_ts = reconciled["requests"]["first_ts"]
     window = (int((first_ts - 2.0) * 1e6), int((max(last_end, load_end) + 2.0) * 1e6)) if first_ts else None
     tag_search = None
@@ -121,12 +112,10 @@ def read_back_run(
             notes.append(f"run-tag search failed: {exc}")
         else:
             ref_ids = {normalize_trace_id(t) for t in ref_summary.traces} if ref_summary else set()
-            tag_search = estimate_from_tags(
-                read_ledger(ledger_path), tagged, ref_ids, reference["collection"], expect.context
-            )
+            tag_search = estimate_from_tags(fold, tagged, ref_ids, reference["collection"], expect.context)
     hop_traces = _search_fragments(backend, hops, window, notes, status) if not readback.interrupted else None
     integrity = fold_integrity(
-        read_ledger(ledger_path),
+        fold,
         readback.observations,
         hops,
         hop_traces=hop_traces,

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from loadgen.analysis.integrity import TraceShape, fold_integrity, judge_trace, search_hop_traces
+from loadgen.analysis.integrity import TraceShape, fold_integrity, judge_trace
 from loadgen.analysis.reconcile import TraceObservation
 from loadgen.backends.base import FetchStatus
 from loadgen.backends.zipkin import ZipkinBackend
@@ -26,6 +26,7 @@ from loadgen.mesh.echo import parse_b3_single, parse_echo
 from loadgen.mesh.encode import encode
 from loadgen.mesh.headers import RUN_ID_HEADER
 from loadgen.mesh.modes import HeaderMode
+from loadgen.readback import search_hop_traces
 from loadgen.stack.envoy import TracingConfig
 from loadgen.stack.mesh import (
     BACKEND_SERVICE,

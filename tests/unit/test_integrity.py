@@ -30,11 +30,11 @@ from loadgen.analysis.integrity import (
     fold_integrity,
     judge_trace,
     mask_request_id,
-    search_hop_traces,
 )
 from loadgen.analysis.reconcile import TraceObservation
 from loadgen.backends.base import Fetched, FetchStatus
 from loadgen.mesh.hops import Hop
+from loadgen.readback import search_hop_traces
 
 GW, APP, BE = "istio-ingressgateway", "httpbin.istioinaction", "backend.istioinaction"
 HOPS = (Hop(GW, 2), Hop(APP, 2), Hop(BE, 1))  # /fanout with the gateway's upstream span

@@ -1,0 +1,259 @@
+"""What the backend holds for one trace, reduced to what the analyses need (pure, no I/O).
+
+`TraceShape` is a trace's tree without the configuration (spans per service and kind, parent
+links by service and kind, roots, references outside the trace, shared span context, each
+service's time window): `loadgen.analysis.integrity` judges it against the hops a request
+crosses. `TraceObservation` is one trace id's answer from the backend (status, span count,
+services, run-tagged spans and the shape): `loadgen.analysis.reconcile` classifies requests by
+it. Both are kept for every trace of a read-back and stored per trace in fetched.jsonl, so they
+are small and share equal parts between traces.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from loadgen.backends.base import Fetched, FetchStatus
+
+EXTERNAL_LIMIT = 8  # external references kept per trace shape (a sane trace has at most one)
+CANONICAL_LIMIT = 4096  # distinct span counts / links / service lists shared between shapes
+
+_V = TypeVar("_V")
+# Span counts, links and service lists are the same for nearly every trace of a run: one shared
+# (never mutated) object per distinct value instead of one per trace keeps a read-back of 100k
+# traces small (loadgen.readback). A full table is emptied, never grown: values already handed
+# out stay valid, only later equal ones are no longer shared with them.
+_canonical_values: dict[Hashable, Any] = {}
+
+
+def _canonical(key: Hashable, build: Callable[[], _V]) -> _V:
+    """The one shared value for `key`, built on first use."""
+    value: _V | None = _canonical_values.get(key)
+    if value is None:
+        if len(_canonical_values) >= CANONICAL_LIMIT:
+            _canonical_values.clear()
+        value = _canonical_values[key] = build()
+    return value
+
+
+def _nested_counts(items: Sequence[tuple[tuple[str, str], int]]) -> dict[str, dict[str, int]]:
+    """((service, kind), n) pairs, sorted, as service -> kind -> n."""
+    out: dict[str, dict[str, int]] = {}
+    for (service, kind), n in items:
+        out.setdefault(sys.intern(service), {})[sys.intern(kind)] = n
+    return out
+
+
+def span_service(span: Mapping[str, Any]) -> str:
+    return str((span.get("localEndpoint") or {}).get("serviceName") or "")
+
+
+def _kind(span: Mapping[str, Any]) -> str:
+    return str(span.get("kind") or "-")
+
+
+_Row = tuple[Mapping[str, Any], str, str, str]
+"""A span with its service, kind and normalized id (`TraceShape.from_spans`)."""
+
+
+def normalize_span_id(value: object) -> str:
+    """Zipkin span ids are 16 lowercase hex; some writers drop leading zeros."""
+    return str(value).strip().lower().zfill(16)
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    """A span whose parent is not in the trace: `parent_id` is the parentId it names; a shared
+    span (the server half of a client's span) whose client half is absent also carries its own
+    id in `shared_id` (that id *is* the client's span id)."""
+
+    service: str
+    kind: str
+    parent_id: str | None = None
+    shared_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TraceShape:
+    """What integrity needs from one trace, without the configuration (stored per trace).
+
+    Kept for every trace of a read-back, so it is small: its `spans` and `links` (and
+    `services()`) are shared between shapes that have equal ones. They must not be mutated."""
+
+    spans: dict[str, dict[str, int]] = field(default_factory=dict)  # service -> kind -> count
+    # (child service, child kind, parent service, parent kind) -> count
+    links: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    roots: int = 0  # spans with no parentId and no client half in the trace
+    external: tuple[ExternalRef, ...] = ()
+    shared: int = 0  # spans with "shared": true (shared_span_context)
+    windows_us: dict[str, tuple[int, int]] = field(default_factory=dict)  # service -> (first start, last end)
+
+    @classmethod
+    def from_spans(cls, spans: Sequence[Mapping[str, Any]]) -> TraceShape:
+        # One row per span, (span, service, kind, its id), computed once: this runs for every
+        # trace of a read-back.
+        rows: list[_Row] = []
+        by_id: dict[str, list[_Row]] = defaultdict(list)
+        for s in spans:
+            raw_id = s.get("id")
+            row = (s, span_service(s), _kind(s), normalize_span_id(raw_id))
+            rows.append(row)
+            if raw_id is not None:
+                by_id[row[3]].append(row)
+        counts: dict[tuple[str, str], int] = {}
+        links: dict[tuple[str, str, str, str], int] = {}
+        external: list[ExternalRef] = []
+        windows: dict[str, list[int]] = {}
+        roots = shared = 0
+        for row in rows:
+            x, service, kind, xid = row
+            counts[(service, kind)] = counts.get((service, kind), 0) + 1
+            ts, dur = x.get("timestamp"), x.get("duration")
+            if isinstance(ts, int):
+                end = ts + (dur if isinstance(dur, int) else 0)
+                w = windows.setdefault(service, [ts, end])
+                w[0], w[1] = min(w[0], ts), max(w[1], end)
+            pid = normalize_span_id(x["parentId"]) if x.get("parentId") else None
+            is_shared = bool(x.get("shared"))
+            shared += int(is_shared)
+            parent = _effective_parent(row, pid, is_shared, by_id)
+            if parent is not None:
+                link = (service, kind, parent[1], parent[2])
+                links[link] = links.get(link, 0) + 1
+                continue
+            if pid is None:
+                roots += 1
+            if (pid is not None or is_shared) and len(external) < EXTERNAL_LIMIT:
+                external.append(ExternalRef(sys.intern(service), kind, pid, xid if is_shared else None))
+        span_counts = tuple(sorted(counts.items()))
+        link_counts = tuple(sorted(links.items()))
+        return cls(
+            spans=_canonical(("spans", span_counts), lambda: _nested_counts(span_counts)),
+            links=_canonical(("links", link_counts), lambda: dict(link_counts)),
+            roots=roots,
+            external=tuple(external),
+            shared=shared,
+            windows_us={sys.intern(svc): (w[0], w[1]) for svc, w in sorted(windows.items())},
+        )
+
+    def spans_of(self, service: str) -> int:
+        return sum(self.spans.get(service, {}).values())
+
+    def services(self) -> tuple[str, ...]:
+        """The services with spans in the trace, sorted, without the empty name (shared)."""
+        names = tuple(self.spans)
+        return _canonical(("services", names), lambda: tuple(sorted(n for n in names if n)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Compact JSON (one per trace in fetched.jsonl): service names once in `svc`, referred
+        to by index; spans as [svc, kind, n]; links as [svc, kind, parent svc, parent kind, n];
+        external refs as [svc, kind, parent id, shared id]; windows as [svc, start µs, end µs]."""
+        names = sorted(
+            set(self.spans)
+            | set(self.windows_us)
+            | {e.service for e in self.external}
+            | {svc for link in self.links for svc in (link[0], link[2])}
+        )
+        ix = {name: i for i, name in enumerate(names)}
+        return {
+            "svc": names,
+            "spans": [[ix[svc], kind, n] for svc, kinds in self.spans.items() for kind, n in kinds.items()],
+            "links": [[ix[cs], ck, ix[ps], pk, n] for (cs, ck, ps, pk), n in self.links.items()],
+            "roots": self.roots,
+            "ext": [[ix[e.service], e.kind, e.parent_id, e.shared_id] for e in self.external],
+            "shared": self.shared,
+            "win": [[ix[svc], lo, hi] for svc, (lo, hi) in self.windows_us.items()],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TraceShape:
+        names = [str(n) for n in d.get("svc", ())]
+        spans: dict[str, dict[str, int]] = {}
+        for i, kind, n in d.get("spans", ()):
+            spans.setdefault(names[i], {})[str(kind)] = int(n)
+        return cls(
+            spans=spans,
+            links={(names[c], str(ck), names[p], str(pk)): int(n) for c, ck, p, pk, n in d.get("links", ())},
+            roots=int(d.get("roots", 0)),
+            external=tuple(ExternalRef(names[i], str(k), pid, sid) for i, k, pid, sid in d.get("ext", ())),
+            shared=int(d.get("shared", 0)),
+            windows_us={names[i]: (int(lo), int(hi)) for i, lo, hi in d.get("win", ())},
+        )
+
+
+def _effective_parent(
+    row: _Row, pid: str | None, is_shared: bool, by_id: Mapping[str, list[_Row]]
+) -> _Row | None:
+    """The row of the span `row` hangs under. A shared span (server half) hangs under its client
+    half (same id); otherwise the span named by parentId. With shared spans, one id names two
+    spans (client half and server half): a child of the same service as the server half was
+    started by that proxy after receiving the request, so it hangs under the server half,
+    anything else under the client half."""
+    x, service, _, xid = row
+    if is_shared:
+        for r in by_id.get(xid, ()):
+            if r[0] is not x and not r[0].get("shared"):
+                return r
+    if pid is None:
+        return None
+    candidates = [r for r in by_id.get(pid, ()) if r[0] is not x]
+    if not candidates:
+        return None
+    same = [r for r in candidates if r[1] == service]
+    unshared = [r for r in candidates if not r[0].get("shared")]
+    return (same or unshared or candidates)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class TraceObservation:
+    """What the backend holds for one trace id, reduced to what reconciliation needs (small
+    enough to keep for every trace of a read-back, and to store per trace in the run folder for
+    `loadgen verify`/`report` later). No span is kept: `loadgen.readback` makes it from each
+    trace's spans as soon as they are decoded."""
+
+    status: FetchStatus
+    span_count: int = 0
+    services: tuple[str, ...] = ()
+    run_tagged: int = 0  # spans carrying the run-id tag with this run's id
+    error: str | None = None
+    # The trace's tree reduced for the integrity fold (loadgen.analysis.integrity); None when not found.
+    shape: TraceShape | None = None
+
+    @classmethod
+    def from_fetched(cls, fetched: Fetched, run_id_tag: str = "", run_id: str = "") -> TraceObservation:
+        if not fetched.spans:
+            return cls(fetched.status, 0, (), 0, fetched.error, None)
+        tagged = sum(1 for s in fetched.spans if run_id and (s.get("tags") or {}).get(run_id_tag) == run_id)
+        shape = TraceShape.from_spans(fetched.spans)  # its services are the spans' local services
+        return cls(fetched.status, len(fetched.spans), shape.services(), tagged, fetched.error, shape)
+
+    @property
+    def present(self) -> bool:
+        """The backend answered and holds spans of the trace."""
+        return self.status is FetchStatus.FOUND and self.span_count > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "spans": self.span_count,
+            "services": list(self.services),
+            "run_tagged": self.run_tagged,
+            "error": self.error,
+            "shape": self.shape.to_dict() if self.shape is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TraceObservation:
+        shape = d.get("shape")
+        return cls(
+            FetchStatus(d["status"]),
+            int(d.get("spans", 0)),
+            tuple(d.get("services", ())),
+            int(d.get("run_tagged", 0)),
+            d.get("error"),
+            TraceShape.from_dict(shape) if shape else None,
+        )
