@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.analysis.integrity import downstream_service, fold_integrity
-from loadgen.analysis.ledgerfold import fold_ledger
+from loadgen.analysis.ledgerfold import LedgerFold, fold_ledger
 from loadgen.analysis.reconcile import Expectation, TraceObservation, reconcile_mesh, reconcile_reference
 from loadgen.analysis.tagsearch import estimate_from_tags
 from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE
@@ -61,16 +61,8 @@ def read_back_run(
     ledger_path = run_dir / "ledger.jsonl"
     reference_path = run_dir / "reference.jsonl"
     ledger_stats = LedgerStats()
-    expected: dict[str, int] = {}
-    expected_services: dict[str, tuple[str, ...]] = {}
     # The one read of the ledger: every analysis below runs on its fold.
     fold = fold_ledger(read_rows(ledger_path, ledger_stats), percent=expect.configured_percent)
-    for facts, tid in fold.requests():
-        if tid:
-            # Query every id: sampled ones must be complete, the others are checked for leaks.
-            expected[tid] = expect.spans_per_trace if facts.decided else 0
-            if facts.decided:
-                expected_services[tid] = expect.services
     last_end = fold.traced_last_end  # when the last request ended: time zero of the time-to-queryable curve
     if ledger_stats.truncated:
         notes.append(
@@ -79,11 +71,7 @@ def read_back_run(
     ref_summary = (
         summarize_reference_log(read_reference_log(reference_path)) if reference_path.exists() else None
     )
-    if ref_summary is not None:
-        for tid, outcome in ref_summary.traces.items():
-            if outcome.state in ("exported", "failed"):
-                key = normalize_trace_id(tid)
-                expected[key] = outcome.spans if outcome.state == "exported" else 0
+    expected, expected_services = _ids_to_query(fold, ref_summary, expect)
     readback = _poll_backend(
         backend, expected, expected_services, notes,
         quiet_s=quiet_s, poll_interval_s=poll_interval_s, max_wait_s=max_wait_s,
@@ -98,21 +86,10 @@ def read_back_run(
     window = (int((first_ts - 2.0) * 1e6), int((max(last_end, load_end) + 2.0) * 1e6)) if first_ts else None
     tag_search = None
     if window and run_id_tag and not readback.interrupted:
-        status(f"searching the backend for spans tagged {run_id_tag}={run_id}")
-        try:
-            tagged = search_run(
-                backend,
-                tag=run_id_tag,
-                run_id=run_id,
-                service=search_service,
-                start_us=window[0],
-                end_us=window[1],
-            )
-        except (BackendError, ValueError) as exc:
-            notes.append(f"run-tag search failed: {exc}")
-        else:
-            ref_ids = {normalize_trace_id(t) for t in ref_summary.traces} if ref_summary else set()
-            tag_search = estimate_from_tags(fold, tagged, ref_ids, reference["collection"], expect.context)
+        tag_search = _tag_search(
+            backend, fold, expect, ref_summary, reference, notes, status,
+            run_id_tag=run_id_tag, run_id=run_id, service=search_service, window=window,
+        )  # fmt: skip
     hop_traces = _search_fragments(backend, hops, window, notes, status) if not readback.interrupted else None
     integrity = fold_integrity(
         fold,
@@ -137,6 +114,56 @@ def read_back_run(
         integrity=integrity,
     )
     return ReadBackOutcome(measured, notes, readback.interrupted, int(reconciled["requests"]["total"]))
+
+
+def _ids_to_query(
+    fold: LedgerFold, ref_summary: Any, expect: Expectation
+) -> tuple[dict[str, int], dict[str, tuple[str, ...]]]:
+    """Every trace id the read-back asks for, with the spans it should hold (0: none, a leak
+    check), and the services of each sampled one: the ledger's requests and the exported or
+    failed reference traces."""
+    expected: dict[str, int] = {}
+    expected_services: dict[str, tuple[str, ...]] = {}
+    for facts, tid in fold.requests():
+        if tid:
+            # Query every id: sampled ones must be complete, the others are checked for leaks.
+            expected[tid] = expect.spans_per_trace if facts.decided else 0
+            if facts.decided:
+                expected_services[tid] = expect.services
+    if ref_summary is not None:
+        for tid, outcome in ref_summary.traces.items():
+            if outcome.state in ("exported", "failed"):
+                key = normalize_trace_id(tid)
+                expected[key] = outcome.spans if outcome.state == "exported" else 0
+    return expected, expected_services
+
+
+def _tag_search(
+    backend: TraceBackend,
+    fold: LedgerFold,
+    expect: Expectation,
+    ref_summary: Any,
+    reference: dict[str, Any],
+    notes: list[str],
+    status: Status,
+    *,
+    run_id_tag: str,
+    run_id: str,
+    service: str | None,
+    window: tuple[int, int],
+) -> dict[str, Any] | None:
+    """The run-tag search and its estimate of the decision rate; None (and a note) when the
+    search failed."""
+    status(f"searching the backend for spans tagged {run_id_tag}={run_id}")
+    try:
+        tagged = search_run(
+            backend, tag=run_id_tag, run_id=run_id, service=service, start_us=window[0], end_us=window[1]
+        )
+    except (BackendError, ValueError) as exc:
+        notes.append(f"run-tag search failed: {exc}")
+        return None
+    ref_ids = {normalize_trace_id(t) for t in ref_summary.traces} if ref_summary else set()
+    return estimate_from_tags(fold, tagged, ref_ids, reference["collection"], expect.context)
 
 
 def _poll_backend(
