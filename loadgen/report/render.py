@@ -138,8 +138,6 @@ def headline_rows(summary: Summary | Mapping[str, Any]) -> list[tuple[str, str, 
     return rows
 
 
-_headline_rows = headline_rows  # the name report/html/sections.py imported; to go once it takes headline_rows
-
 VIOLATION_KINDS = ("decision", "trace_id", "request_id", "leak")
 
 

@@ -21,7 +21,7 @@ from loadgen.report.html.common import (
     seconds_text,
 )
 from loadgen.report.profile_view import PROFILE_TITLE, profile_facts_rows, profile_source_line
-from loadgen.report.render import HEADER_MODE_COLUMNS, _headline_rows, header_mode_rows, verdict_causes
+from loadgen.report.render import HEADER_MODE_COLUMNS, header_mode_rows, headline_rows, verdict_causes
 
 _MODE_COLS = (
     ("requests", "requests"),
@@ -146,7 +146,7 @@ def why_section(summary: Mapping[str, Any]) -> str:
 
 def numbers_table(summary: Mapping[str, Any]) -> str:
     try:
-        rows = _headline_rows(dict(summary))
+        rows = headline_rows(dict(summary))
     except (KeyError, TypeError, ValueError, IndexError):
         return ""
     body = "".join(
