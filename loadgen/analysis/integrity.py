@@ -293,13 +293,12 @@ def _judge_all(
 ) -> _Judgement:
     """Judge the trace of every answered request the backend holds (FOUND, with a shape)."""
     out = _Judgement()
-    facts, get = fold.facts, observations.get
-    for i, (code, tid) in enumerate(zip(fold.codes, fold.trace_ids, strict=True)):
-        f = facts[code]
-        if tid is None or not f.answered:
-            continue
-        obs = get(tid)
+    facts, codes, trace_ids = fold.facts, fold.codes, fold.trace_ids
+    for i, obs in enumerate(fold.trace_observations(observations)):
         if obs is None or obs.status is not FetchStatus.FOUND or obs.shape is None:
+            continue
+        f, tid = facts[codes[i]], trace_ids[i]
+        if tid is None or not f.answered:
             continue
         layout = hops_by_path.get(f.path) or hops
         inj_span = fold.injected_spans[i]

@@ -28,10 +28,11 @@ import math
 import re
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
+from loadgen.analysis.observation import TraceObservation
 from loadgen.ledger import LedgerRow
 from loadgen.mesh.echo import UpstreamView, same_request_id
 from loadgen.mesh.ids import is_hex_id, normalize_trace_id
@@ -135,9 +136,20 @@ class LedgerFold:
     first_ts: float | None = None  # the first request's start (a record with a non-zero time)
     last_ts: float = 0.0  # the latest end of such a request (0: none)
     traced_last_end: float = 0.0  # the latest end of a request with a trace id (0: none)
+    #: What the analyses derived from the fold and keep for the next analysis of the same
+    #: read-back (`reconcile.observe`: each request's outcome).
+    derived: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.codes)
+
+    def trace_observations(
+        self, observations: Mapping[str, TraceObservation]
+    ) -> Iterator[TraceObservation | None]:
+        """What the backend holds for each request's trace, in ledger order (None: nothing, or
+        the request has no trace id)."""
+        get = cast(Callable[[str | None], TraceObservation | None], observations.get)
+        return map(get, self.trace_ids)
 
     def requests(self) -> Iterator[tuple[RequestFacts, str | None]]:
         """(facts, trace id) per request, in ledger order."""
@@ -145,89 +157,90 @@ class LedgerFold:
         return ((facts[code], tid) for code, tid in zip(self.codes, self.trace_ids, strict=True))
 
 
-_CANONICAL_ID = re.compile(r"[0-9a-f]{16}(?:[0-9a-f]{16})?")
-_ZERO_HALF = "0" * 16
+#: A trace id already in the form `normalize_trace_id` gives: lowercase hex, 16 digits, or 32
+#: without a zero high half (the general path is then a no-op; this one is a single match).
+_NORMAL_ID = re.compile(r"(?!0{16}[0-9a-f]{16}$)[0-9a-f]{16}(?:[0-9a-f]{16})?").fullmatch
 _UNSET = object()
 
 
-def _normalized(value: object) -> str:
-    """`normalize_trace_id(str(value))`; an id already in normal form (lowercase hex, no zero
-    high half) is returned as is, without the general path's work."""
-    if (
-        type(value) is str
-        and _CANONICAL_ID.fullmatch(value)
-        and (len(value) == 16 or value[:16] != _ZERO_HALF)
-    ):
-        return value
-    return normalize_trace_id(str(value))
+def _normalized(value: Any) -> str:
+    """`normalize_trace_id(str(value))`, without its work for an id already normal."""
+    return value if type(value) is str and _NORMAL_ID(value) else normalize_trace_id(str(value))
 
 
-def _trace_id(value: object) -> str | None:
-    """`trace_id_of` for the id it picked (what the upstream saw, else what we injected)."""
-    if (
-        type(value) is str
-        and _CANONICAL_ID.fullmatch(value)
-        and (len(value) == 16 or value[:16] != _ZERO_HALF)
-    ):
+def _trace_id(value: Any) -> str | None:
+    """`trace_id_of` for the (truthy) id it picks."""
+    if type(value) is str and _NORMAL_ID(value):
         return value
     norm = normalize_trace_id(str(value))
     return norm if is_hex_id(norm) else None
 
 
 class _Folder:
-    """Folds records into a LedgerFold. Per request it does only what cannot be shared: the
-    decision, a path, a facts code are looked up in small tables of the values seen before."""
+    """Folds records into a LedgerFold. It runs once per request, so it does per request only
+    what cannot be shared: the decision, the facts' code are looked up in small tables of the
+    values seen before."""
 
     def __init__(self, fold: LedgerFold) -> None:
         self.fold = fold
+        self.percent = fold.percent
         self.code_of: dict[tuple[Any, ...], int] = {}
         self.decision_of: dict[tuple[str | None, str], bool | None] = {}
-        self.path_of: dict[str | None, str] = {}
+        self.paths: dict[str | None, str] = {}  # ledger path -> `path_of` it
         self.mispredicted: Counter[str] = Counter()
+        self.append_code = fold.codes.append
+        self.append_tid = fold.trace_ids.append
+        self.append_inj = fold.injected_ids.append
+        self.append_span = fold.injected_spans.append
+        self.append_xrid = fold.app_request_ids.append
+        self.append_start = fold.starts.append
 
     def add(self, r: LedgerRow) -> None:
+        """One record, whose `mode` and `path` are strings (or None) already (`_row_of`)."""
         status, inj, up, echoed = r.status, r.inj_trace, r.up_trace, r.up_xrid
         tid = _trace_id(up or inj) if up or inj else None
-        inj_id = (tid if inj == tid else _normalized(inj)) if inj else None
-        up_id = (tid if tid is not None else _normalized(up)) if up else None
+        inj_id = None if not inj else tid if inj == tid else _normalized(inj)
         answered = status == 200
         decided = self._decision(r.up_flag, echoed) if answered else None
         sent = r.xrid_sent
         kept_id = same_request_id(str(sent), str(echoed)) if sent and echoed else None
-        percent = self.fold.percent
-        predicted, source = (
-            prediction_of(echoed, kept_id, percent)
-            if percent is not None and decided is not None
-            else (None, "")
-        )
-        mode = r.mode if type(r.mode) is str else str(r.mode)
+        if self.percent is not None and decided is not None and echoed:
+            predicted: bool | None = envoy_random_sampled(str(echoed), self.percent)
+            source = "crafted" if kept_id else "echoed"  # the rule does not read char 14: same answer
+        else:
+            predicted, source = None, ""
+        mode = "None" if r.mode is None else r.mode  # str(mode), as every analysis reads it
+        path = self.paths.get(r.path)
+        if path is None:
+            path = self.paths[r.path] = path_of(r.path)
         key = (
-            mode, self._path(r.path), answered, decided,
-            inj_id is not None, inj_id is not None and (inj_id is tid or is_hex_id(inj_id)),
-            bool(up), up_id is not None and up_id == inj_id, inj_id is not None and inj_id == tid,
-            kept_id, predicted, source,
+            mode, path, answered, decided, inj_id is not None,
+            inj_id is not None and (inj_id is tid or is_hex_id(inj_id)),
+            bool(up), bool(up) and inj_id is not None and (tid if tid is not None else _normalized(up)) == inj_id,
+            inj_id is not None and inj_id == tid, kept_id, predicted, source,
         )  # fmt: skip
-        fold = self.fold
-        index = len(fold.codes)
-        fold.codes.append(self._code(key))
-        fold.trace_ids.append(tid)
-        fold.injected_ids.append(inj_id)
-        fold.injected_spans.append(r.inj_span if inj else None)
-        fold.app_request_ids.append(echoed if echoed and tid is not None and answered else None)
+        code = self.code_of.get(key)
+        self.append_code(self._new_code(key) if code is None else code)
+        self.append_tid(tid)
+        self.append_inj(inj_id)
+        self.append_span(r.inj_span if inj else None)
+        self.append_xrid(echoed if echoed and tid is not None and answered else None)
         self._times(r, tid is not None, mode if answered else None)
         if not answered:
-            fold.errors[_error_of(status, r.error)] += 1
-        elif predicted is not None and predicted != decided and self.mispredicted[mode] < EXAMPLES_KEPT:
-            self.mispredicted[mode] += 1
-            fold.mispredicted_rids[index] = str(r.rid)
+            self.fold.errors[_error_of(status, r.error)] += 1
+        elif predicted is not None and predicted != decided:
+            self._mispredicted(mode, str(r.rid))
 
-    def _code(self, key: tuple[Any, ...]) -> int:
-        code = self.code_of.get(key)
-        if code is None:
-            facts = RequestFacts(*key)
-            code = self.code_of[facts] = len(self.fold.facts)
-            self.fold.facts.append(facts)
+    def _new_code(self, key: tuple[Any, ...]) -> int:
+        facts = RequestFacts(*key)
+        code = self.code_of[facts] = len(self.fold.facts)
+        self.fold.facts.append(facts)
         return code
+
+    def _mispredicted(self, mode: str, rid: str) -> None:
+        if self.mispredicted[mode] < EXAMPLES_KEPT:
+            self.mispredicted[mode] += 1
+            self.fold.mispredicted_rids[len(self.fold.codes) - 1] = rid
 
     def _decision(self, flag: Any, xrid: Any) -> bool | None:
         """`decision_of` an answered request, looked up by what it reads (the flag, character 14
@@ -240,18 +253,10 @@ class _Folder:
             decided = self.decision_of[key] = decision_of(200, flag, xrid)
         return decided  # type: ignore[return-value]
 
-    def _path(self, raw: Any) -> str:
-        if not (raw is None or type(raw) is str):
-            return path_of(raw)
-        path = self.path_of.get(raw)
-        if path is None:
-            path = self.path_of[raw] = path_of(raw)
-        return path
-
     def _times(self, r: LedgerRow, traced: bool, answered_mode: str | None) -> None:
         fold = self.fold
         ts, latency = r.ts, r.latency_ms
-        fold.starts.append(float(ts) if isinstance(ts, int | float) and ts > 0 else math.nan)
+        self.append_start(float(ts) if isinstance(ts, int | float) and ts > 0 else math.nan)
         if answered_mode is not None and latency is not None:
             lat = fold.latencies_ms.get(answered_mode)
             if lat is None:
@@ -275,10 +280,11 @@ def _error_of(status: object, error: object) -> tuple[int, str]:
 
 
 def _row_of(record: Mapping[str, Any]) -> LedgerRow:
-    """A record dict as a LedgerRow, its values as they are (no type is checked or converted)."""
+    """A record dict as a LedgerRow, its values as they are (no type is checked or converted)
+    but `mode` and `path`, made strings as the fold reads them."""
     get = record.get
     return LedgerRow(
-        rid=get("rid"), mode=get("mode"), path=get("path"), ts=get("ts"), latency_ms=get("latency_ms"),
+        rid=get("rid"), mode=str(get("mode")), path=path_of(get("path")), ts=get("ts"), latency_ms=get("latency_ms"),
         status=get("status"), error=get("error"), inj_trace=get("inj_trace"), inj_span=get("inj_span"),
         up_trace=get("up_trace"), up_flag=get("up_flag"), up_xrid=get("up_xrid"), xrid_sent=get("xrid_sent"),
     )  # fmt: skip

@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from loadgen.analysis.ledgerfold import (
+    EXAMPLES_KEPT,
     LedgerFold,
     RequestFacts,
     as_fold,
@@ -96,23 +97,38 @@ def upstream_decision(record: Mapping[str, Any]) -> bool | None:
     return decision_of(record.get("status"), record.get("up_flag"), record.get("up_xrid"))
 
 
-def classify(decided: bool | None, obs: TraceObservation | None, expect: Expectation) -> Outcome:
+OUTCOMES = tuple(Outcome)
+_INDEX = {o: i for i, o in enumerate(OUTCOMES)}
+#: A request's class (`request_class`): its outcome's index in OUTCOMES times 8, plus these bits.
+FOUND_BIT, QUERIED_BIT, PRESENT_BIT = 4, 2, 1  # answered FOUND; answered (not ERROR); holds spans
+_UNKNOWN_CLASS = _INDEX[Outcome.UNKNOWN] * 8
+
+
+def request_class(decided: bool | None, obs: TraceObservation | None, expect: Expectation) -> int:
+    """A request's outcome (see the module doc) and what the backend answered for its trace."""
     if obs is None or obs.status is FetchStatus.ERROR:
-        return Outcome.UNKNOWN
-    present = obs.status is FetchStatus.FOUND and obs.span_count > 0
+        return _UNKNOWN_CLASS
+    found = obs.status is FetchStatus.FOUND
+    present = found and obs.span_count > 0
+    bits = (FOUND_BIT if found else 0) | QUERIED_BIT | (PRESENT_BIT if present else 0)
     if decided is None:
-        return Outcome.UNKNOWN
-    if not decided:
-        return Outcome.LEAKED if present else Outcome.NOT_SAMPLED
-    if not present:
-        return Outcome.MISSING
-    if expect.shape is not None and obs.shape is not None:
+        outcome = Outcome.UNKNOWN
+    elif not decided:
+        outcome = Outcome.LEAKED if present else Outcome.NOT_SAMPLED
+    elif not present:
+        outcome = Outcome.MISSING
+    elif expect.shape is not None and obs.shape is not None:
         # Complete means every span of the shape, not merely "at least N spans": a 4-span mesh
         # trace missing its sidecar CLIENT span is partial even if a stray span makes up the count.
-        complete = shape_covered(expect.shape, obs.shape.spans)
+        outcome = Outcome.FOUND if shape_covered(expect.shape, obs.shape.spans) else Outcome.PARTIAL
     else:
         complete = obs.span_count >= expect.spans_per_trace and set(expect.services) <= set(obs.services)
-    return Outcome.FOUND if complete else Outcome.PARTIAL
+        outcome = Outcome.FOUND if complete else Outcome.PARTIAL
+    return _INDEX[outcome] * 8 | bits
+
+
+def classify(decided: bool | None, obs: TraceObservation | None, expect: Expectation) -> Outcome:
+    return OUTCOMES[request_class(decided, obs, expect) >> 3]
 
 
 VIOLATION_KINDS = ("decision", "trace_id", "request_id", "leak")
@@ -184,43 +200,56 @@ def _violations(f: RequestFacts, exp: Expected | None, present: bool) -> list[st
 # --- the join: each request's outcome -----------------------------------------------------------
 
 
-class _Seen(Counter[tuple[int, Outcome, bool, bool]]):
-    """Requests by (facts code, outcome, trace queried, trace present): everything the tallies
-    need from the observations, so they run once per distinct key, not once per request."""
-
-
 @dataclass
-class _Join:
-    seen: _Seen = field(default_factory=_Seen)
+class Observed:
+    """The fold's requests against one read-back's observations (`observe`)."""
+
+    observations: Mapping[str, TraceObservation]
+    size: int  # len(observations) when classified
+    expect: Expectation
+    classes: bytearray  # `request_class` per request, in ledger order
     spans_per_trace: Counter[int] = field(default_factory=Counter)  # over found/partial traces
     run_tagged: int = 0  # spans of found/partial traces carrying the run tag
     spans: int = 0  # ... of all their spans
-    missing_examples: list[str] = field(default_factory=list)
-    leaked_examples: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # the first EXAMPLES_KEPT (examples)
+    leaked: list[str] = field(default_factory=list)
 
 
-def _join(
-    fold: LedgerFold, observations: Mapping[str, TraceObservation], expect: Expectation, limit: int
-) -> _Join:
-    """Classify every request of the fold against what the backend holds for its trace."""
-    out = _Join()
-    seen = out.seen
-    get = observations.get
-    facts = fold.facts
-    for code, tid in zip(fold.codes, fold.trace_ids, strict=True):
-        obs = get(tid) if tid is not None else None
-        outcome = classify(facts[code].decided, obs, expect)
-        queried = obs is not None and obs.status is not FetchStatus.ERROR
-        seen[(code, outcome, queried, obs is not None and obs.present)] += 1
-        if outcome is Outcome.FOUND or outcome is Outcome.PARTIAL:
-            assert obs is not None
+def observe(fold: LedgerFold, observations: Mapping[str, TraceObservation], expect: Expectation) -> Observed:
+    """Classify every request of the fold against what the backend holds for its trace: once per
+    read-back (the fold keeps the last classification, for the same observations object of the
+    same size and the same expectation: the observations of a finished read-back)."""
+    last = fold.derived.get("observed")
+    if (
+        isinstance(last, Observed)
+        and last.observations is observations
+        and last.size == len(observations)
+        and last.expect == expect
+    ):
+        return last
+    out = Observed(observations, len(observations), expect, bytearray(len(fold)))
+    decided = [f.decided for f in fold.facts]
+    found, partial, missing, leaked = (
+        _INDEX[o] for o in (Outcome.FOUND, Outcome.PARTIAL, Outcome.MISSING, Outcome.LEAKED)
+    )
+    classes = out.classes
+    for i, (code, tid, obs) in enumerate(
+        zip(fold.codes, fold.trace_ids, fold.trace_observations(observations), strict=True)
+    ):
+        if obs is None:
+            classes[i] = _UNKNOWN_CLASS
+            continue
+        cls = classes[i] = request_class(decided[code], obs, expect)
+        outcome = cls >> 3
+        if outcome in (found, partial):
             out.spans_per_trace[obs.span_count] += 1
             out.run_tagged += obs.run_tagged
             out.spans += obs.span_count
-        elif outcome is Outcome.MISSING and tid and len(out.missing_examples) < limit:
-            out.missing_examples.append(tid)
-        elif outcome is Outcome.LEAKED and tid and len(out.leaked_examples) < limit:
-            out.leaked_examples.append(tid)
+        elif outcome == missing and tid is not None and len(out.missing) < EXAMPLES_KEPT:
+            out.missing.append(tid)
+        elif outcome == leaked and tid is not None and len(out.leaked) < EXAMPLES_KEPT:
+            out.leaked.append(tid)
+    fold.derived["observed"] = out
     return out
 
 
@@ -377,7 +406,7 @@ def _sampling_section(
     }
 
 
-def _mesh_section(mesh: _MeshTally, joined: _Join, expect: Expectation) -> dict[str, Any]:
+def _mesh_section(mesh: _MeshTally, observed: Observed, expect: Expectation, limit: int) -> dict[str, Any]:
     return {
         "expected_spans_per_trace": expect.spans_per_trace,
         "expected_services": list(expect.services),
@@ -387,10 +416,10 @@ def _mesh_section(mesh: _MeshTally, joined: _Join, expect: Expectation) -> dict[
         "unknown": mesh.unknown,
         "leaked": mesh.leaked,
         "leak_checked": mesh.leak_checked,
-        "leaked_examples": joined.leaked_examples,
-        "missing_examples": joined.missing_examples,
-        "spans_per_found_trace": {str(k): v for k, v in sorted(joined.spans_per_trace.items())},
-        "run_tag": {"k": joined.run_tagged, "n": joined.spans},
+        "leaked_examples": observed.leaked[:limit],
+        "missing_examples": observed.missing[:limit],
+        "spans_per_found_trace": {str(k): v for k, v in sorted(observed.spans_per_trace.items())},
+        "run_tag": {"k": observed.run_tagged, "n": observed.spans},
     }
 
 
@@ -421,14 +450,17 @@ def reconcile_mesh(
         raise ValueError(
             f"the ledger was folded predicting at {fold.percent} %, reconciled at {expect.configured_percent} %"
         )
-    joined = _join(fold, observations, expect, example_limit)
+    observed = observe(fold, observations, expect)
     expected_of = _expectations(fold, expect)
     tallies: dict[str, _ModeTally] = {}
     mesh = _MeshTally()
-    for (code, outcome, queried, present), n in joined.seen.items():
-        f = fold.facts[code]
+    # Requests by (facts code, class): the tallies run once per distinct pair.
+    for (code, cls), n in Counter(zip(fold.codes, observed.classes, strict=True)).items():
+        f, outcome = fold.facts[code], OUTCOMES[cls >> 3]
         exp = expected_of[f.mode]
-        tallies.setdefault(f.mode, _ModeTally()).add(f, exp, outcome, queried, present, n)
+        tallies.setdefault(f.mode, _ModeTally()).add(
+            f, exp, outcome, bool(cls & QUERIED_BIT), bool(cls & PRESENT_BIT), n
+        )
         mesh.add(f, exp, outcome, n)
     modes = dict(sorted(tallies.items()))
     latencies: dict[str, Any] = {}
@@ -447,7 +479,7 @@ def reconcile_mesh(
         "sampling": _sampling_section(
             mesh, modes, _mismatch_examples(fold, expected_of, example_limit), expect.configured_percent
         ),
-        "mesh": _mesh_section(mesh, joined, expect),
+        "mesh": _mesh_section(mesh, observed, expect, example_limit),
         "propagation": {
             **mesh.propagation.proportion().to_dict(),
             "backend": mesh.propagation_backend.proportion().to_dict(),

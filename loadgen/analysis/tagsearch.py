@@ -18,8 +18,10 @@ happened, so the estimate is null with a `note` saying why.
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from itertools import compress, repeat
 from typing import Any
 
 from loadgen.analysis.ledgerfold import LedgerFold, as_fold
@@ -34,24 +36,20 @@ def _answered_by_injection(
 ) -> tuple[Counter[tuple[Expected, bool]], set[str]]:
     """Answered requests of known modes by (expectation, found by tag under their injected id),
     and the injected ids."""
-    expected: dict[str, Expected | None] = {}
+    expected: list[Expected | None] = []  # per facts code: None for an unanswered request
+    for f in fold.facts:
+        spec = mode_spec(f.mode) if f.answered else None
+        expected.append(None if spec is None else spec.expected(ctx) if ctx is not None else spec.expected())
+    counted = list(map(operator.is_not, map(expected.__getitem__, fold.codes), repeat(None)))
+    keys = list(compress(fold.injected_ids, counted))
+    injected = {key for key in keys if key}
+    found = map(tagged_mesh.__contains__, keys)
+    by_code = Counter(zip(compress(fold.codes, counted), found, strict=True))
     counts: Counter[tuple[Expected, bool]] = Counter()
-    injected: set[str] = set()
-    for code, key in zip(fold.codes, fold.injected_ids, strict=True):
-        f = fold.facts[code]
-        if not f.answered:
-            continue
-        if f.mode not in expected:
-            spec = mode_spec(f.mode)
-            expected[f.mode] = (
-                None if spec is None else spec.expected(ctx) if ctx is not None else spec.expected()
-            )
-        exp = expected[f.mode]
-        if exp is None:
-            continue
-        if key:
-            injected.add(key)
-        counts[(exp, key is not None and key in tagged_mesh)] += 1
+    for (code, hit), n in by_code.items():
+        exp = expected[code]
+        assert exp is not None
+        counts[(exp, hit)] += n
     return counts, injected
 
 
