@@ -80,7 +80,7 @@ def test_a_read_back_reads_the_ledger_once(tmp_path: Path, monkeypatch: pytest.M
     assert summary["integrity"]["traces"] == 10
 
 
-ODD_LINES = [
+ODD_LINES: list[dict[str, Any]] = [
     # What LedgerWriter writes: decoded by msgspec straight into a LedgerRow.
     {"rid": "a", "mode": "none", "ts": 1_700_000_000.5, "latency_ms": 3, "status": 200,
      "up_trace": "AB" * 16, "up_flag": "1", "up_xrid": xrid(1, "9")},
