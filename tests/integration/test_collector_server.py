@@ -226,7 +226,7 @@ def test_post_gzip(client: httpx.Client) -> None:
 
 
 def test_post_proto3(client: httpx.Client) -> None:
-    from opentelemetry.exporter.zipkin.proto.http.v2.gen import zipkin_pb2
+    from loadgen.stack.collector import zipkin_pb2
 
     tid = new_trace_id()
     message = zipkin_pb2.ListOfSpans(
@@ -310,7 +310,7 @@ def test_post_rejects_bad_input(
 
 
 def test_proto3_with_bad_ids_is_400(client: httpx.Client) -> None:
-    from opentelemetry.exporter.zipkin.proto.http.v2.gen import zipkin_pb2
+    from loadgen.stack.collector import zipkin_pb2
 
     body = zipkin_pb2.ListOfSpans(
         spans=[zipkin_pb2.Span(trace_id=b"\x01" * 5, id=b"\x02" * 8)]

@@ -12,6 +12,7 @@ import json
 import zlib
 from typing import Any
 
+from loadgen.stack.collector import zipkin_pb2
 from loadgen.stack.collector.normalize import SpanValidationError
 
 __all__ = [
@@ -69,12 +70,6 @@ def decode_proto_spans(body: bytes) -> list[dict[str, Any]]:
 
     proto3 cannot tell "absent" from zero/empty, so zero values map to absent fields.
     """
-    try:
-        from opentelemetry.exporter.zipkin.proto.http.v2.gen import zipkin_pb2
-    except ImportError as exc:  # a declared dependency, but be explicit about what is missing
-        raise BadRequest(
-            "application/x-protobuf needs opentelemetry-exporter-zipkin-proto-http installed"
-        ) from exc
     try:
         message = zipkin_pb2.ListOfSpans.FromString(body)
     except Exception as exc:  # third-party decoder: any failure here means a bad body
