@@ -1,4 +1,5 @@
-"""OpenTelemetry side-emitter: reference traces sent straight to the Zipkin collector.
+"""OpenTelemetry side-emitter: reference traces sent straight to the collector, by Zipkin JSON,
+OTLP/HTTP or OTLP/gRPC (``--reference-protocol``, loadgen.emitter.protocols).
 
 Reference traces bypass the mesh, so "reference traces found in the backend / traces exported" is the
 collector/backend's own collection rate. For that number to be defensible, every trace started is
@@ -17,7 +18,8 @@ The emitter streams a JSON-lines log (``reference.jsonl``) that the reconciler f
 
 Log records (one JSON object per line)::
 
-    {"ev":"open","t":...,"run_id":...,"service":...,"endpoint":...,"children":N,"rate_per_s":R}
+    {"ev":"open","t":...,"run_id":...,"service":...,"protocol":"zipkin"|"otlp-http"|"otlp-grpc",
+     "endpoint":<URL without credentials>,"children":N,"rate_per_s":R}
     {"ev":"start","trace":"<32hex>","spans":N,"seq":S,"t":<epoch s>}
     {"ev":"export","ok":true|false,"t":...,"dur_s":...,"spans":{"<32hex>":count,...},"error":str|null}
     {"ev":"end","t":...,"counters":{...}}
@@ -25,7 +27,14 @@ Log records (one JSON object per line)::
 
 from loadgen.emitter.accounting import AccountingExporter
 from loadgen.emitter.counters import EmitterCounters, TraceState
-from loadgen.emitter.reference import DEFAULT_SERVICE_NAME, ReferenceEmitter, zipkin_spans_url
+from loadgen.emitter.protocols import (
+    ReferenceProtocol,
+    ReferenceTarget,
+    check_reference_target,
+    reference_target,
+    zipkin_spans_url,
+)
+from loadgen.emitter.reference import DEFAULT_SERVICE_NAME, ReferenceEmitter
 from loadgen.emitter.reflog import ReferenceSummary, TraceOutcome, read_reference_log, summarize_reference_log
 
 __all__ = [
@@ -33,10 +42,14 @@ __all__ = [
     "AccountingExporter",
     "EmitterCounters",
     "ReferenceEmitter",
+    "ReferenceProtocol",
     "ReferenceSummary",
+    "ReferenceTarget",
     "TraceOutcome",
     "TraceState",
+    "check_reference_target",
     "read_reference_log",
+    "reference_target",
     "summarize_reference_log",
     "zipkin_spans_url",
 ]

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import requests
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -250,8 +249,9 @@ class AccountingLedger:
 class AccountingExporter(SpanExporter):
     """Wraps the real exporter: records each batch and its result, and never raises.
 
-    The Zipkin exporter raises on connection errors (``requests``) and returns FAILURE on non-2xx; both
-    become a failed export here, because telemetry must never raise into the run.
+    The Zipkin exporter raises on connection errors (``requests``) and returns FAILURE on non-2xx; the
+    OTLP exporters retry what their protocol calls retryable and then return FAILURE. Each becomes a
+    failed export here, because telemetry must never raise into the run.
     """
 
     def __init__(self, inner: SpanExporter, ledger: AccountingLedger) -> None:
@@ -260,12 +260,13 @@ class AccountingExporter(SpanExporter):
         # The SDK already serializes export calls; our own lock makes the FIFO drop accounting
         # independent of that implementation detail.
         self._serial = threading.Lock()
-        self._last_http: str | None = None
+        self._last_note: str | None = None
 
-    def note_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        """``requests`` response hook: remember the status so a FAILURE says *why*."""
-        if response.status_code not in (200, 202):
-            self._last_http = short_error(f"HTTP {response.status_code}: {response.text.strip()}")
+    def note_failure(self, text: str) -> None:
+        """Why the export in progress failed (an HTTP status, a gRPC status, a connection error), as
+        the transport saw it: the exporters return a bare FAILURE. The last note of a failed export
+        becomes its error."""
+        self._last_note = short_error(text)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         with self._serial:
@@ -283,7 +284,7 @@ class AccountingExporter(SpanExporter):
             if not self._ledger.begin_export(batch):
                 return SpanExportResult.FAILURE
             started = time.monotonic()
-            self._last_http = None
+            self._last_note = None
             error: str | None = None
             try:
                 result = self._inner.export(spans)
@@ -292,7 +293,7 @@ class AccountingExporter(SpanExporter):
                 error = short_error(f"{type(exc).__name__}: {exc}")
             ok = result is SpanExportResult.SUCCESS
             if not ok and error is None:
-                error = self._last_http or "exporter returned FAILURE"
+                error = self._last_note or "exporter returned FAILURE"
             self._ledger.finish_export(batch, order, ok, error, started)
             return result
 

@@ -1,4 +1,5 @@
-"""The reference-trace generator: a steady rate of OpenTelemetry traces sent to a Zipkin collector."""
+"""The reference-trace generator: a steady rate of OpenTelemetry traces sent to the collector by
+Zipkin JSON, OTLP/HTTP or OTLP/gRPC (loadgen.emitter.protocols)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import requests
-from opentelemetry.exporter.zipkin.json import ZipkinExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -18,7 +17,13 @@ from opentelemetry.trace import Span, SpanKind, Tracer, set_span_in_context
 
 from loadgen.emitter.accounting import AccountingExporter, AccountingLedger, trace_hex
 from loadgen.emitter.counters import EmitterCounters
-from loadgen.redact import redact_url
+from loadgen.emitter.protocols import (
+    ZIPKIN_SPANS_PATH,
+    ReferenceProtocol,
+    build_exporter,
+    reference_target,
+    zipkin_spans_url,
+)
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
@@ -29,7 +34,6 @@ __all__ = [
 ]
 
 DEFAULT_SERVICE_NAME = "loadgen-reference"
-ZIPKIN_SPANS_PATH = "/api/v2/spans"
 ROOT_SPAN_NAME = "reference"
 
 # If the generator falls this far behind its schedule (GC pause, suspended VM), restart the schedule
@@ -37,14 +41,8 @@ ROOT_SPAN_NAME = "reference"
 _MAX_SCHEDULE_LAG_S = 1.0
 
 
-def zipkin_spans_url(collector_url: str) -> str:
-    """Zipkin v2 spans endpoint for a collector base URL (an URL already ending in it is kept)."""
-    base = collector_url.rstrip("/")
-    return base if base.endswith(ZIPKIN_SPANS_PATH) else base + ZIPKIN_SPANS_PATH
-
-
 class ReferenceEmitter:
-    """Generates reference traces at a steady rate and exports them to a Zipkin collector.
+    """Generates reference traces at a steady rate and exports them to the collector.
 
     After :meth:`start` nothing raises into the caller: failures are counted and logged.
     """
@@ -62,10 +60,13 @@ class ReferenceEmitter:
         max_export_batch_size: int = 512,
         export_timeout_s: float = 5.0,
         *,
+        protocol: str = ReferenceProtocol.ZIPKIN,
+        grpc_endpoint: str | None = None,
         exporter: SpanExporter | None = None,
     ) -> None:
-        """``exporter`` replaces the Zipkin JSON exporter (tests, or another protocol); it is still
-        wrapped by the accounting exporter."""
+        """``protocol`` picks the exporter (zipkin, otlp-http, otlp-grpc; ``grpc_endpoint`` is
+        otlp-grpc's HOST:PORT, else the collector's host on 4317: see `reference_target`).
+        ``exporter`` replaces it (tests); either way it is wrapped by the accounting exporter."""
         # Validate here, before any thread exists, so bad config fails fast and loudly.
         if rate_per_s < 0:
             raise ValueError("rate_per_s must be >= 0 (0 = only emit_burst)")
@@ -77,7 +78,9 @@ class ReferenceEmitter:
             raise ValueError("max_export_batch_size must be <= max_queue_size")
         if export_timeout_s <= 0:
             raise ValueError("export_timeout_s must be > 0")
-        self.endpoint = zipkin_spans_url(collector_url)
+        self.target = reference_target(protocol, collector_url, grpc_endpoint)
+        self.protocol = self.target.protocol
+        self.endpoint = self.target.endpoint  # no credentials: they travel as headers
         self.run_id = run_id
         self.log_path = Path(log_path)
         self.rate_per_s = float(rate_per_s)
@@ -110,20 +113,12 @@ class ReferenceEmitter:
                 return False
             if self._ledger is not None:
                 return True
+            # The exporters log why an export failed but return a bare FAILURE: the note keeps it.
+            inner = self._inner_exporter or build_exporter(
+                self.target, self.export_timeout_s, lambda text: accounting.note_failure(text)
+            )
             ledger = AccountingLedger(self.log_path)
-            if self._inner_exporter is not None:
-                accounting = AccountingExporter(self._inner_exporter, ledger)
-            else:
-                session = requests.Session()
-                zipkin = ZipkinExporter(
-                    endpoint=self.endpoint,
-                    # requests accepts a float timeout; the annotation says int.
-                    timeout=self.export_timeout_s,  # type: ignore[arg-type]
-                    session=session,
-                )
-                accounting = AccountingExporter(zipkin, ledger)
-                # The exporter logs the HTTP status but returns a bare FAILURE; the hook keeps it.
-                session.hooks["response"].append(accounting.note_response)
+            accounting = AccountingExporter(inner, ledger)
             provider = TracerProvider(
                 resource=Resource.create({SERVICE_NAME: self.service_name}),
                 # Explicit: OTEL_TRACES_SAMPLER must not thin out reference traces (unsampled spans
@@ -140,7 +135,7 @@ class ReferenceEmitter:
                     schedule_delay_millis=self.schedule_delay_ms,
                     max_export_batch_size=self.max_export_batch_size,
                     # Ignored by the SDK's BatchProcessor (1.45: "no way to pass timeout to
-                    # export"); the real bound is the exporter's HTTP timeout above.
+                    # export"); the real bound is the exporter's own timeout (OTLP: retries included).
                     export_timeout_millis=self.export_timeout_s * 1000,
                 )
             )
@@ -150,7 +145,8 @@ class ReferenceEmitter:
                     "t": time.time(),
                     "run_id": self.run_id,
                     "service": self.service_name,
-                    "endpoint": redact_url(self.endpoint),
+                    "protocol": self.protocol.value,
+                    "endpoint": self.target.shown,
                     "children": self.children,
                     "rate_per_s": self.rate_per_s,
                 }

@@ -49,6 +49,7 @@ class ReferenceSummary:
     last_t: float | None = None
     complete: bool = False  # an end record was seen
     run_id: str | None = None
+    protocol: str | None = None  # from the open record (logs before issue 12 have none: zipkin)
     end_counters: dict[str, Any] | None = None
     traces: dict[str, TraceOutcome] = field(default_factory=dict)
 
@@ -79,6 +80,8 @@ def summarize_reference_log(lines: Iterable[dict[str, Any]]) -> ReferenceSummary
             _fold_export(s, rec)
         elif ev == "open":
             s.run_id = rec.get("run_id") if s.run_id is None else s.run_id
+            if s.protocol is None and isinstance(rec.get("protocol"), str):
+                s.protocol = rec["protocol"]
         elif ev == "end":
             s.complete = True
             counters = rec.get("counters")

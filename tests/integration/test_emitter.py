@@ -106,7 +106,7 @@ def agree(em: ReferenceEmitter, c: EmitterCounters) -> ReferenceSummary:
     assert c.spans_started == c.spans_exported + c.spans_failed + c.spans_dropped
     assert c.traces_pending == 0 and c.spans_pending == 0 and c.late_spans == 0
     s = summarize_reference_log(read_reference_log(em.log_path))
-    assert s.complete and s.run_id == "run-it-1"
+    assert s.complete and s.run_id == em.run_id
     assert (s.started, s.exported, s.failed, s.dropped) == (
         c.traces_started,
         c.traces_exported,
