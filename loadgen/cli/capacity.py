@@ -35,10 +35,13 @@ from loadgen.cli.options import (
     OutputOpt,
     ProbeOpt,
     ProfileOpt,
+    ReferenceGrpcEndpointOpt,
+    ReferenceProtocolOpt,
     ReferenceRateOpt,
     RunIdOpt,
     SeedOpt,
 )
+from loadgen.emitter import ReferenceProtocol
 from loadgen.run import RunError, RunOptions
 from loadgen.stack.procs import StackError
 
@@ -183,6 +186,8 @@ def capacity(
     probe: ProbeOpt = True,
     profile: ProfileOpt = None,
     reference_rate: ReferenceRateOpt = 5.0,
+    reference_protocol: ReferenceProtocolOpt = ReferenceProtocol.ZIPKIN,
+    reference_grpc_endpoint: ReferenceGrpcEndpointOpt = "",
     run_id: RunIdOpt = "",
     output: OutputOpt = Path("reports"),
     seed: SeedOpt = None,
@@ -209,6 +214,8 @@ def capacity(
         backend=backend,
         expect_percent=expect,
         reference_rate=reference_rate,
+        reference_protocol=reference_protocol.value,
+        reference_grpc_endpoint=reference_grpc_endpoint,
         probe=probe,
         profile_path=profile,
     )

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from loadgen.emitter import ReferenceProtocol
 from loadgen.mesh.modes import DEFAULT_MIX, MODE_SPECS, format_mix
 from loadgen.stack.envoy import TraceContextOption
 from loadgen.stack.mesh import GATEWAY_HOST
@@ -42,6 +43,24 @@ ReferenceRateOpt = Annotated[
         min=0, rich_help_panel="Reference spans",
     ),
 ]  # fmt: skip
+ReferenceProtocolOpt = Annotated[
+    ReferenceProtocol,
+    typer.Option(
+        "--reference-protocol",
+        help="How reference spans reach the collector: zipkin (POST /api/v2/spans), otlp-http "
+        "(POST /v1/traces, protobuf) or otlp-grpc (TraceService/Export, to the endpoint below).",
+        rich_help_panel="Reference spans",
+    ),
+]
+ReferenceGrpcEndpointOpt = Annotated[
+    str,
+    typer.Option(
+        "--reference-grpc-endpoint",
+        help="otlp-grpc: HOST:PORT (https://HOST:PORT for TLS). Default: the embedded collector's "
+        "OTLP/gRPC port, else the --collector host on 4317.",
+        rich_help_panel="Reference spans",
+    ),
+]
 
 # --- an existing mesh ---------------------------------------------------------------------------
 
@@ -58,7 +77,8 @@ CollectorOpt = Annotated[
     str,
     typer.Option(
         "--collector",
-        help="Where reference spans go (Zipkin v2 POST /api/v2/spans), e.g. http://127.0.0.1:9411.",
+        help="Where reference spans go, e.g. http://127.0.0.1:9411 (Zipkin) or http://otel:4318 "
+        "(--reference-protocol otlp-http).",
         rich_help_panel=EXISTING,
     ),
 ]

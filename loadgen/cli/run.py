@@ -38,11 +38,14 @@ from loadgen.cli.options import (
     ProbeOpt,
     ProfileOpt,
     RateOpt,
+    ReferenceGrpcEndpointOpt,
+    ReferenceProtocolOpt,
     ReferenceRateOpt,
     RunIdOpt,
     SeedOpt,
     UsersOpt,
 )
+from loadgen.emitter import ReferenceProtocol
 from loadgen.report.profile_view import profile_table
 from loadgen.report.render import render_terminal
 from loadgen.run import RunError, RunOptions, RunResult, execute_run
@@ -308,6 +311,8 @@ class ReadBackFlags:
 
     reference_rate: ReferenceRateOpt = 50.0
     reference_children: ReferenceChildren = 2
+    reference_protocol: ReferenceProtocolOpt = ReferenceProtocol.ZIPKIN
+    reference_grpc_endpoint: ReferenceGrpcEndpointOpt = ""
     quiet: Quiet = None
     max_wait: MaxWait = 60.0
     min_collection: MinCollection = 0.99
@@ -419,6 +424,8 @@ def _run_options(
         profile_path=expectation.profile,
         reference_rate=read_back.reference_rate,
         reference_children=read_back.reference_children,
+        reference_protocol=read_back.reference_protocol.value,
+        reference_grpc_endpoint=read_back.reference_grpc_endpoint,
         quiet_s=read_back.quiet,
         max_wait_s=read_back.max_wait,
         min_collection=read_back.min_collection,

@@ -30,6 +30,7 @@ from loadgen.emitter.counters import EmitterCounters, TraceState
 from loadgen.emitter.protocols import (
     ReferenceProtocol,
     ReferenceTarget,
+    check_reference_options,
     check_reference_target,
     reference_target,
     zipkin_spans_url,
@@ -47,6 +48,7 @@ __all__ = [
     "ReferenceTarget",
     "TraceOutcome",
     "TraceState",
+    "check_reference_options",
     "check_reference_target",
     "read_reference_log",
     "reference_target",

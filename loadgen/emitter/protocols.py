@@ -36,6 +36,7 @@ __all__ = [
     "ReferenceProtocol",
     "ReferenceTarget",
     "build_exporter",
+    "check_reference_options",
     "check_reference_target",
     "otlp_traces_url",
     "reference_target",
@@ -130,17 +131,28 @@ def _grpc_endpoint(text: str) -> tuple[str, bool, tuple[tuple[str, str], ...]]:
     return _host_port(parts.hostname, port), parts.scheme == "https", headers
 
 
+def check_reference_options(protocol: str, grpc_endpoint: str | None = None) -> ReferenceProtocol:
+    """The protocol, once it and the gRPC endpoint are known to be usable (ValueError says why not:
+    an unknown protocol, a gRPC endpoint that is not HOST:PORT or given with another protocol)."""
+    try:
+        proto = ReferenceProtocol(protocol)
+    except ValueError:
+        choices = ", ".join(p.value for p in ReferenceProtocol)
+        raise ValueError(f"reference protocol must be one of {choices}, got {protocol!r}") from None
+    if grpc_endpoint:
+        if proto is not ReferenceProtocol.OTLP_GRPC:
+            raise ValueError(f"a gRPC endpoint is only for otlp-grpc, not {proto.value}")
+        _grpc_endpoint(grpc_endpoint)
+    return proto
+
+
 def reference_target(protocol: str, collector_url: str, grpc_endpoint: str | None = None) -> ReferenceTarget:
     """Where reference spans go for ``protocol`` given the collector's base URL.
 
     ``otlp-grpc`` uses ``grpc_endpoint`` (``HOST:PORT`` or ``http(s)://HOST:PORT``) when given, else
     the collector's host on port 4317 (TLS when the collector URL is https). Its credentials are the
     gRPC endpoint's user-info, else the collector URL's. Raises ValueError naming the bad input."""
-    try:
-        proto = ReferenceProtocol(protocol)
-    except ValueError:
-        choices = ", ".join(p.value for p in ReferenceProtocol)
-        raise ValueError(f"reference protocol must be one of {choices}, got {protocol!r}") from None
+    proto = check_reference_options(protocol, grpc_endpoint)
     base, headers = _split_userinfo(_http_url(collector_url, "the collector"))
     shown = redact_url(base)
     if proto is ReferenceProtocol.ZIPKIN:

@@ -44,6 +44,7 @@ from loadgen.run.options import (
     RunResult,
     Status,
     check_path,
+    check_reference,
     check_run_id,
     options_dict,
 )
@@ -203,6 +204,7 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
     run_id = opts.resolved_run_id()
     check_run_id(run_id)
     check_path(opts.path)
+    check_reference(opts.reference_protocol, opts.reference_grpc_endpoint)
     parse_mix(opts.mix)  # fail before anything starts
     run_dir, fresh = _new_run_dir(opts, run_id)
     opened: OpenTarget | None = None

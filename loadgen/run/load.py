@@ -214,6 +214,15 @@ def _after_locust(outcome: LoadOutcome, returncode: int | None, run_dir: Path) -
         outcome.partial_reason = outcome.failure.headline()
 
 
+def reference_grpc_endpoint(opts: RunOptions, opened: OpenTarget) -> str | None:
+    """Where otlp-grpc reference spans go: --reference-grpc-endpoint, else the embedded collector's
+    OTLP/gRPC port, else None (the emitter takes the --collector host on 4317)."""
+    if opts.reference_grpc_endpoint or opts.reference_protocol != "otlp-grpc":
+        return opts.reference_grpc_endpoint or None
+    # The embedded collector's OTLP/gRPC URL (issue 12: the collector's ingest lands separately).
+    return str(getattr(opened.mesh, "collector_grpc_url", "") or "") or None
+
+
 def run_load(
     opts: RunOptions, run_dir: Path, run_id: str, opened: OpenTarget, configured: float | None,
     started_at: float, status: Status,
@@ -228,6 +237,7 @@ def run_load(
         emitter = ReferenceEmitter(
             opened.collector, run_id, run_dir / "reference.jsonl",
             rate_per_s=opts.reference_rate, children=opts.reference_children,
+            protocol=opts.reference_protocol, grpc_endpoint=reference_grpc_endpoint(opts, opened),
         )  # fmt: skip
     env = locust_env(opts, run_id, opened.gateway, opened.host, ledger_path, configured)
     status(

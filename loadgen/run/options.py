@@ -12,6 +12,7 @@ from typing import Any
 
 from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE
 from loadgen.backends.base import redact_url
+from loadgen.emitter import check_reference_options
 from loadgen.ledger import LiveCounts
 from loadgen.mesh.modes import DEFAULT_MIX, format_mix
 from loadgen.stack.envoy import TracingConfig
@@ -67,6 +68,8 @@ class RunOptions:
     # side-emitter
     reference_rate: float = 50.0  # >= 400 reference traces in 10 s: enough for a Wilson pass at 0.99
     reference_children: int = 2
+    reference_protocol: str = "zipkin"  # zipkin | otlp-http | otlp-grpc (loadgen.emitter.protocols)
+    reference_grpc_endpoint: str = ""  # otlp-grpc: HOST:PORT (default: the collector's host on 4317)
     # the mesh profile (loadgen.probe): learned by a probe before the load, or read from a file
     probe: bool = True
     profile_path: Path | None = None
@@ -113,11 +116,19 @@ def check_path(path: str) -> None:
         raise RunError(f"--path {path!r} must start with '/' (e.g. /headers, /fanout)")
 
 
+def check_reference(protocol: str, grpc_endpoint: str) -> None:
+    """--reference-protocol and --reference-grpc-endpoint, before anything starts."""
+    try:
+        check_reference_options(protocol, grpc_endpoint or None)
+    except ValueError as exc:
+        raise RunError(f"--reference-protocol/--reference-grpc-endpoint: {exc}") from exc
+
+
 def options_dict(opts: RunOptions) -> dict[str, Any]:
     d = asdict(opts)
     d["output_dir"] = str(opts.output_dir)
     # run.json is shared with reports: no credentials from URLs or backend flags.
-    for key in ("backend", "collector", "gateway"):
+    for key in ("backend", "collector", "gateway", "reference_grpc_endpoint"):
         d[key] = redact_url(str(d[key]))
     flags = dict(d.get("backend_flags") or {})
     if flags.get("headers"):

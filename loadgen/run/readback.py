@@ -16,7 +16,7 @@ from loadgen.analysis.tagsearch import estimate_from_tags
 from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE
 from loadgen.analysis.windows import windows_summary
 from loadgen.backends.base import BackendError, TraceBackend
-from loadgen.emitter import read_reference_log, summarize_reference_log
+from loadgen.emitter import ReferenceProtocol, read_reference_log, summarize_reference_log
 from loadgen.ledger import LedgerStats, read_rows
 from loadgen.mesh.hops import Hop
 from loadgen.mesh.ids import normalize_trace_id
@@ -220,7 +220,10 @@ def _reference_section(ref_summary: Any, observations: dict[str, TraceObservatio
         "export_calls": ref_summary.export_calls,
         "export_failures": ref_summary.export_failures,
     }
-    return reconcile_reference(ref_summary.iter_traces(), observations, counters)
+    # A reference log from before issue 12 has no protocol in its open record: it was Zipkin.
+    protocol = ref_summary.protocol or "zipkin"
+    protocol = protocol if protocol in {p.value for p in ReferenceProtocol} else None
+    return {**reconcile_reference(ref_summary.iter_traces(), observations, counters), "protocol": protocol}
 
 
 def _search_fragments(

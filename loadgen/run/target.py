@@ -11,6 +11,7 @@ import httpx
 
 from loadgen.backends.base import BackendError, BackendOptions, TraceBackend, redact_url
 from loadgen.backends.factory import parse_backend_spec
+from loadgen.emitter import check_reference_target, reference_target
 from loadgen.mesh.hops import Hop
 from loadgen.mesh.profile import (
     PROFILE_FILE,
@@ -62,8 +63,12 @@ def learn_profile(
     return profile
 
 
-def preflight(gateway: str, host: str, collector: str | None, backend: TraceBackend) -> list[str]:
-    """Check every external part before load starts; raise RunError naming the broken one."""
+def preflight(
+    gateway: str, host: str, collector: str | None, backend: TraceBackend,
+    reference_protocol: str = "zipkin", reference_grpc_endpoint: str = "",
+) -> list[str]:  # fmt: skip
+    """Check every external part before load starts; raise RunError naming the broken one. The
+    collector gets an empty export in the reference protocol (Zipkin, OTLP/HTTP or OTLP/gRPC)."""
     notes: list[str] = []
     try:
         resp = httpx.get(f"{gateway.rstrip('/')}/headers", headers={"Host": host}, timeout=5.0)
@@ -87,16 +92,12 @@ def preflight(gateway: str, host: str, collector: str | None, backend: TraceBack
         )
     if collector:
         try:
-            post = httpx.post(f"{collector.rstrip('/')}/api/v2/spans", json=[], timeout=5.0)
-        except httpx.HTTPError as exc:
-            raise RunError(
-                f"collector {redact_url(collector)} is unreachable: {redact_text(repr(exc))}. Check --collector."
-            ) from exc
-        if post.status_code != 202:
-            raise RunError(
-                f"collector {redact_url(collector)} answered {post.status_code} to POST /api/v2/spans (want 202): "
-                "is it a Zipkin v2 endpoint (Jaeger's Zipkin receiver listens on 9411)?"
-            )
+            reference = reference_target(reference_protocol, collector, reference_grpc_endpoint or None)
+        except ValueError as exc:
+            raise RunError(f"--collector/--reference-grpc-endpoint: {exc}") from exc
+        problem = check_reference_target(reference)
+        if problem:
+            raise RunError(problem)
     try:
         backend.check()
     except BackendError as exc:
@@ -129,7 +130,7 @@ def open_target(opts: RunOptions, run_dir: Path, status: Status) -> OpenTarget:
     if opts.gateway:
         if not opts.backend:
             raise RunError(
-                "--gateway needs --backend zipkin:URL | jaeger:URL | jaeger-v3:URL | auto:URL "
+                "--gateway needs --backend zipkin:URL | jaeger:URL | jaeger-v3:URL | tempo:URL | auto:URL "
                 "(where traces are read back)"
             )
         kind = "external"
@@ -141,7 +142,10 @@ def open_target(opts: RunOptions, run_dir: Path, status: Status) -> OpenTarget:
         except ValueError as exc:
             raise RunError(str(exc)) from exc
         try:
-            notes += preflight(gateway, host, collector or None, backend)
+            notes += preflight(
+                gateway, host, collector or None, backend, opts.reference_protocol,
+                opts.reference_grpc_endpoint,
+            )  # fmt: skip
         except RunError:
             backend.close()
             raise

@@ -15,7 +15,7 @@ code does not know is refused with an error naming it.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType, field
@@ -164,6 +164,9 @@ class Reference(_Base):
     found_despite_failed_export: Count = 0
     missing_examples: list[str] = []
     emitter_counters: dict[str, int] = {}
+    # How the emitter sent them: zipkin | otlp-http | otlp-grpc (issue 12; null without a reference
+    # log, or in a summary from before issue 12, when it was always zipkin).
+    protocol: Literal["zipkin", "otlp-http", "otlp-grpc"] | None = None
 
 
 class VerdictDetailDoc(_Base):
