@@ -37,6 +37,7 @@ from loadgen.ledger import LedgerRow
 from loadgen.mesh.echo import UpstreamView, same_request_id
 from loadgen.mesh.ids import is_hex_id, normalize_trace_id
 from loadgen.mesh.rule import envoy_random_sampled
+from loadgen.mesh.tracer import TracerFamily
 
 #: How much of a failure's error text `requests.top_errors` keeps.
 ERROR_TEXT_LIMIT = 200
@@ -55,12 +56,15 @@ def trace_id_of(up_trace: object, inj_trace: object) -> str | None:
     return norm if is_hex_id(norm) else None
 
 
-def decision_of(status: object, up_flag: Any, up_xrid: Any) -> bool | None:
-    """The decision the upstream saw (echoed B3 flag, else Envoy's mark in the echoed
-    x-request-id); None for a request without an answer."""
+def decision_of(
+    status: object, up_flag: Any, up_xrid: Any, tracer: TracerFamily = TracerFamily.ZIPKIN
+) -> bool | None:
+    """The decision the upstream saw (the tracer's echoed flag: B3 for zipkin, traceparent for
+    opentelemetry; zipkin falls back to Envoy's mark in the echoed x-request-id); None for a
+    request without an answer."""
     if status != 200:
         return None
-    return UpstreamView(None, None, up_flag, up_xrid).sampled
+    return UpstreamView(None, None, up_flag, up_xrid, tracer).sampled
 
 
 def prediction_of(up_xrid: object, request_id_kept: bool | None, percent: float) -> tuple[bool | None, str]:
@@ -121,6 +125,7 @@ class LedgerFold:
     """Every request of a ledger, in ledger order, as compact columns (see the module doc)."""
 
     percent: float | None  # the sampling percentage predictions were made at (None: none made)
+    tracer: TracerFamily = TracerFamily.ZIPKIN  # whose flag `up_flag` is (`decision_of`)
     facts: list[RequestFacts] = field(default_factory=list)  # distinct facts; `codes` index them
     codes: array[int] = field(default_factory=lambda: array("I"))
     trace_ids: list[str | None] = field(default_factory=list)
@@ -246,11 +251,11 @@ class _Folder:
         """`decision_of` an answered request, looked up by what it reads (the flag, character 14
         of the x-request-id)."""
         if not ((flag is None or type(flag) is str) and (xrid is None or type(xrid) is str)):
-            return decision_of(200, flag, xrid)
+            return decision_of(200, flag, xrid, self.fold.tracer)
         key = (flag, xrid[14] if xrid is not None and len(xrid) >= 15 else "")
         decided = self.decision_of.get(key, _UNSET)
         if decided is _UNSET:
-            decided = self.decision_of[key] = decision_of(200, flag, xrid)
+            decided = self.decision_of[key] = decision_of(200, flag, xrid, self.fold.tracer)
         return decided  # type: ignore[return-value]
 
     def _times(self, r: LedgerRow, traced: bool, answered_mode: str | None) -> None:
@@ -290,10 +295,16 @@ def _row_of(record: Mapping[str, Any]) -> LedgerRow:
     )  # fmt: skip
 
 
-def fold_ledger(rows: Iterable[LedgerRow | Mapping[str, Any]], *, percent: float | None = None) -> LedgerFold:
+def fold_ledger(
+    rows: Iterable[LedgerRow | Mapping[str, Any]],
+    *,
+    percent: float | None = None,
+    tracer: TracerFamily = TracerFamily.ZIPKIN,
+) -> LedgerFold:
     """Fold a ledger's records (`loadgen.ledger.read_rows(path)`, or record dicts). `percent`:
-    the configured sampling percentage Envoy's rule predicts decisions at (None: no prediction)."""
-    fold = LedgerFold(percent)
+    the configured sampling percentage Envoy's rule predicts decisions at (None: no prediction);
+    `tracer`: the mesh's tracer family, whose flag the records' `up_flag` is."""
+    fold = LedgerFold(percent, TracerFamily(tracer))
     add = _Folder(fold).add
     for row in rows:
         add(row if type(row) is LedgerRow else _row_of(row))  # type: ignore[arg-type]
@@ -301,8 +312,11 @@ def fold_ledger(rows: Iterable[LedgerRow | Mapping[str, Any]], *, percent: float
 
 
 def as_fold(
-    ledger: LedgerFold | Iterable[LedgerRow | Mapping[str, Any]], *, percent: float | None = None
+    ledger: LedgerFold | Iterable[LedgerRow | Mapping[str, Any]],
+    *,
+    percent: float | None = None,
+    tracer: TracerFamily = TracerFamily.ZIPKIN,
 ) -> LedgerFold:
     """The fold itself, or the fold of records (what the analyses accept, so that a test or a
     caller with a few record dicts needs no fold of its own)."""
-    return ledger if isinstance(ledger, LedgerFold) else fold_ledger(ledger, percent=percent)
+    return ledger if isinstance(ledger, LedgerFold) else fold_ledger(ledger, percent=percent, tracer=tracer)

@@ -445,7 +445,7 @@ def reconcile_mesh(
     """Fold the ledger (its `LedgerFold`, or its records) against the backend observations into
     the `requests`, `modes`, `sampling`, `mesh`, `propagation` and `latency_ms` sections of
     summary.json. Examples: the first `example_limit` (at most `EXAMPLES_KEPT`) of each kind."""
-    fold = as_fold(ledger, percent=expect.configured_percent)
+    fold = as_fold(ledger, percent=expect.configured_percent, tracer=expect.mode_context().tracer)
     if fold.percent != expect.configured_percent:
         raise ValueError(
             f"the ledger was folded predicting at {fold.percent} %, reconciled at {expect.configured_percent} %"

@@ -1,5 +1,7 @@
 """What the upstream saw: parsing an httpbin-like echo of the request headers (pure), and whether
-the x-request-id it saw is the one we sent."""
+the x-request-id it saw is the one we sent. Tracer-aware (loadgen.mesh.tracer): under Envoy's
+Zipkin tracer the context is the forwarded B3 (else x-request-id character 14), under the
+OpenTelemetry tracer the forwarded `traceparent` (B3 headers there are the client's, untouched)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from dataclasses import dataclass
 
 from loadgen.mesh.headers import X_REQUEST_ID
 from loadgen.mesh.ids import is_hex_id
-from loadgen.mesh.rule import xrid_decision
+from loadgen.mesh.tracer import TracerFamily, sampled_fact
 
 __all__ = ["UpstreamView", "parse_b3_single", "parse_echo", "parse_traceparent", "same_request_id"]
 
@@ -21,13 +23,13 @@ class UpstreamView:
     span_id: str | None
     flag: str | None  # "1", "0", "d" or None
     request_id: str | None
+    tracer: TracerFamily = TracerFamily.ZIPKIN
 
     @property
     def sampled(self) -> bool | None:
-        """The decision propagated upstream: the B3 flag, else Envoy's mark in x-request-id."""
-        if self.flag is not None:
-            return self.flag in ("1", "d")
-        return xrid_decision(self.request_id)
+        """The decision propagated upstream: the tracer's forwarded flag (B3 for zipkin,
+        traceparent for opentelemetry), else (zipkin only) Envoy's mark in x-request-id."""
+        return sampled_fact(self.tracer, self.flag, self.request_id)
 
 
 def parse_b3_single(value: str) -> tuple[str | None, str | None, str | None]:
@@ -40,9 +42,13 @@ def parse_b3_single(value: str) -> tuple[str | None, str | None, str | None]:
 
 
 def parse_traceparent(value: str) -> tuple[str, str, str] | None:
-    """W3C `{version}-{trace}-{parent}-{flags}` -> (trace, span, "1"/"0"); None if malformed."""
+    """W3C `{version}-{trace}-{parent}-{flags}` -> (trace, span, "1"/"0"); None if malformed,
+    including the all-zero trace or parent id W3C declares invalid (a context no tracer continues:
+    under the OpenTelemetry tracer it is the client's header forwarded untouched, no decision)."""
     parts = value.strip().lower().split("-")
     if len(parts) < 4 or not is_hex_id(parts[1], (32,)) or not is_hex_id(parts[2], (16,)):
+        return None
+    if not parts[1].strip("0") or not parts[2].strip("0"):
         return None
     try:
         flags = int(parts[3], 16)
@@ -51,9 +57,12 @@ def parse_traceparent(value: str) -> tuple[str, str, str] | None:
     return parts[1], parts[2], "1" if flags & 1 else "0"
 
 
-def parse_echo(headers: Mapping[str, object]) -> UpstreamView:
-    """Read an echo of request headers (any case). `b3` wins over `X-B3-*` as it does in Envoy;
-    a `traceparent` counts only when no B3 context came along (Envoy always adds B3 upstream).
+def parse_echo(headers: Mapping[str, object], tracer: TracerFamily = TracerFamily.ZIPKIN) -> UpstreamView:
+    """Read an echo of request headers (any case).
+
+    Zipkin: `b3` wins over `X-B3-*` as it does in Envoy; a `traceparent` counts only when no B3
+    context came along (Envoy always adds B3 upstream). OpenTelemetry: only the forwarded
+    `traceparent` counts (no trace context when it is absent or malformed).
 
     Values may be strings (httpbin) or lists of strings (go-httpbin); the first value counts."""
     lower: dict[str, str] = {}
@@ -62,6 +71,11 @@ def parse_echo(headers: Mapping[str, object]) -> UpstreamView:
             value = value[0] if value else ""
         lower[str(key).lower()] = str(value)
     xrid = lower.get(X_REQUEST_ID)
+    if tracer is TracerFamily.OPENTELEMETRY:
+        parsed = parse_traceparent(lower.get("traceparent", ""))
+        if parsed is None:
+            return UpstreamView(None, None, None, xrid, tracer)
+        return UpstreamView(*parsed, xrid, tracer)
     if "b3" in lower:
         trace, span, flag = parse_b3_single(lower["b3"])
         return UpstreamView(trace, span, flag, xrid)

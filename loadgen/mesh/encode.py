@@ -21,7 +21,8 @@ from loadgen.mesh.ids import (
 )
 from loadgen.mesh.modes import MODE_SPECS, HeaderMode
 from loadgen.mesh.rule import envoy_random_sampled, sampling_threshold
-from loadgen.mesh.sends import B3Form, XridKind
+from loadgen.mesh.sends import B3Form, Sends, XridKind
+from loadgen.mesh.tracer import TracerFamily
 
 __all__ = ["DEFAULT_ENCODE_OPTIONS", "EncodeOptions", "Injection", "encode"]
 
@@ -35,6 +36,9 @@ class EncodeOptions:
     #: and no prediction is recorded).
     crafted_percent: float | None = None
     crafted_sampled_fraction: float = 0.5  # share of crafted ids meant to be sampled
+    #: The mesh's tracer: which sent context `Injection` reports as the one Envoy continues
+    #: (the OpenTelemetry tracer reads only a valid traceparent, Zipkin B3 first).
+    tracer: TracerFamily = TracerFamily.ZIPKIN
     clock_ns: Callable[[], int] = time.time_ns
 
 
@@ -77,6 +81,29 @@ def _request_id(kind: XridKind, rng: random.Random, options: EncodeOptions) -> t
     return rid, (None if percent is None else envoy_random_sampled(rid, percent))
 
 
+def _traceparent(
+    sends: Sends,
+    rng: random.Random,
+    options: EncodeOptions,
+    headers: dict[str, str],
+    b3: tuple[str | None, str | None, str | None],
+) -> tuple[str | None, str | None, str | None]:
+    """Adds traceparent (and tracestate) to `headers`; returns the (trace, span, flag) Envoy
+    continues. Zipkin: B3 wins when both are sent, its ids are the ones to follow; the
+    OpenTelemetry tracer follows only traceparent. An all-zero trace id is no id any tracer
+    continues, and carries no flag anyone reads."""
+    w3c_trace, w3c_span = _trace_id(rng, 128, options), new_span_id(rng)
+    headers["traceparent"] = f"00-{'0' * 32 if sends.w3c_invalid else w3c_trace}-{w3c_span}-{sends.w3c}"
+    if sends.tracestate:
+        headers["tracestate"] = f"loadgen={w3c_span},congo=t61rcWkgMzE"
+    otel = options.tracer is TracerFamily.OPENTELEMETRY
+    if sends.w3c_invalid:
+        return b3 if sends.b3 and not otel else (b3[0], b3[1], None)
+    if otel or not sends.b3_ids:
+        return w3c_trace, w3c_span, "1" if sends.w3c == "01" else "0"
+    return b3
+
+
 def encode(
     mode: HeaderMode, rng: random.Random, options: EncodeOptions = DEFAULT_ENCODE_OPTIONS
 ) -> Injection:
@@ -85,6 +112,7 @@ def encode(
     sends = spec.sends
     headers: dict[str, str] = {}
     trace_id = span_id = None
+    flag = spec.flag
     if sends.b3_ids:
         trace_id, span_id = _trace_id(rng, sends.trace_bits, options), new_span_id(rng)
         parent = new_span_id(rng) if sends.b3_parent else None
@@ -106,12 +134,7 @@ def encode(
     if sends.b3_debug_header:
         headers["X-B3-Flags"] = "1"
     if sends.w3c is not None:
-        w3c_trace, w3c_span = _trace_id(rng, 128, options), new_span_id(rng)
-        headers["traceparent"] = f"00-{w3c_trace}-{w3c_span}-{sends.w3c}"
-        if sends.tracestate:
-            headers["tracestate"] = f"loadgen={w3c_span},congo=t61rcWkgMzE"
-        if not sends.b3_ids:  # B3 wins when both are sent: its ids are the ones to follow
-            trace_id, span_id = w3c_trace, w3c_span
+        trace_id, span_id, flag = _traceparent(sends, rng, options, headers, (trace_id, span_id, flag))
     if sends.force_trace:
         headers["x-envoy-force-trace"] = "true"
     if sends.client_trace_id:
@@ -120,4 +143,4 @@ def encode(
     if sends.xrid is not None:
         request_id, predicted = _request_id(sends.xrid, rng, options)
         headers[X_REQUEST_ID] = request_id
-    return Injection(headers, trace_id, span_id, spec.flag, request_id, predicted)
+    return Injection(headers, trace_id, span_id, flag, request_id, predicted)

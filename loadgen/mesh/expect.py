@@ -19,8 +19,17 @@ from typing import NamedTuple
 
 from loadgen.mesh.rule import sampling_threshold
 from loadgen.mesh.sends import B3Form, Sends, XridKind
+from loadgen.mesh.tracer import TracerFamily
 
-__all__ = ["DEFAULT_CONTEXT", "Decision", "ExpectationContext", "Expected", "expect"]
+__all__ = [
+    "DEFAULT_CONTEXT",
+    "TRACER_RULES",
+    "Decision",
+    "ExpectationContext",
+    "Expected",
+    "TracerRules",
+    "expect",
+]
 
 
 class Decision(StrEnum):
@@ -42,12 +51,17 @@ class ExpectationContext:
     client_sampling and overall_sampling 100."""
 
     sampling_percent: float | None = None  # the gateway's random_sampling (None: unknown)
+    tracer: TracerFamily = TracerFamily.ZIPKIN  # the Envoys' tracer (loadgen.mesh.tracer)
     w3c: bool = False  # ZipkinConfig.trace_context_option USE_B3_WITH_W3C_PROPAGATION
     use_remote_address: bool = True
     preserve_external_request_id: bool = False
     client_internal: bool = False  # the client is inside the gateway's internal_address_config
     client_sampling_percent: float = 100.0  # tracing.client_sampling (x-client-trace-id)
     overall_sampling_percent: float = 100.0  # the gateway's tracing.overall_sampling (Istio: 100)
+
+    def __post_init__(self) -> None:
+        # run.json gives the tracer back as a plain string
+        object.__setattr__(self, "tracer", TracerFamily(self.tracer))
 
     @property
     def edge_request(self) -> bool:
@@ -78,7 +92,9 @@ class Expected:
     upstream_sampled: bool | None  # the decision the upstream sees (None: Envoy's random draw)
     predictable_before_send: bool  # the decision follows from the x-request-id we sent
     request_id_kept: bool | None  # the upstream sees our x-request-id (char 14 aside)
-    upstream_b3: str  # "multi" (X-B3-*) or "single" (b3) — Envoy answers in the format it got
+    #: "multi" (X-B3-*) or "single" (b3): Zipkin answers in the format it got; "forwarded" (the
+    #: client's B3 untouched) or "absent": the OpenTelemetry tracer writes no B3
+    upstream_b3: str
     traceparent: str  # upstream traceparent: "rewritten" by Envoy, "stale" (ours) or "absent"
     client_span_is_parent: bool  # our span id becomes the gateway SERVER span's parent
     reason: str
@@ -106,25 +122,62 @@ class _Incoming(NamedTuple):
     keeps: bool | None = None
 
 
+@dataclass(frozen=True)
+class TracerRules:
+    """What one tracer family does with the client's trace context: measured on Envoy 1.40
+    (tests/integration/test_header_matrix.py runs every mode under both), kept as data."""
+
+    reads_b3: bool  # B3 contexts are honoured (else forwarded untouched and ignored)
+    w3c_always: bool  # traceparent is honoured whatever ExpectationContext.w3c says
+    w3c_flags: dict[str, str | None]  # traceparent flags -> the sampled flag the tracer honours
+    invalid_w3c_untraced: bool  # an unparsable traceparent: no span at all, forwarded untouched
+    b3_upstream: str | None  # None: Envoy answers in the B3 format it got; else a fixed value
+
+
+TRACER_RULES: dict[TracerFamily, TracerRules] = {
+    # Zipkin: B3 wins; traceparent only under USE_B3_WITH_W3C_PROPAGATION, where its flag decides
+    # both ways; an unparsable traceparent is ignored (a new trace, Envoy decides).
+    TracerFamily.ZIPKIN: TracerRules(
+        reads_b3=True, w3c_always=False, w3c_flags={"01": "1", "00": "0"},
+        invalid_w3c_untraced=False, b3_upstream=None,
+    ),
+    # OpenTelemetry: B3 forwarded untouched and ignored (Envoy writes none); traceparent keeps the
+    # trace id, its 00 vetoes every decision (even x-client-trace-id) while 01 forces nothing;
+    # an unparsable traceparent means no span at all (the tracer gives up, like an unparsable
+    # X-B3-TraceId under Zipkin) and the client's header is forwarded untouched.
+    TracerFamily.OPENTELEMETRY: TracerRules(
+        reads_b3=False, w3c_always=True, w3c_flags={"01": None, "00": "0"},
+        invalid_w3c_untraced=True, b3_upstream="forwarded",
+    ),
+}  # fmt: skip
+
+
 def _incoming(sends: Sends, ctx: ExpectationContext) -> _Incoming:
-    """B3 ids beat W3C; W3C counts only under USE_B3_WITH_W3C_PROPAGATION. X-B3-Flags: 1 is not a
-    sampling decision in Envoy. Measured under W3C propagation: X-B3 ids *without* a sampled flag
-    keep the B3 trace id but take traceparent's flag (a `b3` single header without flag does not);
-    B3 without ids yields to traceparent's ids, and either sampled flag then samples."""
-    w3c_flag = None if sends.w3c is None else ("1" if sends.w3c == "01" else "0")
-    if sends.b3 is not None and sends.b3_ids:
-        if sends.b3_flag is None and ctx.w3c and w3c_flag is not None and sends.b3 is B3Form.MULTI:
+    """B3 ids beat W3C; W3C counts only under USE_B3_WITH_W3C_PROPAGATION (Zipkin) or always
+    (OpenTelemetry, which ignores B3). X-B3-Flags: 1 is not a sampling decision in Envoy.
+    Measured under W3C propagation: X-B3 ids *without* a sampled flag keep the B3 trace id but
+    take traceparent's flag (a `b3` single header without flag does not); B3 without ids yields
+    to traceparent's ids, and either sampled flag then samples."""
+    rules = TRACER_RULES[ctx.tracer]
+    honours_w3c = (ctx.w3c or rules.w3c_always) and sends.w3c is not None and not sends.w3c_invalid
+    w3c_flag = None if sends.w3c is None else rules.w3c_flags[sends.w3c]
+    b3 = sends.b3 if rules.reads_b3 else None
+    if b3 is not None and sends.b3_ids:
+        if sends.b3_flag is None and honours_w3c and w3c_flag is not None and b3 is B3Form.MULTI:
             return _Incoming(w3c_flag, "B3 ids with traceparent's flag", True)
         return _Incoming(sends.b3_flag, "B3", True)
-    if sends.w3c is not None and ctx.w3c:
-        b3_samples = sends.b3 is B3Form.MULTI and sends.b3_flag in ("1", "d")
+    if honours_w3c:
+        b3_samples = b3 is B3Form.MULTI and sends.b3_flag in ("1", "d")
         return _Incoming("1" if b3_samples else w3c_flag, "traceparent", True)
-    if sends.b3 is not None:
+    if b3 is not None:
         if sends.b3_flag is not None:
             return _Incoming(sends.b3_flag, "B3 flag without ids")
         return _Incoming(None, "B3 without ids or flag")
     if sends.w3c is not None:
-        return _Incoming(None, "traceparent ignored under USE_B3", False)
+        why = "unparsable traceparent ignored" if sends.w3c_invalid else "traceparent ignored under USE_B3"
+        return _Incoming(None, why, None if sends.w3c_invalid else False)
+    if sends.b3 is not None:
+        return _Incoming(None, "B3 forwarded untouched (ignored)", False if sends.b3_ids else None)
     return _Incoming()
 
 
@@ -215,6 +268,14 @@ def _decide(sends: Sends, ctx: ExpectationContext, incoming: _Incoming) -> _Outc
     return _random(sends, ctx, kept_id, why)
 
 
+def _upstream_b3(sends: Sends, rules: TracerRules) -> str:
+    """Zipkin answers in the B3 format it got (multi when none); the OpenTelemetry tracer writes
+    no B3: the client's own headers are "forwarded" untouched, or there are none ("absent")."""
+    if rules.b3_upstream is None:
+        return (sends.b3 or B3Form.MULTI).value
+    return rules.b3_upstream if sends.b3 is not None else "absent"
+
+
 def expect(sends: Sends, ctx: ExpectationContext = DEFAULT_CONTEXT) -> Expected:
     """Pure: Envoy 1.40's behaviour for a request carrying `sends` at a gateway configured as
     `ctx` (then through a sidecar).
@@ -226,8 +287,10 @@ def expect(sends: Sends, ctx: ExpectationContext = DEFAULT_CONTEXT) -> Expected:
     decision (x-client-trace-id, x-envoy-force-trace, a kept forced id) is PROXY at `overall`
     when the id is the client's own (known before sending), UNPREDICTABLE when Envoy made the id,
     and never traced at overall 0."""
+    rules = TRACER_RULES[ctx.tracer]
     stale_or_absent = "stale" if sends.w3c else "absent"
-    if sends.b3_invalid_trace:
+    rewritten = ctx.w3c or rules.w3c_always
+    if sends.b3_invalid_trace and rules.reads_b3:
         # The Zipkin tracer gives up (a null span); the client's headers go upstream untouched,
         # so the upstream sees the client's own flag.
         sent = sends.b3_flag
@@ -236,6 +299,14 @@ def expect(sends: Sends, ctx: ExpectationContext = DEFAULT_CONTEXT) -> Expected:
             Decision.NEVER_TRACED, None if sent is None else sent in ("1", "d"),
             "unparsable X-B3-TraceId: no span at all, client headers forwarded untouched",
             traceparent=stale_or_absent,
+        )  # fmt: skip
+    elif sends.w3c_invalid and rules.invalid_w3c_untraced:
+        # The OpenTelemetry tracer gives up: no span, the unparsable traceparent goes upstream
+        # untouched (its flag is the client's, which parse_traceparent does not read as a decision).
+        keeps = None
+        outcome = _Outcome(
+            Decision.NEVER_TRACED, None,
+            "unparsable traceparent: no span at all, forwarded untouched", traceparent="stale",
         )  # fmt: skip
     else:
         incoming = _incoming(sends, ctx)
@@ -246,8 +317,8 @@ def expect(sends: Sends, ctx: ExpectationContext = DEFAULT_CONTEXT) -> Expected:
         upstream_sampled=outcome.upstream,
         predictable_before_send=outcome.predictable,
         request_id_kept=None if sends.xrid is None else ctx.keeps_client_request_id,
-        upstream_b3=(sends.b3 or B3Form.MULTI).value,
-        traceparent=outcome.traceparent or ("rewritten" if ctx.w3c else stale_or_absent),
+        upstream_b3=_upstream_b3(sends, rules),
+        traceparent=outcome.traceparent or ("rewritten" if rewritten else stale_or_absent),
         client_span_is_parent=bool(keeps),
         reason=outcome.reason,
         proxy_percent=outcome.proxy_percent,

@@ -1,4 +1,4 @@
-"""The header modes (pure data): what each of the 46 modes sends (`MODE_SPECS`), the default
+"""The header modes (pure data): what each of the 49 modes sends (`MODE_SPECS`), the default
 mix, and the `MODE=WEIGHT` mix syntax. What Envoy does with a mode's request is
 `ModeSpec.expected(ctx)` (loadgen.mesh.expect)."""
 
@@ -64,6 +64,11 @@ class HeaderMode(StrEnum):
     W3C_SAMPLED_B3_NO_FLAG = "w3c_sampled_b3_no_flag"
     W3C_NOT_SAMPLED_B3_NO_FLAG = "w3c_not_sampled_b3_no_flag"
     W3C_NOT_SAMPLED_B3_SINGLE_SAMPLED = "w3c_not_sampled_b3_single_sampled"
+    # W3C with Envoy's forcing header, and an invalid traceparent: what the OpenTelemetry tracer
+    # calls for (its traceparent 00 vetoes even x-client-trace-id; an invalid one means no span)
+    W3C_SAMPLED_CLIENT_TRACE_ID = "w3c_sampled_client_trace_id"
+    W3C_NOT_SAMPLED_CLIENT_TRACE_ID = "w3c_not_sampled_client_trace_id"
+    W3C_INVALID_TRACE = "w3c_invalid_trace"
     # Envoy's forcing headers
     FORCE_TRACE = "force_trace"
     FORCE_TRACE_NOT_SAMPLED = "force_trace_not_sampled"
@@ -263,6 +268,21 @@ MODE_SPECS: dict[HeaderMode, ModeSpec] = {
         ModeSpec(
             HeaderMode.W3C_NOT_SAMPLED_B3_SINGLE_SAMPLED, Sends(b3=_S, b3_ids=True, b3_flag="1", w3c="00"),
             "traceparent ...-00 + b3: {trace}-{span}-1: b3 wins, always traced",
+        ),
+        ModeSpec(
+            HeaderMode.W3C_SAMPLED_CLIENT_TRACE_ID, Sends(w3c="01", client_trace_id=True),
+            "traceparent ...-01 + x-client-trace-id: always traced; the OpenTelemetry tracer (and W3C "
+            "propagation) keeps the trace id, USE_B3 starts a new one",
+        ),
+        ModeSpec(
+            HeaderMode.W3C_NOT_SAMPLED_CLIENT_TRACE_ID, Sends(w3c="00", client_trace_id=True),
+            "traceparent ...-00 + x-client-trace-id: the 00 vetoes the force under the OpenTelemetry "
+            "tracer and W3C propagation (x-request-id char 14 still reads 'b'); forced under USE_B3",
+        ),
+        ModeSpec(
+            HeaderMode.W3C_INVALID_TRACE, Sends(w3c="01", w3c_invalid=True),
+            "traceparent with an all-zero (invalid) trace id, flag 01: the OpenTelemetry tracer makes no "
+            "span and forwards it untouched; Zipkin ignores it (new trace, Envoy decides)",
         ),
         ModeSpec(
             HeaderMode.FORCE_TRACE, Sends(force_trace=True),

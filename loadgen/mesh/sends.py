@@ -35,6 +35,7 @@ class Sends:
     b3_debug_header: bool = False  # X-B3-Flags: 1
     b3_invalid_trace: bool = False  # an X-B3-TraceId Envoy cannot parse
     w3c: str | None = None  # traceparent flags "01" / "00"
+    w3c_invalid: bool = False  # the traceparent's trace id is all zeros (invalid in W3C)
     tracestate: bool = False
     force_trace: bool = False  # x-envoy-force-trace: true
     client_trace_id: bool = False  # x-client-trace-id: <uuid>

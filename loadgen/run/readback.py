@@ -62,7 +62,11 @@ def read_back_run(
     reference_path = run_dir / "reference.jsonl"
     ledger_stats = LedgerStats()
     # The one read of the ledger: every analysis below runs on its fold.
-    fold = fold_ledger(read_rows(ledger_path, ledger_stats), percent=expect.configured_percent)
+    fold = fold_ledger(
+        read_rows(ledger_path, ledger_stats),
+        percent=expect.configured_percent,
+        tracer=expect.mode_context().tracer,
+    )
     last_end = fold.traced_last_end  # when the last request ended: time zero of the time-to-queryable curve
     if ledger_stats.truncated:
         notes.append(

@@ -6,6 +6,11 @@ HTTP_JSON to `/api/v2/spans`, 128-bit trace ids, `shared_span_context: false`, a
 the `x-loadgen-run-id` request header (Istio `customTags` with `header`). Knobs make the mesh look
 unlike Istio's on purpose (no sidecar, no run tag, an upstream that does not echo, a gateway with
 `overall_sampling` below 100), so every verdict can be tested on meshes loadgen did not build.
+
+`TracingConfig.tracer` picks Istio's other path: `envoy.tracers.opentelemetry` (Istio's
+`opentelemetry` extension provider) with the same service names, run-id tag and sampling,
+exporting OTLP to the collector over gRPC (`grpc_service`, an HTTP/2 cluster: Istio's default)
+or HTTP (`http_service`, POST `/v1/traces`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import httpx
 
 from loadgen.mesh.expect import ExpectationContext
 from loadgen.mesh.headers import DEFAULT_RUN_ID_TAG, RUN_ID_HEADER
+from loadgen.mesh.tracer import TRACERS, OtlpProtocol, TracerFamily
 from loadgen.stack.procs import ManagedProcess, StackError
 
 
@@ -40,6 +46,10 @@ class TracingConfig:
     """The tracing knobs shared by both proxies of the embedded mesh."""
 
     sampling_percent: float = 100.0
+    # The tracer of every Envoy: Istio's `zipkin` provider (B3, Zipkin JSON) or its
+    # `opentelemetry` provider (W3C trace context, OTLP over `otlp_protocol`).
+    tracer: TracerFamily = TracerFamily.ZIPKIN
+    otlp_protocol: OtlpProtocol = OtlpProtocol.GRPC
     gateway_spawn_upstream_span: bool = True  # Istio >= 1.28 default for gateways
     sidecar_spawn_upstream_span: bool = False
     shared_span_context: bool = False
@@ -74,6 +84,7 @@ class TracingConfig:
         The embedded client is 127.0.0.1, so any internal CIDR list is taken to cover it."""
         return ExpectationContext(
             sampling_percent=self.sampling_percent,
+            tracer=self.tracer,
             w3c=self.trace_context_option is TraceContextOption.USE_B3_WITH_W3C_PROPAGATION,
             use_remote_address=self.gateway_use_remote_address,
             preserve_external_request_id=self.gateway_preserve_external_request_id,
@@ -105,6 +116,8 @@ class ProxySpec:
     upstream_port: int
     collector_port: int
     domains: tuple[str, ...] = ("*",)
+    # The collector's OTLP/gRPC port (OpenTelemetry tracer over gRPC; 0: `collector_port`).
+    collector_grpc_port: int = 0
     edge: bool = False  # use_remote_address, like an Istio ingress gateway
     spawn_upstream_span: bool = False
     preserve_external_request_id: bool = False  # Istio never sets it
@@ -154,8 +167,59 @@ def _cidr(text: str) -> dict[str, Any]:
     return {"address_prefix": address, "prefix_len": prefix_len}
 
 
+#: The collector cluster of each tracer (OTLP/gRPC needs its own: HTTP/2, the gRPC port).
+COLLECTOR_CLUSTER = {TracerFamily.ZIPKIN: "zipkin", TracerFamily.OPENTELEMETRY: "otlp"}
+OTLP_GRPC_CLUSTER = "otlp-grpc"
+
+
+def _provider(spec: ProxySpec, tracing: TracingConfig) -> dict[str, Any]:
+    """The tracing provider: Istio's Zipkin tracer, or its OpenTelemetry tracer exporting OTLP."""
+    if tracing.tracer is TracerFamily.ZIPKIN:
+        return {
+            "name": TRACERS[TracerFamily.ZIPKIN].envoy_name,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+                "collector_cluster": COLLECTOR_CLUSTER[TracerFamily.ZIPKIN],
+                "collector_endpoint": "/api/v2/spans",
+                "collector_endpoint_version": "HTTP_JSON",
+                "trace_id_128bit": tracing.trace_id_128bit,
+                "shared_span_context": tracing.shared_span_context,
+                "trace_context_option": tracing.trace_context_option.value,
+            },
+        }
+    export: dict[str, Any]
+    if tracing.otlp_protocol is OtlpProtocol.GRPC:
+        export = {"grpc_service": {"envoy_grpc": {"cluster_name": OTLP_GRPC_CLUSTER}, "timeout": "5s"}}
+    else:
+        uri = f"http://127.0.0.1:{spec.collector_port}/v1/traces"
+        cluster = COLLECTOR_CLUSTER[TracerFamily.OPENTELEMETRY]
+        export = {"http_service": {"http_uri": {"uri": uri, "cluster": cluster, "timeout": "5s"}}}
+    return {
+        "name": TRACERS[TracerFamily.OPENTELEMETRY].envoy_name,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+            "service_name": spec.service_name,  # OTLP resource `service.name`, as Istio sets it
+            **export,
+        },
+    }
+
+
+def _collector_clusters(spec: ProxySpec, tracing: TracingConfig) -> list[dict[str, Any]]:
+    """Where the proxy's spans go: the collector's HTTP port, or its OTLP/gRPC port (HTTP/2)."""
+    if tracing.tracer is TracerFamily.OPENTELEMETRY and tracing.otlp_protocol is OtlpProtocol.GRPC:
+        cluster = _static_cluster(OTLP_GRPC_CLUSTER, spec.collector_grpc_port or spec.collector_port)
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+        return [cluster]
+    return [_static_cluster(COLLECTOR_CLUSTER[tracing.tracer], spec.collector_port)]
+
+
 def _tracing(spec: ProxySpec, tracing: TracingConfig) -> dict[str, Any]:
-    """The HCM's `tracing` block: Istio's Zipkin tracer, sampling knobs and the run-id tag."""
+    """The HCM's `tracing` block: Istio's tracer, sampling knobs and the run-id tag."""
     return {
         "random_sampling": {"value": tracing.sampling_percent},
         "client_sampling": {"value": tracing.client_sampling_percent},
@@ -167,18 +231,7 @@ def _tracing(spec: ProxySpec, tracing: TracingConfig) -> dict[str, Any]:
             if tracing.run_id_tag
             else []
         ),
-        "provider": {
-            "name": "envoy.tracers.zipkin",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
-                "collector_cluster": "zipkin",
-                "collector_endpoint": "/api/v2/spans",
-                "collector_endpoint_version": "HTTP_JSON",
-                "trace_id_128bit": tracing.trace_id_128bit,
-                "shared_span_context": tracing.shared_span_context,
-                "trace_context_option": tracing.trace_context_option.value,
-            },
-        },
+        "provider": _provider(spec, tracing),
     }
 
 
@@ -233,7 +286,7 @@ def render_bootstrap(spec: ProxySpec, tracing: TracingConfig) -> dict[str, Any]:
     ]
     clusters = [
         _static_cluster(spec.upstream_cluster, spec.upstream_port),
-        _static_cluster("zipkin", spec.collector_port),
+        *_collector_clusters(spec, tracing),
     ]
     if spec.outbound is not None:
         listeners.append(_outbound_listener(spec, spec.outbound, hcm))
@@ -246,8 +299,12 @@ def render_bootstrap(spec: ProxySpec, tracing: TracingConfig) -> dict[str, Any]:
                 {
                     "name": "static",
                     "static_layer": {
-                        "tracing.zipkin.flush_interval_ms": tracing.flush_interval_ms,
-                        "tracing.zipkin.min_flush_spans": tracing.min_flush_spans,
+                        # tracing.zipkin.* or tracing.opentelemetry.*: the same two knobs.
+                        f"tracing.{tracing.tracer.value}.{key}": value
+                        for key, value in (
+                            ("flush_interval_ms", tracing.flush_interval_ms),
+                            ("min_flush_spans", tracing.min_flush_spans),
+                        )
                     },
                 },
                 # Lets tests and users change runtime keys with POST /runtime_modify.

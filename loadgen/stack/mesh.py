@@ -2,6 +2,7 @@
 
     client -> gateway Envoy (edge, Host routing) -> sidecar Envoy -> echo upstream
                    \\______________ Zipkin v2 JSON spans ______________/-> collector
+                                  (or OTLP over gRPC/HTTP: TracingConfig.tracer)
 
 With `MeshConfig.fanout` (the default) a second hop stands behind the app, as in a two-service
 Istio mesh: the echo app's `/fanout` routes call `backend.istioinaction` through the app's own
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from loadgen.mesh.headers import DEFAULT_GATEWAY_HOST
 from loadgen.mesh.hops import Hop
+from loadgen.mesh.tracer import OtlpProtocol, TracerFamily
 from loadgen.stack.envoy import EnvoyProcess, OutboundSpec, ProxySpec, TracingConfig
 from loadgen.stack.procs import ComponentDied, ManagedProcess, StackError, python_module_argv
 
@@ -93,6 +95,10 @@ class MeshConfig:
     # (a few tenths of a second), and /headers traffic never touches it. Never started without
     # a sidecar (`tracing.sidecar=False`): the app's outbound calls need the sidecar's listener.
     fanout: bool = True
+    # Send the proxies' OTLP (OpenTelemetry tracer) to a receiver on these 127.0.0.1 ports
+    # (http, grpc) instead of the embedded collector: an external OpenTelemetry Collector, or a
+    # test's own receiver. (0, 0): the embedded collector.
+    otlp_sink: tuple[int, int] = (0, 0)
 
     @property
     def runs_fanout(self) -> bool:
@@ -168,6 +174,7 @@ class EmbeddedMesh:
         self.sidecar: EnvoyProcess | None = None
         self.gateway: EnvoyProcess | None = None
         self.collector_url = ""
+        self._collector_ports = (0, 0)  # (HTTP, OTLP/gRPC) ports the proxies send spans to
         self.echo_url = ""
         # The second hop (MeshConfig.fanout): where the app's outbound listener is, for the app.
         self.outbound_file = workdir / "stack" / "echo-outbound.json"
@@ -200,11 +207,13 @@ class EmbeddedMesh:
                 # Its own process with nothing to wait for: let it start while the others do.
                 self.backend_echo.start(stdout_pipe=True)
             self.collector.start(stdout_pipe=True)
-            self.collector_url = str(self.collector.read_ready_line(15.0)["url"])
+            ready = self.collector.read_ready_line(15.0)
+            self.collector_url = str(ready["url"])
+            self._collector_ports = self._span_ports(ready)
             self.echo.start(stdout_pipe=True)
             self.echo_url = str(self.echo.read_ready_line(15.0)["url"])
             tracing = self.config.tracing
-            collector_port = _port(self.collector_url)
+            collector_port = self._collector_ports[0]
             outbound = self._start_backend(collector_port) if self.config.runs_fanout else None
             # Without a sidecar the gateway's upstream is the app itself.
             gateway_upstream_port = _port(self.echo_url)
@@ -223,6 +232,7 @@ class EmbeddedMesh:
                     upstream_cluster=f"outbound|8000||{GATEWAY_HOST}",
                     upstream_port=gateway_upstream_port,
                     collector_port=collector_port,
+                    collector_grpc_port=self._collector_ports[1],
                     domains=(GATEWAY_HOST,),
                     edge=tracing.gateway_use_remote_address,
                     spawn_upstream_span=tracing.gateway_spawn_upstream_span,
@@ -236,6 +246,22 @@ class EmbeddedMesh:
             self.stop()
             raise
         return self
+
+    def _span_ports(self, ready: dict[str, object]) -> tuple[int, int]:
+        """Where the proxies send spans: (HTTP port, OTLP/gRPC port). The embedded collector's
+        (Zipkin and OTLP/HTTP on its HTTP port, OTLP/gRPC on the port its ready line names), or
+        `MeshConfig.otlp_sink` for the OpenTelemetry tracer."""
+        tracing = self.config.tracing
+        ports = self.config.otlp_sink
+        if not any(ports) or tracing.tracer is not TracerFamily.OPENTELEMETRY:
+            grpc_url = ready.get("otlp_grpc_url") or ""
+            ports = (_port(self.collector_url), _port(str(grpc_url)) if grpc_url else 0)
+        wanted = 1 if tracing.otlp_protocol is OtlpProtocol.GRPC else 0
+        if tracing.tracer is TracerFamily.OPENTELEMETRY and not ports[wanted]:
+            raise StackError(
+                f"no OTLP/{tracing.otlp_protocol.value} port to export to: the collector did not announce one"
+            )
+        return ports
 
     def _start_backend(self, collector_port: int) -> OutboundSpec:
         """The second hop: backend echo and its sidecar (inbound), started before the app's
@@ -269,6 +295,7 @@ class EmbeddedMesh:
                 upstream_cluster="inbound|8000||",
                 upstream_port=_port(app_url),
                 collector_port=collector_port,
+                collector_grpc_port=self._collector_ports[1],
                 spawn_upstream_span=self.config.tracing.sidecar_spawn_upstream_span,
                 outbound=outbound,
             )

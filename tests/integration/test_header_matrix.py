@@ -2,7 +2,9 @@
 
 For every header mode and several mesh configurations (sampling 100 % and 0 %, W3C propagation on
 and off, a gateway that keeps the client's x-request-id, an internal client, a gateway that is not
-an edge, client_sampling 0), each request is checked against `ModeSpec.expected(context)`: the
+an edge, client_sampling 0; and Envoy's OpenTelemetry tracer at 100 %, 0 % and 50 %, exporting
+OTLP/gRPC or OTLP/HTTP to a receiver of the test's own, tests/integration/otlp_receiver.py), each
+request is checked against `ModeSpec.expected(context)`: the
 decision the upstream saw, whether our trace id / x-request-id survived, the B3 format and the
 `traceparent` the upstream got, the parent link of the gateway span, and — after the proxies
 flushed — whether spans exist in the collector. Then the same requests are reconciled as a ledger:
@@ -14,6 +16,7 @@ keeps client ids and require every decision to equal the prediction made before 
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections import Counter
@@ -36,13 +39,16 @@ from loadgen.mesh.headers import RUN_ID_HEADER
 from loadgen.mesh.ids import IdStyle, craft_request_id, k6_trace_time_ns, normalize_trace_id
 from loadgen.mesh.modes import MODE_SPECS, HeaderMode
 from loadgen.mesh.rule import envoy_random_sampled, sampling_threshold
+from loadgen.mesh.tracer import OtlpProtocol, TracerFamily
 from loadgen.run import RunOptions, execute_run
 from loadgen.stack.envoy import TraceContextOption, TracingConfig
 from loadgen.stack.mesh import GATEWAY_SERVICE, SIDECAR_SERVICE, EmbeddedMesh, MeshConfig
+from tests.integration.otlp_receiver import OtlpReceiver, OtlpSpan
 
 pytestmark = pytest.mark.integration
 
 W3C = TraceContextOption.USE_B3_WITH_W3C_PROPAGATION
+OTEL, GRPC, HTTP = TracerFamily.OPENTELEMETRY, OtlpProtocol.GRPC, OtlpProtocol.HTTP
 CONTEXTS: dict[str, TracingConfig] = {
     "istio_100": TracingConfig(sampling_percent=100.0),
     "istio_0": TracingConfig(sampling_percent=0.0),
@@ -53,8 +59,15 @@ CONTEXTS: dict[str, TracingConfig] = {
     "internal_0": TracingConfig(sampling_percent=0.0, gateway_internal_cidrs=("127.0.0.1/32",)),
     "no_edge_0": TracingConfig(sampling_percent=0.0, gateway_use_remote_address=False),
     "client_sampling_0": TracingConfig(sampling_percent=0.0, client_sampling_percent=0.0),
+    # Envoy's OpenTelemetry tracer (Istio's `opentelemetry` provider), both OTLP protocols. At
+    # 100 % and 0 % every decision is exact; at 50 % each random one is checked against the rule
+    # on the echoed x-request-id (exact per request, no statistics).
+    "otel_100": TracingConfig(sampling_percent=100.0, tracer=OTEL, otlp_protocol=GRPC),
+    "otel_0": TracingConfig(sampling_percent=0.0, tracer=OTEL, otlp_protocol=HTTP),
+    "otel_50": TracingConfig(sampling_percent=50.0, tracer=OTEL, otlp_protocol=GRPC),
 }
 PER_MODE = 3
+B3_HEADERS = ("b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags")
 SPANS = TracingConfig().expected_spans_per_trace()  # gateway SERVER + CLIENT, sidecar SERVER
 
 
@@ -95,16 +108,43 @@ def all_traces(mesh: EmbeddedMesh) -> dict[str, list[dict[str, Any]]]:
     return {normalize_trace_id(trace[0]["traceId"]): trace for trace in resp.json() if trace}
 
 
-def flush(mesh: EmbeddedMesh, client: httpx.Client) -> None:
+def zipkin_shape(span: OtlpSpan) -> dict[str, Any]:
+    """An OTLP span as the Zipkin v2 fields these tests read."""
+    out: dict[str, Any] = {
+        "traceId": span.trace_id, "id": span.span_id, "kind": span.kind, "name": span.name,
+        "localEndpoint": {"serviceName": span.service}, "tags": span.attributes,
+    }  # fmt: skip
+    if span.parent_id:
+        out["parentId"] = span.parent_id
+    return out
+
+
+def receiver_traces(receiver: OtlpReceiver) -> dict[str, list[dict[str, Any]]]:
+    traces: dict[str, list[dict[str, Any]]] = {}
+    for span in receiver.snapshot():
+        traces.setdefault(span.trace_id, []).append(zipkin_shape(span))
+    return traces
+
+
+def flush(mesh: EmbeddedMesh, client: httpx.Client, receiver: OtlpReceiver | None) -> None:
     """Send a sampled sentinel last and wait for all its spans: both proxies (one worker each)
-    flush in order, so every earlier span has reached the collector by then."""
-    sentinel = encode(HeaderMode.B3_MULTI_SAMPLED, random.Random())
-    assert send(client, mesh, "sentinel", sentinel.headers).status_code == 200
+    flush in order, so every earlier span has reached the collector by then. Under the
+    OpenTelemetry tracer the sentinel is forced by x-client-trace-id (B3 means nothing there)."""
+    mode = HeaderMode.CLIENT_TRACE_ID if receiver else HeaderMode.B3_MULTI_SAMPLED
+    sentinel = encode(mode, random.Random())
+    resp = send(client, mesh, "sentinel", sentinel.headers)
+    assert resp.status_code == 200
+    tracer = OTEL if receiver else TracerFamily.ZIPKIN
+    trace_id = parse_echo(lower_echo(resp), tracer).trace_id
     deadline = time.monotonic() + 15.0
     while time.monotonic() < deadline:
-        resp = httpx.get(f"{mesh.collector_url}/api/v2/trace/{sentinel.trace_id}", timeout=2.0)
-        if resp.status_code == 200 and len(resp.json()) >= SPANS:
-            return
+        if receiver is not None:
+            if len(receiver_traces(receiver).get(str(trace_id), [])) >= SPANS:
+                return
+        else:
+            resp = httpx.get(f"{mesh.collector_url}/api/v2/trace/{trace_id}", timeout=2.0)
+            if resp.status_code == 200 and len(resp.json()) >= SPANS:
+                return
         time.sleep(0.1)
     raise AssertionError("the sentinel's spans never reached the collector")
 
@@ -125,17 +165,24 @@ def observe(name: str, workdir: Path) -> Observed:
         return _OBSERVED[name]
     tracing = CONTEXTS[name]
     rng = random.Random(name)
-    options = EncodeOptions(crafted_percent=tracing.sampling_percent)
+    options = EncodeOptions(crafted_percent=tracing.sampling_percent, tracer=tracing.tracer)
     sent: list[Sent] = []
-    with EmbeddedMesh(workdir / name, MeshConfig(tracing=tracing)) as mesh, httpx.Client() as client:
+    otel = tracing.tracer is OTEL
+    with contextlib.ExitStack() as stack:
+        receiver = stack.enter_context(OtlpReceiver()) if otel else None
+        sink = (receiver.port, receiver.grpc_port) if receiver else (0, 0)
+        mesh = stack.enter_context(EmbeddedMesh(workdir / name, MeshConfig(tracing=tracing, otlp_sink=sink)))
+        client = stack.enter_context(httpx.Client())
         for mode in HeaderMode:
             for i in range(PER_MODE):
                 tag = f"hm-{name}-{mode.value}-{i}"
                 inj = encode(mode, rng, options)
                 resp = send(client, mesh, tag, inj.headers)
                 sent.append(Sent(mode, tag, inj, resp.status_code, lower_echo(resp)))
-        flush(mesh, client)
-        traces = all_traces(mesh)
+        flush(mesh, client, receiver)
+        traces = receiver_traces(receiver) if receiver else all_traces(mesh)
+        if receiver:  # every span came by the protocol configured, and only by it
+            assert {k for k, n in receiver.exports.items() if n} == {tracing.otlp_protocol.value}
     by_tag: dict[str, list[dict[str, Any]]] = {}
     for trace in traces.values():
         for span in trace:
@@ -151,14 +198,24 @@ def problems(tracing: TracingConfig, s: Sent) -> list[str]:
     exp = MODE_SPECS[s.mode].expected(tracing.expectation_context())
     if s.status != 200:
         return [f"HTTP {s.status}"]
-    view = parse_echo(s.echo)
+    view = parse_echo(s.echo, tracing.tracer)
     out: list[str] = []
     want = _decision_problems(tracing, s, exp, view, out)
     _span_problems(s, exp, view, want, out)
-    _trace_id_problems(s, exp, view, out)
+    _trace_id_problems(s, exp, view, sent_ids(s, tracing.tracer)[0], out)
     _header_problems(s, exp, view, out)
-    _parent_problems(s, exp, out)
+    _parent_problems(s, exp, sent_ids(s, tracing.tracer)[1], out)
     return out
+
+
+def sent_ids(s: Sent, tracer: TracerFamily) -> tuple[str | None, str | None]:
+    """The (trace, span) ids the tracer would continue: the OpenTelemetry tracer reads only the
+    traceparent (when valid), Zipkin the ids `encode` reports (B3 first)."""
+    if tracer is OTEL:
+        parsed = parse_traceparent(s.injection.headers.get("traceparent", ""))
+        if parsed is not None:
+            return parsed[0], parsed[1]
+    return s.injection.trace_id, s.injection.span_id
 
 
 def _decision_problems(
@@ -195,13 +252,13 @@ def _span_problems(s: Sent, exp: Expected, view: UpstreamView, want: bool | None
         out.append("spans are not in the trace the upstream saw")
 
 
-def _trace_id_problems(s: Sent, exp: Expected, view: UpstreamView, out: list[str]) -> None:
+def _trace_id_problems(s: Sent, exp: Expected, view: UpstreamView, sent: str | None, out: list[str]) -> None:
     """Trace id kept or not; 64-bit ids stay 64-bit; our x-request-id kept or replaced."""
     inj = s.injection
-    sent_trace = normalize_trace_id(inj.trace_id) if inj.trace_id else None
+    sent_trace = normalize_trace_id(sent) if sent else None
     seen_trace = normalize_trace_id(view.trace_id) if view.trace_id else None
     if exp.keeps_trace_id is True and seen_trace != sent_trace:
-        out.append(f"trace id {view.trace_id} upstream, expected ours {inj.trace_id}")
+        out.append(f"trace id {view.trace_id} upstream, expected ours {sent}")
     if (
         exp.keeps_trace_id is True
         and MODE_SPECS[s.mode].sends.trace_bits == 64
@@ -219,7 +276,7 @@ def _trace_id_problems(s: Sent, exp: Expected, view: UpstreamView, out: list[str
             out.append(f"x-request-id kept={kept}, expected {exp.request_id_kept}")
 
 
-def _parent_problems(s: Sent, exp: Expected, out: list[str]) -> None:
+def _parent_problems(s: Sent, exp: Expected, sent_span: str | None, out: list[str]) -> None:
     """Our span is the parent of the gateway's SERVER span (a sent parent id is dropped)."""
     if exp.client_span_is_parent and s.spans:
         server = [
@@ -227,10 +284,8 @@ def _parent_problems(s: Sent, exp: Expected, out: list[str]) -> None:
             for sp in s.spans
             if sp["localEndpoint"]["serviceName"] == GATEWAY_SERVICE and sp["kind"] == "SERVER"
         ]
-        if len(server) != 1 or server[0].get("parentId") != s.injection.span_id:
-            out.append(
-                f"gateway SERVER parent {[sp.get('parentId') for sp in server]}, expected {s.injection.span_id}"
-            )
+        if len(server) != 1 or server[0].get("parentId") != sent_span:
+            out.append(f"gateway SERVER parent {[sp.get('parentId') for sp in server]}, expected {sent_span}")
 
 
 def _header_problems(s: Sent, exp: Expected, view: UpstreamView, out: list[str]) -> None:
@@ -241,6 +296,12 @@ def _header_problems(s: Sent, exp: Expected, view: UpstreamView, out: list[str])
         out.append("expected only a b3 header upstream")
     if exp.upstream_b3 == "multi" and ("b3" in echo or "x-b3-traceid" not in echo):
         out.append("expected X-B3-* headers upstream")
+    sent_b3 = {k.lower(): v for k, v in inj.headers.items() if k.lower() in B3_HEADERS}
+    seen_b3 = {k: v for k, v in echo.items() if k in B3_HEADERS}
+    if exp.upstream_b3 == "forwarded" and (not sent_b3 or seen_b3 != sent_b3):
+        out.append(f"B3 upstream {seen_b3}, expected ours forwarded untouched {sent_b3}")
+    if exp.upstream_b3 == "absent" and seen_b3:
+        out.append(f"unexpected B3 upstream {seen_b3}")
     tp, sent_tp = echo.get("traceparent"), inj.headers.get("traceparent")
     if exp.traceparent == "absent" and tp is not None:
         out.append(f"unexpected traceparent {tp}")
@@ -274,7 +335,7 @@ def ledger_of(observed: Observed) -> tuple[list[dict[str, Any]], dict[str, Trace
     ledger: list[dict[str, Any]] = []
     obs: dict[str, TraceObservation] = {}
     for s in observed.sent:
-        view = parse_echo(s.echo)
+        view = parse_echo(s.echo, observed.tracing.tracer)
         rec: dict[str, Any] = {
             "rid": s.tag, "mode": s.mode.value, "status": s.status, "ts": 1.0, "latency_ms": 1.0,
             "inj_trace": s.injection.trace_id, "inj_span": s.injection.span_id, "inj_flag": s.injection.flag,
@@ -313,14 +374,27 @@ def test_reconcile_finds_no_violation_with_the_right_context(context: str, workd
             == MODE_SPECS[mode].expected(observed.tracing.expectation_context()).decision.value
         )
     # Debug and forcing modes produce spans, "0" modes never do: counted per mode.
-    for mode in (HeaderMode.B3_SINGLE_DEBUG, HeaderMode.B3_SINGLE_DEBUG_ONLY, HeaderMode.B3_SAMPLED_ONLY):
+    forced, denied = FORCED_AND_DENIED[observed.tracing.tracer]
+    for mode in forced:
         assert out["modes"][mode.value]["found"] == PER_MODE, mode
-    for mode in (
-        HeaderMode.B3_MULTI_NOT_SAMPLED,
-        HeaderMode.B3_SINGLE_DENY,
-        HeaderMode.FORCE_TRACE_NOT_SAMPLED,
-    ):
+    for mode in denied:
         assert out["modes"][mode.value]["not_sampled"] == PER_MODE, mode
+
+
+M = HeaderMode
+#: Per tracer: modes always traced, and modes never traced, in every context of that tracer.
+FORCED_AND_DENIED = {
+    TracerFamily.ZIPKIN: (
+        (M.B3_SINGLE_DEBUG, M.B3_SINGLE_DEBUG_ONLY, M.B3_SAMPLED_ONLY),
+        (M.B3_MULTI_NOT_SAMPLED, M.B3_SINGLE_DENY, M.FORCE_TRACE_NOT_SAMPLED),
+    ),
+    # The B3 "0" modes are Envoy's coin here (B3 ignored), the traceparent 00 ones never traced,
+    # even with x-client-trace-id, which forces a trace otherwise (and keeps traceparent's id).
+    OTEL: (
+        (M.CLIENT_TRACE_ID, M.CLIENT_TRACE_ID_NOT_SAMPLED, M.W3C_SAMPLED_CLIENT_TRACE_ID),
+        (M.W3C_NOT_SAMPLED, M.W3C_NOT_SAMPLED_B3_SAMPLED, M.W3C_NOT_SAMPLED_CLIENT_TRACE_ID),
+    ),
+}
 
 
 @pytest.mark.parametrize(
@@ -336,6 +410,20 @@ def test_reconcile_finds_no_violation_with_the_right_context(context: str, workd
         ("istio_0", {"client_internal": True}, (HeaderMode.FORCE_TRACE,), "decision"),
         # Told "client_sampling 100" where it is 0: x-client-trace-id forced nothing.
         ("client_sampling_0", {"client_sampling_percent": 100.0}, (HeaderMode.CLIENT_TRACE_ID,), "decision"),
+        # Told "Zipkin" for an OpenTelemetry-tracer mesh: B3 sampled flags forced nothing.
+        (
+            "otel_0",
+            {"tracer": TracerFamily.ZIPKIN},
+            (HeaderMode.B3_MULTI_SAMPLED, HeaderMode.B3_SAMPLED_ONLY),
+            "decision",
+        ),
+        # Told "OpenTelemetry" for a Zipkin mesh: traceparent ids were not kept, B3 ids were.
+        (
+            "istio_0",
+            {"tracer": OTEL},
+            (HeaderMode.W3C_SAMPLED_CLIENT_TRACE_ID, HeaderMode.B3_MULTI_NO_FLAG),
+            "trace_id",
+        ),
     ],
 )
 def test_reconcile_counts_violations_with_a_wrong_context(

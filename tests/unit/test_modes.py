@@ -24,6 +24,7 @@ from loadgen.mesh.expect import DEFAULT_CONTEXT, Decision, ExpectationContext
 from loadgen.mesh.ids import IdStyle, craft_request_id, k6_trace_id, k6_trace_time_ns
 from loadgen.mesh.modes import LEGACY_MODES, MODE_SPECS, HeaderMode
 from loadgen.mesh.rule import craft_head, envoy_random_sampled, sampling_threshold, xrid_decision
+from loadgen.mesh.tracer import TracerFamily
 from loadgen.stack.envoy import ProxySpec, TraceContextOption, TracingConfig, render_bootstrap
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -78,6 +79,9 @@ TABLE: dict[HeaderMode, tuple[Decision, ...]] = {
     M.W3C_SAMPLED_B3_NO_FLAG: (P, S, P, P, P, P),  # B3 ids, traceparent's flag under W3C
     M.W3C_NOT_SAMPLED_B3_NO_FLAG: (P, Z, P, P, P, P),
     M.W3C_NOT_SAMPLED_B3_SINGLE_SAMPLED: (S, S, S, S, S, S),
+    M.W3C_SAMPLED_CLIENT_TRACE_ID: (S, S, S, S, S, P),
+    M.W3C_NOT_SAMPLED_CLIENT_TRACE_ID: (S, Z, S, S, S, P),  # traceparent's 00 wins under W3C
+    M.W3C_INVALID_TRACE: (P, P, P, P, P, P),  # Zipkin ignores it
     M.FORCE_TRACE: (P, P, P, S, P, P),  # only internal clients may force
     M.FORCE_TRACE_NOT_SAMPLED: (Z, Z, Z, Z, Z, Z),
     M.CLIENT_TRACE_ID: (S, S, S, S, S, P),  # while client_sampling is 100
@@ -116,6 +120,8 @@ KEEPS: dict[HeaderMode, tuple[bool | None, bool | None]] = {
     M.W3C_NOT_SAMPLED_B3_SINGLE_SAMPLED: (True, True),
     M.FORCE_TRACE_NOT_SAMPLED: (True, True),
     M.CLIENT_TRACE_ID_NOT_SAMPLED: (True, True),
+    M.W3C_SAMPLED_CLIENT_TRACE_ID: (False, True),
+    M.W3C_NOT_SAMPLED_CLIENT_TRACE_ID: (False, True),
 }  # fmt: skip
 
 
@@ -128,9 +134,54 @@ def test_trace_id_kept_per_configuration(mode: HeaderMode) -> None:
     assert spec.expected(W3C).client_span_is_parent is bool(got[1])
 
 
+# --- Envoy's OpenTelemetry tracer (measured on Envoy 1.40: /work/notes/H-tracer.md) ------------
+
+OTEL = ExpectationContext(tracer=TracerFamily.OPENTELEMETRY)
+OTEL_KEEP = ExpectationContext(tracer=TracerFamily.OPENTELEMETRY, preserve_external_request_id=True)
+OTEL_INTERNAL = ExpectationContext(tracer=TracerFamily.OPENTELEMETRY, client_internal=True)
+#: Every mode not listed is Envoy's own random decision (PROXY) at an OpenTelemetry edge: B3 of
+#: any kind is ignored, and traceparent 01 forces nothing.
+OTEL_TABLE: dict[HeaderMode, Decision] = {
+    M.W3C_NOT_SAMPLED: Z,
+    M.W3C_NOT_SAMPLED_TRACESTATE: Z,
+    M.W3C_NOT_SAMPLED_B3_SAMPLED: Z,
+    M.W3C_NOT_SAMPLED_B3_NO_FLAG: Z,
+    M.W3C_NOT_SAMPLED_B3_SINGLE_SAMPLED: Z,
+    M.W3C_NOT_SAMPLED_CLIENT_TRACE_ID: Z,  # the 00 vetoes even x-client-trace-id
+    M.W3C_SAMPLED_CLIENT_TRACE_ID: S,
+    M.CLIENT_TRACE_ID: S,
+    M.CLIENT_TRACE_ID_NOT_SAMPLED: S,  # its B3 Sampled: 0 is ignored
+    M.W3C_INVALID_TRACE: N,  # no span at all
+}
+
+
+@pytest.mark.parametrize("mode", list(HeaderMode))
+def test_decision_under_the_opentelemetry_tracer(mode: HeaderMode) -> None:
+    exp = MODE_SPECS[mode].expected(OTEL)
+    assert exp.decision is OTEL_TABLE.get(mode, P)
+    # Kept trace id: exactly a valid traceparent's; B3 ids are never continued.
+    sends = MODE_SPECS[mode].sends
+    want_keeps = True if sends.w3c and not sends.w3c_invalid else (False if sends.b3_ids else None)
+    assert exp.keeps_trace_id is want_keeps
+    assert exp.upstream_b3 == ("forwarded" if sends.b3 else "absent")
+    assert exp.traceparent == ("stale" if sends.w3c_invalid else "rewritten")
+    # The x-request-id rules are the connection manager's, the same under both tracers.
+    for zipkin, otel in ((KEEP, OTEL_KEEP), (INTERNAL, OTEL_INTERNAL)):
+        if not (sends.b3 or sends.w3c):
+            assert MODE_SPECS[mode].expected(otel).decision is MODE_SPECS[mode].expected(zipkin).decision
+
+
+def test_the_tracer_comes_back_from_run_json_as_an_enum() -> None:
+    run_json: dict[str, Any] = {"tracer": "opentelemetry", "sampling_percent": 5.0}
+    ctx = ExpectationContext(**run_json)
+    assert ctx.tracer is TracerFamily.OPENTELEMETRY and ctx == replace(OTEL, sampling_percent=5.0)
+    with pytest.raises(ValueError):
+        ExpectationContext(tracer="jaeger")  # type: ignore[arg-type]
+
+
 def test_upstream_decision_and_spans_follow_the_decision() -> None:
     for mode, spec in MODE_SPECS.items():
-        for ctx in CONTEXT_COLUMNS:
+        for ctx in (*CONTEXT_COLUMNS, OTEL):
             exp = spec.expected(ctx)
             want_spans = {S: True, Z: False, N: False, P: None}[exp.decision]
             assert exp.spans is want_spans, (mode, ctx)
