@@ -19,7 +19,7 @@ from loadgen.emitter import ReferenceEmitter
 from loadgen.failure import ComponentFailure, disk_problem, locust_failure, log_tail, mentions_disk_full
 from loadgen.ledger import LedgerTail, LiveCounts
 from loadgen.redact import redact_text
-from loadgen.run.options import RunOptions, Status
+from loadgen.run.options import RunError, RunOptions, Status
 from loadgen.run.target import OpenTarget
 from loadgen.stack.mesh import EmbeddedMesh
 from loadgen.stack.procs import ComponentDied, StackError, die_with_parent
@@ -216,11 +216,16 @@ def _after_locust(outcome: LoadOutcome, returncode: int | None, run_dir: Path) -
 
 def reference_grpc_endpoint(opts: RunOptions, opened: OpenTarget) -> str | None:
     """Where otlp-grpc reference spans go: --reference-grpc-endpoint, else the embedded collector's
-    OTLP/gRPC port, else None (the emitter takes the --collector host on 4317)."""
+    OTLP/gRPC URL, else (an existing mesh) None: the emitter takes the --collector host on 4317."""
     if opts.reference_grpc_endpoint or opts.reference_protocol != "otlp-grpc":
         return opts.reference_grpc_endpoint or None
+    if opened.mesh is None:
+        return None
     # The embedded collector's OTLP/gRPC URL (issue 12: the collector's ingest lands separately).
-    return str(getattr(opened.mesh, "collector_grpc_url", "") or "") or None
+    url = str(getattr(opened.mesh, "collector_grpc_url", "") or "")
+    if not url:  # never 127.0.0.1:4317, which may be anything on this machine
+        raise RunError("--reference-protocol otlp-grpc: the embedded collector announced no OTLP/gRPC port")
+    return url
 
 
 def run_load(
