@@ -1,15 +1,14 @@
 """Pure helpers every reader shares: grouping returned spans under the requested ids, an answer of
-ERROR for every id, and Zipkin-style value formatting."""
+ERROR for every id, and Zipkin-style value formatting (`format_double`, from loadgen.mesh.otlp_values)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
-from decimal import Decimal
 from typing import Any
 
 from loadgen.backends.base import Fetched, FetchStatus, Span
 from loadgen.mesh.ids import normalize_trace_id
+from loadgen.mesh.otlp_values import format_double  # its home; re-exported for the readers
 
 __all__ = ["all_error", "assign", "format_double", "is_name_list", "is_v3_services"]
 
@@ -49,20 +48,6 @@ def assign(ids: Sequence[str], spans: Iterable[Any]) -> dict[str, Fetched]:
 
 def all_error(ids: Sequence[str], reason: str) -> dict[str, Fetched]:
     return {tid: Fetched(FetchStatus.ERROR, error=reason) for tid in ids}
-
-
-def format_double(value: float) -> str:
-    """A float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` prints it, which is how the
-    OpenTelemetry Collector's Zipkin translator and Jaeger turn a double attribute into a
-    string tag: shortest round-trip digits, never an exponent, no trailing ".0"."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    text = format(Decimal(repr(value)), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
 
 
 def is_name_list(body: Any) -> bool:

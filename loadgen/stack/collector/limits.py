@@ -84,11 +84,18 @@ class Limits:
 
 @dataclass
 class IngestCounters:
-    """What happened to span POSTs at the HTTP layer (the store counts what it kept)."""
+    """What happened to span POSTs at the HTTP layer and OTLP/gRPC exports (the store counts what
+    it kept). Counters without a protocol in their name count Zipkin and OTLP/HTTP POSTs alike
+    (spans_received and the fault and store counters count OTLP/gRPC too)."""
 
-    posts: int = 0
+    posts: int = 0  # Zipkin POST /api/v2/spans
     spans_received: int = 0  # valid spans decoded, before faults
-    bad_requests: int = 0  # 400
+    bad_requests: int = 0  # 400 to a Zipkin POST
+    otlp_http_posts: int = 0  # POST /v1/traces
+    otlp_http_bad_requests: int = 0  # 400: undecodable body, wrong JSON types, malformed ids
+    otlp_http_unsupported_media_type: int = 0  # 415: not application/x-protobuf or application/json
+    otlp_grpc_exports: int = 0  # TraceService/Export calls that reached the handler
+    otlp_grpc_invalid_arguments: int = 0  # answered INVALID_ARGUMENT (the OTLP/HTTP 400 cases)
     too_large: int = 0  # 413
     unsupported_media_type: int = 0  # 415
     fault_errors: int = 0  # 503 answered on purpose

@@ -4,6 +4,12 @@ Ingest follows what Envoy's Zipkin tracer needs (shared/ENVOY-NOTES.md, "Deliver
 collector"): HTTP/1.1 chunked bodies without content-length, JSON or proto3, and **202** on success
 (Envoy counts a 200 as dropped). Bad input is always a 4xx with a plain-text reason, never a 5xx.
 
+OTLP/HTTP ingest (`POST /v1/traces`, loadgen/stack/collector/otlp.py for the decoding and the
+mapping to Zipkin v2): binary protobuf or JSON, gzip; **200** with an ExportTraceServiceResponse in
+the request's encoding once the spans are stored, else a google.rpc.Status body: 400 bad data,
+413 too large, 415 unsupported type, and the same 503/408/500 as the Zipkin POST. OTLP/gRPC
+(otlp_grpc.py) shares `_Collector.ingest`.
+
 Non-spec extras: `GET /health` and `GET /loadgen/stats`, plus optional fault injection (`Faults`)
 so collection loss can be produced on purpose and the measuring instrument checked against it.
 
@@ -25,13 +31,14 @@ import json
 import random
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import ContentEncodingError
 
 from loadgen.mesh.ids import normalize_trace_id
+from loadgen.stack.collector import otlp
 from loadgen.stack.collector.deadline import LIMITS_KEY, mark_busy, start_server
 from loadgen.stack.collector.decode import (
     JSON_TYPES,
@@ -44,9 +51,11 @@ from loadgen.stack.collector.decode import (
     inflate,
 )
 from loadgen.stack.collector.limits import Faults, IngestCounters, Limits, TokenBucket
+from loadgen.stack.collector.normalize import Span
 from loadgen.stack.collector.store import SpanStore, SpanValidationError, StoreError, validate_spans
 
 __all__ = [
+    "COLLECTOR_KEY",
     "DEFAULT_MAX_BODY_BYTES",
     "Faults",
     "IngestCounters",
@@ -66,6 +75,10 @@ _INT_RE = re.compile(r"-?[0-9]{1,19}")
 
 class _Busy(Exception):
     """Answer 503 with Retry-After: too many body bytes buffered at once."""
+
+
+_Answer = Callable[[int, str], web.Response]  # (status, message) -> the response, in the API's format
+_REFUSALS = (_Busy, TimeoutError, TooLarge, BadRequest, SpanValidationError)
 
 
 def _malloc_trim() -> Callable[[], None] | None:
@@ -210,9 +223,18 @@ class _Collector:
         return body
 
     async def post_spans(self, request: web.Request) -> web.Response:
+        return await self._reserving(request, self._post_spans)
+
+    async def post_otlp_traces(self, request: web.Request) -> web.Response:
+        return await self._reserving(request, self._post_otlp_traces)
+
+    async def _reserving(
+        self, request: web.Request, handler: Callable[[web.Request, _Reservation], Awaitable[web.Response]]
+    ) -> web.Response:
+        """Run a span POST handler with its body reservation, released when it is answered."""
         reservation = _Reservation(self)
         try:
-            return await self._post_spans(request, reservation)
+            return await handler(request, reservation)
         finally:
             reservation.release()
 
@@ -232,32 +254,44 @@ class _Collector:
             del body
             spans = validate_spans(raw)
             del raw
-        except _Busy:
+        except _REFUSALS as exc:
+            return self._refuse(exc, _text)
+        failure = await self.ingest(spans)
+        return web.Response(status=202) if failure is None else _text(*failure)
+
+    def _refuse(self, exc: Exception, answer: _Answer, *, otlp_http: bool = False) -> web.Response:
+        """The answer to a body that could not be read or decoded, counted."""
+        if isinstance(exc, _Busy):
             self.counters.busy += 1
-            busy = _text(503, f"over {self.max_buffered_bytes} body bytes in flight: retry later")
+            busy = answer(503, f"over {self.max_buffered_bytes} body bytes in flight: retry later")
             busy.headers[hdrs.RETRY_AFTER] = str(RETRY_AFTER_S)
             busy.force_close()  # the body was not read: the connection cannot carry another request
             return busy
-        except TimeoutError:
+        if isinstance(exc, TimeoutError):
             self.counters.body_timeouts += 1
-            slow = _text(408, f"body not received within {self.limits.body_timeout_s:g} s")
+            slow = answer(408, f"body not received within {self.limits.body_timeout_s:g} s")
             slow.force_close()
             return slow
-        except TooLarge:
+        if isinstance(exc, TooLarge):
             self.counters.too_large += 1
-            return _text(413, f"body exceeds {self.max_body_bytes} bytes")
-        except (BadRequest, SpanValidationError) as exc:
+            return answer(413, f"body exceeds {self.max_body_bytes} bytes")
+        if otlp_http:
+            self.counters.otlp_http_bad_requests += 1
+        else:
             self.counters.bad_requests += 1
-            return _text(400, str(exc))
-        self.counters.spans_received += len(spans)
+        return answer(400, str(exc))
 
+    async def ingest(self, spans: list[Span]) -> tuple[int, str] | None:
+        """Keep validated spans (after the faults): None once they are committed, else the HTTP
+        status and reason of the failure (503 injected fault, 500 the store could not keep them)."""
+        self.counters.spans_received += len(spans)
         faults = self.faults
         if faults.added_latency_ms > 0:
             await asyncio.sleep(faults.added_latency_ms / 1000)
         if faults.error_rate > 0 and self.rng.random() < faults.error_rate:
             self.counters.fault_errors += 1
             self.counters.fault_error_spans += len(spans)
-            return _text(503, "injected fault: error_rate")
+            return 503, "injected fault: error_rate"
         if self.bucket is not None:
             granted = self.bucket.take(len(spans))
             if granted < len(spans):
@@ -270,12 +304,37 @@ class _Collector:
             self.store.count_dropped(len(spans) - len(kept))
             spans = kept
         try:
-            self.store.add(spans, validated=True)  # one transaction, committed before the 202
+            self.store.add(spans, validated=True)  # one transaction, committed before the answer
         except StoreError as exc:
             self.counters.store_errors += 1
             self.counters.store_error_spans += len(spans)
-            return _text(500, f"spans not stored: {exc}")
-        return web.Response(status=202)
+            return 500, f"spans not stored: {exc}"
+        return None
+
+    async def _post_otlp_traces(self, request: web.Request, reservation: _Reservation) -> web.Response:
+        self.counters.otlp_http_posts += 1
+        media_type = request.content_type.lower() if hdrs.CONTENT_TYPE in request.headers else ""
+        encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+        if media_type not in otlp.OTLP_TYPES or encoding not in SUPPORTED_ENCODINGS:
+            self.counters.otlp_http_unsupported_media_type += 1
+            message = f"unsupported content-type {media_type!r} / content-encoding {encoding!r}"
+            return _otlp_status(otlp.PROTO_TYPE, 415, message)
+
+        def answer(status: int, message: str) -> web.Response:
+            return _otlp_status(media_type, status, message)
+
+        try:
+            body = inflate(await self._read_body(request, reservation), encoding, self.max_body_bytes)
+            parsed = otlp.parse_json(body) if media_type == otlp.JSON_TYPE else otlp.parse_proto(body)
+            del body
+            spans = validate_spans(otlp.request_to_spans(parsed))
+            del parsed
+        except _REFUSALS as exc:
+            return self._refuse(exc, answer, otlp_http=True)
+        failure = await self.ingest(spans)
+        if failure is not None:
+            return answer(*failure)
+        return web.Response(status=200, body=otlp.success_body(media_type), content_type=media_type)
 
     async def get_trace(self, request: web.Request) -> web.Response:
         raw = request.match_info["trace_id"]
@@ -360,6 +419,14 @@ class _Collector:
         )
 
 
+def _otlp_status(media_type: str, status: int, message: str) -> web.Response:
+    """An OTLP/HTTP failure: `status` with a google.rpc.Status body in `media_type`."""
+    return web.Response(status=status, body=otlp.status_body(media_type, message), content_type=media_type)
+
+
+COLLECTOR_KEY = web.AppKey("collector", _Collector)
+
+
 def make_app(
     store: SpanStore,
     *,
@@ -380,9 +447,11 @@ def make_app(
     # aiohttp's own read limit stays out of the way: _read_body enforces max_body_bytes.
     app = web.Application(client_max_size=max_body_bytes + 1, middlewares=[mark_busy])
     app[LIMITS_KEY] = limits
+    app[COLLECTOR_KEY] = collector  # for the OTLP/gRPC server (otlp_grpc.py), which shares its ingest
     app.add_routes(
         [
             web.post("/api/v2/spans", collector.post_spans),
+            web.post("/v1/traces", collector.post_otlp_traces),
             web.get("/api/v2/spans", collector.get_span_names),
             web.get("/api/v2/trace/{trace_id}", collector.get_trace),
             web.get("/api/v2/traceMany", collector.get_trace_many),
