@@ -133,7 +133,7 @@ def test_a_run_whose_every_request_fails_exits_1_on_load_delivered(tmp_path: Pat
     detail = summary["verdict_details"]["load_delivered"]
     total = summary["requests"]["total"]
     assert detail["checked"] == total == summary["requests"]["errors"] > 0
-    assert f"{total} of {total} requests failed" in detail["cause"], detail["cause"]
+    assert f"{total:,} of {total:,} requests failed" in detail["cause"], detail["cause"]
     assert "most common: HTTP 503" in detail["cause"], detail["cause"]
     # the threshold it was judged with is kept where `verify` re-judges from
     assert summary["max_error_rate"] == 0.05
