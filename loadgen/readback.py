@@ -115,6 +115,7 @@ def read_back(
                 if (
                     want
                     and obs.status is FetchStatus.FOUND
+                    and not obs.partial
                     and obs.span_count >= want
                     and set(services.get(tid, ())) <= set(obs.services)
                 ):

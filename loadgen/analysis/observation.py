@@ -222,6 +222,8 @@ class TraceObservation:
     error: str | None = None
     # The trace's tree reduced for the integrity fold (loadgen.analysis.integrity); None when not found.
     shape: TraceShape | None = None
+    # The backend said the spans are not all of the trace (Fetched.partial): never complete.
+    partial: bool = False
 
     @classmethod
     def from_fetched(cls, fetched: Fetched, run_id_tag: str = "", run_id: str = "") -> TraceObservation:
@@ -229,7 +231,15 @@ class TraceObservation:
             return cls(fetched.status, 0, (), 0, fetched.error, None)
         tagged = sum(1 for s in fetched.spans if run_id and (s.get("tags") or {}).get(run_id_tag) == run_id)
         shape = TraceShape.from_spans(fetched.spans)  # its services are the spans' local services
-        return cls(fetched.status, len(fetched.spans), shape.services(), tagged, fetched.error, shape)
+        return cls(
+            fetched.status,
+            len(fetched.spans),
+            shape.services(),
+            tagged,
+            fetched.error,
+            shape,
+            fetched.partial,
+        )
 
     @property
     def present(self) -> bool:
@@ -237,7 +247,7 @@ class TraceObservation:
         return self.status is FetchStatus.FOUND and self.span_count > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "status": self.status.value,
             "spans": self.span_count,
             "services": list(self.services),
@@ -245,6 +255,9 @@ class TraceObservation:
             "error": self.error,
             "shape": self.shape.to_dict() if self.shape is not None else None,
         }
+        if self.partial:
+            out["partial"] = True
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TraceObservation:
@@ -256,4 +269,5 @@ class TraceObservation:
             int(d.get("run_tagged", 0)),
             d.get("error"),
             TraceShape.from_dict(shape) if shape else None,
+            bool(d.get("partial", False)),
         )

@@ -117,6 +117,8 @@ def request_class(decided: bool | None, obs: TraceObservation | None, expect: Ex
         outcome = Outcome.LEAKED if present else Outcome.NOT_SAMPLED
     elif not present:
         outcome = Outcome.MISSING
+    elif obs.partial:  # the backend says it cut the trace: partial, whatever spans came back
+        outcome = Outcome.PARTIAL
     elif expect.shape is not None and obs.shape is not None:
         # Complete means every span of the shape, not merely "at least N spans": a 4-span mesh
         # trace missing its sidecar CLIENT span is partial even if a stray span makes up the count.

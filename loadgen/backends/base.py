@@ -80,6 +80,9 @@ class Fetched:
     status: FetchStatus
     spans: tuple[Span, ...] = ()
     error: str | None = None
+    partial: bool = False
+    """FOUND, but the backend itself says these are not all its spans (Tempo's `PARTIAL`
+    status: the trace was cut at a size limit): never counted complete."""
 
 
 class BackendError(Exception):

@@ -11,6 +11,9 @@ The one module that knows every concrete reader; base.py (the interface) knows n
    api_v3 GET only does from v2.19 (Istio's addon runs 2.17).
 3. `GET /api/v3/services` answering `{"services": [...]}` -> `JaegerV3Backend` (Jaeger after
    v2.20, which dropped `/api/services`).
+Then, at URL only, Grafana Tempo (after all of the above, so that no other answer changes):
+4. `GET /api/echo` answering `echo` (what Grafana's data-source test calls) -> `TempoBackend`.
+5. `GET /api/status/buildinfo` answering `{"version", "revision", ...}` -> `TempoBackend`.
 Probes are single attempts without retries; a connection failure stops the search at once.
 """
 
@@ -21,11 +24,14 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from loadgen.backends._common import is_name_list, is_v3_services
 from loadgen.backends._http import HttpClient, RequestFailed, json_body, resolve_options
 from loadgen.backends.base import BackendError, BackendOptions, TraceBackend, redact_url
 from loadgen.backends.jaeger import JaegerBackend, envelope_data
 from loadgen.backends.jaeger_v3 import JaegerV3Backend
+from loadgen.backends.tempo import TempoBackend
 from loadgen.backends.zipkin import ZipkinBackend
 
 __all__ = ["SUPPORTED_BACKEND_SPECS", "BackendDetectionError", "detect_backend", "parse_backend_spec"]
@@ -34,10 +40,11 @@ SUPPORTED_BACKEND_SPECS: tuple[str, ...] = (
     "zipkin:http[s]://HOST:9411[/PATH]",
     "jaeger:http[s]://HOST:16686[/jaeger]",
     "jaeger-v3:http[s]://HOST:16686[/jaeger]",
+    "tempo:http[s]://HOST:3200[/PATH]",
     "auto:http[s]://HOST[:PORT][/PATH]",
 )
 
-_KINDS = ("zipkin", "jaeger", "jaeger-v3", "auto")
+_KINDS = ("zipkin", "jaeger", "jaeger-v3", "tempo", "auto")
 
 
 class BackendDetectionError(BackendError, ValueError):
@@ -47,7 +54,8 @@ class BackendDetectionError(BackendError, ValueError):
 def parse_backend_spec(spec: str, options: BackendOptions | None = None, **overrides: Any) -> TraceBackend:
     """Build a reader from `KIND:URL`, e.g. `jaeger:http://tracing.istio-system/jaeger`.
 
-    KIND is `zipkin`, `jaeger` (the `/api/...` JSON API), `jaeger-v3` (`/api/v3/...`) or `auto`
+    KIND is `zipkin`, `jaeger` (the `/api/...` JSON API), `jaeger-v3` (`/api/v3/...`), `tempo`
+    (Grafana Tempo's `/api/...`; the tenant goes in an `X-Scope-OrgID` header) or `auto`
     (probes the URL, and URL/jaeger, with one cheap GET per candidate API; see the module
     docstring). `options` default to `BackendOptions.from_env(os.environ)`;
     `overrides` are BackendOptions fields (flags, winning over `options`) plus, for jaeger-v3,
@@ -70,6 +78,8 @@ def parse_backend_spec(spec: str, options: BackendOptions | None = None, **overr
         return JaegerBackend(url, resolved)
     if kind == "jaeger-v3":
         return JaegerV3Backend(url, resolved, **extra)
+    if kind == "tempo":
+        return TempoBackend(url, resolved)
     return detect_backend(url, resolved, **extra)
 
 
@@ -110,6 +120,9 @@ def detect_backend(base_url: str, options: BackendOptions, **extra: Any) -> Trac
                         f"auto: {redact_url(candidate)}{path} answered HTTP {resp.status_code}: the "
                         "backend wants credentials (LOADGEN_BACKEND_TOKEN, user/password or headers)"
                     )
+        tempo = _detect_tempo(client, answers)
+        if tempo:
+            return TempoBackend(base, resolved)
     finally:
         client.close()
     receiver = any(a.endswith(("HTTP 400", "HTTP 202", "HTTP 405")) for a in answers)
@@ -120,6 +133,28 @@ def detect_backend(base_url: str, options: BackendOptions, **extra: Any) -> Trac
         else ""
     )
     raise BackendDetectionError(
-        f"auto: no Zipkin or Jaeger query API answered at {redact_url(base)}: {'; '.join(answers)}.{hint} "
-        "Name the kind explicitly: zipkin:URL, jaeger:URL or jaeger-v3:URL"
+        f"auto: no Zipkin, Jaeger or Tempo query API answered at {redact_url(base)}: {'; '.join(answers)}.{hint} "
+        "Name the kind explicitly: zipkin:URL, jaeger:URL or jaeger-v3:URL (tempo:URL for Grafana Tempo)"
     )
+
+
+def _is_tempo(path: str, resp: httpx.Response) -> bool:
+    if path == "/api/echo":
+        return resp.text.strip() == "echo"
+    body = json_body(resp)
+    return isinstance(body, dict) and isinstance(body.get("version"), str) and "revision" in body
+
+
+def _detect_tempo(client: HttpClient, answers: list[str]) -> bool:
+    """Whether Tempo answers at the client's root (`/api/echo`, then `/api/status/buildinfo`);
+    each other answer is added to `answers`. Neither route needs a tenant, so a 401/403 here
+    comes from something in front of Tempo."""
+    for path in ("/api/echo", "/api/status/buildinfo"):
+        try:
+            resp = client.get_once(path)
+        except RequestFailed as exc:
+            raise BackendDetectionError(f"auto: cannot reach {redact_url(client.root)}: {exc}") from exc
+        if resp.status_code == 200 and _is_tempo(path, resp):
+            return True
+        answers.append(f"{path} -> HTTP {resp.status_code}")
+    return False

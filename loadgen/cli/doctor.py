@@ -31,7 +31,8 @@ Collector = Annotated[
 Backend = Annotated[
     str,
     typer.Option(
-        "--backend", help="Where traces are read: zipkin:URL | jaeger:URL | jaeger-v3:URL | auto:URL."
+        "--backend",
+        help="Where traces are read: zipkin:URL | jaeger:URL | jaeger-v3:URL | tempo:URL | auto:URL.",
     ),
 ]
 Bootstrap = Annotated[

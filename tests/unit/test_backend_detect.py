@@ -140,7 +140,9 @@ class TestAuto:
         for probe in ("/api/v2/services", "/api/services", "/api/v3/services", "/jaeger/api/v3/services"):
             assert f"{probe} -> HTTP 404" in message
         assert "zipkin:URL, jaeger:URL or jaeger-v3:URL" in message
-        assert len(fake.requests) == 6
+        for probe in ("/api/echo", "/api/status/buildinfo"):  # Tempo, at the URL only
+            assert f"{probe} -> HTTP 404" in message
+        assert len(fake.requests) == 8
 
     def test_span_receiver_hint(self, servers: list[LoopbackServer]) -> None:
         fake = start(servers, FakeZipkin())
@@ -202,6 +204,7 @@ class TestSpecs:
             "zipkin",
             "jaeger",
             "jaeger-v3",
+            "tempo",
             "auto",
         }
 
