@@ -1,9 +1,12 @@
 """Pure decoder: OTLP/JSON `TracesData` (as Jaeger's api_v3 returns it under `"result"`; see
-shared/specs/jaeger-api-v3-gettrace-example.json) -> spans in Zipkin v2 JSON shape.
+shared/specs/jaeger-api-v3-gettrace-example.json; and as Grafana Tempo returns it, under `"trace"`
+in v2 and with the `resourceSpans` key renamed `batches` in v1, shared/specs/tempo/) -> spans in
+Zipkin v2 JSON shape.
 
 Field mapping (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding):
-- `traceId`/`spanId`/`parentSpanId`: hex (base64, as some grpc-gateway versions printed bytes,
-  is accepted too) -> `traceId` (canonical form), `id`, `parentId` (absent when empty).
+- `traceId`/`spanId`/`parentSpanId`: hex (base64, as some grpc-gateway versions and Tempo's
+  gogo jsonpb print bytes, is accepted too) -> `traceId` (canonical form), `id`, `parentId`
+  (absent when empty).
 - `kind` 2..5 (or "SPAN_KIND_SERVER"…) -> SERVER, CLIENT, PRODUCER, CONSUMER. 1 (INTERNAL) and
   0 (UNSPECIFIED) have no Zipkin counterpart: no `kind`, which Zipkin reads as a local span.
 - `startTimeUnixNano`/`endTimeUnixNano` (decimal strings) -> `timestamp`/`duration` in µs,
@@ -180,11 +183,12 @@ def _convert(span: Mapping[str, Any], service: str | None) -> SearchableSpan:
 
 
 def iter_searchable(traces_data: Any) -> Iterator[SearchableSpan]:
-    """Every span of an OTLP/JSON TracesData, converted, with what a tag search can match
-    (resource attributes under span attributes under event attributes)."""
+    """Every span of an OTLP/JSON TracesData (its `resourceSpans`, or Tempo v1's `batches`),
+    converted, with what a tag search can match (resource attributes under span attributes under
+    event attributes)."""
     if not isinstance(traces_data, Mapping):
         return
-    for resource_spans in traces_data.get("resourceSpans") or ():
+    for resource_spans in traces_data.get("resourceSpans") or traces_data.get("batches") or ():
         if not isinstance(resource_spans, Mapping):
             continue
         resource = resource_spans.get("resource")

@@ -86,7 +86,7 @@ BackendOpt = Annotated[
     str,
     typer.Option(
         "--backend",
-        help="Where traces are read back: zipkin:URL | jaeger:URL | jaeger-v3:URL | auto:URL.",
+        help="Where traces are read back: zipkin:URL | jaeger:URL | jaeger-v3:URL | tempo:URL | auto:URL.",
         rich_help_panel=EXISTING,
     ),
 ]

@@ -100,8 +100,9 @@ Backend = Annotated[
     typer.Option(
         "--backend",
         help="Where traces are read back: zipkin:URL, jaeger:URL (query API, e.g. http://host:16686/jaeger), "
-        "jaeger-v3:URL, or auto:URL. Credentials come from LOADGEN_BACKEND_TOKEN or "
-        "LOADGEN_BACKEND_USER/LOADGEN_BACKEND_PASSWORD (never written to reports).",
+        "jaeger-v3:URL, tempo:URL (Grafana Tempo, e.g. http://tempo:3200), or auto:URL. Credentials come "
+        "from LOADGEN_BACKEND_TOKEN or LOADGEN_BACKEND_USER/LOADGEN_BACKEND_PASSWORD (never written to "
+        "reports).",
         rich_help_panel=EXISTING,
     ),
 ]
@@ -110,6 +111,14 @@ BackendHeader = Annotated[
     typer.Option(
         "--backend-header",
         help="Extra header for the backend, 'Name: value' (repeatable).",
+        rich_help_panel=EXISTING,
+    ),
+]
+TempoTenant = Annotated[
+    str,
+    typer.Option(
+        "--tempo-tenant",
+        help="Tempo tenant (multi-tenancy): sent as the X-Scope-OrgID header.",
         rich_help_panel=EXISTING,
     ),
 ]
@@ -274,19 +283,24 @@ class TargetFlags:
     collector: CollectorOpt = ""
     backend: Backend = ""
     backend_header: BackendHeader = None
+    tempo_tenant: TempoTenant = ""
     backend_ca: BackendCa = ""
     backend_insecure: BackendInsecure = False
     backend_concurrency: BackendConcurrency = None
     search_service: SearchService = ""
 
     def backend_flags(self) -> dict[str, object]:
-        """BackendOptions fields from --backend-header/-ca/-insecure/-concurrency."""
+        """BackendOptions fields from --backend-header/-ca/-insecure/-concurrency, --tempo-tenant."""
         parsed: dict[str, str] = {}
         for item in self.backend_header or ():
             name, sep, value = item.partition(":")
             if not sep or not name.strip():
                 fatal(f"--backend-header must look like 'Name: value', got {item!r}")
             parsed[name.strip()] = value.strip()
+        if self.tempo_tenant:
+            if any(name.lower() == "x-scope-orgid" for name in parsed):
+                fatal("give the Tempo tenant once: --tempo-tenant or --backend-header 'X-Scope-OrgID: ...'")
+            parsed["X-Scope-OrgID"] = self.tempo_tenant
         if self.backend_ca and self.backend_insecure:
             fatal("give either --backend-ca or --backend-insecure, not both")
         verify: bool | str | None = self.backend_ca or (False if self.backend_insecure else None)

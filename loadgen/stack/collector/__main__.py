@@ -3,6 +3,9 @@
 Prints exactly one JSON line once listening, then serves until SIGINT/SIGTERM and exits 0:
 
     {"ready": true, "url": "http://127.0.0.1:PORT", "pid": N}
+
+With `--tempo-port`, a Grafana-Tempo-shaped query API over the same spans listens there too
+(loadgen.stack.collector.tempo_server, a stand-in), and the ready line adds `"tempo_url"`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from loadgen.stack.collector.server import DEFAULT_MAX_BODY_BYTES, Faults, Limits, make_app, start_server
 from loadgen.stack.collector.store import SPANS_DB_NAME, SpanStore, StoreError
+from loadgen.stack.collector.tempo_server import TempoOptions, start_tempo
 
 __all__ = ["is_loopback", "main", "run_collector", "serve_collector"]
 
@@ -45,8 +49,10 @@ async def serve_collector(
     fsync: bool = False,
     limits: Limits | None = None,
     stop: asyncio.Event | None = None,
+    tempo: TempoOptions | None = None,
 ) -> None:
-    """Serve until `stop` is set (or SIGINT/SIGTERM when `stop` is None); then close everything."""
+    """Serve until `stop` is set (or SIGINT/SIGTERM when `stop` is None); then close everything.
+    `tempo`: also serve the Tempo-shaped query API on its own port."""
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -58,11 +64,14 @@ async def serve_collector(
         runner, url = await start_server(
             make_app(store, max_body_bytes=max_body_bytes, faults=faults, limits=limits), bind_host, port
         )
+        tempo_runner = None if tempo is None else (await start_tempo(store, bind_host, tempo))[0]
         try:
             if ready_callback is not None:
                 ready_callback(url)
             await stop.wait()
         finally:
+            if tempo_runner is not None:
+                await tempo_runner.cleanup()
             await runner.cleanup()  # lets in-flight POSTs finish before the store closes
 
 
@@ -76,6 +85,7 @@ def run_collector(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     fsync: bool = False,
     limits: Limits | None = None,
+    tempo: TempoOptions | None = None,
 ) -> None:
     """Blocking form of serve_collector: runs its own event loop until SIGINT/SIGTERM."""
     asyncio.run(
@@ -88,6 +98,7 @@ def run_collector(
             max_body_bytes=max_body_bytes,
             fsync=fsync,
             limits=limits,
+            tempo=tempo,
         )
     )
 
@@ -143,6 +154,12 @@ def _parser() -> argparse.ArgumentParser:
         "202 and discarded, like an overloaded collector (0 = no limit)",
     )
     p.add_argument("--allow-non-loopback", action="store_true", help="allow binding a non-loopback address")
+    p.add_argument(
+        "--tempo-port",
+        type=int,
+        help="also serve a Grafana-Tempo-shaped query API (a stand-in) on this port (0 = a free one)",
+    )
+    p.add_argument("--tempo-tenant", help="Tempo API: multi-tenancy on, X-Scope-OrgID must be this tenant")
     return p
 
 
@@ -172,8 +189,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
 
+    tempo_urls: list[str] = []
+    tempo = None
+    if args.tempo_port is not None:
+        tempo = TempoOptions(args.tempo_port, args.tempo_tenant, ready=tempo_urls.append)
+    elif args.tempo_tenant:
+        parser.error("--tempo-tenant needs --tempo-port")
+
     def ready(url: str) -> None:
-        print(json.dumps({"ready": True, "url": url, "pid": os.getpid()}), flush=True)
+        line: dict[str, object] = {"ready": True, "url": url, "pid": os.getpid()}
+        if tempo_urls:
+            line["tempo_url"] = tempo_urls[0]
+        print(json.dumps(line), flush=True)
 
     try:
         run_collector(
@@ -185,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_body_bytes=args.max_body_bytes,
             fsync=args.fsync,
             limits=limits,
+            tempo=tempo,
         )
     except (OSError, ValueError, StoreError, sqlite3.Error) as exc:  # port in use, unwritable data dir
         print(f"collector: {exc}", file=sys.stderr)
