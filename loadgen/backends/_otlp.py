@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from loadgen.backends._common import format_double
 from loadgen.backends.base import Span
 from loadgen.mesh.ids import is_hex_id, normalize_trace_id
+from loadgen.mesh.otlp_values import ZIPKIN_KINDS, annotation_value, tag_string
 
 __all__ = ["SearchableSpan", "any_value_str", "otlp_id", "traces_data_to_spans"]
 
-_KINDS = {2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+_KINDS = ZIPKIN_KINDS
 _KIND_NAMES = {"SPAN_KIND_" + name: number for number, name in _KINDS.items()}
 _STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 
@@ -89,17 +88,8 @@ def _raw(value: Any) -> Any:
 
 
 def any_value_str(value: Any) -> str:
-    """An AnyValue as a Zipkin string tag."""
-    raw = _raw(value)
-    if raw is None:
-        return ""
-    if isinstance(raw, bool):
-        return "true" if raw else "false"
-    if isinstance(raw, float):
-        return format_double(raw)
-    if isinstance(raw, (list, dict)):
-        return json.dumps(raw, separators=(",", ":"))
-    return str(raw)
+    """An AnyValue as a Zipkin string tag (loadgen.mesh.otlp_values.tag_string)."""
+    return tag_string(_raw(value))
 
 
 def _attributes(items: Any) -> dict[str, str]:
@@ -131,9 +121,7 @@ def _annotation(event: Mapping[str, Any]) -> dict[str, Any] | None:
     name = str(event.get("name", ""))
     if nanos is None:
         return None
-    attrs = _attributes(event.get("attributes"))
-    value = json.dumps({name: attrs}, separators=(",", ":"), sort_keys=True) if attrs else name
-    return {"timestamp": nanos // 1000, "value": value}
+    return {"timestamp": nanos // 1000, "value": annotation_value(name, _attributes(event.get("attributes")))}
 
 
 def _convert(span: Mapping[str, Any], service: str | None) -> SearchableSpan:

@@ -4,6 +4,10 @@ Prints exactly one JSON line once listening, then serves until SIGINT/SIGTERM an
 
     {"ready": true, "url": "http://127.0.0.1:PORT", "pid": N}
 
+OTLP/HTTP (`POST /v1/traces`) is served on the same port as the Zipkin API. With
+`--otlp-grpc-port`, OTLP/gRPC (TraceService/Export) listens there too and the ready line adds
+`"otlp_grpc_url": "http://127.0.0.1:PORT"`.
+
 With `--tempo-port`, a Grafana-Tempo-shaped query API over the same spans listens there too
 (loadgen.stack.collector.tempo_server, a stand-in), and the ready line adds `"tempo_url"`.
 """
@@ -50,9 +54,12 @@ async def serve_collector(
     limits: Limits | None = None,
     stop: asyncio.Event | None = None,
     tempo: TempoOptions | None = None,
+    otlp_grpc_port: int | None = None,
+    otlp_grpc_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM when `stop` is None); then close everything.
-    `tempo`: also serve the Tempo-shaped query API on its own port."""
+    `tempo`: also serve the Tempo-shaped query API on its own port. `otlp_grpc_port`: also serve
+    OTLP/gRPC there (0 = a free port), its URL handed to `otlp_grpc_ready` before `ready_callback`."""
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -61,15 +68,23 @@ async def serve_collector(
     # "localhost" may resolve to two addresses, each getting a different free port for port 0.
     bind_host = "127.0.0.1" if host == "localhost" else host
     with SpanStore(data_dir, fsync=fsync) as store:
-        runner, url = await start_server(
-            make_app(store, max_body_bytes=max_body_bytes, faults=faults, limits=limits), bind_host, port
-        )
+        app = make_app(store, max_body_bytes=max_body_bytes, faults=faults, limits=limits)
+        runner, url = await start_server(app, bind_host, port)
+        grpc_server = None
         tempo_runner = None if tempo is None else (await start_tempo(store, bind_host, tempo))[0]
         try:
+            if otlp_grpc_port is not None:
+                from loadgen.stack.collector.otlp_grpc import start_otlp_grpc  # grpc only when asked for
+
+                grpc_server, grpc_url = await start_otlp_grpc(app, bind_host, otlp_grpc_port, max_body_bytes)
+                if otlp_grpc_ready is not None:
+                    otlp_grpc_ready(grpc_url)
             if ready_callback is not None:
                 ready_callback(url)
             await stop.wait()
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(5.0)  # in-flight exports finish before the store closes
             if tempo_runner is not None:
                 await tempo_runner.cleanup()
             await runner.cleanup()  # lets in-flight POSTs finish before the store closes
@@ -86,6 +101,8 @@ def run_collector(
     fsync: bool = False,
     limits: Limits | None = None,
     tempo: TempoOptions | None = None,
+    otlp_grpc_port: int | None = None,
+    otlp_grpc_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Blocking form of serve_collector: runs its own event loop until SIGINT/SIGTERM."""
     asyncio.run(
@@ -99,6 +116,8 @@ def run_collector(
             fsync=fsync,
             limits=limits,
             tempo=tempo,
+            otlp_grpc_port=otlp_grpc_port,
+            otlp_grpc_ready=otlp_grpc_ready,
         )
     )
 
@@ -106,7 +125,8 @@ def run_collector(
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m loadgen.stack.collector",
-        description="Zipkin-v2-compatible span collector (POST /api/v2/spans, query API).",
+        description="Zipkin-v2-compatible span collector (POST /api/v2/spans, query API) that also "
+        "ingests OTLP traces (POST /v1/traces; gRPC with --otlp-grpc-port).",
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (loopback only by default)")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (see the ready line)")
@@ -155,6 +175,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--allow-non-loopback", action="store_true", help="allow binding a non-loopback address")
     p.add_argument(
+        "--otlp-grpc-port",
+        type=int,
+        help="also serve OTLP/gRPC (TraceService/Export) on this port, 0 = a free one (see the ready "
+        "line's otlp_grpc_url); OTLP/HTTP is always on --port at /v1/traces",
+    )
+    p.add_argument(
         "--tempo-port",
         type=int,
         help="also serve a Grafana-Tempo-shaped query API (a stand-in) on this port (0 = a free one)",
@@ -196,8 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.tempo_tenant:
         parser.error("--tempo-tenant needs --tempo-port")
 
+    if args.otlp_grpc_port is not None and not 0 <= args.otlp_grpc_port < 65536:
+        parser.error(f"--otlp-grpc-port must be within [0, 65535], got {args.otlp_grpc_port}")
+    grpc_urls: list[str] = []
+
     def ready(url: str) -> None:
         line: dict[str, object] = {"ready": True, "url": url, "pid": os.getpid()}
+        if grpc_urls:
+            line["otlp_grpc_url"] = grpc_urls[0]
         if tempo_urls:
             line["tempo_url"] = tempo_urls[0]
         print(json.dumps(line), flush=True)
@@ -213,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             fsync=args.fsync,
             limits=limits,
             tempo=tempo,
+            otlp_grpc_port=args.otlp_grpc_port,
+            otlp_grpc_ready=grpc_urls.append,
         )
     except (OSError, ValueError, StoreError, sqlite3.Error) as exc:  # port in use, unwritable data dir
         print(f"collector: {exc}", file=sys.stderr)
