@@ -4,6 +4,8 @@ Contract: shared/specs/zipkin2-api.yaml. Start it with `python -m loadgen.stack.
 
 Ingest: server.py (routes, POST handling, faults) -> decode.py (Content-Encoding, JSON, proto3)
 -> normalize.py (validation, pure) -> store.py (SQLite, 202 after COMMIT; tables in schema.py).
+OTLP: `POST /v1/traces` (server.py) and TraceService/Export (otlp_grpc.py, `--otlp-grpc-port`)
+decode and map to Zipkin v2 in otlp.py (pure), then take the same path; 200/OK after COMMIT.
 Queries: server.py -> store.py, with Zipkin's search semantics in query.py (pure). Bounds and
 fault settings: limits.py; the request-head deadline and `start_server`: deadline.py.
 """
