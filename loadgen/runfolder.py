@@ -30,6 +30,7 @@ from loadgen.emitter import read_reference_log, summarize_reference_log
 from loadgen.mesh.expect import ExpectationContext
 from loadgen.mesh.hops import Hop
 from loadgen.mesh.profile import PROFILE_FILE, MeshProfile, ProfileError, SpanShape
+from loadgen.mesh.tracer import TracerFamily
 from loadgen.summary.io import SummaryError, decode, show_value
 from loadgen.summary.model import Summary
 
@@ -182,9 +183,20 @@ def _is_percent(value: Any) -> bool:
     return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
-# ExpectationContext's fields: flags are booleans, the rest percentages (or null)
+def _is_tracer(value: Any) -> bool:
+    return value in {t.value for t in TracerFamily}
+
+
+# ExpectationContext's fields: flags are booleans, the tracer a family's name, the rest
+# percentages (or null)
 _CONTEXT_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    f.name: (_is_bool, "true or false") if isinstance(f.default, bool) else (_is_percent, "a number or null")
+    f.name: (
+        (_is_bool, "true or false")
+        if isinstance(f.default, bool)
+        else (_is_tracer, "zipkin or opentelemetry")
+        if isinstance(f.default, TracerFamily)
+        else (_is_percent, "a number or null")
+    )
     for f in fields(ExpectationContext)
 }
 
