@@ -130,6 +130,12 @@ class TraceBackend(abc.ABC):
             f"not-found answer: {reason}. {self.trace_route_hint()}"
         )
 
+    def none_found_problem(self, sampled: int) -> str | None:
+        """Why finding none of `sampled` traces known to be sampled (the probe's own) says more
+        about the reader's settings than about the mesh, or None (the default: then it is a
+        measurement, 100 % loss, and the run goes on to report it). Tempo: a wrong tenant."""
+        return None
+
     def trace_route_hint(self) -> str:
         """What to check when `check_trace_route` fails."""
         return (

@@ -226,15 +226,28 @@ class TempoBackend(HttpReader):
 
     def tenant_problem(self, status: int, where: str) -> str:
         """The one error for a 401/403: a tenant (X-Scope-OrgID) missing or refused."""
-        sent = next(
-            (v for k, v in self._http.options.headers.items() if k.lower() == TENANT_HEADER.lower()), None
-        )
+        sent = self._tenant()
         given = f"X-Scope-OrgID {sent!r} was refused" if sent else "no X-Scope-OrgID was sent"
         return (
             f"Tempo at {self.url} answered HTTP {status} to {where}: it wants a tenant or credentials "
             f"({given}). With multi-tenancy on, send the tenant as X-Scope-OrgID (--tempo-tenant TENANT "
             f"or --backend-header 'X-Scope-OrgID: TENANT'); a proxy in front may want auth too"
         )
+
+    def none_found_problem(self, sampled: int) -> str | None:
+        """A wrong tenant looks like an empty Tempo: every trace a 404 without a body."""
+        sent = self._tenant()
+        given = f"the tenant sent was X-Scope-OrgID {sent!r}" if sent else "no X-Scope-OrgID was sent"
+        return (
+            f"none of the {sampled} sampled probe traces was found in Tempo at {self.url} ({given}). "
+            "With multi-tenancy on, another tenant's Tempo looks empty: check --tempo-tenant "
+            "(X-Scope-OrgID) and that the mesh exports to this Tempo. To measure a mesh that loses "
+            "every trace, run with --no-probe"
+        )
+
+    def _tenant(self) -> str | None:
+        headers = self._http.options.headers.items()
+        return next((v for k, v in headers if k.lower() == TENANT_HEADER.lower()), None)
 
     def trace_route_hint(self) -> str:
         return (

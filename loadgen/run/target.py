@@ -49,11 +49,15 @@ def learn_profile(
         status(f"mesh profile from {opts.profile_path}")
     elif opts.probe:
         try:
-            return probe_mesh(
+            probed = probe_mesh(
                 gateway, host, backend, f"{run_id}-probe", path=opts.path, status=status, seed=opts.seed
             )
         except ProbeError as exc:
             raise RunError(f"the mesh probe failed: {exc}") from exc
+        problem = backend.none_found_problem(probed.traces_sampled) if not probed.traces_found else None
+        if probed.traces_sampled and problem:  # e.g. Tempo with a wrong tenant: not 100 % loss
+            raise RunError(problem)
+        return probed
     else:
         profile = flags_profile(opts.path, opts.expected_spans)
     try:

@@ -14,9 +14,19 @@ import typer
 
 from loadgen.analysis.observation import TraceObservation
 from loadgen.analysis.reconcile import Expectation, Outcome, classify
-from loadgen.backends import BackendError, FetchStatus, TempoBackend, TraceBackend, parse_backend_spec
+from loadgen.backends import (
+    BackendError,
+    FetchStatus,
+    TempoBackend,
+    TraceBackend,
+    ZipkinBackend,
+    parse_backend_spec,
+)
 from loadgen.backends.tempo import SearchStyle, decode_trace, logfmt_tags, traceql, untrimmed_id
 from loadgen.cli.run import TargetFlags
+from loadgen.mesh.profile import MeshProfile
+from loadgen.run import RunError, RunOptions
+from loadgen.run.target import learn_profile
 from tests.unit.backend_contract import (
     SPECS,
     TraceBackendContract,
@@ -307,3 +317,31 @@ class TestFactory:
         backend = parse_backend_spec(f"auto:{fake.url}")
         assert isinstance(backend, TempoBackend)
         backend.close()
+
+
+class TestProbeFindsNothing:
+    """A wrong tenant looks like an empty Tempo: the run stops at the probe with the tenant named,
+    instead of measuring 100 % loss (issue 12, "Bad input")."""
+
+    def profile(self, found: int) -> MeshProfile:
+        return MeshProfile(probe_run_id="r-probe", path="/headers", traces_sampled=3, traces_found=found)
+
+    def learn(
+        self, backend: TraceBackend, profile: MeshProfile, monkeypatch: pytest.MonkeyPatch
+    ) -> MeshProfile:
+        monkeypatch.setattr("loadgen.run.target.probe_mesh", lambda *args, **kwargs: profile)
+        return learn_profile(RunOptions(run_id="r"), "http://gw", "host", backend, "r", lambda _: None)
+
+    def test_tempo_names_the_tenant(self, make_backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        backend = make_backend(headers={"X-Scope-OrgID": "team-b"})
+        with pytest.raises(RunError) as info:
+            self.learn(backend, self.profile(0), monkeypatch)
+        message = str(info.value)
+        assert "none of the 3 sampled probe traces" in message and "X-Scope-OrgID 'team-b'" in message
+        assert "--tempo-tenant" in message and "--no-probe" in message
+        assert self.learn(backend, self.profile(1), monkeypatch).traces_found == 1
+
+    def test_other_readers_measure_the_loss(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        zipkin = ZipkinBackend("http://127.0.0.1:9")  # never asked
+        assert self.learn(zipkin, self.profile(0), monkeypatch).traces_found == 0
+        zipkin.close()
