@@ -23,7 +23,8 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import httpx
 
@@ -40,6 +41,7 @@ from loadgen.mesh.ids import (
 )
 from loadgen.mesh.profile import Forcing, MeshProfile, RequestIdHandling, SpanShape
 from loadgen.mesh.rule import XRID_TRACE_REASON
+from loadgen.mesh.tracer import TracerFamily, detect_tracer
 
 __all__ = ["ProbeError", "probe_mesh"]
 
@@ -65,6 +67,22 @@ class _Sent:
     up_xrid: str | None
     sampled: bool | None
     ended_at: float
+    tracer: TracerFamily | None = None  # whose context the upstream saw (`detect_tracer`)
+    echo: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    def read_as(self, tracer: TracerFamily) -> _Sent:
+        """The upstream's view of this request read as `tracer` writes it (loadgen.mesh.tracer)."""
+        if self.echo is None:
+            return self
+        view = parse_echo(self.echo, tracer)
+        up_trace = normalize_trace_id(view.trace_id) if view.trace_id else None
+        return replace(self, up_trace=up_trace, up_xrid=view.request_id, sampled=view.sampled)
+
+
+def _mesh_tracer(sent: list[_Sent]) -> TracerFamily | None:
+    """The tracer family most echoes show (None: none tells)."""
+    seen = Counter(s.tracer for s in sent if s.tracer is not None)
+    return seen.most_common(1)[0][0] if seen else None
 
 
 def _request(
@@ -99,9 +117,10 @@ def _request(
         echo = None
     if not isinstance(echo, dict) or resp.status_code != 200:
         return _Sent(kind, trace, xrid, resp.status_code, False, None, None, None, ended)
-    view = parse_echo(echo)
-    up_trace = normalize_trace_id(view.trace_id) if view.trace_id else None
-    return _Sent(kind, trace, xrid, resp.status_code, True, up_trace, view.request_id, view.sampled, ended)
+    sent = _Sent(
+        kind, trace, xrid, resp.status_code, True, None, None, None, ended, detect_tracer(headers, echo), echo
+    )
+    return sent.read_as(TracerFamily.ZIPKIN)  # read again as the mesh's tracer once it is known
 
 
 PLAN: tuple[tuple[str, int], ...] = (("xrid", 3), ("b3", 5), ("w3c", 3), ("force", 5), ("client", 8))
@@ -240,9 +259,12 @@ def probe_mesh(
     poll_s: float = 0.5,
     seed: int | None = None,
     client: httpx.Client | None = None,
+    tracer: TracerFamily | None = None,
 ) -> MeshProfile:
     """Send the probe, read it back, and return what was learned. `run_id` is the probe's own
-    run id (`<run-id>-probe`). Raises ProbeError only when nothing can be learned at all."""
+    run id (`<run-id>-probe`). Raises ProbeError only when nothing can be learned at all.
+    `tracer`: the mesh's tracer family when known (--tracer); else it is learned from which
+    context headers Envoy added upstream (B3: zipkin, traceparent only: opentelemetry)."""
     rng = random.Random(seed)
     try:
         backend.check_trace_route()
@@ -252,6 +274,8 @@ def probe_mesh(
     requests = sum(n for _k, n in PLAN)
     status(f"probe: {requests} crafted requests to {redact_url(url)} (run id {run_id})")
     sent, failures = _send_all(client, url, host, run_id, rng)
+    mesh_tracer = tracer or _mesh_tracer(sent)
+    sent = [s.read_as(mesh_tracer or TracerFamily.ZIPKIN) for s in sent]
     if not sent:
         raise ProbeError(f"gateway {redact_url(gateway)} did not answer any of {requests} probe requests")
     notes = _answer_notes(sent, failures, requests)
@@ -282,6 +306,7 @@ def probe_mesh(
         request_id=_request_id_handling(answered),
         b3=_continued(answered, "b3"),
         w3c=_continued(answered, "w3c"),
+        tracer=mesh_tracer,
         force_trace=_forcing(answered, "force", _FORCED_MARK),
         client_trace_id=_forcing(answered, "client", _CLIENT_MARK),
         run_id_tag=_tag_key(found, run_id),

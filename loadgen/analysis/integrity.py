@@ -302,7 +302,9 @@ def _judge_all(
             continue
         layout = hops_by_path.get(f.path) or hops
         inj_span = fold.injected_spans[i]
-        verdict = judge_trace(obs.shape, inj_span, layout)
+        # The client's span is in this trace only when the mesh continued the injected trace id
+        # (not, e.g., B3 under Envoy's OpenTelemetry tracer): else one root is right.
+        verdict = judge_trace(obs.shape, inj_span if f.under_injected else None, layout)
         out.add(tid, obs.shape, verdict, layout or (), f.under_injected if inj_span else None, limit)
     return out
 

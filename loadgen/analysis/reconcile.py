@@ -45,6 +45,7 @@ from loadgen.mesh.expect import Decision, ExpectationContext, Expected
 from loadgen.mesh.ids import normalize_trace_id
 from loadgen.mesh.modes import mode_spec
 from loadgen.mesh.profile import SpanShape, shape_covered
+from loadgen.mesh.tracer import TracerFamily
 
 
 class Outcome(StrEnum):
@@ -92,9 +93,9 @@ def ledger_trace_id(record: Mapping[str, Any]) -> str | None:
     return trace_id_of(record.get("up_trace"), record.get("inj_trace"))
 
 
-def upstream_decision(record: Mapping[str, Any]) -> bool | None:
+def upstream_decision(record: Mapping[str, Any], tracer: TracerFamily = TracerFamily.ZIPKIN) -> bool | None:
     """The decision the upstream saw (`ledgerfold.decision_of` on a record dict)."""
-    return decision_of(record.get("status"), record.get("up_flag"), record.get("up_xrid"))
+    return decision_of(record.get("status"), record.get("up_flag"), record.get("up_xrid"), tracer)
 
 
 OUTCOMES = tuple(Outcome)

@@ -24,6 +24,7 @@ from loadgen.cli.options import (
     EchoOpt,
     FlushOpt,
     InternalCidrOpt,
+    OtlpProtocolOpt,
     OverallSamplingOpt,
     PreserveOpt,
     RemoteAddrOpt,
@@ -32,11 +33,13 @@ from loadgen.cli.options import (
     SidecarOpt,
     SpawnGwOpt,
     SpawnScOpt,
+    TracerOpt,
     UpstreamDelayOpt,
     UpstreamDistOpt,
     UpstreamErrorOpt,
 )
 from loadgen.mesh.headers import DEFAULT_RUN_ID_TAG
+from loadgen.mesh.tracer import OtlpProtocol, TracerFamily
 from loadgen.stack.envoy import TraceContextOption, TracingConfig
 from loadgen.stack.mesh import CollectorFaults, UpstreamFaults
 
@@ -109,6 +112,8 @@ class MeshFlags:
     run_id_tag: RunIdTagOpt = True
     echo: EchoOpt = True
     overall_sampling: OverallSamplingOpt = 100.0
+    tracer: TracerOpt = None  # None: not given (zipkin on the embedded mesh)
+    otlp_protocol: OtlpProtocolOpt = None  # None: not given (grpc under opentelemetry)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,8 +135,11 @@ def tracing_config(
         fatal(f"--sampling must be a percentage in [0, 100], got {tracing.sampling}")
     gw = gateway or GatewayFlags()
     mesh = mesh or MeshFlags()
+    tracer, protocol = tracer_choice(mesh, tracing.context)
     return TracingConfig(
         sampling_percent=tracing.sampling,
+        tracer=tracer,
+        otlp_protocol=protocol,
         gateway_spawn_upstream_span=tracing.spawn_gateway,
         sidecar_spawn_upstream_span=tracing.spawn_sidecar,
         flush_interval_ms=tracing.flush_ms,
@@ -145,6 +153,20 @@ def tracing_config(
         echo_headers=mesh.echo,
         run_id_tag=DEFAULT_RUN_ID_TAG if mesh.run_id_tag else "",
     )
+
+
+def tracer_choice(mesh: MeshFlags, context: TraceContextOption) -> tuple[TracerFamily, OtlpProtocol]:
+    """The embedded mesh's tracer and OTLP protocol (zipkin; grpc under opentelemetry). Options
+    that belong to the other tracer are one clear error, not silently ignored."""
+    tracer = mesh.tracer or TracerFamily.ZIPKIN
+    if tracer is TracerFamily.ZIPKIN and mesh.otlp_protocol is not None:
+        fatal("--otlp-protocol applies to --tracer opentelemetry only (the zipkin tracer sends Zipkin JSON)")
+    if tracer is TracerFamily.OPENTELEMETRY and context is not TraceContextOption.USE_B3:
+        fatal(
+            f"--trace-context {context.value} is the zipkin tracer's option; --tracer opentelemetry "
+            "always propagates W3C traceparent"
+        )
+    return tracer, mesh.otlp_protocol or OtlpProtocol.GRPC
 
 
 def upstream_faults(faults: FaultFlags, seed: int | None) -> UpstreamFaults:

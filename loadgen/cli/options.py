@@ -11,6 +11,7 @@ import typer
 
 from loadgen.emitter import ReferenceProtocol
 from loadgen.mesh.modes import DEFAULT_MIX, MODE_SPECS, format_mix
+from loadgen.mesh.tracer import OtlpProtocol, TracerFamily
 from loadgen.stack.envoy import TraceContextOption
 from loadgen.stack.mesh import GATEWAY_HOST
 
@@ -230,6 +231,22 @@ OverallSamplingOpt = Annotated[
         "--overall-sampling",
         help="Embedded mesh: Envoy tracing.overall_sampling percent on the gateway (Istio: 100), which the header-mode expectations follow.",
         min=0, max=100, rich_help_panel=EMBEDDED,
+    ),
+]  # fmt: skip
+TracerOpt = Annotated[
+    TracerFamily | None,
+    typer.Option(
+        "--tracer",
+        help="The Envoys' tracer, Istio's provider: zipkin (B3, Zipkin JSON; embedded default) or opentelemetry (W3C traceparent, OTLP). It decides which header carries each request's sampled fact.",
+        case_sensitive=False,
+    ),
+]  # fmt: skip
+OtlpProtocolOpt = Annotated[
+    OtlpProtocol | None,
+    typer.Option(
+        "--otlp-protocol",
+        help="Embedded mesh, --tracer opentelemetry: the Envoys export OTLP over grpc (Istio's default) or http (/v1/traces).",
+        case_sensitive=False, rich_help_panel=EMBEDDED,
     ),
 ]  # fmt: skip
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.mesh.expect import ExpectationContext
+from loadgen.mesh.tracer import TracerFamily
 
 __all__ = [
     "PROFILE_FILE",
@@ -164,6 +165,7 @@ class MeshProfile:
     request_id: RequestIdHandling | None = None
     b3: bool | None = None
     w3c: bool | None = None
+    tracer: TracerFamily | None = None  # the tracer family whose context the upstream saw
     force_trace: Forcing | None = None
     client_trace_id: Forcing | None = None
     run_id_tag: str | None = None
@@ -216,6 +218,7 @@ class MeshProfile:
                 request_id=RequestIdHandling(d["request_id"]) if d.get("request_id") else None,
                 b3=opt_bool(d.get("b3")),
                 w3c=opt_bool(d.get("w3c")),
+                tracer=TracerFamily(d["tracer"]) if d.get("tracer") else None,
                 force_trace=forcing(d.get("force_trace")),
                 client_trace_id=forcing(d.get("client_trace_id")),
                 run_id_tag=str(d["run_id_tag"]) if d.get("run_id_tag") else None,
@@ -384,6 +387,8 @@ def expectation_context(
         )
     if p.w3c is not None:
         ctx = replace(ctx, w3c=p.w3c)
+    if p.tracer is not None:
+        ctx = replace(ctx, tracer=p.tracer)
     # Envoy marks char 14 of the x-request-id with the reason it traced: `b` for
     # x-client-trace-id. Honoured for only some requests, it is a coin the client cannot see
     # (client_sampling, or overall_sampling, strictly between 0 and 100): those modes are then

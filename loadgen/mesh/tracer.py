@@ -14,6 +14,7 @@ per-request sampled fact is read from in what the upstream received.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -24,6 +25,7 @@ __all__ = [
     "OtlpProtocol",
     "TracerFamily",
     "TracerTraits",
+    "detect_tracer",
     "sampled_fact",
     "traceparent_flag",
 ]
@@ -98,4 +100,19 @@ def sampled_fact(family: TracerFamily, flag: str | None, request_id: str | None)
         return flag in ("1", "d")
     if TRACERS[family].reads_request_id_mark:
         return xrid_decision(request_id)
+    return None
+
+
+def detect_tracer(sent: Mapping[str, str], echoed: Mapping[str, object]) -> TracerFamily | None:
+    """The tracer family that wrote the trace context the upstream saw, from one request's sent
+    headers and their echo: Envoy's Zipkin tracer always adds B3 upstream, its OpenTelemetry
+    tracer adds a `traceparent` and no B3. None when the echo shows neither (no echo, or the
+    client sent the very headers it would tell apart)."""
+    sent_names = {k.lower() for k in sent}
+    seen = {str(k).lower() for k in echoed}
+    added = seen - sent_names
+    if added & set(_B3_HEADERS):
+        return TracerFamily.ZIPKIN
+    if "traceparent" in added:
+        return TracerFamily.OPENTELEMETRY
     return None

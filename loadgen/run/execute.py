@@ -213,7 +213,9 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         opened = open_target(opts, run_dir, status)
         plan = plan_run(opts, opened, run_id, run_dir, status)
         write_run_json(run_dir, run_id, opts, opened, plan)
-        load = run_load(opts, run_dir, run_id, opened, opened.configured, started_at, status)
+        # The load reads each request's sampled fact where the mesh's tracer writes it (probed).
+        traced_as = replace(opts, tracing=replace(opts.tracing, tracer=plan.expect.mode_context().tracer))
+        load = run_load(traced_as, run_dir, run_id, opened, opened.configured, started_at, status)
         return finish_run(opts, run_dir, run_id, opened, plan, load, started_at, status)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):

@@ -3,6 +3,7 @@ second, stopped in order."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ from loadgen.analysis.reconcile import upstream_decision
 from loadgen.emitter import ReferenceEmitter
 from loadgen.failure import ComponentFailure, disk_problem, locust_failure, log_tail, mentions_disk_full
 from loadgen.ledger import LedgerTail, LiveCounts
+from loadgen.mesh.tracer import TracerFamily
 from loadgen.redact import redact_text
 from loadgen.run.options import RunError, RunOptions, Status
 from loadgen.run.target import OpenTarget
@@ -158,6 +160,8 @@ def locust_env(opts: RunOptions, run_id: str, gateway: str, host: str, ledger_pa
         env["LOADGEN_ID_STYLE"] = opts.id_style
     if opts.xrid_sampled_fraction is not None:
         env["LOADGEN_XRID_SAMPLED_FRACTION"] = str(opts.xrid_sampled_fraction)
+    if opts.tracing.tracer is not TracerFamily.ZIPKIN:
+        env["LOADGEN_TRACER"] = opts.tracing.tracer.value  # where the sampled fact is read
     env.update(opts.extra_env)
     return env
 
@@ -259,7 +263,7 @@ def run_load(
         start_new_session=True,  # Ctrl-C reaches us; we stop Locust in order
         preexec_fn=die_with_parent,
     )
-    tail = LedgerTail(ledger_path, upstream_decision)
+    tail = LedgerTail(ledger_path, functools.partial(upstream_decision, tracer=opts.tracing.tracer))
     if emitter is not None:
         emitter.start()
     try:

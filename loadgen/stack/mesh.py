@@ -162,6 +162,9 @@ class EmbeddedMesh:
                 "loadgen.stack.collector",
                 "--host", "127.0.0.1", "--port", "0",
                 "--data-dir", str(workdir / "collector"),
+                # OTLP/gRPC on a free port too (its URL in the ready line): the OpenTelemetry
+                # tracer's default export, and the side-emitter's --reference-protocol otlp-grpc.
+                "--otlp-grpc-port", "0",
                 *self.config.faults.argv(),
             ),
             workdir / "stack" / "collector.log",
@@ -174,6 +177,7 @@ class EmbeddedMesh:
         self.sidecar: EnvoyProcess | None = None
         self.gateway: EnvoyProcess | None = None
         self.collector_url = ""
+        self.collector_grpc_url = ""  # the collector's OTLP/gRPC endpoint (http://127.0.0.1:PORT)
         self._collector_ports = (0, 0)  # (HTTP, OTLP/gRPC) ports the proxies send spans to
         self.echo_url = ""
         # The second hop (MeshConfig.fanout): where the app's outbound listener is, for the app.
@@ -209,7 +213,8 @@ class EmbeddedMesh:
             self.collector.start(stdout_pipe=True)
             ready = self.collector.read_ready_line(15.0)
             self.collector_url = str(ready["url"])
-            self._collector_ports = self._span_ports(ready)
+            self.collector_grpc_url = str(ready.get("otlp_grpc_url") or "")
+            self._collector_ports = self._span_ports()
             self.echo.start(stdout_pipe=True)
             self.echo_url = str(self.echo.read_ready_line(15.0)["url"])
             tracing = self.config.tracing
@@ -247,15 +252,15 @@ class EmbeddedMesh:
             raise
         return self
 
-    def _span_ports(self, ready: dict[str, object]) -> tuple[int, int]:
+    def _span_ports(self) -> tuple[int, int]:
         """Where the proxies send spans: (HTTP port, OTLP/gRPC port). The embedded collector's
         (Zipkin and OTLP/HTTP on its HTTP port, OTLP/gRPC on the port its ready line names), or
         `MeshConfig.otlp_sink` for the OpenTelemetry tracer."""
         tracing = self.config.tracing
         ports = self.config.otlp_sink
         if not any(ports) or tracing.tracer is not TracerFamily.OPENTELEMETRY:
-            grpc_url = ready.get("otlp_grpc_url") or ""
-            ports = (_port(self.collector_url), _port(str(grpc_url)) if grpc_url else 0)
+            grpc_url = self.collector_grpc_url
+            ports = (_port(self.collector_url), _port(grpc_url) if grpc_url else 0)
         wanted = 1 if tracing.otlp_protocol is OtlpProtocol.GRPC else 0
         if tracing.tracer is TracerFamily.OPENTELEMETRY and not ports[wanted]:
             raise StackError(

@@ -32,6 +32,7 @@ from loadgen.mesh.encode import EncodeOptions, encode
 from loadgen.mesh.headers import DEFAULT_GATEWAY_HOST, REQUEST_ID_HEADER, RUN_ID_HEADER
 from loadgen.mesh.ids import IdStyle
 from loadgen.mesh.modes import DEFAULT_MIX, HeaderMode, format_mix, parse_mix
+from loadgen.mesh.tracer import TracerFamily
 from loadgen.redact import redact_text
 from loadgen.traffic.relay import LEDGER_MESSAGE, RelayLedger
 from loadgen.traffic.shape import step_interval
@@ -110,6 +111,14 @@ def _add_arguments(parser: Any) -> None:
         default=0.5,
         help="Share of crafted x-request-ids crafted to be sampled (default 0.5)",
     )
+    group.add_argument(
+        "--loadgen-tracer",
+        env_var="LOADGEN_TRACER",
+        choices=[t.value for t in TracerFamily],
+        default=None,
+        help="The mesh's tracer: where each request's sampled fact is read (zipkin: B3, else "
+        "x-request-id char 14; opentelemetry: the forwarded traceparent). Default zipkin",
+    )
     # fmt: skip
 
 
@@ -130,7 +139,14 @@ def encode_options(opts: Any) -> EncodeOptions:
         id_style=IdStyle(style),
         crafted_percent=None if percent is None else float(percent),
         crafted_sampled_fraction=float(fraction),
+        tracer=tracer_option(opts),
     )
+
+
+def tracer_option(opts: Any) -> TracerFamily:
+    """--loadgen-tracer / LOADGEN_TRACER (zipkin when unset)."""
+    name = getattr(opts, "loadgen_tracer", None) if opts else None
+    return TracerFamily(name or os.environ.get("LOADGEN_TRACER") or TracerFamily.ZIPKIN)
 
 
 class _RunState:
@@ -272,6 +288,7 @@ class TracedUser(FastHttpUser):
         self._rng = random.Random(None if seed is None else (seed, id(self)).__hash__())
         self._id_rng = random.Random()
         self._encode_options = encode_options(opts)
+        self._tracer = self._encode_options.tracer
         self._host_header = (
             getattr(opts, "loadgen_host_header", DEFAULT_HOST_HEADER) if opts else DEFAULT_HOST_HEADER
         )
@@ -332,7 +349,7 @@ class TracedUser(FastHttpUser):
             error = None
             if resp.status_code == 200:
                 try:
-                    view = parse_echo(json.loads(resp.content or b"null").get("headers", {}))
+                    view = parse_echo(json.loads(resp.content or b"null").get("headers", {}), self._tracer)
                 except (ValueError, AttributeError) as exc:
                     error = f"echo not parsable: {exc}"
                     resp.failure(error)

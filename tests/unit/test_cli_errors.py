@@ -84,6 +84,13 @@ TRIGGERS: list[tuple[str, list[str], str]] = [
         "not a valid URL",
     ),  # fmt: skip
     ("infinite duration", ["run", "--duration", "inf"], "finite"),
+    # issue 12: options of the other tracer are one clear error
+    ("--otlp-protocol with zipkin", ["run", "--otlp-protocol", "http"], "--tracer opentelemetry only"),
+    (
+        "W3C propagation option with opentelemetry",
+        ["stack", "up", "--tracer", "opentelemetry", "--trace-context", "USE_B3_WITH_W3C_PROPAGATION"],
+        "zipkin tracer's option",
+    ),  # fmt: skip
     ("Telemetry with abc", ["run", "--expect-from", "{telemetry}"], "expected a number"),
     ("binary --expect-from", ["run", "--expect-from", "{binary}"], "not UTF-8"),
     ("wrong-shaped summary (report)", ["report", "{wrong}"], "summary.json"),

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from loadgen.mesh.echo import parse_echo, parse_traceparent
-from loadgen.mesh.tracer import TRACERS, OtlpProtocol, TracerFamily, sampled_fact, traceparent_flag
+from loadgen.mesh.tracer import TRACERS, OtlpProtocol, TracerFamily, detect_tracer, sampled_fact, traceparent_flag
 from loadgen.stack.envoy import ProxySpec, TracingConfig, render_bootstrap
 
 OTEL, ZIPKIN = TracerFamily.OPENTELEMETRY, TracerFamily.ZIPKIN
@@ -123,3 +123,16 @@ def test_the_zipkin_bootstrap_is_unchanged_by_default() -> None:
         "tracing.zipkin.flush_interval_ms", "tracing.zipkin.min_flush_spans"
     }  # fmt: skip
     assert TracingConfig(tracer=OTEL).expectation_context().tracer is OTEL
+
+
+def test_the_tracer_is_told_by_the_context_headers_envoy_added() -> None:
+    # Zipkin adds B3 to any request; the OpenTelemetry tracer a traceparent and no B3.
+    assert detect_tracer({}, {"X-B3-TraceId": "a" * 32, "x-request-id": XRID_9}) is ZIPKIN
+    assert detect_tracer({}, {"traceparent": f"00-{TRACE}-{SPAN}-01"}) is OTEL
+    # The client's own B3 arriving untouched tells nothing; Envoy's traceparent does.
+    b3 = {"X-B3-TraceId": "a" * 32, "X-B3-SpanId": "b" * 16}
+    assert detect_tracer(b3, {**b3, "traceparent": f"00-{TRACE}-{SPAN}-00"}) is OTEL
+    # Zipkin under W3C propagation rewrites a sent traceparent and adds B3.
+    sent_tp = {"traceparent": f"00-{TRACE}-{SPAN}-01"}
+    assert detect_tracer(sent_tp, {"traceparent": "x", "x-b3-sampled": "1"}) is ZIPKIN
+    assert detect_tracer(sent_tp, sent_tp) is None and detect_tracer({}, {}) is None
