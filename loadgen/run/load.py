@@ -225,8 +225,7 @@ def reference_grpc_endpoint(opts: RunOptions, opened: OpenTarget) -> str | None:
         return opts.reference_grpc_endpoint or None
     if opened.mesh is None:
         return None
-    # The embedded collector's OTLP/gRPC URL (issue 12: the collector's ingest lands separately).
-    url = str(getattr(opened.mesh, "collector_grpc_url", "") or "")
+    url = opened.mesh.collector_grpc_url
     if not url:  # never 127.0.0.1:4317, which may be anything on this machine
         raise RunError("--reference-protocol otlp-grpc: the embedded collector announced no OTLP/gRPC port")
     return url

@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from loadgen.emitter import ReferenceEmitter, ReferenceSummary, check_reference_target, reference_target
+from loadgen.stack.procs import ManagedProcess, python_module_argv
 from tests.integration.test_emitter import agree
 
 pytestmark = pytest.mark.integration
@@ -341,3 +343,41 @@ def test_preflight_accepts_a_receiver_and_names_a_wrong_one(protocol: str, tmp_p
             assert problem.startswith(
                 f"OTLP/gRPC endpoint {rec.url} refused an empty export (gRPC UNAUTHENTICATED"
             )
+
+
+def test_reference_spans_reach_the_embedded_collector_over_every_protocol(tmp_path: Path) -> None:
+    """Each protocol into the real embedded collector (Zipkin and OTLP/HTTP on its HTTP port,
+    OTLP/gRPC on its own): every trace the reference log calls exported is found through the
+    collector's Zipkin API, complete, with the ids, tree and tags the emitter sent."""
+    collector = ManagedProcess(
+        "collector",
+        python_module_argv("loadgen.stack.collector", "--port", "0", "--otlp-grpc-port", "0"),
+        tmp_path / "collector.log",
+    )
+    collector.start(stdout_pipe=True)
+    try:
+        ready = collector.read_ready_line(15.0)
+        url, grpc_url = str(ready["url"]), str(ready["otlp_grpc_url"])
+        with httpx.Client(base_url=url, timeout=10) as http:
+            for protocol in ("zipkin", "otlp-http", "otlp-grpc"):
+                em = ReferenceEmitter(
+                    url, f"ref-{protocol}", tmp_path / f"{protocol}.jsonl", rate_per_s=0,
+                    schedule_delay_ms=50, service_name=f"svc-{protocol}", protocol=protocol,
+                    grpc_endpoint=grpc_url if protocol == "otlp-grpc" else None,
+                )  # fmt: skip
+                assert em.emit_burst(25) == 25
+                c = em.stop(timeout_s=20)
+                s = agree(em, c)
+                assert s.protocol == protocol and s.exported_trace_ids() and c.traces_exported == 25
+                for tid in s.exported_trace_ids():
+                    spans = http.get(f"/api/v2/trace/{tid}").json()
+                    assert len(spans) == 3, (protocol, tid)
+                    root = next(sp for sp in spans if "parentId" not in sp)
+                    assert (root["name"], root["kind"]) == ("reference", "SERVER")
+                    for sp in spans:
+                        assert sp["traceId"] == tid
+                        assert sp["localEndpoint"]["serviceName"] == f"svc-{protocol}"
+                        assert sp["tags"]["loadgen.run_id"] == f"ref-{protocol}"
+                        assert sp is root or sp["parentId"] == root["id"]
+    finally:
+        collector.stop()

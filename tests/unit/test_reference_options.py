@@ -32,7 +32,9 @@ def test_unknown_protocol_is_refused_by_the_option(tmp_path: Path) -> None:
         (["--reference-protocol", "otlp-grpc", "--reference-grpc-endpoint", "h"], "must be HOST:PORT"),
     ],
 )
-def test_a_grpc_endpoint_that_cannot_be_used_is_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+def test_a_grpc_endpoint_that_cannot_be_used_is_one_line(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
     code, output = run_cli(*args, tmp_path=tmp_path)
     assert code == 2, output
     assert output.startswith("error: --reference-protocol/--reference-grpc-endpoint: ")
