@@ -102,6 +102,21 @@ class TraceVerdict:
     all_hops_present: bool
 
     @property
+    def defects(self) -> tuple[str, ...]:
+        """The names of the defects (`EXPLANATIONS`) this verdict shows, but fragmentation."""
+        return tuple(
+            name
+            for name, found in (
+                ("entry_parent_mismatch", self.entry_ok is False),
+                ("broken_parent_links", self.broken > 0),
+                ("extra_roots", self.roots > self.expected_roots),
+                ("flattened_parent_links", self.flattened > 0),
+                ("incomplete_hops", bool(self.missing_hops)),
+            )
+            if found
+        )
+
+    @property
     def links_ok(self) -> bool:
         return (
             self.entry_ok is not False
@@ -250,38 +265,41 @@ class _Judgement:
     candidates: list[_Candidate] = field(default_factory=list)  # traces lacking a hop
 
     def add(
-        self,
-        tid: str,
-        shape: TraceShape,
-        verdict: TraceVerdict,
-        layout: Sequence[Hop],
-        kept: bool | None,
-        limit: int,
+        self, shape: TraceShape, verdict: TraceVerdict, layout: Sequence[Hop], kept: bool | None, n: int
     ) -> None:
-        """One judged trace; `kept`: None when nothing was injected, else whether the trace was
-        found under the injected id."""
-        self.judged += 1
-        self.roots[verdict.roots] += 1
+        """`n` judged traces with equal shapes (`_verdict_key`) and verdicts; `kept`: None when
+        nothing was injected, else whether the trace was found under the injected id."""
+        self.judged += n
+        self.roots[verdict.roots] += n
         if shape.shared:
-            self.shared_traces += 1
-            self.shared_spans += shape.shared
+            self.shared_traces += n
+            self.shared_spans += shape.shared * n
         if kept is not None:
             # Kept end to end: the trace found under the injected id holds every hop.
-            self.kept.add(kept and verdict.all_hops_present)
-        self.links_ok.add(verdict.links_ok)
+            self.kept.add(kept and verdict.all_hops_present, n)
+        self.links_ok.add(verdict.links_ok, n)
         for hop in layout:
-            self.completeness.setdefault(hop.service, Tally()).add(shape.spans_of(hop.service) >= hop.spans)
-        for name, found in (
-            ("entry_parent_mismatch", verdict.entry_ok is False),
-            ("broken_parent_links", verdict.broken > 0),
-            ("extra_roots", verdict.roots > verdict.expected_roots),
-            ("flattened_parent_links", verdict.flattened > 0),
-            ("incomplete_hops", bool(verdict.missing_hops)),
-        ):
-            if found:
-                self.defects[name].add(tid, limit)
+            self.completeness.setdefault(hop.service, Tally()).add(
+                shape.spans_of(hop.service) >= hop.spans, n
+            )
+
+    def add_defects(self, tid: str, shape: TraceShape, verdict: TraceVerdict, limit: int) -> None:
+        """One trace's defects (examples are trace ids, in ledger order)."""
+        for name in verdict.defects:
+            self.defects[name].add(tid, limit)
         if verdict.missing_hops:
             self.candidates.append(_Candidate(tid, frozenset(verdict.missing_hops), dict(shape.windows_us)))
+
+
+def _verdict_key(shape: TraceShape, inj: str | None, layout: Sequence[Hop] | None) -> tuple[Any, ...]:
+    """What `judge_trace` reads of a trace, its injected span and its layout: traces with equal
+    keys get equal verdicts. Span and link counts are shared between equal shapes (`TraceShape`),
+    so they are keyed by identity; the references out of the trace by how they relate to `inj`."""
+    refs = tuple(
+        (r.service, r.kind, r.parent_id is None, r.parent_id == inj, r.shared_id == inj)
+        for r in shape.external
+    )
+    return id(shape.spans), id(shape.links), shape.roots, shape.shared, refs, inj is None, id(layout)
 
 
 def _judge_all(
@@ -291,9 +309,12 @@ def _judge_all(
     hops_by_path: Mapping[str, Sequence[Hop]],
     limit: int,
 ) -> _Judgement:
-    """Judge the trace of every answered request the backend holds (FOUND, with a shape)."""
+    """Judge the trace of every answered request the backend holds (FOUND, with a shape). A
+    verdict is worked out once per distinct `_verdict_key` and tallied per (key, kept)."""
     out = _Judgement()
-    facts, codes, trace_ids = fold.facts, fold.codes, fold.trace_ids
+    facts, codes, trace_ids, spans = fold.facts, fold.codes, fold.trace_ids, fold.injected_spans
+    judged: dict[tuple[Any, ...], tuple[TraceShape, TraceVerdict, Sequence[Hop], tuple[str, ...]]] = {}
+    groups: Counter[tuple[tuple[Any, ...], bool | None]] = Counter()
     for i, obs in enumerate(fold.trace_observations(observations)):
         if obs is None or obs.status is not FetchStatus.FOUND or obs.shape is None:
             continue
@@ -301,11 +322,21 @@ def _judge_all(
         if tid is None or not f.answered:
             continue
         layout = hops_by_path.get(f.path) or hops
-        inj_span = fold.injected_spans[i]
         # The client's span is in this trace only when the mesh continued the injected trace id
         # (not, e.g., B3 under Envoy's OpenTelemetry tracer): else one root is right.
-        verdict = judge_trace(obs.shape, inj_span if f.under_injected else None, layout)
-        out.add(tid, obs.shape, verdict, layout or (), f.under_injected if inj_span else None, limit)
+        inj_span = spans[i] if f.under_injected else None
+        shape = obs.shape
+        key = _verdict_key(shape, normalize_span_id(inj_span) if inj_span else None, layout)
+        entry = judged.get(key)
+        if entry is None:
+            verdict = judge_trace(shape, inj_span, layout)
+            entry = judged[key] = (shape, verdict, layout or (), verdict.defects)
+        if entry[3]:
+            out.add_defects(tid, shape, entry[1], limit)
+        groups[(key, f.under_injected if spans[i] else None)] += 1
+    for (key, kept), n in groups.items():
+        shape, verdict, layout_, _ = judged[key]
+        out.add(shape, verdict, layout_, kept, n)
     return out
 
 

@@ -36,7 +36,7 @@ from loadgen.analysis.observation import TraceObservation
 from loadgen.ledger import LedgerRow
 from loadgen.mesh.echo import UpstreamView, same_request_id
 from loadgen.mesh.ids import is_hex_id, normalize_trace_id
-from loadgen.mesh.rule import envoy_random_sampled
+from loadgen.mesh.rule import envoy_random_sampled, random_sampler
 from loadgen.mesh.tracer import TracerFamily
 
 #: How much of a failure's error text `requests.top_errors` keeps.
@@ -188,7 +188,7 @@ class _Folder:
 
     def __init__(self, fold: LedgerFold) -> None:
         self.fold = fold
-        self.percent = fold.percent
+        self.sampled = None if fold.percent is None else random_sampler(fold.percent)
         self.code_of: dict[tuple[Any, ...], int] = {}
         self.decision_of: dict[tuple[str | None, str], bool | None] = {}
         self.paths: dict[str | None, str] = {}  # ledger path -> `path_of` it
@@ -209,8 +209,8 @@ class _Folder:
         decided = self._decision(r.up_flag, echoed) if answered else None
         sent = r.xrid_sent
         kept_id = same_request_id(str(sent), str(echoed)) if sent and echoed else None
-        if self.percent is not None and decided is not None and echoed:
-            predicted: bool | None = envoy_random_sampled(str(echoed), self.percent)
+        if self.sampled is not None and decided is not None and echoed:
+            predicted: bool | None = self.sampled(str(echoed))
             source = "crafted" if kept_id else "echoed"  # the rule does not read char 14: same answer
         else:
             predicted, source = None, ""

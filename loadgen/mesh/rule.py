@@ -8,16 +8,20 @@ and the mark Envoy writes into character 14 of the x-request-id it forwards.
 from __future__ import annotations
 
 import random
+import re
+from collections.abc import Callable
 
 __all__ = [
     "XRID_TRACE_REASON",
     "craft_head",
     "envoy_random_sampled",
+    "random_sampler",
     "sampling_threshold",
     "xrid_decision",
 ]
 
-_HEX = frozenset("0123456789abcdef")
+#: Eight hex digits at the start of an id (what `int(head, 16)` may read: no sign, space, `0x`, `_`).
+_HEAD = re.compile(r"[0-9a-fA-F]{8}").match
 _UINT32_MAX = 0xFFFFFFFF
 
 
@@ -31,10 +35,22 @@ def sampling_threshold(percent: float) -> int:
 def envoy_random_sampled(request_id: str, percent: float) -> bool | None:
     """Envoy's random-sampling rule on an x-request-id UUID (measured, shared/ENVOY-NOTES.md):
     sampled <=> int(xrid[0:8], 16) % 10000 < int(10000 * (percent / 100.0)). None if unparsable."""
-    head = request_id[:8]
-    if len(head) < 8 or any(c not in _HEX for c in head.lower()):
+    if _HEAD(request_id) is None:
         return None
-    return int(head, 16) % 10000 < sampling_threshold(percent)
+    return int(request_id[:8], 16) % 10000 < sampling_threshold(percent)
+
+
+def random_sampler(percent: float) -> Callable[[str], bool | None]:
+    """`envoy_random_sampled(request_id, percent)` as a function of the id alone, for deciding
+    many ids at one percentage (the threshold is worked out once)."""
+    threshold = sampling_threshold(percent)
+
+    def sampled(request_id: str) -> bool | None:
+        if _HEAD(request_id) is None:
+            return None
+        return int(request_id[:8], 16) % 10000 < threshold
+
+    return sampled
 
 
 def craft_head(rng: random.Random, percent: float, sampled: bool) -> int:
