@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from loadgen.mesh.echo import parse_echo, parse_traceparent
-from loadgen.mesh.tracer import TRACERS, OtlpProtocol, TracerFamily, detect_tracer, sampled_fact, traceparent_flag
+from loadgen.mesh.tracer import (
+    TRACERS,
+    OtlpProtocol,
+    TracerFamily,
+    detect_tracer,
+    sampled_fact,
+    traceparent_flag,
+)
 from loadgen.stack.envoy import ProxySpec, TracingConfig, render_bootstrap
 
 OTEL, ZIPKIN = TracerFamily.OPENTELEMETRY, TracerFamily.ZIPKIN
