@@ -13,9 +13,11 @@ from rich.markup import escape
 
 from loadgen.backends import BackendOptions, parse_backend_spec
 from loadgen.cli.console import fatal, note, out, with_status
-from loadgen.cli.options import DEFAULT_HOST
+from loadgen.cli.options import DEFAULT_HOST, DEFAULT_MIX_TEXT
 from loadgen.doctor import run_doctor
+from loadgen.mesh.modes import parse_mix
 from loadgen.mesh.profile import MeshProfile, profile_advice
+from loadgen.mesh.tracer import TracerFamily
 from loadgen.probe import ProbeError, probe_mesh
 from loadgen.report.profile_view import profile_table
 
@@ -39,16 +41,33 @@ Bootstrap = Annotated[
     str,
     typer.Option(
         "--bootstrap",
-        help="`istioctl proxy-config bootstrap POD -o json` output to lint (a file, or - for stdin).",
+        help="`istioctl proxy-config bootstrap|listener POD -o json` or an Envoy config dump to lint, Zipkin or OpenTelemetry tracer (a file, or - for stdin).",
     ),
 ]
 IstioConfig = Annotated[
     list[Path] | None,
-    typer.Option("--istio-config", help="Istio YAML files to read the effective sampling from.", exists=True),
+    typer.Option(
+        "--istio-config",
+        help="Istio YAML files: the effective sampling, tracing provider (zipkin or opentelemetry) and run-id tag.",
+        exists=True,
+    ),
 ]
 Namespace = Annotated[str, typer.Option("--namespace", help="Namespace of the workload for --istio-config.")]
 RequestPath = Annotated[str, typer.Option("--path", help="Path that echoes request headers.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")]
+Tracer = Annotated[
+    TracerFamily | None,
+    typer.Option(
+        "--tracer",
+        help="The mesh's tracer, Istio's provider: zipkin (B3) or opentelemetry (W3C traceparent). "
+        "Default: what the gateway, --bootstrap or --istio-config show.",
+        case_sensitive=False,
+    ),
+]
+Mix = Annotated[
+    str,
+    typer.Option("--mix", help="The header-mode mix the run will send, checked against the mesh's tracer."),
+]
 
 
 def doctor(
@@ -60,17 +79,25 @@ def doctor(
     istio_config: IstioConfig = None,
     namespace: Namespace = "istio-system",
     path: RequestPath = "/headers",
+    tracer: Tracer = None,
+    mix: Mix = DEFAULT_MIX_TEXT,
     as_json: AsJson = False,
 ) -> None:
     """Check, before a long run, that the mesh is measurable: gateway and Host routing, header echo,
-    x-request-id kept or regenerated, the collector path (POST a probe span and read it back),
-    the tracing bootstrap, and the sampling your Istio YAML configures. Each check prints
-    PASS/WARN/FAIL with a one-line fix. Exit code 1 when any check fails.
+    x-request-id kept or regenerated, the tracer (Zipkin or OpenTelemetry) and the propagation
+    headers it honours, header-mix modes it would ignore, the collector path (POST a probe span
+    and read it back), the tracing bootstrap (Zipkin or OpenTelemetry fields), and the sampling,
+    tracing provider and run-id tag your Istio YAML configures. Each check prints PASS/WARN/FAIL
+    with a one-line fix. Exit code 1 when any check fails.
 
     Try it on the embedded mesh: `loadgen stack up`, then
     `loadgen doctor --gateway URL --collector URL --backend zipkin:URL`."""
     if not (gateway or collector or backend or bootstrap or istio_config):
         fatal("nothing to check: give --gateway, --collector/--backend, --bootstrap or --istio-config")
+    try:
+        header_mix = parse_mix(mix)
+    except ValueError as exc:
+        fatal(f"--mix: {exc}")
     report = run_doctor(
         gateway=gateway or None,
         host=host,
@@ -80,8 +107,10 @@ def doctor(
         istio_files=tuple(str(p) for p in istio_config or ()),
         namespace=namespace,
         path=path,
+        tracer=tracer,
+        mix=header_mix,
     )
-    profile = _probe(gateway, host, backend, path) if gateway and backend else None
+    profile = _probe(gateway, host, backend, path, tracer) if gateway and backend else None
     if as_json:
         body = report.to_dict()
         if profile is not None:
@@ -98,7 +127,9 @@ def doctor(
     raise typer.Exit(report.exit_code)
 
 
-def _probe(gateway: str, host: str, backend: str, path: str) -> MeshProfile | None:
+def _probe(
+    gateway: str, host: str, backend: str, path: str, tracer: TracerFamily | None
+) -> MeshProfile | None:
     """The run's own probe, so doctor shows what a run would learn and what to change. A probe
     that cannot run is reported as a note (the checks above already say why)."""
     try:
@@ -110,7 +141,7 @@ def _probe(gateway: str, host: str, backend: str, path: str) -> MeshProfile | No
         run_id = time.strftime("doctor-%Y%m%d-%H%M%S-probe")
         return with_status(
             "probing the mesh",
-            lambda status: probe_mesh(gateway, host, reader, run_id, path=path, status=status),
+            lambda status: probe_mesh(gateway, host, reader, run_id, path=path, status=status, tracer=tracer),
         )
     except ProbeError as exc:
         note(f"probe failed: {exc}")

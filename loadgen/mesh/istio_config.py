@@ -55,11 +55,16 @@ __all__ = [
     "Considered",
     "EffectiveSampling",
     "IstioConfigError",
+    "MeshSource",
     "Resource",
+    "TelemetryLevel",
     "WorkloadMode",
     "effective_sampling",
     "load_istio_files",
+    "mesh_configs",
+    "mode_applies",
     "parse_istio_yaml",
+    "telemetry_levels",
 ]
 
 DEFAULT_ROOT_NAMESPACE = "istio-system"
@@ -244,23 +249,23 @@ def _number(value: Any, where: str) -> float | None:
 
 
 @dataclass(frozen=True)
-class _Mesh:
+class MeshSource:
     where: str
     config: dict[str, Any]
 
 
-def _meshes(resources: Sequence[Resource]) -> list[_Mesh]:
+def mesh_configs(resources: Sequence[Resource]) -> list[MeshSource]:
     """MeshConfigs found, the live ConfigMap first (it is what istiod reads), then IstioOperators."""
     configmaps, operators = [], []
     for res in resources:
         if res.kind == "ConfigMap" and (res.name == "istio" or res.name.startswith("istio-")):
             data = _as_dict(res.body.get("data"))
             if "mesh" in data:
-                configmaps.append(_Mesh(f"{res.ref} data.mesh", _embedded_yaml(data["mesh"], res.ref)))
+                configmaps.append(MeshSource(f"{res.ref} data.mesh", _embedded_yaml(data["mesh"], res.ref)))
         elif res.kind == "IstioOperator":
             mesh = _get(_as_dict(res.body.get("spec")), "meshConfig")
             if isinstance(mesh, dict):
-                operators.append(_Mesh(f"{res.ref} spec.meshConfig", mesh))
+                operators.append(MeshSource(f"{res.ref} spec.meshConfig", mesh))
     return configmaps + operators
 
 
@@ -307,19 +312,19 @@ def _workload_annotations(
 
 
 @dataclass
-class _TelemetryLevel:
+class TelemetryLevel:
     level: str
     res: Resource
     entries: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _telemetry_levels(
+def telemetry_levels(
     resources: Sequence[Resource],
     namespace: str,
     labels: Mapping[str, str],
     root: str,
     warnings: list[str],
-) -> list[_TelemetryLevel]:
+) -> list[TelemetryLevel]:
     """Applicable Telemetry resources in Istio's application order: root, namespace, workload."""
     telemetries = [r for r in resources if r.kind == "Telemetry"]
 
@@ -334,7 +339,7 @@ def _telemetry_levels(
     def ns_of(res: Resource) -> str:
         return res.namespace or namespace
 
-    levels: list[_TelemetryLevel] = []
+    levels: list[TelemetryLevel] = []
     scopes = [("root namespace", root)] + ([("namespace", namespace)] if namespace != root else [])
     for level, ns in scopes:
         wide = [r for r in telemetries if ns_of(r) == ns and namespace_wide(r)]
@@ -344,7 +349,7 @@ def _telemetry_levels(
                 "Istio allows one; the first is used here"
             )
         if wide:
-            levels.append(_TelemetryLevel(f"Telemetry ({level})", wide[0]))
+            levels.append(TelemetryLevel(f"Telemetry ({level})", wide[0]))
     selected = []
     for res in telemetries:
         if ns_of(res) != namespace or namespace_wide(res):
@@ -360,7 +365,7 @@ def _telemetry_levels(
             f"{len(selected)} Telemetry resources select this workload ({', '.join(r.ref for r in selected)}): "
             "Istio considers that invalid; all are applied here in input order"
         )
-    levels.extend(_TelemetryLevel("Telemetry (workload)", r) for r in selected)
+    levels.extend(TelemetryLevel("Telemetry (workload)", r) for r in selected)
     for lvl in levels:
         tracing = spec(lvl.res).get("tracing") or []
         if not isinstance(tracing, list):
@@ -369,7 +374,7 @@ def _telemetry_levels(
     return levels
 
 
-def _mode_applies(entry: Mapping[str, Any], mode: WorkloadMode) -> bool:
+def mode_applies(entry: Mapping[str, Any], mode: WorkloadMode) -> bool:
     match_mode = _as_dict(entry.get("match")).get("mode")
     return match_mode in (None, "CLIENT_AND_SERVER", mode.value)
 
@@ -386,11 +391,11 @@ def effective_sampling(
     """The random sampling percentage Istio gives the proxy of the workload with `labels` in
     `namespace` (see the module docstring for the rules and their sources)."""
     warnings: list[str] = []
-    meshes = _meshes(resources)
+    meshes = mesh_configs(resources)
     mesh = meshes[0] if meshes else None
     mesh_cfg = mesh.config if mesh else {}
     root = str(_get(mesh_cfg, "rootNamespace") or DEFAULT_ROOT_NAMESPACE)
-    levels = _telemetry_levels(resources, namespace, labels, root, warnings)
+    levels = telemetry_levels(resources, namespace, labels, root, warnings)
     pilot_value, pilot_where = _pilot_trace_sampling(resources)
     proxy = _proxy_chain(resources, namespace, labels, meshes, warnings)
     default_note = "istiod's PILOT_TRACE_SAMPLING" if pilot_where else "Istio's default PILOT_TRACE_SAMPLING"
@@ -434,12 +439,12 @@ class _ProxyChain:
     index: int  # which of `considered` set it
 
 
-def _mesh_tracing_sampling(mesh: _Mesh, where: str) -> float | None:
+def _mesh_tracing_sampling(mesh: MeshSource, where: str) -> float | None:
     tracing = _get(_as_dict(_get(mesh.config, "defaultConfig")), "tracing")
     return _number(_get(tracing, "sampling"), where) if isinstance(tracing, dict) else None
 
 
-def _mesh_sampling(meshes: Sequence[_Mesh], warnings: list[str]) -> float | None:
+def _mesh_sampling(meshes: Sequence[MeshSource], warnings: list[str]) -> float | None:
     """meshConfig.defaultConfig.tracing.sampling of the first MeshConfig; the others that
     disagree are named in a warning."""
     if not meshes:
@@ -460,7 +465,7 @@ def _proxy_chain(
     resources: Sequence[Resource],
     namespace: str,
     labels: Mapping[str, str],
-    meshes: Sequence[_Mesh],
+    meshes: Sequence[MeshSource],
     warnings: list[str],
 ) -> _ProxyChain:
     """The ProxyConfig sources, most specific first: the pod's annotation (its tracing block
@@ -561,12 +566,12 @@ class _TelemetryChain:
 
 
 def _telemetry_chain(
-    levels: Sequence[_TelemetryLevel], mode: WorkloadMode, mesh_cfg: Mapping[str, Any]
+    levels: Sequence[TelemetryLevel], mode: WorkloadMode, mesh_cfg: Mapping[str, Any]
 ) -> _TelemetryChain:
     default_provider = bool(_get(_as_dict(_get(mesh_cfg, "defaultProviders")), "tracing"))
     chain = _TelemetryChain(provider_named=default_provider, default_provider=default_provider)
     for lvl in levels:
-        applicable = [e for e in lvl.entries if _mode_applies(e, mode)]
+        applicable = [e for e in lvl.entries if mode_applies(e, mode)]
         chain.any_tracing = chain.any_tracing or bool(applicable)
         value = None
         for entry in applicable:

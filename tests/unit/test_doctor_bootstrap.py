@@ -158,9 +158,14 @@ def test_listener_tracer_with_a_cds_cluster_only_warns() -> None:
 def test_no_tracer_and_other_tracers() -> None:
     (only,) = lint_bootstrap({"bootstrap": {"node": {"id": "x"}}})
     assert only.name == "bootstrap.tracing" and only.status is CheckStatus.WARN
+    datadog = {"tracing": {"http": {"name": "envoy.tracers.datadog", "typedConfig": {"serviceName": "x"}}}}
+    (check,) = lint_bootstrap(datadog)
+    assert check.status is CheckStatus.WARN and "neither Zipkin nor OpenTelemetry" in check.summary
+    # An OpenTelemetry tracer is linted now: the Zipkin checks are not run on it.
     otel = {"tracing": {"http": {"name": "envoy.tracers.opentelemetry", "typedConfig": {"serviceName": "x"}}}}
-    (check,) = lint_bootstrap(otel)
-    assert check.status is CheckStatus.WARN and "not Zipkin" in check.summary
+    names = [c.name for c in lint_bootstrap(otel)]
+    assert names[0] == "bootstrap.tracer" and "bootstrap.otlp_export" in names
+    assert "bootstrap.collector_endpoint" not in names
 
 
 def test_two_tracers_get_indexed_names() -> None:
