@@ -166,3 +166,46 @@ def test_doctor_probes_and_prints_what_to_change(tmp_path: Path) -> None:
     assert "customTags" in changes and "x-loadgen-run-id" in changes
     assert "keeps client x-request-ids" in changes
     assert "Traceback" not in proc.stderr
+
+
+def test_doctor_on_an_opentelemetry_tracer_mesh(tmp_path: Path) -> None:
+    """Issue 12: the real gateway under envoy.tracers.opentelemetry (OTLP/gRPC into the collector):
+    doctor names the tracer from the gateway and the bootstrap, forces a trace with traceparent +
+    x-client-trace-id and finds it, and warns that the default mix is mostly B3."""
+    from loadgen.mesh.tracer import TracerFamily
+    from loadgen.stack.envoy import TracingConfig
+
+    tracing = TracingConfig(tracer=TracerFamily.OPENTELEMETRY, flush_interval_ms=200, min_flush_spans=1)
+    started = EmbeddedMesh(tmp_path, MeshConfig(tracing=tracing, fanout=False)).start()
+    try:
+        assert started.gateway is not None
+        begun = time.monotonic()
+        report = run_doctor(
+            started.gateway_url,
+            started.host_header,
+            backend=f"zipkin:{started.collector_url}",
+            bootstrap=str(started.gateway.config_path),
+            settle_s=1.0,
+            trace_timeout_s=8.0,
+        )
+        took = time.monotonic() - begun
+    finally:
+        started.stop()
+    text = "\n".join(report.render_text())
+    statuses = {c.name: c.status for c in report.checks}
+    assert statuses["gateway.tracer"] is CheckStatus.PASS, text
+    assert statuses["gateway.b3"] is CheckStatus.SKIP, text
+    assert statuses["gateway.traceparent"] is CheckStatus.PASS, text
+    assert statuses["bootstrap.otlp_export"] is CheckStatus.PASS, text
+    assert statuses["bootstrap.otlp_cluster"] is CheckStatus.PASS, text
+    tracer = report.get("mesh.tracer")
+    assert tracer is not None and tracer.status is CheckStatus.PASS, text
+    assert tracer.data["family"] == "opentelemetry" and "gateway, bootstrap" in tracer.summary
+    mix = report.get("mesh.header_mix")
+    assert mix is not None and mix.status is CheckStatus.WARN
+    assert mix.fix_hint == "--mix none=7,w3c_sampled=2,w3c_not_sampled=1"
+    trace = report.get("mesh.trace")
+    assert trace is not None and trace.status is CheckStatus.PASS, text
+    assert trace.data["services"] == ["httpbin.istioinaction", "istio-ingressgateway"], text
+    assert report.exit_code == 0, text
+    assert took < 10.0, took
