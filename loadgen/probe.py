@@ -39,9 +39,9 @@ from loadgen.mesh.ids import (
     normalize_trace_id,
     random_request_id,
 )
-from loadgen.mesh.profile import Forcing, MeshProfile, RequestIdHandling, SpanShape
+from loadgen.mesh.profile import Forcing, MeshProfile, RequestIdHandling, SpanShape, with_given_tracer
 from loadgen.mesh.rule import XRID_TRACE_REASON
-from loadgen.mesh.tracer import TracerFamily, detect_tracer
+from loadgen.mesh.tracer import TracerFamily, added_context_headers, detect_tracer
 
 __all__ = ["ProbeError", "probe_mesh"]
 
@@ -68,6 +68,7 @@ class _Sent:
     sampled: bool | None
     ended_at: float
     tracer: TracerFamily | None = None  # whose context the upstream saw (`detect_tracer`)
+    added: tuple[str, ...] = ()  # the propagation headers Envoy added (`added_context_headers`)
     echo: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def read_as(self, tracer: TracerFamily) -> _Sent:
@@ -79,10 +80,14 @@ class _Sent:
         return replace(self, up_trace=up_trace, up_xrid=view.request_id, sampled=view.sampled)
 
 
-def _mesh_tracer(sent: list[_Sent]) -> TracerFamily | None:
-    """The tracer family most echoes show (None: none tells)."""
+def _mesh_tracer(sent: list[_Sent]) -> tuple[TracerFamily | None, tuple[str, ...]]:
+    """The tracer family most echoes show (None: none tells), and the propagation headers Envoy
+    added in those echoes (the evidence)."""
     seen = Counter(s.tracer for s in sent if s.tracer is not None)
-    return seen.most_common(1)[0][0] if seen else None
+    if not seen:
+        return None, ()
+    family = seen.most_common(1)[0][0]
+    return family, tuple(sorted({h for s in sent if s.tracer is family for h in s.added}))
 
 
 def _request(
@@ -118,8 +123,9 @@ def _request(
     if not isinstance(echo, dict) or resp.status_code != 200:
         return _Sent(kind, trace, xrid, resp.status_code, False, None, None, None, ended)
     sent = _Sent(
-        kind, trace, xrid, resp.status_code, True, None, None, None, ended, detect_tracer(headers, echo), echo
-    )
+        kind, trace, xrid, resp.status_code, True, None, None, None, ended,
+        detect_tracer(headers, echo), added_context_headers(headers, echo), echo,
+    )  # fmt: skip
     return sent.read_as(TracerFamily.ZIPKIN)  # read again as the mesh's tracer once it is known
 
 
@@ -263,8 +269,9 @@ def probe_mesh(
 ) -> MeshProfile:
     """Send the probe, read it back, and return what was learned. `run_id` is the probe's own
     run id (`<run-id>-probe`). Raises ProbeError only when nothing can be learned at all.
-    `tracer`: the mesh's tracer family when known (--tracer); else it is learned from which
-    context headers Envoy added upstream (B3: zipkin, traceparent only: opentelemetry)."""
+    The tracer family is learned from which context headers Envoy added upstream (B3: zipkin,
+    traceparent only: opentelemetry). `tracer` (--tracer), when given, reads the echoes instead
+    and is kept as `tracer_given`, with a warning note when the probe saw another."""
     rng = random.Random(seed)
     try:
         backend.check_trace_route()
@@ -274,7 +281,8 @@ def probe_mesh(
     requests = sum(n for _k, n in PLAN)
     status(f"probe: {requests} crafted requests to {redact_url(url)} (run id {run_id})")
     sent, failures = _send_all(client, url, host, run_id, rng)
-    mesh_tracer = tracer or _mesh_tracer(sent)
+    learned, evidence = _mesh_tracer(sent)
+    mesh_tracer = tracer or learned  # a given tracer reads the echoes; the learned one is kept
     sent = [s.read_as(mesh_tracer or TracerFamily.ZIPKIN) for s in sent]
     if not sent:
         raise ProbeError(f"gateway {redact_url(gateway)} did not answer any of {requests} probe requests")
@@ -294,7 +302,7 @@ def probe_mesh(
         notes.append(f"{len(errors)} probe trace lookups failed: {errors[0]}")
     shape = SpanShape.merge(SpanShape.from_counts(TraceShape.from_spans(f.spans).spans) for f in found.values()) if found else None  # fmt: skip
     ttq = max((whole_at[t] - wanted[t] for t in found if t in whole_at), default=None)
-    return MeshProfile(
+    profile = MeshProfile(
         probe_run_id=run_id,
         path=path,
         requests=requests,
@@ -306,7 +314,8 @@ def probe_mesh(
         request_id=_request_id_handling(answered),
         b3=_continued(answered, "b3"),
         w3c=_continued(answered, "w3c"),
-        tracer=mesh_tracer,
+        tracer=learned,
+        tracer_headers=evidence,
         force_trace=_forcing(answered, "force", _FORCED_MARK),
         client_trace_id=_forcing(answered, "client", _CLIENT_MARK),
         run_id_tag=_tag_key(found, run_id),
@@ -315,3 +324,4 @@ def probe_mesh(
         time_to_queryable_s=None if ttq is None else max(0.0, round(ttq, 2)),
         notes=tuple(notes),
     )
+    return with_given_tracer(profile, tracer)

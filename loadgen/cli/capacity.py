@@ -206,6 +206,7 @@ def capacity(
         mix=mix,
         seed=seed,
         tracing=tracing_config(tracing, mesh=mesh),
+        tracer=mesh.tracer,
         faults=collector_faults(faults, ingest_limit),
         upstream=upstream_faults(faults, seed),
         gateway=gateway,

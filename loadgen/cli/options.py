@@ -237,7 +237,7 @@ TracerOpt = Annotated[
     TracerFamily | None,
     typer.Option(
         "--tracer",
-        help="The Envoys' tracer, Istio's provider: zipkin (B3, Zipkin JSON; embedded default) or opentelemetry (W3C traceparent, OTLP). It decides which header carries each request's sampled fact.",
+        help="The Envoys' tracer, Istio's provider: zipkin (B3, Zipkin JSON) or opentelemetry (W3C traceparent, OTLP). It decides which header carries each request's sampled fact. Embedded mesh: the tracer it runs (default zipkin). Existing mesh: overrides the tracer the probe learns (default: learned).",
         case_sensitive=False,
     ),
 ]  # fmt: skip

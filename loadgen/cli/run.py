@@ -425,6 +425,7 @@ def _run_options(
         xrid_sampled_fraction=load.xrid_sampled_fraction,
         expect_percent=expected_percent(expectation.expect, expectation.expect_from),
         tracing=tracing_config(tracing, gw, mesh),
+        tracer=mesh.tracer,
         faults=collector_faults(faults),
         upstream=upstream_faults(faults, base.seed),
         gateway=target.gateway,

@@ -12,6 +12,8 @@ actually did. The profile, not a default, then sets the run's expectations:
 - `force_trace`, `client_trace_id`: whether `x-envoy-force-trace` / `x-client-trace-id` force a
   trace, and for what share of requests.
 - `b3`, `w3c`: whether a B3 / W3C `traceparent` trace id is continued.
+- `tracer`: the tracer family whose context the upstream saw (`tracer_headers`: the propagation
+  headers Envoy added); `tracer_given`: `--tracer`, which overrides it (`with_given_tracer`).
 - `run_id_tag`: the span tag key that carries the run id, if any span carries it.
 - `reader`, `not_found_form`: which reader answers, and whether its trace route answers an unknown
   id with the backend's own "not found".
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.mesh.expect import ExpectationContext
-from loadgen.mesh.tracer import TracerFamily
+from loadgen.mesh.tracer import TRACERS, TracerFamily
 
 __all__ = [
     "PROFILE_FILE",
@@ -46,6 +48,7 @@ __all__ = [
     "load_profile",
     "profile_facts",
     "suggested_quiet_s",
+    "with_given_tracer",
 ]
 
 PROFILE_FILE = "mesh-profile.json"
@@ -166,6 +169,8 @@ class MeshProfile:
     b3: bool | None = None
     w3c: bool | None = None
     tracer: TracerFamily | None = None  # the tracer family whose context the upstream saw
+    tracer_headers: tuple[str, ...] = ()  # the propagation headers Envoy added upstream (evidence)
+    tracer_given: TracerFamily | None = None  # --tracer: overrides `tracer` (with_given_tracer)
     force_trace: Forcing | None = None
     client_trace_id: Forcing | None = None
     run_id_tag: str | None = None
@@ -185,6 +190,7 @@ class MeshProfile:
         d["shape_text"] = self.shape.describe() if self.shape is not None else None
         d["request_id"] = self.request_id.value if self.request_id else None
         d["notes"] = list(self.notes)
+        d["tracer_headers"] = list(self.tracer_headers)
         d["facts"] = [
             {"name": f.name, "value": f.value, "learned": f.learned, "evidence": f.evidence}
             for f in profile_facts(self)
@@ -219,6 +225,8 @@ class MeshProfile:
                 b3=opt_bool(d.get("b3")),
                 w3c=opt_bool(d.get("w3c")),
                 tracer=TracerFamily(d["tracer"]) if d.get("tracer") else None,
+                tracer_headers=tuple(str(h) for h in d.get("tracer_headers") or ()),
+                tracer_given=TracerFamily(d["tracer_given"]) if d.get("tracer_given") else None,
                 force_trace=forcing(d.get("force_trace")),
                 client_trace_id=forcing(d.get("client_trace_id")),
                 run_id_tag=str(d["run_id_tag"]) if d.get("run_id_tag") else None,
@@ -284,6 +292,22 @@ def _forcing_text(f: Forcing | None, header: str, *, veto_resets_mark: bool) -> 
     return f"forces {f.marked} of {f.sent}", True, marked + ": client_sampling is below 100"
 
 
+def _tracer_text(p: MeshProfile) -> tuple[str, bool, str]:
+    """The tracer fact: learned when the probe saw it (and a given --tracer agrees), else given."""
+    seen = (
+        f"the probe saw {p.tracer.value} (Envoy added {', '.join(p.tracer_headers) or 'its headers'} upstream)"
+        if p.tracer is not None
+        else "no probe echo showed the propagation headers Envoy adds"
+    )
+    if p.tracer_given is None:
+        if p.tracer is None:
+            return "unknown", False, seen + "; give --tracer to say which"
+        return p.tracer.value, True, seen
+    if p.tracer_given is p.tracer:
+        return p.tracer_given.value, True, seen + "; --tracer agrees"
+    return p.tracer_given.value, False, f"given by --tracer; {seen}"
+
+
 def profile_facts(p: MeshProfile) -> list[Fact]:
     """The profile as display lines (terminal, report.md, report.html)."""
     facts: list[Fact] = []
@@ -325,6 +349,7 @@ def profile_facts(p: MeshProfile) -> list[Fact]:
         facts.append(Fact("client x-request-id", rid[p.request_id][0], True, rid[p.request_id][1]))
     else:
         facts.append(Fact("client x-request-id", "unknown", False, "needs a header echo"))
+    facts.append(Fact("tracer", *_tracer_text(p)))
     facts.append(
         Fact(
             "x-envoy-force-trace", *_forcing_text(p.force_trace, "x-envoy-force-trace", veto_resets_mark=True)
@@ -387,8 +412,9 @@ def expectation_context(
         )
     if p.w3c is not None:
         ctx = replace(ctx, w3c=p.w3c)
-    if p.tracer is not None:
-        ctx = replace(ctx, tracer=p.tracer)
+    tracer = p.tracer_given or p.tracer  # --tracer overrides what the probe saw
+    if tracer is not None:
+        ctx = replace(ctx, tracer=tracer)
     # Envoy marks char 14 of the x-request-id with the reason it traced: `b` for
     # x-client-trace-id. Honoured for only some requests, it is a coin the client cannot see
     # (client_sampling, or overall_sampling, strictly between 0 and 100): those modes are then
@@ -400,6 +426,23 @@ def expectation_context(
     if ct is not None and ct.sent:
         ctx = replace(ctx, client_sampling_percent=100.0 * ct.marked / ct.sent)
     return ctx
+
+
+def with_given_tracer(p: MeshProfile, given: TracerFamily | None) -> MeshProfile:
+    """`--tracer` over what the probe (or a saved profile) learned: the given tracer decides
+    where each request's sampled fact is read; a warning note when the probe saw another."""
+    if given is None:
+        return p
+    out = replace(p, tracer_given=given)
+    if p.tracer is None or p.tracer is given:
+        return out
+    added = ", ".join(p.tracer_headers) or "its propagation headers"
+    note = (
+        f"warning: --tracer {given.value} overrides the probe, which saw the {p.tracer.value} tracer "
+        f"(Envoy added {added} upstream); each request's sampled fact is read where {given.value} "
+        f"writes it ({TRACERS[given].decision_header}); if the mesh runs {p.tracer.value}, drop --tracer"
+    )
+    return out if note in p.notes else out.with_notes(note)
 
 
 def expectation_gaps(p: MeshProfile) -> dict[str, str]:

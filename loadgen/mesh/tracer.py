@@ -25,6 +25,7 @@ __all__ = [
     "OtlpProtocol",
     "TracerFamily",
     "TracerTraits",
+    "added_context_headers",
     "detect_tracer",
     "sampled_fact",
     "traceparent_flag",
@@ -103,14 +104,19 @@ def sampled_fact(family: TracerFamily, flag: str | None, request_id: str | None)
     return None
 
 
+def added_context_headers(sent: Mapping[str, str], echoed: Mapping[str, object]) -> tuple[str, ...]:
+    """The propagation headers (lower case, sorted) the upstream saw that the client did not
+    send: the ones a tracer added on the way."""
+    added = {str(k).lower() for k in echoed} - {k.lower() for k in sent}
+    return tuple(sorted(added & {*_B3_HEADERS, *_W3C_HEADERS}))
+
+
 def detect_tracer(sent: Mapping[str, str], echoed: Mapping[str, object]) -> TracerFamily | None:
     """The tracer family that wrote the trace context the upstream saw, from one request's sent
     headers and their echo: Envoy's Zipkin tracer always adds B3 upstream, its OpenTelemetry
     tracer adds a `traceparent` and no B3. None when the echo shows neither (no echo, or the
     client sent the very headers it would tell apart)."""
-    sent_names = {k.lower() for k in sent}
-    seen = {str(k).lower() for k in echoed}
-    added = seen - sent_names
+    added = set(added_context_headers(sent, echoed))
     if added & set(_B3_HEADERS):
         return TracerFamily.ZIPKIN
     if "traceparent" in added:

@@ -78,9 +78,11 @@ def plan_run(opts: RunOptions, opened: OpenTarget, run_id: str, run_dir: Path, s
     shape, shape_notes = resolved_shape(profile, opts.expected_spans)
     # An existing mesh's gateway flags are the user's declaration, the fallback for what the
     # probe cannot learn; the embedded mesh's knobs only build it, so its fallback is Istio's
-    # ingress gateway, as for a mesh nobody declared anything about.
+    # ingress gateway, as for a mesh nobody declared anything about, with the tracer it runs.
     external = opened.kind == "external"
-    declared = opts.tracing.expectation_context() if external else ExpectationContext()
+    declared = (
+        opts.tracing.expectation_context() if external else ExpectationContext(tracer=opts.tracing.tracer)
+    )
     context = expectation_context(profile, opened.configured, base=declared)
     if external:
         shape_notes += declaration_warnings(declared, context)

@@ -15,6 +15,7 @@ from loadgen.backends.base import redact_url
 from loadgen.emitter import check_reference_options
 from loadgen.ledger import LiveCounts
 from loadgen.mesh.modes import DEFAULT_MIX, format_mix
+from loadgen.mesh.tracer import TracerFamily
 from loadgen.stack.envoy import TracingConfig
 from loadgen.stack.mesh import (
     GATEWAY_HOST,
@@ -52,6 +53,8 @@ class RunOptions:
     on_tick: Callable[[LiveCounts, float], str | None] | None = None  # returns a reason to abort
     # the embedded mesh (used when gateway is empty)
     tracing: TracingConfig = field(default_factory=TracingConfig)
+    # --tracer as given (None: not given): overrides the tracer the probe learns, on any mesh
+    tracer: TracerFamily | None = None
     faults: CollectorFaults = field(default_factory=CollectorFaults)
     upstream: UpstreamFaults = field(default_factory=UpstreamFaults)
     # an existing mesh

@@ -19,6 +19,7 @@ from loadgen.mesh.profile import (
     ProfileError,
     flags_profile,
     load_profile,
+    with_given_tracer,
 )
 from loadgen.probe import ProbeError, probe_mesh
 from loadgen.redact import redact_text
@@ -39,27 +40,30 @@ def learn_profile(
     opts: RunOptions, gateway: str, host: str, backend: TraceBackend, run_id: str, status: Status
 ) -> MeshProfile:
     """The mesh profile of this run: `--profile FILE`, else the probe (run id `<run-id>-probe`),
-    else (`--no-probe`) only what flags declare. The backend's trace route is checked with a
-    random id in every case: it must answer with the backend's own "not found"."""
+    else (`--no-probe`) only what flags declare; `--tracer` (opts.tracer), when given, overrides
+    the tracer in each (`with_given_tracer`). The backend's trace route is checked with a random
+    id in every case: it must answer with the backend's own "not found"."""
     if opts.profile_path is not None:
         try:
             profile = load_profile(opts.profile_path)
         except ProfileError as exc:
             raise RunError(str(exc)) from exc
         status(f"mesh profile from {opts.profile_path}")
+        profile = with_given_tracer(replace(profile, tracer_given=None), opts.tracer)  # this run's --tracer
     elif opts.probe:
         try:
             probed = probe_mesh(
-                gateway, host, backend, f"{run_id}-probe", path=opts.path, status=status, seed=opts.seed
-            )
+                gateway, host, backend, f"{run_id}-probe", path=opts.path, status=status, seed=opts.seed,
+                tracer=opts.tracer,
+            )  # fmt: skip
         except ProbeError as exc:
             raise RunError(f"the mesh probe failed: {exc}") from exc
         problem = backend.none_found_problem(probed.traces_sampled) if not probed.traces_found else None
         if probed.traces_sampled and problem:  # e.g. Tempo with a wrong tenant: not 100 % loss
             raise RunError(problem)
-        return probed
+        return with_given_tracer(probed, opts.tracer)  # --tracer wins over what the probe saw
     else:
-        profile = flags_profile(opts.path, opts.expected_spans)
+        profile = with_given_tracer(flags_profile(opts.path, opts.expected_spans), opts.tracer)
     try:
         backend.check_trace_route()
     except BackendError as exc:
