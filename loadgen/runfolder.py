@@ -279,6 +279,16 @@ def read_run_json(run_dir: Path) -> RunMeta:
     )
 
 
+def run_tracer(run_dir: Path) -> TracerFamily | None:
+    """The tracer a run read each request's sampled fact with (run.json's expectation context:
+    --tracer, else the probe's; zipkin for a run.json from before the tracer). None when run.json
+    is missing or unusable."""
+    try:
+        return read_run_json(run_dir).expect.mode_context().tracer
+    except RunFolderError:
+        return None
+
+
 # --- summary.json -------------------------------------------------------------------------------
 
 
@@ -442,4 +452,5 @@ __all__ = [
     "read_run_json",
     "read_summary",
     "rebuilt_fields",
+    "run_tracer",
 ]

@@ -14,6 +14,7 @@ from loadgen.analysis.planner import DEFAULT_CONFIDENCE, DEFAULT_LOOKS, envoy_th
 from loadgen.analysis.stats import FAIL_ALPHA, Verdict
 from loadgen.exitcodes import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_VERDICT_FAILED
 from loadgen.mesh.modes import HeaderMode, format_mix
+from loadgen.mesh.tracer import TracerFamily
 from loadgen.run import RunOptions, RunResult
 from loadgen.stack.envoy import TracingConfig
 from loadgen.stack.mesh import GATEWAY_HOST
@@ -91,6 +92,7 @@ class CalibrateOptions:
     max_wait_s: float = 60.0
     # the embedded mesh: None = Istio-like defaults sampling at expected_percent
     tracing: TracingConfig | None = None
+    tracer: TracerFamily | None = None  # --tracer as given: overrides the probe's (RunOptions.tracer)
 
     def resolved_id(self) -> str:
         if not self.calibration_id:

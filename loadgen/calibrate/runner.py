@@ -40,9 +40,11 @@ from loadgen.mesh.expect import Decision
 from loadgen.mesh.modes import mode_spec
 from loadgen.mesh.profile import PROFILE_FILE
 from loadgen.mesh.rule import envoy_random_sampled
+from loadgen.mesh.tracer import TracerFamily
 from loadgen.redact import redact_data, redact_url
 from loadgen.run import RunOptions, RunResult, execute_run
 from loadgen.runfiles import write_json
+from loadgen.runfolder import run_tracer
 from loadgen.stack.envoy import TracingConfig
 from loadgen.stack.mesh import EmbeddedMesh, MeshConfig
 from loadgen.stack.procs import StackError
@@ -64,9 +66,11 @@ class _PredictionWatch:
         self.first_mismatch_at: int | None = None  # 1-based position among decision-free requests
         self.aborted = False
         self._tail: LedgerTail | None = None
+        self._ledger: Path | None = None
+        self._tracer = TracerFamily.ZIPKIN  # the run's (run.json): where each sampled fact is read
 
     def _fold(self, rec: dict[str, Any]) -> bool | None:
-        decided = upstream_decision(rec)
+        decided = upstream_decision(rec, self._tracer)
         spec = mode_spec(rec.get("mode"))
         if decided is None or spec is None or spec.decision is not Decision.PROXY:
             return decided
@@ -82,9 +86,15 @@ class _PredictionWatch:
         return decided
 
     def follow(self, ledger: Path) -> None:
-        self._tail = LedgerTail(ledger, self._fold)
+        """Fold this run's ledger from its first poll, read as the run's tracer (run.json:
+        --tracer, else the probe's)."""
+        self._ledger, self._tail = ledger, None
 
     def poll(self) -> None:
+        if self._tail is None and self._ledger is not None:
+            # The first poll is a tick of the load, which starts after the run wrote run.json.
+            self._tracer = run_tracer(self._ledger.parent) or TracerFamily.ZIPKIN
+            self._tail = LedgerTail(self._ledger, self._fold)
         if self._tail is not None:
             self._tail.poll()
 
@@ -160,6 +170,7 @@ def _common_options(opts: CalibrateOptions, cal_dir: Path, mix: str, watch: _Pre
         reference_rate=0.0,  # calibration is about decisions, not collection
         probe=opts.probe,
         profile_path=opts.profile_path,
+        tracer=opts.tracer,
         max_wait_s=opts.max_wait_s,
         quiet_s=opts.quiet_s,
         on_tick=watch.on_tick,

@@ -253,7 +253,7 @@ class _Tally:
             self.errors += 1
         elif isinstance(latency := rec.get("latency_ms"), int | float):
             self.latencies.append(float(latency))
-        decided = upstream_decision(rec)
+        decided = upstream_decision(rec, expect.mode_context().tracer)  # the run's tracer (run.json)
         spec = mode_spec(rec.get("mode"))
         if decided is not None and spec is not None and spec.decision is Decision.PROXY:
             self.decision[1] += 1

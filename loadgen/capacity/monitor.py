@@ -215,10 +215,12 @@ class LiveMonitor:
 
     def _check_collection(self, now: float) -> str | None:
         s = self.safety
+        assert self._expect is not None
+        tracer = self._expect.mode_context().tracer  # run.json's: where each sampled fact is read
         for rec in self._read_new_records():
             tid = ledger_trace_id(rec)
             ts = rec.get("ts")
-            if tid and upstream_decision(rec) and isinstance(ts, int | float):
+            if tid and upstream_decision(rec, tracer) and isinstance(ts, int | float):
                 self._pending.append((float(ts) + float(rec.get("latency_ms") or 0.0) / 1000.0, tid))
         if now - self._last_check < s.check_every_s:
             return None

@@ -117,6 +117,7 @@ def calibrate(
         host=host,
         backend=backend,
         tracing=tracing,
+        tracer=mesh.tracer,
         probe=probe,
         profile_path=profile,
     )

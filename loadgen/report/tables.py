@@ -34,6 +34,7 @@ from loadgen.analysis.stats import Proportion, percentile
 from loadgen.mesh.expect import Decision
 from loadgen.mesh.modes import mode_spec
 from loadgen.mesh.profile import SpanShape
+from loadgen.mesh.tracer import TracerFamily
 from loadgen.summary.io import as_summary
 from loadgen.summary.model import Mesh, Summary
 
@@ -75,6 +76,7 @@ def ledger_timeseries(
     *,
     observations: Mapping[str, TraceObservation] | None = None,
     expect: Expectation | None = None,
+    tracer: TracerFamily = TracerFamily.ZIPKIN,
 ) -> dict[str, Any]:
     """Fold ledger records into windows of `window_s` seconds by request start time (`ts`).
 
@@ -90,7 +92,8 @@ def ledger_timeseries(
                               None without observations
         outcomes              counts per reconcile outcome, None without observations
     Windows without requests are kept (zeros and None), so the time axis has no holes.
-    Records without a start time are counted in `untimed` and left out."""
+    Records without a start time are counted in `untimed` and left out. `tracer`: the run's
+    (run.json), which says where each request's sampled fact is read (`upstream_decision`)."""
     if not window_s > 0 or not math.isfinite(window_s):
         raise ValueError(f"window_s must be a positive number of seconds, got {window_s!r}")
     if observations is not None and expect is None:
@@ -113,7 +116,7 @@ def ledger_timeseries(
             continue
         if t_first is None:
             t_first = ts
-        _fold(windows, ts, t_first, window_s, rec, observations, expect)
+        _fold(windows, ts, t_first, window_s, rec, observations, expect, tracer)
     if t_first is None:
         return {"window_s": window_s, "t0": None, "requests": total, "untimed": untimed, "windows": []}
     lo, hi = min(windows), max(windows)
@@ -158,6 +161,7 @@ def _fold(
     rec: Mapping[str, Any],
     observations: Mapping[str, TraceObservation] | None,
     expect: Expectation | None,
+    tracer: TracerFamily,
 ) -> None:
     idx = math.floor((ts - t_first) / window_s + 1e-9)
     if idx == -1:
@@ -178,7 +182,7 @@ def _fold(
         w.errors += 1
     elif latency_f is not None and math.isfinite(latency_f):
         w.latencies.append(latency_f)
-    decided = upstream_decision(rec)
+    decided = upstream_decision(rec, tracer)
     if decided is not None:
         w.decided += 1
         w.sampled += int(decided)

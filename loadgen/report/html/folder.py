@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.ledger import read_ledger
+from loadgen.mesh.tracer import TracerFamily
 from loadgen.redact import redact_data
 from loadgen.report.html.capacity import steps_of
 from loadgen.report.html.page import render_html
 from loadgen.report.tables import expectation_from_summary, ledger_timeseries, modes_csv, timeseries_csv
 from loadgen.runfiles import load_fetched
+from loadgen.runfolder import run_tracer
 
 
 def _load_steps(run_dir: Path) -> tuple[list[Mapping[str, Any]] | None, int | None]:
@@ -40,6 +42,7 @@ def render_run_folder(run_dir: Path, *, window_s: float = 1.0) -> list[Path]:
         window_s,
         observations=observations,
         expect=expectation_from_summary(summary) if observations is not None else None,
+        tracer=run_tracer(run_dir) or TracerFamily.ZIPKIN,  # where the run read each decision
     )
     steps, knee = _load_steps(run_dir)
     written: list[Path] = []
