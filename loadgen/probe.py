@@ -270,8 +270,9 @@ def probe_mesh(
     """Send the probe, read it back, and return what was learned. `run_id` is the probe's own
     run id (`<run-id>-probe`). Raises ProbeError only when nothing can be learned at all.
     The tracer family is learned from which context headers Envoy added upstream (B3: zipkin,
-    traceparent only: opentelemetry). `tracer` (--tracer), when given, reads the echoes instead
-    and is kept as `tracer_given`, with a warning note when the probe saw another."""
+    traceparent only: opentelemetry), and the echoes are read as it writes them. `tracer`
+    (--tracer), when given, is kept as `tracer_given` for the run, with a warning note when the
+    probe saw another; it reads the echoes only when none shows the tracer."""
     rng = random.Random(seed)
     try:
         backend.check_trace_route()
@@ -282,7 +283,9 @@ def probe_mesh(
     status(f"probe: {requests} crafted requests to {redact_url(url)} (run id {run_id})")
     sent, failures = _send_all(client, url, host, run_id, rng)
     learned, evidence = _mesh_tracer(sent)
-    mesh_tracer = tracer or learned  # a given tracer reads the echoes; the learned one is kept
+    # The probe learns the mesh as it is: its echoes are read as the tracer they show. A given
+    # tracer reads them only when none shows; it is kept for the run (`with_given_tracer`).
+    mesh_tracer = learned or tracer
     sent = [s.read_as(mesh_tracer or TracerFamily.ZIPKIN) for s in sent]
     if not sent:
         raise ProbeError(f"gateway {redact_url(gateway)} did not answer any of {requests} probe requests")
