@@ -125,20 +125,7 @@ def run_doctor(
 
     # 1. Pure checks first: they cost nothing and explain what the probes will find.
     bootstrap_obj = _bootstrap_checks(bootstrap, checks)
-    if istio_files:
-        checks.extend(
-            _guarded(
-                "istio.sampling",
-                lambda: [check_istio_sampling(istio_files, namespace, labels, workload_mode)],
-            )
-        )
-        checks.extend(
-            _guarded(
-                "istio.provider", lambda: check_istio_tracing(istio_files, namespace, labels, workload_mode)
-            )
-        )
-    else:
-        checks.append(skipped("istio.sampling", "no --istio-config given"))
+    checks.extend(_istio_checks(istio_files, namespace, labels, workload_mode))
 
     # 2. The backend, so that read-backs below can be trusted (or explained).
     reader, own_reader = _open_reader(backend, checks)
@@ -178,6 +165,18 @@ def run_doctor(
         if own_reader and reader is not None:
             reader.close()
     return DoctorReport(checks)
+
+
+def _istio_checks(
+    istio_files: Sequence[str | Path], namespace: str, labels: Mapping[str, str], mode: WorkloadMode
+) -> list[Check]:
+    """`istio.sampling`, then `istio.provider` and its field and custom-tag checks."""
+    if not istio_files:
+        return [skipped("istio.sampling", "no --istio-config given")]
+    return [
+        *_guarded("istio.sampling", lambda: [check_istio_sampling(istio_files, namespace, labels, mode)]),
+        *_guarded("istio.provider", lambda: check_istio_tracing(istio_files, namespace, labels, mode)),
+    ]
 
 
 def _gateway_checks(
