@@ -922,7 +922,12 @@ def test_every_mesh_process_listens_on_loopback_only(shared_mesh: EmbeddedMesh) 
         mine = [sockets[i] for i in _socket_inodes(pid) if i in sockets]
         seen[name] = mine
         for address, port, proto in mine:
-            assert ipaddress.ip_address(address).is_loopback, (name, address, port, proto)
+            ip = ipaddress.ip_address(address)
+            # grpcio binds 127.0.0.1 as a tcp6 socket on the IPv4-mapped ::ffff:127.0.0.1, which
+            # accepts 127.0.0.1 only; ipaddress calls the mapped form not loopback, so unwrap it.
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            assert ip.is_loopback, (name, address, port, proto)
     # Not vacuous: the collector and echo listen once each, each Envoy on its admin and listener.
     assert len(seen["collector"]) >= 1 and len(seen["echo"]) >= 1, seen
     assert len(seen["gateway"]) >= 2 and len(seen["sidecar"]) >= 2, seen
