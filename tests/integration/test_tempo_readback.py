@@ -1,6 +1,9 @@
 """A real run on the embedded mesh read back through `tempo:` gives the numbers `zipkin:` gives
 (issue 12): the run's span store served by the collector on both its Zipkin API and its
-Tempo-shaped query port (a stand-in for Grafana Tempo), each re-read by `loadgen verify`."""
+Tempo-shaped query port (a stand-in for Grafana Tempo), each re-read by `loadgen verify`. The
+Envoys run the OpenTelemetry tracer (OTLP/gRPC into the collector), the path Tempo users take;
+the reader itself does not depend on how the spans arrived (its contract suite is in
+tests/unit/test_backend_tempo.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from loadgen.mesh.tracer import TracerFamily
 from loadgen.run import RunOptions, execute_run, verify_run
 from loadgen.stack.envoy import TracingConfig
 from tests.unit.tempo_fake import InProcessCollector
@@ -28,11 +32,12 @@ def test_tempo_reads_back_the_same_numbers_as_zipkin(tmp_path: Path) -> None:
     result = execute_run(
         RunOptions(
             run_id="tempo", output_dir=tmp_path, duration_s=2, users=2, spawn_rate=2, path="/fanout",
-            tracing=TracingConfig(sampling_percent=50.0), reference_rate=20.0, seed=12,
+            tracing=TracingConfig(sampling_percent=50.0, tracer=TracerFamily.OPENTELEMETRY), reference_rate=20.0, seed=12,
         ),
         quiet,
     )  # fmt: skip
     live = result.summary
+    assert live["profile"]["tracer"] == "opentelemetry"  # the spans came in by OTLP
     collector = InProcessCollector(result.run_dir / "collector").start()
     try:
         summaries = {
