@@ -234,7 +234,7 @@ class _Defect:
 
     def add(self, trace_id: str, limit: int) -> None:
         self.count += 1
-        if trace_id not in self.examples and len(self.examples) < limit:
+        if len(self.examples) < limit and trace_id not in self.examples:
             self.examples.append(trace_id)
 
     def to_dict(self, name: str) -> dict[str, Any]:
@@ -283,9 +283,11 @@ class _Judgement:
                 shape.spans_of(hop.service) >= hop.spans, n
             )
 
-    def add_defects(self, tid: str, shape: TraceShape, verdict: TraceVerdict, limit: int) -> None:
-        """One trace's defects (examples are trace ids, in ledger order)."""
-        for name in verdict.defects:
+    def add_defects(
+        self, tid: str, shape: TraceShape, verdict: TraceVerdict, names: Sequence[str], limit: int
+    ) -> None:
+        """One trace's defects, `names` (`verdict.defects`); examples are trace ids, in ledger order."""
+        for name in names:
             self.defects[name].add(tid, limit)
         if verdict.missing_hops:
             self.candidates.append(_Candidate(tid, frozenset(verdict.missing_hops), dict(shape.windows_us)))
@@ -312,19 +314,23 @@ def _judge_all(
     """Judge the trace of every answered request the backend holds (FOUND, with a shape). A
     verdict is worked out once per distinct `_verdict_key` and tallied per (key, kept)."""
     out = _Judgement()
-    facts, codes, trace_ids, spans = fold.facts, fold.codes, fold.trace_ids, fold.injected_spans
+    # Per facts code: answered, the request's layout, the injected trace id was continued.
+    per_code = [(f.answered, hops_by_path.get(f.path) or hops, f.under_injected) for f in fold.facts]
     judged: dict[tuple[Any, ...], tuple[TraceShape, TraceVerdict, Sequence[Hop], tuple[str, ...]]] = {}
     groups: Counter[tuple[tuple[Any, ...], bool | None]] = Counter()
-    for i, obs in enumerate(fold.trace_observations(observations)):
-        if obs is None or obs.status is not FetchStatus.FOUND or obs.shape is None:
+    found = FetchStatus.FOUND
+    rows = zip(
+        fold.codes, fold.trace_ids, fold.injected_spans, fold.trace_observations(observations), strict=True
+    )
+    for code, tid, injected, obs in rows:
+        if obs is None or obs.status is not found or obs.shape is None or tid is None:
             continue
-        f, tid = facts[codes[i]], trace_ids[i]
-        if tid is None or not f.answered:
+        answered, layout, continued = per_code[code]
+        if not answered:
             continue
-        layout = hops_by_path.get(f.path) or hops
         # The client's span is in this trace only when the mesh continued the injected trace id
         # (not, e.g., B3 under Envoy's OpenTelemetry tracer): else one root is right.
-        inj_span = spans[i] if f.under_injected else None
+        inj_span = injected if continued else None
         shape = obs.shape
         key = _verdict_key(shape, normalize_span_id(inj_span) if inj_span else None, layout)
         entry = judged.get(key)
@@ -332,8 +338,8 @@ def _judge_all(
             verdict = judge_trace(shape, inj_span, layout)
             entry = judged[key] = (shape, verdict, layout or (), verdict.defects)
         if entry[3]:
-            out.add_defects(tid, shape, entry[1], limit)
-        groups[(key, f.under_injected if spans[i] else None)] += 1
+            out.add_defects(tid, shape, entry[1], entry[3], limit)
+        groups[(key, continued if injected else None)] += 1
     for (key, kept), n in groups.items():
         shape, verdict, layout_, _ = judged[key]
         out.add(shape, verdict, layout_, kept, n)

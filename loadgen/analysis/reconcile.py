@@ -230,19 +230,27 @@ def observe(fold: LedgerFold, observations: Mapping[str, TraceObservation], expe
         and last.expect == expect
     ):
         return last
-    out = Observed(observations, len(observations), expect, bytearray(len(fold)))
+    out = Observed(observations, len(observations), expect, bytearray([_UNKNOWN_CLASS]) * len(fold))
     decided = [f.decided for f in fold.facts]
     found, partial, missing, leaked = (
         _INDEX[o] for o in (Outcome.FOUND, Outcome.PARTIAL, Outcome.MISSING, Outcome.LEAKED)
     )
-    classes = out.classes
+    # A trace the backend does not hold (or failed on) is classed by the decision alone: looked up.
+    unheld: dict[tuple[bool | None, FetchStatus], int] = {}
+    classes, found_status = out.classes, FetchStatus.FOUND
     for i, (code, tid, obs) in enumerate(
         zip(fold.codes, fold.trace_ids, fold.trace_observations(observations), strict=True)
     ):
         if obs is None:
-            classes[i] = _UNKNOWN_CLASS
-            continue
-        cls = classes[i] = request_class(decided[code], obs, expect)
+            continue  # unknown, as the classes start
+        if obs.status is found_status:
+            cls = request_class(decided[code], obs, expect)
+        else:
+            key = (decided[code], obs.status)
+            cls = unheld.get(key, -1)
+            if cls < 0:
+                cls = unheld[key] = request_class(key[0], obs, expect)
+        classes[i] = cls
         outcome = cls >> 3
         if outcome in (found, partial):
             out.spans_per_trace[obs.span_count] += 1

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from itertools import compress, repeat
 from typing import Any
@@ -120,7 +120,12 @@ def tally_windows(
     # `window` for every request at once (the same arithmetic, mapped), then requests counted
     # by (bin, facts, class): each distinct triple is added once.
     offsets = map(operator.truediv, map(operator.sub, starts, repeat(start)), repeat(bin_s))
-    indexes = map(min, map(max, map(math.floor, offsets), repeat(0)), repeat(len(bins) - 1))
+    if origin is None:
+        # start is the earliest time and the bins reach the latest: every offset is in
+        # [0, len(bins)), so truncation is the floor and no clamp is needed.
+        indexes: Iterator[int] = map(int, offsets)
+    else:
+        indexes = map(min, map(max, map(math.floor, offsets), repeat(0)), repeat(len(bins) - 1))
     classes = compress(observe(fold, observations, expect).classes, timed)
     for (i, code, cls), n in Counter(zip(indexes, compress(fold.codes, timed), classes, strict=True)).items():
         _add_requests(bins[i], fold.facts[code], OUTCOMES[cls >> 3], n)
