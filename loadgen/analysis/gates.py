@@ -9,13 +9,21 @@ results into a JUnit report that CI systems show per gate.
 Everything here is pure except `load_gate_config`, which only reads the file it is given.
 
     [gates]
-    sampling = true                  # the sampling verdict must pass ...
+    verdicts = true                  # every verdict of the run must pass ...
     allow_inconclusive = true        # ... or be inconclusive
+    sampling = true                  # false leaves the sampling verdict out
     min_collection = 0.99            # mesh collection rate (found complete / decided sampled)
     min_reference_collection = 0.999 # reference collection rate (found complete / exported)
     max_p99_ms = 250                 # p99 latency of the slowest header mode
     max_error_rate = 0.001           # errors / requests
     max_leaked = 0                   # traces found although decided not sampled
+
+By default every verdict in the summary (`verdicts`: load_delivered, sampling, mesh_collection,
+no_leaks, ...) is a gate of its own, named after the verdict: a run that failed a verdict fails
+the gate, and an inconclusive one fails it too unless `allow_inconclusive`. The thresholds only
+tighten that. `verdicts = false` checks the sampling verdict (unless `sampling = false`) and the
+thresholds only, as before issue 13. A summary that records no verdict fails the `verdicts` gate:
+the run was never judged.
 
 `max_error_rate` is on by default at 0.05, the share above which a run's `load_delivered` verdict
 fails (`--max-error-rate` means the same in `run` and `gate`); 1 allows any share, but a run that
@@ -50,6 +58,7 @@ class GateConfigError(ValueError):
 
 @dataclass(frozen=True)
 class GateConfig:
+    verdicts: bool = True
     sampling: bool = True
     allow_inconclusive: bool = False
     min_collection: float | None = None
@@ -69,7 +78,7 @@ class GateConfig:
 
 
 _FRACTIONS = ("min_collection", "min_reference_collection", "max_error_rate")
-_BOOLS = ("sampling", "allow_inconclusive")
+_BOOLS = ("verdicts", "sampling", "allow_inconclusive")
 _FIELDS = tuple(f.name for f in fields(GateConfig))
 
 
@@ -169,13 +178,17 @@ def _rate_gate(
     )
 
 
+def _allowed(config: GateConfig) -> tuple[str, ...]:
+    return ("pass", "inconclusive") if config.allow_inconclusive else ("pass",)
+
+
 def _sampling_gate(s: Summary, config: GateConfig) -> GateResult:
     final = s.verdicts.get("sampling")
     sampling = s.sampling
     verdict = final or (sampling.verdict if sampling else None) or "missing"
     detail_doc = s.verdict_details.get("sampling")
     cause = detail_doc.cause if final and detail_doc else None
-    allowed = ("pass", "inconclusive") if config.allow_inconclusive else ("pass",)
+    allowed = _allowed(config)
     k, n = (sampling.decision.k, sampling.decision.n) if sampling else (0, 0)
     conf = sampling.configured_percent if sampling else None
     detail = f"decision rate {_pct(k / n)} (k={k}, n={n})" if n else "no decisions"
@@ -190,6 +203,41 @@ def _sampling_gate(s: Summary, config: GateConfig) -> GateResult:
         f"sampling verdict {verdict}" + (f" ({basis})" if basis else "") + f": {detail}{why}; "
         f"required: {' or '.join(allowed)}",
     )
+
+
+def _verdict_gate(s: Summary, name: str, allowed: tuple[str, ...]) -> GateResult:
+    """One verdict of the run as a gate: its value, the evidence it rests on and, unless it
+    passed, its cause (from `verdict_details`)."""
+    verdict = s.verdicts[name]
+    detail = s.verdict_details.get(name)
+    evidence = (
+        f" ({detail.basis}, {detail.checked:,} checked, at least {detail.minimum:,} needed)" if detail else ""
+    )
+    why = f": {detail.cause}" if detail and detail.cause and verdict != "pass" else ""
+    return GateResult(
+        name,
+        verdict in allowed,
+        verdict,
+        " or ".join(allowed),
+        f"{name} verdict {verdict}{evidence}{why}; required: {' or '.join(allowed)}",
+    )
+
+
+def _verdict_gates(s: Summary, config: GateConfig) -> list[GateResult]:
+    """The sampling gate (unless switched off), then every other verdict of the run in the
+    summary's order; a summary without any verdict fails: the run was never judged."""
+    allowed = _allowed(config)
+    results = [_sampling_gate(s, config)] if config.sampling else []
+    if not s.verdicts:
+        results.append(
+            GateResult(
+                "verdicts", False, None, " or ".join(allowed),
+                "the summary records no verdict (`verdicts` is empty): the run was never judged; "
+                "`loadgen verify RUN_DIR` judges it",
+            )
+        )  # fmt: skip
+    results += [_verdict_gate(s, name, allowed) for name in s.verdicts if name != "sampling"]
+    return results
 
 
 def _unknown_text(unknown: int | None) -> str:
@@ -269,11 +317,13 @@ def _leak_gate(s: Summary, maximum: int) -> GateResult:
 
 
 def evaluate_gates(summary: Summary | Mapping[str, Any], config: GateConfig) -> list[GateResult]:
-    """One result per configured gate, in a fixed order (sampling, collection, reference
-    collection, p99, error rate, leaks)."""
+    """One result per configured gate, in a fixed order (sampling, the run's other verdicts,
+    collection, reference collection, p99, error rate, leaks)."""
     s = as_summary(summary)
     results: list[GateResult] = []
-    if config.sampling:
+    if config.verdicts:
+        results += _verdict_gates(s, config)
+    elif config.sampling:
         results.append(_sampling_gate(s, config))
     if config.min_collection is not None:
         mesh = s.mesh

@@ -49,11 +49,21 @@ MaxLeaked = Annotated[int | None, typer.Option("--max-leaked", min=0, help="Leak
 AllowInconclusive = Annotated[
     bool | None,
     typer.Option(
-        "--allow-inconclusive/--require-pass", help="Whether an inconclusive sampling verdict passes."
+        "--allow-inconclusive/--require-pass",
+        help="Whether an inconclusive verdict passes (default: it fails the gate).",
+    ),
+]
+VerdictGates = Annotated[
+    bool | None,
+    typer.Option(
+        "--verdict-gates/--no-verdict-gates",
+        help="Check every verdict of the run (default); --no-verdict-gates checks only the sampling "
+        "verdict and the thresholds.",
     ),
 ]
 SamplingGate = Annotated[
-    bool | None, typer.Option("--sampling-gate/--no-sampling-gate", help="Check the sampling verdict at all.")
+    bool | None,
+    typer.Option("--sampling-gate/--no-sampling-gate", help="Check the sampling verdict at all."),
 ]
 Junit = Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here (one test case per gate).")]
 
@@ -67,13 +77,14 @@ def gate(
     max_p99_ms: MaxP99 = None,
     max_leaked: MaxLeaked = None,
     allow_inconclusive: AllowInconclusive = None,
+    verdict_gates: VerdictGates = None,
     sampling_gate: SamplingGate = None,
     junit: Junit = None,
 ) -> None:
-    """Check a finished run against CI thresholds (flags over loadgen.toml [gates]).
+    """Check a finished run: every verdict must pass, and thresholds (flags, over the gates
+    table of loadgen.toml) tighten that.
 
-    Exit codes: 0 every gate passed, 1 a gate failed, 2 bad configuration or unreadable run.
-    A gate whose quantity was never measured fails: a check that checked nothing is not green."""
+    Exit codes: 0 every gate passed, 1 a gate failed (a failed verdict, or an inconclusive one without --allow-inconclusive), 2 bad configuration or unreadable run. A gate whose quantity was never measured fails: a check that checked nothing is not green."""
     summary = summary_of(run_dir)
     flags = {
         "min_collection": min_collection,
@@ -82,6 +93,7 @@ def gate(
         "max_p99_ms": max_p99_ms,
         "max_leaked": max_leaked,
         "allow_inconclusive": allow_inconclusive,
+        "verdicts": verdict_gates,
         "sampling": sampling_gate,
     }
     cfg = _config(config, flags)

@@ -54,6 +54,7 @@ def summary(**over: Any) -> dict[str, Any]:
 
 
 ALL = GateConfig(
+    verdicts=False,  # these tests are about the thresholds (and the sampling gate)
     min_collection=0.99,
     min_reference_collection=1.0,
     max_p99_ms=12.25,
@@ -69,12 +70,19 @@ def by_name(results: list[GateResult]) -> dict[str, GateResult]:
 # --- configuration ----------------------------------------------------------------------------------
 
 
-def test_defaults_check_the_sampling_verdict_and_the_error_share() -> None:
-    results = evaluate_gates(summary(), GateConfig())
-    assert [r.name for r in results] == ["sampling", "max_error_rate"]
-    assert results[0].passed and results[0].observed == "pass" and results[0].threshold == "pass"
+def test_defaults_check_every_verdict_and_the_error_share() -> None:
+    verdicts = {"load_delivered": "pass", "sampling": "pass", "mesh_collection": "pass", "no_leaks": "pass"}
+    results = evaluate_gates(summary(verdicts=verdicts), GateConfig())
+    assert [r.name for r in results] == [
+        "sampling", "load_delivered", "mesh_collection", "no_leaks", "max_error_rate",
+    ]  # fmt: skip
+    assert all(r.passed for r in results)
+    assert results[0].observed == "pass" and results[0].threshold == "pass"
     # on by default at the share that fails a run's load_delivered verdict: 0.2 % passes
-    assert results[1].passed and results[1].threshold == DEFAULT_MAX_ERROR_RATE == 0.05
+    assert results[-1].threshold == DEFAULT_MAX_ERROR_RATE == 0.05
+    # the old default (sampling and the error share only) is one switch away
+    old = evaluate_gates(summary(verdicts=verdicts), GateConfig(verdicts=False))
+    assert [r.name for r in old] == ["sampling", "max_error_rate"]
 
 
 def test_the_default_error_gate_fails_a_failing_run_and_names_the_commonest_error() -> None:
@@ -112,6 +120,7 @@ def test_toml_gates_table_with_every_key() -> None:
         users = 10            # other tables are not ours to judge
 
         [gates]
+        verdicts = true
         sampling = true
         allow-inconclusive = true
         min_collection = 0.99
@@ -122,6 +131,7 @@ def test_toml_gates_table_with_every_key() -> None:
         """
     )
     assert config == GateConfig(
+        verdicts=True,
         sampling=True,
         allow_inconclusive=True,
         min_collection=0.99,
@@ -221,13 +231,14 @@ def test_each_gate_fails_just_past_its_threshold() -> None:
 def test_inconclusive_sampling_passes_only_when_allowed_and_can_be_switched_off() -> None:
     s = summary()
     s["sampling"]["verdict"] = "inconclusive"
-    assert not evaluate_gates(s, GateConfig())[0].passed
-    allowed = evaluate_gates(s, GateConfig(allow_inconclusive=True))[0]
+    assert not evaluate_gates(s, GateConfig(verdicts=False))[0].passed
+    allowed = evaluate_gates(s, GateConfig(verdicts=False, allow_inconclusive=True))[0]
     assert allowed.passed and allowed.threshold == "pass or inconclusive"
     s["sampling"]["verdict"] = "fail"
-    assert not evaluate_gates(s, GateConfig(allow_inconclusive=True))[0].passed
-    assert [r.name for r in evaluate_gates(s, GateConfig(sampling=False))] == ["max_error_rate"]
-    assert evaluate_gates(s, GateConfig(sampling=False, max_error_rate=None)) == []
+    assert not evaluate_gates(s, GateConfig(verdicts=False, allow_inconclusive=True))[0].passed
+    only_errors = evaluate_gates(s, GateConfig(verdicts=False, sampling=False))
+    assert [r.name for r in only_errors] == ["max_error_rate"]
+    assert evaluate_gates(s, GateConfig(verdicts=False, sampling=False, max_error_rate=None)) == []
     assert gates_exit_code([]) == 0
 
 
@@ -253,11 +264,11 @@ def test_no_leaks_gate_needs_queried_traces() -> None:
     """leaked == 0 with nothing queried (the backend gone) is no evidence of no leaks."""
     s = summary()
     s["mesh"]["leak_checked"] = 0
-    r = by_name(evaluate_gates(s, GateConfig(sampling=False, max_leaked=0)))["max_leaked"]
+    r = by_name(evaluate_gates(s, GateConfig(verdicts=False, sampling=False, max_leaked=0)))["max_leaked"]
     assert not r.passed and r.observed is None
     assert "no decided-not-sampled trace was queried (n = 0)" in r.message
     s["mesh"]["leak_checked"] = 120
-    r = by_name(evaluate_gates(s, GateConfig(sampling=False, max_leaked=0)))["max_leaked"]
+    r = by_name(evaluate_gates(s, GateConfig(verdicts=False, sampling=False, max_leaked=0)))["max_leaked"]
     assert r.passed and r.message == "0 traces leaked of 120 queried <= maximum 0"
 
 
@@ -278,6 +289,41 @@ def test_sampling_gate_reads_the_final_verdict_and_its_cause() -> None:
     assert not r.passed and r.observed == "inconclusive"
     assert f"({cause})" in r.message
     assert evaluate_gates(s, GateConfig(allow_inconclusive=True))[0].passed
+
+
+def test_every_verdict_is_a_gate_named_after_it_with_its_evidence_and_cause() -> None:
+    s = summary(verdicts={"load_delivered": "pass", "mesh_collection": "fail", "no_leaks": "inconclusive"})
+    s["verdict_details"] = {
+        "mesh_collection": {
+            "verdict": "fail", "checked": 1000, "minimum": 1, "basis": "wilson95", "cause": "lost spans",
+        },
+        "no_leaks": {"verdict": "inconclusive", "checked": 0, "minimum": 1, "basis": "exact", "cause": "none queried"},
+    }  # fmt: skip
+    r = by_name(evaluate_gates(s, GateConfig(max_error_rate=None)))
+    assert list(r) == ["sampling", "load_delivered", "mesh_collection", "no_leaks"]
+    assert r["load_delivered"].passed and r["load_delivered"].message == (
+        "load_delivered verdict pass; required: pass"  # no verdict_details: no evidence to show
+    )
+    assert not r["mesh_collection"].passed and r["mesh_collection"].observed == "fail"
+    assert r["mesh_collection"].message == (
+        "mesh_collection verdict fail (wilson95, 1,000 checked, at least 1 needed): lost spans; required: pass"
+    )
+    assert not r["no_leaks"].passed and r["no_leaks"].threshold == "pass"
+    loose = by_name(
+        evaluate_gates(s, GateConfig(allow_inconclusive=True, sampling=False, max_error_rate=None))
+    )
+    assert list(loose) == ["load_delivered", "mesh_collection", "no_leaks"]  # sampling left out
+    assert loose["no_leaks"].passed and not loose["mesh_collection"].passed
+    assert loose["no_leaks"].message.endswith(": none queried; required: pass or inconclusive")
+
+
+def test_a_summary_without_verdicts_fails_the_verdicts_gate() -> None:
+    r = by_name(evaluate_gates(summary(), GateConfig(sampling=False, max_error_rate=None)))
+    assert list(r) == ["verdicts"] and not r["verdicts"].passed and r["verdicts"].observed is None
+    assert "never judged" in r["verdicts"].message
+    # the sampling gate still reads the reconciler's sampling verdict of such a summary
+    r = by_name(evaluate_gates(summary(), GateConfig(max_error_rate=None)))
+    assert list(r) == ["sampling", "verdicts"] and r["sampling"].passed
 
 
 # --- JUnit --------------------------------------------------------------------------------------------
