@@ -16,7 +16,14 @@ from loadgen.cli.crash import crash_folder
 from loadgen.cli.inputs import summary_of
 from loadgen.cli.options import RunDirArg
 from loadgen.cli.verify import verify_or_rebuild
-from loadgen.report.compare import compare_summaries, render_comparison_markdown
+from loadgen.ledger import read_rows
+from loadgen.report.compare import (
+    answered_latencies,
+    change_text,
+    compare_summaries,
+    render_comparison_markdown,
+    value_text,
+)
 from loadgen.report.html import render_run_folder
 from loadgen.report.render import render_markdown, render_terminal
 from loadgen.summary.model import Summary
@@ -29,7 +36,7 @@ Baseline = Annotated[
     Path | None,
     typer.Option(
         "--baseline",
-        help="Another run folder to compare with (writes comparison.md/.json).",
+        help="Another run folder to compare with: comparison.md/.json and a section of report.html; each measure says whether it is different and by which rule.",
         exists=True,
         file_okay=False,
     ),
@@ -59,18 +66,34 @@ def report(
         verify_or_rebuild(run_dir, "", 30.0)
     summary = summary_of(run_dir)
     (run_dir / "report.md").write_text(render_markdown(summary))
-    written = render_run_folder(run_dir, window_s=window)
+    cmp = _comparison(run_dir, summary, baseline) if baseline is not None else None
+    written = render_run_folder(run_dir, window_s=window, comparison=cmp)
     for table in render_terminal(summary):
         out.print(table)
-    if baseline is not None:
-        written += _compare(run_dir, summary, baseline)
+    if cmp is not None:
+        written += _write_comparison(run_dir, cmp)
     for path in [run_dir / "report.md", *written]:
         out.print(f"wrote {path}", markup=False)
 
 
-def _compare(run_dir: Path, summary: Summary, baseline: Path) -> list[Path]:
+def _latencies(run_dir: Path) -> dict[str, list[float]] | None:
+    """The answered requests' latencies per mode from the run's ledger (None without one)."""
+    try:
+        return answered_latencies(read_rows(run_dir / "ledger.jsonl"))
+    except OSError:
+        return None
+
+
+def _comparison(run_dir: Path, summary: Summary, baseline: Path) -> dict[str, Any]:
+    """The run against the baseline run; both ledgers' latencies, when there, test the p99s."""
+    base_summary = summary_of(baseline)
+    cur_lat, base_lat = _latencies(run_dir), _latencies(baseline)
+    latencies = (cur_lat, base_lat) if cur_lat is not None and base_lat is not None else None
+    return compare_summaries(summary, base_summary, latencies=latencies)
+
+
+def _write_comparison(run_dir: Path, cmp: dict[str, Any]) -> list[Path]:
     """comparison.json/.md against the baseline run, its table and verdict changes shown."""
-    cmp = compare_summaries(summary, summary_of(baseline))
     (run_dir / "comparison.json").write_text(json.dumps(cmp, indent=2) + "\n")
     (run_dir / "comparison.md").write_text(render_comparison_markdown(cmp))
     out.print(_comparison_table(cmp))
@@ -84,7 +107,10 @@ def _comparison_table(cmp: dict[str, Any]) -> Table:
     for col in ("measure", "baseline", "current", "delta", "change"):
         table.add_column(col)
     for row in cmp["rows"]:
-        cells = [row["measure"], row["baseline"], row["current"], row["delta"], row["change"]]
-        text = [escape("-" if c is None else f"{c:.4g}" if isinstance(c, float) else str(c)) for c in cells]
-        table.add_row(*text, style="bold" if row["change"] in ("changed", "different") else None)
+        cells = [
+            row["measure"],
+            *(value_text(row, k) for k in ("baseline", "current", "delta")),
+            change_text(row),
+        ]
+        table.add_row(*map(escape, cells), style="bold" if row["change"] == "different" else None)
     return table

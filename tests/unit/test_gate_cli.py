@@ -109,3 +109,36 @@ def test_an_all_pass_run_passes_and_flags_still_tighten(
     # the old default, sampling and the thresholds only, is one switch away
     code, stdout = _gate(run_dir, ["--no-verdict-gates"], monkeypatch, capsys)
     assert list(_lines(stdout)) == ["sampling", "max_error_rate"] and code == 1  # 9.1 % > 5 %
+
+
+def test_report_baseline_writes_the_comparison_into_the_html_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`loadgen report --baseline` (issue 13, item 7): comparison.json/.md and a section of
+    report.html; the ledgers' latencies feed the p99 test."""
+    runs = [_run_folder(tmp_path, m) for m in (0.99, 0.40)]
+    for i, run_dir in enumerate(runs):  # answered requests of mode none: 1..100 ms, 51..150 ms in the 2nd
+        values = [v + 50 * i for v in range(1, 101)]
+        lines = [
+            json.dumps({"mode": "none", "status": 200, "latency_ms": v, "ts": 100.0 + v}) for v in values
+        ]
+        (run_dir / "ledger.jsonl").write_text("\n".join(lines) + "\n")
+        summary = json.loads((run_dir / "summary.json").read_text())
+        summary["latency_ms"]["none"].update(n=100, p99=99.01 + 50 * i)  # position 98.01 of 0..99
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["loadgen", "report", str(runs[1]), "--baseline", str(runs[0])])
+    monkeypatch.setattr(cli, "_interrupts_as_keyboard_interrupt", lambda: None)
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code in (0, None), capsys.readouterr()
+    cmp = json.loads((runs[1] / "comparison.json").read_text())
+    p99 = {r["measure"]: r for r in cmp["rows"]}["p99 latency none"]
+    # +50 ms is past the practical threshold, so both ledgers are read for the test: the pooled
+    # 99th percentile is 148.01, above it 2 of the current run (149, 150) and none of the baseline;
+    # expected 1 < 5 -> Fisher: p = 2 C(100,2) / C(200,2) = 2 * 4950 / 19900 = 0.4975
+    assert p99["test"] == "quantile" and p99["p_value"] == pytest.approx(2 * 4950 / 19900)
+    assert (p99["change"], p99["basis"]) == ("same", "p = 0.50, not significant at 0.05")
+    html = (runs[1] / "report.html").read_text()
+    assert '<section id="comparison">' in html and "Compared with baseline" in html
+    assert "mesh_collection: " in html and "compared with baseline" in (runs[1] / "comparison.md").read_text()

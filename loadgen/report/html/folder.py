@@ -27,10 +27,13 @@ def _load_steps(run_dir: Path) -> tuple[list[Mapping[str, Any]] | None, int | No
     return steps_of(data)
 
 
-def render_run_folder(run_dir: Path, *, window_s: float = 1.0) -> list[Path]:
+def render_run_folder(
+    run_dir: Path, *, window_s: float = 1.0, comparison: Mapping[str, Any] | None = None
+) -> list[Path]:
     """Write report.html, modes.csv and timeseries.csv into a run folder (from its summary.json,
     ledger.jsonl and fetched.jsonl; capacity steps from summary["capacity"] or steps.json).
-    Returns the written paths. Raises OSError/ValueError when summary.json is unreadable."""
+    `comparison` (against a baseline run) adds its section. Returns the written paths. Raises
+    OSError/ValueError when summary.json is unreadable."""
     summary = json.loads((run_dir / "summary.json").read_text())
     if not isinstance(summary, dict):
         raise ValueError(f"{run_dir / 'summary.json'} is not a JSON object")
@@ -47,7 +50,7 @@ def render_run_folder(run_dir: Path, *, window_s: float = 1.0) -> list[Path]:
     steps, knee = _load_steps(run_dir)
     written: list[Path] = []
     for name, text in (
-        ("report.html", render_html(summary, timeseries, steps=steps, knee=knee)),
+        ("report.html", render_html(summary, timeseries, steps=steps, knee=knee, comparison=comparison)),
         ("modes.csv", modes_csv(summary)),
         ("timeseries.csv", timeseries_csv(timeseries)),
     ):

@@ -11,6 +11,7 @@ from loadgen.report.html.capacity import capacity_section, steps_of
 from loadgen.report.html.cards import cards_section, overall_section, overall_word
 from loadgen.report.html.charts import charts_section
 from loadgen.report.html.common import as_dict, esc, utc_text, verdict_class
+from loadgen.report.html.comparison import comparison_section
 from loadgen.report.html.sections import (
     details_section,
     header_modes_table,
@@ -116,17 +117,20 @@ def render_html(
     *,
     steps: Sequence[Mapping[str, Any]] | None = None,
     knee: int | None = None,
+    comparison: Mapping[str, Any] | None = None,
 ) -> str:
     """The report page (pure). `timeseries` is `ledger_timeseries(...)`'s dict (None: no over-time
     charts). `steps` are capacity steps as loadgen.capacity writes them to steps.json (`label`,
     `target_rps` or `users`, `achieved_rps`, `p50_ms`/`p99_ms`, `collection` and `errors` as
     `{k, n, rate, ci95}`, `breaches`, `knee: true` on the knee step) and `knee` is the index of
     the knee step; both are read from `summary["capacity"]` (`{"steps": [...], "knee": index}`)
-    when `steps` is not given."""
+    when `steps` is not given. `comparison` is `compare_summaries`'s dict against a baseline run
+    (`loadgen report --baseline`): a section after the cards."""
     ts: Mapping[str, Any] = timeseries or {}
     if steps is None:
         steps, knee = steps_of(summary.get("capacity"))
     body = [_header(summary), overall_section(summary), cards_section(summary)]
+    body.append(comparison_section(comparison))
     if steps:
         body.append(capacity_section(steps, knee))
     body += [
