@@ -238,12 +238,15 @@ def stop_pid(pid: int, timeout_s: float = 10.0) -> None:
 
 
 class Collector:
-    """`python -m loadgen.stack.collector --port 0 --data-dir DIR`, stopped by PID."""
+    """`python -m loadgen.stack.collector --port 0 --data-dir DIR`, stopped by PID. With
+    `otlp_grpc`, also `--otlp-grpc-port 0`: `grpc_target` is then the HOST:PORT of its OTLP/gRPC."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, otlp_grpc: bool = False) -> None:
         self.data_dir = data_dir
+        self.otlp_grpc = otlp_grpc
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.grpc_target = ""
 
     @property
     def pid(self) -> int:
@@ -261,6 +264,7 @@ class Collector:
                 "0",
                 "--data-dir",
                 str(self.data_dir),
+                *(["--otlp-grpc-port", "0"] if self.otlp_grpc else []),
             ],
             stdout=subprocess.PIPE,
             stderr=log,
@@ -272,7 +276,10 @@ class Collector:
         line = self.proc.stdout.readline()  # one JSON ready line
         if not line:
             raise RuntimeError(f"collector did not start; see {self.data_dir.parent / 'collector.log'}")
-        self.url = str(json.loads(line)["url"])
+        ready = json.loads(line)
+        self.url = str(ready["url"])
+        if self.otlp_grpc:  # "otlp_grpc_url": "http://127.0.0.1:PORT"
+            self.grpc_target = str(ready["otlp_grpc_url"]).removeprefix("http://")
         return self
 
     def stop(self) -> None:

@@ -1,6 +1,7 @@
 """Ingest rate of the embedded collector: Zipkin v2 JSON spans/s and spans per collector CPU-second.
 
     python bench/collector_ingest.py [--quick] [--spans N] [--connections C] [--batch-sizes 5,100]
+                                     [--protocol zipkin|otlp-http|otlp-grpc[,...]]
 
 Starts `python -m loadgen.stack.collector --port 0 --data-dir TMP` (fresh per batch size, stopped by
 PID), pre-builds Envoy-shaped spans (the 3 spans per request the embedded mesh really sends:
@@ -12,6 +13,13 @@ process (a separate client process from the collector) over C concurrent keep-al
 Baseline: the span output of one Envoy gateway at 100 % sampling, taken from shared/ENVOY-NOTES.md
 ("Cost": ~6k req/s on this machine at best x 3 spans per request = 18k spans/s). The ratio says how
 many such gateways one collector core keeps up with.
+
+--protocol otlp-http / otlp-grpc (comma-separated for both): the same spans also as OTLP
+ExportTraceServiceRequest protobuf (one ResourceSpans per service.name, Envoy's tags as string
+attributes), same batch sizes, POSTed to /v1/traces or sent as TraceService/Export calls (grpc.aio,
+C channels, bodies pre-serialized) to the collector's --otlp-grpc-port; each batch size is measured
+over Zipkin first, then over each OTLP protocol, on fresh collectors. Extra ratio: OTLP spans per
+collector CPU-second / Zipkin JSON's in the same run.
 """
 
 from __future__ import annotations
@@ -24,10 +32,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp
+import grpc
 from _common import (
     Collector,
     banner,
@@ -38,44 +48,79 @@ from _common import (
     ratio_line,
     self_cpu_s,
 )
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 ENVOY_REQ_PER_S = 6000.0  # ENVOY-NOTES "Cost": gateway at 100 % sampling, ~4.7-6.2k req/s
 SPANS_PER_REQUEST = 3  # gateway SERVER + gateway CLIENT + sidecar SERVER
 ENVOY_SPANS_PER_S = ENVOY_REQ_PER_S * SPANS_PER_REQUEST
 GOAL_SPANS_PER_CPU_S = 50_000.0
+PROTOCOLS = ("zipkin", "otlp-http", "otlp-grpc")
+OTLP_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+OTLP_KINDS = {"SERVER": Span.SPAN_KIND_SERVER, "CLIENT": Span.SPAN_KIND_CLIENT}
+
+Body = tuple[bytes, int]  # a request body and the spans it holds
 
 
-def build_bodies(total_spans: int, batch_size: int, seed: int) -> list[bytes]:
+def otlp_body(spans: list[dict[str, Any]]) -> bytes:
+    """Zipkin-shaped Envoy spans as the OTLP protobuf body Envoy's OpenTelemetry tracer would send:
+    one ResourceSpans per service.name, the tags as string attributes (no Zipkin annotations)."""
+    request = ExportTraceServiceRequest()
+    by_service: dict[str, list[dict[str, Any]]] = {}
+    for span in spans:
+        by_service.setdefault(span["localEndpoint"]["serviceName"], []).append(span)
+    for service, group in by_service.items():
+        rs = request.resource_spans.add()
+        rs.resource.attributes.add(key="service.name", value=AnyValue(string_value=service))
+        scope = rs.scope_spans.add()
+        for z in group:
+            sp = scope.spans.add(
+                trace_id=bytes.fromhex(z["traceId"]), span_id=bytes.fromhex(z["id"]), name=z["name"],
+                kind=OTLP_KINDS[z["kind"]], start_time_unix_nano=z["timestamp"] * 1000,
+                end_time_unix_nano=(z["timestamp"] + z["duration"]) * 1000,
+            )  # fmt: skip
+            if "parentId" in z:
+                sp.parent_span_id = bytes.fromhex(z["parentId"])
+            for key, value in z["tags"].items():
+                sp.attributes.add(key=key, value=AnyValue(string_value=value))
+    body: bytes = request.SerializeToString()
+    return body
+
+
+def build_bodies(total_spans: int, batch_size: int, seed: int, protocol: str = "zipkin") -> list[Body]:
     rng = random.Random(seed)
     ts = int(time.time() * 1e6)
-    spans: list[dict[str, object]] = []
+    spans: list[dict[str, Any]] = []
     while len(spans) < total_spans:
         spans.extend(envoy_trace(rng, ts))
         ts += 150
     spans = spans[:total_spans]
-    return [
-        json.dumps(spans[i : i + batch_size], separators=(",", ":")).encode()
-        for i in range(0, len(spans), batch_size)
-    ]
+    batches = [spans[i : i + batch_size] for i in range(0, len(spans), batch_size)]
+    if protocol == "zipkin":
+        return [(json.dumps(b, separators=(",", ":")).encode(), len(b)) for b in batches]
+    return [(otlp_body(b), len(b)) for b in batches]
 
 
 async def post_all(
-    url: str, bodies: list[bytes], batch_size: int, connections: int
+    url: str, bodies: list[Body], batch_size: int, connections: int, protocol: str = "zipkin"
 ) -> tuple[int, int, float]:
-    """POST every body; returns (spans acknowledged with 202, non-202 answers, wall seconds)."""
-    endpoint = f"{url}/api/v2/spans"
+    """POST every body; returns (spans acknowledged with 202 (OTLP: 200), other answers, wall s)."""
+    zipkin = protocol == "zipkin"
+    endpoint = f"{url}/api/v2/spans" if zipkin else f"{url}/v1/traces"
     queue = iter(bodies)
     ok_spans = 0
     bad = 0
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json" if zipkin else "application/x-protobuf"}
+    want = 202 if zipkin else 200
 
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal ok_spans, bad
-        for body in queue:  # the shared iterator hands each body to exactly one worker
+        for body, n_spans in queue:  # the shared iterator hands each body to exactly one worker
             async with session.post(endpoint, data=body, headers=headers) as resp:
                 await resp.read()
-                if resp.status == 202:
-                    ok_spans += body.count(b'"traceId"')
+                if resp.status == want:
+                    ok_spans += n_spans
                 else:
                     bad += 1
 
@@ -89,14 +134,50 @@ async def post_all(
     return ok_spans, bad, wall
 
 
-def measure(batch_size: int, total_spans: int, connections: int, tmp: Path) -> list[object]:
-    bodies = build_bodies(total_spans, batch_size, seed=batch_size)
-    mean_bytes = sum(len(b) for b in bodies) / len(bodies)
-    workdir = tmp / f"batch{batch_size}"
+async def export_all(target: str, bodies: list[Body], connections: int) -> tuple[int, int, float]:
+    """TraceService/Export every body over `connections` channels (each its own TCP connection);
+    returns (spans answered OK, other answers, wall seconds)."""
+    options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_send_message_length", 64 << 20)]
+    channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(connections)]
+    queue = iter(bodies)
+    ok_spans = 0
+    bad = 0
+
+    async def worker(channel: grpc.aio.Channel) -> None:
+        nonlocal ok_spans, bad
+        export = channel.unary_unary(OTLP_EXPORT)  # no (de)serializer: the bodies are already bytes
+        for body, n_spans in queue:
+            try:
+                await export(body, timeout=60)
+                ok_spans += n_spans
+            except grpc.aio.AioRpcError:
+                bad += 1
+
+    try:
+        # Connect every channel first so connection set-up is not in the measurement.
+        await asyncio.gather(*(ch.channel_ready() for ch in channels))
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(ch) for ch in channels))
+        wall = time.perf_counter() - t0
+    finally:
+        await asyncio.gather(*(ch.close() for ch in channels))
+    return ok_spans, bad, wall
+
+
+def measure(
+    batch_size: int, total_spans: int, connections: int, tmp: Path, protocol: str = "zipkin"
+) -> list[object]:
+    bodies = build_bodies(total_spans, batch_size, seed=batch_size, protocol=protocol)
+    mean_bytes = sum(len(b) for b, _ in bodies) / len(bodies)
+    workdir = tmp / f"batch{batch_size}-{protocol}"
     (workdir / "data").mkdir(parents=True)
-    with Collector(workdir / "data") as collector:
+    with Collector(workdir / "data", otlp_grpc=protocol == "otlp-grpc") as collector:
         cpu0, client0 = proc_cpu_s(collector.pid), self_cpu_s()
-        ok_spans, bad, wall = asyncio.run(post_all(collector.url, bodies, batch_size, connections))
+        if protocol == "otlp-grpc":
+            sent = export_all(collector.grpc_target, bodies, connections)
+        else:
+            sent = post_all(collector.url, bodies, batch_size, connections, protocol)
+        ok_spans, bad, wall = asyncio.run(sent)
         cpu = proc_cpu_s(collector.pid) - cpu0
         client_cpu = self_cpu_s() - client0
         import urllib.request
@@ -106,7 +187,7 @@ def measure(batch_size: int, total_spans: int, connections: int, tmp: Path) -> l
     if stats["spans_accepted"] != ok_spans or bad:
         print(
             f"   ! collector accepted {stats['spans_accepted']} spans, client saw {ok_spans} acknowledged, "
-            f"{bad} non-202 answers",
+            f"{bad} {'non-202 answers' if protocol == 'zipkin' else protocol + ' refusals'}",
             file=sys.stderr,
         )
     rate = ok_spans / wall
@@ -126,47 +207,46 @@ def measure(batch_size: int, total_spans: int, connections: int, tmp: Path) -> l
     ]
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="seconds, tiny sizes (smoke test)")
-    p.add_argument("--spans", type=int, default=200_000, help="spans POSTed per batch size (default 200000)")
-    p.add_argument("--connections", type=int, default=4, help="concurrent connections (default 4)")
-    p.add_argument("--batch-sizes", default="5,100", help="spans per POST (default 5,100)")
-    args = p.parse_args()
-    if args.quick:
-        args.spans = 3000
-    sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
-    banner(
-        f"collector ingest: {args.spans:,} Envoy-shaped spans per batch size, {args.connections} connections",
-        args.quick,
-    )
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp:
-        for size in sizes:
-            rows.append(measure(size, args.spans, args.connections, Path(tmp)))
-    print_table(
-        [
-            "spans/POST",
-            "POSTs",
-            "bytes/POST",
-            "spans 202'd",
-            "spans stored",
-            "non-202",
-            "wall s",
-            "spans/s",
-            "collector CPU %",
-            "spans/collector CPU-s",
-            "client CPU %",
-        ],
-        rows,
-    )
-    print(
-        f"   baseline: Envoy gateway span output at 100 % sampling = {ENVOY_REQ_PER_S:,.0f} req/s x "
-        f"{SPANS_PER_REQUEST} spans = {ENVOY_SPANS_PER_S:,.0f} spans/s (shared/ENVOY-NOTES.md, 'Cost')"
-    )
-    print()
+COLUMNS = [
+    "spans/POST",
+    "POSTs",
+    "bytes/POST",
+    "spans 202'd",
+    "spans stored",
+    "non-202",
+    "wall s",
+    "spans/s",
+    "collector CPU %",
+    "spans/collector CPU-s",
+    "client CPU %",
+]
+OTLP_COLUMNS = [
+    "protocol",
+    "spans/request",
+    "requests",
+    "bytes/request",
+    "spans acked",
+    "spans stored",
+    "refused",
+]
+OTLP_COLUMNS += COLUMNS[len(OTLP_COLUMNS) - 1 :]
+
+
+def parse_protocols(text: str) -> list[str]:
+    """`--protocol`: zipkin or a comma-separated list of OTLP protocols; Zipkin always comes first."""
+    given = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in given if t not in PROTOCOLS]
+    if bad or not given:
+        raise argparse.ArgumentTypeError(f"must be {' or '.join(PROTOCOLS)} (comma-separated), got {text!r}")
+    return ["zipkin", *(t for t in PROTOCOLS[1:] if t in given)]
+
+
+def print_closing(rows: list[list[object]], protocols: list[str]) -> None:
+    zipkin_per_cpu = {row[1]: float(row[10]) for row in rows if row[0] == "zipkin"}
     for row in rows:
-        size, rate, per_cpu = row[0], float(row[7]), float(row[9])
+        if row[0] != "zipkin":
+            continue
+        size, rate, per_cpu = row[1], float(row[8]), float(row[10])
         ratio_line(
             f"collector spans per CPU-second / {GOAL_SPANS_PER_CPU_S:,.0f} goal @ {size} spans/POST",
             per_cpu / GOAL_SPANS_PER_CPU_S,
@@ -179,6 +259,55 @@ def main() -> int:
             per_cpu / ENVOY_SPANS_PER_S,
             note=f"(wall rate {rate:,.0f} spans/s = {rate / ENVOY_SPANS_PER_S:.3f} x Envoy)",
         )
+    for row in rows:
+        if row[0] == "zipkin":
+            continue
+        size, per_cpu, base = row[1], float(row[10]), zipkin_per_cpu.get(row[1], 0.0)
+        ratio_line(
+            f"{row[0]} / zipkin JSON spans per collector CPU-second @ {size} spans/request",
+            per_cpu / base if base else None,
+            note=f"({per_cpu:,.0f} vs {base:,.0f} spans per collector CPU-s, same run)",
+        )
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="seconds, tiny sizes (smoke test)")
+    p.add_argument("--spans", type=int, default=200_000, help="spans POSTed per batch size (default 200000)")
+    p.add_argument("--connections", type=int, default=4, help="concurrent connections (default 4)")
+    p.add_argument("--batch-sizes", default="5,100", help="spans per POST (default 5,100)")
+    p.add_argument(
+        "--protocol",
+        type=parse_protocols,
+        default=["zipkin"],
+        help="zipkin (default), otlp-http, otlp-grpc or otlp-http,otlp-grpc: OTLP is measured "
+        "after Zipkin JSON at each batch size and compared with it",
+    )
+    args = p.parse_args()
+    if args.quick:
+        args.spans = 3000
+    sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
+    protocols: list[str] = args.protocol
+    banner(
+        f"collector ingest: {args.spans:,} Envoy-shaped spans per batch size, {args.connections} connections"
+        + (f"; protocols {', '.join(protocols)}" if len(protocols) > 1 else ""),
+        args.quick,
+    )
+    rows: list[list[object]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp:
+        for size in sizes:
+            for protocol in protocols:
+                rows.append([protocol, *measure(size, args.spans, args.connections, Path(tmp), protocol)])
+    if len(protocols) > 1:
+        print_table(OTLP_COLUMNS, rows)
+    else:
+        print_table(COLUMNS, [row[1:] for row in rows])
+    print(
+        f"   baseline: Envoy gateway span output at 100 % sampling = {ENVOY_REQ_PER_S:,.0f} req/s x "
+        f"{SPANS_PER_REQUEST} spans = {ENVOY_SPANS_PER_S:,.0f} spans/s (shared/ENVOY-NOTES.md, 'Cost')"
+    )
+    print()
+    print_closing(rows, protocols)
     footer()
     return 0
 

@@ -1,6 +1,6 @@
 """Side-emitter throughput: loadgen's ReferenceEmitter vs the plain OpenTelemetry SDK pipeline.
 
-    python bench/emitter.py [--quick] [--traces N] [--rounds R]
+    python bench/emitter.py [--quick] [--traces N] [--rounds R] [--protocol zipkin|otlp-http|otlp-grpc]
 
 Starts the embedded collector (`python -m loadgen.stack.collector`, stopped by PID), then in this
 process, alternately (a, b, a, b, ...):
@@ -15,6 +15,10 @@ accounting must hold: started = exported + failed + dropped (traces and spans). 
 max_queue_size (2048) a burst can overflow the queue; the queue is then grown (x4) until nothing is
 dropped, and the rows say so. CPU is this process's (generator + exporter threads) and the
 collector's, so "spans per emitter CPU-second" is the one-core figure.
+
+--protocol otlp-http / otlp-grpc: (a) is `ReferenceEmitter(..., protocol=...)` and (b) the plain SDK
+with the same OTLP exporter (opentelemetry-exporter-otlp-proto-http to <collector>/v1/traces, or
+-proto-grpc to the collector's --otlp-grpc-port; no compression, as loadgen configures it).
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import grpc
 from _common import (
     Collector,
     banner,
@@ -38,6 +44,9 @@ from _common import (
     ratio_line,
     self_cpu_s,
 )
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 from opentelemetry.exporter.zipkin.json import ZipkinExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -46,21 +55,27 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, set_span_in_context
 
 from loadgen.emitter import ReferenceEmitter, zipkin_spans_url
+from loadgen.emitter.protocols import ReferenceProtocol, otlp_traces_url
 
 CHILDREN = 2
 GOAL_SPANS_PER_S = 20_000.0
 DEFAULT_QUEUE = 2048
 
 
-def run_loadgen(url: str, n: int, queue: int, tmp: Path, tag: str, collector_pid: int) -> dict[str, object]:
+def run_loadgen(
+    collector: Collector, n: int, queue: int, tmp: Path, tag: str, protocol: str
+) -> dict[str, object]:
     emitter = ReferenceEmitter(
-        url,
+        collector.url,
         f"bench-{tag}",
         tmp / f"{tag}.reference.jsonl",
         rate_per_s=0,
         children=CHILDREN,
         max_queue_size=queue,
+        protocol=protocol,
+        grpc_endpoint=collector.grpc_target or None,
     )
+    collector_pid = collector.pid
     c0, k0, t0 = self_cpu_s(), proc_cpu_s(collector_pid), time.perf_counter()
     emitter.emit_burst(n)
     gen_s = time.perf_counter() - t0
@@ -99,8 +114,25 @@ class _CountingExporter(SpanExporter):
         self.inner.shutdown()
 
 
-def run_sdk(url: str, n: int, queue: int, collector_pid: int) -> dict[str, object]:
-    exporter = _CountingExporter(ZipkinExporter(endpoint=zipkin_spans_url(url), timeout=5))
+def plain_exporter(collector: Collector, protocol: str) -> SpanExporter:
+    """The exporter loadgen builds for `protocol`, as a plain SDK user would configure it."""
+    if protocol == ReferenceProtocol.OTLP_HTTP:
+        return HttpSpanExporter(
+            endpoint=otlp_traces_url(collector.url), timeout=5, compression=Compression.NoCompression
+        )
+    if protocol == ReferenceProtocol.OTLP_GRPC:
+        return GrpcSpanExporter(
+            endpoint=collector.grpc_target,
+            insecure=True,
+            timeout=5,
+            compression=grpc.Compression.NoCompression,
+        )
+    return ZipkinExporter(endpoint=zipkin_spans_url(collector.url), timeout=5)
+
+
+def run_sdk(collector: Collector, n: int, queue: int, protocol: str) -> dict[str, object]:
+    exporter = _CountingExporter(plain_exporter(collector, protocol))
+    collector_pid = collector.pid
     provider = TracerProvider(
         resource=Resource.create({SERVICE_NAME: "bench-plain-sdk"}), sampler=ALWAYS_ON, shutdown_on_exit=False
     )
@@ -138,6 +170,42 @@ def run_sdk(url: str, n: int, queue: int, collector_pid: int) -> dict[str, objec
     }  # fmt: skip
 
 
+@dataclass
+class Measured:
+    rows: list[dict[str, object]] = field(default_factory=list)
+    queue: int = DEFAULT_QUEUE
+    balanced_all: bool = True
+    pairs: list[float] = field(default_factory=list)
+    a_rates: list[float] = field(default_factory=list)
+    b_rates: list[float] = field(default_factory=list)
+    a_cpu: list[float] = field(default_factory=list)
+
+
+def measure(traces: int, rounds: int, protocol: str, tmp: Path) -> Measured:
+    m = Measured()
+    (tmp / "data").mkdir()
+    with Collector(tmp / "data", otlp_grpc=protocol == ReferenceProtocol.OTLP_GRPC) as collector:
+        # Tune: grow the queue until a burst drops nothing.
+        while True:
+            r = run_loadgen(collector, traces, m.queue, tmp, f"tune{m.queue}", protocol)
+            r["what"] = f"a loadgen (queue tuning{', default' if m.queue == DEFAULT_QUEUE else ''})"
+            m.rows.append(r)
+            m.balanced_all &= r["balanced"] == "yes"
+            if not r["dropped"] or m.queue >= traces * (1 + CHILDREN):
+                break
+            m.queue *= 4
+        for i in range(rounds):
+            a = run_loadgen(collector, traces, m.queue, tmp, f"a{i}", protocol)
+            b = run_sdk(collector, traces, m.queue, protocol)
+            m.rows += [a, b]
+            m.balanced_all &= a["balanced"] == "yes"
+            m.pairs.append(float(a["rate"]) / float(b["rate"]))
+            m.a_rates.append(float(a["rate"]))
+            m.b_rates.append(float(b["rate"]))
+            m.a_cpu.append(float(a["per_cpu"]))
+    return m
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="seconds, tiny sizes (smoke test)")
@@ -145,41 +213,24 @@ def main() -> int:
         "--traces", type=int, default=20_000, help="traces per burst (3 spans each; default 20000)"
     )
     p.add_argument("--rounds", type=int, default=3, help="a/b pairs at the tuned queue size (default 3)")
+    p.add_argument(
+        "--protocol",
+        choices=[str(x) for x in ReferenceProtocol],
+        default=str(ReferenceProtocol.ZIPKIN),
+        help="how both emitters export (default zipkin); the plain SDK uses the same exporter",
+    )
     args = p.parse_args()
     if args.quick:
         args.traces, args.rounds = 300, 1
+    over = "" if args.protocol == ReferenceProtocol.ZIPKIN else f" over {args.protocol}"
     banner(
-        f"side-emitter: bursts of {args.traces:,} traces ({args.traces * (1 + CHILDREN):,} spans)", args.quick
+        f"side-emitter: bursts of {args.traces:,} traces ({args.traces * (1 + CHILDREN):,} spans){over}",
+        args.quick,
     )
-    rows: list[dict[str, object]] = []
-    balanced_all = True
     with tempfile.TemporaryDirectory(prefix="bench-emitter-") as tmp_s:
-        tmp = Path(tmp_s)
-        (tmp / "data").mkdir()
-        with Collector(tmp / "data") as collector:
-            # Tune: grow the queue until a burst drops nothing.
-            queue = DEFAULT_QUEUE
-            while True:
-                r = run_loadgen(collector.url, args.traces, queue, tmp, f"tune{queue}", collector.pid)
-                r["what"] = f"a loadgen (queue tuning{', default' if queue == DEFAULT_QUEUE else ''})"
-                rows.append(r)
-                balanced_all &= r["balanced"] == "yes"
-                if not r["dropped"] or queue >= args.traces * (1 + CHILDREN):
-                    break
-                queue *= 4
-            pairs: list[float] = []
-            a_rates: list[float] = []
-            b_rates: list[float] = []
-            a_cpu: list[float] = []
-            for i in range(args.rounds):
-                a = run_loadgen(collector.url, args.traces, queue, tmp, f"a{i}", collector.pid)
-                b = run_sdk(collector.url, args.traces, queue, collector.pid)
-                rows += [a, b]
-                balanced_all &= a["balanced"] == "yes"
-                pairs.append(float(a["rate"]) / float(b["rate"]))
-                a_rates.append(float(a["rate"]))
-                b_rates.append(float(b["rate"]))
-                a_cpu.append(float(a["per_cpu"]))
+        m = measure(args.traces, args.rounds, args.protocol, Path(tmp_s))
+    rows, queue, pairs, a_rates, b_rates, a_cpu = m.rows, m.queue, m.pairs, m.a_rates, m.b_rates, m.a_cpu
+    balanced_all = m.balanced_all
     print_table(
         [
             "emitter",
@@ -221,14 +272,15 @@ def main() -> int:
     )
     print()
     ratio_line(
-        f"loadgen emitter spans/s / {GOAL_SPANS_PER_S:,.0f} goal",
+        f"loadgen emitter spans/s{over} / {GOAL_SPANS_PER_S:,.0f} goal",
         median(a_rates) / GOAL_SPANS_PER_S,
         ">=",
         1.0,
         f"({median(a_rates):,.0f} spans/s; {median(a_cpu):,.0f} spans per emitter CPU-s)",
     )
     ratio_line(
-        f"loadgen emitter / plain OTel SDK spans/s (median of {len(pairs)} alternating pairs)", median(pairs)
+        f"loadgen emitter / plain OTel SDK spans/s{over} (median of {len(pairs)} alternating pairs)",
+        median(pairs),
     )
     print(
         f"   accounting started = exported + failed + dropped held in every loadgen run: "

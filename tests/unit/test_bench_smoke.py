@@ -24,13 +24,29 @@ SCRIPTS = [
     "generator_rss.py",
 ]
 RATIO_LINE = re.compile(r"^ratio \S.* = -?[0-9]+\.[0-9]+\b", re.MULTILINE)
+# The OTLP protocols ride along where that is cheap (measured on the 2-core box): collector_ingest
+# measures Zipkin JSON and both OTLP protocols at one batch size (+1.2 s over its plain --quick);
+# emitter gets one extra run over OTLP/gRPC (~1.1 s). Each must print its protocol's ratio line.
+OTLP_INGEST = ["--protocol", "otlp-http,otlp-grpc", "--batch-sizes", "100"]
+INGEST_LINES = [
+    f"ratio {p} / zipkin JSON spans per collector CPU-second @ 100 " for p in ("otlp-http", "otlp-grpc")
+]
+RUNS: list[tuple[str, list[str], list[str]]] = [
+    *((s, [], []) for s in SCRIPTS if s != "collector_ingest.py"),
+    ("collector_ingest.py", OTLP_INGEST, INGEST_LINES),
+    (
+        "emitter.py",
+        ["--protocol", "otlp-grpc"],
+        ["ratio loadgen emitter / plain OTel SDK spans/s over otlp-grpc "],
+    ),
+]
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_bench_script_quick(script: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("script", "extra", "lines"), RUNS, ids=[" ".join([s, *a]) for s, a, _ in RUNS])
+def test_bench_script_quick(script: str, extra: list[str], lines: list[str], tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(BENCH / script), "--quick"],
+        [sys.executable, str(BENCH / script), "--quick", *extra],
         capture_output=True,
         text=True,
         timeout=110,
@@ -38,6 +54,9 @@ def test_bench_script_quick(script: str, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, f"{script} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert RATIO_LINE.search(proc.stdout), f"{script} printed no numeric ratio line:\n{proc.stdout}"
+    for start in lines:
+        numeric = re.compile(f"^{re.escape(start)}.* = [0-9]+\\.[0-9]+\\b", re.MULTILINE)
+        assert numeric.search(proc.stdout), f"{script}: no numeric line {start!r}:\n{proc.stdout}"
 
 
 def test_every_bench_script_is_smoke_tested() -> None:
