@@ -10,9 +10,10 @@ traces by start time), the shape's step log (when each step really began) and th
 ingest counters sampled once a second (embedded collector only: `GET /loadgen/stats`).
 
 **The knee** is the first step where a bound breaks: p99 latency above the SLO, errors above a
-fraction, mesh collection below a fraction, or (steps with a target rate) achieved throughput
-below a fraction of the target. Bounds are checked on point estimates; each rate is reported
-with its Wilson 95 % interval to judge them.
+fraction, mesh collection below a fraction, (steps with a target rate) achieved throughput
+below a fraction of the target, achieved req/s rising by less than a share of the offered
+increase from the step before, or p99 above a multiple of the first step's. Bounds are checked
+on point estimates; each rate is reported with its Wilson 95 % interval to judge them.
 
 The package: `model` (options, bounds, file names), `metrics` (step windows and per-step
 numbers, pure), `knee` (the first step past a bound, pure), `render` (capacity.json, steps.json
@@ -23,7 +24,7 @@ This process never imports Locust (see loadgen.run); the shape module is importe
 plan only.
 """
 
-from loadgen.capacity.knee import Knee, find_knee, step_breaches
+from loadgen.capacity.knee import Knee, breaches_by_step, find_knee, offered_increase, step_breaches
 from loadgen.capacity.metrics import IngestSample, StepMetrics, StepWindow, step_metrics, step_windows
 from loadgen.capacity.model import (
     CAPACITY_JSON,
@@ -73,10 +74,12 @@ __all__ = [
     "StepMetrics",
     "StepWindow",
     "analyze_capacity",
+    "breaches_by_step",
     "capacity_document",
     "capacity_rows",
     "capacity_scenario_path",
     "find_knee",
+    "offered_increase",
     "reanalyze_capacity",
     "render_capacity_markdown",
     "report_steps",

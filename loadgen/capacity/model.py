@@ -15,7 +15,8 @@ CAPACITY_JSON = "capacity.json"
 CAPACITY_MD = "capacity.md"
 STEPS_JSON = "steps.json"  # {"steps": [...], "knee": index|None}: what report/html.py reads
 
-REASONS = ("errors", "latency", "collection", "throughput")  # checked in this order
+# checked in this order: the absolute bounds, then the two relative to the other steps
+REASONS = ("errors", "latency", "collection", "throughput", "scaling", "p99-growth")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class KneeBounds:
     max_error_rate: float | None = 0.01
     min_collection: float | None = 0.99  # mesh collection (found complete / decided sampled)
     min_throughput: float | None = 0.9  # achieved / target req/s (steps with a target rate)
+    # achieved req/s must rise by at least this share of the offered increase from the step before
+    min_scaling: float | None = 0.5
+    max_p99_growth: float | None = 2.0  # p99 at most this multiple of the first step's p99
 
 
 @dataclass(frozen=True)

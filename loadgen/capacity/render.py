@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from loadgen.capacity.knee import Knee, step_breaches
+from loadgen.capacity.knee import Knee, breaches_by_step
 from loadgen.capacity.metrics import StepMetrics
 from loadgen.capacity.model import SCHEMA_VERSION, KneeBounds, SafetyBounds
 from loadgen.traffic.shape import StepPlan
@@ -26,13 +26,10 @@ def capacity_document(
     notes: Sequence[str] = (),
     live_checks: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    rows = []
-    for pos, m in enumerate(metrics):
-        rows.append(
-            m.to_row(
-                knee=knee is not None and knee.index == pos, breaches=[r for r, _ in step_breaches(m, bounds)]
-            )
-        )
+    rows = [
+        m.to_row(knee=knee is not None and knee.index == pos, breaches=[r for r, _ in broken])
+        for pos, (m, broken) in enumerate(zip(metrics, breaches_by_step(metrics, bounds), strict=True))
+    ]
     last_good = None
     if knee is None:
         last_good = len(rows) - 1 if rows else None
@@ -135,6 +132,10 @@ def _bounds_text(bounds: Mapping[str, Any]) -> str:
         parts.append(f"collection >= {bounds['min_collection']:.2%}")
     if bounds.get("min_throughput") is not None:
         parts.append(f"throughput >= {bounds['min_throughput']:.0%} of the target")
+    if bounds.get("min_scaling") is not None:
+        parts.append(f"req/s rise >= {bounds['min_scaling']:.0%} of the offered increase")
+    if bounds.get("max_p99_growth") is not None:
+        parts.append(f"p99 <= {bounds['max_p99_growth']:g}x the first step's")
     return ", ".join(parts) or "none"
 
 

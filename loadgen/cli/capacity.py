@@ -91,6 +91,27 @@ MinThroughput = Annotated[
         rich_help_panel=KNEE,
     ),
 ]
+MinScaling = Annotated[
+    float,
+    typer.Option(
+        "--min-scaling",
+        help="Knee bound: achieved req/s must rise by at least this share of the offered increase "
+        "from the step before (closed-loop users: the added users at the step before's req/s per "
+        "user). 0 = off.",
+        min=0,
+        max=1,
+        rich_help_panel=KNEE,
+    ),
+]
+MaxP99Growth = Annotated[
+    float,
+    typer.Option(
+        "--max-p99-growth",
+        help="Knee bound: p99 at most this multiple of the first step's p99. 0 = off.",
+        min=0,
+        rich_help_panel=KNEE,
+    ),
+]
 AbortErrors = Annotated[
     float,
     typer.Option(
@@ -143,6 +164,8 @@ class KneeFlags:
     max_errors: MaxErrors = 0.01
     min_collection: MinCollection = 0.99
     min_throughput: MinThroughput = 0.9
+    min_scaling: MinScaling = 0.5
+    max_p99_growth: MaxP99Growth = 2.0
 
     def bounds(self) -> KneeBounds:
         return KneeBounds(
@@ -150,6 +173,8 @@ class KneeFlags:
             max_error_rate=self.max_errors,
             min_collection=self.min_collection,
             min_throughput=self.min_throughput or None,
+            min_scaling=self.min_scaling or None,
+            max_p99_growth=self.max_p99_growth or None,
         )
 
 
@@ -200,6 +225,8 @@ def capacity(
     steps). Exit codes: 0 steps ran (a knee is a finding), 1 a safety bound aborted the run,
     2 error, 4 a component failed, 130 interrupted."""
     check_mix(mix)
+    if 0 < knee.max_p99_growth < 1:
+        fatal(f"--max-p99-growth must be 0 (off) or at least 1, got {knee.max_p99_growth:g}")
     run_opts = RunOptions(
         run_id=run_id,
         output_dir=output,

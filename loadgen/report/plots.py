@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 
 from loadgen.report.scales import (
     LinearScale,
+    LineDomains,
     fmt_num,
     fmt_pct,
+    line_domains,
     nice_domain,
     nice_step,
     ticks,
@@ -340,44 +342,6 @@ def _hline_label(svg: _Svg, h: HLine, y: float) -> None:
     svg.text(svg.frame.x1 - 4, y - 5, h.label, anchor="end", size=11, color=h.color, weight="600", extra=HALO)
 
 
-@dataclass(frozen=True)
-class _Domains:
-    """The axes' data intervals and tick steps."""
-
-    x_lo: float
-    x_hi: float
-    x_step: float
-    y_lo: float
-    y_hi: float
-    y_step: float
-
-
-def _line_domains(
-    all_x: Sequence[float],
-    all_y: Sequence[float],
-    x_domain: tuple[float, float] | None,
-    y_domain: tuple[float, float] | None,
-    y_clamp: tuple[float, float] | None,
-) -> _Domains:
-    # The x axis spans the data exactly (a time axis starts at the first window, not at a
-    # rounded-down tick); its ticks are the nice multiples inside it.
-    x_lo, x_hi = x_domain if x_domain is not None else (min(all_x), max(all_x))
-    if x_lo == x_hi:
-        x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
-    x_step = nice_step(x_hi - x_lo, 8)
-    if y_domain is None:
-        y_lo, y_hi, y_step = nice_domain(min(all_y), max(all_y), 5)
-        if y_clamp is not None:
-            y_lo, y_hi = max(y_lo, y_clamp[0]), min(y_hi, y_clamp[1])
-            if y_hi <= y_lo:
-                y_lo, y_hi = y_clamp
-            y_step = nice_step(y_hi - y_lo, 5)
-    else:
-        y_lo, y_hi = y_domain
-        y_step = nice_step(y_hi - y_lo, 5)
-    return _Domains(x_lo, x_hi, x_step, y_lo, y_hi, y_step)
-
-
 def _draw_bands(svg: _Svg, bands: Sequence[Band], xs: LinearScale, ys: LinearScale) -> None:
     for band in bands:
         for triples in _band_runs(band):
@@ -441,15 +405,19 @@ def line_chart(
     x_domain: tuple[float, float] | None = None,
     y_domain: tuple[float, float] | None = None,
     y_clamp: tuple[float, float] | None = None,
+    y_zoom: bool | None = None,
+    x_integer: bool = False,
+    partial: tuple[float, float, str] | None = None,
     x_format: Formatter = fmt_num,
     y_format: Formatter = fmt_num,
     frame: Frame | None = None,
     note: str = "",
 ) -> str:
-    """Lines, bands, reference lines and markers on linear axes.
-
-    Domains default to the data (every series, band, reference line and marker) widened to nice
-    ticks; `y_clamp` bounds the automatic y domain (a rate never goes outside [0, 1])."""
+    """Lines, bands, reference lines and markers on linear axes. Domains default to the data
+    widened to nice ticks (`scales.line_domains`): y from zero, except on a clamped axis (a rate)
+    or with `y_zoom`, where a y axis starting above zero is labelled as zoomed. `x_integer`:
+    whole-number x ticks (users). `partial` (x from, x to, label) shades a stretch whose values
+    cover less time than the others (a run's last window)."""
     f = frame or Frame()
     svg = _Svg(f, title, chart_id)
     _heading(svg, title, note)
@@ -460,7 +428,15 @@ def line_chart(
     all_y += [h.y for h in hlines if math.isfinite(h.y)]
     if not all_y or not all_x:
         return _no_data(svg)
-    d = _line_domains(all_x, all_y, x_domain, y_domain, y_clamp)
+    d = line_domains(
+        all_x,
+        all_y,
+        x_domain=x_domain,
+        y_domain=y_domain,
+        y_clamp=y_clamp,
+        y_zoom=y_zoom,
+        x_integer=x_integer,
+    )
     xs = LinearScale(d.x_lo, d.x_hi, f.x0, f.x1)
     ys = LinearScale(d.y_lo, d.y_hi, f.y0, f.y1)
     _axes(
@@ -480,6 +456,8 @@ def line_chart(
         f'width="{_c(f.x1 - f.x0)}" height="{_c(f.y0 - f.y1 + 4)}"/></clipPath></defs>'
         f'<g clip-path="url(#{xml_escape(clip)})">'
     )
+    if partial is not None:
+        _draw_partial(svg, partial, xs, d)
     _draw_bands(svg, bands, xs, ys)
     shown = [h for h in hlines if d.y_lo <= h.y <= d.y_hi]
     for h in shown:
@@ -493,10 +471,43 @@ def line_chart(
     for m in vmarkers:
         if d.x_lo <= m.x <= d.x_hi:
             _draw_vmarker(svg, m, xs(m.x))
+    if d.zoomed:
+        _zoom_label(svg, y_format(d.y_lo))
     entries = [_Key(s.name, s.color, "line", s.dash) for s in series]
     entries += [_Key(b.name, b.color, "band") for b in bands]
     _legend(svg, entries)
     return svg.render()
+
+
+def _draw_partial(svg: _Svg, partial: tuple[float, float, str], xs: LinearScale, d: LineDomains) -> None:
+    """A shaded stretch (clipped to the x domain) with its label at the top."""
+    lo, hi = max(partial[0], d.x_lo), min(partial[1], d.x_hi)
+    f = svg.frame
+    left, right = xs(lo), xs(hi)
+    if right - left < 2.0:  # at the edge of the domain: a visible strip at least
+        left = right - 6.0 if right >= f.x1 - 1 else left
+        right = left + 6.0
+    svg.add(
+        f'<rect x="{_c(left)}" y="{_c(f.y1)}" width="{_c(right - left)}" height="{_c(f.y0 - f.y1)}" '
+        f'fill="{MUTED}" fill-opacity="0.12" stroke="none" data-role="partial" '
+        f'data-name="{xml_escape(partial[2])}"><title>{xml_escape(partial[2])}</title></rect>'
+    )
+    svg.text(
+        right - 3, f.y1 + 12, partial[2], anchor="end", size=10.5, extra=HALO + ' data-role="partial-label"'
+    )
+
+
+def _zoom_label(svg: _Svg, start: str) -> None:
+    """The y axis does not start at zero: a break mark on the axis and a label saying where it starts."""
+    f = svg.frame
+    x, y = f.x0, f.y0 - 10
+    svg.add(
+        f'<path d="M{_c(x - 5)} {_c(y + 3)} L{_c(x + 5)} {_c(y - 1)} M{_c(x - 5)} {_c(y + 7)} '
+        f'L{_c(x + 5)} {_c(y + 3)}" stroke="{INK}" stroke-width="1.2" fill="none" data-role="axis-break"/>'
+    )
+    svg.text(
+        x + 8, f.y0 - 6, f"y axis zoomed: starts at {start}", size=10.5, extra=HALO + ' data-role="zoom"'
+    )
 
 
 def _band_runs(band: Band) -> list[list[tuple[float, float, float]]]:

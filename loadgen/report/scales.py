@@ -126,3 +126,69 @@ def ticks(lo: float, hi: float, step: float) -> list[float]:
         return [lo, hi]
     digits = max(0, -math.floor(math.log10(step)) + 2)
     return [round(i * step, digits) for i in range(first, last + 1)]
+
+
+def integer_step(span: float, target: int = 5) -> float:
+    """A tick step for counts (users): 1, 2, 5, 10, 20, 25, 50, ... never a fraction."""
+    step = nice_step(span, target)
+    if step < 1.0:
+        return 1.0
+    return 2.0 if step == 2.5 else step
+
+
+@dataclass(frozen=True)
+class LineDomains:
+    """A line chart's data intervals and tick steps; `zoomed`: the y axis starts above zero
+    while every value is at or above zero (the chart must say so)."""
+
+    x_lo: float
+    x_hi: float
+    x_step: float
+    y_lo: float
+    y_hi: float
+    y_step: float
+    zoomed: bool = False
+
+
+def _y_domain(
+    all_y: list[float], y_clamp: tuple[float, float] | None, zoom: bool
+) -> tuple[float, float, float]:
+    lo, hi = min(all_y), max(all_y)
+    if not zoom:  # quantities: the axis includes zero, so heights compare honestly
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    y_lo, y_hi, y_step = nice_domain(lo, hi, 5)
+    if y_clamp is not None:
+        y_lo, y_hi = max(y_lo, y_clamp[0]), min(y_hi, y_clamp[1])
+        if y_hi <= y_lo:
+            y_lo, y_hi = y_clamp
+        y_step = nice_step(y_hi - y_lo, 5)
+    return y_lo, y_hi, y_step
+
+
+def line_domains(
+    all_x: list[float],
+    all_y: list[float],
+    *,
+    x_domain: tuple[float, float] | None = None,
+    y_domain: tuple[float, float] | None = None,
+    y_clamp: tuple[float, float] | None = None,
+    y_zoom: bool | None = None,
+    x_integer: bool = False,
+) -> LineDomains:
+    """The axes of a line chart (pure). The x axis spans the data exactly (a time axis starts at
+    the first window, not at a rounded-down tick); its ticks are the nice multiples inside it
+    (whole numbers with `x_integer`). The automatic y axis starts at zero unless zooming is
+    allowed: `y_zoom`, by default only on a clamped axis (a rate near 100 %), which then fits the
+    data and is marked `zoomed` when it starts above zero."""
+    x_lo, x_hi = x_domain if x_domain is not None else (min(all_x), max(all_x))
+    if x_lo == x_hi:
+        x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
+    x_step = integer_step(x_hi - x_lo, 8) if x_integer else nice_step(x_hi - x_lo, 8)
+    if y_domain is not None:
+        y_lo, y_hi = y_domain
+        y_step = nice_step(y_hi - y_lo, 5)
+    else:
+        zoom = y_clamp is not None if y_zoom is None else y_zoom
+        y_lo, y_hi, y_step = _y_domain(all_y, y_clamp, zoom)
+    zoomed = y_lo > 0 and min(all_y) >= 0
+    return LineDomains(x_lo, x_hi, x_step, y_lo, y_hi, y_step, zoomed)

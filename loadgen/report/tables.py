@@ -85,6 +85,7 @@ def ledger_timeseries(
         t_s                   window start, seconds after t0
         requests, errors      requests started in the window; errors = status != 200
         rps                   requests / covered seconds (the last window may be shorter)
+        covered_s             the seconds the window covers: window_s, less for a partial last one
         p50_ms, p95_ms, p99_ms  latency of the successful requests (None when there are none)
         sampled_fraction      {k, n, rate, ci95}: upstream saw "sampled" / requests with a decision
         decision              {k, n, rate, ci95}: the same over the proxy-decided modes only
@@ -141,6 +142,7 @@ def ledger_timeseries(
                 "requests": w.requests,
                 "errors": w.errors,
                 "rps": w.requests / covered,
+                "covered_s": round(covered, 6),
                 "p50_ms": percentile(lat, 50),
                 "p95_ms": percentile(lat, 95),
                 "p99_ms": percentile(lat, 99),

@@ -28,7 +28,7 @@ from loadgen.capacity import (
 from loadgen.ledger import LedgerStats, read_ledger
 from loadgen.run import RunOptions
 from loadgen.stack.envoy import TracingConfig
-from loadgen.stack.mesh import CollectorFaults
+from loadgen.stack.mesh import CollectorFaults, UpstreamFaults
 from loadgen.stack.procs import ManagedProcess, python_module_argv
 
 from .conftest import leftover_processes
@@ -48,7 +48,15 @@ def _options(out: Path, run_id: str, **overrides: object) -> CapacityOptions:
         step_s=6.0,
         ramp_s=1.5,
         user_rate=10.0,
-        bounds=KneeBounds(p99_ms=None, max_error_rate=0.01, min_collection=0.95, min_throughput=0.8),
+        # The collection knee: the relative bounds (scaling, p99 growth) off, as before issue 13.
+        bounds=KneeBounds(
+            p99_ms=None,
+            max_error_rate=0.01,
+            min_collection=0.95,
+            min_throughput=0.8,
+            min_scaling=None,
+            max_p99_growth=None,
+        ),
         safety=SafetyBounds(min_collection=None),  # the knee run must reach its second step
         run=RunOptions(
             run_id=run_id,
@@ -119,13 +127,60 @@ def test_reanalyze_with_other_bounds(knee_run: CapacityResult) -> None:
         assert slo["knee"]["index"] == 0 and slo["knee"]["reason"] == "latency"
         assert slo["last_good"] is None
         loose = reanalyze_capacity(
-            run_dir, KneeBounds(max_error_rate=None, min_collection=None, min_throughput=None)
+            run_dir,
+            KneeBounds(
+                max_error_rate=None,
+                min_collection=None,
+                min_throughput=None,
+                min_scaling=None,
+                max_p99_growth=None,
+            ),
         )
         assert loose["knee"] is None and loose["last_good"] == 1
         assert [s["requests"] for s in loose["steps"]] == [s["requests"] for s in knee_run.document["steps"]]
     finally:
         again = reanalyze_capacity(run_dir, original)
     assert again["knee"] == knee_run.document["knee"]
+
+
+def test_an_upstream_delay_makes_the_knee_where_throughput_stops_scaling(tmp_path: Path) -> None:
+    """Issue 13: rate steps 10 -> 100 req/s with 2 users and a fixed 60 ms upstream delay. Each
+    user waits >= 60 ms per request, so 2 users achieve at most 2 / 0.060 = 33.3 req/s: the
+    second step rises by <= 23.3 req/s, less than half the offered +90. The knee is that step,
+    by the scaling rule alone (the absolute throughput bound off). Short: no probe, sampling
+    0 %, no reference traces, no second hop (~8 s)."""
+    opts = CapacityOptions(
+        steps="rate:10,100",
+        step_s=2.5,
+        ramp_s=0.5,
+        step_users=2,
+        bounds=KneeBounds(min_throughput=None),
+        safety=SafetyBounds(max_error_rate=None, min_collection=None),
+        run=RunOptions(
+            run_id="cap-delay",
+            output_dir=tmp_path,
+            tracing=TracingConfig(sampling_percent=0.0),
+            upstream=UpstreamFaults(delay_ms_mean=60.0, delay_dist="fixed", seed=3),
+            reference_rate=0.0,
+            seed=3,
+            probe=False,
+            fanout=False,
+            quiet_s=0.0,
+            max_wait_s=2.0,
+        ),
+    )
+    result = run_capacity(opts, quiet)
+    assert result.exit_code == 0 and result.abort is None
+    first, second = result.metrics
+    assert first.p50_ms is not None and first.p50_ms >= 60.0  # the delay is in every request
+    assert first.achieved_rps == pytest.approx(10.0, rel=0.25)  # below the cap: the target is met
+    assert second.achieved_rps is not None and second.achieved_rps < 2 / 0.060 * 1.1
+    assert result.knee is not None and (result.knee.index, result.knee.reason) == (1, "scaling")
+    doc = result.document
+    assert doc["steps"][0]["breaches"] == [] and doc["last_good"] == 0
+    assert "**Knee: step 1 (100 req/s)**" in (result.run_dir / "capacity.md").read_text()
+    assert "<title>loadgen capacity report cap-delay</title>" in (result.run_dir / "report.html").read_text()
+    assert leftover_processes(str(result.run_dir)) == []
 
 
 def test_safety_abort_stops_the_run_early_with_the_ledger_intact(tmp_path: Path) -> None:

@@ -312,7 +312,15 @@ def metrics(
     )
 
 
-BOUNDS = KneeBounds(p99_ms=100.0, max_error_rate=0.01, min_collection=0.99, min_throughput=0.9)
+# The absolute bounds only: the relative ones (scaling, p99 growth) are in test_capacity_knee.py.
+BOUNDS = KneeBounds(
+    p99_ms=100.0,
+    max_error_rate=0.01,
+    min_collection=0.99,
+    min_throughput=0.9,
+    min_scaling=None,
+    max_p99_growth=None,
+)
 
 
 @pytest.mark.parametrize(

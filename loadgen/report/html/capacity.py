@@ -49,17 +49,27 @@ def _knee_step(
 
 
 def _axis(steps: Sequence[Mapping[str, Any]], knee_step: Mapping[str, Any] | None) -> _Axis | None:
+    """The x values and the markers: the knee, and a step cut short (an abort, an interrupt:
+    its numbers cover less than a full step), named as such."""
     use_rate = all(as_num(s.get("target_rps")) is not None for s in steps)
     key = "target_rps" if use_rate else "users"
     pts = [(x, s) for s in steps if (x := as_num(s.get(key))) is not None]
     if not pts:
         return None
-    knee_x = as_num(knee_step.get(key)) if knee_step is not None else None
     vmarkers = []
-    if knee_step is not None and knee_x is not None:
-        label = knee_step.get("label")
-        vmarkers.append(VMarker(knee_x, f"knee: {label}" if label else f"knee {knee_x:g}", VERMILLION))
+    for x, s in pts:
+        cut = s.get("complete") is False
+        label = s.get("label") or f"{x:g}"
+        if s is knee_step:
+            vmarkers.append(VMarker(x, f"knee: {label}" + (" (cut short)" if cut else ""), VERMILLION))
+        elif cut:
+            vmarkers.append(VMarker(x, f"cut short: {label}", MUTED, dash="2 3"))
     return _Axis(use_rate, [x for x, _ in pts], [s for _, s in pts], vmarkers)
+
+
+def report_label(steps: Sequence[Mapping[str, Any]] | None) -> str:
+    """What the report is: a capacity run's report says so in its title and heading."""
+    return "loadgen capacity report" if steps else "loadgen run"
 
 
 def _throughput_chart(axis: _Axis) -> str:
@@ -70,6 +80,7 @@ def _throughput_chart(axis: _Axis) -> str:
         series=[Series("achieved req/s", axis.xs, axis.values("achieved_rps"), BLUE, markers=True), *offered],
         vmarkers=axis.vmarkers,
         x_label=axis.x_label,
+        x_integer=not axis.use_rate,
         y_label="requests per second",
         frame=CHART,
     )
@@ -85,6 +96,7 @@ def _latency_chart(axis: _Axis) -> str:
         ],
         vmarkers=axis.vmarkers,
         x_label=axis.x_label,
+        x_integer=not axis.use_rate,
         y_label="milliseconds",
         frame=CHART,
     )
@@ -114,6 +126,7 @@ def _rates_chart(axis: _Axis) -> str:
         bands=[Band("collection 95 % CI", axis.xs, [c[1] for c in coll], [c[2] for c in coll], GREEN)],
         vmarkers=axis.vmarkers,
         x_label=axis.x_label,
+        x_integer=not axis.use_rate,
         y_label="rate",
         y_clamp=(0.0, 1.0),
         y_format=fmt_pct,

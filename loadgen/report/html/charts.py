@@ -48,6 +48,18 @@ def _mid(timeseries: Mapping[str, Any]) -> list[float]:
     return [(as_num(w.get("t_s")) or 0.0) + half for w in _windows(timeseries)]
 
 
+def _partial(timeseries: Mapping[str, Any]) -> tuple[float, float, str] | None:
+    """The last window when it covers less than a full window (the run ended inside it): its
+    stretch of the time axis and a label, for the chart to shade."""
+    ws = _windows(timeseries)
+    window = as_num(timeseries.get("window_s")) or 1.0
+    covered = as_num(ws[-1].get("covered_s")) if ws else None
+    start = as_num(ws[-1].get("t_s")) if ws else None
+    if covered is None or start is None or covered >= window * 0.999:
+        return None
+    return start, start + window, f"partial window ({covered:.2g} of {window:g} s)"
+
+
 def figure(svg: str, caption: str, fig_id: str) -> str:
     return f'<figure class="chart" id="fig-{esc(fig_id)}">{svg}<figcaption>{caption}</figcaption></figure>'
 
@@ -71,12 +83,14 @@ def _throughput_chart(timeseries: Mapping[str, Any]) -> str:
             Series("errors/s", xs, errors, VERMILLION),
         ],
         x_label="seconds since the first request",
+        partial=_partial(timeseries),
         y_label="requests per second",
         frame=CHART,
     )
     return figure(
         svg,
-        f"Requests started per {window:g}-s window (the last window is scaled to the time it covers); "
+        f"Requests started per {window:g}-s window (the last window is scaled to the time it covers, "
+        "and shaded when the run ended inside it); "
         "sampled = the upstream saw the sampled flag.",
         "throughput",
     )
@@ -94,6 +108,7 @@ def _latency_chart(timeseries: Mapping[str, Any]) -> str:
             Series("p99", xs, [as_num(w.get("p99_ms")) for w in ws], VERMILLION, markers=len(xs) <= 60),
         ],
         x_label="seconds since the first request",
+        partial=_partial(timeseries),
         y_label="milliseconds",
         frame=CHART,
     )
@@ -136,6 +151,7 @@ def _rate_chart(
         bands=bands,
         hlines=hlines,
         x_label="seconds since the first request",
+        partial=_partial(timeseries),
         y_label="rate",
         y_clamp=(0.0, 1.0),
         y_format=fmt_pct,

@@ -7,7 +7,7 @@ from typing import Any
 
 from loadgen import __version__
 from loadgen.report import plots
-from loadgen.report.html.capacity import capacity_section, steps_of
+from loadgen.report.html.capacity import capacity_section, report_label, steps_of
 from loadgen.report.html.cards import cards_section, overall_section, overall_word
 from loadgen.report.html.charts import charts_section
 from loadgen.report.html.common import as_dict, esc, utc_text, verdict_class
@@ -89,8 +89,8 @@ footer { color: var(--muted); font-size: 12.5px; margin-top: 34px; }
 """
 
 
-def _header(summary: Mapping[str, Any]) -> str:
-    """The run id, the target and when the run started (and was verified)."""
+def _header(summary: Mapping[str, Any], label: str = "loadgen run") -> str:
+    """The report's kind and run id, the target and when the run started (and was verified)."""
     target = as_dict(summary.get("target"))
     status = str(summary.get("status", "complete"))
     meta = (
@@ -106,7 +106,7 @@ def _header(summary: Mapping[str, Any]) -> str:
     if summary.get("verified_at") is not None:
         meta += f" · verified {esc(utc_text(summary.get('verified_at')))}"
     return (
-        f'<header><h1><span class="label">loadgen run</span> <span id="run-id">{esc(summary.get("run_id", "?"))}</span></h1>'
+        f'<header><h1><span class="label">{esc(label)}</span> <span id="run-id">{esc(summary.get("run_id", "?"))}</span></h1>'
         f'<p class="meta">{meta}</p></header>'
     )
 
@@ -129,7 +129,8 @@ def render_html(
     ts: Mapping[str, Any] = timeseries or {}
     if steps is None:
         steps, knee = steps_of(summary.get("capacity"))
-    body = [_header(summary), overall_section(summary), cards_section(summary)]
+    label = report_label(steps)
+    body = [_header(summary, label), overall_section(summary), cards_section(summary)]
     body.append(comparison_section(comparison))
     if steps:
         body.append(capacity_section(steps, knee))
@@ -145,7 +146,7 @@ def render_html(
         f"{esc(summary.get('schema_version', '?'))}) and the run's ledger. Self-contained: no scripts, "
         "no network; the numbers are also in summary.json, modes.csv and timeseries.csv.</footer>",
     ]
-    title = f"loadgen run {plots.visible_text(summary.get('run_id', '?'))}"
+    title = f"{label} {plots.visible_text(summary.get('run_id', '?'))}"
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en" xmlns="http://www.w3.org/1999/xhtml"><head><meta charset="utf-8"/>'
