@@ -480,7 +480,8 @@ def line_chart(
 
 
 def _draw_partial(svg: _Svg, partial: tuple[float, float, str], xs: LinearScale, d: LineDomains) -> None:
-    """A shaded stretch (clipped to the x domain) with its label at the top."""
+    """A shaded stretch (clipped to the x domain), labelled at the bottom right: the top holds
+    the reference lines' labels."""
     lo, hi = max(partial[0], d.x_lo), min(partial[1], d.x_hi)
     f = svg.frame
     left, right = xs(lo), xs(hi)
@@ -493,7 +494,7 @@ def _draw_partial(svg: _Svg, partial: tuple[float, float, str], xs: LinearScale,
         f'data-name="{xml_escape(partial[2])}"><title>{xml_escape(partial[2])}</title></rect>'
     )
     svg.text(
-        right - 3, f.y1 + 12, partial[2], anchor="end", size=10.5, extra=HALO + ' data-role="partial-label"'
+        right - 3, f.y0 - 6, partial[2], anchor="end", size=10.5, extra=HALO + ' data-role="partial-label"'
     )
 
 
