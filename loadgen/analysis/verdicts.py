@@ -162,7 +162,10 @@ def _sampling_cause(summary: Summary, raw: Verdict, basis: str, expected: float 
     if basis == BASIS_EXACT:
         return prediction_cause(summary)
     low, high = wilson_interval(k, n)
-    observed = f"observed {k / n:.4f} [{low:.4f}, {high:.4f}] (k={k:,}, n={n:,}) vs configured {expected:.4f}"
+    observed = (
+        f"observed {100 * k / n:.2f}% [{100 * low:.2f}%, {100 * high:.2f}%] (k={k:,}, n={n:,}) "
+        f"vs configured {100 * expected:g}%"
+    )
     if raw is Verdict.FAIL:
         p_value = sampling.p_value
         pv = f" (p = {p_value:.2g})" if p_value is not None else ""
@@ -202,7 +205,7 @@ def sampling_detail(summary: Summary) -> VerdictDetail:
     if n and n < minimum and expected is not None:
         too_few = (
             f"{n:,} decisions; at least {minimum:,} are needed before a proxy at another rate than "
-            f"{expected:.4f} could fail the statistical verdict"
+            f"{100 * expected:g}% could fail the statistical verdict"
         )
     return settle(
         raw, n, minimum, basis, lambda: _sampling_cause(summary, raw, basis, expected), too_few=too_few

@@ -9,7 +9,7 @@ import typer
 
 from loadgen.calibrate import CalibrateOptions, CalibrationError
 from loadgen.calibrate import calibrate as run_calibration
-from loadgen.cli.console import fatal, out, with_status
+from loadgen.cli.console import fatal, out, print_outcome, with_status
 from loadgen.cli.groups import GatewayFlags, MeshFlags, TracingFlags, option_groups, tracing_config
 from loadgen.cli.inputs import expected_percent
 from loadgen.cli.options import (
@@ -25,6 +25,7 @@ from loadgen.cli.options import (
     SeedOpt,
     UsersOpt,
 )
+from loadgen.report.terminal_md import markdown_renderables
 from loadgen.run import RunError
 from loadgen.stack.procs import StackError
 
@@ -125,6 +126,7 @@ def calibrate(
         result = with_status("calibrating", lambda status: run_calibration(opts, status))
     except (CalibrationError, RunError, StackError, ValueError) as exc:
         fatal(str(exc))
-    out.print((result.cal_dir / "calibration.md").read_text(), markup=False, highlight=False)
-    out.print(f"verdict: {result.verdict}   ({result.cal_dir / 'calibration.json'})", markup=False)
+    for block in markdown_renderables((result.cal_dir / "calibration.md").read_text()):
+        out.print(block)
+    print_outcome(result.exit_code, result.cal_dir / "calibration.md", f"verdict {result.verdict}")
     raise typer.Exit(result.exit_code)

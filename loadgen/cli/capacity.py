@@ -7,11 +7,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from loadgen.capacity import CapacityOptions, CapacityResult, KneeBounds, SafetyBounds, run_capacity
-from loadgen.cli.console import err, error_line, fatal, out, print_component_failure, with_status
+from loadgen.cli.console import (
+    err,
+    error_line,
+    fatal,
+    out,
+    print_component_failure,
+    print_outcome,
+    with_status,
+)
 from loadgen.cli.groups import (
     FaultFlags,
     MeshFlags,
@@ -42,6 +48,7 @@ from loadgen.cli.options import (
     SeedOpt,
 )
 from loadgen.emitter import ReferenceProtocol
+from loadgen.report.render import capacity_table
 from loadgen.run import RunError, RunOptions
 from loadgen.stack.procs import StackError
 
@@ -267,14 +274,7 @@ def capacity(
 
 def _show(result: CapacityResult) -> None:
     """The steps as a table (the knee in red), the knee's cause, an abort, and where the reports are."""
-    rows = result.rows()
-    table = Table(title=f"capacity {result.run.summary['run_id']}", title_justify="left")
-    for col in rows[0]:
-        table.add_column(str(col), no_wrap=True)
-    for row in rows[1:]:
-        knee = str(row[-1]).startswith("KNEE")
-        table.add_row(*(escape(str(c)) for c in row), style="bold red" if knee else None)
-    out.print(table)
+    out.print(capacity_table(result.rows(), str(result.run.summary["run_id"])))
     knee_doc = result.document.get("knee") or {}
     if knee_doc.get("detail"):
         out.print(str(knee_doc["detail"]), markup=False)
@@ -285,3 +285,5 @@ def _show(result: CapacityResult) -> None:
         markup=False,
     )
     print_component_failure(result.run.summary)
+    knee_text = f"knee: {knee_doc.get('label', '?')}" if knee_doc else "no knee"
+    print_outcome(result.exit_code, result.run.run_dir / "report.html", knee_text)

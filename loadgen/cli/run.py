@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE
-from loadgen.cli.console import fatal, note, out, print_component_failure, with_status
+from loadgen.cli.console import fatal, note, out, print_component_failure, print_outcome, with_status
 from loadgen.cli.crash import crash_folder
 from loadgen.cli.groups import (
     FaultFlags,
@@ -452,7 +452,8 @@ def _run_options(
 
 
 def _show(result: RunResult, as_json: bool) -> None:
-    """The run's summary as tables (or JSON), its notes, where the reports are, and exit 4's cause."""
+    """The run's summary as tables (or JSON), its notes, where the reports are, exit 4's cause, and
+    the outcome line (PASS / FAIL / INCONCLUSIVE and the report; on stderr under --json)."""
     if as_json:
         out.print_json(json.dumps(result.summary))
     else:
@@ -468,3 +469,4 @@ def _show(result: RunResult, as_json: bool) -> None:
             markup=False,
         )
     print_component_failure(result.summary)
+    print_outcome(result.exit_code, result.run_dir / "report.html", stderr=as_json)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from loadgen.cli.console import err, fatal, out, with_status
+from loadgen.cli.console import err, fatal, out, print_outcome, with_status
 from loadgen.cli.crash import crash_folder
 from loadgen.cli.options import RunDirArg
 from loadgen.report.render import render_terminal
@@ -39,6 +39,7 @@ def verify(run_dir: RunDirArg, backend: Backend = "", max_wait: MaxWait = 30.0) 
     for name, before, after in changes:
         marker = "" if before == after else "  (changed)"
         out.print(f"{name}: {before} -> {after}{marker}", markup=False)
+    print_outcome(result.exit_code, run_dir / "report.html")
     raise typer.Exit(result.exit_code)
 
 

@@ -12,11 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
-from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from loadgen.redact import redact_data
+from loadgen.report.fit import Cell, Col, FitTable
 from loadgen.report.profile_view import profile_markdown
 from loadgen.summary.io import as_summary
 from loadgen.summary.model import Latency, Mesh, Propagation, Proportion, Sampling, Summary, Target
@@ -40,15 +39,20 @@ def md_code(value: object) -> str:
     return "`" + text.replace("`", "'") + "`"
 
 
+def fmt_pct(fraction: float) -> str:
+    """A fraction as a person reads it: `0.2013` -> `20.13%` (summary.json keeps fractions)."""
+    return f"{fraction * 100:.2f}%"
+
+
 def fmt_rate(p: Proportion | Mapping[str, Any] | None) -> str:
-    """`0.2013 [0.1985, 0.2041] (k=2013, n=10000)`; `n/a (n=0)` when nothing was measured."""
+    """`20.13% [19.85%, 20.41%] (k=2013, n=10000)`; `n/a (n=0)` when nothing was measured."""
     if p is not None and not isinstance(p, Proportion):
         p = msgspec.convert(dict(p), Proportion)
     if p is None or not p.n:
         return "n/a (n=0)"
     low, high = p.ci95
     rate = p.rate if p.rate is not None else p.k / p.n
-    return f"{rate:.4f} [{low:.4f}, {high:.4f}] (k={p.k}, n={p.n})"
+    return f"{fmt_pct(rate)} [{fmt_pct(low)}, {fmt_pct(high)}] (k={p.k}, n={p.n})"
 
 
 def fmt_ms(value: float | None) -> str:
@@ -61,14 +65,14 @@ def render_json(summary: Summary | Mapping[str, Any]) -> str:
 
 
 def error_share_text(summary: Summary) -> str:
-    """`0.0300 (k=3 failed, n=100) vs maximum 0.05`: the load_delivered evidence in one line."""
+    """`3.00% (k=3 failed, n=100) vs maximum 5%`: the load_delivered evidence in one line."""
     requests = summary.requests
     total, errors = (requests.total, requests.errors) if requests else (0, 0)
     limit = summary.max_error_rate
-    most = f" vs maximum {limit:g}" if limit is not None else ""
+    most = f" vs maximum {limit * 100:g}%" if limit is not None else ""
     if not total:
         return "no request was made"
-    return f"{errors / total:.4f} (k={errors} failed, n={total}){most}"
+    return f"{fmt_pct(errors / total)} (k={errors} failed, n={total}){most}"
 
 
 def _sections(s: Summary) -> tuple[Sampling, Mesh, Propagation]:
@@ -91,7 +95,7 @@ def headline_rows(summary: Summary | Mapping[str, Any]) -> list[tuple[str, str, 
     rows.append(
         (
             "decision rate (no-flag requests)",
-            fmt_rate(sampling.decision) + (f" vs configured {conf / 100:.4f}" if conf is not None else ""),
+            fmt_rate(sampling.decision) + (f" vs configured {conf:g}%" if conf is not None else ""),
             verdicts.get("sampling", ""),
         )
     )
@@ -105,10 +109,11 @@ def headline_rows(summary: Summary | Mapping[str, Any]) -> list[tuple[str, str, 
             )
         )
     rows.append(("mesh collection rate", fmt_rate(mesh.collection), verdicts.get("mesh_collection", "")))
-    leaks = f"{mesh.partial} / {mesh.unknown} / {mesh.leaked}"
+    rows.append(partial_row(mesh))
+    leaks = f"{mesh.leaked} / {mesh.unknown}"
     if mesh.leak_checked is not None:
         leaks += f" ({mesh.leaked} leaked of {mesh.leak_checked} queried)"
-    rows.append(("mesh partial / unknown / leaked", leaks, verdicts.get("no_leaks", "")))
+    rows.append(("mesh leaked / unknown", leaks, verdicts.get("no_leaks", "")))
     ref = summary.reference
     if ref is not None and ref.started:
         rows.append(
@@ -136,6 +141,19 @@ def headline_rows(summary: Summary | Mapping[str, Any]) -> list[tuple[str, str, 
         )
     )
     return rows
+
+
+FINDING = "finding"  # not a verdict: something to look at that no verdict judges on its own
+
+
+def partial_row(mesh: Mesh) -> tuple[str, str, str]:
+    """Partial traces (sampled, found, spans missing) are a finding, never a pass: the collection
+    verdict counts them as not collected, and this row says how many there were."""
+    sampled = mesh.collection.n
+    if not mesh.partial:
+        return ("mesh partial traces", f"none of {sampled} sampled traces", "")
+    share = f" ({fmt_pct(mesh.partial / sampled)})" if sampled else ""
+    return ("mesh partial traces", f"{mesh.partial} of {sampled} sampled traces{share} miss spans", FINDING)
 
 
 VIOLATION_KINDS = ("decision", "trace_id", "request_id", "leak")
@@ -194,63 +212,57 @@ def verdict_causes(summary: Summary | Mapping[str, Any]) -> list[tuple[str, str,
 MODES_CAPTION = (
     "req/err: requests/errors; part/miss/leak/unkn: partial/missing/leaked/unknown; p50-p99: latency ms"
 )
-COLOURS = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
+COLOURS = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", FINDING: "yellow"}
+
+# Column priorities when the terminal is narrow: latency leaves first, then the rarer outcomes
+# (both to a continuation table keyed by the mode), never the mode or its counts.
+_MODE_COLS = [
+    Col("mode", key=True, floor=12),
+    *(Col(h, numeric=True) for h in ("req", "err", "sampled", "found")),
+    *(Col(h, numeric=True, priority=1) for h in ("part", "miss", "leak", "unkn")),
+    *(Col(h, numeric=True, priority=2) for h in ("p50", "p95", "p99")),
+]
 
 
-def _modes_table(summary: Summary) -> Table:
-    modes = Table(
-        title="per header mode (sampled = upstream saw the sampled flag)",
-        title_justify="left",
-        caption=MODES_CAPTION,
-    )
-    modes.add_column("mode", no_wrap=True)
-    for col in ("req", "err", "sampled", "found", "part", "miss", "leak", "unkn", "p50", "p95", "p99"):
-        modes.add_column(col, justify="right", no_wrap=True)
+def _verdict_text(verdict: str) -> Text:
+    return Text(verdict, style=COLOURS.get(verdict, ""))
+
+
+def _modes_table(summary: Summary) -> FitTable:
+    rows: list[list[Cell]] = []
     for mode, m in summary.modes.items():
         lat = summary.latency_ms.get(mode) or Latency()
-        modes.add_row(
-            escape(mode),
-            *(str(v) for v in (m.requests, m.errors, m.decided_sampled, m.found, m.partial, m.missing)),
-            *(str(v) for v in (m.leaked, m.unknown)),
-            fmt_ms(lat.p50),
-            fmt_ms(lat.p95),
-            fmt_ms(lat.p99),
-        )
-    return modes
+        counts = (m.requests, m.errors, m.decided_sampled, m.found, m.partial, m.missing, m.leaked, m.unknown)
+        rows.append([mode, *(str(v) for v in counts), fmt_ms(lat.p50), fmt_ms(lat.p95), fmt_ms(lat.p99)])
+    title = "per header mode (sampled = upstream saw the sampled flag)"
+    return FitTable(_MODE_COLS, rows, title=title, caption=MODES_CAPTION)
 
 
-def render_terminal(summary: Summary | Mapping[str, Any]) -> list[Table]:
-    """Rich tables: the headline numbers with verdicts, per header mode, then (when there is
-    something to show) the header modes against the profile and why verdicts did not pass."""
+def render_terminal(summary: Summary | Mapping[str, Any]) -> list[FitTable]:
+    """Tables that fit the console they are printed on (loadgen.report.fit): the headline numbers
+    with verdicts, per header mode, then (when there is something to show) the header modes
+    against the profile and why verdicts did not pass. Run ids, mode names and causes are shown
+    as typed: nothing in them is read as rich markup."""
     s = as_summary(summary)
-    # Run ids and mode names are user input: never let rich read them as markup.
-    title = f"loadgen run {escape(s.run_id)}" + (" (PARTIAL)" if s.status != "complete" else "")
-    head = Table(title=title, title_justify="left")
-    head.add_column("measure")
-    head.add_column("value (rate [95% CI] (k, n))")
-    head.add_column("verdict")
-    for name, value, verdict in headline_rows(s):
-        head.add_row(name, value, Text(verdict, style=COLOURS.get(verdict, "")))
-    tables = [head, _modes_table(s)]
+    title = f"loadgen run {s.run_id}" + (" (PARTIAL)" if s.status != "complete" else "")
+    head_cols = [Col("measure", key=True, floor=14), Col("value (rate [95% CI] (k, n))"), Col("verdict")]
+    head_rows: list[list[Cell]] = [[n, v, _verdict_text(d)] for n, v, d in headline_rows(s)]
+    tables = [FitTable(head_cols, head_rows, title=title), _modes_table(s)]
     hm_rows = header_mode_rows(s)
     if hm_rows:
-        hm = Table(
-            title="header modes vs the profile (requests that broke an expectation, by kind)",
-            title_justify="left",
-        )
-        for i, col in enumerate(HEADER_MODE_COLUMNS):
-            hm.add_column(col, justify="left" if i < 2 else "right", no_wrap=i == 0)
-        for row in hm_rows:
-            hm.add_row(*(escape(str(c)) for c in row))
-        tables.append(hm)
+        hm_cols = [
+            Col("mode", key=True, floor=12),
+            Col("expected decision", floor=10),
+            *(Col(h, numeric=True) for h in HEADER_MODE_COLUMNS[2:5]),
+            *(Col(h, numeric=True, priority=1) for h in VIOLATION_KINDS),
+        ]
+        hm_title = "header modes vs the profile (requests that broke an expectation, by kind)"
+        tables.append(FitTable(hm_cols, [[str(c) for c in row] for row in hm_rows], title=hm_title))
     causes = verdict_causes(s)
     if causes:
-        why = Table(title="why", title_justify="left")
-        for col in ("verdict", "", "evidence", "most likely cause"):
-            why.add_column(col)
-        for name, verdict, evidence, cause in causes:
-            why.add_row(escape(name), Text(verdict, style=COLOURS.get(verdict, "")), evidence, escape(cause))
-        tables.append(why)
+        why_cols = [Col("verdict", key=True), Col(""), Col("evidence"), Col("most likely cause")]
+        why_rows: list[list[Cell]] = [[n, _verdict_text(v), e, c] for n, v, e, c in causes]
+        tables.append(FitTable(why_cols, why_rows, title="why"))
     return tables
 
 
@@ -357,3 +369,30 @@ def render_markdown(summary: Summary | Mapping[str, Any]) -> str:
         lines.extend(f"- {md_escape(n)}" for n in s.notes)
     lines.append("")
     return "\n".join(lines)
+
+
+# The capacity steps table (loadgen.capacity.render.capacity_rows): what the knee is judged on
+# stays; medians, the decision rate, reference spans and ingest leave first on a narrow terminal.
+_CAPACITY_COLS = {
+    "step": Col("step", numeric=True, key=True),
+    "load": Col("load", key=True, floor=12),
+    "req/s": Col("req/s", numeric=True),
+    "p99 ms": Col("p99 ms", numeric=True),
+    "errors": Col("errors", floor=12),
+    "collection": Col("collection", floor=12),
+    "bounds": Col("bounds", floor=12),
+    "p95 ms": Col("p95 ms", numeric=True, priority=1),
+    "decision": Col("decision", floor=12, priority=1),
+    "p50 ms": Col("p50 ms", numeric=True, priority=2),
+    "reference": Col("reference", floor=12, priority=2),
+    "ingest spans/s": Col("ingest spans/s", numeric=True, priority=2),
+}
+
+
+def capacity_table(rows: list[list[str]], run_id: str) -> FitTable:
+    """The steps (header row first) as a table that fits the terminal; the knee row in red.
+    A column this renderer does not know yet is text that leaves early."""
+    header, body = rows[0], rows[1:]
+    cols = [_CAPACITY_COLS.get(str(h), Col(str(h), floor=12, priority=2)) for h in header]
+    styles = ["bold red" if str(row[-1]).startswith("KNEE") else None for row in body]
+    return FitTable(cols, body, title=f"capacity {run_id}", row_styles=styles)

@@ -19,6 +19,8 @@ from loadgen.analysis.reconcile import upstream_decision
 from loadgen.emitter import ReferenceEmitter
 from loadgen.failure import ComponentFailure, disk_problem, locust_failure, log_tail, mentions_disk_full
 from loadgen.ledger import LedgerTail, LiveCounts
+from loadgen.mesh.expect import Decision
+from loadgen.mesh.modes import mode_spec
 from loadgen.mesh.tracer import TracerFamily
 from loadgen.redact import redact_text
 from loadgen.run.options import RunError, RunOptions, Status
@@ -90,16 +92,30 @@ def _mesh_failure(exc: StackError) -> ComponentFailure:
     return ComponentFailure("embedded mesh", str(exc))
 
 
-def _live_line(elapsed_s: float, live: LiveCounts, ref: Any) -> str:
-    """The live view in the terminal: counts so far and the sampled fraction the upstream saw."""
-    frac = live.sampled_fraction
+def _live_line(elapsed_s: float, live: LiveCounts, ref: Any, configured: float | None = None) -> str:
+    """The live view in the terminal: counts so far, and the share of the decision-free requests
+    (the proxy decides: none, *_no_flag) the upstream saw sampled, next to the configured rate;
+    the share over every mode (forced ones too) is labelled as such."""
+    free = [counts for m, counts in live.by_mode.items() if _proxy_decides(m)]
+    free_n = sum(n for n, _s in free)
     modes = " ".join(f"{m}:{n}" for m, (n, _s) in sorted(live.by_mode.items()))
+    sampled = ""
+    if free_n:
+        sampled = f"  decision-free sampled {100 * sum(s for _n, s in free) / free_n:.1f}%"
+        sampled += f" (configured {configured:g}%)" if configured is not None else ""
+    if live.sampled_fraction is not None:
+        sampled += f"  all modes sampled {live.sampled_fraction:.1%}"
     return (
         f"{elapsed_s:5.0f} s  requests {live.requests} (errors {live.errors})"
-        + (f"  sampled {frac:.1%}" if frac is not None else "")
+        + sampled
         + (f"  reference {ref.traces_started} (failed {ref.traces_failed})" if ref else "")
         + (f"  [{modes}]" if modes else "")
     )
+
+
+def _proxy_decides(mode: str) -> bool:
+    spec = mode_spec(mode)
+    return spec is not None and spec.decision is Decision.PROXY
 
 
 _LOCUST_ERROR = re.compile(r"/ERROR/[^:]*: (.+)$")
@@ -166,6 +182,13 @@ def locust_env(opts: RunOptions, run_id: str, gateway: str, host: str, ledger_pa
     return env
 
 
+def _configured(opts: RunOptions) -> float | None:
+    """The sampling percent the live line compares with: --expect, else the embedded mesh's."""
+    if opts.expect_percent is not None:
+        return opts.expect_percent
+    return None if opts.gateway else opts.tracing.sampling_percent
+
+
 def _watch(
     locust: subprocess.Popen[bytes], opts: RunOptions, run_dir: Path, mesh: EmbeddedMesh | None,
     tail: LedgerTail, emitter: ReferenceEmitter | None, started_at: float, status: Status,
@@ -181,7 +204,7 @@ def _watch(
             raise _Failed(ComponentFailure("disk", disk))
         live = tail.poll()
         ref = emitter.counters() if emitter else None
-        status(_live_line(time.time() - started_at, live, ref))
+        status(_live_line(time.time() - started_at, live, ref, _configured(opts)))
         if opts.on_tick is not None:
             reason = opts.on_tick(live, time.time() - started_at)
             if reason:

@@ -44,7 +44,9 @@ class KN(_Base):
 
 
 class Proportion(_Base):
-    """k of n with its rate (null when n = 0) and 95 % Wilson interval (`stats.Proportion`)."""
+    """k of n with its rate (null when n = 0) and 95 % Wilson interval (`stats.Proportion`). The
+    rate and the interval are fractions (0 to 1), as every rate in summary.json; the reports a
+    person reads (terminal, report.md, report.html) show them as percents."""
 
     k: Count
     n: Count
@@ -94,6 +96,9 @@ class Prediction(_Base):
 
 
 class Sampling(_Base):
+    """The sampling decision rate: `configured_percent` is a percent (0 to 100, as --sampling and
+    --expect take it); `decision` is a proportion whose rate is a fraction (0 to 1)."""
+
     configured_percent: float | None = None
     decision: Proportion = field(default_factory=_no_proportion)
     verdict: str | None = None  # the reconciler's: pass | fail | inconclusive

@@ -115,7 +115,7 @@ def test_fmt_helpers() -> None:
     assert fmt_rate(None) == "n/a (n=0)"
     assert fmt_rate({"k": 0, "n": 0, "rate": None, "ci95": [0.0, 1.0]}) == "n/a (n=0)"
     assert (
-        fmt_rate({"k": 1, "n": 4, "rate": 0.25, "ci95": [0.04, 0.7]}) == "0.2500 [0.0400, 0.7000] (k=1, n=4)"
+        fmt_rate({"k": 1, "n": 4, "rate": 0.25, "ci95": [0.04, 0.7]}) == "25.00% [4.00%, 70.00%] (k=1, n=4)"
     )
     assert fmt_ms(None) == "-" and fmt_ms(3.0) == "3.0" and fmt_ms(12.34) == "12.3"
 
@@ -193,7 +193,9 @@ def test_markdown_of_a_reconciled_summary_has_run_id_verdicts_and_mode_rows() ->
     assert by_name["mesh collection rate"][1] == v["mesh_collection"] == "fail"  # 6 of 7 found
     assert "(k=6, n=7)" in by_name["mesh collection rate"][0]
     # the 3 not-sampled `none` requests were queried and absent: 0 leaked of 3 queried
-    assert by_name["mesh partial / unknown / leaked"] == ("0 / 0 / 0 (0 leaked of 3 queried)", "pass")
+    assert by_name["mesh leaked / unknown"] == ("0 / 0 (0 leaked of 3 queried)", "pass")
+    # no sampled trace came back with spans missing: no finding
+    assert by_name["mesh partial traces"] == ("none of 7 sampled traces", "")
     # 3 of 3 reference traces: a Wilson low end of 0.44, far from 0.99 -> not enough evidence
     assert by_name["reference collection rate"][1] == v["reference_collection"] == "inconclusive"
     # b3_single_sampled x4 kept their ids and were traced: 4 checked, none broken
@@ -331,11 +333,12 @@ Target: embedded gateway http://127.0.0.1:18080 (Host httpbin.istioinaction.io),
 
 | measure | value (rate [95% CI] (k, n)) | verdict |
 |---|---|---|
-| decision rate \\(no-flag requests\\) | 0.2500 \\[0.0715, 0.5907\\] \\(k=2, n=8\\) vs configured 0.2500 | pass |
+| decision rate \\(no-flag requests\\) | 25.00% \\[7.15%, 59.07%\\] \\(k=2, n=8\\) vs configured 25% | pass |
 | x-request-id rule prediction | 0 mismatches of 8 requests | pass |
-| mesh collection rate | 0.6000 \\[0.2307, 0.8824\\] \\(k=3, n=5\\) | fail |
-| mesh partial / unknown / leaked | 1 / 0 / 0 | pass |
-| reference collection rate | 1.0000 \\[0.3424, 1.0000\\] \\(k=2, n=2\\); started 3, exported 2, failed 1, dropped 0 | pass |
+| mesh collection rate | 60.00% \\[23.07%, 88.24%\\] \\(k=3, n=5\\) | fail |
+| mesh partial traces | 1 of 5 sampled traces \\(20.00%\\) miss spans | finding |
+| mesh leaked / unknown | 0 / 0 | pass |
+| reference collection rate | 100.00% \\[34.24%, 100.00%\\] \\(k=2, n=2\\); started 3, exported 2, failed 1, dropped 0 | pass |
 | injected trace ids kept | upstream 3/3, backend 3/3 |  |
 
 ## Per header mode
@@ -425,14 +428,25 @@ def test_render_terminal_mode_rows_match_the_summary_modes() -> None:
         "decision rate (no-flag requests)",
         "x-request-id rule prediction",
         "mesh collection rate",
-        "mesh partial / unknown / leaked",
+        "mesh partial traces",
+        "mesh leaked / unknown",
         "reference collection rate",
         "header modes vs the profile",
         "injected trace ids kept",
     ]
-    assert [r[2] for r in head_rows] == ["fail", "pass", "pass", "fail", "pass", "inconclusive", "pass", ""]
+    assert [r[2] for r in head_rows] == [
+        "fail",
+        "pass",
+        "pass",
+        "fail",
+        "",
+        "pass",
+        "inconclusive",
+        "pass",
+        "",
+    ]
     # the one 502 of 11 requests is 9 % errors, above the default maximum of 5 %
-    assert head_rows[0][1] == "0.0909 (k=1 failed, n=11) vs maximum 0.05"
+    assert head_rows[0][1] == "9.09% (k=1 failed, n=11) vs maximum 5%"
     # then the header modes against the profile, and why two verdicts did not pass
     hm_rows = body_rows(rendered(rest[:1]))
     # b3_multi_no_flag must keep its injected id (definite), but its one request got a 502

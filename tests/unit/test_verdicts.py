@@ -390,7 +390,7 @@ def test_sampling_verdict_is_carried_from_the_reconciled_summary() -> None:
     assert verdicts["sampling"] == "fail"
     assert exit_code_for(verdicts) == EXIT_VERDICT_FAILED
     cause = summary["verdict_details"]["sampling"]["cause"]
-    assert cause.startswith("observed 1.0000") and "samples more than configured" in cause
+    assert cause.startswith("observed 100.00%") and "samples more than configured" in cause
 
 
 def smallest_n_that_can_fail(p: float) -> int:
