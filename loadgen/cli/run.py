@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE
-from loadgen.cli.console import fatal, note, out, print_component_failure, print_outcome, with_status
+from loadgen.cli.console import err, fatal, note, out, print_component_failure, print_outcome, with_status
 from loadgen.cli.crash import crash_folder
 from loadgen.cli.groups import (
     FaultFlags,
@@ -49,11 +49,13 @@ from loadgen.emitter import ReferenceProtocol
 from loadgen.report.profile_view import profile_table
 from loadgen.report.render import render_terminal
 from loadgen.run import RunError, RunOptions, RunResult, execute_run
+from loadgen.run.webui import free_port, web_url
 from loadgen.stack.mesh import FANOUT_PATHS
 from loadgen.stack.procs import StackError
 
 READ_BACK = "Read-back"
 DISTRIBUTED = "Distributed"
+WEB_UI = "Web UI"
 
 Duration = Annotated[float, typer.Option("--duration", "-d", help="Seconds of load.", min=1)]
 SpawnRate = Annotated[float, typer.Option("--spawn-rate", "-r", help="Users started per second.", min=0.1)]
@@ -256,6 +258,29 @@ MasterBindPort = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print summary.json instead of tables.")]
+Web = Annotated[
+    bool,
+    typer.Option(
+        "--web",
+        help="Locust's web UI drives the load instead of --duration: start and stop the test there; "
+        "the stop reads the traces back and writes the report, which the UI's Tracing tab links "
+        "with the collection numbers. The UI stays up until Ctrl-C.",
+        rich_help_panel=WEB_UI,
+    ),
+]
+WebHost = Annotated[
+    str, typer.Option("--web-host", help="With --web: address the UI binds.", rich_help_panel=WEB_UI)
+]
+WebPort = Annotated[
+    int,
+    typer.Option(
+        "--web-port",
+        help="With --web: the UI's port (0: a free one).",
+        min=0,
+        max=65535,
+        rich_help_panel=WEB_UI,
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -272,6 +297,9 @@ class LoadFlags:
     fanout: Fanout = True
     id_style: IdStyle = "random"
     xrid_sampled_fraction: XridFraction = None
+    web: Web = False
+    web_host: WebHost = "127.0.0.1"
+    web_port: WebPort = 8089
 
 
 @dataclass(frozen=True)
@@ -375,11 +403,18 @@ def run(
         load, tracing, gw, mesh, faults, target, expectation, read_back, distributed,
     )  # fmt: skip
     crash_folder(opts.output_dir / opts.resolved_run_id())
+    if opts.web:
+        err.print(f"web UI: {web_url(opts.web_host, opts.web_port)} (once the mesh is ready)", markup=False)
     try:
         result = with_status("starting", lambda status: execute_run(opts, status))
     except (RunError, StackError) as exc:
         fatal(str(exc))
     _show(result, as_json)
+    if result.web is not None:
+        err.print(
+            f"web UI still at {result.web.url} (Tracing tab: the report); Ctrl-C closes it", markup=False
+        )
+        result.web.wait_closed()
     raise typer.Exit(result.exit_code)
 
 
@@ -396,6 +431,8 @@ def _check_flags(
         fatal("--master needs --expect-workers N (how many `loadgen worker`s to wait for)")
     if distributed.master and distributed.processes > 1:
         fatal("give either --processes (workers on this machine) or --master (workers elsewhere), not both")
+    if load.web and (distributed.master or distributed.processes > 1):
+        fatal("--web runs one Locust process: drop --processes/--master")
 
 
 def _run_options(
@@ -423,6 +460,9 @@ def _run_options(
         fanout=load.fanout,
         id_style=load.id_style,
         xrid_sampled_fraction=load.xrid_sampled_fraction,
+        web=load.web,
+        web_host=load.web_host,
+        web_port=load.web_port or free_port(),
         expect_percent=expected_percent(expectation.expect, expectation.expect_from),
         tracing=tracing_config(tracing, gw, mesh),
         tracer=mesh.tracer,

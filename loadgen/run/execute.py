@@ -218,7 +218,14 @@ def execute_run(opts: RunOptions, status: Status) -> RunResult:
         # The load reads each request's sampled fact where the mesh's tracer writes it (probed).
         traced_as = replace(opts, tracing=replace(opts.tracing, tracer=plan.expect.mode_context().tracer))
         load = run_load(traced_as, run_dir, run_id, opened, opened.configured, started_at, status)
-        return finish_run(opts, run_dir, run_id, opened, plan, load, started_at, status)
+        try:
+            result = finish_run(opts, run_dir, run_id, opened, plan, load, started_at, status)
+        except BaseException:
+            if load.web is not None:
+                load.web.close()
+            raise
+        result.web = load.web  # --web: Locust's UI stays up (its Tracing tab shows the result)
+        return result
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

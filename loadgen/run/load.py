@@ -7,10 +7,10 @@ import functools
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,15 +25,10 @@ from loadgen.mesh.tracer import TracerFamily
 from loadgen.redact import redact_text
 from loadgen.run.options import RunError, RunOptions, Status
 from loadgen.run.target import OpenTarget
+from loadgen.run.webui import WebUi, free_port, web_argv, web_env, web_test_started, web_test_stopped, web_url
 from loadgen.stack.mesh import EmbeddedMesh
 from loadgen.stack.procs import ComponentDied, StackError, die_with_parent
 from loadgen.traffic.locustfile_paths import MESH, locustfile_path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def default_scenario_path() -> str:
@@ -47,7 +42,7 @@ def _locust_argv(opts: RunOptions, run_dir: Path) -> list[str]:
     if opts.processes > 1:
         # Local worker processes forked by Locust; the master writes the one ledger. Its message
         # channel listens on loopback on a free port (Locust's default is *:5557).
-        port = str(_free_port())
+        port = str(free_port())
         distributed = [
             "--processes", str(opts.processes),
             "--master-bind-host", "127.0.0.1", "--master-bind-port", port, "--master-port", port,
@@ -57,15 +52,16 @@ def _locust_argv(opts: RunOptions, run_dir: Path) -> list[str]:
             "--master", "--expect-workers", str(opts.expect_workers),
             "--master-bind-host", opts.master_bind_host, "--master-bind-port", str(opts.master_bind_port),
         ]  # fmt: skip
+    headless = [
+        "--headless", "-t", f"{max(1, round(opts.duration_s))}s", "--only-summary",
+        "--json-file", str(run_dir / "locust"),
+    ]  # fmt: skip
     return [
         sys.executable, "-m", "locust",
         "-f", scenario,
-        "--headless",
+        *(web_argv(opts.web_host, opts.web_port) if opts.web else headless),
         "-u", str(opts.users),
         "-r", str(opts.spawn_rate),
-        "-t", f"{max(1, round(opts.duration_s))}s",
-        "--only-summary",
-        "--json-file", str(run_dir / "locust"),
         "--stop-timeout", "5",
         "--exit-code-on-error", "0",
         "--loglevel", "WARNING",
@@ -151,6 +147,7 @@ class LoadOutcome:
     partial_reason: str = ""
     failure: ComponentFailure | None = None
     notes: list[str] = field(default_factory=list)
+    web: WebUi | None = None  # --web: Locust's web UI, left running after the test stopped
 
 
 def locust_env(opts: RunOptions, run_id: str, gateway: str, host: str, ledger_path: Path,
@@ -178,6 +175,8 @@ def locust_env(opts: RunOptions, run_id: str, gateway: str, host: str, ledger_pa
         env["LOADGEN_XRID_SAMPLED_FRACTION"] = str(opts.xrid_sampled_fraction)
     if opts.tracing.tracer is not TracerFamily.ZIPKIN:
         env["LOADGEN_TRACER"] = opts.tracing.tracer.value  # where the sampled fact is read
+    if opts.web:
+        env.update(web_env(ledger_path.parent))
     env.update(opts.extra_env)
     return env
 
@@ -192,10 +191,11 @@ def _configured(opts: RunOptions) -> float | None:
 def _watch(
     locust: subprocess.Popen[bytes], opts: RunOptions, run_dir: Path, mesh: EmbeddedMesh | None,
     tail: LedgerTail, emitter: ReferenceEmitter | None, started_at: float, status: Status,
+    until: Callable[[], bool] = lambda: False,
 ) -> None:  # fmt: skip
-    """Until Locust exits: every second check the mesh and the disk, show the live counts, and
-    ask the on_tick hook; raises what stops the load early."""
-    while locust.poll() is None:
+    """Until Locust exits (or `until()`): every second check the mesh and the disk, show the live
+    counts, and ask the on_tick hook; raises what stops the load early."""
+    while locust.poll() is None and not until():
         time.sleep(1.0)
         if mesh is not None:
             mesh.check_alive()
@@ -254,6 +254,26 @@ def reference_grpc_endpoint(opts: RunOptions, opened: OpenTarget) -> str | None:
     return url
 
 
+def _wait_for_locust(locust: subprocess.Popen[bytes], outcome: LoadOutcome) -> None:
+    try:
+        locust.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        locust.kill()
+        locust.wait()
+        outcome.notes.append(
+            "Locust did not stop within 30 s and was killed; the last ledger lines may be missing"
+        )
+
+
+def _wait_for_web_test(locust: subprocess.Popen[bytes], mesh: EmbeddedMesh | None, run_dir: Path) -> float:
+    """--web: until a test starts in the web UI (or Locust ends), checking the mesh; its start."""
+    while locust.poll() is None and not web_test_started(run_dir):
+        time.sleep(0.2)
+        if mesh is not None:
+            mesh.check_alive()
+    return time.time()
+
+
 def run_load(
     opts: RunOptions, run_dir: Path, run_id: str, opened: OpenTarget, configured: float | None,
     started_at: float, status: Status,
@@ -271,8 +291,11 @@ def run_load(
             protocol=opts.reference_protocol, grpc_endpoint=reference_grpc_endpoint(opts, opened),
         )  # fmt: skip
     env = locust_env(opts, run_id, opened.gateway, opened.host, ledger_path, configured)
+    url = web_url(opts.web_host, opts.web_port)
     status(
-        f"load: {opts.users} users for {opts.duration_s:g} s"
+        f"web UI at {url}: start a test there; stopping it reads the traces back"
+        if opts.web
+        else f"load: {opts.users} users for {opts.duration_s:g} s"
         + (f" at {opts.rate:g} req/s" if opts.rate else "")
     )
     locust_log = open(run_dir / "locust.log", "ab")  # noqa: SIM115
@@ -286,25 +309,24 @@ def run_load(
         preexec_fn=die_with_parent,
     )
     tail = LedgerTail(ledger_path, functools.partial(upstream_decision, tracer=opts.tracing.tracer))
-    if emitter is not None:
-        emitter.start()
     try:
-        _watch(locust, opts, run_dir, opened.mesh, tail, emitter, started_at, status)
+        if opts.web:
+            started_at = _wait_for_web_test(locust, opened.mesh, run_dir)
+        if emitter is not None:
+            emitter.start()
+        stopped_in_ui = functools.partial(web_test_stopped, run_dir) if opts.web else lambda: False
+        _watch(locust, opts, run_dir, opened.mesh, tail, emitter, started_at, status, stopped_in_ui)
+        if opts.web and locust.poll() is None:  # its Tracing tab shows the read-back's result
+            outcome.web = WebUi(locust, locust_log, url)
     except (KeyboardInterrupt, StackError, _Abort, _Failed) as exc:
         outcome.partial_reason, outcome.failure = _stopped_early(exc)
         status(f"stopping load ({outcome.partial_reason}); flushing the ledger")
         if locust.poll() is None:
             locust.send_signal(signal.SIGTERM)
     finally:
-        try:
-            locust.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            locust.kill()
-            locust.wait()
-            outcome.notes.append(
-                "Locust did not stop within 30 s and was killed; the last ledger lines may be missing"
-            )
-        locust_log.close()
+        if outcome.web is None:
+            _wait_for_locust(locust, outcome)
+            locust_log.close()
         if emitter is not None:
             counters = emitter.stop()
             status(f"reference emitter stopped: {counters.traces_started} traces started")

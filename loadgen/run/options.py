@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE
 from loadgen.backends.base import redact_url
@@ -22,6 +22,9 @@ from loadgen.stack.mesh import (
     CollectorFaults,
     UpstreamFaults,
 )
+
+if TYPE_CHECKING:
+    from loadgen.run.webui import WebUi
 
 
 class RunError(RuntimeError):
@@ -48,6 +51,9 @@ class RunOptions:
     expect_workers: int = 0  # >0: be a master and wait for this many `loadgen worker`s
     master_bind_host: str = "*"
     master_bind_port: int = 5557
+    web: bool = False  # --web: Locust's web UI drives the load (loadgen.run.webui)
+    web_host: str = "127.0.0.1"
+    web_port: int = 8089
     # Hooks for jobs built on a run (capacity, calibration):
     extra_env: dict[str, str] = field(default_factory=dict)  # more LOADGEN_* for the locustfile
     on_tick: Callable[[LiveCounts, float], str | None] | None = None  # returns a reason to abort
@@ -94,6 +100,7 @@ class RunResult:
     summary: dict[str, Any]
     run_dir: Path
     exit_code: int
+    web: WebUi | None = None  # --web: Locust's web UI, still up after the report (close it)
 
 
 Status = Callable[[str], None]

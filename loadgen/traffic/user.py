@@ -14,17 +14,14 @@ import json
 import os
 import random
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
-import flask
 import gevent
 from locust import events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
 from locust.exception import StopUser
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import MasterRunner
 
 from loadgen.ledger import LedgerWriter
 from loadgen.mesh.echo import parse_echo
@@ -34,101 +31,136 @@ from loadgen.mesh.ids import IdStyle
 from loadgen.mesh.modes import DEFAULT_MIX, HeaderMode, format_mix, parse_mix
 from loadgen.mesh.tracer import TracerFamily
 from loadgen.redact import redact_text
-from loadgen.traffic.relay import LEDGER_MESSAGE, RelayLedger
+from loadgen.traffic import webui as _webui  # noqa: F401  (registers the web UI's Tracing tab)
+from loadgen.traffic.relay import LEDGER_MESSAGE
 from loadgen.traffic.shape import step_interval
+from loadgen.traffic.state import STATE
+from loadgen.traffic.web_tab import WEB_STATE_ENV
 
 DEFAULT_HOST_HEADER = DEFAULT_GATEWAY_HOST
+
+
+#: Options `loadgen run --web` sets for the run and its read-back: not editable in its web UI.
+RUN_FIXED = frozenset(
+    {"loadgen_run_id", "loadgen_ledger", "loadgen_host_header", "loadgen_path", "loadgen_xrid_percent",
+     "loadgen_tracer", "loadgen_max_requests"}
+)  # fmt: skip
+
+
+def show_in_web_ui(action: Any, web_mode: bool) -> Any:
+    """Mark an option for Locust's web UI. Locust lists the actions its own parser's add_argument
+    marked (`include_in_web_ui`); an argument group's add_argument is argparse's and marks none."""
+    action.include_in_web_ui = not (web_mode and action.dest in RUN_FIXED)
+    action.is_secret = action.is_required = action.is_multiple = False
+    return action
 
 
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any) -> None:
     group = parser.add_argument_group("loadgen", "Traced traffic for loadgen (see `loadgen run --help`)")
-    group.add_argument(
-        "--loadgen-run-id",
-        env_var="LOADGEN_RUN_ID",
-        default="",
-        help="Run id sent in x-loadgen-run-id and used for the run folder (default: generated)",
-    )
-    group.add_argument(
-        "--loadgen-ledger",
-        env_var="LOADGEN_LEDGER",
-        default="",
-        help="Ledger file (default: reports/<run-id>/ledger.jsonl)",
-    )
-    group.add_argument(
-        "--loadgen-host-header",
-        env_var="LOADGEN_HOST_HEADER",
-        default=DEFAULT_HOST_HEADER,
-        help="Host header the gateway routes on",
-    )
-    group.add_argument(
-        "--loadgen-path", env_var="LOADGEN_PATH", default="/headers", help="Request path (an echo of headers)"
-    )
-    group.add_argument(
-        "--loadgen-mix",
-        env_var="LOADGEN_MIX",
-        default=format_mix(DEFAULT_MIX),
-        help="Header-mode weights MODE=W,... (modes: " + ", ".join(m.value for m in HeaderMode) + ")",
-    )
-    group.add_argument(
-        "--loadgen-rate",
-        env_var="LOADGEN_RATE",
-        type=float,
-        default=0.0,
-        help="Target requests/s over all users (0 = as fast as the users go)",
-    )
-    group.add_argument(
-        "--loadgen-seed", env_var="LOADGEN_SEED", type=int, default=None, help="Seed for the mode choice"
-    )
-    group.add_argument(
-        "--loadgen-max-requests",
-        env_var="LOADGEN_MAX_REQUESTS",
-        type=int,
-        default=0,
-        help="Stop the run after this many requests in this process (0 = no limit; calibration uses it)",
-    )
-    group.add_argument(
-        "--loadgen-id-style",
-        env_var="LOADGEN_ID_STYLE",
-        choices=[s.value for s in IdStyle],
-        default=IdStyle.RANDOM.value,
-        help="128-bit trace ids: fully random, or k6's layout (prefix dc0742, then the unix time in "
-        "ns as a varint, then 4 random bytes; see loadgen.mesh.ids.k6_trace_id)",
-    )
-    group.add_argument(
-        "--loadgen-xrid-percent",
-        env_var="LOADGEN_XRID_PERCENT",
-        type=float,
-        default=None,
-        help="The gateway's sampling percent that crafted x-request-ids (modes xrid_crafted, "
-        "xrid_no_dashes) target, so each decision is predicted before sending (default: unknown, "
-        "ids are random and no prediction is recorded)",
-    )
-    group.add_argument(
-        "--loadgen-xrid-sampled-fraction",
-        env_var="LOADGEN_XRID_SAMPLED_FRACTION",
-        type=float,
-        default=0.5,
-        help="Share of crafted x-request-ids crafted to be sampled (default 0.5)",
-    )
-    group.add_argument(
-        "--loadgen-tracer",
-        env_var="LOADGEN_TRACER",
-        choices=[t.value for t in TracerFamily],
-        default=None,
-        help="The mesh's tracer: where each request's sampled fact is read (zipkin: B3, else "
-        "x-request-id char 14; opentelemetry: the forwarded traceparent). Default zipkin",
-    )
-    # fmt: skip
+    for action in _loadgen_options(group):
+        show_in_web_ui(action, web_mode=bool(os.environ.get(WEB_STATE_ENV)))
+
+
+def _loadgen_options(group: Any) -> list[Any]:
+    """The loadgen options (each also read from its LOADGEN_* variable)."""
+    return [
+        group.add_argument(
+            "--loadgen-run-id",
+            env_var="LOADGEN_RUN_ID",
+            default="",
+            help="Run id sent in x-loadgen-run-id and used for the run folder (default: generated)",
+        ),
+        group.add_argument(
+            "--loadgen-ledger",
+            env_var="LOADGEN_LEDGER",
+            default="",
+            help="Ledger file (default: reports/<run-id>/ledger.jsonl)",
+        ),
+        group.add_argument(
+            "--loadgen-host-header",
+            env_var="LOADGEN_HOST_HEADER",
+            default=DEFAULT_HOST_HEADER,
+            help="Host header the gateway routes on",
+        ),
+        group.add_argument(
+            "--loadgen-path",
+            env_var="LOADGEN_PATH",
+            default="/headers",
+            help="Request path (an echo of headers)",
+        ),
+        group.add_argument(
+            "--loadgen-mix",
+            env_var="LOADGEN_MIX",
+            default=format_mix(DEFAULT_MIX),
+            help="Header-mode weights MODE=W,... (modes: " + ", ".join(m.value for m in HeaderMode) + ")",
+        ),
+        group.add_argument(
+            "--loadgen-rate",
+            env_var="LOADGEN_RATE",
+            type=float,
+            default=0.0,
+            help="Target requests/s over all users (0 = as fast as the users go)",
+        ),
+        group.add_argument(
+            "--loadgen-seed", env_var="LOADGEN_SEED", type=int, default=None, help="Seed for the mode choice"
+        ),
+        group.add_argument(
+            "--loadgen-max-requests",
+            env_var="LOADGEN_MAX_REQUESTS",
+            type=int,
+            default=0,
+            help="Stop the run after this many requests in this process (0 = no limit; calibration uses it)",
+        ),
+        group.add_argument(
+            "--loadgen-id-style",
+            env_var="LOADGEN_ID_STYLE",
+            choices=[s.value for s in IdStyle],
+            default=IdStyle.RANDOM.value,
+            help="128-bit trace ids: fully random, or k6's layout (prefix dc0742, then the unix time in "
+            "ns as a varint, then 4 random bytes; see loadgen.mesh.ids.k6_trace_id)",
+        ),
+        group.add_argument(
+            "--loadgen-xrid-percent",
+            env_var="LOADGEN_XRID_PERCENT",
+            type=float,
+            default=None,
+            help="The gateway's sampling percent that crafted x-request-ids (modes xrid_crafted, "
+            "xrid_no_dashes) target, so each decision is predicted before sending (default: unknown, "
+            "ids are random and no prediction is recorded)",
+        ),
+        group.add_argument(
+            "--loadgen-xrid-sampled-fraction",
+            env_var="LOADGEN_XRID_SAMPLED_FRACTION",
+            type=float,
+            default=0.5,
+            help="Share of crafted x-request-ids crafted to be sampled (default 0.5)",
+        ),
+        group.add_argument(
+            "--loadgen-tracer",
+            env_var="LOADGEN_TRACER",
+            choices=[t.value for t in TracerFamily],
+            default=None,
+            help="The mesh's tracer: where each request's sampled fact is read (zipkin: B3, else "
+            "x-request-id char 14; opentelemetry: the forwarded traceparent). Default zipkin",
+        ),
+    ]
+
+
+def given(opts: Any, name: str) -> Any:
+    """An option's value, None when unset: the web UI's form sends an option without a default
+    (None) as an empty string, which Locust then stores as the value."""
+    value = getattr(opts, name, None) if opts else None
+    return None if value is None or value == "" else value
 
 
 def encode_options(opts: Any) -> EncodeOptions:
     """The id options from Locust's parsed options (or their LOADGEN_* variables)."""
     style = str(getattr(opts, "loadgen_id_style", "") or os.environ.get("LOADGEN_ID_STYLE", "") or "random")
-    percent = getattr(opts, "loadgen_xrid_percent", None) if opts else None
+    percent = given(opts, "loadgen_xrid_percent")
     if percent is None and os.environ.get("LOADGEN_XRID_PERCENT"):
         percent = float(os.environ["LOADGEN_XRID_PERCENT"])
-    fraction = getattr(opts, "loadgen_xrid_sampled_fraction", None) if opts else None
+    fraction = given(opts, "loadgen_xrid_sampled_fraction")
     if fraction is None:
         fraction = float(os.environ.get("LOADGEN_XRID_SAMPLED_FRACTION", "0.5"))
     if not 0.0 <= float(fraction) <= 1.0:
@@ -145,47 +177,8 @@ def encode_options(opts: Any) -> EncodeOptions:
 
 def tracer_option(opts: Any) -> TracerFamily:
     """--loadgen-tracer / LOADGEN_TRACER (zipkin when unset)."""
-    name = getattr(opts, "loadgen_tracer", None) if opts else None
+    name = given(opts, "loadgen_tracer")
     return TracerFamily(name or os.environ.get("LOADGEN_TRACER") or TracerFamily.ZIPKIN)
-
-
-class _RunState:
-    """Per-process state shared by all users: the ledger writer and the parsed options."""
-
-    def __init__(self) -> None:
-        self.ledger: LedgerWriter | RelayLedger | None = None
-        self.run_id = ""
-        self.counts: dict[str, int] = {}
-        self.limit_reached = False
-        self.sampled: dict[str, int] = {}
-
-    def configure(self, environment: Environment) -> None:
-        if self.ledger is not None:
-            return
-        opts = environment.parsed_options
-        self.run_id = (getattr(opts, "loadgen_run_id", "") if opts else "") or os.environ.get(
-            "LOADGEN_RUN_ID", ""
-        )
-        if not self.run_id:
-            self.run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        ledger = (
-            getattr(opts, "loadgen_ledger", "") if opts else ""
-        ) or f"reports/{self.run_id}/ledger.jsonl"
-        worker = f"{os.uname().nodename}:{os.getpid()}"
-        runner = environment.runner
-        if isinstance(runner, WorkerRunner):
-            # Distributed: the master writes the one ledger; records travel with Locust's messages.
-            self.ledger = RelayLedger(runner.send_message, worker=worker)
-        else:
-            self.ledger = LedgerWriter(Path(ledger), worker=worker)
-
-    def close(self) -> None:
-        if self.ledger is not None:
-            self.ledger.close()
-            self.ledger = None
-
-
-STATE = _RunState()
 
 
 @events.init.add_listener
@@ -201,52 +194,6 @@ def _on_init(environment: Environment, **_: Any) -> None:
                 ledger.append(record)
 
         runner.register_message(LEDGER_MESSAGE, on_ledger_batch)
-
-
-def live_rows() -> list[dict[str, Any]]:
-    """Per header mode: requests so far, how many the upstream saw sampled, and the fraction."""
-    rows = []
-    for mode, n in sorted(STATE.counts.items()):
-        k = STATE.sampled.get(mode, 0)
-        rows.append(
-            {"mode": mode, "requests": n, "sampled": k, "sampled_fraction": round(k / n, 4) if n else None}
-        )
-    return rows
-
-
-@events.init.add_listener
-def _extend_web_ui(environment: Environment, **_: Any) -> None:
-    """The live view in Locust's web UI: a "Tracing" tab with per-mode counters and the sampled
-    fraction the upstream saw so far (Locust's extended-tab mechanism), and /loadgen as JSON."""
-    web_ui = environment.web_ui
-    if web_ui is None or web_ui.app is None:
-        return
-    app = web_ui.app
-    web_ui.template_args["extendedTabs"] = [{"title": "Tracing (loadgen)", "key": "loadgen"}]
-    web_ui.template_args["extendedTables"] = [
-        {
-            "key": "loadgen",
-            "structure": [
-                {"key": "mode", "title": "Header mode"},
-                {"key": "requests", "title": "Requests"},
-                {"key": "sampled", "title": "Upstream saw sampled"},
-                {"key": "sampled_fraction", "title": "Sampled fraction"},
-            ],
-        }
-    ]
-
-    @app.after_request
-    def _add_tracing_stats(response: Any) -> Any:
-        if flask.request.path != "/stats/requests" or not response.is_json:
-            return response
-        data = response.get_json()
-        data["extended_stats"] = [{"key": "loadgen", "data": live_rows()}]
-        response.set_data(json.dumps(data))
-        return response
-
-    @app.route("/loadgen")
-    def _loadgen_stats() -> Any:
-        return flask.jsonify({"run_id": STATE.run_id, "modes": live_rows()})
 
 
 @events.test_start.add_listener
@@ -283,9 +230,9 @@ class TracedUser(FastHttpUser):
         self._modes = [m for m, w in mix.items() if w > 0]
         self._cum_weights = list(itertools.accumulate(mix[m] for m in self._modes))
         self._limit = int(getattr(opts, "loadgen_max_requests", 0) or 0) if opts else 0
-        seed = getattr(opts, "loadgen_seed", None) if opts else None
+        seed = given(opts, "loadgen_seed")
         # One generator per user: reproducible mode sequences with --loadgen-seed, fresh ids anyway.
-        self._rng = random.Random(None if seed is None else (seed, id(self)).__hash__())
+        self._rng = random.Random(None if seed is None else (int(seed), id(self)).__hash__())
         self._id_rng = random.Random()
         self._encode_options = encode_options(opts)
         self._tracer = self._encode_options.tracer

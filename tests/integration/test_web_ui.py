@@ -58,7 +58,11 @@ def test_web_ui_shows_tracing_tab_data(mesh100: EmbeddedMesh, tmp_path: Path) ->
         assert "Tracing (loadgen)" in index
         stats = httpx.get(f"{base}/stats/requests", timeout=5).json()
         extended = {e["key"]: e["data"] for e in stats["extended_stats"]}
-        assert {r["mode"] for r in extended["loadgen"]} == {"none", "b3_multi_not_sampled"}
+        tab = {r["what"]: r["value"] for r in extended["loadgen"]}
+        assert set(tab) == {"run id", "mode none", "mode b3_multi_not_sampled"}, tab
+        assert tab["run id"] == "webui"
+        assert tab["mode b3_multi_not_sampled"].endswith("the upstream saw 0 sampled (0.0 %)")
+        assert "(100.0 %)" in tab["mode none"]
     finally:
         proc.terminate()
         try:

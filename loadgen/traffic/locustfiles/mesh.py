@@ -6,8 +6,10 @@ against a running mesh (`loadgen stack up` prints the gateway URL):
 
     locust -f scenarios/mesh.py --host http://127.0.0.1:<gateway-port>
 
-The loadgen options (run id, header-mode mix, target rate, ledger path) appear in the web UI
-and in `locust -f scenarios/mesh.py --help` under "loadgen".
+The loadgen options (run id, header-mode mix, target rate, ledger path) are inputs of the web
+UI's start form ("Custom parameters"). `--help` does not list them: Locust prints it before it
+loads the locustfile. `loadgen run --web` runs this scenario with the web UI and reads the traces
+back when the test stops.
 """
 
 from loadgen.traffic.default_scenario import MeshUser
