@@ -28,6 +28,7 @@ from loadgen.calibrate import CalibrationError
 from loadgen.cli.application import app, stack_app
 from loadgen.cli.console import CheckedCommand, err, error_line
 from loadgen.cli.crash import os_error_message, save_traceback
+from loadgen.cli.settings import ConfiguredCommand, source_of
 from loadgen.exitcodes import EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED
 from loadgen.mesh.istio_config import IstioConfigError
 from loadgen.mesh.profile import ProfileError
@@ -36,7 +37,7 @@ from loadgen.run import RunError
 from loadgen.runfolder import RunFolderError
 from loadgen.stack.procs import StackError
 
-__all__ = ["CheckedCommand", "app", "main", "stack_app"]
+__all__ = ["CheckedCommand", "ConfiguredCommand", "app", "main", "stack_app"]
 
 # Exceptions that are the user's or the environment's doing, not loadgen's: one line, exit 2.
 # (Commands turn the ones they expect into `fatal` lines themselves; this is the net below.)
@@ -66,7 +67,8 @@ def main() -> None:
     except click_errors.ClickException as exc:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        err.print(f"[bold red]error:[/] {error_line(exc.format_message())}{escape(hint)}")
+        message = source_of(exc) or exc.format_message()
+        err.print(f"[bold red]error:[/] {error_line(message)}{escape(hint)}")
         sys.exit(EXIT_ERROR)
     except typer.Abort:
         err.print("aborted")

@@ -8,7 +8,8 @@ import typer
 
 from loadgen import __version__
 from loadgen.cli import calibrate, capacity, doctor, gate, plan, probe, report, run, stack, verify, worker
-from loadgen.cli.console import CheckedCommand, out
+from loadgen.cli.console import out
+from loadgen.cli.settings import ConfiguredCommand
 from loadgen.exitcodes import EXIT_CODE_TABLE
 
 app = typer.Typer(
@@ -19,7 +20,10 @@ app = typer.Typer(
         "rate and sampling fidelity with confidence intervals.\n\n"
         "Start with `loadgen run` (it brings up an embedded real-Envoy mesh when no --gateway is given)."
     ),
-    epilog="Exit codes (every command; `gate` uses 0, 1 and 2 only):\n\n"
+    epilog="Every option can also be set as LOADGEN_<OPTION> in the environment (LOADGEN_DURATION=5m, "
+    "LOADGEN_REFERENCE_RATE=20), and run's and capacity's in loadgen.toml's \\[run] and \\[capacity] "
+    "tables (--config); a flag wins over the environment, which wins over the file.\n\n"
+    "Exit codes (every command; `gate` uses 0, 1 and 2 only):\n\n"
     + "\n\n".join(f"{code}: {meaning}" for code, meaning in EXIT_CODE_TABLE),
     no_args_is_help=True,
     add_completion=False,
@@ -32,8 +36,8 @@ for command in (
     run.run, plan.plan, calibrate.calibrate, capacity.capacity, worker.worker, probe.probe,
     doctor.doctor, verify.verify, report.report, gate.gate,
 ):  # fmt: skip
-    app.command(cls=CheckedCommand)(command)
-stack_app.command("up", cls=CheckedCommand)(stack.up)
+    app.command(cls=ConfiguredCommand)(command)
+stack_app.command("up", cls=ConfiguredCommand)(stack.up)
 
 
 def _version(value: bool) -> None:

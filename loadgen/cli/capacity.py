@@ -27,13 +27,14 @@ from loadgen.cli.groups import (
     tracing_config,
     upstream_faults,
 )
-from loadgen.cli.inputs import check_mix
+from loadgen.cli.inputs import check_mix, reference_flags
 from loadgen.cli.options import (
     DEFAULT_HOST,
     DEFAULT_MIX_TEXT,
     EMBEDDED,
     BackendOpt,
     CollectorOpt,
+    ConfigOpt,
     ExpectOpt,
     GatewayOpt,
     HostOpt,
@@ -47,7 +48,7 @@ from loadgen.cli.options import (
     RunIdOpt,
     SeedOpt,
 )
-from loadgen.emitter import ReferenceProtocol
+from loadgen.emitter import DEFAULT_SERVICE_NAME
 from loadgen.report.render import capacity_table
 from loadgen.run import RunError, RunOptions
 from loadgen.stack.procs import StackError
@@ -218,11 +219,12 @@ def capacity(
     probe: ProbeOpt = True,
     profile: ProfileOpt = None,
     reference_rate: ReferenceRateOpt = 5.0,
-    reference_protocol: ReferenceProtocolOpt = ReferenceProtocol.ZIPKIN,
+    reference_protocol: ReferenceProtocolOpt = None,
     reference_grpc_endpoint: ReferenceGrpcEndpointOpt = "",
     run_id: RunIdOpt = "",
     output: OutputOpt = Path("reports"),
     seed: SeedOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Step the load up (users or target rate) until the mesh or tracing stops keeping up.
 
@@ -234,6 +236,7 @@ def capacity(
     check_mix(mix)
     if 0 < knee.max_p99_growth < 1:
         fatal(f"--max-p99-growth must be 0 (off) or at least 1, got {knee.max_p99_growth:g}")
+    ref = reference_flags(reference_protocol, collector, reference_grpc_endpoint, gateway=gateway)
     run_opts = RunOptions(
         run_id=run_id,
         output_dir=output,
@@ -245,12 +248,14 @@ def capacity(
         upstream=upstream_faults(faults, seed),
         gateway=gateway,
         host=host,
-        collector=collector,
+        collector=ref.collector,
         backend=backend,
         expect_percent=expect,
         reference_rate=reference_rate,
-        reference_protocol=reference_protocol.value,
-        reference_grpc_endpoint=reference_grpc_endpoint,
+        reference_protocol=ref.protocol.value,
+        reference_grpc_endpoint=ref.grpc_endpoint,
+        reference_service=ref.service_name or DEFAULT_SERVICE_NAME,
+        reference_headers=ref.headers,
         probe=probe,
         profile_path=profile,
     )

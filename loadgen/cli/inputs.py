@@ -3,9 +3,12 @@ or into one `error:` line."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from loadgen.cli.console import err, fatal
+from loadgen.cli.console import err, fatal, note
+from loadgen.emitter import ReferenceProtocol
+from loadgen.emitter.protocols import ReferenceSettings, reference_settings
 from loadgen.mesh.istio_config import IstioConfigError, WorkloadMode, effective_sampling, load_istio_files
 from loadgen.mesh.modes import parse_mix
 from loadgen.runfolder import RunFolderError, read_summary
@@ -40,3 +43,29 @@ def summary_of(run_dir: Path) -> Summary:
         return read_summary(run_dir / "summary.json")
     except RunFolderError as exc:
         fatal(str(exc))
+
+
+def reference_flags(
+    protocol: ReferenceProtocol | None, collector: str, grpc_endpoint: str, *, gateway: str
+) -> ReferenceSettings:
+    """--reference-protocol, --collector and --reference-grpc-endpoint (None / empty: not given),
+    completed from the OpenTelemetry SDK's variables (OTEL_SERVICE_NAME, OTEL_EXPORTER_*;
+    loadgen.emitter.protocols.reference_settings). A variable that cannot be used is one line."""
+    try:
+        settings = reference_settings(
+            os.environ,
+            protocol=protocol,
+            collector=collector,
+            grpc_endpoint=grpc_endpoint,
+            embedded=not gateway,
+        )
+    except ValueError as exc:
+        fatal(str(exc))
+    if settings.ignored:
+        why = (
+            "they go to the embedded mesh's own collector, the one read back"
+            if not gateway
+            else "--reference-protocol, --collector or --reference-grpc-endpoint decide"
+        )
+        note(f"{', '.join(settings.ignored)} not used for reference spans: {why}")
+    return settings

@@ -4,11 +4,15 @@ The default stays in the command's signature; flag, help, range and panel live h
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from loadgen.cli.settings import load_config
 from loadgen.emitter import ReferenceProtocol
 from loadgen.mesh.modes import DEFAULT_MIX, MODE_SPECS, format_mix
 from loadgen.mesh.tracer import OtlpProtocol, TracerFamily
@@ -24,7 +28,60 @@ EXISTING = "Existing mesh"
 GATEWAY_BEHAVIOUR = "Gateway behaviour"
 MESH_PROFILE = "Mesh profile"
 
+# --- durations, as Locust and k6 write them ----------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|h|m|s)")
+_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `90`, `30s`, `5m`, `1h30m`, `1m30.5s` or `500ms` (Locust's -t, k6's
+    --duration); a number (a config file's `duration = 30`) is seconds. typer.BadParameter says
+    what a duration looks like."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION_PART.findall(text)
+            if not text or "".join(n + u for n, u in parts) != text:
+                raise typer.BadParameter(
+                    f"{value!r} is not a duration: give seconds or e.g. 30s, 5m, 1h30m"
+                ) from None
+            seconds = sum(float(n) * _SECONDS[u] for n, u in parts)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise typer.BadParameter(f"{value!r} is not a duration: it must be finite and not negative")
+    return seconds
+
+
+def duration_at_least(minimum: float) -> Callable[[object], float]:
+    """A --duration-like option's parser: `parse_duration`, then at least `minimum` seconds."""
+
+    def parse(value: object) -> float:
+        seconds = parse_duration(value)
+        if seconds < minimum:
+            raise typer.BadParameter(f"{value!r} is shorter than {minimum:g} s")
+        return seconds
+
+    return parse
+
+
 # --- where the run goes, what it sends ------------------------------------------------------------
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML whose table of this command's name ([run], [capacity]) sets options: keys are "
+        "flag names (reference-rate = 20, probe = false). Default ./loadgen.toml when it exists. "
+        "Flags win over LOADGEN_<FLAG> variables, which win over the file.",
+        dir_okay=False,
+        is_eager=True,
+        callback=load_config,
+    ),
+]
 
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Parent folder of the run folder.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for the header-mode sequence.")]
@@ -45,11 +102,12 @@ ReferenceRateOpt = Annotated[
     ),
 ]  # fmt: skip
 ReferenceProtocolOpt = Annotated[
-    ReferenceProtocol,
+    ReferenceProtocol | None,
     typer.Option(
         "--reference-protocol",
         help="How reference spans reach the collector: zipkin (POST /api/v2/spans), otlp-http "
-        "(POST /v1/traces, protobuf) or otlp-grpc (TraceService/Export, to the endpoint below).",
+        "(POST /v1/traces, protobuf) or otlp-grpc (TraceService/Export, to the endpoint below). "
+        "Default zipkin, or what OTEL_EXPORTER_OTLP_PROTOCOL says (grpc, http/protobuf).",
         rich_help_panel="Reference spans",
     ),
 ]
@@ -164,10 +222,10 @@ SamplingOpt = Annotated[
     float,
     typer.Option(
         "--sampling",
-        help="Embedded mesh: Envoy random_sampling percent (Istio's default is 1). Also the expected rate.",
-        rich_help_panel=EMBEDDED,
+        help="Embedded mesh: Envoy random_sampling percent (default 10; Istio's is 1). Also the expected rate.",
+        min=0, max=100, rich_help_panel=EMBEDDED,
     ),
-]
+]  # fmt: skip
 SpawnGwOpt = Annotated[
     bool,
     typer.Option(

@@ -22,7 +22,7 @@ from loadgen.cli.groups import (
     tracing_config,
     upstream_faults,
 )
-from loadgen.cli.inputs import check_mix, expected_percent
+from loadgen.cli.inputs import check_mix, expected_percent, reference_flags
 from loadgen.cli.options import (
     DEFAULT_HOST,
     DEFAULT_MIX_TEXT,
@@ -30,6 +30,7 @@ from loadgen.cli.options import (
     EXISTING,
     MESH_PROFILE,
     CollectorOpt,
+    ConfigOpt,
     ExpectOpt,
     GatewayOpt,
     HostOpt,
@@ -44,8 +45,8 @@ from loadgen.cli.options import (
     RunIdOpt,
     SeedOpt,
     UsersOpt,
+    duration_at_least,
 )
-from loadgen.emitter import ReferenceProtocol
 from loadgen.report.profile_view import profile_table
 from loadgen.report.render import render_terminal
 from loadgen.run import RunError, RunOptions, RunResult, execute_run
@@ -57,7 +58,36 @@ READ_BACK = "Read-back"
 DISTRIBUTED = "Distributed"
 WEB_UI = "Web UI"
 
-Duration = Annotated[float, typer.Option("--duration", "-d", help="Seconds of load.", min=1)]
+Duration = Annotated[
+    float,
+    typer.Option(
+        "--duration", "-d", "-t", help="How long the load runs: seconds, or 30s, 5m, 1h30m (Locust's -t).",
+        parser=duration_at_least(1), metavar="DURATION",
+    ),
+]  # fmt: skip
+Headless = Annotated[
+    bool,
+    typer.Option("--headless", help="Accepted as in Locust; changes nothing (a run is headless by default)."),
+]
+CsvPrefix = Annotated[
+    str,
+    typer.Option(
+        "--csv",
+        help="Also write Locust's CSV statistics to PREFIX_stats.csv, PREFIX_stats_history.csv, "
+        "PREFIX_failures.csv and PREFIX_exceptions.csv, as locust --csv does.",
+        metavar="PREFIX",
+    ),
+]
+KeepSpans = Annotated[
+    bool,
+    typer.Option(
+        "--keep-spans",
+        help="Also write fetched.jsonl: what the read-back found for every trace (spans, services, "
+        "shape). Off by default: report.html is complete without it, but `loadgen report` redraws "
+        "the collection-over-time chart only from it.",
+        rich_help_panel=READ_BACK,
+    ),
+]
 SpawnRate = Annotated[float, typer.Option("--spawn-rate", "-r", help="Users started per second.", min=0.1)]
 Scenario = Annotated[
     str,
@@ -290,13 +320,15 @@ class LoadFlags:
     duration: Duration = 10.0
     users: UsersOpt = 10
     spawn_rate: SpawnRate = 10.0
-    rate: RateOpt = 0.0
+    rate: RateOpt = 500.0
     mix: MixOpt = DEFAULT_MIX_TEXT
     scenario: Scenario = ""
     path: RequestPath = "/headers"
     fanout: Fanout = True
     id_style: IdStyle = "random"
     xrid_sampled_fraction: XridFraction = None
+    headless: Headless = False  # Locust's habit: accepted, a no-op
+    csv: CsvPrefix = ""
     web: Web = False
     web_host: WebHost = "127.0.0.1"
     web_port: WebPort = 8089
@@ -353,12 +385,13 @@ class ReadBackFlags:
 
     reference_rate: ReferenceRateOpt = 50.0
     reference_children: ReferenceChildren = 2
-    reference_protocol: ReferenceProtocolOpt = ReferenceProtocol.ZIPKIN
+    reference_protocol: ReferenceProtocolOpt = None  # not given: zipkin, or OTEL_EXPORTER_OTLP_PROTOCOL
     reference_grpc_endpoint: ReferenceGrpcEndpointOpt = ""
     quiet: Quiet = None
     max_wait: MaxWait = 60.0
     min_collection: MinCollection = 0.99
     max_error_rate: MaxErrorRate = DEFAULT_MAX_ERROR_RATE
+    keep_spans: KeepSpans = False
 
 
 @dataclass(frozen=True)
@@ -387,12 +420,14 @@ def run(
     read_back: ReadBackFlags,
     distributed: DistributedFlags,
     as_json: AsJson = False,
+    config: ConfigOpt = None,
 ) -> None:
     """Run a load test and report collection rate and sampling fidelity.
 
     Without --gateway it starts the embedded mesh (real Envoy gateway + sidecar, echo upstream,
     Zipkin-compatible collector) on 127.0.0.1. Writes reports/<run-id>/ (summary.json, report.md,
-    ledger.jsonl, reference.jsonl, fetched.jsonl).
+    report.html, ledger.jsonl, reference.jsonl; fetched.jsonl with --keep-spans). Options also come
+    from LOADGEN_<FLAG> variables and loadgen.toml [run] (--config).
 
     Exit codes: the table at the end of `loadgen --help` (1 a verdict failed, 3 inconclusive,
     4 a component failed, 130 interrupted: those last two write a partial report).
@@ -448,6 +483,12 @@ def _run_options(
     distributed: DistributedFlags,
 ) -> RunOptions:
     """`base` (run id, output folder, seed) with every option group's values."""
+    ref = reference_flags(
+        read_back.reference_protocol,
+        target.collector,
+        read_back.reference_grpc_endpoint,
+        gateway=target.gateway,
+    )
     return replace(
         base,
         duration_s=load.duration,
@@ -460,6 +501,7 @@ def _run_options(
         fanout=load.fanout,
         id_style=load.id_style,
         xrid_sampled_fraction=load.xrid_sampled_fraction,
+        csv_prefix=str(Path(load.csv).absolute()) if load.csv else "",
         web=load.web,
         web_host=load.web_host,
         web_port=load.web_port or free_port(),
@@ -470,7 +512,7 @@ def _run_options(
         upstream=upstream_faults(faults, base.seed),
         gateway=target.gateway,
         host=target.host,
-        collector=target.collector,
+        collector=ref.collector,
         backend=target.backend,
         backend_flags=target.backend_flags(),
         search_service=target.search_service or None,
@@ -479,12 +521,15 @@ def _run_options(
         profile_path=expectation.profile,
         reference_rate=read_back.reference_rate,
         reference_children=read_back.reference_children,
-        reference_protocol=read_back.reference_protocol.value,
-        reference_grpc_endpoint=read_back.reference_grpc_endpoint,
+        reference_protocol=ref.protocol.value,
+        reference_grpc_endpoint=ref.grpc_endpoint,
+        reference_service=ref.service_name or base.reference_service,
+        reference_headers=ref.headers,
         quiet_s=read_back.quiet,
         max_wait_s=read_back.max_wait,
         min_collection=read_back.min_collection,
         max_error_rate=read_back.max_error_rate,
+        keep_spans=read_back.keep_spans,
         processes=distributed.processes,
         expect_workers=distributed.expect_workers if distributed.master else 0,
         master_bind_port=distributed.master_bind_port,

@@ -11,6 +11,10 @@ Credentials in a URL's user-info never reach an exporter's URL (its log lines an
 it): they are sent as ``Authorization: Basic ...`` (gRPC metadata ``authorization``), which is what
 ``requests`` made of them when the Zipkin exporter was handed the raw URL.
 
+The OpenTelemetry SDK's environment variables (OTEL_SERVICE_NAME, OTEL_EXPORTER_ZIPKIN_ENDPOINT,
+OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT/HEADERS/PROTOCOL) fill what loadgen's options leave unset:
+`reference_settings`, pure, reads them from the mapping it is given.
+
 `reference_target` is pure; `build_exporter` only constructs (no I/O until the first export); the
 empty-request `check_reference_target` is the run's preflight of the reference path.
 """
@@ -18,7 +22,7 @@ empty-request `check_reference_target` is the run's preflight of the reference p
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -32,13 +36,17 @@ from loadgen.redact import redact_text, redact_url
 __all__ = [
     "OTLP_GRPC_PORT",
     "OTLP_HTTP_TRACES_PATH",
+    "OTLP_PROTOCOLS",
     "ZIPKIN_SPANS_PATH",
     "ReferenceProtocol",
+    "ReferenceSettings",
     "ReferenceTarget",
     "build_exporter",
     "check_reference_options",
     "check_reference_target",
     "otlp_traces_url",
+    "parse_otel_headers",
+    "reference_settings",
     "reference_target",
     "zipkin_spans_url",
 ]
@@ -146,26 +154,187 @@ def check_reference_options(protocol: str, grpc_endpoint: str | None = None) -> 
     return proto
 
 
-def reference_target(protocol: str, collector_url: str, grpc_endpoint: str | None = None) -> ReferenceTarget:
+def reference_target(
+    protocol: str,
+    collector_url: str,
+    grpc_endpoint: str | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+) -> ReferenceTarget:
     """Where reference spans go for ``protocol`` given the collector's base URL.
 
     ``otlp-grpc`` uses ``grpc_endpoint`` (``HOST:PORT`` or ``http(s)://HOST:PORT``) when given, else
     the collector's host on port 4317 (TLS when the collector URL is https). Its credentials are the
-    gRPC endpoint's user-info, else the collector URL's. Raises ValueError naming the bad input."""
+    gRPC endpoint's user-info, else the collector URL's. ``headers`` (OTEL_EXPORTER_OTLP_HEADERS)
+    are sent too, after those. Raises ValueError naming the bad input."""
     proto = check_reference_options(protocol, grpc_endpoint)
-    base, headers = _split_userinfo(_http_url(collector_url, "the collector"))
+    base, userinfo = _split_userinfo(_http_url(collector_url, "the collector"))
+    extra = tuple(headers)
     shown = redact_url(base)
     if proto is ReferenceProtocol.ZIPKIN:
-        return ReferenceTarget(proto, zipkin_spans_url(base), headers, collector=shown)
+        return ReferenceTarget(proto, zipkin_spans_url(base), (*userinfo, *extra), collector=shown)
     if proto is ReferenceProtocol.OTLP_HTTP:
-        return ReferenceTarget(proto, otlp_traces_url(base), headers, collector=shown)
+        return ReferenceTarget(proto, otlp_traces_url(base), (*userinfo, *extra), collector=shown)
     if grpc_endpoint:
         endpoint, tls, own = _grpc_endpoint(grpc_endpoint)
-        return ReferenceTarget(proto, endpoint, own or headers, tls, shown)
+        return ReferenceTarget(proto, endpoint, (*(own or userinfo), *extra), tls, shown)
     parts = urlsplit(base)
     assert parts.hostname is not None  # _http_url checked it
     endpoint = _host_port(parts.hostname, OTLP_GRPC_PORT)
-    return ReferenceTarget(proto, endpoint, headers, parts.scheme == "https", shown)
+    return ReferenceTarget(proto, endpoint, (*userinfo, *extra), parts.scheme == "https", shown)
+
+
+# -- the OpenTelemetry SDK's environment variables ----------------------------------------------
+
+#: OTEL_EXPORTER_OTLP_PROTOCOL's values (the SDK specification's) -> the side-emitter's protocol.
+OTLP_PROTOCOLS = {"grpc": ReferenceProtocol.OTLP_GRPC, "http/protobuf": ReferenceProtocol.OTLP_HTTP}
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceSettings:
+    """Where and how reference spans go once loadgen's options and the OpenTelemetry variables
+    are combined (`reference_settings`); `applied` names the variables that set something and
+    `ignored` those that could not (the embedded mesh, or an explicit option, decides instead)."""
+
+    protocol: ReferenceProtocol
+    collector: str = ""
+    grpc_endpoint: str = ""
+    service_name: str | None = None  # None: the emitter's default
+    headers: tuple[tuple[str, str], ...] = ()
+    applied: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
+
+
+def _first(environ: Mapping[str, str], *names: str) -> tuple[str, str] | None:
+    """(name, value) of the first of `names` set to a non-blank value (signal-specific first)."""
+    for name in names:
+        value = environ.get(name, "").strip()
+        if value:
+            return name, value
+    return None
+
+
+def parse_otel_headers(text: str, variable: str) -> tuple[tuple[str, str], ...]:
+    """OTEL_EXPORTER_OTLP_HEADERS: `key1=value1,key2=value2`, values percent-decoded (the W3C
+    Baggage format the specification names). ValueError names the variable and the entry: a
+    header the SDK would skip with a log line would leave every export unauthorised here."""
+    out: list[tuple[str, str]] = []
+    for index, item in enumerate(text.split(","), 1):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or any(c.isspace() for c in key.strip()):
+            raise ValueError(f"{variable}: entry {index} is not key=value (expected key1=value1,key2=value2)")
+        out.append((key.strip(), unquote(value.strip())))
+    return tuple(out)
+
+
+def _service_name(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """OTEL_SERVICE_NAME, else service.name in OTEL_RESOURCE_ATTRIBUTES (the SDK's order)."""
+    found = _first(environ, "OTEL_SERVICE_NAME")
+    if found:
+        return found
+    for item in environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip() == "service.name" and value.strip():
+            return "OTEL_RESOURCE_ATTRIBUTES", unquote(value.strip())
+    return None
+
+
+def _otel_protocol(environ: Mapping[str, str]) -> tuple[str, ReferenceProtocol] | None:
+    found = _first(environ, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+    if found is None:
+        return None
+    name, value = found
+    protocol = OTLP_PROTOCOLS.get(value.lower())
+    if protocol is None:
+        raise ValueError(
+            f"{name}={value!r}: the side-emitter sends OTLP as grpc or http/protobuf (http/json is not supported)"
+            if value.lower() == "http/json"
+            else f"{name}={value!r}: expected grpc or http/protobuf"
+        )
+    return name, protocol
+
+
+def _grpc_url(value: str, environ: Mapping[str, str]) -> str:
+    """An OTLP/gRPC endpoint variable as a URL: its scheme decides TLS; without one,
+    OTEL_EXPORTER_OTLP_(TRACES_)INSECURE=true means plain text, else TLS (the specification's)."""
+    if "://" in value:
+        return value
+    insecure = _first(environ, "OTEL_EXPORTER_OTLP_TRACES_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE")
+    return ("http://" if insecure and insecure[1].lower() == "true" else "https://") + value
+
+
+def _otel_endpoint(environ: Mapping[str, str], protocol: ReferenceProtocol) -> tuple[str, str] | None:
+    """(variable, collector URL) for `protocol`: OTEL_EXPORTER_ZIPKIN_ENDPOINT (the full
+    /api/v2/spans URL); OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the full /v1/traces URL) over
+    OTEL_EXPORTER_OTLP_ENDPOINT (a base, /v1/traces added); for grpc the endpoint as a URL."""
+    if protocol is ReferenceProtocol.ZIPKIN:
+        return _first(environ, "OTEL_EXPORTER_ZIPKIN_ENDPOINT")
+    found = _first(environ, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    if found is None:
+        return None
+    name, value = found
+    return (name, _grpc_url(value, environ)) if protocol is ReferenceProtocol.OTLP_GRPC else (name, value)
+
+
+def reference_settings(
+    environ: Mapping[str, str],
+    *,
+    protocol: ReferenceProtocol | None,
+    collector: str,
+    grpc_endpoint: str,
+    embedded: bool,
+) -> ReferenceSettings:
+    """The side-emitter's settings: loadgen's options (None / empty: not given) win, the
+    OpenTelemetry SDK's variables fill the rest, as the SDK would read them:
+
+    * OTEL_SERVICE_NAME (else service.name in OTEL_RESOURCE_ATTRIBUTES): the reference spans'
+      service.name;
+    * OTEL_EXPORTER_OTLP_TRACES_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL: grpc -> otlp-grpc,
+      http/protobuf -> otlp-http, when --reference-protocol is not given;
+    * OTEL_EXPORTER_OTLP_TRACES_HEADERS / OTEL_EXPORTER_OTLP_HEADERS: sent with every OTLP export;
+    * the endpoint variables (`_otel_endpoint`): where reference spans go on an existing mesh when
+      neither --collector nor --reference-grpc-endpoint is given. The embedded mesh ignores them:
+      its own collector is the one read back.
+
+    A signal-specific variable (…_TRACES_…) wins over the general one. ValueError names a variable
+    whose value cannot be used. Pure: `environ` is the only input."""
+    applied: list[str] = []
+    ignored: list[str] = []
+    from_env = _otel_protocol(environ)
+    chosen = protocol
+    if chosen is None and from_env is not None:
+        chosen = from_env[1]
+        applied.append(from_env[0])
+    elif from_env is not None:
+        ignored.append(from_env[0])
+    chosen = chosen or ReferenceProtocol.ZIPKIN
+    headers: tuple[tuple[str, str], ...] = ()
+    found = _first(environ, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+    if found is not None and chosen is not ReferenceProtocol.ZIPKIN:
+        headers = parse_otel_headers(found[1], found[0])
+        applied.append(found[0])
+    endpoint = _otel_endpoint(environ, chosen)
+    if endpoint is not None:
+        if embedded or collector or grpc_endpoint:
+            ignored.append(endpoint[0])
+        else:
+            collector = endpoint[1]
+            if chosen is ReferenceProtocol.OTLP_GRPC:
+                grpc_endpoint = endpoint[1]
+            applied.append(endpoint[0])
+    service = _service_name(environ)
+    if service is not None:
+        applied.append(service[0])
+    return ReferenceSettings(
+        protocol=chosen,
+        collector=collector,
+        grpc_endpoint=grpc_endpoint,
+        service_name=service[1] if service else None,
+        headers=headers,
+        applied=tuple(applied),
+        ignored=tuple(ignored),
+    )
 
 
 # -- the exporters -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -62,11 +63,12 @@ class ReferenceEmitter:
         *,
         protocol: str = ReferenceProtocol.ZIPKIN,
         grpc_endpoint: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
         exporter: SpanExporter | None = None,
     ) -> None:
         """``protocol`` picks the exporter (zipkin, otlp-http, otlp-grpc; ``grpc_endpoint`` is
         otlp-grpc's HOST:PORT, else the collector's host on 4317: see `reference_target`).
-        ``exporter`` replaces it (tests); either way it is wrapped by the accounting exporter."""
+        ``headers`` go with every export (OTEL_EXPORTER_OTLP_HEADERS). ``exporter`` replaces it (tests); either way it is wrapped by the accounting exporter."""
         # Validate here, before any thread exists, so bad config fails fast and loudly.
         if rate_per_s < 0:
             raise ValueError("rate_per_s must be >= 0 (0 = only emit_burst)")
@@ -78,7 +80,7 @@ class ReferenceEmitter:
             raise ValueError("max_export_batch_size must be <= max_queue_size")
         if export_timeout_s <= 0:
             raise ValueError("export_timeout_s must be > 0")
-        self.target = reference_target(protocol, collector_url, grpc_endpoint)
+        self.target = reference_target(protocol, collector_url, grpc_endpoint, headers)
         self.protocol = self.target.protocol
         self.endpoint = self.target.endpoint  # no credentials: they travel as headers
         self.run_id = run_id

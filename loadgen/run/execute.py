@@ -161,7 +161,7 @@ def finish_run(
         run_dir, run_id, opened.backend, plan.expect,
         quiet_s=0.0 if partial_reason else plan.quiet_s, poll_interval_s=opts.poll_interval_s,
         max_wait_s=opts.max_wait_s, run_id_tag=plan.run_id_tag, load_end=time.time(), status=status,
-        search_service=opts.search_service, hops=opened.hops,
+        search_service=opts.search_service, hops=opened.hops, keep_spans=opts.keep_spans,
     )  # fmt: skip
     if outcome.interrupted:
         partial_reason = partial_reason or "interrupted during read-back"
@@ -182,7 +182,7 @@ def finish_run(
         max_error_rate=opts.max_error_rate, gaps=plan.gaps, notes=[*notes, *outcome.notes],
         readback_notes=outcome.notes, facts=msgspec.convert(facts, RunFacts),
     )  # fmt: skip
-    write_report_files(run_dir, summary)
+    write_report_files(run_dir, summary, outcome.observations)
     if load.failure is not None:
         code = EXIT_COMPONENT_FAILED
     elif partial_reason.startswith("aborted"):

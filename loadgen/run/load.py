@@ -65,6 +65,7 @@ def _locust_argv(opts: RunOptions, run_dir: Path) -> list[str]:
         "--stop-timeout", "5",
         "--exit-code-on-error", "0",
         "--loglevel", "WARNING",
+        *(["--csv", opts.csv_prefix] if opts.csv_prefix else []),
         *distributed,
     ]  # fmt: skip
 
@@ -289,6 +290,7 @@ def run_load(
             opened.collector, run_id, run_dir / "reference.jsonl",
             rate_per_s=opts.reference_rate, children=opts.reference_children,
             protocol=opts.reference_protocol, grpc_endpoint=reference_grpc_endpoint(opts, opened),
+            service_name=opts.reference_service, headers=opts.reference_headers,
         )  # fmt: skip
     env = locust_env(opts, run_id, opened.gateway, opened.host, ledger_path, configured)
     url = web_url(opts.web_host, opts.web_port)

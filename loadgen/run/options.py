@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE
 from loadgen.backends.base import redact_url
-from loadgen.emitter import check_reference_options
+from loadgen.emitter import DEFAULT_SERVICE_NAME, check_reference_options
 from loadgen.ledger import LiveCounts
 from loadgen.mesh.modes import DEFAULT_MIX, format_mix
 from loadgen.mesh.tracer import TracerFamily
@@ -47,6 +47,7 @@ class RunOptions:
     max_requests: int = 0  # stop after this many requests (0 = run for duration_s)
     id_style: str = "random"  # trace ids: random | k6 (time-prefixed, like k6's)
     xrid_sampled_fraction: float | None = None  # crafted x-request-ids: share predicted sampled
+    csv_prefix: str = ""  # --csv: Locust also writes its CSV statistics to PREFIX_*.csv
     processes: int = 1  # Locust worker processes on this machine (>1: master + N workers)
     expect_workers: int = 0  # >0: be a master and wait for this many `loadgen worker`s
     master_bind_host: str = "*"
@@ -88,6 +89,13 @@ class RunOptions:
     max_wait_s: float = 60.0
     min_collection: float = 0.99
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE  # load_delivered fails above this share of errors
+    # fetched.jsonl (every queried trace's observation): kept for capacity's re-runnable analysis
+    # and for tests; `loadgen run` writes it only with --keep-spans (its report needs it not).
+    keep_spans: bool = True
+    # the side-emitter's service.name (OTEL_SERVICE_NAME) and extra OTLP headers
+    # (OTEL_EXPORTER_OTLP_HEADERS), both resolved by the CLI: loadgen.emitter.protocols.otel_env
+    reference_service: str = DEFAULT_SERVICE_NAME
+    reference_headers: tuple[tuple[str, str], ...] = ()
 
     def resolved_run_id(self) -> str:
         if not self.run_id:
@@ -147,6 +155,7 @@ def options_dict(opts: RunOptions) -> dict[str, Any]:
         if flags.get(secret) is not None:
             flags[secret] = "<redacted>"
     d["backend_flags"] = flags
+    d["reference_headers"] = [[name, "<redacted>"] for name, _ in opts.reference_headers]
     d["on_tick"] = None if opts.on_tick is None else getattr(opts.on_tick, "__qualname__", "hook")
     return d
 

@@ -5,7 +5,7 @@ the counts are quiet, then reconciled into the summary's measured sections (`loa
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ class ReadBackOutcome:
     notes: list[str]
     interrupted: bool
     requests_total: int
+    # every queried trace's observation, for report.html (fetched.jsonl only with keep_spans)
+    observations: Mapping[str, TraceObservation] = field(default_factory=dict)
 
 
 def read_back_run(
@@ -51,8 +53,9 @@ def read_back_run(
     status: Status,
     search_service: str | None = None,
     hops: Sequence[Hop] | None = None,
+    keep_spans: bool = True,
 ) -> ReadBackOutcome:
-    """Query every ledger and reference trace id, reconcile, and write fetched.jsonl.
+    """Query every ledger and reference trace id, reconcile, and (`keep_spans`) write fetched.jsonl.
 
     Shared by `loadgen run` and `loadgen verify`, which build the summary from it
     (`loadgen.summary.build`). A Ctrl-C during polling keeps what was learned and leaves the rest
@@ -81,7 +84,8 @@ def read_back_run(
         quiet_s=quiet_s, poll_interval_s=poll_interval_s, max_wait_s=max_wait_s,
         run_id_tag=run_id_tag, run_id=run_id, status=status,
     )  # fmt: skip
-    write_fetched(run_dir / "fetched.jsonl", readback.observations, readback.complete_at)
+    if keep_spans:
+        write_fetched(run_dir / "fetched.jsonl", readback.observations, readback.complete_at)
     reconciled = reconcile_mesh(fold, readback.observations, expect)
     reference = _reference_section(ref_summary, readback.observations)
     refs = ((t, o.state, o.spans, o.t) for t, o in ref_summary.traces.items()) if ref_summary else ()
@@ -117,7 +121,9 @@ def read_back_run(
         tag_search=tag_search,
         integrity=integrity,
     )
-    return ReadBackOutcome(measured, notes, readback.interrupted, int(reconciled["requests"]["total"]))
+    return ReadBackOutcome(
+        measured, notes, readback.interrupted, int(reconciled["requests"]["total"]), readback.observations
+    )
 
 
 def _ids_to_query(

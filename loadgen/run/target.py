@@ -74,6 +74,7 @@ def learn_profile(
 def preflight(
     gateway: str, host: str, collector: str | None, backend: TraceBackend,
     reference_protocol: str = "zipkin", reference_grpc_endpoint: str = "",
+    reference_headers: tuple[tuple[str, str], ...] = (),
 ) -> list[str]:  # fmt: skip
     """Check every external part before load starts; raise RunError naming the broken one. The
     collector gets an empty export in the reference protocol (Zipkin, OTLP/HTTP or OTLP/gRPC)."""
@@ -100,7 +101,9 @@ def preflight(
         )
     if collector:
         try:
-            reference = reference_target(reference_protocol, collector, reference_grpc_endpoint or None)
+            reference = reference_target(
+                reference_protocol, collector, reference_grpc_endpoint or None, reference_headers
+            )
         except ValueError as exc:
             raise RunError(f"--collector/--reference-grpc-endpoint: {exc}") from exc
         problem = check_reference_target(reference)
@@ -152,7 +155,7 @@ def open_target(opts: RunOptions, run_dir: Path, status: Status) -> OpenTarget:
         try:
             notes += preflight(
                 gateway, host, collector or None, backend, opts.reference_protocol,
-                opts.reference_grpc_endpoint,
+                opts.reference_grpc_endpoint, opts.reference_headers,
             )  # fmt: skip
         except RunError:
             backend.close()

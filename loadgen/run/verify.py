@@ -95,6 +95,7 @@ def verify_run(
     started on it for the duration of the check."""
     checked = read_run_json(run_dir)
     previous = read_previous_summary(run_dir)
+    keep_spans = (run_dir / "fetched.jsonl").exists()  # as the run chose (--keep-spans)
     collector: ManagedProcess | None = None
     try:
         if backend_spec:
@@ -116,7 +117,7 @@ def verify_run(
                 run_dir, checked.run_id, backend, expect,
                 quiet_s=0.0, poll_interval_s=poll_interval_s, max_wait_s=max_wait_s,
                 run_id_tag=checked.run_id_tag, load_end=time.time(), status=status,
-                search_service=checked.search_service, hops=checked.hops,
+                search_service=checked.search_service, hops=checked.hops, keep_spans=keep_spans,
             )  # fmt: skip
         finally:
             backend.close()
@@ -141,7 +142,7 @@ def verify_run(
     )  # fmt: skip
     if previous is not None:
         keep_previous(run_dir)
-    write_report_files(run_dir, summary)
+    write_report_files(run_dir, summary, outcome.observations)
     changes = [(name, get(previous), get(summary)) for name, get in VERIFY_MEASURES] if previous else []
     # The verdicts decide, on what this read-back saw: a run that ended partial (a crash, a
     # Ctrl-C) is not an interrupt of this verify; only a Ctrl-C here is 130.

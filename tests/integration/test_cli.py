@@ -47,10 +47,12 @@ def lookup(obj: dict[str, Any], dotted: str) -> Any:
 
 def test_run_json_has_the_documented_schema(tmp_path: Path) -> None:
     # 2 s at 250 reference traces/s: >= 381, the fewest whose Wilson low end (all found) reaches
-    # the 0.99 minimum, so a healthy run can pass reference collection (exit 0, not 3)
+    # the 0.99 minimum, so a healthy run can pass reference collection (exit 0, not 3). The same
+    # holds for mesh collection: the old --sampling 100 and --rate 0 (as fast as they go), as 2 s
+    # at the demo's 10 % and 500 req/s sample too few traces to judge it.
     proc = subprocess.run(
         [*LOADGEN, "run", "--duration", "2", "--users", "2", "--run-id", "cli", "--output", str(tmp_path), "--json",
-         "--reference-rate", "250"],
+         "--reference-rate", "250", "--sampling", "100", "--rate", "0"],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
@@ -74,6 +76,8 @@ def test_run_json_has_the_documented_schema(tmp_path: Path) -> None:
     assert leftover_processes(str(tmp_path)) == []
     html = (tmp_path / "cli" / "report.html").read_text()
     assert "cli" in html and "<svg" in html and "<script" not in html
+    # fetched.jsonl is opt-in (--keep-spans); the report drew its collection chart from memory
+    assert not (tmp_path / "cli" / "fetched.jsonl").exists() and 'id="chart-collection"' in html
 
     # CI gates on the finished run: exit code and JUnit follow the thresholds.
     run_dir = str(tmp_path / "cli")

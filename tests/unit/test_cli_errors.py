@@ -181,7 +181,9 @@ def test_unexpected_exception_during_a_run_saves_into_the_run_folder(
 
 def test_every_command_checks_its_options() -> None:
     commands = [*cli.app.registered_commands, *cli.stack_app.registered_commands]
-    assert commands and all(c.cls is cli.CheckedCommand for c in commands)
+    # ConfiguredCommand: a CheckedCommand whose options also read LOADGEN_<FLAG> and loadgen.toml
+    assert commands and all(c.cls is cli.ConfiguredCommand for c in commands)
+    assert issubclass(cli.ConfiguredCommand, cli.CheckedCommand)
 
 
 def test_help_shows_the_exit_code_table(

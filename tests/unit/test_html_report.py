@@ -862,4 +862,7 @@ def test_render_run_folder_writes_the_report_and_both_tables(tmp_path: Path) -> 
     render_run_folder(tmp_path)
     root = page((tmp_path / "report.html").read_text())
     assert "chart-collection" not in {e.get("id") for e in root.iter(f"{SVG}svg")}
+    # ... unless the read-back's observations are handed over (a run without --keep-spans)
+    render_run_folder(tmp_path, observations=OBSERVATIONS)
+    assert by_role(find_id(page((tmp_path / "report.html").read_text()), "chart-collection"), "series")
     assert not list(tmp_path.glob("*.tmp"))

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from loadgen.analysis.reconcile import TraceObservation
 from loadgen.ledger import read_ledger
 from loadgen.mesh.tracer import TracerFamily
 from loadgen.redact import redact_data
@@ -28,18 +29,24 @@ def _load_steps(run_dir: Path) -> tuple[list[Mapping[str, Any]] | None, int | No
 
 
 def render_run_folder(
-    run_dir: Path, *, window_s: float = 1.0, comparison: Mapping[str, Any] | None = None
+    run_dir: Path,
+    *,
+    window_s: float = 1.0,
+    comparison: Mapping[str, Any] | None = None,
+    observations: Mapping[str, TraceObservation] | None = None,
 ) -> list[Path]:
     """Write report.html, modes.csv and timeseries.csv into a run folder (from its summary.json,
     ledger.jsonl and fetched.jsonl; capacity steps from summary["capacity"] or steps.json).
-    `comparison` (against a baseline run) adds its section. Returns the written paths. Raises
+    `comparison` (against a baseline run) adds its section. `observations` (a read-back's, in
+    memory) stand in for fetched.jsonl, which a run writes only with --keep-spans. Returns the written paths. Raises
     OSError/ValueError when summary.json is unreadable."""
     summary = json.loads((run_dir / "summary.json").read_text())
     if not isinstance(summary, dict):
         raise ValueError(f"{run_dir / 'summary.json'} is not a JSON object")
     summary = redact_data(summary)  # report.html is shared: no credential from any URL it quotes
     fetched = run_dir / "fetched.jsonl"
-    observations = load_fetched(fetched) if fetched.exists() else None
+    if observations is None and fetched.exists():
+        observations = load_fetched(fetched)
     timeseries = ledger_timeseries(
         read_ledger(run_dir / "ledger.jsonl"),
         window_s,
