@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 
@@ -29,20 +30,27 @@ class OtlpSpan:
     kind: str
     service: str
     protocol: str  # "http" or "grpc": how it arrived
-    attributes: dict[str, str] = field(default_factory=dict)
+    # Each AnyValue as the Python value it holds (Envoy's tags are strings; the OpenTelemetry SDK
+    # also sends ints, e.g. the side-emitter's loadgen.ref_seq); an unset value reads "".
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+def any_value(value: AnyValue) -> Any:
+    return getattr(value, value.WhichOneof("value") or "string_value")
 
 
 def decode_export(request: Any, protocol: str) -> list[OtlpSpan]:
+    """Every span of an ExportTraceServiceRequest, with its resource's service.name."""
     spans: list[OtlpSpan] = []
     for rs in request.resource_spans:
-        resource = {a.key: a.value.string_value for a in rs.resource.attributes}
+        resource = {a.key: any_value(a.value) for a in rs.resource.attributes}
         for ss in rs.scope_spans:
             for sp in ss.spans:
                 spans.append(
                     OtlpSpan(
                         sp.trace_id.hex(), sp.span_id.hex(), sp.parent_span_id.hex(), sp.name,
                         KINDS.get(sp.kind, "?"), resource.get("service.name", ""), protocol,
-                        {a.key: a.value.string_value for a in sp.attributes},
+                        {a.key: any_value(a.value) for a in sp.attributes},
                     )
                 )  # fmt: skip
     return spans

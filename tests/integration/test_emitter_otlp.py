@@ -27,53 +27,15 @@ import grpc
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from loadgen.emitter import ReferenceEmitter, ReferenceSummary, check_reference_target, reference_target
 from loadgen.stack.procs import ManagedProcess, python_module_argv
+from tests.integration.otlp_receiver import OtlpSpan, decode_export
 from tests.integration.test_emitter import agree
 
 pytestmark = pytest.mark.integration
 
 RUN_ID = "run-otlp-1"
-KINDS = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT"}
-
-
-@dataclass(frozen=True)
-class Got:
-    """One span as the receiver decoded it."""
-
-    trace_id: str
-    span_id: str
-    parent_id: str
-    name: str
-    kind: str
-    service: str
-    attributes: dict[str, Any]
-
-
-def _value(v: AnyValue) -> Any:
-    return getattr(v, v.WhichOneof("value") or "string_value")
-
-
-def decode(request: trace_service_pb2.ExportTraceServiceRequest) -> list[Got]:
-    out = []
-    for rs in request.resource_spans:
-        service = {kv.key: _value(kv.value) for kv in rs.resource.attributes}.get("service.name", "")
-        for ss in rs.scope_spans:
-            for sp in ss.spans:
-                out.append(
-                    Got(
-                        sp.trace_id.hex(),
-                        sp.span_id.hex(),
-                        sp.parent_span_id.hex(),
-                        sp.name,
-                        KINDS.get(sp.kind, str(sp.kind)),
-                        service,
-                        {kv.key: _value(kv.value) for kv in sp.attributes},
-                    )
-                )
-    return out
 
 
 @dataclass
@@ -84,7 +46,7 @@ class Receiver:
     refuse: Any = None  # HTTP status or grpc.StatusCode to answer instead of success
     gate: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    spans: list[Got] = field(default_factory=list)
+    spans: list[OtlpSpan] = field(default_factory=list)
     auth: list[str] = field(default_factory=list)
     calls: int = 0
     url: str = ""
@@ -92,8 +54,8 @@ class Receiver:
     def __post_init__(self) -> None:
         self.gate.set()
 
-    def take(self, body: bytes, auth: str | None) -> bool:
-        """Record one export; False when it is refused."""
+    def take(self, body: bytes, auth: str | None, protocol: str) -> bool:
+        """Record one export ("http" or "grpc"); False when it is refused."""
         self.gate.wait(10)
         with self.lock:
             self.calls += 1
@@ -101,11 +63,11 @@ class Receiver:
             if self.refuse is not None:
                 return False
             request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
-            self.spans.extend(decode(request))
+            self.spans.extend(decode_export(request, protocol))
             return True
 
-    def by_trace(self) -> dict[str, list[Got]]:
-        out: dict[str, list[Got]] = defaultdict(list)
+    def by_trace(self) -> dict[str, list[OtlpSpan]]:
+        out: dict[str, list[OtlpSpan]] = defaultdict(list)
         with self.lock:
             for span in self.spans:
                 out[span.trace_id].append(span)
@@ -121,7 +83,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
         rec = self.server.receiver
         if self.path != "/v1/traces" or self.headers.get("Content-Type") != "application/x-protobuf":
             status, reply = 404, b"not an OTLP/HTTP protobuf export"
-        elif rec.take(body, self.headers.get("Authorization")):
+        elif rec.take(body, self.headers.get("Authorization"), "http"):
             status, reply = 200, trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
         else:
             status, reply = int(rec.refuse), b"receiver refused"
@@ -163,7 +125,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
 
     def Export(self, request: Any, context: grpc.ServicerContext) -> Any:
         auth = dict(context.invocation_metadata()).get("authorization")
-        if not self.receiver.take(request.SerializeToString(), auth):
+        if not self.receiver.take(request.SerializeToString(), auth, "grpc"):
             context.abort(self.receiver.refuse, "receiver refused")
         return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -196,7 +158,7 @@ def emitter(protocol: str, url: str, tmp_path: Path, **kw: Any) -> ReferenceEmit
     return ReferenceEmitter(url, RUN_ID, tmp_path / "run" / "reference.jsonl", protocol=protocol, **kw)
 
 
-def wire_truth(s: ReferenceSummary, received: dict[str, list[Got]]) -> None:
+def wire_truth(s: ReferenceSummary, received: dict[str, list[OtlpSpan]]) -> None:
     """A trace is exported iff every one of its spans reached the receiver."""
     for tid, state, expected in s.iter_traces():
         got = len(received.get(tid, []))
@@ -231,6 +193,7 @@ def test_every_trace_arrives_with_structure_ids_and_credentials(protocol: str, t
         received = rec.by_trace()
         wire_truth(s, received)
         assert set(received) == set(s.exported_trace_ids())
+        assert {sp.protocol for sp in rec.spans} == {protocol.removeprefix("otlp-")}  # http / grpc
         seqs = set()
         for tid, spans in received.items():
             roots = [sp for sp in spans if not sp.parent_id]
