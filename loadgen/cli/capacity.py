@@ -47,6 +47,7 @@ from loadgen.cli.options import (
     ReferenceRateOpt,
     RunIdOpt,
     SeedOpt,
+    duration_at_least,
 )
 from loadgen.emitter import DEFAULT_SERVICE_NAME
 from loadgen.report.render import capacity_table
@@ -64,14 +65,19 @@ Steps = Annotated[
     ),
 ]
 StepDuration = Annotated[
-    float, typer.Option("--step-duration", help="Seconds per step, ramp included.", min=1)
-]
+    float,
+    typer.Option(
+        "--step-duration", help="How long each step runs, ramp included: seconds, or 30s, 2m.",
+        parser=duration_at_least(1), metavar="DURATION",
+    ),
+]  # fmt: skip
 Ramp = Annotated[
     float,
     typer.Option(
-        "--ramp", help="Seconds at each step's start spent reaching it; left out of the numbers.", min=0
+        "--ramp", help="Time at each step's start spent reaching it (seconds, or 5s); left out of the numbers.",
+        parser=duration_at_least(0), metavar="DURATION",
     ),
-]
+]  # fmt: skip
 StepUsers = Annotated[int, typer.Option("--step-users", help="Rate steps: the fixed user count.", min=1)]
 UserRate = Annotated[
     float, typer.Option("--user-rate", help="Users steps: req/s per user (0 = as fast as it goes).", min=0)

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from loadgen.cli.console import fatal, out
+from loadgen.cli.console import fatal, note, out
 from loadgen.cli.crash import crash_folder
 from loadgen.cli.inputs import summary_of
 from loadgen.cli.options import RunDirArg
@@ -74,6 +74,11 @@ def report(
         written += _write_comparison(run_dir, cmp)
     for path in [run_dir / "report.md", *written]:
         out.print(f"wrote {path}", markup=False)
+    if not (run_dir / "fetched.jsonl").exists():
+        note(
+            "no fetched.jsonl (the run was not given --keep-spans): report.html has no mesh "
+            f"collection-over-time chart; `loadgen verify {run_dir}` reads the traces again and draws it"
+        )
 
 
 def _latencies(run_dir: Path) -> dict[str, list[float]] | None:

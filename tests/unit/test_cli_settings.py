@@ -96,7 +96,7 @@ def test_flag_over_environment_over_file(
     assert opts.users == 5  # the flag over both
     invoke(["run", "--probe"], env={"LOADGEN_DURATION": "2m"})
     assert seen[-1].duration_s == 120.0 and seen[-1].probe is True
-    invoke(["capacity"], env={"LOADGEN_RAMP": "2"})  # [capacity] is capacity's; [run] is not
+    invoke(["capacity"], env={"LOADGEN_RAMP": "2s"})  # [capacity] is capacity's; [run] is not
     assert (seen[-1].step_s, seen[-1].ramp_s, seen[-1].run.reference_rate) == (7.0, 2.0, 5.0)
     other = tmp_path / "other.toml"
     other.write_text("[run]\nrate = 50\n")
