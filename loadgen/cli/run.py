@@ -67,7 +67,9 @@ Duration = Annotated[
 ]  # fmt: skip
 Headless = Annotated[
     bool,
-    typer.Option("--headless", help="Accepted as in Locust; changes nothing (a run is headless by default)."),
+    typer.Option(
+        "--headless", help="Accepted as in Locust; changes nothing (a run is headless unless --web)."
+    ),
 ]
 CsvPrefix = Annotated[
     str,
@@ -468,6 +470,8 @@ def _check_flags(
         fatal("give either --processes (workers on this machine) or --master (workers elsewhere), not both")
     if load.web and (distributed.master or distributed.processes > 1):
         fatal("--web runs one Locust process: drop --processes/--master")
+    if load.web and load.headless:
+        fatal("give either --web (Locust's web UI drives the load) or --headless, not both")
 
 
 def _run_options(

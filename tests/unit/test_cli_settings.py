@@ -81,6 +81,12 @@ def test_defaults_of_the_demo_run(seen: list[Any], tmp_path: Path, monkeypatch: 
     assert seen[-1].duration_s == 300.0
 
 
+def test_headless_contradicts_web(seen: list[Any]) -> None:
+    result = CliRunner().invoke(app, ["run", "--web", "--headless"])
+    assert result.exit_code == 2 and "--web" in result.output and "--headless" in result.output
+    assert seen == []
+
+
 def test_flag_over_environment_over_file(
     seen: list[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
