@@ -18,6 +18,10 @@ from typing import Any
 
 import pytest
 
+# Before any test module imports grpc: no gRPC fork handlers in this process, whose test servers
+# and exporters run while it forks+execs Envoy and the collector (see loadgen/__init__.py).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 ROOT = Path(__file__).resolve().parents[1]
 _checked: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) already validated or skipped
 _validator: Any = None
