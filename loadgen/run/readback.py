@@ -16,7 +16,7 @@ from loadgen.analysis.tagsearch import estimate_from_tags
 from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE
 from loadgen.analysis.windows import windows_summary
 from loadgen.backends.base import BackendError, TraceBackend
-from loadgen.emitter import ReferenceProtocol, read_reference_log, summarize_reference_log
+from loadgen.emitter import ReferenceProtocol, ReferenceSummary, read_reference_log, summarize_reference_log
 from loadgen.ledger import LedgerStats, read_rows
 from loadgen.mesh.hops import Hop
 from loadgen.mesh.ids import normalize_trace_id
@@ -37,6 +37,28 @@ class ReadBackOutcome:
     requests_total: int
     # every queried trace's observation, for report.html (fetched.jsonl only with keep_spans)
     observations: Mapping[str, TraceObservation] = field(default_factory=dict)
+
+
+def _read_run_logs(
+    run_dir: Path, expect: Expectation, notes: list[str]
+) -> tuple[LedgerFold, ReferenceSummary | None]:
+    """The one read of the ledger (every analysis of the read-back runs on its fold) and the
+    reference log's summary (None without one)."""
+    ledger_stats = LedgerStats()
+    fold = fold_ledger(
+        read_rows(run_dir / "ledger.jsonl", ledger_stats),
+        percent=expect.configured_percent,
+        tracer=expect.mode_context().tracer,
+    )
+    if ledger_stats.truncated:
+        notes.append(
+            f"{ledger_stats.truncated} ledger line(s) were truncated (a crash mid-write) or not a UTF-8 JSON record, and skipped"
+        )
+    reference_path = run_dir / "reference.jsonl"
+    ref_summary = (
+        summarize_reference_log(read_reference_log(reference_path)) if reference_path.exists() else None
+    )
+    return fold, ref_summary
 
 
 def read_back_run(
@@ -61,23 +83,8 @@ def read_back_run(
     (`loadgen.summary.build`). A Ctrl-C during polling keeps what was learned and leaves the rest
     unknown."""
     notes: list[str] = []
-    ledger_path = run_dir / "ledger.jsonl"
-    reference_path = run_dir / "reference.jsonl"
-    ledger_stats = LedgerStats()
-    # The one read of the ledger: every analysis below runs on its fold.
-    fold = fold_ledger(
-        read_rows(ledger_path, ledger_stats),
-        percent=expect.configured_percent,
-        tracer=expect.mode_context().tracer,
-    )
+    fold, ref_summary = _read_run_logs(run_dir, expect, notes)
     last_end = fold.traced_last_end  # when the last request ended: time zero of the time-to-queryable curve
-    if ledger_stats.truncated:
-        notes.append(
-            f"{ledger_stats.truncated} ledger line(s) were truncated (a crash mid-write) or not a UTF-8 JSON record, and skipped"
-        )
-    ref_summary = (
-        summarize_reference_log(read_reference_log(reference_path)) if reference_path.exists() else None
-    )
     expected, expected_services = _ids_to_query(fold, ref_summary, expect)
     readback = _poll_backend(
         backend, expected, expected_services, notes,
