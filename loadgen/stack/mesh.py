@@ -30,7 +30,7 @@ from pathlib import Path
 from loadgen.mesh.headers import DEFAULT_GATEWAY_HOST
 from loadgen.mesh.hops import Hop
 from loadgen.mesh.tracer import OtlpProtocol, TracerFamily
-from loadgen.stack.envoy import EnvoyProcess, OutboundSpec, ProxySpec, TracingConfig
+from loadgen.stack.envoy import EnvoyProcess, OutboundSpec, ProxySpec, TracingConfig, find_envoy_binary
 from loadgen.stack.procs import ComponentDied, ManagedProcess, StackError, python_module_argv
 
 GATEWAY_HOST = DEFAULT_GATEWAY_HOST
@@ -206,6 +206,7 @@ class EmbeddedMesh:
         return GATEWAY_HOST
 
     def start(self) -> EmbeddedMesh:
+        find_envoy_binary()  # without the `mesh` extra: one clear error before anything starts
         try:
             if self.backend_echo is not None:
                 # Its own process with nothing to wait for: let it start while the others do.

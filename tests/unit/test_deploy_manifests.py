@@ -1,55 +1,55 @@
 """deploy/: the Kubernetes and Istio manifests, validated offline, and their links to loadgen.
 
-No cluster and no network (sockets are blocked while the validators run):
+No cluster, no container runtime and no network (sockets are blocked while the validators run):
 - Kubernetes kinds are validated against the Kubernetes OpenAPI schemas that the
   kubernetes-validate package bundles (strict: unknown fields are errors), for two Kubernetes
   versions;
-- Istio kinds against the JSON schemas in deploy/schemas/ (hand-written from Istio's CRDs, see
-  deploy/schemas/README.md), their metadata against Kubernetes' ObjectMeta;
-- cross-references: worker -> master Service, env names -> what loadgen reads, Telemetry custom
-  tag -> loadgen's run-id header and tag, kustomizations -> files, Dockerfile -> pods.
+- Istio kinds against the JSON schemas in deploy/schemas/ (generated from Istio's CRDs by
+  deploy/schemas/generate.py, whose conversion is tested here), their metadata against ObjectMeta;
+- the Job's script runs with a stand-in `loadgen` on PATH: each pod role's command line parses
+  with the real CLI, with the ConfigMap's values, and the master's exit code and stdout pass through;
+- cross-references: master Service -> pod 0 of the Job, ConfigMap keys -> loadgen run's flags,
+  Telemetry custom tag -> loadgen's run-id header, kustomizations -> files, Dockerfile -> pods.
 A few mutations of good manifests must be rejected, which proves the validators really run.
 """
 
 from __future__ import annotations
 
-import ast
 import copy
+import importlib.util
 import json
+import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
+import typer
 import yaml
 
+from loadgen.cli.application import app
 from loadgen.mesh.headers import DEFAULT_RUN_ID_TAG, RUN_ID_HEADER
 from loadgen.mesh.modes import parse_mix
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 SCHEMAS = DEPLOY / "schemas"
-USER_PY = REPO / "loadgen" / "traffic" / "user.py"
-MESH_SCENARIO = REPO / "scenarios" / "mesh.py"
 
 #: Kubernetes versions whose bundled schemas the manifests must pass (oldest kept, newest shipped).
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 ISTIO_GROUPS = ("networking.istio.io", "telemetry.istio.io")
-GATEWAY_URL = "http://istio-ingressgateway.istio-system"
-LOADGEN_ENV_REQUIRED = {
-    "LOADGEN_RUN_ID",
-    "LOADGEN_MIX",
-    "LOADGEN_RATE",
-    "LOADGEN_HOST_HEADER",
-    "LOADGEN_LEDGER",
-}
+#: The label the Job controller gives each pod of an Indexed Job (Kubernetes >= 1.28).
+INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+#: ConfigMap keys that are not `loadgen run` flags: the Job script's own.
+SCRIPT_KEYS = {"REPORT_SERVE_SECONDS"}
 
 Obj = dict[str, Any]
 
@@ -70,10 +70,7 @@ def _load_documents() -> list[tuple[str, Obj]]:
     return docs
 
 
-DOCS = _load_documents()
-#: Whole objects (kustomize patches such as `$patch: delete` are not objects of their own).
-OBJECTS = [(f, d) for f, d in DOCS if "$patch" not in d]
-PATCHES = [(f, d) for f, d in DOCS if "$patch" in d]
+OBJECTS = _load_documents()
 
 
 def _is_istio(obj: Obj) -> bool:
@@ -100,37 +97,27 @@ def pod_spec(obj: Obj) -> Obj:
     return spec
 
 
-def locust_container(obj: Obj) -> Obj:
-    containers = [c for c in pod_spec(obj)["containers"] if c["name"] == "locust"]
-    assert len(containers) == 1
-    return containers[0]
+def the_container(obj: Obj) -> Obj:
+    (container,) = pod_spec(obj)["containers"]
+    assert isinstance(container, dict)
+    return container
 
 
-def workloads() -> list[Obj]:
-    """Every object that runs Locust: master Deployment, worker Deployment, headless master Job."""
-    return [copy.deepcopy(o) for _, o in OBJECTS if o["kind"] in ("Deployment", "Job")]
+def the_job() -> Obj:
+    return find("Job", "loadgen-run")
 
 
-def flag(args: list[str], name: str) -> str | None:
-    """Value of `--name=value` or `--name value` in a container's args (None if absent)."""
-    for i, arg in enumerate(args):
-        if arg == name:
-            nxt = args[i + 1] if i + 1 < len(args) else ""
-            return "" if nxt.startswith("-") else nxt
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
+def run_config() -> dict[str, str]:
+    data: dict[str, str] = find("ConfigMap", "loadgen-run")["data"]
+    return data
 
 
-def container_env(obj: Obj) -> dict[str, str]:
-    """The container's environment as Kubernetes builds it: envFrom ConfigMaps, then env."""
-    c = locust_container(obj)
-    env: dict[str, str] = {}
-    for src in c.get("envFrom", []):
-        env.update(find("ConfigMap", src["configMapRef"]["name"])["data"])
-    for var in c.get("env", []):
-        env[var["name"]] = var.get("value", "")
-    return env
+def job_script() -> str:
+    c = the_container(the_job())
+    assert c["command"] == ["/bin/sh", "-c"]
+    (script,) = c["args"]
+    assert isinstance(script, str)
+    return script
 
 
 # ------------------------------------------------------------------------------------ validators
@@ -201,7 +188,7 @@ def validate_any(obj: Obj) -> None:
 def test_manifests_were_found() -> None:
     kinds = sorted({o["kind"] for _, o in OBJECTS})
     assert kinds == sorted(
-        ["ConfigMap", "Deployment", "Gateway", "Job", "Namespace", "Service", "Telemetry", "VirtualService"]
+        ["ConfigMap", "Gateway", "Job", "Namespace", "Service", "Telemetry", "VirtualService"]
     )
 
 
@@ -227,6 +214,79 @@ def test_istio_schemas_are_valid_json_schemas(path: Path) -> None:
     jsonschema.Draft202012Validator.check_schema(schema)
 
 
+# --------------------------------------------------------------------------- schema generator
+
+
+def _generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("istio_schema_generator", SCHEMAS / "generate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GENERATE = _generator()
+
+
+def test_generator_converts_structural_schema_rules() -> None:
+    structural = {
+        "type": "object",
+        "description": "dropped",
+        "properties": {
+            "rate": {"type": "number", "nullable": True, "maximum": 100, "format": "double"},
+            "mode": {"type": "string", "enum": ["A", "B"], "nullable": True},
+            "port": {"x-kubernetes-int-or-string": True},
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {"a": {}}},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "one": {
+                "type": "object",
+                "oneOf": [{"required": ["x"]}, {"required": ["y"]}],
+                "properties": {"x": {"type": "string"}, "y": {"type": "string"}},
+                "x-kubernetes-validations": [{"rule": "self.x != ''"}],
+            },
+        },
+        "x-kubernetes-validations": [{"rule": "a"}, {"rule": "b"}],
+    }
+    got = GENERATE.convert(structural)
+    assert "description" not in got and "x-kubernetes-validations" not in got
+    assert got["additionalProperties"] is False
+    assert got["properties"]["rate"] == {"type": ["number", "null"], "maximum": 100, "format": "double"}
+    assert got["properties"]["mode"]["enum"] == ["A", "B", None]
+    assert got["properties"]["port"] == {"anyOf": [{"type": "integer"}, {"type": "string"}]}
+    assert "additionalProperties" not in got["properties"]["free"]
+    assert got["properties"]["labels"]["additionalProperties"] == {"type": "string"}
+    assert got["properties"]["one"]["oneOf"] == [{"required": ["x"]}, {"required": ["y"]}]
+    assert GENERATE.count_cel_rules(structural) == 3
+    schema = GENERATE.to_json_schema(structural, "g.io", "v1", "Thing", "SOURCE")
+    check = jsonschema.Draft202012Validator(schema)
+    assert check.is_valid({"apiVersion": "g.io/v1", "kind": "Thing", "metadata": {}, "rate": None, "port": 8})
+    for bad in (
+        {"apiVersion": "g.io/v1beta1", "kind": "Thing", "metadata": {}},
+        {"apiVersion": "g.io/v1", "kind": "Thing"},
+        {"apiVersion": "g.io/v1", "kind": "Thing", "metadata": {}, "rate": "10"},
+        {"apiVersion": "g.io/v1", "kind": "Thing", "metadata": {}, "one": {"x": "a", "y": "b"}},
+        {"apiVersion": "g.io/v1", "kind": "Thing", "metadata": {}, "unknown": 1},
+    ):
+        assert not check.is_valid(bad), bad
+    assert "SOURCE" in schema["$comment"] and "3 CEL rules" in schema["$comment"]
+
+
+def test_schemas_are_the_generators_output_for_one_istio_commit() -> None:
+    files = sorted(p.name for p in SCHEMAS.glob("*.json"))
+    assert files == sorted(GENERATE.schema_file(*kind) for kind in GENERATE.KINDS)
+    commits = set()
+    for path in SCHEMAS.glob("*.json"):
+        comment = json.loads(path.read_text(encoding="utf-8"))["$comment"]
+        found = re.search(
+            r"https://github\.com/istio/istio/blob/([0-9a-f]{40})/" + GENERATE.CRD_PATH, comment
+        )
+        assert found and comment.startswith("Generated by deploy/schemas/generate.py"), path.name
+        commits.add(found.group(1))
+    (commit,) = commits  # one Istio commit for all of them, named in both READMEs
+    for readme in (SCHEMAS / "README.md", DEPLOY / "README.md"):
+        assert commit in readme.read_text(encoding="utf-8"), readme
+
+
 def _set(path: str | tuple[str | int, ...], value: Any) -> Callable[[Obj], None]:
     """A mutation that sets a dotted path (digits index lists; a tuple when a key has dots);
     value DELETE removes the key."""
@@ -249,29 +309,29 @@ C0 = "spec.template.spec.containers.0"
 # (kind, name, what is broken, the mutation, what the rejection must say)
 # fmt: off
 BROKEN = [
-    ("Deployment", "loadgen-worker", "replicas as a string", _set("spec.replicas", "2"),
-     "spec.replicas: '2' is not of type 'integer'"),
-    ("Deployment", "loadgen-worker", "misspelt container field", _set(f"{C0}.imagePulPolicy", "Always"),
+    ("Job", "loadgen-run", "completions as a string", _set("spec.completions", "3"),
+     "spec.completions: '3' is not of type 'integer'"),
+    ("Job", "loadgen-run", "misspelt container field", _set(f"{C0}.imagePulPolicy", "Always"),
      "'imagePulPolicy' was unexpected"),
-    ("Deployment", "loadgen-worker", "env value not a string", _set(f"{C0}.env.0.value", 1),
-     "env.0.value: 1 is not of type 'string'"),
-    ("Deployment", "loadgen-master", "probe without port", _set(f"{C0}.readinessProbe.httpGet.port", DELETE),
-     "readinessProbe.httpGet: 'port' is a required property"),
-    ("Deployment", "loadgen-master", "runAsNonRoot not a boolean",
+    ("Job", "loadgen-run", "port without a number", _set(f"{C0}.ports.0.containerPort", DELETE),
+     "ports.0: 'containerPort' is a required property"),
+    ("Job", "loadgen-run", "runAsNonRoot not a boolean",
      _set("spec.template.spec.securityContext.runAsNonRoot", "yes"),
      "runAsNonRoot: 'yes' is not of type 'boolean'"),
+    ("Job", "loadgen-run", "unknown field in the Job spec", _set("spec.retries", 3),
+     "'retries' was unexpected"),
+    ("ConfigMap", "loadgen-run", "a value that is not a string", _set("data.LOADGEN_EXPECT", 10),
+     "data.LOADGEN_EXPECT: 10 is not of type 'string'"),
     ("Service", "loadgen-master", "port number as a string", _set("spec.ports.0.port", "5557"),
      "spec.ports.0.port: '5557' is not of type 'integer'"),
     ("Service", "loadgen-master", "Service name with a dot", _set("metadata.name", "loadgen.master"),
      "'loadgen.master' is not a valid Service name"),
-    ("Job", "loadgen-master-headless", "unknown field in the Job spec", _set("spec.retries", 3),
-     "'retries' was unexpected"),
     ("Namespace", "loadgen", "label value not a string", _set("metadata.labels.istio-injection", False),
      "labels.istio-injection: False is not of type 'string'"),
     ("Telemetry", "mesh-default", "sampling above 100", _set("spec.tracing.0.randomSamplingPercentage", 150),
      "randomSamplingPercentage: 150 is greater than the maximum of 100"),
     ("Telemetry", "mesh-default", "sampling as a string", _set("spec.tracing.0.randomSamplingPercentage", "10"),
-     "randomSamplingPercentage: '10' is not of type 'number'"),
+     "randomSamplingPercentage: '10' is not of type"),
     ("Telemetry", "mesh-default", "header tag without a name",
      _set(("spec", "tracing", 0, "customTags", DEFAULT_RUN_ID_TAG, "header", "name"), DELETE),
      "header: 'name' is a required property"),
@@ -307,214 +367,181 @@ def test_validators_reject_broken_manifests(
     assert reason in f"{where}: {rejected.value.message}"  # rejected for this reason, not another
 
 
-# ------------------------------------------------------------------------------------ Locust wiring
+# --------------------------------------------------------------------------- the Job's script
 
 
-@pytest.fixture(scope="module")
-def locust_help() -> str:
-    """`locust --help` of the installed Locust, in a child process (import locust patches gevent)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "locust", "--help"], capture_output=True, text=True, timeout=60, check=True
+@pytest.fixture
+def fake_bin(tmp_path: Path) -> Path:
+    """A `loadgen` and a `timeout` that record their argv (one line per call, NUL-separated
+    arguments); `loadgen run` prints FAKE_JSON on stdout and exits FAKE_CODE."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (
+        ("loadgen", 'if [ "$1" = run ]; then printf "%s\\n" "$FAKE_JSON"; exit "$FAKE_CODE"; fi'),
+        ("timeout", ""),
+    ):
+        script = bin_dir / name
+        script.write_text(
+            f'#!/bin/sh\nprintf "{name}" >> "$CALLS"\nfor a in "$@"; do printf "\\0%s" "$a" >> "$CALLS"; done\n'
+            f'echo >> "$CALLS"\n{body}\n',
+            encoding="utf-8",
+        )
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return bin_dir
+
+
+def run_script(
+    fake_bin: Path, index: int, overrides: dict[str, str] | None = None, code: int = 0
+) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
+    """The Job's script in one pod: the ConfigMap as its environment (envFrom), the index the Job
+    controller sets; returns the finished shell and each recorded call's argv."""
+    calls = fake_bin.parent / f"calls-{index}"
+    env = {
+        "PATH": f"{fake_bin}{os.pathsep}/usr/bin{os.pathsep}/bin",
+        **run_config(),
+        **(overrides or {}),
+        "JOB_COMPLETION_INDEX": str(index),
+        "CALLS": str(calls),
+        "FAKE_JSON": '{"run_id": "fake"}',
+        "FAKE_CODE": str(code),
+    }
+    done = subprocess.run(
+        ["/bin/sh", "-c", job_script()], env=env, capture_output=True, text=True, timeout=30
     )
-    return out.stdout
+    lines = calls.read_text(encoding="utf-8").splitlines() if calls.exists() else []
+    return done, [line.split("\0") for line in lines]
 
 
-def test_every_locust_flag_in_the_manifests_exists(locust_help: str) -> None:
-    known = set(re.findall(r"(--[a-z][a-z0-9-]*)", locust_help))
-    for obj in workloads():
-        c = locust_container(obj)
-        assert c["command"] == ["locust"]
-        used = {a.split("=", 1)[0] for a in c["args"] if a.startswith("--")}
-        assert used, obj["metadata"]["name"]
-        assert used <= known, f"{obj['metadata']['name']}: not Locust flags: {sorted(used - known)}"
+def parse_cli(argv: list[str]) -> dict[str, Any]:
+    """argv (after `loadgen`) parsed by the real CLI, as click does before running it."""
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    name, *args = argv
+    with group.commands[name].make_context(name, args) as ctx:
+        return dict(ctx.params)
 
 
-def test_workers_connect_to_the_master_service() -> None:
-    worker = find("Deployment", "loadgen-worker")
+def test_job_master_runs_loadgen_run_with_the_configmap(
+    fake_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./loadgen.toml in the way of parsing
+    config = run_config()
+    done, calls = run_script(fake_bin, 0, code=3)
+    assert done.returncode == 3  # the Job ends Failed with the run's exit code (3: inconclusive)
+    assert done.stdout == '{"run_id": "fake"}\n'  # stdout is the summary JSON and nothing else
+    (run, serve) = calls
+    assert run[:2] == ["loadgen", "run"]
+    params = parse_cli(run[1:])
+    assert params["master"] is True and params["as_json"] is True
+    assert params["expect_workers"] == int(config["LOADGEN_EXPECT_WORKERS"])
+    assert str(params["output"]) == "/reports"
+    for key, value in config.items():
+        if key in SCRIPT_KEYS or key == "LOADGEN_EXPECT_WORKERS":
+            continue
+        param = key.removeprefix("LOADGEN_").lower()
+        assert param in params, f"{key}: loadgen run has no --{param.replace('_', '-')}"
+        flag = "--" + param.replace("_", "-")
+        if value:
+            assert run[run.index(flag) + 1] == value, key
+        else:
+            assert flag not in run, f"{key} is empty: the flag must be left out"
+    assert serve[0] == "timeout" and serve[1] == config["REPORT_SERVE_SECONDS"]
+    assert serve[2:] == ["python", "-m", "http.server", "8000", "--directory", "/reports"]
+    assert "exited 3" in done.stderr
+
+
+def test_job_without_serving_ends_with_the_run(fake_bin: Path) -> None:
+    done, calls = run_script(fake_bin, 0, {"REPORT_SERVE_SECONDS": "0", "LOADGEN_EXPECT": ""})
+    assert done.returncode == 0
+    assert [c[0] for c in calls] == ["loadgen"] and "--expect" not in calls[0]
+
+
+def test_job_workers_connect_to_the_master_service(
+    fake_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    done, calls = run_script(fake_bin, 2)
+    assert done.returncode == 0 and done.stdout == ""
+    ((_, *argv),) = calls
+    params = parse_cli(argv)
+    assert argv[0] == "worker"
     service = find("Service", "loadgen-master")
-    args = locust_container(worker)["args"]
-    assert "--worker" in args
-    host = flag(args, "--master-host")
-    ns = service["metadata"]["namespace"]
-    assert host in (
-        service["metadata"]["name"],
-        f"{service['metadata']['name']}.{ns}",
-        f"{service['metadata']['name']}.{ns}.svc",
-    )
-    assert worker["metadata"]["namespace"] == ns
-    port = int(flag(args, "--master-port") or 5557)
-    (svc_port,) = [p for p in service["spec"]["ports"] if p["port"] == port]
-    for master in (find("Deployment", "loadgen-master"), find("Job", "loadgen-master-headless")):
-        c = locust_container(master)
-        assert "--master" in c["args"]
-        assert int(flag(c["args"], "--master-bind-port") or 5557) == port
-        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        assert ports[svc_port["targetPort"]] == port
+    assert params["master_host"] == service["metadata"]["name"]
+    (master_port,) = [p for p in service["spec"]["ports"] if p["targetPort"] == "master"]
+    assert params["master_port"] == master_port["port"]
+    _, (run, _) = run_script(fake_bin, 0)
+    assert run[run.index("--master-bind-port") + 1] == str(master_port["port"])
 
 
-def test_master_service_selects_the_masters_and_not_the_workers() -> None:
-    selector = find("Service", "loadgen-master")["spec"]["selector"]
-
-    def selected(obj: Obj) -> bool:
-        labels = obj["spec"]["template"]["metadata"]["labels"]
-        return all(labels.get(k) == v for k, v in selector.items())
-
-    assert selected(find("Deployment", "loadgen-master"))
-    assert selected(find("Job", "loadgen-master-headless"))
-    assert not selected(find("Deployment", "loadgen-worker"))
-    web = [p for p in find("Service", "loadgen-master")["spec"]["ports"] if p["port"] == 8089]
-    assert web and web[0]["targetPort"] == "web"
+def test_job_runs_one_master_and_the_expected_workers() -> None:
+    job = the_job()
+    spec = job["spec"]
+    workers = int(run_config()["LOADGEN_EXPECT_WORKERS"])
+    assert workers >= 1
+    assert spec["completionMode"] == "Indexed"
+    assert spec["completions"] == spec["parallelism"] == workers + 1
+    assert spec["backoffLimit"] == 0  # a retried master would start a second run
+    assert pod_spec(job)["restartPolicy"] == "Never"
+    assert the_container(job)["envFrom"] == [{"configMapRef": {"name": "loadgen-run"}}]
 
 
-def test_deployment_selectors_match_their_pod_labels() -> None:
-    for obj in workloads():
-        if obj["kind"] == "Deployment":
-            labels = obj["spec"]["template"]["metadata"]["labels"]
-            assert obj["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert find("Deployment", "loadgen-master")["spec"]["replicas"] == 1
+def test_master_service_selects_pod_0_only() -> None:
+    service = find("Service", "loadgen-master")
+    selector = service["spec"]["selector"]
+    labels = the_job()["spec"]["template"]["metadata"]["labels"]
+    for index in range(the_job()["spec"]["completions"]):
+        pod_labels = {**labels, INDEX_LABEL: str(index)}
+        assert all(pod_labels.get(k) == v for k, v in selector.items()) == (index == 0), index
+    ports = {p["name"]: p["containerPort"] for p in the_container(the_job())["ports"]}
+    for port in service["spec"]["ports"]:
+        assert ports[port["targetPort"]] == port["port"], port
+    assert service["metadata"]["namespace"] == the_job()["metadata"]["namespace"]
 
 
-def test_master_targets_the_ingress_gateway() -> None:
-    for master in (find("Deployment", "loadgen-master"), find("Job", "loadgen-master-headless")):
-        assert flag(locust_container(master)["args"], "--host") == GATEWAY_URL
-
-
-def test_master_web_ui_has_probes() -> None:
-    c = locust_container(find("Deployment", "loadgen-master"))
-    assert flag(c["args"], "--web-port") == "8089"
-    assert {p["name"]: p["containerPort"] for p in c["ports"]}["web"] == 8089
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert c[probe]["httpGet"]["port"] == "web", probe
-
-
-def test_headless_master_expects_every_worker() -> None:
-    args = locust_container(find("Job", "loadgen-master-headless"))["args"]
-    assert "--headless" in args
-    workers = find("Deployment", "loadgen-worker")["spec"]["replicas"]
-    assert int(flag(args, "--expect-workers") or 0) == workers
-    assert int(flag(args, "--users") or 0) >= workers
-    assert flag(args, "--spawn-rate") and flag(args, "--run-time")
-    assert find("Job", "loadgen-master-headless")["spec"]["template"]["spec"]["restartPolicy"] == "Never"
-
-
-def test_headless_overlay_deletes_an_existing_object() -> None:
-    assert PATCHES, "headless/ replaces the master Deployment with a $patch: delete"
-    for _, patch in PATCHES:
-        assert patch["$patch"] == "delete"
-        target = find(patch["kind"], patch["metadata"]["name"])
-        assert target["apiVersion"] == patch["apiVersion"]
-        assert target["metadata"]["namespace"] == patch["metadata"]["namespace"]
-
-
-# ------------------------------------------------------------------------------------ loadgen options
-
-
-def loadgen_env_vars() -> set[str]:
-    """LOADGEN_* names loadgen/traffic/user.py reads: env_var= of its Locust options, os.environ."""
-    names = set()
-    for node in ast.walk(ast.parse(USER_PY.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.keyword) and node.arg == "env_var" and isinstance(node.value, ast.Constant):
-            assert isinstance(node.value.value, str), ast.dump(node)
-            names.add(node.value.value)
-        if (
-            isinstance(node, ast.Constant)
-            and isinstance(node.value, str)
-            and node.value.startswith("LOADGEN_")
-        ):
-            names.add(node.value)
-    return names
-
-
-def test_loadgen_reads_the_variables_we_set() -> None:
-    known = loadgen_env_vars()
-    assert known >= LOADGEN_ENV_REQUIRED, "loadgen/traffic/user.py no longer reads one of them"
-    for obj in workloads():
-        env = container_env(obj)
-        ours = {k for k in env if k.startswith("LOADGEN_")}
-        assert ours <= known, f"{obj['metadata']['name']}: loadgen does not read {sorted(ours - known)}"
-        assert ours >= LOADGEN_ENV_REQUIRED, obj["metadata"]["name"]
-
-
-def test_master_and_workers_share_the_loadgen_options() -> None:
-    # The master's values override the workers' (Locust sends its custom options with each spawn).
-    envs = [{k: v for k, v in container_env(o).items() if k.startswith("LOADGEN_")} for o in workloads()]
-    assert all(e == envs[0] for e in envs)
-
-
-def test_loadgen_option_values_are_valid() -> None:
-    env = container_env(find("Deployment", "loadgen-worker"))
-    # Empty would let every worker make up its own run id; it is also a folder name.
-    assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", env["LOADGEN_RUN_ID"])
-    parse_mix(env["LOADGEN_MIX"])
-    assert float(env["LOADGEN_RATE"]) >= 0
+def test_configmap_targets_the_istio_examples() -> None:
+    config = run_config()
     vs = find("VirtualService", "thin-httbin-virtualservice")
-    assert env["LOADGEN_HOST_HEADER"] in vs["spec"]["hosts"]
     gateway = find("Gateway", "coolstore-gateway")
-    assert any(env["LOADGEN_HOST_HEADER"] in s["hosts"] for s in gateway["spec"]["servers"])
+    assert config["LOADGEN_HOST"] in vs["spec"]["hosts"]
+    assert any(config["LOADGEN_HOST"] in s["hosts"] for s in gateway["spec"]["servers"])
     assert vs["spec"]["gateways"] == [gateway["metadata"]["name"]]
-    assert vs["metadata"]["namespace"] == gateway["metadata"]["namespace"]
+    telemetry = find("Telemetry", "mesh-default")
+    assert float(config["LOADGEN_EXPECT"]) == telemetry["spec"]["tracing"][0]["randomSamplingPercentage"]
+    if config["LOADGEN_MIX"]:
+        parse_mix(config["LOADGEN_MIX"])
+    assert set(re.findall(r"\$\{?([A-Z_]+)", job_script())) - {"JOB_COMPLETION_INDEX", "code"} == set(config)
 
 
-def test_ledger_is_on_a_writable_volume_of_every_pod() -> None:
-    for obj in workloads():
-        ledger = Path(container_env(obj)["LOADGEN_LEDGER"])
-        assert ledger.is_absolute()
-        volumes = {v["name"]: v for v in pod_spec(obj)["volumes"]}
-        mounts = [
-            m
-            for m in locust_container(obj)["volumeMounts"]
-            if ledger.is_relative_to(m["mountPath"]) and not m.get("readOnly", False)
-        ]
-        assert mounts, f"{obj['metadata']['name']}: {ledger} is not on a writable mount"
-        volume = volumes[mounts[0]["name"]]
-        assert "emptyDir" in volume or "persistentVolumeClaim" in volume
+def test_reports_are_on_a_writable_volume() -> None:
+    job = the_job()
+    (mount,) = [m for m in the_container(job)["volumeMounts"] if m["mountPath"] == "/reports"]
+    assert not mount.get("readOnly", False)
+    volume = {v["name"]: v for v in pod_spec(job)["volumes"]}[mount["name"]]
+    assert "emptyDir" in volume
 
 
-def test_locustfile_comes_from_the_configmap_and_matches_the_scenario() -> None:
-    cm = find("ConfigMap", "loadgen-locustfile")
-    (key,) = cm["data"]
-    for obj in workloads():
-        c = locust_container(obj)
-        locustfile = Path(flag(c["args"], "--locustfile") or "")
-        (mount,) = [m for m in c["volumeMounts"] if locustfile.parent == Path(m["mountPath"])]
-        assert mount.get("readOnly") is True
-        volume = {v["name"]: v for v in pod_spec(obj)["volumes"]}[mount["name"]]
-        assert volume["configMap"]["name"] == cm["metadata"]["name"]
-        assert locustfile.name == key
-
-    def code(source: str) -> list[str]:
-        body = ast.parse(source).body
-        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-            body = body[1:]  # the docstring may differ
-        return [ast.dump(node) for node in body]
-
-    assert code(cm["data"][key]) == code(MESH_SCENARIO.read_text(encoding="utf-8"))
-
-
-# ------------------------------------------------------------------------------------ pod hardening
+# --------------------------------------------------------------------------- pods and image
 
 
 def test_pods_are_hardened() -> None:
-    for obj in workloads():
-        name = obj["metadata"]["name"]
-        spec = pod_spec(obj)
-        labels = obj["spec"]["template"]["metadata"]["labels"]
-        assert labels.get("sidecar.istio.io/inject") == "false", name
-        assert spec["securityContext"]["runAsNonRoot"] is True, name
-        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
-        assert spec.get("automountServiceAccountToken") is False, name
-        assert spec.get("enableServiceLinks") is False, name  # no LOADGEN_MASTER_* service variables
-        for c in spec["containers"]:
-            sc = c["securityContext"]
-            assert sc["readOnlyRootFilesystem"] is True, name
-            assert sc["allowPrivilegeEscalation"] is False, name
-            assert sc["capabilities"]["drop"] == ["ALL"], name
-            assert {"cpu", "memory"} <= set(c["resources"]["requests"]), name
-            assert {"cpu", "memory"} <= set(c["resources"]["limits"]), name
-            assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), name
-        assert {v["name"] for v in spec["volumes"]} == {
-            m["name"] for m in locust_container(obj)["volumeMounts"]
-        }
+    job = the_job()
+    spec = pod_spec(job)
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels.get("sidecar.istio.io/inject") == "false"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert spec.get("automountServiceAccountToken") is False
+    assert spec.get("enableServiceLinks") is False  # no LOADGEN_MASTER_* service variables
+    (c,) = spec["containers"]
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert {"cpu", "memory"} <= set(c["resources"]["requests"])
+    assert {"cpu", "memory"} <= set(c["resources"]["limits"])
+    assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])
+    assert {v["name"] for v in spec["volumes"]} == {m["name"] for m in c["volumeMounts"]}
+    assert all("emptyDir" in v for v in spec["volumes"])  # the "restricted" Pod Security Standard
 
 
 def test_namespace_disables_sidecar_injection() -> None:
@@ -526,26 +553,30 @@ def test_namespace_disables_sidecar_injection() -> None:
             assert obj["metadata"]["namespace"] == "loadgen", _oid(("", obj))
 
 
-def test_dockerfile_builds_the_image_the_pods_run() -> None:
+def test_dockerfile_builds_the_image_the_pods_run_without_the_mesh_extra() -> None:
     text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     assert lines[0] == "FROM python:3.11-slim"
-    assert any("pip install ." in ln for ln in lines if ln.startswith("RUN"))
+    installs = [ln for ln in lines if ln.startswith("RUN") and "pip install" in ln]
+    assert installs and not any("mesh" in ln or "envoy" in ln or "[" in ln for ln in installs), installs
     for ln in lines:
         if ln.startswith("COPY"):
             for src in ln.split()[1:-1]:
                 assert (REPO / src).exists(), f"Dockerfile copies {src}, which is not in the repository"
     (user,) = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
-    uid = int(user.split(":")[0])
-    kustomization = yaml.safe_load((DEPLOY / "base" / "kustomization.yaml").read_text(encoding="utf-8"))
-    image_names = {i["name"] for i in kustomization.get("images", [])}
-    for obj in workloads():
-        assert pod_spec(obj)["securityContext"]["runAsUser"] == uid
-        image = locust_container(obj)["image"]
-        assert image.split(":")[0] in image_names, image
+    assert pod_spec(the_job())["securityContext"]["runAsUser"] == int(user.split(":")[0])
+    kustomization = yaml.safe_load((DEPLOY / "run" / "kustomization.yaml").read_text(encoding="utf-8"))
+    assert the_container(the_job())["image"].split(":")[0] in {i["name"] for i in kustomization["images"]}
 
 
-# ------------------------------------------------------------------------------------ Istio examples
+def test_build_script_builds_that_dockerfile() -> None:
+    script = DEPLOY / "build-image.sh"
+    assert script.stat().st_mode & stat.S_IXUSR
+    assert subprocess.run(["/bin/sh", "-n", str(script)], check=False).returncode == 0
+    assert '-f "$root/deploy/Dockerfile"' in script.read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- Istio examples
 
 
 def test_telemetry_tags_spans_with_loadgens_run_id() -> None:
@@ -562,7 +593,7 @@ def test_telemetry_tags_spans_with_loadgens_run_id() -> None:
     assert len(namespaces) == len(set(namespaces)), "one selector-less Telemetry per namespace"
 
 
-# ------------------------------------------------------------------------------------ kustomize
+# --------------------------------------------------------------------------- kustomize
 
 
 def _kustomization_dirs() -> list[Path]:
@@ -597,12 +628,7 @@ def test_every_manifest_belongs_to_a_kustomization() -> None:
 
 
 KUSTOMIZE_BUILDS = {
-    ".": {("Deployment", "loadgen-master"), ("Deployment", "loadgen-worker"), ("Service", "loadgen-master")},
-    "headless": {
-        ("Job", "loadgen-master-headless"),
-        ("Deployment", "loadgen-worker"),
-        ("Service", "loadgen-master"),
-    },
+    ".": {("Job", "loadgen-run"), ("Service", "loadgen-master"), ("ConfigMap", "loadgen-run")},
     "istio": {("Telemetry", "mesh-default"), ("Gateway", "coolstore-gateway")},
 }
 
@@ -619,8 +645,6 @@ def test_kubectl_kustomize_renders_valid_objects(build: str) -> None:
     rendered = [d for d in yaml.safe_load_all(out.stdout) if d]
     names = {(d["kind"], d["metadata"]["name"]) for d in rendered}
     assert KUSTOMIZE_BUILDS[build] <= names
-    if build == "headless":
-        assert ("Deployment", "loadgen-master") not in names
     for obj in rendered:
         validate_any(obj)
 
