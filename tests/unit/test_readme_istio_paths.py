@@ -29,7 +29,7 @@ GATEWAY = {"istio": "ingressgateway"}
 def _section() -> str:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     start = text.index("### Two Istio tracing paths")
-    end = text.index("\n**In-cluster load**", start)
+    end = text.index("\n**In-cluster runs**", start)
     return text[start:end]
 
 
