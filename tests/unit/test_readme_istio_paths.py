@@ -1,6 +1,7 @@
-"""README "Two Istio tracing paths" (issue 12): every YAML block passes `loadgen doctor`'s Istio
-checks with no warning and selects the path it documents; its Telemetry passes the Telemetry
-schema of deploy/schemas/ (strict); every command line uses flags the CLI has and a valid --mix."""
+"""docs/clusters.md "Two Istio tracing paths" (issue 12; in the README before issue 13): every YAML
+block passes `loadgen doctor`'s Istio checks with no warning and selects the path it documents; its
+Telemetry passes the Telemetry schema of deploy/schemas/ (strict); every command line uses flags the
+CLI has and a valid --mix."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ GATEWAY = {"istio": "ingressgateway"}
 
 
 def _section() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = text.index("### Two Istio tracing paths")
+    text = (ROOT / "docs" / "clusters.md").read_text(encoding="utf-8")
+    start = text.index("## Two Istio tracing paths")
     end = text.index("\n**In-cluster runs**", start)
     return text[start:end]
 
@@ -56,7 +57,7 @@ def test_each_yaml_block_is_one_path_and_passes_the_doctor(tmp_path: Path) -> No
         assert checks["istio.provider"].data["family"] == family
         assert checks["istio.custom_tags"].data == {"run_id_tag": "loadgen.run_id"}
     assert _doctor(tmp_path, otel)["istio.otel.protocol"].data == {"otlp_protocol": "grpc"}
-    # The README's "select otel-tracing-http instead": OTLP/HTTP, and its path passes too.
+    # The docs' "select otel-tracing-http instead": OTLP/HTTP, and its path passes too.
     http = _doctor(
         tmp_path,
         otel.replace("providers:\n    - name: otel-tracing\n", "providers:\n    - name: otel-tracing-http\n"),

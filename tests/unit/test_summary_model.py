@@ -27,8 +27,9 @@ def test_the_committed_schema_is_the_models() -> None:
 
 def test_the_readme_links_the_schema_and_names_the_version() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert "summary.schema.json" in readme
-    assert f"### summary.json schema (`schema_version: {SCHEMA_VERSION}`)" in readme
+    outputs = (ROOT / "docs" / "outputs.md").read_text()
+    assert "summary.schema.json" in readme and "(../summary.schema.json)" in outputs
+    assert f"## summary.json schema (`schema_version: {SCHEMA_VERSION}`)" in outputs
 
 
 def minimal() -> dict[str, Any]:

@@ -603,10 +603,12 @@ def test_the_maximum_error_rate_is_honoured_and_recorded() -> None:
 
 
 def test_the_readme_and_the_cli_document_load_delivered() -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    schema = next(line for line in readme.splitlines() if line.startswith("| `verdicts.{"))
-    assert "load_delivered" in schema and "| `load_delivered` |" in readme
-    assert "requests.top_errors" in readme and "`max_error_rate`" in readme
+    docs = Path(__file__).parents[2] / "docs"
+    outputs, statistics = (docs / "outputs.md").read_text(), (docs / "statistics.md").read_text()
+    schema = next(line for line in outputs.splitlines() if line.startswith("| `verdicts.{"))
+    assert "load_delivered" in schema and "| `load_delivered` |" in statistics
+    assert "requests.top_errors" in outputs and "`max_error_rate`" in outputs
+    assert "requests.top_errors" in statistics and "`max_error_rate`" in statistics
     run_default = inspect.signature(run_command).parameters["max_error_rate"].default
     assert run_default == RunOptions().max_error_rate == DEFAULT_MAX_ERROR_RATE
 
