@@ -1,6 +1,6 @@
 """loadgen's exit codes: one meaning each, the same for every command (`gate` uses 0/1/2 only).
 
-The table is data so that the README, `--help` and the tests read the same text.
+The table is data so that docs/commands.md (Exit codes), `--help` and the tests read the same text.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ REPOSITORY = "istio/istio"
 CRD_PATH = "manifests/charts/base/files/crd-all.gen.yaml"
 RAW_URL = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"
 OUT = Path(__file__).resolve().parent
-#: The Istio kinds deploy/ and the README use: (group, version, kind).
+#: The Istio kinds deploy/ and docs/clusters.md use: (group, version, kind).
 KINDS = (
     ("telemetry.istio.io", "v1", "Telemetry"),
     ("networking.istio.io", "v1", "Gateway"),

@@ -16,7 +16,7 @@ traces widen it (counted missing for the low end, found for the high end). Facts
 could not learn (`summary["expectation_gaps"]`: {verdict: reason}) make the verdicts that need
 them inconclusive with that reason.
 
-Exit codes (documented in the README and `loadgen run --help`):
+Exit codes (documented in docs/commands.md and `loadgen run --help`):
     0  every verdict passed
     1  at least one verdict failed
     2  the run could not be done (bad configuration, unreachable gateway/collector/backend)

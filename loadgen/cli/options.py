@@ -21,7 +21,7 @@ from loadgen.stack.mesh import GATEWAY_HOST
 
 DEFAULT_HOST = GATEWAY_HOST
 DEFAULT_MIX_TEXT = format_mix(DEFAULT_MIX)
-MODES_HELP = ", ".join(m.value for m in MODE_SPECS) + " (what each sends and expects: README, Header modes)"
+MODES_HELP = ", ".join(m.value for m in MODE_SPECS) + " (what each sends and expects: docs/header-modes.md)"
 
 EMBEDDED = "Embedded mesh"
 EXISTING = "Existing mesh"

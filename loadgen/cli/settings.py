@@ -49,7 +49,7 @@ def _long_flag(param: click_core.Parameter) -> str | None:
 
 class ConfiguredCommand(CheckedCommand):
     """A checked command whose every option also reads `LOADGEN_<FLAG>` from the environment
-    (not shown in --help: one rule, stated in `loadgen --help` and the README)."""
+    (not shown in --help: one rule, stated in `loadgen --help` and docs/commands.md)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -70,7 +70,7 @@ def _provider_check(choice: ProviderChoice) -> Check:
                 "istio.provider",
                 CheckStatus.WARN,
                 f"no tracing: no Telemetry tracing, no defaultProviders.tracing and enableTracing false ({choice.chosen_by})",
-                "select a provider with a Telemetry resource (see the README's 'Two Istio tracing paths')",
+                "select a provider with a Telemetry resource (see docs/clusters.md, 'Two Istio tracing paths')",
                 details,
             )
         return Check(

@@ -280,7 +280,7 @@ def expect(sends: Sends, ctx: ExpectationContext = DEFAULT_CONTEXT) -> Expected:
     """Pure: Envoy 1.40's behaviour for a request carrying `sends` at a gateway configured as
     `ctx` (then through a sidecar).
 
-    overall_sampling below 100 (measured, README "overall_sampling"): a client's sampled flag is
+    overall_sampling below 100 (measured, docs/header-modes.md "overall_sampling"): a client's sampled flag is
     untouched; every decision Envoy makes itself is vetoed unless
     `int(xrid[0:8], 16) % 10000 < int(10000 * overall / 100)` on the x-request-id the gateway
     ends up with. Random sampling thus decides at min(random, overall) (PROXY); a forced

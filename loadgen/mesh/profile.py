@@ -273,7 +273,7 @@ class Fact:
 def _vetoed(f: Forcing | None, *, veto_resets_mark: bool) -> bool:
     """overall_sampling below 100 shows on a forcing header: Envoy's mark without a trace (the
     veto leaves `b` in place), or, for x-envoy-force-trace, whose `a` the veto resets, a mark on
-    only some requests (measured: README, "overall_sampling")."""
+    only some requests (measured: docs/header-modes.md, "overall_sampling")."""
     if f is None or f.sent == 0:
         return False
     return f.traced < f.marked or (veto_resets_mark and 0 < f.marked < f.sent)

@@ -72,7 +72,7 @@ class TracingConfig:
     # `tracing.overall_sampling` on the gateway's HCM only. Istio sets 100 on every HCM; below 100
     # it vetoes, by the same x-request-id hash as random sampling, every decision Envoy makes from
     # the x-request-id (random, x-client-trace-id, x-envoy-force-trace, a kept forced id), but
-    # not a client's B3/traceparent sampled flag (measured: README, "overall_sampling").
+    # not a client's B3/traceparent sampled flag (measured: docs/header-modes.md, "overall_sampling").
     overall_sampling_percent: float = 100.0
     # Mesh shape. These live here, not on MeshConfig, because TracingConfig is what every command
     # hands the embedded mesh (RunOptions.tracing, CalibrateOptions.tracing, stack up).

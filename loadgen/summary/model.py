@@ -8,7 +8,7 @@ JSON Schema, summary.schema.json). Fields that are only present in some runs (`s
 `component_failure`, `recovered`, `verified_at`, the fragment search's numbers) are `UNSET`
 when absent, and stay absent when the summary is written.
 
-Schema versions (`Summary.schema_version`, listed in the README): 1 is every summary so far;
+Schema versions (`Summary.schema_version`, listed in docs/outputs.md): 1 is every summary so far;
 issue 11 typed it without changing a key or value, so it stays 1. A summary of a version this
 code does not know is refused with an error naming it.
 """

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 LOADGEN = [sys.executable, "-m", "loadgen.cli"]
 
-# The paths the issue requires in summary.json (the README documents the whole schema).
+# The paths the issue requires in summary.json (docs/outputs.md documents the whole schema).
 REQUIRED_PATHS = [
     "run_id",
     "sampling.configured_percent",

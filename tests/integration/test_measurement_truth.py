@@ -275,7 +275,7 @@ def test_coverage_over_all_cells_and_the_table() -> None:
     """Pooled over the cells (and then over the three interval types, 3 x 3 x RUNS runs), the
     misses must still be plausible for a 93 %-coverage instrument: at these sizes the check fails
     an instrument covering 85 % with probability 0.95, and a correct one (95 %) with 5e-7.
-    Prints the coverage table (run with -s; the README reports it)."""
+    Prints the coverage table (run with -s; docs/measurement-truth.md reports it)."""
     if not TABLE:
         pytest.skip("no cell ran")
     header = [

@@ -613,7 +613,7 @@ def test_default_context_follows_the_configured_percent() -> None:
     assert expectation(KEEP).mode_context() is KEEP
 
 
-# --- overall_sampling below 100 (measured on Envoy 1.40: README "overall_sampling",
+# --- overall_sampling below 100 (measured on Envoy 1.40: docs/header-modes.md "overall_sampling",
 # tests/integration/test_mesh_knobs.py) ------------------------------------------------------------
 
 U = Decision.UNPREDICTABLE

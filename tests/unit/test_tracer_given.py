@@ -4,7 +4,7 @@ On an existing mesh the probe learns the tracer family; `--tracer`, where given,
 (`MeshProfile.tracer_given`), with a warning when the probe saw the other one. The tracer chosen
 is run.json's `expectation.context.tracer`, and every consumer of a ledger record reads each
 request's sampled fact with it: under the OpenTelemetry tracer the forwarded traceparent flag is
-the fact and character 14 of x-request-id is not (measured on Envoy 1.40, README "Header modes").
+the fact and character 14 of x-request-id is not (measured on Envoy 1.40, docs/header-modes.md).
 """
 
 from __future__ import annotations

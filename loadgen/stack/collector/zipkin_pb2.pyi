@@ -9,7 +9,7 @@
 #       loadgen/stack/collector/zipkin.proto)
 #
 # then prepend this header. Not opentelemetry-exporter-zipkin-proto-http's copy: that package pins
-# protobuf~=3.12, which cannot be installed with opentelemetry-proto (README, "Dependencies").
+# protobuf~=3.12, which cannot be installed with opentelemetry-proto (docs/development.md, "Dependencies").
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
