@@ -162,6 +162,7 @@ def locust_env(opts: RunOptions, run_id: str, gateway: str, host: str, ledger_pa
         "LOADGEN_HOST_HEADER": host,
         "LOADGEN_MIX": opts.mix,
         "LOADGEN_RATE": str(opts.rate),
+        "LOADGEN_USERS": str(opts.users),  # workers share the rate by the run's users, not their own
         "LOADGEN_PATH": opts.path,
     }
     if opts.seed is not None:

@@ -60,6 +60,16 @@ def _add_arguments(parser: Any) -> None:
     group = parser.add_argument_group("loadgen", "Traced traffic for loadgen (see `loadgen run --help`)")
     for action in _loadgen_options(group):
         show_in_web_ui(action, web_mode=bool(os.environ.get(WEB_STATE_ENV)))
+    # Set by loadgen, not a knob (never in the web UI): Locust's master sends its custom options to
+    # the workers, but not -u, so without it each worker would pace its share to the whole rate.
+    total = group.add_argument(
+        "--loadgen-users",
+        env_var="LOADGEN_USERS",
+        type=int,
+        default=0,
+        help="The run's users over all processes, who share --loadgen-rate (0: this process's -u)",
+    )
+    show_in_web_ui(total, web_mode=False).include_in_web_ui = False
 
 
 def _loadgen_options(group: Any) -> list[Any]:
@@ -253,9 +263,9 @@ class TracedUser(FastHttpUser):
             return 0.0
         runner = self.environment.runner
         opts = self.environment.parsed_options
-        # All users of the run share the rate: with workers, -u is the run's total, while
-        # runner.user_count is only this process's share.
-        total = int(getattr(opts, "num_users", 0) or 0) if opts else 0
+        # All users of the run share the rate: --loadgen-users (or -u on the master) is the run's
+        # total, while runner.user_count is only this process's share. A worker gets no -u.
+        total = int(given(opts, "loadgen_users") or getattr(opts, "num_users", 0) or 0) if opts else 0
         users = max(1, total or (runner.user_count if runner else 1))
         interval = users / self._rate if stepped is None else stepped
         run_time = time.perf_counter() - self._cp_last_run - self._cp_last_wait_time

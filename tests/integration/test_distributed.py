@@ -65,6 +65,9 @@ def test_processes_flag_gives_one_ledger_with_the_single_process_shape(tmp_path:
     assert leftover_processes(str(tmp_path)) == []
 
 
+RATE = 300.0  # req/s over the whole run
+
+
 def test_master_with_two_loadgen_workers_on_loopback(mesh100: EmbeddedMesh, tmp_path: Path) -> None:
     port = free_port()
     workers = [
@@ -88,6 +91,7 @@ def test_master_with_two_loadgen_workers_on_loopback(mesh100: EmbeddedMesh, tmp_
         result = execute_run(
             RunOptions(
                 run_id="dist", output_dir=tmp_path, duration_s=3, users=4, spawn_rate=4, reference_rate=0,
+                rate=RATE,
                 gateway=mesh100.gateway_url, host=mesh100.host_header, collector=mesh100.collector_url,
                 backend=f"zipkin:{mesh100.collector_url}", expect_percent=100.0,
                 expect_workers=2, master_bind_host="127.0.0.1", master_bind_port=port,
@@ -104,5 +108,9 @@ def test_master_with_two_loadgen_workers_on_loopback(mesh100: EmbeddedMesh, tmp_
                 w.kill()
                 w.wait()
     assert_complete_ledger(result, workers=2)
+    # --rate is the run's total, shared by both workers' users (each worker paced to the whole
+    # rate sent about twice as much: --rate 20 gave 36 req/s). At most 3 s at RATE, with slack.
+    total = result.summary["requests"]["total"]
+    assert RATE * 3 * 0.3 <= total <= RATE * 3 * 1.25, total
     assert result.summary["mesh"]["collection"]["k"] == result.summary["mesh"]["collection"]["n"] > 0
     assert result.exit_code == 0
