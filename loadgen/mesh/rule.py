@@ -7,6 +7,7 @@ and the mark Envoy writes into character 14 of the x-request-id it forwards.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Callable
@@ -32,25 +33,23 @@ def sampling_threshold(percent: float) -> int:
     return int(10000 * (percent / 100.0))
 
 
+def _below(request_id: str, threshold: int) -> bool | None:
+    """The rule's comparison against an already computed threshold (None: no 8 hex digits)."""
+    if _HEAD(request_id) is None:
+        return None
+    return int(request_id[:8], 16) % 10000 < threshold
+
+
 def envoy_random_sampled(request_id: str, percent: float) -> bool | None:
     """Envoy's random-sampling rule on an x-request-id UUID (measured, shared/ENVOY-NOTES.md):
     sampled <=> int(xrid[0:8], 16) % 10000 < int(10000 * (percent / 100.0)). None if unparsable."""
-    if _HEAD(request_id) is None:
-        return None
-    return int(request_id[:8], 16) % 10000 < sampling_threshold(percent)
+    return _below(request_id, sampling_threshold(percent))
 
 
 def random_sampler(percent: float) -> Callable[[str], bool | None]:
     """`envoy_random_sampled(request_id, percent)` as a function of the id alone, for deciding
     many ids at one percentage (the threshold is worked out once)."""
-    threshold = sampling_threshold(percent)
-
-    def sampled(request_id: str) -> bool | None:
-        if _HEAD(request_id) is None:
-            return None
-        return int(request_id[:8], 16) % 10000 < threshold
-
-    return sampled
+    return functools.partial(_below, threshold=sampling_threshold(percent))
 
 
 def craft_head(rng: random.Random, percent: float, sampled: bool) -> int:
