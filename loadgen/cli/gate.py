@@ -84,7 +84,9 @@ def gate(
     """Check a finished run: every verdict must pass, and thresholds (flags, over the gates
     table of loadgen.toml) tighten that.
 
-    Exit codes: 0 every gate passed, 1 a gate failed (a failed verdict, or an inconclusive one without --allow-inconclusive), 2 bad configuration or unreadable run. A gate whose quantity was never measured fails: a check that checked nothing is not green."""
+    Exit codes: 0 every gate passed, 1 a gate failed (a failed verdict, or an inconclusive one
+    without --allow-inconclusive), 2 bad configuration or unreadable run. A gate whose quantity
+    was never measured fails: a check that checked nothing is not green."""
     summary = summary_of(run_dir)
     flags = {
         "min_collection": min_collection,
