@@ -334,6 +334,21 @@ def test_injected_id_not_kept_is_not_kept_end_to_end() -> None:
     assert (out["injected_kept_end_to_end"]["k"], out["injected_kept_end_to_end"]["n"]) == (0, 1)
 
 
+def test_a_trace_under_another_id_is_judged_without_the_injected_span() -> None:
+    """Issue 12: a mesh that did not continue the injected trace id (B3 under the OpenTelemetry
+    tracer, traceparent under USE_B3) roots the request's trace itself, so one root is right; a
+    continued id whose entry span is a root is a defect. A gateway-only mesh: one span a trace."""
+    layout = {"/headers": (Hop(GW, 1),)}
+    root_only = {t: [span(t, GW, "SERVER", 1, None)] for t in (2, 3)}
+    ledger = [record(1, "/headers", up_trace=tid(2)), record(3, "/headers")]
+    out = fold(ledger, root_only, hops_by_path=layout)
+    assert out["traces"] == 2 and out["roots"] == {"1": 2}
+    assert (out["parent_links_ok"]["k"], out["parent_links_ok"]["n"]) == (1, 2)
+    assert out["defects"]["entry_parent_mismatch"]["examples"] == [tid(3)]
+    assert out["defects"]["extra_roots"]["examples"] == [tid(3)]
+    assert (out["injected_kept_end_to_end"]["k"], out["injected_kept_end_to_end"]["n"]) == (1, 2)
+
+
 def fragment(trace: int, *, t0: int, xrid: str | None = None) -> list[dict[str, Any]]:
     """What the app's sidecar and the backend write when the app forgot the headers: a new trace
     rooted at the app sidecar's outbound CLIENT span."""
