@@ -1,7 +1,8 @@
 """The one fetch/search engine every HTTP reader runs on.
 
-The three readers (zipkin.py, jaeger.py, jaeger_v3.py) differ only in what they ask and how they
-read the answers; `HttpReader` does the rest the same way for each:
+The readers (zipkin.py, jaeger.py, jaeger_v3.py, tempo.py) differ only in what they ask and how
+they read the answers; `HttpReader` does the rest the same way for each (tempo.py asks by id
+itself: v2, then v1, with a PARTIAL status and a tenant):
 
 - fetch by id (`fetch_many`, `fetch_reduced`): ids normalized and deduplicated, invalid ones ERROR,
   the rest fetched in units (one batched request, or one id) with `concurrency` units in flight,
@@ -11,8 +12,9 @@ read the answers; `HttpReader` does the rest the same way for each:
   - `BatchRoute` (optional): `GET` many ids at once. A 404 there is evidence of nothing: the ids
     are asked one by one instead, and when one of those answers proves the backend (its own
     not-found answer, or a 200 in its form) batching stops for the session.
-- search: `GET {api}/traces` with the reader's parameters; `SearchRoute` names the answer's form,
-  a 404 that means "no match" (if the backend has one) and the advice for any other 404.
+- search: `GET {api}/traces` (or the route's `path`) with the reader's parameters; `SearchRoute`
+  names the answer's form, a 404 that means "no match" (if the backend has one) and the advice
+  for any other 404.
 - check: `GET {api}/services` once, without retries; the reader says what a wrong answer means.
 """
 
@@ -97,7 +99,7 @@ class BatchRoute:
 
 @dataclass(frozen=True)
 class SearchRoute:
-    """`GET {api}/traces` with search parameters."""
+    """`GET {api}{path}` with search parameters."""
 
     who: str
     """Starts every message, e.g. `Jaeger api_v3` in "Jaeger api_v3 search at URL failed: ..."."""
@@ -112,6 +114,8 @@ class SearchRoute:
     """What the URL should be, as in "is the URL the Jaeger query API?"."""
     no_match: Callable[[Any], bool] = _never
     """Whether a 404's JSON body is the backend's answer for "no trace matches" (read as [])."""
+    path: str = "/traces"
+    """The request path below the API root (Tempo's is `/search`)."""
 
 
 def unchanged(fetched: Fetched) -> Fetched:
@@ -270,9 +274,9 @@ class HttpReader(TraceBackend):
     # -- searching ---------------------------------------------------------------------------
 
     def _search_request(self, params: QueryParams) -> httpx.Response:
-        """`GET {api}/traces` (with retries); BackendError when it cannot be asked at all."""
+        """`GET {api}{route.path}` (with retries); BackendError when it cannot be asked at all."""
         try:
-            return self._http.get("/traces", params)
+            return self._http.get(self.search_route.path, params)
         except RequestFailed as exc:
             raise BackendError(f"{self.search_route.who} search at {self.url} failed: {exc}") from exc
 

@@ -196,6 +196,7 @@ class TempoBackend(HttpReader):
         decode=_search_ids,
         form='{"traces": [...]}',
         api="Tempo query API (e.g. http://tempo:3200)",
+        path="/search",
     )
 
     def __init__(
@@ -376,7 +377,7 @@ class TempoBackend(HttpReader):
             params["q"] = traceql(tags, service)
         elif tags or service:
             params["tags"] = logfmt_tags(tags, service)
-        resp = self._search_get(params)
+        resp = self._search_request(params)
         if resp.status_code == 400 and style is SearchStyle.TRACEQL and self._style is None:
             self._style = SearchStyle.TAGS  # TraceQL refused: an older Tempo
             return self._search_page(tags, service, lo, hi, page)
@@ -385,12 +386,6 @@ class TempoBackend(HttpReader):
         ids: list[str] = self._search_answer(resp)
         self._style = style
         return ids
-
-    def _search_get(self, params: Mapping[str, str | int]) -> httpx.Response:
-        try:
-            return self._http.get("/search", params)
-        except RequestFailed as exc:
-            raise BackendError(f"Tempo search at {self.url} failed: {exc}") from exc
 
     def _pick_style(self) -> SearchStyle:
         """TraceQL, unless `/api/status/buildinfo` names a Tempo 1.x (no TraceQL)."""
