@@ -36,7 +36,8 @@ Baseline = Annotated[
     Path | None,
     typer.Option(
         "--baseline",
-        help="Another run folder to compare with: comparison.md/.json and a section of report.html; each measure says whether it is different and by which rule.",
+        help="Another run folder to compare with: comparison.md/.json and a section of report.html; "
+        "each measure says whether it is different and by which rule.",
         exists=True,
         file_okay=False,
     ),
