@@ -258,9 +258,9 @@ def _span(span: Any, service: str, base_tags: dict[str, str], where: str) -> dic
         if end > start and (end - start) // 1000:
             out["duration"] = (end - start) // 1000
     out["localEndpoint"] = {"serviceName": service}
-    span_tags = _tags(span.attributes)
+    tags = {**base_tags, **_tags(span.attributes)}
     if span.kind in _CLIENT_KINDS:
-        remote = _remote_endpoint({**base_tags, **span_tags})
+        remote = _remote_endpoint(tags)
         if remote is not None:
             out["remoteEndpoint"] = remote
     annotations = [
@@ -273,7 +273,6 @@ def _span(span: Any, service: str, base_tags: dict[str, str], where: str) -> dic
     ]
     if annotations:
         out["annotations"] = annotations
-    tags = {**base_tags, **span_tags}
     for name, count in (
         ("otel.dropped_attributes_count", span.dropped_attributes_count),
         ("otel.dropped_events_count", span.dropped_events_count),
