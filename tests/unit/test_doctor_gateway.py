@@ -9,6 +9,7 @@ import httpx
 
 from loadgen.doctor import Check, CheckStatus, check_gateway
 from loadgen.doctor.gateway import same_request_id
+from loadgen.doctor.headers import check_mesh_tracer, tracer_facts
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -57,6 +58,9 @@ def test_untouched_span_id_means_the_gateway_did_not_trace() -> None:
     assert b3.status is CheckStatus.WARN
     assert "did not create a span" in b3.summary
     assert "forced_trace_id" not in b3.data
+    # No context added upstream: the tracer check warns and names no family for mesh.tracer.
+    assert checks["gateway.tracer"].status is CheckStatus.WARN
+    assert "family" not in checks["gateway.tracer"].data and tracer_facts(list(checks.values())) == []
 
 
 def test_replaced_trace_id_fails() -> None:
@@ -77,6 +81,10 @@ def test_no_echo_warns_statistical_mode() -> None:
     assert echo.status is CheckStatus.WARN
     assert "statistical" in echo.fix_hint
     assert checks["gateway.x_request_id"].status is CheckStatus.SKIP
+    # Issue 12's tracer checks stay inconclusive: nothing was seen, so no tracer is assumed.
+    assert checks["gateway.tracer"].status is CheckStatus.SKIP
+    facts = tracer_facts(list(checks.values()))
+    assert facts == [] and check_mesh_tracer(facts).status is CheckStatus.SKIP
 
 
 def test_upstream_404_and_503_are_told_apart_from_no_route() -> None:
