@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadgen.mesh.ids import is_hex_id, normalize_trace_id
+from loadgen.mesh.otlp_values import ZIPKIN_KINDS
 
 __all__ = [
     "BUILD_INFO",
@@ -71,12 +72,7 @@ BUILD_INFO: dict[str, str] = {
 }
 """`GET /api/status/buildinfo`: Tempo's keys; the values say what this is."""
 
-_KIND_NAMES = {
-    "SERVER": "SPAN_KIND_SERVER",
-    "CLIENT": "SPAN_KIND_CLIENT",
-    "PRODUCER": "SPAN_KIND_PRODUCER",
-    "CONSUMER": "SPAN_KIND_CONSUMER",
-}
+_KIND_NAMES = {kind: "SPAN_KIND_" + kind for kind in ZIPKIN_KINDS.values()}  # Zipkin kind -> enum name
 _NO_ROOT = "<root span not yet received>"  # what Tempo names a trace without a root span
 # TraceQL: `{ a = "x" && b = "y" }`, attributes scoped span., resource. or unscoped (.name).
 _TRACEQL_TERM = re.compile(r'\s*(span|resource|)\.([A-Za-z0-9_.\-/:]+)\s*=\s*"((?:[^"\\]|\\.)*)"\s*')
