@@ -122,11 +122,11 @@ def _request(
         echo = None
     if not isinstance(echo, dict) or resp.status_code != 200:
         return _Sent(kind, trace, xrid, resp.status_code, False, None, None, None, ended)
-    sent = _Sent(
+    # The echo is read (`read_as`) once the mesh's tracer is known, in `probe_mesh`.
+    return _Sent(
         kind, trace, xrid, resp.status_code, True, None, None, None, ended,
         detect_tracer(headers, echo), added_context_headers(headers, echo), echo,
     )  # fmt: skip
-    return sent.read_as(TracerFamily.ZIPKIN)  # read again as the mesh's tracer once it is known
 
 
 PLAN: tuple[tuple[str, int], ...] = (("xrid", 3), ("b3", 5), ("w3c", 3), ("force", 5), ("client", 8))
