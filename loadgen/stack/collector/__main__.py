@@ -70,9 +70,10 @@ async def serve_collector(
     with SpanStore(data_dir, fsync=fsync) as store:
         app = make_app(store, max_body_bytes=max_body_bytes, faults=faults, limits=limits)
         runner, url = await start_server(app, bind_host, port)
-        grpc_server = None
-        tempo_runner = None if tempo is None else (await start_tempo(store, bind_host, tempo))[0]
+        grpc_server = tempo_runner = None
         try:
+            if tempo is not None:  # inside the try: a Tempo port that cannot listen closes `runner` too
+                tempo_runner, _ = await start_tempo(store, bind_host, tempo)
             if otlp_grpc_port is not None:
                 from loadgen.stack.collector.otlp_grpc import start_otlp_grpc  # grpc only when asked for
 
