@@ -94,8 +94,16 @@ def test_default_mesh_profile(default_profile: MeshProfile) -> None:
         (
             "no header echo",
             replace(DEFAULT, echo_headers=False),
-            # Without an echo the probe still reads back the B3-forced traces by the ids it sent.
-            lambda p: p.echo is False and p.request_id is None and p.shape is not None and p.shape.total == 3,
+            # Without an echo the probe still reads back the B3-forced traces by the ids it sent,
+            # and names no tracer (nothing upstream showed one).
+            lambda p: (
+                p.echo is False
+                and p.request_id is None
+                and p.shape is not None
+                and p.shape.total == 3
+                and p.tracer is None
+                and p.tracer_headers == ()
+            ),
         ),
     ],
 )
