@@ -3,7 +3,8 @@
 A `Check` is one finding: a dotted name (`gateway.reachable`, `collector.endpoint`,
 `bootstrap.collector_endpoint`…), a status, a one-line summary, a fix hint that says what to do, and
 optional detail lines and machine-readable data. A `DoctorReport` is the ordered list of checks;
-its exit code is 1 when any check failed, else 0 (warnings do not fail a doctor run).
+its exit code is 1 when any check failed, 3 (inconclusive) when no check examined anything (every
+check skipped, or none ran), else 0 (warnings do not fail a doctor run).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from loadgen.exitcodes import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_VERDICT_FAILED
 from loadgen.redact import redact_data, redact_text
 
 __all__ = ["Check", "CheckStatus", "DoctorReport"]
@@ -68,7 +70,12 @@ class DoctorReport:
 
     @property
     def exit_code(self) -> int:
-        return 1 if any(c.status is CheckStatus.FAIL for c in self.checks) else 0
+        if any(c.status is CheckStatus.FAIL for c in self.checks):
+            return EXIT_VERDICT_FAILED
+        # A doctor run that examined nothing is no clean bill of health.
+        if all(c.status is CheckStatus.SKIP for c in self.checks):
+            return EXIT_INCONCLUSIVE
+        return EXIT_OK
 
     def counts(self) -> dict[str, int]:
         return {s.value: sum(c.status is s for c in self.checks) for s in CheckStatus}
@@ -100,4 +107,6 @@ class DoctorReport:
             f"{counts['pass']} passed, {counts['warn']} warnings, {counts['fail']} failed, "
             f"{counts['skip']} skipped (exit {self.exit_code})"
         )
+        if self.exit_code == EXIT_INCONCLUSIVE:
+            lines.append("inconclusive: no check examined anything (see the skip reasons above)")
         return lines

@@ -42,7 +42,19 @@ def test_exit_code_is_one_only_with_a_failure() -> None:
     assert _report().exit_code == 1
     only_warnings = DoctorReport([Check("a", CheckStatus.WARN, "w"), Check("b", CheckStatus.SKIP, "s")])
     assert only_warnings.exit_code == 0
-    assert DoctorReport([]).exit_code == 0
+
+
+def test_a_doctor_that_examined_nothing_is_inconclusive_not_a_pass() -> None:
+    all_skipped = DoctorReport(
+        [Check("a", CheckStatus.SKIP, "no gateway"), Check("b", CheckStatus.SKIP, "s")]
+    )
+    assert all_skipped.exit_code == 3
+    assert DoctorReport([]).exit_code == 3
+    assert all_skipped.render_text()[-1].startswith("inconclusive: no check examined anything")
+    # One examined check is enough to judge.
+    assert (
+        DoctorReport([Check("a", CheckStatus.PASS, "ok"), Check("b", CheckStatus.SKIP, "s")]).exit_code == 0
+    )
 
 
 def test_to_dict_is_json_ready_and_complete() -> None:
