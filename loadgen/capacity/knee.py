@@ -110,12 +110,51 @@ def step_breaches(
     return out
 
 
+def judged_bounds(
+    step: StepMetrics,
+    bounds: KneeBounds,
+    *,
+    previous: StepMetrics | None = None,
+    first_p99: float | None = None,
+) -> list[str]:
+    """The bounds `step_breaches` could judge this step on: set, with data. An empty list means
+    the step was not judged at all, which is no evidence that it stayed within the bounds."""
+    if step.requests == 0:
+        return []
+    scaling = False
+    if bounds.min_scaling is not None and previous is not None and previous.requests:
+        offered = offered_increase(previous, step)
+        scaling = bool(offered and offered > 0) and None not in (previous.achieved_rps, step.achieved_rps)
+    had_data = {
+        "errors": bounds.max_error_rate is not None and step.error_rate.rate is not None,
+        "latency": bounds.p99_ms is not None and step.p99_ms is not None,
+        "collection": bounds.min_collection is not None and step.collection.rate is not None,
+        "throughput": bounds.min_throughput is not None and step.throughput_ratio is not None,
+        "scaling": scaling,
+        "p99-growth": bounds.max_p99_growth is not None and bool(first_p99) and step.p99_ms is not None,
+    }
+    return [name for name, judged in had_data.items() if judged]
+
+
+def _first_p99(steps: Sequence[StepMetrics]) -> float | None:
+    return next((s.p99_ms for s in steps if s.requests and s.p99_ms is not None), None)
+
+
 def breaches_by_step(steps: Sequence[StepMetrics], bounds: KneeBounds) -> list[list[Breach]]:
     """Every step's breaches (pure): each judged with the step before it and the first step's
     p99 (the first step with requests and a p99)."""
-    first_p99 = next((s.p99_ms for s in steps if s.requests and s.p99_ms is not None), None)
+    first_p99 = _first_p99(steps)
     return [
         step_breaches(step, bounds, previous=steps[pos - 1] if pos else None, first_p99=first_p99)
+        for pos, step in enumerate(steps)
+    ]
+
+
+def judged_by_step(steps: Sequence[StepMetrics], bounds: KneeBounds) -> list[list[str]]:
+    """Every step's `judged_bounds`, judged as `breaches_by_step` judges them."""
+    first_p99 = _first_p99(steps)
+    return [
+        judged_bounds(step, bounds, previous=steps[pos - 1] if pos else None, first_p99=first_p99)
         for pos, step in enumerate(steps)
     ]
 

@@ -200,9 +200,12 @@ class StepMetrics:
         offered, achieved = self.window.offered_rps, self.achieved_rps
         return achieved / offered if offered and achieved is not None else None
 
-    def to_row(self, knee: bool = False, breaches: Sequence[str] = ()) -> dict[str, Any]:
+    def to_row(
+        self, knee: bool = False, breaches: Sequence[str] = (), judged: Sequence[str] | None = None
+    ) -> dict[str, Any]:
         """Summary-compatible step (what report/html.py plots: target_rps or users on x,
-        achieved_rps, p99_ms, collection, knee)."""
+        achieved_rps, p99_ms, collection, knee). `judged`: the bounds the step had data for
+        (an empty list: not judged; None: not known)."""
         w = self.window
         row: dict[str, Any] = {"index": w.index, "label": w.label, "kind": w.kind, "users": w.users}
         if w.offered_rps is not None:
@@ -228,6 +231,7 @@ class StepMetrics:
             ingest=self.ingest,
             ingest_spans_per_s=self.ingest["accepted_per_s"] if self.ingest else None,
             breaches=list(breaches),
+            judged=None if judged is None else list(judged),
             knee=knee,
         )
         return row

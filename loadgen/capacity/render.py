@@ -7,9 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from loadgen.capacity.knee import Knee, breaches_by_step
+from loadgen.capacity.knee import Knee, breaches_by_step, judged_by_step
 from loadgen.capacity.metrics import StepMetrics
 from loadgen.capacity.model import SCHEMA_VERSION, KneeBounds, SafetyBounds
+from loadgen.report.html.capacity import no_knee_text
 from loadgen.traffic.shape import StepPlan
 
 
@@ -26,15 +27,16 @@ def capacity_document(
     notes: Sequence[str] = (),
     live_checks: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
+    judged = judged_by_step(metrics, bounds)
     rows = [
-        m.to_row(knee=knee is not None and knee.index == pos, breaches=[r for r, _ in broken])
-        for pos, (m, broken) in enumerate(zip(metrics, breaches_by_step(metrics, bounds), strict=True))
+        m.to_row(knee=knee is not None and knee.index == pos, breaches=[r for r, _ in broken], judged=on)
+        for pos, (m, broken, on) in enumerate(
+            zip(metrics, breaches_by_step(metrics, bounds), judged, strict=True)
+        )
     ]
-    last_good = None
-    if knee is None:
-        last_good = len(rows) - 1 if rows else None
-    elif knee.index > 0:
-        last_good = knee.index - 1
+    # The last step judged within every bound: a step nothing could be judged on is no evidence.
+    before_knee = len(rows) if knee is None else knee.index
+    last_good = next((pos for pos in range(before_knee - 1, -1, -1) if judged[pos]), None)
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
@@ -100,7 +102,7 @@ def capacity_rows(doc: Mapping[str, Any], *, ci: bool = False) -> list[list[str]
             load += f" ({s['target_rps']:g} req/s)"
         if not s.get("complete", True):
             load += " (cut short)"
-        breaches = ", ".join(s.get("breaches") or []) or "ok"
+        breaches = ", ".join(s.get("breaches") or []) or ("not judged" if s.get("judged") == [] else "ok")
         if s.get("knee"):
             breaches = f"KNEE: {breaches}"
         rows.append(
@@ -161,7 +163,8 @@ def render_capacity_markdown(doc: Mapping[str, Any]) -> str:
         else:
             lines.append("No step was within every bound.")
     elif doc.get("steps"):
-        lines.append("**No knee**: every step stayed within the bounds.")
+        head, rest = no_knee_text(doc.get("steps") or [])
+        lines.append(f"**{head}**: {rest}")
     else:
         lines.append("No step produced data.")
     abort = doc.get("abort")

@@ -550,3 +550,32 @@ def test_ingest_limit_knob_validation_and_argv() -> None:
     assert "--ingest-limit" not in CollectorFaults().argv()
     argv = CollectorFaults(ingest_limit=150.0).argv()
     assert argv[argv.index("--ingest-limit") + 1] == "150.0"
+
+
+def test_a_step_with_no_data_for_any_bound_is_not_judged_and_never_the_last_good() -> None:
+    # Step 0 sent nothing; step 1 ran but with every bound it has data for turned off below.
+    plan = StepPlan.parse("rate:100,200", step_s=10, ramp_s=2)
+    empty = metrics(0, offered=100.0, requests=0, errors=0, collection=(0, 0))
+    ran = metrics(1, offered=200.0, achieved=200.0)
+    doc = capacity_document(
+        run_id="cap2", plan=plan, bounds=BOUNDS, safety=SafetyBounds(), metrics=[empty, ran], knee=None,
+        status="complete", abort=None,
+    )  # fmt: skip
+    assert doc["steps"][0]["judged"] == [] and "errors" in doc["steps"][1]["judged"]
+    assert doc["last_good"] == 1
+    rows = capacity_rows(doc)
+    assert rows[1][-1] == "not judged" and rows[2][-1] == "ok"
+    md = render_capacity_markdown(doc)
+    assert "**No knee**: among the 1 steps judged; not judged (no data for any bound): step 0." in md
+    assert "every step stayed within the bounds" not in md
+
+    off = KneeBounds(
+        p99_ms=None, max_error_rate=None, min_collection=None, min_throughput=None, min_scaling=None,
+        max_p99_growth=None,
+    )  # fmt: skip
+    nothing = capacity_document(
+        run_id="cap3", plan=plan, bounds=off, safety=SafetyBounds(), metrics=[empty, ran], knee=None,
+        status="complete", abort=None,
+    )  # fmt: skip
+    assert [s["judged"] for s in nothing["steps"]] == [[], []] and nothing["last_good"] is None
+    assert "**No knee verdict**: no step had data for any bound" in render_capacity_markdown(nothing)

@@ -134,9 +134,27 @@ def _rates_chart(axis: _Axis) -> str:
     )
 
 
-def _knee_text(knee_step: Mapping[str, Any] | None, knee: int | None) -> str:
+def no_knee_text(steps: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """(head, rest) for a run without a knee: within the bounds only where a step could be
+    judged (its `judged` list not empty); plain text, escaped by the caller."""
+    unjudged = [s for s in steps if s.get("judged") == []]
+    if not unjudged:
+        return "No knee", "every step stayed within the bounds."
+    if len(unjudged) == len(steps):
+        return "No knee verdict", "no step had data for any bound, so none was judged."
+    labels = ", ".join(str(s.get("label", "?")) for s in unjudged)
+    return (
+        "No knee",
+        f"among the {len(steps) - len(unjudged)} steps judged; not judged (no data for any bound): {labels}.",
+    )
+
+
+def _knee_text(
+    steps: Sequence[Mapping[str, Any]], knee_step: Mapping[str, Any] | None, knee: int | None
+) -> str:
     if knee_step is None:
-        return "No knee: every step stayed within the bounds."
+        head, rest = no_knee_text(steps)
+        return esc(f"{head}: {rest}")
     breaches = ", ".join(str(b) for b in as_list(knee_step.get("breaches")))
     return f"Knee at step {esc(knee_step.get('label') or knee)}" + (
         f" ({esc(breaches)})." if breaches else "."
@@ -154,7 +172,7 @@ def capacity_section(steps: Sequence[Mapping[str, Any]], knee: int | None) -> st
     if axis is None:
         return ""
     return (
-        f'<section id="capacity"><h2>Capacity</h2><p class="hint" id="knee">{_knee_text(knee_step, knee)}</p>'
+        f'<section id="capacity"><h2>Capacity</h2><p class="hint" id="knee">{_knee_text(steps, knee_step, knee)}</p>'
         '<div class="charts">'
         + figure(
             _throughput_chart(axis),
