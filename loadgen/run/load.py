@@ -28,7 +28,8 @@ from loadgen.run.target import OpenTarget
 from loadgen.run.webui import WebUi, free_port, web_argv, web_env, web_test_started, web_test_stopped, web_url
 from loadgen.stack.mesh import EmbeddedMesh
 from loadgen.stack.procs import ComponentDied, StackError, die_with_parent
-from loadgen.traffic.locustfile_paths import MESH, locustfile_path
+from loadgen.traffic.locustfile_paths import GATEWAY_USERINFO_ENV, MESH, locustfile_path
+from loadgen.userinfo import split_userinfo
 
 
 def default_scenario_path() -> str:
@@ -154,9 +155,13 @@ class LoadOutcome:
 def locust_env(opts: RunOptions, run_id: str, gateway: str, host: str, ledger_path: Path,
                configured: float | None) -> dict[str, str]:  # fmt: skip
     """The locustfile's settings (LOADGEN_*), and the gateway in LOCUST_HOST."""
+    # Not `--host`: a gateway URL's credentials would show in every `ps` listing. Nor in
+    # LOCUST_HOST: Locust shows its host in the web UI (`run --web`), so the user-info travels
+    # apart and the user sends it as basic auth (loadgen.traffic.user).
+    bare, userinfo = split_userinfo(gateway)
     env = {
-        # Not `--host`: a gateway URL's credentials would show in every `ps` listing.
-        "LOCUST_HOST": gateway,
+        "LOCUST_HOST": bare,
+        **({GATEWAY_USERINFO_ENV: userinfo} if userinfo else {}),
         "LOADGEN_RUN_ID": run_id,
         "LOADGEN_LEDGER": str(ledger_path),
         "LOADGEN_HOST_HEADER": host,

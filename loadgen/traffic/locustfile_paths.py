@@ -15,6 +15,11 @@ MESH = "mesh"  # the default scenario of `loadgen run`
 CAPACITY = "capacity"  # MeshUser driven by the step shape: `loadgen capacity`
 B3_ONLY = "b3_only"
 
+#: The gateway URL's user-info (`user:password`, percent-encoded as in the URL), passed to the
+#: Locust process apart from LOCUST_HOST so that Locust's web UI never shows it; the traced user
+#: sends it as HTTP basic auth, as Locust does for a host URL with credentials.
+GATEWAY_USERINFO_ENV = "LOADGEN_GATEWAY_USERINFO"
+
 
 def locustfile_path(name: str) -> Path:
     """The packaged locustfile `name` (`mesh`, `capacity`, `b3_only`)."""

@@ -32,10 +32,12 @@ from loadgen.mesh.modes import DEFAULT_MIX, HeaderMode, format_mix, parse_mix
 from loadgen.mesh.tracer import TracerFamily
 from loadgen.redact import redact_text
 from loadgen.traffic import webui as _webui  # noqa: F401  (registers the web UI's Tracing tab)
+from loadgen.traffic.locustfile_paths import GATEWAY_USERINFO_ENV
 from loadgen.traffic.relay import LEDGER_MESSAGE
 from loadgen.traffic.shape import step_interval
 from loadgen.traffic.state import STATE
 from loadgen.traffic.web_tab import WEB_STATE_ENV
+from loadgen.userinfo import basic_auth_header
 
 DEFAULT_HOST_HEADER = DEFAULT_GATEWAY_HOST
 
@@ -254,6 +256,9 @@ class TracedUser(FastHttpUser):
         self._rate = float(getattr(opts, "loadgen_rate", 0.0) or 0.0) if opts else 0.0
         self._cp_last_run = time.perf_counter()
         self._cp_last_wait_time = 0.0
+        userinfo = os.environ.get(GATEWAY_USERINFO_ENV)
+        if userinfo:  # the gateway's credentials, kept out of the host Locust shows
+            self.client.auth_header = basic_auth_header(userinfo)
 
     def wait_time(self) -> float:
         """Constant pacing towards the target rate, split over the users currently running.

@@ -85,6 +85,7 @@ class BackendProxy:
         self.upstream = upstream.rstrip("/")
         self._mode = mode
         self.hang_s = hang_s
+        self.forward_host = False  # pass the client's Host upstream (a gateway in front of a mesh)
         self.port = _free_port()
         self.hits: Counter[str] = Counter()  # route kind -> requests seen
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -219,6 +220,8 @@ class BackendProxy:
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+        if self.forward_host and request.host:  # a gateway routes by Host
+            headers["Host"] = request.host
         body = await request.read()
         target = f"{self.upstream}{request.rel_url}"
         try:

@@ -15,6 +15,7 @@ time against the one embedded mesh.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import socket
@@ -95,12 +96,14 @@ class Done:
 
 
 @pytest.fixture(scope="module")
-def proxies(mesh100: EmbeddedMesh) -> Iterator[tuple[AuthProxy, AuthProxy]]:
+def proxies(mesh100: EmbeddedMesh) -> Iterator[tuple[AuthProxy, AuthProxy, AuthProxy]]:
     with (
         AuthProxy(mesh100.collector_url, "col", COL_PW) as collector,
         AuthProxy(mesh100.collector_url, "be", BE_PW) as backend,
+        AuthProxy(mesh100.gateway_url, "gw", GW_PW) as gateway,
     ):
-        yield collector, backend
+        gateway.forward_host = True
+        yield collector, backend, gateway
 
 
 def _closed_port() -> int:
@@ -128,15 +131,15 @@ def _leaks(texts: dict[str, str], roots: Sequence[Path]) -> list[str]:
 
 
 def test_no_planted_secret_reaches_a_file_or_the_terminal(
-    mesh100: EmbeddedMesh, proxies: tuple[AuthProxy, AuthProxy], tmp_path: Path
+    proxies: tuple[AuthProxy, AuthProxy, AuthProxy], tmp_path: Path
 ) -> None:
-    collector_proxy, backend_proxy = proxies
+    collector_proxy, backend_proxy, gateway_proxy = proxies
     out = tmp_path / "out"
     cache, tmp = tmp_path / "cache", tmp_path / "tmp"
     tmp.mkdir()
     env = {**os.environ, "XDG_CACHE_HOME": str(cache), "TMPDIR": str(tmp), "COLUMNS": "200"}
     env = {k: v for k, v in env.items() if not k.startswith("LOADGEN_BACKEND_")}
-    gateway = _with_userinfo(mesh100.gateway_url, "gw", GW_PW)
+    gateway = _with_userinfo(gateway_proxy.url, "gw", GW_PW)
     collector = _with_userinfo(collector_proxy.url, "col", COL_PW)
     backend = "zipkin:" + _with_userinfo(backend_proxy.url, "be", BE_PW)
     port = _closed_port()
@@ -192,8 +195,11 @@ def test_no_planted_secret_reaches_a_file_or_the_terminal(
     done.append(ran)
 
     # The planted credentials were used, not just hidden: the proxies saw them (and only them).
-    assert collector_proxy.allowed > 0 and backend_proxy.allowed > 0
-    assert (collector_proxy.denied, backend_proxy.denied) == (0, 0)
+    # The gateway's reached Locust apart from the host its web UI shows (LOADGEN_GATEWAY_USERINFO).
+    assert collector_proxy.allowed > 0 and backend_proxy.allowed > 0 and gateway_proxy.allowed > 0
+    assert (collector_proxy.denied, backend_proxy.denied, gateway_proxy.denied) == (0, 0, 0)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["requests"]["total"] > 0 and summary["requests"]["errors"] == 0, summary["requests"]
     for result in done:  # every command ran to a real answer, not a crash (exit 5) or a usage slip
         assert result.returncode in (0, 1, 2, 3), result
 

@@ -9,6 +9,7 @@ from loadgen.run.load import _locust_argv, locust_env
 from loadgen.run.options import RunOptions
 from loadgen.run.webui import web_test_started, web_test_stopped, web_url
 from loadgen.traffic.web_tab import WebState, read_state, tracing_rows, write_state
+from loadgen.userinfo import basic_auth_header, split_userinfo
 
 SUMMARY = {
     "status": "complete",
@@ -76,3 +77,17 @@ def test_web_mode_runs_locust_with_its_ui_not_headless(tmp_path: Path) -> None:
     assert "--web-port" not in headless
     assert "LOADGEN_WEB_STATE" not in locust_env(RunOptions(), "r", "http://gw", "h", tmp_path / "l", None)
     assert web_url("::1", 8089) == "http://[::1]:8089/"
+
+
+def test_the_gateway_credentials_travel_apart_from_the_host_locust_shows(tmp_path: Path) -> None:
+    env = locust_env(
+        RunOptions(web=True), "r", "http://gw:p%40ss@127.0.0.1:8080/base", "h", tmp_path / "l", None
+    )
+    assert env["LOCUST_HOST"] == "http://127.0.0.1:8080/base"
+    assert env["LOADGEN_GATEWAY_USERINFO"] == "gw:p%40ss"
+    assert "LOADGEN_GATEWAY_USERINFO" not in locust_env(
+        RunOptions(), "r", "http://gw", "h", tmp_path / "l", None
+    )
+    # RFC 7617: base64 of "gw:p@ss" (percent-decoded), worked out by hand: Z3c6cEBzcw==
+    assert basic_auth_header("gw:p%40ss") == "Basic Z3c6cEBzcw=="
+    assert split_userinfo("https://[::1]:9/x?y=1") == ("https://[::1]:9/x?y=1", "")
