@@ -15,6 +15,7 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 
 from loadgen.ledger import LedgerWriter
+from loadgen.ledger_segments import SEGMENT_ENV, SegmentedLedgerWriter
 from loadgen.traffic.relay import RelayLedger
 
 
@@ -22,7 +23,7 @@ class _RunState:
     """Per-process state shared by all users: the ledger writer and the parsed options."""
 
     def __init__(self) -> None:
-        self.ledger: LedgerWriter | RelayLedger | None = None
+        self.ledger: LedgerWriter | RelayLedger | SegmentedLedgerWriter | None = None
         self.run_id = ""
         self.counts: dict[str, int] = {}
         self.limit_reached = False
@@ -46,6 +47,9 @@ class _RunState:
         if isinstance(runner, WorkerRunner):
             # Distributed: the master writes the one ledger; records travel with Locust's messages.
             self.ledger = RelayLedger(runner.send_message, worker=worker)
+        elif os.environ.get(SEGMENT_ENV):
+            # `loadgen watch`: LOADGEN_LEDGER is a folder of time segments (loadgen.ledger_segments).
+            self.ledger = SegmentedLedgerWriter(Path(ledger), float(os.environ[SEGMENT_ENV]), worker=worker)
         else:
             self.ledger = LedgerWriter(Path(ledger), worker=worker)
 
