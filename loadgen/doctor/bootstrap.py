@@ -40,7 +40,7 @@ from typing import Any
 
 from loadgen.doctor.model import Check, CheckStatus
 from loadgen.doctor.otel import OTEL_TRACER, is_otel_config, lint_otel
-from loadgen.mesh.tracer import TRACERS, TracerFamily
+from loadgen.mesh.tracer import TRACERS, TracerFamily, propagation_headers
 
 __all__ = [
     "V2_ENDPOINT",
@@ -232,8 +232,7 @@ def compact_headers(names: tuple[str, ...]) -> str:
 
 def _honours(family: TracerFamily, w3c: bool = False) -> str:
     """The propagation headers a tracer family reads, for a check's details."""
-    honoured = TRACERS[family].honours + (("traceparent",) if w3c else ())
-    ignored = tuple(h for h in TRACERS[family].ignores if h not in honoured)
+    honoured, ignored = propagation_headers(family, w3c)
     return f"honours {compact_headers(honoured)}; ignores (forwards untouched) {compact_headers(ignored)}"
 
 

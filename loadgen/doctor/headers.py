@@ -19,7 +19,7 @@ from loadgen.doctor.model import Check, CheckStatus, skipped
 from loadgen.mesh.expect import TRACER_RULES
 from loadgen.mesh.modes import MODE_SPECS, HeaderMode, format_mix
 from loadgen.mesh.sends import Sends
-from loadgen.mesh.tracer import TRACERS, TracerFamily
+from loadgen.mesh.tracer import TRACERS, TracerFamily, propagation_headers
 
 __all__ = ["ModeReach", "TracerFact", "check_header_mix", "check_mesh_tracer", "mode_reach", "tracer_facts"]
 
@@ -65,11 +65,7 @@ def tracer_facts(checks: Sequence[Check], declared: TracerFamily | None = None) 
 
 
 def _describe(family: TracerFamily, w3c: bool) -> tuple[str, str]:
-    traits = TRACERS[family]
-    honoured = traits.honours + (
-        ("traceparent", "tracestate") if w3c and family is TracerFamily.ZIPKIN else ()
-    )
-    ignored = tuple(h for h in traits.ignores if h not in honoured)
+    honoured, ignored = propagation_headers(family, w3c)
     return compact_headers(honoured), compact_headers(ignored)
 
 

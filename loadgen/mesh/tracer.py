@@ -80,6 +80,15 @@ TRACERS: dict[TracerFamily, TracerTraits] = {
 }
 
 
+def propagation_headers(family: TracerFamily, w3c: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(honoured, ignored-and-forwarded-untouched) propagation headers of a tracer family. `w3c`:
+    the Zipkin tracer under USE_B3_WITH_W3C_PROPAGATION, which also reads the W3C trace context
+    (traceparent, and the tracestate that travels with it) when no B3 header is present."""
+    traits = TRACERS[family]
+    honoured = traits.honours + (_W3C_HEADERS if w3c and family is TracerFamily.ZIPKIN else ())
+    return honoured, tuple(h for h in traits.ignores if h not in honoured)
+
+
 def traceparent_flag(value: str | None) -> str | None:
     """The sampled bit of a `traceparent` value as "1"/"0" (None when absent or malformed)."""
     if not value:

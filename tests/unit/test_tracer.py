@@ -17,6 +17,7 @@ from loadgen.mesh.tracer import (
     OtlpProtocol,
     TracerFamily,
     detect_tracer,
+    propagation_headers,
     sampled_fact,
     traceparent_flag,
 )
@@ -143,3 +144,23 @@ def test_the_tracer_is_told_by_the_context_headers_envoy_added() -> None:
     sent_tp = {"traceparent": f"00-{TRACE}-{SPAN}-01"}
     assert detect_tracer(sent_tp, {"traceparent": "x", "x-b3-sampled": "1"}) is ZIPKIN
     assert detect_tracer(sent_tp, sent_tp) is None and detect_tracer({}, {}) is None
+
+
+def test_doctor_checks_describe_the_same_headers_for_a_tracer() -> None:
+    # Zipkin under USE_B3_WITH_W3C_PROPAGATION reads the W3C context (traceparent + tracestate)
+    # as well as B3; under USE_B3 it forwards both W3C headers untouched (ENVOY-NOTES, "W3C").
+    honoured, ignored = propagation_headers(TracerFamily.ZIPKIN, w3c=True)
+    assert {"traceparent", "tracestate", "b3", "x-b3-sampled"} <= set(honoured) and ignored == ()
+    honoured, ignored = propagation_headers(TracerFamily.ZIPKIN)
+    assert "traceparent" not in honoured and set(ignored) == {"traceparent", "tracestate"}
+    # The bootstrap lint and the mesh.tracer summary word it the same way.
+    from loadgen.doctor.bootstrap import _honours
+    from loadgen.doctor.headers import _describe
+
+    for family, w3c in (
+        (TracerFamily.ZIPKIN, True),
+        (TracerFamily.ZIPKIN, False),
+        (TracerFamily.OPENTELEMETRY, False),
+    ):
+        said, ignores = _describe(family, w3c)
+        assert _honours(family, w3c) == f"honours {said}; ignores (forwards untouched) {ignores}"
