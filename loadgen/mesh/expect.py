@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from loadgen.mesh.rule import sampling_threshold
 from loadgen.mesh.sends import B3Form, Sends, XridKind
-from loadgen.mesh.tracer import TracerFamily
+from loadgen.mesh.tracer import TRACERS, TracerFamily
 
 __all__ = [
     "DEFAULT_CONTEXT",
@@ -127,18 +127,27 @@ class TracerRules:
     """What one tracer family does with the client's trace context: measured on Envoy 1.40
     (tests/integration/test_header_matrix.py runs every mode under both), kept as data."""
 
-    reads_b3: bool  # B3 contexts are honoured (else forwarded untouched and ignored)
-    w3c_always: bool  # traceparent is honoured whatever ExpectationContext.w3c says
+    family: TracerFamily
     w3c_flags: dict[str, str | None]  # traceparent flags -> the sampled flag the tracer honours
     invalid_w3c_untraced: bool  # an unparsable traceparent: no span at all, forwarded untouched
     b3_upstream: str | None  # None: Envoy answers in the B3 format it got; else a fixed value
+
+    @property
+    def reads_b3(self) -> bool:
+        """B3 contexts are honoured (else forwarded untouched and ignored): mesh.tracer.TRACERS."""
+        return "b3" in TRACERS[self.family].honours
+
+    @property
+    def w3c_always(self) -> bool:
+        """traceparent is honoured whatever ExpectationContext.w3c says: mesh.tracer.TRACERS."""
+        return "traceparent" in TRACERS[self.family].honours
 
 
 TRACER_RULES: dict[TracerFamily, TracerRules] = {
     # Zipkin: B3 wins; traceparent only under USE_B3_WITH_W3C_PROPAGATION, where its flag decides
     # both ways; an unparsable traceparent is ignored (a new trace, Envoy decides).
     TracerFamily.ZIPKIN: TracerRules(
-        reads_b3=True, w3c_always=False, w3c_flags={"01": "1", "00": "0"},
+        TracerFamily.ZIPKIN, w3c_flags={"01": "1", "00": "0"},
         invalid_w3c_untraced=False, b3_upstream=None,
     ),
     # OpenTelemetry: B3 forwarded untouched and ignored (Envoy writes none); traceparent keeps the
@@ -146,7 +155,7 @@ TRACER_RULES: dict[TracerFamily, TracerRules] = {
     # an unparsable traceparent means no span at all (the tracer gives up, like an unparsable
     # X-B3-TraceId under Zipkin) and the client's header is forwarded untouched.
     TracerFamily.OPENTELEMETRY: TracerRules(
-        reads_b3=False, w3c_always=True, w3c_flags={"01": None, "00": "0"},
+        TracerFamily.OPENTELEMETRY, w3c_flags={"01": None, "00": "0"},
         invalid_w3c_untraced=True, b3_upstream="forwarded",
     ),
 }  # fmt: skip
