@@ -37,6 +37,7 @@ from loadgen.watch.windows import OUTCOMES, histogram_quantile
 WATCH_CSS = """
 .windows h2 small { color: var(--muted); font-weight: 500; font-size: 14px; }
 .card .big.nodata { color: var(--muted); font-size: 22px; }
+.card .row { flex-wrap: wrap; }
 dl { grid-template-columns: minmax(90px, max-content) minmax(0, 1fr); }
 dd { overflow-wrap: anywhere; }
 @media (max-width: 600px) {
@@ -120,7 +121,7 @@ def _decision_card(window: WindowStats, configured: float | None) -> str:
     inside = iv.lower is not None and iv.upper is not None and iv.lower <= configured <= iv.upper
     where = "inside" if inside else "outside"
     lines.append(f"configured {esc(pct_text(configured))}: {where} the interval")
-    cls, flag = ("pass", "covers configured") if inside else ("fail", "misses configured")
+    cls, flag = ("pass", "covers") if inside else ("fail", "misses")
     return figure_card(card_id, title, pct_text(iv.ratio), lines, cls, flag)
 
 

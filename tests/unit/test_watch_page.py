@@ -37,7 +37,7 @@ def test_window_cards_show_figures_with_intervals() -> None:
     decision = text(by_id(root, "card-decision-300s"))
     assert "10.00 %" in decision and "95 % CI 5.35 – 17.97 %" in decision
     assert "9 of 90 decided requests sampled" in decision
-    assert "configured 10.00 %: inside the interval" in decision and "covers configured" in decision
+    assert "configured 10.00 %: inside the interval" in decision and "covers" in decision
     mesh = text(by_id(root, "card-collection-mesh-3600s"))
     assert "95.24 %" in mesh and "95 % CI 89.34 – 97.97 %" in mesh and "100 of 105 found complete" in mesh
     assert "partial 2 · missing 3 · leaked 0 · not sampled 890" in mesh
@@ -51,6 +51,7 @@ def test_configured_outside_the_interval_is_flagged() -> None:
     decision = by_id(root, "card-decision-3600s")
     assert "fail" in (decision.get("class") or "").split()
     assert "configured 50.00 %: outside the interval" in text(decision)
+    assert "misses" in text(decision)
     unknown = parse(render_page(replace(sample_snapshot(), configured_ratio=None)))
     assert "configured unknown" in text(by_id(unknown, "card-decision-300s"))
     assert "info" in (by_id(unknown, "card-decision-300s").get("class") or "").split()
