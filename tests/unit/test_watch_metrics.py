@@ -5,7 +5,9 @@ data absent (never 0); the histogram's cumulative buckets."""
 from __future__ import annotations
 
 import platform
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from prometheus_client.exposition import generate_latest
@@ -215,3 +217,20 @@ def test_registry_reads_the_latest_snapshot_at_each_scrape() -> None:
     current[0] = replace(sample_snapshot(), run_id="second")
     assert b'loadgen_watch_up{run_id="second"} 1.0' in generate_latest(registry)
     assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
+
+
+def test_docs_metric_table_matches_the_contract() -> None:
+    """docs/watch.md's table names the same metrics with the same types (no drift)."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "watch.md").read_text()
+    documented: dict[str, str] = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 2 or not cells[0].startswith("`loadgen_"):
+            continue
+        names = re.findall(r"`([a-z_]+)`", cells[0])
+        kind = cells[1].split()[0]
+        first = names[0]
+        documented[first] = kind
+        for suffix in names[1:]:  # "`x_lower` / `_upper`"
+            documented[first.rsplit("_", 1)[0] + suffix] = kind
+    assert documented == CONTRACT
