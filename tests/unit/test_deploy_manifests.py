@@ -58,7 +58,10 @@ Obj = dict[str, Any]
 
 
 def _manifest_files() -> list[Path]:
-    return sorted(p for p in DEPLOY.rglob("*.yaml") if p.name != "kustomization.yaml")
+    # deploy/schemas/ keeps CRD files as data (prometheus-operator's), not objects to apply.
+    return sorted(
+        p for p in DEPLOY.rglob("*.yaml") if p.name != "kustomization.yaml" and SCHEMAS not in p.parents
+    )
 
 
 def _load_documents() -> list[tuple[str, Obj]]:
