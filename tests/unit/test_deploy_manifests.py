@@ -46,6 +46,8 @@ SCHEMAS = DEPLOY / "schemas"
 #: Kubernetes versions whose bundled schemas the manifests must pass (oldest kept, newest shipped).
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 ISTIO_GROUPS = ("networking.istio.io", "telemetry.istio.io")
+#: prometheus-operator's kinds (deploy/watch/): validated by test_deploy_watch.py, against its CRDs.
+MONITORING_GROUP = "monitoring.coreos.com"
 #: The label the Job controller gives each pod of an Indexed Job (Kubernetes >= 1.28).
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 #: ConfigMap keys that are not `loadgen run` flags: the Job script's own.
@@ -85,7 +87,11 @@ def _oid(item: tuple[str, Obj]) -> str:
     return f"{path}:{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
 
 
-K8S_OBJECTS = [item for item in OBJECTS if not _is_istio(item[1])]
+def _is_monitoring(obj: Obj) -> bool:
+    return str(obj.get("apiVersion", "")).split("/")[0] == MONITORING_GROUP
+
+
+K8S_OBJECTS = [item for item in OBJECTS if not _is_istio(item[1]) and not _is_monitoring(item[1])]
 ISTIO_OBJECTS = [item for item in OBJECTS if _is_istio(item[1])]
 
 
@@ -192,6 +198,7 @@ def test_manifests_were_found() -> None:
     kinds = sorted({o["kind"] for _, o in OBJECTS})
     assert kinds == sorted(
         ["ConfigMap", "Gateway", "Job", "Namespace", "Service", "Telemetry", "VirtualService"]
+        + ["Deployment", "PersistentVolumeClaim", "PrometheusRule", "ServiceMonitor"]  # deploy/watch/
     )
 
 
