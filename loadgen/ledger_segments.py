@@ -171,7 +171,9 @@ class SegmentedLedgerWriter:
             os.fsync(file.fileno())
         finally:
             file.close()
-        os.replace(path, path.with_name(closed_name(path.name)))
+        # Gone only if a reader adopted it, believing this writer dead: the records stay there.
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path, path.with_name(closed_name(path.name)))
         self.closed_segments += 1
 
     def __enter__(self) -> SegmentedLedgerWriter:
