@@ -165,6 +165,9 @@ class EmbeddedMesh:
                 # OTLP/gRPC on a free port too (its URL in the ready line): the OpenTelemetry
                 # tracer's default export, and the side-emitter's --reference-protocol otlp-grpc.
                 "--otlp-grpc-port", "0",
+                # Its fault knobs can be changed while it runs (loopback only): `loadgen watch`
+                # demos and tests turn collection loss on and off under a running canary.
+                "--fault-control",
                 *self.config.faults.argv(),
             ),
             workdir / "stack" / "collector.log",

@@ -10,6 +10,10 @@ OTLP/HTTP (`POST /v1/traces`) is served on the same port as the Zipkin API. With
 
 With `--tempo-port`, a Grafana-Tempo-shaped query API over the same spans listens there too
 (loadgen.stack.collector.tempo_server, a stand-in), and the ready line adds `"tempo_url"`.
+
+With `--fault-control`, `GET/POST /control/faults` reads and changes the fault knobs
+(drop_probability, error_rate, added_latency_ms) while it runs, for loopback clients only
+(loadgen.stack.collector.control); the embedded mesh passes it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from loadgen.stack.collector.control import add_fault_control
 from loadgen.stack.collector.server import DEFAULT_MAX_BODY_BYTES, Faults, Limits, make_app, start_server
 from loadgen.stack.collector.store import SPANS_DB_NAME, SpanStore, StoreError
 from loadgen.stack.collector.tempo_server import TempoOptions, start_tempo
@@ -56,10 +61,13 @@ async def serve_collector(
     tempo: TempoOptions | None = None,
     otlp_grpc_port: int | None = None,
     otlp_grpc_ready: Callable[[str], None] | None = None,
+    fault_control: bool = False,
 ) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM when `stop` is None); then close everything.
     `tempo`: also serve the Tempo-shaped query API on its own port. `otlp_grpc_port`: also serve
-    OTLP/gRPC there (0 = a free port), its URL handed to `otlp_grpc_ready` before `ready_callback`."""
+    OTLP/gRPC there (0 = a free port), its URL handed to `otlp_grpc_ready` before `ready_callback`.
+    `fault_control`: serve `GET/POST /control/faults` to loopback clients
+    (loadgen.stack.collector.control)."""
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -69,6 +77,8 @@ async def serve_collector(
     bind_host = "127.0.0.1" if host == "localhost" else host
     with SpanStore(data_dir, fsync=fsync) as store:
         app = make_app(store, max_body_bytes=max_body_bytes, faults=faults, limits=limits)
+        if fault_control:
+            add_fault_control(app)
         runner, url = await start_server(app, bind_host, port)
         grpc_server = tempo_runner = None
         try:
@@ -104,6 +114,7 @@ def run_collector(
     tempo: TempoOptions | None = None,
     otlp_grpc_port: int | None = None,
     otlp_grpc_ready: Callable[[str], None] | None = None,
+    fault_control: bool = False,
 ) -> None:
     """Blocking form of serve_collector: runs its own event loop until SIGINT/SIGTERM."""
     asyncio.run(
@@ -119,6 +130,7 @@ def run_collector(
             tempo=tempo,
             otlp_grpc_port=otlp_grpc_port,
             otlp_grpc_ready=otlp_grpc_ready,
+            fault_control=fault_control,
         )
     )
 
@@ -173,6 +185,12 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="fault: keep at most this many spans/s (token bucket, 1 s burst); the excess is answered "
         "202 and discarded, like an overloaded collector (0 = no limit)",
+    )
+    p.add_argument(
+        "--fault-control",
+        action="store_true",
+        help="serve GET/POST /control/faults (JSON drop_probability, error_rate, added_latency_ms) to "
+        "loopback clients: change the fault knobs while the collector runs",
     )
     p.add_argument("--allow-non-loopback", action="store_true", help="allow binding a non-loopback address")
     p.add_argument(
@@ -248,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tempo=tempo,
             otlp_grpc_port=args.otlp_grpc_port,
             otlp_grpc_ready=grpc_urls.append,
+            fault_control=args.fault_control,
         )
     except (OSError, ValueError, StoreError, sqlite3.Error) as exc:  # port in use, unwritable data dir
         print(f"collector: {exc}", file=sys.stderr)
