@@ -7,7 +7,20 @@ from typing import Annotated
 import typer
 
 from loadgen import __version__
-from loadgen.cli import calibrate, capacity, doctor, gate, plan, probe, report, run, stack, verify, worker
+from loadgen.cli import (
+    calibrate,
+    capacity,
+    doctor,
+    gate,
+    plan,
+    probe,
+    report,
+    run,
+    stack,
+    verify,
+    watch,
+    worker,
+)
 from loadgen.cli.console import out
 from loadgen.cli.settings import ConfiguredCommand
 from loadgen.exitcodes import EXIT_CODE_TABLE
@@ -21,8 +34,8 @@ app = typer.Typer(
         "Start with `loadgen run` (it brings up an embedded real-Envoy mesh when no --gateway is given)."
     ),
     epilog="Every option can also be set as LOADGEN_<OPTION> in the environment (LOADGEN_DURATION=5m, "
-    "LOADGEN_REFERENCE_RATE=20), and run's and capacity's in loadgen.toml's \\[run] and \\[capacity] "
-    "tables (--config); a flag wins over the environment, which wins over the file.\n\n"
+    "LOADGEN_REFERENCE_RATE=20), and run's, capacity's and watch's in loadgen.toml's \\[run], "
+    "\\[capacity] and \\[watch] tables (--config); a flag wins over the environment, which wins over the file.\n\n"
     "Exit codes (every command; `gate` uses 0, 1 and 2 only):\n\n"
     + "\n\n".join(f"{code}: {meaning}" for code, meaning in EXIT_CODE_TABLE),
     no_args_is_help=True,
@@ -33,7 +46,7 @@ stack_app = typer.Typer(help="The embedded mesh on its own (real Envoy gateway +
 app.add_typer(stack_app, name="stack")
 
 for command in (
-    run.run, plan.plan, calibrate.calibrate, capacity.capacity, worker.worker, probe.probe,
+    run.run, plan.plan, calibrate.calibrate, capacity.capacity, watch.watch, worker.worker, probe.probe,
     doctor.doctor, verify.verify, report.report, gate.gate,
 ):  # fmt: skip
     app.command(cls=ConfiguredCommand)(command)
