@@ -9,9 +9,14 @@ accounted for exactly once:
 
 * ``exported`` - every span of the trace was in an export call the exporter reported as SUCCESS;
 * ``failed``   - at least one span was in an export call that failed (non-2xx, connection error,
-  exception, or still in flight when ``stop()`` gave up waiting);
-* ``dropped``  - otherwise, at least one span ended but never reached the exporter (the batch queue
-  was full, or it was lost at shutdown / when the process died).
+  exception, an encoder error, or still in flight when ``stop()`` gave up waiting);
+* ``dropped``  - otherwise, at least one span ended but never reached the exporter (the export
+  queue was full, it ended after ``stop()`` began, or it was lost at shutdown / when the process
+  died).
+
+Spans go out through `loadgen.emitter.pipeline`: each batch is encoded once by the protocol's real
+OpenTelemetry encoder as it fills, and several export workers send at once, each on its own
+connection; the accounting names every span's export call or drop, so calls may finish in any order.
 
 The emitter streams a JSON-lines log (``reference.jsonl``) that the reconciler folds later with
 :func:`summarize_reference_log`; the fold and the live :meth:`ReferenceEmitter.counters` agree exactly.
@@ -25,7 +30,6 @@ Log records (one JSON object per line)::
     {"ev":"end","t":...,"counters":{...}}
 """
 
-from loadgen.emitter.accounting import AccountingExporter
 from loadgen.emitter.counters import EmitterCounters, TraceState
 from loadgen.emitter.protocols import (
     ReferenceProtocol,
@@ -40,7 +44,6 @@ from loadgen.emitter.reflog import ReferenceSummary, TraceOutcome, read_referenc
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
-    "AccountingExporter",
     "EmitterCounters",
     "ReferenceEmitter",
     "ReferenceProtocol",

@@ -1,7 +1,12 @@
-"""Accounting of every reference span: the exporter wrapper and the ledger behind one lock.
+"""Accounting of every reference span: the ledger behind one lock.
 
 Each trace started ends up exported, failed or dropped exactly once (see loadgen.emitter), and
 every change is streamed to the JSON-lines reference log in the same order.
+
+Every span is accounted for by name, never inferred: the export pipeline (loadgen.emitter.pipeline)
+tells the ledger which spans each export call carried and how it ended, and which spans it threw
+away (a full queue, or spans that ended after it closed). So export calls may run in parallel and
+finish in any order.
 """
 
 from __future__ import annotations
@@ -10,24 +15,22 @@ import contextlib
 import json
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-
 from loadgen.emitter.counters import EmitterCounters, classify_trace
 from loadgen.redact import redact_text
 
-__all__ = ["AccountingExporter", "AccountingLedger", "short_error", "trace_hex"]
+__all__ = ["AccountingLedger", "short_error", "trace_hex"]
 
 # Error strings go into the log and the report; keep them bounded.
 _MAX_ERROR_LEN = 300
 # Start records are flushed at least this often, so a crashed run still shows what it started.
 _FLUSH_INTERVAL_S = 0.25
+# The export record of a call still in flight when the books closed.
+INFLIGHT_AT_STOP = "export still in flight at stop deadline"
 
 
 def trace_hex(trace_id: int) -> str:
@@ -47,19 +50,20 @@ class _Pending:
     expected: int
     ok: int = 0
     failed: int = 0
+    dropped: int = 0
 
 
 class AccountingLedger:
     """Accounting state + the JSON-lines writer, behind one lock.
 
-    One lock for both keeps the log order identical to the accounting order, and makes it safe for the
-    generator thread (start records) and the batch-processor thread (export records) to write.
+    One lock for both keeps the log order identical to the accounting order, and makes it safe for
+    the generator thread (start records) and the export workers (export records) to write.
 
-    Drop accounting without parsing SDK log lines: spans reach the exporter in the order they ended
-    (the batch queue is FIFO and export calls are serialized), and traces are registered in the order
-    their spans end. So once an export containing trace Y has completed, every trace registered before
-    Y is final: whatever of it has not reached the exporter by now never will (it was dropped from the
-    full queue). This keeps memory bounded by the queue, not by the run length.
+    A trace stays pending until each of its spans is exported, failed or dropped; then it is final
+    and leaves memory, so memory is bounded by the spans in the pipeline, not by the run length.
+    Export calls are known by an id (`begin_export`), so several may be in flight at once; when
+    the books close (`finalize`) every call still in flight is failed and every span not yet
+    accounted for is dropped.
     """
 
     def __init__(self, path: Path) -> None:
@@ -68,8 +72,8 @@ class AccountingLedger:
         self._file: IO[str] | None = path.open("a", encoding="utf-8")
         self._last_flush = time.monotonic()
         self.lock = threading.Lock()
-        self._pending: OrderedDict[str, _Pending] = OrderedDict()
-        self._inflight: dict[str, int] | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._inflight: dict[int, Mapping[str, int]] = {}
         self.final = False
         self.traces_started = 0
         self.traces_exported = 0
@@ -88,11 +92,11 @@ class AccountingLedger:
 
     # -- writer (call with lock held) --------------------------------------------------------------
 
-    def _write(self, record: dict[str, Any], *, flush: bool) -> None:
+    def _write_line(self, line: str, *, flush: bool) -> None:
         if self._file is None:
             return
         try:
-            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._file.write(line)
             now = time.monotonic()
             if flush or now - self._last_flush >= _FLUSH_INTERVAL_S:
                 self._file.flush()
@@ -101,6 +105,9 @@ class AccountingLedger:
             self.emit_errors += 1
             self.last_error = short_error(f"reference log write failed: {exc!r}")
 
+    def _write(self, record: dict[str, Any], *, flush: bool) -> None:
+        self._write_line(json.dumps(record, separators=(",", ":")) + "\n", flush=flush)
+
     def write_open(self, record: dict[str, Any]) -> None:
         with self.lock:
             self._write(record, flush=True)
@@ -108,15 +115,20 @@ class AccountingLedger:
     # -- accounting --------------------------------------------------------------------------------
 
     def register(self, trace_id: str, spans: int, seq: int) -> bool:
-        """Record a started trace (before any of its spans ends). False once finalized."""
+        """Record a started trace (before any of its spans ends). False once finalized.
+
+        ``trace_id`` is 32 lowercase hex digits (`trace_hex`)."""
         with self.lock:
             if self.final:
                 return False
             self._pending[trace_id] = _Pending(spans)
             self.traces_started += 1
             self.spans_started += spans
-            self._write(
-                {"ev": "start", "trace": trace_id, "spans": spans, "seq": seq, "t": time.time()}, flush=False
+            # The record json.dumps would write, without its cost (one per trace): the id is hex,
+            # the counts are ints and repr() of a float is JSON.
+            self._write_line(
+                f'{{"ev":"start","trace":"{trace_id}","spans":{spans:d},"seq":{seq:d},"t":{time.time()!r}}}\n',
+                flush=False,
             )
             return True
 
@@ -130,28 +142,47 @@ class AccountingLedger:
         with self.lock:
             self.schedule_resets += 1
 
-    def begin_export(self, batch: dict[str, int]) -> bool:
-        """Mark a batch as in flight. False once finalized: the caller must not send it."""
+    def begin_export(self, call: int, batch: Mapping[str, int]) -> bool:
+        """Mark export call ``call`` (``batch``: trace id -> its spans in the call) as in flight.
+        False once finalized: the caller must not send it."""
         with self.lock:
             if self.final:
                 return False
-            self._inflight = batch
+            self._inflight[call] = batch
             return True
 
-    def finish_export(
-        self, batch: dict[str, int], order: list[str], ok: bool, error: str | None, started: float
-    ) -> None:
-        """Apply one export result (``order`` = trace ids in the order their spans left the queue)."""
+    def finish_export(self, call: int, ok: bool, error: str | None, started: float) -> None:
+        """Apply the result of export call ``call`` (``started``: its monotonic start)."""
         with self.lock:
-            if self.final:
+            batch = self._inflight.pop(call, None)
+            if batch is None:
                 # stop() gave up on this call and already counted it failed; the late answer is moot.
                 return
-            self._inflight = None
-            self._apply(batch, order, ok, error, started)
+            self._apply(batch, ok, error, started)
 
-    def _apply(
-        self, batch: dict[str, int], order: list[str], ok: bool, error: str | None, started: float
-    ) -> None:
+    def export_failed_unsent(self, batch: Mapping[str, int], error: str) -> None:
+        """An export call that failed before anything was sent (the encoder raised)."""
+        with self.lock:
+            if not self.final:
+                self._apply(batch, False, error, time.monotonic())
+
+    def drop(self, batch: Mapping[str, int]) -> None:
+        """Spans that will never reach an export call (a full queue, or they ended after the
+        pipeline closed). Ignored once finalized: the books already count them dropped."""
+        with self.lock:
+            if self.final:
+                return
+            for tid, count in batch.items():
+                p = self._pending.get(tid)
+                if p is None:
+                    self.late_spans += count
+                    continue
+                p.dropped += count
+                self.spans_dropped += count
+                if p.ok + p.failed + p.dropped >= p.expected:
+                    self._retire(tid)
+
+    def _apply(self, batch: Mapping[str, int], ok: bool, error: str | None, started: float) -> None:
         self.export_calls += 1
         if not ok:
             self.export_failures += 1
@@ -169,14 +200,7 @@ class AccountingLedger:
             else:
                 p.failed += count
                 self.spans_failed += count
-        # Everything registered before the newest trace in this batch can no longer reach export.
-        if order and order[-1] in self._pending:
-            newest = order[-1]
-            while (oldest := next(iter(self._pending))) != newest:
-                self._retire(oldest)
-        for tid in order:
-            p = self._pending.get(tid)
-            if p is not None and p.ok + p.failed >= p.expected:
+            if p.ok + p.failed + p.dropped >= p.expected:
                 self._retire(tid)
         self._write(
             {
@@ -184,7 +208,7 @@ class AccountingLedger:
                 "ok": ok,
                 "t": time.time(),
                 "dur_s": round(time.monotonic() - started, 6),
-                "spans": batch,
+                "spans": dict(batch),
                 "error": error,
             },
             flush=True,
@@ -192,8 +216,9 @@ class AccountingLedger:
 
     def _retire(self, tid: str) -> None:
         p = self._pending.pop(tid)
+        # Spans never accounted for (only when the books close) were lost: dropped.
+        self.spans_dropped += max(0, p.expected - p.ok - p.failed - p.dropped)
         state = classify_trace(p.expected, p.ok, p.failed)
-        self.spans_dropped += max(0, p.expected - p.ok - p.failed)
         if state == "exported":
             self.traces_exported += 1
         elif state == "failed":
@@ -202,13 +227,13 @@ class AccountingLedger:
             self.traces_dropped += 1
 
     def finalize(self) -> EmitterCounters:
-        """Close the books: an export still in flight counts as failed, everything else unexported is
-        dropped. Writes the end record and closes the log. Idempotent."""
+        """Close the books: every export still in flight counts as failed, everything else not yet
+        accounted for is dropped. Writes the end record and closes the log. Idempotent."""
         with self.lock:
             if not self.final:
-                if self._inflight is not None:
-                    batch, self._inflight = self._inflight, None
-                    self._apply(batch, [], False, "export still in flight at stop deadline", time.monotonic())
+                for call in sorted(self._inflight):
+                    self._apply(self._inflight[call], False, INFLIGHT_AT_STOP, time.monotonic())
+                self._inflight.clear()
                 while self._pending:
                     self._retire(next(iter(self._pending)))
                 self.final = True
@@ -244,64 +269,3 @@ class AccountingLedger:
             late_spans=self.late_spans,
             last_error=self.last_error,
         )
-
-
-class AccountingExporter(SpanExporter):
-    """Wraps the real exporter: records each batch and its result, and never raises.
-
-    The Zipkin exporter raises on connection errors (``requests``) and returns FAILURE on non-2xx; the
-    OTLP exporters retry what their protocol calls retryable and then return FAILURE. Each becomes a
-    failed export here, because telemetry must never raise into the run.
-    """
-
-    def __init__(self, inner: SpanExporter, ledger: AccountingLedger) -> None:
-        self._inner = inner
-        self._ledger = ledger
-        # The SDK already serializes export calls; our own lock makes the FIFO drop accounting
-        # independent of that implementation detail.
-        self._serial = threading.Lock()
-        self._last_note: str | None = None
-
-    def note_failure(self, text: str) -> None:
-        """Why the export in progress failed (an HTTP status, a gRPC status, a connection error), as
-        the transport saw it: the exporters return a bare FAILURE. The last note of a failed export
-        becomes its error."""
-        self._last_note = short_error(text)
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        with self._serial:
-            batch: dict[str, int] = {}
-            order: list[str] = []
-            for span in spans:
-                ctx = span.context
-                if ctx is None:
-                    continue
-                tid = trace_hex(ctx.trace_id)
-                if tid not in batch:
-                    batch[tid] = 0
-                    order.append(tid)
-                batch[tid] += 1
-            if not self._ledger.begin_export(batch):
-                return SpanExportResult.FAILURE
-            started = time.monotonic()
-            self._last_note = None
-            error: str | None = None
-            try:
-                result = self._inner.export(spans)
-            except Exception as exc:  # any exporter failure is data, not a crash
-                result = SpanExportResult.FAILURE
-                error = short_error(f"{type(exc).__name__}: {exc}")
-            ok = result is SpanExportResult.SUCCESS
-            if not ok and error is None:
-                error = self._last_note or "exporter returned FAILURE"
-            self._ledger.finish_export(batch, order, ok, error, started)
-            return result
-
-    def shutdown(self) -> None:
-        try:
-            self._inner.shutdown()
-        except Exception as exc:
-            self._ledger.note_error(f"exporter shutdown failed: {exc!r}", emit=False)
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True

@@ -16,10 +16,14 @@ import grpc
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 
+from loadgen.emitter.pipeline import Notes
+from loadgen.emitter.protocols import ReferenceTarget
 from loadgen.redact import redact_text
 
-__all__ = ["check_grpc", "grpc_error_text", "noting_grpc_exporter"]
+__all__ = ["GrpcSender", "check_grpc", "grpc_error_text", "noting_grpc_exporter"]
 
 
 def grpc_error_text(exc: grpc.RpcError) -> str:
@@ -46,9 +50,25 @@ class _NotingStub:
 
 
 class _NotingOTLPSpanExporter(OTLPSpanExporter):
+    """The exporter, telling `note` why a call failed; it also sends a request encoded beforehand
+    (loadgen.emitter.pipeline encodes each batch once, in the thread that filled it)."""
+
     def __init__(self, note: Callable[[str], None], **kwargs: Any) -> None:
         self._loadgen_note = note
         super().__init__(**kwargs)
+
+    def _translate_data(
+        self, data: Sequence[ReadableSpan] | ExportTraceServiceRequest
+    ) -> ExportTraceServiceRequest:
+        if isinstance(data, ExportTraceServiceRequest):
+            return data
+        return super()._translate_data(data)
+
+    def _count_data(self, data: Sequence[ReadableSpan] | ExportTraceServiceRequest) -> int:
+        if isinstance(data, ExportTraceServiceRequest):
+            return sum(len(scope.spans) for res in data.resource_spans for scope in res.scope_spans)
+        count: int = super()._count_data(data)
+        return count
 
     def _initialize_channel_and_stub(self) -> None:
         # Called at construction and again when the exporter reconnects after UNAVAILABLE.
@@ -75,6 +95,34 @@ def noting_grpc_exporter(
         timeout=timeout_s,
         compression=grpc.Compression.NoCompression,
     )
+
+
+class GrpcSender:
+    """Sends encoded requests (`loadgen.emitter.transports.encode_otlp`) on its own channel."""
+
+    def __init__(self, target: ReferenceTarget, timeout_s: float) -> None:
+        self._notes = Notes()
+        self.exporter = noting_grpc_exporter(
+            target.endpoint, target.tls, target.headers, timeout_s, self._notes.note
+        )
+
+    @staticmethod
+    def build(target: ReferenceTarget, timeout_s: float) -> GrpcSender:
+        return GrpcSender(target, timeout_s)
+
+    def send(self, payload: Any) -> str | None:
+        self._notes.last = None
+        try:
+            # export() hands its argument to _translate_data, which passes a request through.
+            result = self.exporter.export(payload)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if result is SpanExportResult.SUCCESS:
+            return None
+        return self._notes.last or "exporter returned FAILURE"
+
+    def close(self) -> None:
+        self.exporter.shutdown()
 
 
 def check_grpc(endpoint: str, tls: bool, headers: Sequence[tuple[str, str]], timeout_s: float) -> str | None:

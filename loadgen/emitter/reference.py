@@ -1,8 +1,10 @@
 """The reference-trace generator: a steady rate of OpenTelemetry traces sent to the collector by
-Zipkin JSON, OTLP/HTTP or OTLP/gRPC (loadgen.emitter.protocols)."""
+Zipkin JSON, OTLP/HTTP or OTLP/gRPC (loadgen.emitter.protocols), through the export pipeline
+(loadgen.emitter.pipeline: batches encoded as they fill, sent by parallel workers)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Sequence
@@ -11,20 +13,21 @@ from types import TracebackType
 
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Span, SpanKind, Tracer, set_span_in_context
 
-from loadgen.emitter.accounting import AccountingExporter, AccountingLedger, trace_hex
+from loadgen.emitter.accounting import AccountingLedger, trace_hex
 from loadgen.emitter.counters import EmitterCounters
+from loadgen.emitter.pipeline import ExporterSender, ExportPipeline, Transport, exporter_transport
 from loadgen.emitter.protocols import (
     ZIPKIN_SPANS_PATH,
     ReferenceProtocol,
-    build_exporter,
     reference_target,
     zipkin_spans_url,
 )
+from loadgen.emitter.transports import DEFAULT_EXPORT_WORKERS, build_transport
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
@@ -65,10 +68,16 @@ class ReferenceEmitter:
         grpc_endpoint: str | None = None,
         headers: Sequence[tuple[str, str]] = (),
         exporter: SpanExporter | None = None,
+        export_workers: int | None = None,
     ) -> None:
         """``protocol`` picks the exporter (zipkin, otlp-http, otlp-grpc; ``grpc_endpoint`` is
         otlp-grpc's HOST:PORT, else the collector's host on 4317: see `reference_target`).
-        ``headers`` go with every export (OTEL_EXPORTER_OTLP_HEADERS). ``exporter`` replaces it (tests); either way it is wrapped by the accounting exporter."""
+        ``headers`` go with every export (OTEL_EXPORTER_OTLP_HEADERS).
+
+        ``export_workers`` batches are sent at once, each worker on its own connection (default
+        `DEFAULT_EXPORT_WORKERS`). ``exporter`` replaces the protocol's encoder and senders: it is
+        handed each batch of spans; with more than one worker (default 1 then) it must be
+        thread-safe. Either way every span is accounted for (loadgen.emitter.accounting)."""
         # Validate here, before any thread exists, so bad config fails fast and loudly.
         if rate_per_s < 0:
             raise ValueError("rate_per_s must be >= 0 (0 = only emit_burst)")
@@ -80,6 +89,8 @@ class ReferenceEmitter:
             raise ValueError("max_export_batch_size must be <= max_queue_size")
         if export_timeout_s <= 0:
             raise ValueError("export_timeout_s must be > 0")
+        if export_workers is not None and export_workers < 1:
+            raise ValueError("export_workers must be >= 1")
         self.target = reference_target(protocol, collector_url, grpc_endpoint, headers)
         self.protocol = self.target.protocol
         self.endpoint = self.target.endpoint  # no credentials: they travel as headers
@@ -93,12 +104,14 @@ class ReferenceEmitter:
         self.max_export_batch_size = max_export_batch_size
         self.export_timeout_s = export_timeout_s
         self._inner_exporter = exporter
+        self.export_workers = export_workers or (1 if exporter is not None else DEFAULT_EXPORT_WORKERS)
 
         self._state_lock = threading.Lock()  # guards open/stop transitions
-        # Held across creating and ending one trace, so traces end (and queue) in registration order.
+        # Held across creating and ending one trace, so seq numbers follow registration order.
         self._emit_lock = threading.Lock()
         self._ledger: AccountingLedger | None = None
         self._provider: TracerProvider | None = None
+        self._pipeline: ExportPipeline | None = None
         self._tracer: Tracer | None = None
         self._thread: threading.Thread | None = None
         self._stop_evt = threading.Event()
@@ -115,32 +128,25 @@ class ReferenceEmitter:
                 return False
             if self._ledger is not None:
                 return True
-            # The exporters log why an export failed but return a bare FAILURE: the note keeps it.
-            inner = self._inner_exporter or build_exporter(
-                self.target, self.export_timeout_s, lambda text: accounting.note_failure(text)
-            )
+            transport = self._transport()
             ledger = AccountingLedger(self.log_path)
-            accounting = AccountingExporter(inner, ledger)
+            pipeline = ExportPipeline(
+                transport,
+                ledger,
+                max_queue_size=self.max_queue_size,
+                max_batch=self.max_export_batch_size,
+                schedule_delay_s=self.schedule_delay_ms / 1000,
+            )
             provider = TracerProvider(
                 resource=Resource.create({SERVICE_NAME: self.service_name}),
                 # Explicit: OTEL_TRACES_SAMPLER must not thin out reference traces (unsampled spans
                 # never reach the processor and would silently look "dropped").
                 sampler=ALWAYS_ON,
                 id_generator=RandomIdGenerator(),
-                # We flush and shut down in stop(); an atexit hook could block exit on a dead collector.
+                # We close the pipeline in stop(); an atexit hook could block exit on a dead collector.
                 shutdown_on_exit=False,
             )
-            provider.add_span_processor(
-                BatchSpanProcessor(
-                    accounting,
-                    max_queue_size=self.max_queue_size,
-                    schedule_delay_millis=self.schedule_delay_ms,
-                    max_export_batch_size=self.max_export_batch_size,
-                    # Ignored by the SDK's BatchProcessor (1.45: "no way to pass timeout to
-                    # export"); the real bound is the exporter's own timeout (OTLP: retries included).
-                    export_timeout_millis=self.export_timeout_s * 1000,
-                )
-            )
+            provider.add_span_processor(pipeline)
             ledger.write_open(
                 {
                     "ev": "open",
@@ -155,9 +161,16 @@ class ReferenceEmitter:
             )
             self._ledger = ledger
             self._provider = provider
+            self._pipeline = pipeline
             # Not the global provider: the process may have its own tracing (or none).
             self._tracer = provider.get_tracer("loadgen.emitter")
             return True
+
+    def _transport(self) -> Transport:
+        if self._inner_exporter is not None:
+            sender = ExporterSender(self._inner_exporter)
+            return exporter_transport([sender] * self.export_workers)
+        return build_transport(self.target, self.export_timeout_s, self.export_workers)
 
     def start(self) -> ReferenceEmitter:
         """Open the log and exporter and start generating at ``rate_per_s`` in a background thread.
@@ -247,7 +260,8 @@ class ReferenceEmitter:
                 return False
 
     def stop(self, timeout_s: float = 10.0) -> EmitterCounters:
-        """Stop generating, flush and shut down the exporter, write the end record, return counters.
+        """Stop generating, send what is queued, close the exporters, write the end record, return
+        the counters.
 
         Returns within about ``timeout_s``: an export still in flight then is counted failed, spans
         still queued are counted dropped. Idempotent."""
@@ -257,36 +271,34 @@ class ReferenceEmitter:
                 return self._final
             self._stopped = True
             self._stop_evt.set()
-            thread, provider, ledger = self._thread, self._provider, self._ledger
+            thread, ledger, pipeline, provider = self._thread, self._ledger, self._pipeline, self._provider
         if thread is not None:
             thread.join(max(0.0, deadline - time.monotonic()))
-        if ledger is None or provider is None:  # never opened: nothing was started
+        if ledger is None or pipeline is None or provider is None:  # never opened: nothing was started
             final = EmitterCounters()
         else:
-            # force_flush ignores its timeout in SDK 1.45 and shutdown waits up to 30 s, so run them in
-            # a helper thread and stop waiting at our own deadline.
+            # Bounded by the deadline: what is still queued then is dropped; calls still in flight
+            # are failed by finalize, and their late answers ignored.
+            pipeline.close(deadline)
+            final = ledger.finalize()
+            # Closing a connection may wait on it; not past our deadline.
             closer = threading.Thread(
                 target=self._close_provider,
-                args=(provider, ledger),
+                args=(pipeline, provider),
                 name="loadgen-reference-shutdown",
                 daemon=True,
             )
             closer.start()
             closer.join(max(0.0, deadline - time.monotonic()))
-            if closer.is_alive():
-                ledger.note_error(f"stop(): exporter did not finish within {timeout_s:g}s", emit=False)
-            final = ledger.finalize()
         with self._state_lock:
             self._final = final
         return final
 
     @staticmethod
-    def _close_provider(provider: TracerProvider, ledger: AccountingLedger) -> None:
-        try:
-            provider.force_flush()
+    def _close_provider(pipeline: ExportPipeline, provider: TracerProvider) -> None:
+        pipeline.close_senders()
+        with contextlib.suppress(Exception):  # the books are closed; nothing left to count
             provider.shutdown()
-        except Exception as exc:
-            ledger.note_error(f"provider shutdown failed: {type(exc).__name__}: {exc}", emit=False)
 
     def counters(self) -> EmitterCounters:
         """A consistent snapshot of the counters (final ones after stop)."""

@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,17 +26,23 @@ pytestmark = pytest.mark.integration
 
 
 class ZipkinSink(ThreadingHTTPServer):
-    """Records POSTed Zipkin v2 JSON spans; answers ``status`` after ``delay_s``."""
+    """Records POSTed Zipkin v2 JSON spans; answers ``status`` after ``delay_s``. ``refuse`` (POST
+    number, from 0 in arrival order -> bool) picks POSTs to answer 503 to, without storing them."""
 
     daemon_threads = True
 
-    def __init__(self, status: int = 202, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, status: int = 202, delay_s: float = 0.0, refuse: Callable[[int], bool] | None = None
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _SinkHandler)
         self.status = status
         self.delay_s = delay_s
+        self.refuse = refuse
         self.lock = threading.Lock()
         self.spans: list[dict[str, Any]] = []
-        self.posts = 0
+        self.posts = 0  # stored
+        self.arrived = 0  # every POST to the spans path
+        self.refused = 0
 
     @property
     def url(self) -> str:
@@ -63,12 +69,19 @@ class _SinkHandler(BaseHTTPRequestHandler):
         sink = self.server
         if sink.delay_s:
             time.sleep(sink.delay_s)
-        if self.path == "/api/v2/spans" and sink.status < 300:
+        status = sink.status
+        if self.path == "/api/v2/spans":
             with sink.lock:
-                sink.spans.extend(json.loads(body))
-                sink.posts += 1
-        reply = b"" if sink.status < 300 else b"collector busy"
-        self.send_response(sink.status)
+                refused = sink.refuse is not None and sink.refuse(sink.arrived)
+                sink.arrived += 1
+                if refused:
+                    sink.refused += 1
+                    status = 503
+                elif status < 300:
+                    sink.spans.extend(json.loads(body))
+                    sink.posts += 1
+        reply = b"" if status < 300 else b"collector busy"
+        self.send_response(status)
         self.send_header("Content-Length", str(len(reply)))
         self.end_headers()
         self.wfile.write(reply)
@@ -167,17 +180,18 @@ def test_collector_503_counts_failed_and_never_raises(tmp_path: Path) -> None:
         agree(em, c)
 
 
-def test_nothing_listening_fails_fast(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 4])
+def test_nothing_listening_fails_fast(workers: int, tmp_path: Path) -> None:
     with socket.socket() as s:  # a port that was free a moment ago: connection refused
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    em = emitter(f"http://127.0.0.1:{port}", tmp_path, export_timeout_s=2.0)
+    em = emitter(f"http://127.0.0.1:{port}", tmp_path, export_timeout_s=2.0, export_workers=workers)
     with em:
         assert em.emit_burst(40) == 40
         t0 = time.monotonic()
     c = em.counters()
     assert time.monotonic() - t0 < 5.0
-    assert c.traces_failed == 40 and c.traces_exported == 0
+    assert c.traces_failed == 40 and c.traces_exported == 0 and c.export_failures == c.export_calls > 0
     assert c.last_error is not None and c.last_error.startswith("ConnectionError")
     agree(em, c)
 
@@ -209,3 +223,44 @@ def test_reference_log_streams_before_stop(sink: ZipkinSink, tmp_path: Path) -> 
     assert partial.started == partial.exported == 20
     c = em.stop()
     agree(em, c)
+
+
+def test_parallel_workers_against_a_collector_refusing_every_third_post(tmp_path: Path) -> None:
+    """Four workers post at once; the sink answers 503 to every third POST it receives. Batches of
+    7 spans split traces across POSTs, so a trace can have spans in a stored and a refused POST.
+    The books balance, match the log, and match the wire: a trace is exported iff all its spans
+    were stored, every stored span was counted exported once, and none arrived twice."""
+    for sink in serve(ZipkinSink(refuse=lambda n: n % 3 == 2)):
+        em = emitter(sink.url, tmp_path, export_workers=4, max_export_batch_size=7, max_queue_size=10_000)
+        assert em.emit_burst(300) == 300
+        c = em.stop(timeout_s=20)
+        assert c.spans_started == 900 and c.spans_dropped == 0
+        assert c.export_calls == sink.arrived == 129  # ceil(900 / 7): each batch posted once
+        assert c.export_failures == sink.refused == 43
+        assert c.last_error == "HTTP 503: collector busy"
+        assert c.traces_failed > 0 and c.traces_exported > 0
+        s = agree(em, c)
+        received = sink.by_trace()
+        for tid, state, expected in s.iter_traces():
+            got = len(received.get(tid, []))
+            assert got == expected if state == "exported" else got < expected, (tid, state, got)
+        ids = [span["id"] for spans in received.values() for span in spans]
+        assert len(ids) == len(set(ids)) == c.spans_exported
+
+
+def test_stop_while_several_posts_hang_fails_them_and_drops_the_queue(tmp_path: Path) -> None:
+    """A collector that takes 3 s per POST, three workers, stop() after 0.3 s: the three POSTs in
+    flight are failed, the batches still queued dropped, and the late 202s change nothing."""
+    for sink in serve(ZipkinSink(delay_s=3.0)):
+        em = emitter(sink.url, tmp_path, export_workers=3, max_export_batch_size=3, schedule_delay_ms=60_000)
+        assert em.emit_burst(10) == 10
+        t0 = time.monotonic()
+        c = em.stop(timeout_s=0.3)
+        assert time.monotonic() - t0 < 2.0  # the deadline, not the collector, ended it
+        assert (c.traces_failed, c.traces_dropped, c.traces_exported) == (3, 7, 0)
+        assert c.last_error == "export still in flight at stop deadline"
+        agree(em, c)
+        waited = time.monotonic() + 10
+        while sink.posts < 3 and time.monotonic() < waited:  # the POSTs complete after the books closed
+            time.sleep(0.05)
+        assert sink.posts == 3 and em.counters() == c
