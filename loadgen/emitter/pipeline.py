@@ -161,7 +161,9 @@ class ExportPipeline(SpanProcessor):
         self._max_queue = max_queue_size
         self._max_batch = max_batch
         self._delay_s = schedule_delay_s
-        self._cond = threading.Condition(threading.Lock())
+        # on_end takes the lock itself (once per span: a Lock's C context manager, not Condition's).
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._s = _State()
         self._workers = [
             threading.Thread(
@@ -179,7 +181,7 @@ class ExportPipeline(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         s = self._s
-        with self._cond:
+        with self._lock:
             if s.closing:
                 full: list[ReadableSpan] | None = None
             else:

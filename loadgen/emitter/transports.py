@@ -34,9 +34,11 @@ from loadgen.emitter.protocols import (
 
 __all__ = ["DEFAULT_EXPORT_WORKERS", "build_transport", "encode_otlp", "encode_otlp_bytes"]
 
-#: Export workers per emitter: enough that the collector always has a batch to parse while the
-#: next is encoded (measured in bench/emitter.py: more than 2 gained nothing on 2 cores).
-DEFAULT_EXPORT_WORKERS = 2
+#: Export workers per emitter. One worker posts at most one batch per round trip: with the collector
+#: answering 40 ms after each POST (its --added-latency-ms fault, bursts of 10k traces, 2-core box),
+#: 1/2/4/8 workers sent 8.4-8.8k / 13.4-15.0k / 16.5-21.3k / 18.5-20.1k spans/s. On loopback
+#: without that delay the number made no measurable difference: the emitter is CPU-bound there.
+DEFAULT_EXPORT_WORKERS = 4
 
 # ZipkinExporter's REQUESTS_SUCCESS_STATUS_CODES.
 _ZIPKIN_OK = (200, 202)
