@@ -40,6 +40,8 @@ from loadgen.watch.traffic import LocustTraffic, ReferenceTraffic, wait_for_prev
 __all__ = ["WatchResult", "run_watch"]
 
 LOCK_FILE = "watch.lock"
+#: Seconds between two checks of locust.log's size.
+LOG_TRIM_EVERY_S = 60.0
 
 
 @dataclass
@@ -164,7 +166,7 @@ def _tick_loop(
     """Tick until the duration is over, a stop signal, or a component of the embedded mesh
     dies; (why it stopped, the failure when one)."""
     started = time.monotonic()
-    last_progress = -float("inf")
+    last_progress = last_trim = -float("inf")
     while True:
         snapshot: WatchSnapshot | None
         try:
@@ -182,6 +184,9 @@ def _tick_loop(
                 opened.mesh.check_alive()
             except StackError as exc:
                 return "a component failed", str(exc)
+        if time.monotonic() - last_trim >= LOG_TRIM_EVERY_S:
+            last_trim = time.monotonic()
+            locust.trim_log()
         if not locust.alive() and locust.restart_due():
             engine.note_error("internal")
             status(f"Locust exited (code {locust.exit_code()}); starting it again (see {locust.log_path})")

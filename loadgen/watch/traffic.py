@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,7 +46,8 @@ __all__ = ["ExportTap", "ExportedTrace", "LocustTraffic", "ReferenceTraffic", "l
 
 #: Seconds between two starts of Locust when it keeps dying.
 RESTART_AFTER_S = 5.0
-#: locust.log is moved aside to locust.log.1 when a Locust starts and it is larger than this.
+#: locust.log is moved aside to locust.log.1 when it is larger than this (checked when a Locust
+#: starts and every minute while it runs).
 LOG_LIMIT_BYTES = 10 * 1024 * 1024
 #: Traces whose spans came in several export calls, waiting for the rest (oldest dropped above).
 _PARTIAL_LIMIT = 10_000
@@ -125,6 +127,18 @@ class LocustTraffic:
         self._close_log()
         self.pid_path.unlink(missing_ok=True)
         return note
+
+    def trim_log(self) -> bool:
+        """Keep locust.log under LOG_LIMIT_BYTES while Locust runs: copied to locust.log.1, then
+        emptied (Locust appends to it: its next lines start the file again). Whether it was."""
+        try:
+            if self.log_path.stat().st_size <= LOG_LIMIT_BYTES:
+                return False
+            shutil.copyfile(self.log_path, self.log_path.with_name(self.log_path.name + ".1"))
+            os.truncate(self.log_path, 0)
+        except OSError:
+            return False
+        return True
 
     def _close_log(self) -> None:
         if self._log is not None:

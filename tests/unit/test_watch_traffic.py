@@ -7,11 +7,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import set_span_in_context
 
 from loadgen.emitter.accounting import trace_hex
+from loadgen.run.options import RunOptions
+from loadgen.watch import traffic
 from loadgen.watch.traffic import ExportTap, locust_users, wait_for_previous_locust
 
 
@@ -80,3 +83,19 @@ def test_no_previous_locust_means_no_wait(tmp_path: Path) -> None:
     (tmp_path / "locust.pid").write_text(f"{os.getpid()}\n")  # alive, but not a Locust
     assert wait_for_previous_locust(tmp_path / "locust.pid", timeout_s=0.1) is True
     assert not (tmp_path / "locust.pid").exists()
+
+
+def test_locust_log_is_kept_small_while_locust_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(traffic, "LOG_LIMIT_BYTES", 100)
+    locust = traffic.LocustTraffic(
+        RunOptions(), "rid", "http://127.0.0.1:9", "h", None, tmp_path / "segments", 1.0, tmp_path
+    )
+    locust.log_path.write_text("x" * 50)
+    assert locust.trim_log() is False  # under the limit: untouched
+    with open(locust.log_path, "a") as appending:  # as Locust's stdout: O_APPEND
+        appending.write("y" * 100)
+        appending.flush()
+        assert locust.trim_log() is True
+        appending.write("after\n")
+    assert (tmp_path / "locust.log.1").read_text() == "x" * 50 + "y" * 100
+    assert locust.log_path.read_text() == "after\n"  # the writer goes on at the new start
