@@ -259,7 +259,11 @@ def window_lines(snapshot: WatchSnapshot) -> list[str]:
 
 def _show(result: WatchResult) -> None:
     snapshot = result.snapshot
-    out.print(f"watch {result.run_id} stopped ({result.stopped_by}); state: {result.state_dir}", markup=False)
+    out.print(
+        f"watch {result.run_id} stopped ({result.stopped_by}); state: {result.state_dir}",
+        markup=False,
+        soft_wrap=True,
+    )
     if snapshot is None:
         return
     totals: dict[str, int] = {}
@@ -270,8 +274,9 @@ def _show(result: WatchResult) -> None:
         f"requests {sum(snapshot.requests.values())}; traces {shown}; "
         f"pending {sum(snapshot.pending.values())}",
         markup=False,
+        soft_wrap=True,
     )
     for line in window_lines(snapshot):
-        out.print(line, markup=False)
+        out.print(line, markup=False, soft_wrap=True)  # one line each, whatever the width
     for note in result.notes:
         err.print(f"[yellow]note:[/] {error_line(note)}")

@@ -211,7 +211,12 @@ def _stop_all(
     if reference is not None:
         reference.stop()
     engine.close()
-    engine.step()
+    try:
+        engine.step()
+    except Exception as exc:  # what the last tick could not commit stays for the next start
+        notes.append(
+            f"the last tick failed ({type(exc).__name__}: {exc}); the state is as of the tick before"
+        )
     return notes
 
 
