@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import fcntl
+import re
 import socket
 from pathlib import Path
 
 import pytest
+import typer.main
+from typer.testing import CliRunner
 
 from loadgen import cli
+from loadgen.cli import app
 from loadgen.cli import crash
 from loadgen.watch.state import WatchState
 
@@ -102,3 +106,15 @@ def test_loadgen_toml_watch_table_and_environment(
         monkeypatch, capsys, ["watch", "--state", str(tmp_path / "s"), "--config", str(config)]
     )
     assert code == 2 and "window '8q'" in err  # the environment wins over the file
+
+
+def test_help_at_80_columns_keeps_every_flag_whole() -> None:
+    result = CliRunner().invoke(app, ["watch", "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in result.output
+    shown = {w for line in lines for w in re.split(r"[\s│]+", line) if w.startswith("--")}
+    command = typer.main.get_command(app).commands["watch"]  # type: ignore[attr-defined]
+    flags = [o for p in command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")]
+    assert "--metrics-port" in flags and "--gateway" in flags  # watch's own and run's target flags
+    assert [f for f in flags if f not in shown] == []
