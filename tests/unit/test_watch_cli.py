@@ -13,8 +13,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from loadgen import cli
-from loadgen.cli import app
-from loadgen.cli import crash
+from loadgen.cli import app, crash
 from loadgen.watch.state import WatchState
 
 
