@@ -7,7 +7,7 @@ at a time: a segment with all its requests' counts and checks, a batch of answer
 conclusions they bring. Memory does not grow with the run: a tick holds one segment's records and
 one batch of answers at most.
 
-Reads go to the backend on one worker thread (`fetch_in_thread`), one batch at a time, so a
+Reads go to the backend on a thread of their own (`fetch_in_thread`), one batch at a time, so a
 slow or hanging backend never holds the tick: the loop keeps ingesting, publishing and answering
 the stop signal while the batch is out. Checks in a batch stay pending in the database until its
 answers are applied; a watch stopped meanwhile finds them there at its next start.
@@ -16,10 +16,11 @@ answers are applied; a watch stopped meanwhile finds them there at its next star
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -131,9 +132,7 @@ class Engine:
         # The emitter counts from 0 in each process: the state's totals are the base.
         self._ref_base = {k[0]: v for k, v in counters.get("reference", {}).items()}
         self._ref_base.update({k[0]: v for k, v in counters.get("emitter_errors", {}).items()})
-        self._executor = (
-            ThreadPoolExecutor(1, thread_name_prefix="loadgen-watch-read") if fetch_in_thread else None
-        )
+        self._in_thread = fetch_in_thread
         self._inflight: tuple[list[PendingCheck], float, Future[dict[str, TraceObservation]]] | None = None
         self._last_expire = -math.inf
         self._reading = True
@@ -172,8 +171,6 @@ class Engine:
             if answers is not None:
                 self._inflight = None
                 self._apply(checks, answers, read_at)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
         self._reading = False  # later ticks ingest and publish, and leave the checks pending
 
     def note_error(self, component: str, n: int = 1) -> None:
@@ -259,12 +256,12 @@ class Engine:
         if not self._reading:
             return
         if self._inflight is not None:
-            checks, read_at, future = self._inflight
-            if not future.done():
+            checks, read_at, sent = self._inflight
+            if not sent.done():
                 return
             self._inflight = None
             try:
-                answers: Answers = future.result()
+                answers: Answers = sent.result()
             except Exception:  # the reader itself failed: every check of the batch got an error
                 answers = {}
             self._apply(checks, answers, read_at)
@@ -273,10 +270,20 @@ class Engine:
         if not due:
             return
         ids = list(dict.fromkeys(c.trace_id for c in due))
-        if self._executor is None:
+        if not self._in_thread:
             self._apply(due, self._fetch(ids), now)
-        else:
-            self._inflight = (due, now, self._executor.submit(self._fetch, ids))
+            return
+        future: Future[dict[str, TraceObservation]] = Future()
+
+        def read() -> None:
+            try:
+                future.set_result(self._fetch(ids))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        # A daemon thread, not an executor's: a backend that hangs must not hold the exit.
+        threading.Thread(target=read, name="loadgen-watch-read", daemon=True).start()
+        self._inflight = (due, now, future)
 
     def _fetch(self, ids: list[str]) -> dict[str, TraceObservation]:
         return self.backend.fetch_reduced(ids, TraceObservation.from_fetched)
