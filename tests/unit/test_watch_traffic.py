@@ -4,6 +4,7 @@ reference traces were exported whole, Locust's users, and waiting for a previous
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import set_span_in_context
 
+from loadgen.emitter import ReferenceEmitter
 from loadgen.emitter.accounting import trace_hex
 from loadgen.run.options import RunOptions
 from loadgen.watch import traffic
@@ -99,3 +101,19 @@ def test_locust_log_is_kept_small_while_locust_runs(tmp_path: Path, monkeypatch:
         appending.write("after\n")
     assert (tmp_path / "locust.log.1").read_text() == "x" * 50 + "y" * 100
     assert locust.log_path.read_text() == "after\n"  # the writer goes on at the new start
+
+
+def test_the_emitter_hands_its_spans_to_the_tap(tmp_path: Path) -> None:
+    """The contract the watch relies on: ReferenceEmitter(exporter=...) exports every span of each
+    trace through the given exporter, so the tap sees each trace whole, with its root's start."""
+    inner = Inner()
+    tap = ExportTap(inner, spans_per_trace=3)
+    emitter = ReferenceEmitter("http://127.0.0.1:9", "rid", tmp_path / "ref.jsonl", rate_per_s=0, children=2,
+                               exporter=tap)  # fmt: skip
+    before = time.time()
+    assert emitter.emit_burst(5) == 5
+    counters = emitter.stop()
+    done = tap.drain()
+    assert counters.traces_exported == 5 and len(done) == 5
+    assert len({d.trace_id for d in done}) == 5
+    assert all(d.spans == 3 and before - 1 <= d.sent_at <= d.seen_at for d in done)
