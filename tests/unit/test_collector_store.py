@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import tracemalloc
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -363,6 +365,72 @@ def test_full_database_refuses_the_batch_whole_and_keeps_working(tmp_path: Path)
         assert store.get_trace(T3) is None  # a refused batch never reappears
         assert store.get_trace(T1) is not None and store.get_trace(T2) is not None
         assert store.stats()["spans_accepted"] == 2
+
+
+# --- group commit (add_async, the server's path) ----------------------------------------------------
+
+
+async def _gathered(*calls: Coroutine[Any, Any, int]) -> list[int]:
+    return list(await asyncio.gather(*calls))
+
+
+def _traces(store: SpanStore, *trace_ids: str) -> list[bool]:
+    return [store.get_trace(t) is not None for t in trace_ids]
+
+
+def test_concurrent_batches_share_one_commit_and_each_is_stored(tmp_path: Path) -> None:
+    async def post_all(store: SpanStore) -> list[int]:
+        return await _gathered(
+            store.add_async([span(T1), span(T1, "0000000000000002")]),
+            store.add_async([span(T2)]),
+            store.add_async([span(T3, name="X")]),
+        )
+
+    with SpanStore(tmp_path) as store:
+        assert asyncio.run(post_all(store)) == [2, 1, 1]
+        assert store.group_commits == 1  # three batches, one transaction
+        assert store.stats() == {"spans_accepted": 4, "batches": 3, "spans_dropped": 0, "traces": 3}
+        assert _traces(store, T1, T2, T3) == [True, True, True]
+    with SpanStore(tmp_path) as again:  # each batch kept its own batch number
+        assert again.stats()["batches"] == 3
+        assert [s["name"] for s in again.get_trace(T3) or []] == ["x"]
+
+
+def test_a_failed_group_commit_fails_every_batch_and_keeps_none(tmp_path: Path) -> None:
+    big = [span(T3, f"{i:016x}", tags={"blob": "x" * 2000}) for i in range(1, 60)]  # ~120 KB
+
+    async def together(store: SpanStore) -> tuple[object, object]:
+        return await asyncio.gather(store.add_async([span(T2)]), store.add_async(big), return_exceptions=True)
+
+    with SpanStore(tmp_path) as store:
+        store.add([span(T1)])
+        _fill_up(store)
+        small, large = results = asyncio.run(together(store))
+        assert [type(r) for r in results] == [StoreError, StoreError]
+        assert "full" in str(small) and "full" in str(large)
+        # The small batch would have fitted alone: it failed with its group and is not stored.
+        assert _traces(store, T1, T2, T3) == [True, False, False]
+        assert store.stats() == {"spans_accepted": 1, "batches": 1, "spans_dropped": 0, "traces": 1}
+        assert asyncio.run(store.add_async([span(T2)])) == 1  # alone it is accepted
+    with SpanStore(tmp_path) as store:
+        assert _traces(store, T1, T2, T3) == [True, True, False]  # a refused batch never reappears
+        assert store.stats()["spans_accepted"] == 2
+
+
+def test_a_batch_whose_caller_is_cancelled_before_the_commit_is_left_out(tmp_path: Path) -> None:
+    async def cancel_one(store: SpanStore) -> None:
+        kept = asyncio.create_task(store.add_async([span(T1)]))
+        dropped = asyncio.create_task(store.add_async([span(T2)]))
+        await asyncio.sleep(0)  # both queued; the commit runs after this coroutine's next step
+        dropped.cancel()
+        assert await kept == 1
+        with pytest.raises(asyncio.CancelledError):
+            await dropped
+
+    with SpanStore(tmp_path) as store:
+        asyncio.run(cancel_one(store))
+        assert _traces(store, T1, T2) == [True, False]
+        assert store.stats()["batches"] == 1
 
 
 def test_temporary_store_removes_its_directory(tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
-"""Span POST bodies as sent -> raw Zipkin v2 JSON-shaped spans (not yet validated): inflating
-per Content-Encoding (bounded, so a compression bomb is cut off), JSON, and zipkin.proto3.
+"""Span POST bodies as sent -> Zipkin v2 spans: inflating per Content-Encoding (bounded, so a
+compression bomb is cut off), JSON, and zipkin.proto3. `decode_json_spans` decodes and validates
+a JSON body in one step (typed spans, loadgen.stack.collector.normalize.ZipkinSpan); the others
+return raw JSON-shaped values for `validate_spans`.
 
 Failures are `BadRequest` (answer 400 with its message) or `TooLarge` (413); a proto3 field value
 Zipkin would reject is a SpanValidationError, as for JSON.
@@ -12,8 +14,10 @@ import json
 import zlib
 from typing import Any
 
+import msgspec
+
 from loadgen.stack.collector import zipkin_pb2
-from loadgen.stack.collector.normalize import SpanValidationError
+from loadgen.stack.collector.normalize import SpanValidationError, ZipkinSpan, to_structs, validate_spans
 
 __all__ = [
     "JSON_TYPES",
@@ -22,6 +26,7 @@ __all__ = [
     "BadRequest",
     "TooLarge",
     "decode_json",
+    "decode_json_spans",
     "decode_proto_spans",
     "inflate",
 ]
@@ -114,6 +119,26 @@ def decode_json(body: bytes) -> object:
         return json.loads(body)  # bytes: UTF-8/16/32 detected per RFC 8259
     except (ValueError, RecursionError) as exc:  # JSONDecodeError/UnicodeDecodeError, deep nesting
         raise BadRequest(f"malformed JSON: {exc}") from exc
+
+
+_SPANS_DECODER = msgspec.json.Decoder(list[ZipkinSpan])
+
+
+def decode_json_spans(body: bytes) -> list[ZipkinSpan]:
+    """A `POST /api/v2/spans` JSON body -> its spans, checked and normalized, in one step.
+
+    msgspec decodes straight into `ZipkinSpan` (C speed; about a third of `json.loads` +
+    `validate_spans` for Envoy's spans, bench/collector_ingest.py). Any body it refuses goes the
+    reference way, `validate_spans(decode_json(body))`, so the answer is exactly the reference's:
+    the same BadRequest / SpanValidationError message, or the spans it accepts (JSON msgspec does
+    not read: UTF-16/32, a BOM, lone surrogates, NaN in an ignored field, a duplicate key whose
+    first value is invalid)."""
+    try:
+        spans: list[ZipkinSpan] = _SPANS_DECODER.decode(body)
+        return spans
+    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+        pass
+    return to_structs(validate_spans(decode_json(body)))
 
 
 # --- Content-Encoding --------------------------------------------------------------------------

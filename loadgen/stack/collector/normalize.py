@@ -4,6 +4,18 @@ decoder does it: lowercase ids, a 128-bit trace id with a zero high half collaps
 (`loadgen.mesh.ids.normalize_trace_id`), lowercase span and service names, zero/empty/false
 fields omitted, unknown fields dropped. A batch is accepted or rejected whole, as Zipkin does.
 
+Two forms of the same rules:
+- `validate_spans`: decoded JSON (dicts and lists) in, normalized span dicts out, with an error
+  message naming the span index and field. The reference, and the path for proto3 bodies,
+  OTLP's mapped spans and anything the typed form refuses.
+- `ZipkinSpan` (a msgspec Struct, with `Endpoint` and `Annotation`): decoding JSON into it checks
+  the types and ranges and its `__post_init__` applies the same normalization, in one step and
+  mostly in C; encoding it gives the normalized JSON the store keeps (`omit_defaults`: absent,
+  zero, empty and false fields are left out, fields in the order above). The collector's POST
+  path decodes with it (loadgen.stack.collector.decode.decode_json_spans) and falls back to
+  `validate_spans` for any body it refuses, so what is accepted, how it is normalized and every
+  error message stay the reference's (tests/unit/test_collector_store.py checks the two agree).
+
 This is the collector's hot path (every span of every POST): error messages are formatted only on
 failure (building them for every field of every span was a third of validation's cost,
 bench/collector_ingest.py), and each helper is called only for a field that is present.
@@ -11,11 +23,26 @@ bench/collector_ingest.py), and each helper is called only for a field that is p
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from loadgen.mesh.ids import is_hex_id, normalize_trace_id
 
-__all__ = ["INT64_MAX", "SPAN_KINDS", "Span", "SpanValidationError", "Trace", "validate_spans"]
+__all__ = [
+    "INT64_MAX",
+    "SPAN_KINDS",
+    "Annotation",
+    "Endpoint",
+    "Span",
+    "SpanValidationError",
+    "Trace",
+    "ZipkinSpan",
+    "to_structs",
+    "validate_spans",
+]
 
 Span = dict[str, Any]
 Trace = list[Span]
@@ -92,7 +119,7 @@ def _normalize_span(raw: object, index: int) -> Span:
             span["parentId"] = parent_id.lower()
     kind = raw.get("kind")
     if kind is not None:
-        if kind not in SPAN_KINDS:
+        if not isinstance(kind, str) or kind not in SPAN_KINDS:  # a list or object is unhashable
             raise SpanValidationError(
                 f"span[{index}].kind: expected one of {sorted(SPAN_KINDS)}, got {kind!r}"
             )
@@ -195,3 +222,113 @@ def _check_tags(tags: object, index: int) -> None:
     for key, value in tags.items():
         _check_str(key, index, ".tags key")
         _check_str(value, index, f".tags[{key!r}]")
+
+
+# --- the typed form ----------------------------------------------------------------------------
+
+_UInt64 = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+_Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+# After the 17..31 -> 32 padding only these lengths are left; checked here, not with Meta's
+# `pattern` (re.search: its `$` also matches before a trailing newline).
+_TRACE_ID = re.compile(r"[0-9a-fA-F]{16}(?:[0-9a-fA-F]{16})?")
+_SPAN_ID = re.compile(r"[0-9a-fA-F]{16}")
+_ZERO_HIGH = "0" * 16
+
+
+class Endpoint(msgspec.Struct, omit_defaults=True, gc=False):
+    """`localEndpoint` / `remoteEndpoint`: empty strings and port 0 are absent; the service name
+    is lowercased (Zipkin's lookup label)."""
+
+    serviceName: str | None = None
+    ipv4: str | None = None
+    ipv6: str | None = None
+    port: _Port | None = None
+
+    def __post_init__(self) -> None:
+        if self.serviceName is not None:
+            self.serviceName = self.serviceName.lower() or None
+        if self.ipv4 == "":
+            self.ipv4 = None
+        if self.ipv6 == "":
+            self.ipv6 = None
+        if self.port == 0:
+            self.port = None
+
+
+class Annotation(msgspec.Struct, gc=False):
+    timestamp: _UInt64
+    value: str
+
+
+def _empty(endpoint: Endpoint) -> bool:
+    return (
+        endpoint.serviceName is None
+        and endpoint.ipv4 is None
+        and endpoint.ipv6 is None
+        and endpoint.port is None
+    )
+
+
+class ZipkinSpan(msgspec.Struct, omit_defaults=True, gc=False):
+    """One span normalized as `validate_spans` does it (see the module docstring). Decode JSON
+    into it with msgspec (types and ranges checked; a ValueError here becomes msgspec's
+    ValidationError); constructed in Python, `__post_init__` normalizes but types are not
+    checked, so code that builds one by hand must pass validated values."""
+
+    traceId: str
+    id: str
+    parentId: str | None = None
+    kind: Literal["CLIENT", "SERVER", "PRODUCER", "CONSUMER"] | None = None
+    name: str | None = None
+    timestamp: _UInt64 | None = None
+    duration: _UInt64 | None = None
+    localEndpoint: Endpoint | None = None
+    remoteEndpoint: Endpoint | None = None
+    annotations: list[Annotation] | None = None
+    tags: dict[str, str] | None = None
+    debug: bool | None = None
+    shared: bool | None = None
+
+    def __post_init__(self) -> None:
+        trace_id = self.traceId
+        if 16 < len(trace_id) < 32:
+            trace_id = trace_id.rjust(32, "0")
+        if _TRACE_ID.fullmatch(trace_id) is None:
+            raise ValueError("traceId: expected 16 to 32 hex characters")
+        trace_id = trace_id.lower()
+        self.traceId = trace_id[16:] if len(trace_id) == 32 and trace_id.startswith(_ZERO_HIGH) else trace_id
+        if _SPAN_ID.fullmatch(self.id) is None:
+            raise ValueError("id: expected 16 hex characters")
+        self.id = self.id.lower()
+        parent = self.parentId
+        if parent is not None:
+            if _SPAN_ID.fullmatch(parent) is None:
+                raise ValueError("parentId: expected 16 hex characters")
+            self.parentId = parent.lower() if parent != _ZERO_HIGH else None
+        if self.name is not None:
+            self.name = self.name.lower() or None
+        if self.timestamp == 0:
+            self.timestamp = None
+        if self.duration == 0:
+            self.duration = None
+        self._post_init_extras()
+
+    def _post_init_extras(self) -> None:
+        if self.localEndpoint is not None and _empty(self.localEndpoint):
+            self.localEndpoint = None
+        if self.remoteEndpoint is not None and _empty(self.remoteEndpoint):
+            self.remoteEndpoint = None
+        if not self.annotations:
+            self.annotations = None
+        if not self.tags:
+            self.tags = None
+        if not self.debug:
+            self.debug = None
+        if not self.shared:
+            self.shared = None
+
+
+def to_structs(spans: Sequence[Span]) -> list[ZipkinSpan]:
+    """Spans that `validate_spans` returned, in the typed form (msgspec checks them again, which
+    cannot fail for them)."""
+    return msgspec.convert(spans, list[ZipkinSpan])

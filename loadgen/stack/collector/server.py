@@ -31,7 +31,7 @@ import json
 import random
 import re
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from aiohttp import hdrs, web
@@ -46,12 +46,12 @@ from loadgen.stack.collector.decode import (
     SUPPORTED_ENCODINGS,
     BadRequest,
     TooLarge,
-    decode_json,
+    decode_json_spans,
     decode_proto_spans,
     inflate,
 )
 from loadgen.stack.collector.limits import Faults, IngestCounters, Limits, TokenBucket
-from loadgen.stack.collector.normalize import Span
+from loadgen.stack.collector.normalize import Span, ZipkinSpan
 from loadgen.stack.collector.store import SpanStore, SpanValidationError, StoreError, validate_spans
 
 __all__ = [
@@ -250,10 +250,12 @@ class _Collector:
             return _text(415, f"unsupported content-type {media_type!r} / content-encoding {encoding!r}")
         try:
             body = inflate(await self._read_body(request, reservation), encoding, self.max_body_bytes)
-            raw = decode_proto_spans(body) if media_type in PROTO_TYPES else decode_json(body)
+            spans: Sequence[Span | ZipkinSpan]
+            if media_type in PROTO_TYPES:
+                spans = validate_spans(decode_proto_spans(body))
+            else:
+                spans = decode_json_spans(body)  # decoded and validated in one step
             del body
-            spans = validate_spans(raw)
-            del raw
         except _REFUSALS as exc:
             return self._refuse(exc, _text)
         failure = await self.ingest(spans)
@@ -281,7 +283,7 @@ class _Collector:
             self.counters.bad_requests += 1
         return answer(400, str(exc))
 
-    async def ingest(self, spans: list[Span]) -> tuple[int, str] | None:
+    async def ingest(self, spans: Sequence[Span | ZipkinSpan]) -> tuple[int, str] | None:
         """Keep validated spans (after the faults): None once they are committed, else the HTTP
         status and reason of the failure (503 injected fault, 500 the store could not keep them)."""
         self.counters.spans_received += len(spans)
@@ -304,7 +306,9 @@ class _Collector:
             self.store.count_dropped(len(spans) - len(kept))
             spans = kept
         try:
-            self.store.add(spans, validated=True)  # one transaction, committed before the answer
+            # One transaction, shared with the POSTs queued at the same time (group commit),
+            # committed before the answer.
+            await self.store.add_async(spans, validated=True)
         except StoreError as exc:
             self.counters.store_errors += 1
             self.counters.store_error_spans += len(spans)

@@ -8,14 +8,23 @@ The store is *raw*, like Zipkin's: a span reported twice (same traceId, id, kind
 kept twice and both copies come back from every query. Readers that count spans must dedupe if
 they care; the collector never hides what was actually delivered.
 
-Durability: every accepted batch is one SQLite transaction in `spans.db` (WAL mode); `add`
-returns only after COMMIT, so the server's 202 follows the commit. Any failure (disk full, I/O
-error) rolls the transaction back and raises StoreError: the batch is answered 5xx and is never
-readable, before or after a restart (an uncommitted WAL tail is ignored on recovery). Levels:
-- default, `synchronous=NORMAL`: a commit is written to the WAL file before `add` returns, so a
-  killed collector loses nothing it acknowledged; a machine crash may lose the last commits.
-- `fsync=True` (`--fsync`), `synchronous=FULL`: the WAL is fsynced at every commit, so an
-  acknowledged batch also survives a machine crash, at a cost per batch.
+Durability: every accepted batch is stored in one SQLite transaction in `spans.db` (WAL mode)
+and `add` / `add_async` return only after its COMMIT, so the server's 202 follows the commit.
+`add_async` (the server's path) is group commit: the batches of POSTs that arrive together share
+one transaction, committed once, and each is answered only after that COMMIT. Any failure (disk
+full, I/O error) rolls the whole transaction back and every batch in it raises StoreError: each is
+answered 5xx and none is ever readable, before or after a restart (an uncommitted WAL tail is
+ignored on recovery). What a COMMIT survives (SQLite's WAL documentation):
+- default, `synchronous=NORMAL`: COMMIT returns once the transaction's frames are written to the
+  WAL file (write(), not fsync). They are then in the kernel: a collector that is killed (SIGKILL,
+  a crash, OOM) loses nothing it acknowledged, and recovery on the next open replays the WAL. A
+  power loss or kernel crash may lose the commits since the last fsync (the checkpoint thread
+  fsyncs the WAL about once a second), never corrupting the database: the lost batches were
+  answered 202. "A 202 means durable" holds against the collector process dying, which is what
+  the crash tests check (tests/integration/test_collector_limits.py); not against the machine.
+- `fsync=True` (`--fsync`), `synchronous=FULL`: the WAL is fsynced at every COMMIT before it
+  returns, so an acknowledged batch also survives power loss (as far as the disk honours the
+  flush). With group commit that is one fsync per group of POSTs, not one per POST.
 Without a data directory the database lives in a temporary directory removed on close (or when
 the store is garbage-collected): a file, not RAM, so memory stays bounded either way.
 
@@ -27,6 +36,8 @@ imported once at open, then renamed `spans.jsonl.imported`.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -36,12 +47,21 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from loadgen.mesh.ids import normalize_trace_id
-from loadgen.stack.collector.normalize import Span, SpanValidationError, Trace, validate_spans
+from loadgen.stack.collector.normalize import (
+    Span,
+    SpanValidationError,
+    Trace,
+    ZipkinSpan,
+    to_structs,
+    validate_spans,
+)
 from loadgen.stack.collector.query import TraceSearch, parse_annotation_query
 from loadgen.stack.collector.schema import (
     INDEX_SPANS,
@@ -91,6 +111,8 @@ class SpanStore:
     def __init__(self, data_dir: Path | None = None, *, fsync: bool = False) -> None:
         self._lock = threading.RLock()
         self._spans_dropped = 0
+        self._queue: list[tuple[list[ZipkinSpan], asyncio.Future[None]]] = []  # add_async's group
+        self.group_commits = 0  # transactions add_async committed (batches / this = group size)
         self._tmpdir: Path | None = None
         self._checkpointer: _Checkpointer | None = None
         if data_dir is None:
@@ -172,7 +194,7 @@ class SpanStore:
 
     # -- ingest --
 
-    def _write(self, batches: Iterable[list[Span]]) -> tuple[int, int]:
+    def _write(self, batches: Iterable[list[ZipkinSpan]]) -> tuple[int, int]:
         """Store the batches in one transaction (one `batch` number each); returns (batches,
         spans). Rolls back and raises StoreError on any database error. Caller holds the lock."""
         db = self._conn()
@@ -191,6 +213,9 @@ class SpanStore:
         except sqlite3.Error as exc:
             self._rollback(db)
             raise StoreError(f"span store {self.path}: {exc}") from exc
+        except BaseException:  # not the database's failure: still nothing of it may stay
+            self._rollback(db)
+            raise
         # Only now, after COMMIT: what the caches and counters say is what is stored.
         self._max_seq = self._next_seq
         self._batches = batch_no
@@ -248,7 +273,7 @@ class SpanStore:
     def _write_batch(
         self,
         db: sqlite3.Connection,
-        batch: list[Span],
+        batch: list[ZipkinSpan],
         batch_no: int,
         new_services: set[str],
         new_names: set[tuple[str, str]],
@@ -259,30 +284,30 @@ class SpanStore:
         # in this batch: one row per trace (a third of the rows of one per span, for Envoy's 3).
         traces: dict[str, list[Any]] = {}
         for span in batch:
-            trace_id = span["traceId"]
+            trace_id = span.traceId
             entry = traces.get(trace_id)
             if entry is None:
                 entry = traces[trace_id] = [None, None, {}, [span]]
             else:
                 entry[3].append(span)
-            ts = span.get("timestamp")
+            ts = span.timestamp
             if ts is not None:
-                if entry[0] is None and "parentId" not in span:
+                if entry[0] is None and span.parentId is None:
                     entry[0] = ts
                 if entry[1] is None or ts < entry[1]:
                     entry[1] = ts
-            local = span.get("localEndpoint")
-            if local is not None and (service := local.get("serviceName")) is not None:
+            local = span.localEndpoint
+            if local is not None and (service := local.serviceName) is not None:
                 entry[2][service] = None
                 if service not in known_services:
                     new_services.add(service)
-                name = span.get("name")
+                name = span.name
                 if name is not None and (service, name) not in known_names:
                     new_names.add((service, name))
-            remote = span.get("remoteEndpoint")
+            remote = span.remoteEndpoint
             if (
                 remote is not None
-                and (service := remote.get("serviceName")) is not None
+                and (service := remote.serviceName) is not None
                 and service not in known_services
             ):
                 new_services.add(service)
@@ -298,8 +323,8 @@ class SpanStore:
                     len(spans),
                     root_ts,
                     min_ts,
-                    SEP + "".join([dumps(s) + SEP for s in services]) if services else SEP,
-                    dumps(spans)[1:-1],
+                    SEP + "".join([json_str(s) + SEP for s in services]) if services else SEP,
+                    spans_text(spans),
                 )
                 for seq, (trace_id, (root_ts, min_ts, services, spans)) in enumerate(traces.items(), first)
             ],
@@ -314,22 +339,63 @@ class SpanStore:
                 [(dumps(s), dumps(n)) for s, n in new_names],
             )
 
-    def add(self, spans: list[Span], *, validated: bool = False) -> int:
+    def add(self, spans: Sequence[Span | ZipkinSpan], *, validated: bool = False) -> int:
         """Validate, normalize and store one batch in one transaction; return its size.
 
         Raises SpanValidationError and stores nothing if any span is invalid; raises StoreError
         and stores nothing if the database cannot take it (disk full, I/O error). Returns only
         after COMMIT. `validated=True` skips the check for spans that already went through
-        `validate_spans` (the server's POST path: validating twice was a fifth of the
-        collector's CPU in bench/collector_ingest.py).
+        `validate_spans` or were decoded as `ZipkinSpan` (the server's POST path: validating
+        twice was a fifth of the collector's CPU in bench/collector_ingest.py).
         """
-        batch = spans if validated else validate_spans(spans)
+        batch = _typed(spans, validated)
         if not batch:
             return 0
         with self._lock:
             self._write([batch])
             self._catch_up_after_ingest()
         return len(batch)
+
+    async def add_async(self, spans: Sequence[Span | ZipkinSpan], *, validated: bool = False) -> int:
+        """`add` with group commit: returns (the batch's size) only after the COMMIT of a
+        transaction that holds this batch and whatever other batches were queued with it.
+
+        The batch joins a queue; one callback on the event loop, scheduled by the first batch of
+        a group, stores every queued batch in one transaction (each its own batch number), then
+        wakes them all. Concurrent POSTs thus share one COMMIT (a few WAL page writes; with
+        `fsync=True` one fsync) instead of one each. If the transaction fails, every batch of the
+        group raises StoreError and none of them is stored: the rollback undoes all of them, so a
+        refused batch never reappears. A caller cancelled while queued is left out of the group.
+        Call it from one event loop (the collector's)."""
+        batch = _typed(spans, validated)
+        if not batch:
+            return 0
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._queue.append((batch, done))
+        if len(self._queue) == 1:
+            # After the callbacks already ready to run: the other POSTs read in the same loop
+            # iteration join this group.
+            loop.call_soon(self._commit_queue)
+        await done
+        return len(batch)
+
+    def _commit_queue(self) -> None:
+        queue, self._queue = self._queue, []
+        group = [(batch, done) for batch, done in queue if not done.done()]
+        if not group:
+            return
+        try:
+            with self._lock:
+                self._write([batch for batch, _ in group])
+                self._catch_up_after_ingest()
+        except Exception as exc:  # StoreError, or a bug: no waiter may hang on it
+            for _, done in group:
+                done.set_exception(StoreError(str(exc)) if isinstance(exc, StoreError) else exc)
+            return
+        self.group_commits += 1
+        for _, done in group:
+            done.set_result(None)
 
     def count_dropped(self, n: int) -> None:
         """Record spans accepted on the wire but discarded on purpose (fault injection)."""
@@ -357,13 +423,13 @@ class SpanStore:
             done = db.execute("SELECT 1 FROM imports WHERE sha256 = ?", (sha,)).fetchone() is not None
             if not done:
 
-                def batches() -> Iterator[list[Span]]:
+                def batches() -> Iterator[list[ZipkinSpan]]:
                     with path.open("rb") as f:
                         for lineno, line in enumerate(f, start=1):
                             if not line.strip():
                                 continue
                             try:
-                                batch = validate_spans(json.loads(line))
+                                batch = to_structs(validate_spans(json.loads(line)))
                             except (
                                 ValueError,
                                 RecursionError,
@@ -522,6 +588,43 @@ class SpanStore:
             }
 
 
+_ENCODE = msgspec.json.Encoder().encode
+
+
+@functools.lru_cache(maxsize=4096)
+def json_str(text: str) -> str:
+    """A service name as the `services` column holds it (JSON, ASCII), cached: there are few."""
+    return dumps(text)
+
+
+def spans_text(spans: list[ZipkinSpan]) -> str:
+    """A trace's spans of one batch as the `json` column holds them: compact JSON objects joined
+    by commas, encoded once from the typed spans (msgspec: UTF-8, not re-validated)."""
+    try:
+        return _ENCODE(spans)[1:-1].decode()
+    except UnicodeEncodeError:  # a lone surrogate (valid in a JSON escape): escaped as ASCII
+        return dumps(msgspec.to_builtins(spans))[1:-1]
+
+
+def _typed(spans: Sequence[Span | ZipkinSpan], validated: bool) -> list[ZipkinSpan]:
+    """A batch as the store writes it. Unless `validated`, every span is checked the reference
+    way first (SpanValidationError names the first bad one)."""
+    if not validated:
+        spans = validate_spans([s if isinstance(s, dict) else msgspec.to_builtins(s) for s in spans])
+    typed: list[ZipkinSpan] = []
+    dicts: list[Span] = []
+    for span in spans:
+        if isinstance(span, ZipkinSpan):
+            typed.append(span)
+        else:
+            dicts.append(span)
+    if not dicts:
+        return typed
+    if not typed:
+        return to_structs(dicts)  # one conversion for the batch (OTLP, proto3, tests)
+    return [s if isinstance(s, ZipkinSpan) else to_structs([s])[0] for s in spans]  # mixed: in order
+
+
 class _Checkpointer:
     """A thread with its own connection that copies the WAL into the database (a PASSIVE
     checkpoint: never blocks the writer) every `interval_s`, so the WAL stays small and the
@@ -569,8 +672,8 @@ def _release_parts(checkpointer: _Checkpointer | None, tmpdir: Path | None) -> N
 
 
 def _then(
-    batches: Iterator[list[Span]], db: sqlite3.Connection, sql: str, params: tuple[object, ...]
-) -> Iterator[list[Span]]:
+    batches: Iterator[list[ZipkinSpan]], db: sqlite3.Connection, sql: str, params: tuple[object, ...]
+) -> Iterator[list[ZipkinSpan]]:
     """Yield the batches, then run one more statement inside the same transaction."""
     yield from batches
     db.execute(sql, params)
