@@ -54,12 +54,16 @@ def is_hex_id(value: str, lengths: tuple[int, ...] = (16, 32)) -> bool:
 # --- trace and span ids ---------------------------------------------------------------------
 
 
+_HEX_FORMATS = {64: "016x", 128: "032x"}  # per request: not rebuilt for every id
+
+
 def new_trace_id(rng: random.Random, bits: int = 128) -> str:
     """Random lowercase-hex trace id; never all zeros (invalid in B3)."""
+    spec = _HEX_FORMATS.get(bits) or f"0{bits // 4}x"
     while True:
         value = rng.getrandbits(bits)
         if value:
-            return format(value, f"0{bits // 4}x")
+            return format(value, spec)
 
 
 def new_span_id(rng: random.Random) -> str:
