@@ -15,6 +15,7 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 
 from loadgen.ledger import LedgerWriter
+from loadgen.ledger_fast import FastLedgerWriter
 from loadgen.ledger_segments import SEGMENT_ENV, SegmentedLedgerWriter
 from loadgen.traffic.relay import RelayLedger
 
@@ -51,7 +52,7 @@ class _RunState:
             # `loadgen watch`: LOADGEN_LEDGER is a folder of time segments (loadgen.ledger_segments).
             self.ledger = SegmentedLedgerWriter(Path(ledger), float(os.environ[SEGMENT_ENV]), worker=worker)
         else:
-            self.ledger = LedgerWriter(Path(ledger), worker=worker)
+            self.ledger = FastLedgerWriter(Path(ledger), worker=worker)
 
     def close(self) -> None:
         if self.ledger is not None:

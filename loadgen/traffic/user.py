@@ -14,6 +14,7 @@ import json
 import os
 import random
 import time
+from bisect import bisect
 from typing import Any
 
 import gevent
@@ -24,12 +25,12 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner
 
 from loadgen.ledger import LedgerWriter
-from loadgen.mesh.echo import parse_echo
+from loadgen.mesh.echo import EchoContext, echo_context, parse_echo
 from loadgen.mesh.encode import EncodeOptions, encode
 from loadgen.mesh.headers import DEFAULT_GATEWAY_HOST, REQUEST_ID_HEADER, RUN_ID_HEADER
 from loadgen.mesh.ids import IdStyle
 from loadgen.mesh.modes import DEFAULT_MIX, HeaderMode, format_mix, parse_mix
-from loadgen.mesh.tracer import TracerFamily
+from loadgen.mesh.tracer import TracerFamily, sampled_fact
 from loadgen.redact import redact_text
 from loadgen.traffic import webui as _webui  # noqa: F401  (registers the web UI's Tracing tab)
 from loadgen.traffic.locustfile_paths import GATEWAY_USERINFO_ENV
@@ -240,7 +241,12 @@ class TracedUser(FastHttpUser):
             self.mix or (getattr(opts, "loadgen_mix", "") if opts else "") or format_mix(DEFAULT_MIX)
         )
         self._modes = [m for m, w in mix.items() if w > 0]
+        self._mode_names = [m.value for m in self._modes]
         self._cum_weights = list(itertools.accumulate(mix[m] for m in self._modes))
+        # random.choices(modes, cum_weights=...)[0], unrolled: the same draw from the same generator
+        # (so --loadgen-seed gives the same sequence), without its checks and list per request.
+        self._total_weight = self._cum_weights[-1] + 0.0
+        self._last_mode = len(self._modes) - 1
         self._limit = int(getattr(opts, "loadgen_max_requests", 0) or 0) if opts else 0
         seed = given(opts, "loadgen_seed")
         # One generator per user: reproducible mode sequences with --loadgen-seed, fresh ids anyway.
@@ -281,8 +287,10 @@ class TracedUser(FastHttpUser):
     @task
     def traced_request(self) -> None:
         # Per-request work is the generator's overhead over bare Locust (bench/generator.py):
-        # cumulative weights, ids from the user's own generator, raw JSON bytes.
-        mode = self._rng.choices(self._modes, cum_weights=self._cum_weights)[0]
+        # one draw for the mode, ids from the user's own generator, the echo read by msgspec
+        # (parse_echo_body), the record encoded by msgspec into the writer's buffer.
+        i = bisect(self._cum_weights, self._rng.random() * self._total_weight, 0, self._last_mode)
+        mode, name = self._modes[i], self._mode_names[i]
         injection = encode(mode, self._id_rng, self._encode_options)
         rid = f"{self._id_rng.getrandbits(128):032x}"
         headers = {
@@ -293,7 +301,7 @@ class TracedUser(FastHttpUser):
         }
         record: dict[str, Any] = {
             "rid": rid,
-            "mode": mode.value,
+            "mode": name,
             "path": self._path_shown,
             "inj_trace": injection.trace_id,
             "inj_span": injection.span_id,
@@ -304,35 +312,45 @@ class TracedUser(FastHttpUser):
             record["predicted"] = injection.predicted
         ts = time.time()
         start = time.perf_counter()
-        with self.client.get(self._path, headers=headers, name=mode.value, catch_response=True) as resp:
+        with self.client.get(self._path, headers=headers, name=name, catch_response=True) as resp:
             record["latency_ms"] = round((time.perf_counter() - start) * 1000.0, 3)
             record["ts"] = ts
-            record["status"] = resp.status_code or 0
+            status = resp.status_code
+            record["status"] = status or 0
             error = None
-            if resp.status_code == 200:
-                try:
-                    view = parse_echo(json.loads(resp.content or b"null").get("headers", {}), self._tracer)
-                except (ValueError, AttributeError) as exc:
-                    error = f"echo not parsable: {exc}"
+            if status == 200:
+                content = resp.content
+                context = echo_context(content, self._tracer) if content else None
+                if context is None:
+                    context, error = self._read_echo(content)
+                if context is None:
                     resp.failure(error)
                 else:
-                    record.update(
-                        up_trace=view.trace_id,
-                        up_span=view.span_id,
-                        up_flag=view.flag,
-                        up_xrid=view.request_id,
-                    )
-                    if view.sampled:
-                        STATE.sampled[mode.value] = STATE.sampled.get(mode.value, 0) + 1
+                    trace, span, flag, xrid = context
+                    record["up_trace"] = trace
+                    record["up_span"] = span
+                    record["up_flag"] = flag
+                    record["up_xrid"] = xrid
+                    if sampled_fact(self._tracer, flag, xrid):
+                        STATE.sampled[name] = STATE.sampled.get(name, 0) + 1
             else:
-                error = redact_text(str(resp.error)) if resp.error else f"HTTP {resp.status_code}"
+                error = redact_text(str(resp.error)) if resp.error else f"HTTP {status}"
                 resp.failure(error)
             record["error"] = error
-        STATE.counts[mode.value] = STATE.counts.get(mode.value, 0) + 1
+        STATE.counts[name] = STATE.counts.get(name, 0) + 1
         if STATE.ledger is not None:
             STATE.ledger.append(record)
         if self._limit:
             self._stop_at_limit(self._limit)
+
+    def _read_echo(self, content: bytes | None) -> tuple[EchoContext | None, str | None]:
+        """The general path for an echo echo_context leaves to it: (context, None), or (None, the
+        error) when it is not an echo."""
+        try:
+            view = parse_echo(json.loads(content or b"null").get("headers", {}), self._tracer)
+        except (ValueError, AttributeError) as exc:
+            return None, f"echo not parsable: {exc}"
+        return (view.trace_id, view.span_id, view.flag, view.request_id), None
 
     def _stop_at_limit(self, limit: int) -> None:
         if sum(STATE.counts.values()) >= limit and not STATE.limit_reached:
