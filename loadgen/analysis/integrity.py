@@ -40,14 +40,18 @@ import bisect
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import repeat
+from typing import Any, NamedTuple
 
-from loadgen.analysis.ledgerfold import LedgerFold, as_fold
+import numpy as np
+
+from loadgen.analysis.ledgerfold import TRI, LedgerFold, ObservationIndex, as_fold, unique_inverse
 from loadgen.analysis.ledgerfold import mask_request_id as mask_request_id  # re-exported
 from loadgen.analysis.observation import ExternalRef as ExternalRef  # re-exported
 from loadgen.analysis.observation import TraceObservation, normalize_span_id, span_service
 from loadgen.analysis.observation import TraceShape as TraceShape  # re-exported
 from loadgen.analysis.stats import Tally
+from loadgen.analysis.textcols import Bools, Ints, all_lower_hex
 from loadgen.backends.base import FetchStatus
 from loadgen.ledger import LedgerRow
 from loadgen.mesh.hops import Hop as Hop  # re-exported
@@ -234,6 +238,9 @@ class _Defect:
 
     def add(self, trace_id: str, limit: int) -> None:
         self.count += 1
+        self.add_example(trace_id, limit)
+
+    def add_example(self, trace_id: str, limit: int) -> None:
         if len(self.examples) < limit and trace_id not in self.examples:
             self.examples.append(trace_id)
 
@@ -283,14 +290,16 @@ class _Judgement:
                 shape.spans_of(hop.service) >= hop.spans, n
             )
 
-    def add_defects(
-        self, tid: str, shape: TraceShape, verdict: TraceVerdict, names: Sequence[str], limit: int
-    ) -> None:
-        """One trace's defects, `names` (`verdict.defects`); examples are trace ids, in ledger order."""
+    def add_defects(self, fold: LedgerFold, rows: Ints, names: Sequence[str], limit: int) -> None:
+        """`rows` (request indexes, in ledger order) have the defects `names`; examples are
+        their trace ids, in ledger order."""
         for name in names:
-            self.defects[name].add(tid, limit)
-        if verdict.missing_hops:
-            self.candidates.append(_Candidate(tid, frozenset(verdict.missing_hops), dict(shape.windows_us)))
+            defect = self.defects[name]
+            defect.count += len(rows)
+            for i in rows.tolist():
+                if len(defect.examples) >= limit:
+                    break
+                defect.add_example(str(fold.trace_ids[i]), limit)
 
 
 def _verdict_key(shape: TraceShape, inj: str | None, layout: Sequence[Hop] | None) -> tuple[Any, ...]:
@@ -304,6 +313,54 @@ def _verdict_key(shape: TraceShape, inj: str | None, layout: Sequence[Hop] | Non
     return id(shape.spans), id(shape.links), shape.roots, shape.shared, refs, inj is None, id(layout)
 
 
+class _Eligible(NamedTuple):
+    """The requests `_judge_all` judges, and what it reads of each (arrays over them)."""
+
+    rows: Ints  # request indexes, in ledger order
+    codes: Ints  # facts codes
+    observed: Ints  # index into ObservationIndex.distinct
+    spans: list[Any]  # the injected span ids
+    kept: Ints  # 0: nothing injected, 1/2: the injected trace id was not / was continued
+    relation: Ints  # `_span_relations`
+
+
+def _eligible(fold: LedgerFold, seen: ObservationIndex) -> _Eligible:
+    """Every answered request whose trace the backend holds (FOUND, with a shape)."""
+    found = FetchStatus.FOUND
+    usable = np.array([o is not None and o.status is found and o.shape is not None for o in seen.distinct])
+    answered = np.array([f.answered for f in fold.facts], dtype=np.bool_)
+    continued = np.array([f.under_injected for f in fold.facts], dtype=np.bool_)
+    rows = np.flatnonzero(usable.astype(np.bool_)[seen.index] & answered[fold.codes] & fold.traced)
+    codes = fold.codes[rows].astype(np.int64)
+    spans = [fold.injected_spans[i] for i in rows.tolist()]
+    injected = np.fromiter(map(bool, spans), dtype=np.bool_, count=len(spans))
+    # The client's span is in the trace only when the mesh continued the injected trace id
+    # (not, e.g., B3 under Envoy's OpenTelemetry tracer): else one root is right.
+    kept = np.where(injected, continued[codes].astype(np.int64) + 1, 0)
+    observed = seen.index[rows]
+    refs = [seen.distinct[i] for i in np.unique(observed).tolist()]
+    relation = _span_relations(
+        spans, kept == 2, [o.shape for o in refs if o is not None and o.shape is not None]
+    )
+    return _Eligible(rows, codes, observed, spans, kept, relation)
+
+
+def _span_relations(spans: list[Any], used: Bools, shapes: Sequence[TraceShape]) -> Ints:
+    """Per request, how its injected span (where `used`) relates to the references out of the
+    traces (`ExternalRef`), all `judge_trace` reads of it: 0 not used, 1 equal to none of their
+    ids, 2 + j equal to the j-th of them. Requests alike in this get equal verdicts."""
+    ids = sorted({i for shape in shapes for r in shape.external for i in (r.parent_id, r.shared_id) if i})
+    relation = used.astype(np.int64)
+    if not ids or not used.any():
+        return relation
+    which = {span_id: j + 2 for j, span_id in enumerate(ids)}
+    picked = [spans[i] for i in np.flatnonzero(used).tolist()]
+    # 16 lowercase hex digits are already what `normalize_span_id` makes of them
+    normalized = picked if all_lower_hex(picked, 16) else [normalize_span_id(s) for s in picked]
+    relation[used] = np.fromiter(map(which.get, normalized, repeat(1)), dtype=np.int64, count=len(picked))
+    return relation
+
+
 def _judge_all(
     fold: LedgerFold,
     observations: Mapping[str, TraceObservation],
@@ -311,39 +368,59 @@ def _judge_all(
     hops_by_path: Mapping[str, Sequence[Hop]],
     limit: int,
 ) -> _Judgement:
-    """Judge the trace of every answered request the backend holds (FOUND, with a shape). A
-    verdict is worked out once per distinct `_verdict_key` and tallied per (key, kept)."""
+    """Judge the trace of every answered request the backend holds (FOUND, with a shape).
+    Requests alike in their observation, facts and injected span (`_span_relations`) get equal
+    verdicts: a verdict is worked out once per such group, in the order the groups first occur
+    in the ledger, and their requests tallied at once."""
     out = _Judgement()
-    # Per facts code: answered, the request's layout, the injected trace id was continued.
-    per_code = [(f.answered, hops_by_path.get(f.path) or hops, f.under_injected) for f in fold.facts]
-    judged: dict[tuple[Any, ...], tuple[TraceShape, TraceVerdict, Sequence[Hop], tuple[str, ...]]] = {}
-    groups: Counter[tuple[tuple[Any, ...], bool | None]] = Counter()
-    found = FetchStatus.FOUND
-    rows = zip(
-        fold.codes, fold.trace_ids, fold.injected_spans, fold.trace_observations(observations), strict=True
+    seen = fold.observation_index(observations)
+    e = _eligible(fold, seen)
+    if not len(e.rows):
+        return out
+    width = int(e.relation.max()) + 1
+    groups, index = unique_inverse(
+        ((e.observed * len(fold.facts) + e.codes) * width + e.relation) * 3 + e.kept
     )
-    for code, tid, injected, obs in rows:
-        if obs is None or obs.status is not found or obs.shape is None or tid is None:
-            continue
-        answered, layout, continued = per_code[code]
-        if not answered:
-            continue
-        # The client's span is in this trace only when the mesh continued the injected trace id
-        # (not, e.g., B3 under Envoy's OpenTelemetry tracer): else one root is right.
-        inj_span = injected if continued else None
-        shape = obs.shape
+    counts = np.bincount(index, minlength=len(groups)).tolist()
+    _, first = np.unique(index, return_index=True)
+    layouts = [hops_by_path.get(f.path) or hops for f in fold.facts]
+    judged: dict[tuple[Any, ...], TraceVerdict] = {}
+    verdicts: list[tuple[TraceVerdict, TraceShape]] = [None] * len(groups)  # type: ignore[list-item]
+    for g in np.argsort(first).tolist():
+        r = int(first[g])
+        shape = seen.distinct[int(e.observed[r])].shape  # type: ignore[union-attr]
+        assert shape is not None
+        layout = layouts[int(e.codes[r])]
+        inj_span = e.spans[r] if e.relation[r] else None
         key = _verdict_key(shape, normalize_span_id(inj_span) if inj_span else None, layout)
-        entry = judged.get(key)
-        if entry is None:
-            verdict = judge_trace(shape, inj_span, layout)
-            entry = judged[key] = (shape, verdict, layout or (), verdict.defects)
-        if entry[3]:
-            out.add_defects(tid, shape, entry[1], entry[3], limit)
-        groups[(key, continued if injected else None)] += 1
-    for (key, kept), n in groups.items():
-        shape, verdict, layout_, _ = judged[key]
-        out.add(shape, verdict, layout_, kept, n)
+        verdict = judged.get(key)
+        if verdict is None:
+            verdict = judged[key] = judge_trace(shape, inj_span, layout)
+        out.add(shape, verdict, layout or (), TRI[int(e.kept[r])], counts[g])
+        verdicts[g] = (verdict, shape)
+    _add_defects(out, fold, e.rows, index, verdicts, limit)
     return out
+
+
+def _add_defects(
+    out: _Judgement,
+    fold: LedgerFold,
+    rows: Ints,
+    index: Ints,
+    verdicts: Sequence[tuple[TraceVerdict, TraceShape]],
+    limit: int,
+) -> None:
+    """Each defect's requests (the judged `rows`, in groups `index` with `verdicts`), and the
+    requests whose trace lacks a hop (`_Judgement.candidates`), in ledger order."""
+    for name in EXPLANATIONS:
+        has = np.array([name in v.defects for v, _ in verdicts], dtype=np.bool_)
+        if has.any():
+            out.add_defects(fold, rows[has[index]], (name,), limit)
+    lacking = np.array([bool(v.missing_hops) for v, _ in verdicts], dtype=np.bool_)
+    for i, g in zip(rows[lacking[index]].tolist(), index[lacking[index]].tolist(), strict=True):
+        verdict, shape = verdicts[g]
+        tid = str(fold.trace_ids[i])
+        out.candidates.append(_Candidate(tid, frozenset(verdict.missing_hops), dict(shape.windows_us)))
 
 
 def _app_request_ids(fold: LedgerFold, wanted: set[str]) -> dict[str, str]:

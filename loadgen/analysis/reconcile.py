@@ -28,14 +28,19 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from loadgen.analysis.ledgerfold import (
     EXAMPLES_KEPT,
+    TRI,
     LedgerFold,
     RequestFacts,
     as_fold,
     decision_of,
     error_key,
     trace_id_of,
+    unique_inverse,
 )
 from loadgen.analysis.observation import TraceObservation as TraceObservation  # re-exported
 from loadgen.analysis.stats import Proportion, Tally, Verdict, percentile, sampling_verdict
@@ -210,7 +215,7 @@ class Observed:
     observations: Mapping[str, TraceObservation]
     size: int  # len(observations) when classified
     expect: Expectation
-    classes: bytearray  # `request_class` per request, in ledger order
+    classes: npt.NDArray[np.uint8]  # `request_class` per request, in ledger order
     spans_per_trace: Counter[int] = field(default_factory=Counter)  # over found/partial traces
     run_tagged: int = 0  # spans of found/partial traces carrying the run tag
     spans: int = 0  # ... of all their spans
@@ -221,7 +226,10 @@ class Observed:
 def observe(fold: LedgerFold, observations: Mapping[str, TraceObservation], expect: Expectation) -> Observed:
     """Classify every request of the fold against what the backend holds for its trace: once per
     read-back (the fold keeps the last classification, for the same observations object of the
-    same size and the same expectation: the observations of a finished read-back)."""
+    same size and the same expectation: the observations of a finished read-back).
+
+    A request's class depends on its decision and its trace's observation only, so it is worked
+    out once per distinct (observation, decision) and spread to the requests with numpy."""
     last = fold.derived.get("observed")
     if (
         isinstance(last, Observed)
@@ -230,38 +238,31 @@ def observe(fold: LedgerFold, observations: Mapping[str, TraceObservation], expe
         and last.expect == expect
     ):
         return last
-    out = Observed(observations, len(observations), expect, bytearray([_UNKNOWN_CLASS]) * len(fold))
-    decided = [f.decided for f in fold.facts]
-    found, partial, missing, leaked = (
-        _INDEX[o] for o in (Outcome.FOUND, Outcome.PARTIAL, Outcome.MISSING, Outcome.LEAKED)
-    )
-    # A trace the backend does not hold (or failed on) is classed by the decision alone: looked up.
-    unheld: dict[tuple[bool | None, FetchStatus], int] = {}
-    classes, found_status = out.classes, FetchStatus.FOUND
-    for i, (code, tid, obs) in enumerate(
-        zip(fold.codes, fold.trace_ids, fold.trace_observations(observations), strict=True)
-    ):
-        if obs is None:
-            continue  # unknown, as the classes start
-        if obs.status is found_status:
-            cls = request_class(decided[code], obs, expect)
-        else:
-            key = (decided[code], obs.status)
-            cls = unheld.get(key, -1)
-            if cls < 0:
-                cls = unheld[key] = request_class(key[0], obs, expect)
-        classes[i] = cls
-        outcome = cls >> 3
-        if outcome in (found, partial):
-            out.spans_per_trace[obs.span_count] += 1
-            out.run_tagged += obs.run_tagged
-            out.spans += obs.span_count
-        elif outcome == missing and tid is not None and len(out.missing) < EXAMPLES_KEPT:
-            out.missing.append(tid)
-        elif outcome == leaked and tid is not None and len(out.leaked) < EXAMPLES_KEPT:
-            out.leaked.append(tid)
+    seen = fold.observation_index(observations)
+    decided = np.array([TRI.index(f.decided) for f in fold.facts], dtype=np.int64)
+    pairs, index = unique_inverse(seen.index * 3 + decided[fold.codes])
+    counts = np.bincount(index, minlength=len(pairs))
+    table = np.zeros(len(pairs), dtype=np.uint8)
+    out = Observed(observations, len(observations), expect, table)
+    traced_outcomes = (_INDEX[Outcome.FOUND], _INDEX[Outcome.PARTIAL])
+    for j, (pair, n) in enumerate(zip(pairs.tolist(), counts.tolist(), strict=True)):
+        obs = seen.distinct[pair // 3]
+        table[j] = cls = request_class(TRI[pair % 3], obs, expect)
+        if obs is not None and cls >> 3 in traced_outcomes:
+            out.spans_per_trace[obs.span_count] += n
+            out.run_tagged += obs.run_tagged * n
+            out.spans += obs.span_count * n
+    out.classes = table[index]
+    out.missing = _examples(fold, out.classes, Outcome.MISSING)
+    out.leaked = _examples(fold, out.classes, Outcome.LEAKED)
     fold.derived["observed"] = out
     return out
+
+
+def _examples(fold: LedgerFold, classes: npt.NDArray[np.uint8], outcome: Outcome) -> list[str]:
+    """The trace ids of the first `EXAMPLES_KEPT` requests of an outcome, in ledger order."""
+    rows = np.flatnonzero((classes >> 3 == _INDEX[outcome]) & fold.traced)[:EXAMPLES_KEPT]
+    return [str(fold.trace_ids[i]) for i in rows.tolist()]
 
 
 # --- tallies ------------------------------------------------------------------------------------
@@ -466,7 +467,9 @@ def reconcile_mesh(
     tallies: dict[str, _ModeTally] = {}
     mesh = _MeshTally()
     # Requests by (facts code, class): the tallies run once per distinct pair.
-    for (code, cls), n in Counter(zip(fold.codes, observed.classes, strict=True)).items():
+    pairs, index = unique_inverse(fold.codes.astype(np.int64) * 256 + observed.classes)
+    for pair, n in zip(pairs.tolist(), np.bincount(index, minlength=len(pairs)).tolist(), strict=True):
+        code, cls = divmod(pair, 256)
         f, outcome = fold.facts[code], OUTCOMES[cls >> 3]
         exp = expected_of[f.mode]
         tallies.setdefault(f.mode, _ModeTally()).add(
@@ -476,7 +479,7 @@ def reconcile_mesh(
     modes = dict(sorted(tallies.items()))
     latencies: dict[str, Any] = {}
     for mode in modes:
-        lat = sorted(fold.latencies_ms.get(mode, ()))
+        lat = np.sort(fold.latencies_ms.get(mode, np.zeros(0))).tolist()
         latencies[mode] = {"n": len(lat), **{f"p{q}": percentile(lat, q) for q in (50, 95, 99)}}
     total = len(fold)
     return {

@@ -18,14 +18,16 @@ happened, so the estimate is null with a `note` saying why.
 
 from __future__ import annotations
 
-import operator
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from itertools import compress, repeat
+from itertools import compress
 from typing import Any
 
-from loadgen.analysis.ledgerfold import LedgerFold, as_fold
+import numpy as np
+
+from loadgen.analysis.ledgerfold import LedgerFold, as_fold, unique_inverse
 from loadgen.analysis.stats import Proportion, Tally
+from loadgen.analysis.textcols import objects
 from loadgen.ledger import LedgerRow
 from loadgen.mesh.expect import Decision, ExpectationContext, Expected
 from loadgen.mesh.modes import mode_spec
@@ -33,24 +35,25 @@ from loadgen.mesh.modes import mode_spec
 
 def _answered_by_injection(
     fold: LedgerFold, ctx: ExpectationContext | None, tagged_mesh: set[str]
-) -> tuple[Counter[tuple[Expected, bool]], set[str]]:
+) -> tuple[Counter[tuple[Expected, bool]], int]:
     """Answered requests of known modes by (expectation, found by tag under their injected id),
-    and the injected ids."""
+    and how many tagged mesh traces are none of theirs (under no injected id)."""
     expected: list[Expected | None] = []  # per facts code: None for an unanswered request
     for f in fold.facts:
         spec = mode_spec(f.mode) if f.answered else None
         expected.append(None if spec is None else spec.expected(ctx) if ctx is not None else spec.expected())
-    counted = list(map(operator.is_not, map(expected.__getitem__, fold.codes), repeat(None)))
-    keys = list(compress(fold.injected_ids, counted))
-    injected = {key for key in keys if key}
-    found = map(tagged_mesh.__contains__, keys)
-    by_code = Counter(zip(compress(fold.codes, counted), found, strict=True))
+    known = np.array([e is not None for e in expected], dtype=np.bool_)
+    counted = known[fold.codes]
+    keys = objects(fold.injected_ids)[counted].tolist()
+    found = np.fromiter(map(tagged_mesh.__contains__, keys), dtype=np.bool_, count=len(keys))
+    others = len(tagged_mesh) - len(set(compress(keys, found.tolist())))
+    pairs, index = unique_inverse(fold.codes[counted].astype(np.int64) * 2 + found)
     counts: Counter[tuple[Expected, bool]] = Counter()
-    for (code, hit), n in by_code.items():
-        exp = expected[code]
+    for pair, n in zip(pairs.tolist(), np.bincount(index, minlength=len(pairs)).tolist(), strict=True):
+        exp = expected[pair // 2]
         assert exp is not None
-        counts[(exp, hit)] += n
-    return counts, injected
+        counts[(exp, bool(pair % 2))] += n
+    return counts, others
 
 
 def estimate_from_tags(
@@ -68,7 +71,7 @@ def estimate_from_tags(
     `b3: d`, a sampled flag without ids: traced, but not under an id we know). Each mode's
     expectation follows the mesh configuration `ctx` (default: Istio's gateway)."""
     tagged_mesh = tagged - reference_ids
-    counts, injected = _answered_by_injection(as_fold(ledger), ctx, tagged_mesh)
+    counts, not_injected = _answered_by_injection(as_fold(ledger), ctx, tagged_mesh)
     free = Tally()  # decision-free requests: found by their injected id, of those sent
     forced = {Decision.FORCED_SAMPLED: Tally(), Decision.FORCED_NOT_SAMPLED: Tally()}
     forced_new_id = 0  # forced-sampled requests whose trace id Envoy creates
@@ -80,7 +83,7 @@ def estimate_from_tags(
             if expected.decision is Decision.FORCED_SAMPLED and not expected.keeps_trace_id:
                 forced_new_id += n
     free_sent, free_found_known = free.n, free.k
-    unattributed = max(0, len(tagged_mesh - injected) - forced_new_id)
+    unattributed = max(0, not_injected - forced_new_id)
     raw = Proportion(min(free_sent, free_found_known + unattributed), free_sent)
     note: str | None = None
     if not free_sent:

@@ -20,14 +20,13 @@ before T: read an interval with that lead in mind.
 from __future__ import annotations
 
 import math
-import operator
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from itertools import compress, repeat
 from typing import Any
 
-from loadgen.analysis.ledgerfold import LedgerFold, RequestFacts, as_fold
+import numpy as np
+
+from loadgen.analysis.ledgerfold import LedgerFold, RequestFacts, as_fold, unique_inverse
 from loadgen.analysis.observation import TraceObservation
 from loadgen.analysis.reconcile import OUTCOMES, Expectation, Outcome, observe
 from loadgen.backends.base import FetchStatus
@@ -102,10 +101,11 @@ def tally_windows(
     if bin_s <= 0:
         raise ValueError(f"bin_s must be > 0, got {bin_s}")
     fold = as_fold(ledger)
-    timed = list(map(operator.eq, fold.starts, fold.starts))  # False: NaN, no usable start time
-    starts = list(compress(fold.starts, timed))
+    timed = ~np.isnan(fold.starts)  # NaN: no usable start time
+    starts = fold.starts[timed]
     traces = [(float(t), (tid, state, spans)) for tid, state, spans, t in reference if t is not None]
-    times = starts + [ts for ts, _ in traces]
+    times = [float(starts.min()), float(starts.max())] if len(starts) else []
+    times += [ts for ts, _ in traces]
     if not times:
         return []
     start = min(times) if origin is None else origin
@@ -117,17 +117,21 @@ def tally_windows(
     def window(ts: float) -> WindowTally:
         return bins[min(_bin_index(ts, start, bin_s), len(bins) - 1)]
 
-    # `window` for every request at once (the same arithmetic, mapped), then requests counted
+    # `window` for every request at once (the same arithmetic, on arrays), then requests counted
     # by (bin, facts, class): each distinct triple is added once.
-    offsets = map(operator.truediv, map(operator.sub, starts, repeat(start)), repeat(bin_s))
+    offsets = (starts - start) / bin_s
     if origin is None:
         # start is the earliest time and the bins reach the latest: every offset is in
         # [0, len(bins)), so truncation is the floor and no clamp is needed.
-        indexes: Iterator[int] = map(int, offsets)
+        indexes = offsets.astype(np.int64)
     else:
-        indexes = map(min, map(max, map(math.floor, offsets), repeat(0)), repeat(len(bins) - 1))
-    classes = compress(observe(fold, observations, expect).classes, timed)
-    for (i, code, cls), n in Counter(zip(indexes, compress(fold.codes, timed), classes, strict=True)).items():
+        indexes = np.clip(np.floor(offsets), 0, len(bins) - 1).astype(np.int64)
+    classes = observe(fold, observations, expect).classes[timed]
+    pairs, pair_index = unique_inverse(fold.codes[timed].astype(np.int64) * 256 + classes)
+    triples, index = unique_inverse(indexes * max(1, len(pairs)) + pair_index)
+    for triple, n in zip(triples.tolist(), np.bincount(index, minlength=len(triples)).tolist(), strict=True):
+        i, pair = divmod(triple, max(1, len(pairs)))
+        code, cls = divmod(int(pairs[pair]), 256)
         _add_requests(bins[i], fold.facts[code], OUTCOMES[cls >> 3], n)
     for ts, (tid, state, spans) in traces:
         _add_reference(window(ts), tid, state, spans, observations)
