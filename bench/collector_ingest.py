@@ -20,6 +20,18 @@ attributes), same batch sizes, POSTed to /v1/traces or sent as TraceService/Expo
 C channels, bodies pre-serialized) to the collector's --otlp-grpc-port; each batch size is measured
 over Zipkin first, then over each OTLP protocol, on fresh collectors. Extra ratio: OTLP spans per
 collector CPU-second / Zipkin JSON's in the same run.
+
+Collector CPU is read after the run's `GET /loadgen/stats`, which first indexes the spans ingest
+left unindexed (the store indexes in bulk every few thousand rows): work every stored span costs.
+"POSTs/commit" is the store's batches per transaction (group commit: POSTs that arrive together
+share one COMMIT; 1.0 means every POST committed alone).
+
+--floor: at each batch size, the same POSTs also go to two servers that do no span work at all:
+loadgen's HTTP setup (aiohttp through the collector's start_server, with its request-head deadline
+and middleware) with a handler that reads the body and answers 202, and a bare asyncio protocol
+that finds Content-Length, skips the body and writes a canned 202 (not a server: the event loop
+and the sockets alone). Extra ratios: the collector's spans per CPU-second / each floor's, i.e.
+the share of the collector's CPU that is HTTP, not spans.
 """
 
 from __future__ import annotations
@@ -27,10 +39,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +62,7 @@ from _common import (
     proc_cpu_s,
     ratio_line,
     self_cpu_s,
+    stop_pid,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -178,12 +194,11 @@ def measure(
         else:
             sent = post_all(collector.url, bodies, batch_size, connections, protocol)
         ok_spans, bad, wall = asyncio.run(sent)
-        cpu = proc_cpu_s(collector.pid) - cpu0
-        client_cpu = self_cpu_s() - client0
-        import urllib.request
-
+        # Before reading the CPU: the stats query indexes what ingest left for later.
         with urllib.request.urlopen(f"{collector.url}/loadgen/stats") as resp:
             stats = json.load(resp)
+        cpu = proc_cpu_s(collector.pid) - cpu0
+        client_cpu = self_cpu_s() - client0
     if stats["spans_accepted"] != ok_spans or bad:
         print(
             f"   ! collector accepted {stats['spans_accepted']} spans, client saw {ok_spans} acknowledged, "
@@ -204,7 +219,98 @@ def measure(
         100.0 * cpu / wall,
         per_cpu_s,
         100.0 * client_cpu / wall,
+        stats["batches"] / stats["commits"] if stats.get("commits") else None,
     ]
+
+
+# --- the HTTP floor (--floor) ----------------------------------------------------------------------
+
+FLOORS = ("aiohttp-floor", "asyncio-floor")
+
+
+async def _serve_floor(kind: str) -> None:
+    """A server that does no span work (see --floor in the module docstring), until SIGTERM."""
+    import signal
+
+    from aiohttp import web
+
+    from loadgen.stack.collector.deadline import mark_busy, start_server
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    if kind == "aiohttp-floor":
+
+        async def accept(request: web.Request) -> web.Response:
+            await request.read()
+            return web.Response(status=202)
+
+        async def health(request: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        app = web.Application(middlewares=[mark_busy])
+        app.add_routes([web.post("/api/v2/spans", accept), web.get("/health", health)])
+        runner, url = await start_server(app)
+        print(json.dumps({"ready": True, "url": url, "pid": os.getpid()}), flush=True)
+        await stop.wait()
+        await runner.cleanup()
+        return
+    server = await loop.create_server(_CannedHttp, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    print(json.dumps({"ready": True, "url": f"http://127.0.0.1:{port}", "pid": os.getpid()}), flush=True)
+    await stop.wait()
+    server.close()
+
+
+class _CannedHttp(asyncio.Protocol):
+    """HTTP/1.1 with Content-Length only, every request answered 202 (200 "ok" to a GET)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            head = self.buffer[:end].lower()
+            size = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip() == b"content-length":
+                    size = int(value)
+            if len(self.buffer) < end + 4 + size:
+                return
+            self.buffer = self.buffer[end + 4 + size :]
+            get = head.startswith(b"get")
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                if get
+                else b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
+            )
+
+
+def measure_floor(kind: str, batch_size: int, total_spans: int, connections: int) -> list[object]:
+    """The Zipkin POSTs of `measure` against a floor server: a row of the same columns."""
+    bodies = build_bodies(total_spans, batch_size, seed=batch_size)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve-floor", kind], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline())
+        cpu0, client0 = proc_cpu_s(proc.pid), self_cpu_s()
+        ok_spans, bad, wall = asyncio.run(post_all(ready["url"], bodies, batch_size, connections))
+        cpu = proc_cpu_s(proc.pid) - cpu0
+        client_cpu = self_cpu_s() - client0
+    finally:
+        stop_pid(proc.pid)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    mean_bytes = sum(len(b) for b, _ in bodies) / len(bodies)
+    return [
+        batch_size, len(bodies), round(mean_bytes), ok_spans, None, bad, wall, ok_spans / wall,
+        100.0 * cpu / wall, ok_spans / cpu if cpu > 0 else 0.0, 100.0 * client_cpu / wall, None,
+    ]  # fmt: skip
 
 
 COLUMNS = [
@@ -219,6 +325,7 @@ COLUMNS = [
     "collector CPU %",
     "spans/collector CPU-s",
     "client CPU %",
+    "POSTs/commit",
 ]
 OTLP_COLUMNS = [
     "protocol",
@@ -260,7 +367,19 @@ def print_closing(rows: list[list[object]], protocols: list[str]) -> None:
             note=f"(wall rate {rate:,.0f} spans/s = {rate / ENVOY_SPANS_PER_S:.3f} x Envoy)",
         )
     for row in rows:
-        if row[0] == "zipkin":
+        if row[0] not in FLOORS:
+            continue
+        size, floor = row[1], float(row[10])
+        collector = zipkin_per_cpu.get(size, 0.0)
+        us_collector = 1e6 * int(size) / collector if collector else 0.0
+        us_floor = 1e6 * int(size) / floor if floor else 0.0
+        ratio_line(
+            f"collector spans per CPU-second / {row[0]} @ {size} spans/POST",
+            collector / floor if floor else None,
+            note=f"(collector {us_collector:,.0f} CPU-us per POST, of which this floor's {us_floor:,.0f})",
+        )
+    for row in rows:
+        if row[0] == "zipkin" or row[0] in FLOORS:
             continue
         size, per_cpu, base = row[1], float(row[10]), zipkin_per_cpu.get(row[1], 0.0)
         ratio_line(
@@ -283,7 +402,17 @@ def main() -> int:
         help="zipkin (default), otlp-http, otlp-grpc or otlp-http,otlp-grpc: OTLP is measured "
         "after Zipkin JSON at each batch size and compared with it",
     )
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="also POST the Zipkin bodies to servers that do no span work (aiohttp as the collector "
+        "runs it; a bare asyncio protocol) and print the collector's share of CPU that is HTTP",
+    )
+    p.add_argument("--serve-floor", choices=FLOORS, help=argparse.SUPPRESS)  # the floor's own process
     args = p.parse_args()
+    if args.serve_floor:
+        asyncio.run(_serve_floor(args.serve_floor))
+        return 0
     if args.quick:
         args.spans = 3000
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
@@ -298,7 +427,9 @@ def main() -> int:
         for size in sizes:
             for protocol in protocols:
                 rows.append([protocol, *measure(size, args.spans, args.connections, Path(tmp), protocol)])
-    if len(protocols) > 1:
+            for kind in FLOORS if args.floor else ():
+                rows.append([kind, *measure_floor(kind, size, args.spans, args.connections)])
+    if len(protocols) > 1 or args.floor:
         print_table(OTLP_COLUMNS, rows)
     else:
         print_table(COLUMNS, [row[1:] for row in rows])

@@ -13,6 +13,7 @@ import json
 import math
 from typing import Any
 
+import msgspec
 import pytest
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -31,10 +32,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from loadgen.mesh.otlp_values import annotation_value, tag_string
 from loadgen.stack.collector.decode import BadRequest
+from loadgen.stack.collector.normalize import ZipkinSpan, validate_spans
 from loadgen.stack.collector.otlp import (
     parse_json,
     parse_proto,
     request_to_spans,
+    request_to_structs,
     status_body,
     success_body,
 )
@@ -111,10 +114,10 @@ class TestSpanMapping:
             "id": "eee19b7ec3c1b174",
             "parentId": "eee19b7ec3c1b173",
             "kind": "SERVER",
-            "name": "GET /cart",
+            "name": "get /cart",  # normalized as Zipkin does: lowercase names
             "timestamp": 1_544_712_660_000_000,
             "duration": 1234,  # 1,234,567 ns: whole microseconds
-            "localEndpoint": {"serviceName": "Checkout"},  # validate_spans lowercases it later
+            "localEndpoint": {"serviceName": "checkout"},
             "annotations": [
                 {"timestamp": 1_544_712_660_000_500, "value": "sent"},
                 {"timestamp": 1_544_712_660_000_700, "value": '{"exception":{"exception.type":"IOError"}}'},
@@ -140,7 +143,7 @@ class TestSpanMapping:
         assert one(request(span(kind=Span.SPAN_KIND_INTERNAL), resource=[])) == {
             "traceId": "5b8efff798038103d269b633813fc60c",
             "id": "eee19b7ec3c1b174",
-            "name": "GET /cart",
+            "name": "get /cart",
             "localEndpoint": {"serviceName": "unknown_service"},  # the default resource's
         }
 
@@ -181,6 +184,30 @@ class TestSpanMapping:
             ("0000000000000001", "a"),
             ("eee19b7ec3c1b174", "unknown_service"),
         ]
+
+
+class TestTyped:
+    def test_typed_spans_are_already_what_validation_makes_of_them(self) -> None:
+        """The ingest paths store request_to_structs' spans without validate_spans: they must
+        already be normalized (lowercase names and services, no empty fields) and valid."""
+        req = request(
+            span(kind=Span.SPAN_KIND_CLIENT, attributes=[kv("peer.service", s("Cart-SVC")), kv("e", s(""))]),
+            span(span_id=PARENT, name="", parent_span_id=bytes(8), start_time_unix_nano=999),
+            resource=[kv("service.name", s("WEB")), kv("Region", s("EU"))],
+        )
+        typed = request_to_structs(req)
+        assert all(type(x) is ZipkinSpan for x in typed)
+        spans = msgspec.to_builtins(typed)
+        assert validate_spans(spans) == spans == request_to_spans(req)
+        assert [x.get("name") for x in spans] == ["get /cart", None]
+        assert spans[0]["localEndpoint"] == {"serviceName": "web"}
+        assert spans[0]["remoteEndpoint"] == {"serviceName": "cart-svc"}
+        assert spans[1] == {
+            "traceId": TRACE.hex(),
+            "id": PARENT.hex(),
+            "localEndpoint": {"serviceName": "web"},
+            "tags": {"Region": "EU"},
+        }
 
 
 class TestStatus:
@@ -300,7 +327,7 @@ class TestRemoteEndpoint:
         [
             (
                 [kv("server.address", s("cart")), kv("peer.service", s("Cart-Svc"))],
-                {"serviceName": "Cart-Svc"},
+                {"serviceName": "cart-svc"},
             ),
             (
                 [
@@ -380,7 +407,7 @@ class TestJson:
                 "traceId": "5b8efff798038103d269b633813fc60c",
                 "id": "eee19b7ec3c1b174",
                 "kind": "CLIENT",
-                "name": "GET /cart",
+                "name": "get /cart",
                 "timestamp": 1_544_712_660_000_000,
                 "duration": 1000,
                 "localEndpoint": {"serviceName": "web"},

@@ -130,7 +130,7 @@ def test_add_rejects_whole_batch_and_stores_nothing() -> None:
     store = SpanStore(None)
     with pytest.raises(SpanValidationError):
         store.add([span(), span(span_id="bad")])
-    assert store.stats() == {"spans_accepted": 0, "batches": 0, "spans_dropped": 0, "traces": 0}
+    assert store.stats() == {"spans_accepted": 0, "batches": 0, "spans_dropped": 0, "traces": 0, "commits": 0}
 
 
 # --- basic queries -------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def test_add_get_trace_normalized_lookup_and_duplicates_kept() -> None:
         assert trace is not None
         assert [s["id"] for s in trace] == ["0000000000000001", "0000000000000002", "0000000000000001"]
     assert store.get_trace(T1) is None
-    assert store.stats() == {"spans_accepted": 3, "batches": 2, "spans_dropped": 0, "traces": 1}
+    assert store.stats() == {"spans_accepted": 3, "batches": 2, "spans_dropped": 0, "traces": 1, "commits": 2}
     assert store.add([]) == 0
     assert store.stats()["batches"] == 2
 
@@ -316,7 +316,13 @@ def test_reload_after_restart(tmp_path: Path) -> None:
     assert (tmp_path / SPANS_DB_NAME).is_file()
 
     with SpanStore(tmp_path) as again:
-        assert again.stats() == {"spans_accepted": 3, "batches": 2, "spans_dropped": 0, "traces": 2}
+        assert again.stats() == {
+            "spans_accepted": 3,
+            "batches": 2,
+            "spans_dropped": 0,
+            "traces": 2,
+            "commits": 0,
+        }
         assert again.get_trace(T2) is not None
         assert again.services() == ["backend", "gw", "late"]
         assert again.span_names("gw") == ["root"]
@@ -359,7 +365,13 @@ def test_full_database_refuses_the_batch_whole_and_keeps_working(tmp_path: Path)
             store.add(big)
         # Nothing of the refused batch is visible, and the counters did not move.
         assert store.get_trace(T3) is None
-        assert store.stats() == {"spans_accepted": 1, "batches": 1, "spans_dropped": 0, "traces": 1}
+        assert store.stats() == {
+            "spans_accepted": 1,
+            "batches": 1,
+            "spans_dropped": 0,
+            "traces": 1,
+            "commits": 1,
+        }
         store.add([span(T2)])  # small enough: accepted after the failure, not glued to anything
     with SpanStore(tmp_path) as store:
         assert store.get_trace(T3) is None  # a refused batch never reappears
@@ -388,8 +400,13 @@ def test_concurrent_batches_share_one_commit_and_each_is_stored(tmp_path: Path) 
 
     with SpanStore(tmp_path) as store:
         assert asyncio.run(post_all(store)) == [2, 1, 1]
-        assert store.group_commits == 1  # three batches, one transaction
-        assert store.stats() == {"spans_accepted": 4, "batches": 3, "spans_dropped": 0, "traces": 3}
+        assert store.stats() == {
+            "spans_accepted": 4,
+            "batches": 3,
+            "spans_dropped": 0,
+            "traces": 3,
+            "commits": 1,
+        }
         assert _traces(store, T1, T2, T3) == [True, True, True]
     with SpanStore(tmp_path) as again:  # each batch kept its own batch number
         assert again.stats()["batches"] == 3
@@ -410,7 +427,13 @@ def test_a_failed_group_commit_fails_every_batch_and_keeps_none(tmp_path: Path) 
         assert "full" in str(small) and "full" in str(large)
         # The small batch would have fitted alone: it failed with its group and is not stored.
         assert _traces(store, T1, T2, T3) == [True, False, False]
-        assert store.stats() == {"spans_accepted": 1, "batches": 1, "spans_dropped": 0, "traces": 1}
+        assert store.stats() == {
+            "spans_accepted": 1,
+            "batches": 1,
+            "spans_dropped": 0,
+            "traces": 1,
+            "commits": 1,
+        }
         assert asyncio.run(store.add_async([span(T2)])) == 1  # alone it is accepted
     with SpanStore(tmp_path) as store:
         assert _traces(store, T1, T2, T3) == [True, True, False]  # a refused batch never reappears
@@ -473,7 +496,13 @@ def test_legacy_jsonl_is_imported_once(tmp_path: Path) -> None:
     legacy.write_text("\n".join(lines) + "\n" + json.dumps([span(T2)])[:25])  # torn final line
     content = legacy.read_bytes()
     with SpanStore(tmp_path) as store:
-        assert store.stats() == {"spans_accepted": 3, "batches": 2, "spans_dropped": 0, "traces": 2}
+        assert store.stats() == {
+            "spans_accepted": 3,
+            "batches": 2,
+            "spans_dropped": 0,
+            "traces": 2,
+            "commits": 1,
+        }
         assert store.get_trace(T2) is None
     assert not legacy.exists()
     assert (tmp_path / (LEGACY_SPANS_FILE_NAME + ".imported")).read_bytes() == content

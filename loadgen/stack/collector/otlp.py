@@ -1,5 +1,6 @@
-"""OTLP trace ingest, pure: `ExportTraceServiceRequest` bodies -> raw Zipkin v2 spans, and the
-answer bodies OTLP specifies. I/O (HTTP, gRPC, the store) is in server.py and otlp_grpc.py.
+"""OTLP trace ingest, pure: `ExportTraceServiceRequest` bodies -> Zipkin v2 spans (normalized, in
+the typed form the store takes: loadgen.stack.collector.normalize.ZipkinSpan), and the answer
+bodies OTLP specifies. I/O (HTTP, gRPC, the store) is in server.py and otlp_grpc.py.
 
 Decoding (OTLP specification, https://opentelemetry.io/docs/specs/otlp/): binary protobuf
 (`application/x-protobuf`, and every gRPC body), or OTLP/JSON (`application/json`): proto3's JSON
@@ -32,12 +33,14 @@ Mapping to Zipkin v2 (OpenTelemetry specification, "OpenTelemetry to Zipkin Tran
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import json
 import re
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
@@ -48,6 +51,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from loadgen.mesh.otlp_values import ZIPKIN_KINDS, annotation_value, tag_string
 from loadgen.stack.collector.decode import BadRequest, decode_json
+from loadgen.stack.collector.normalize import Annotation, Endpoint, ZipkinSpan
 
 __all__ = [
     "DEFAULT_SERVICE",
@@ -57,6 +61,7 @@ __all__ = [
     "parse_json",
     "parse_proto",
     "request_to_spans",
+    "request_to_structs",
     "status_body",
     "success_body",
 ]
@@ -187,7 +192,16 @@ def _plain(value: Any) -> Any:
 
 
 def _tags(attributes: Iterable[Any]) -> dict[str, str]:
-    return {kv.key: tag_string(_plain(kv.value)) for kv in attributes if kv.key}
+    tags: dict[str, str] = {}
+    for kv in attributes:
+        key = kv.key
+        if key:
+            value = kv.value
+            # A non-empty string_value is the string case (a oneof): nearly every attribute, so
+            # taken without the generic conversion. Anything else, "" included, goes through it.
+            text = value.string_value
+            tags[key] = text if text else tag_string(_plain(value))
+    return tags
 
 
 def _scope_names(scope: Any) -> dict[str, str]:
@@ -200,29 +214,48 @@ def _scope_names(scope: Any) -> dict[str, str]:
     return tags
 
 
-def _id_hex(raw: bytes, size: int, where: str, *, optional: bool = False) -> str | None:
-    if optional and (not raw or raw == bytes(size)):
-        return None  # a root span (an all-zero parent is no parent either)
+def _id_hex(raw: bytes, size: int, at: tuple[int, int, int], field: str) -> str:
+    """A trace id (16 bytes) or span id (8) as hex; BadRequest naming the span (formatted only
+    then: this runs for every id of every span) unless it is `size` non-zero bytes."""
     if len(raw) != size or raw == bytes(size):
         got = f"{len(raw)} bytes" if raw != bytes(size) else "all zeros"
-        raise BadRequest(f"{where}: expected {size} non-zero bytes ({2 * size} hex), got {got}")
+        where = "resourceSpans[{}].scopeSpans[{}].spans[{}]".format(*at)
+        raise BadRequest(f"{where}.{field}: expected {size} non-zero bytes ({2 * size} hex), got {got}")
     return raw.hex()
 
 
-def _remote_endpoint(tags: dict[str, str]) -> dict[str, Any] | None:
+def _parent_hex(raw: bytes, at: tuple[int, int, int]) -> str | None:
+    """The parent span id as hex, None for a root (absent or all zeros: no parent either)."""
+    return None if not raw or raw == bytes(8) else _id_hex(raw, 8, at, "parentSpanId")
+
+
+@functools.lru_cache(maxsize=1024)
+def _address(value: str) -> tuple[str, str]:
+    """A remote endpoint's value as its Endpoint field: an IP address as ipv4/ipv6 (in its
+    canonical text), anything else as serviceName. Cached: a mesh has few peers, and parsing is
+    most of a CLIENT span's mapping otherwise."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return "serviceName", value
+    return ("ipv4" if address.version == 4 else "ipv6"), str(address)
+
+
+def _remote_endpoint(tags: dict[str, str]) -> Endpoint | None:
     for name, port_name in _REMOTE_RANKING:
         value = tags.get(name)
         if not value:
             continue
-        try:
-            address = ipaddress.ip_address(value)
-        except ValueError:
-            endpoint: dict[str, Any] = {"serviceName": value}
+        field, text = _address(value)
+        if field == "ipv4":
+            endpoint = Endpoint(ipv4=text)
+        elif field == "ipv6":
+            endpoint = Endpoint(ipv6=text)
         else:
-            endpoint = {"ipv4" if address.version == 4 else "ipv6": str(address)}
+            endpoint = Endpoint(serviceName=text)
         port = tags.get(port_name, "") if port_name else ""
         if port.isdigit() and 0 < int(port) < 65536:
-            endpoint["port"] = int(port)
+            endpoint.port = int(port)
         return endpoint
     return None
 
@@ -238,41 +271,16 @@ def _status_tags(status: Any, tags: dict[str, str]) -> None:
         del tags["error"]  # Zipkin reads any `error` tag as failed
 
 
-def _span(span: Any, service: str, base_tags: dict[str, str], where: str) -> dict[str, Any]:
-    """One OTLP Span as a raw Zipkin v2 span; `base_tags`: resource and scope tags."""
-    out: dict[str, Any] = {
-        "traceId": _id_hex(span.trace_id, 16, f"{where}.traceId"),
-        "id": _id_hex(span.span_id, 8, f"{where}.spanId"),
-    }
-    parent = _id_hex(span.parent_span_id, 8, f"{where}.parentSpanId", optional=True)
-    if parent is not None:
-        out["parentId"] = parent
-    kind = ZIPKIN_KINDS.get(span.kind)
-    if kind is not None:
-        out["kind"] = kind
-    if span.name:
-        out["name"] = span.name
+def _span(span: Any, service: str, base_tags: dict[str, str], at: tuple[int, int, int]) -> ZipkinSpan:
+    """One OTLP Span as a Zipkin v2 span; `base_tags`: resource and scope tags."""
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
-    if start:
-        out["timestamp"] = start // 1000
-        if end > start and (end - start) // 1000:
-            out["duration"] = (end - start) // 1000
-    out["localEndpoint"] = {"serviceName": service}
     tags = {**base_tags, **_tags(span.attributes)}
-    if span.kind in _CLIENT_KINDS:
-        remote = _remote_endpoint(tags)
-        if remote is not None:
-            out["remoteEndpoint"] = remote
+    remote = _remote_endpoint(tags) if span.kind in _CLIENT_KINDS else None
     annotations = [
-        {
-            "timestamp": event.time_unix_nano // 1000,
-            "value": annotation_value(event.name, _tags(event.attributes)),
-        }
+        Annotation(event.time_unix_nano // 1000, annotation_value(event.name, _tags(event.attributes)))
         for event in span.events
         if event.time_unix_nano // 1000
     ]
-    if annotations:
-        out["annotations"] = annotations
     for name, count in (
         ("otel.dropped_attributes_count", span.dropped_attributes_count),
         ("otel.dropped_events_count", span.dropped_events_count),
@@ -281,15 +289,28 @@ def _span(span: Any, service: str, base_tags: dict[str, str], where: str) -> dic
         if count:
             tags[name] = str(count)
     _status_tags(span.status, tags)
-    if tags:
-        out["tags"] = tags
-    return out
+    # Every value is in range and of its type here (ids checked, times // 1000 of uint64 ns,
+    # protobuf strings are valid UTF-8); ZipkinSpan's __post_init__ normalizes as for Zipkin JSON.
+    return ZipkinSpan(
+        traceId=_id_hex(span.trace_id, 16, at, "traceId"),
+        id=_id_hex(span.span_id, 8, at, "spanId"),
+        parentId=_parent_hex(span.parent_span_id, at),
+        kind=ZIPKIN_KINDS.get(span.kind),  # type: ignore[arg-type]
+        name=span.name or None,
+        timestamp=start // 1000 or None,
+        duration=(end - start) // 1000 or None if start and end > start else None,
+        localEndpoint=Endpoint(serviceName=service),
+        remoteEndpoint=remote,
+        annotations=annotations or None,
+        tags=tags or None,
+    )
 
 
-def request_to_spans(request: ExportTraceServiceRequest) -> list[dict[str, Any]]:
-    """Every span of `request` as a raw Zipkin v2 span (validate_spans still checks them), in
-    request order; BadRequest naming the first span with a malformed id."""
-    spans: list[dict[str, Any]] = []
+def request_to_structs(request: ExportTraceServiceRequest) -> list[ZipkinSpan]:
+    """Every span of `request` as a normalized Zipkin v2 span (the typed form the store takes:
+    nothing to validate again), in request order; BadRequest naming the first span with a
+    malformed id."""
+    spans: list[ZipkinSpan] = []
     for r, resource_spans in enumerate(request.resource_spans):
         resource_tags = _tags(resource_spans.resource.attributes)
         service = resource_tags.pop("service.name", "") or DEFAULT_SERVICE
@@ -298,8 +319,14 @@ def request_to_spans(request: ExportTraceServiceRequest) -> list[dict[str, Any]]
             base_tags = {**resource_tags, **_tags(scope_spans.scope.attributes)}
             scope_names = _scope_names(scope_spans.scope)
             for n, span in enumerate(scope_spans.spans):
-                converted = _span(span, service, base_tags, f"resourceSpans[{r}].scopeSpans[{s}].spans[{n}]")
+                converted = _span(span, service, base_tags, (r, s, n))
                 if scope_names:  # the scope's own name and version win over any span attribute
-                    converted.setdefault("tags", {}).update(scope_names)
+                    converted.tags = {**(converted.tags or {}), **scope_names}
                 spans.append(converted)
+    return spans
+
+
+def request_to_spans(request: ExportTraceServiceRequest) -> list[dict[str, Any]]:
+    """`request_to_structs` as Zipkin v2 JSON-shaped dicts (normalized: what the store keeps)."""
+    spans: list[dict[str, Any]] = msgspec.to_builtins(request_to_structs(request))
     return spans

@@ -331,7 +331,7 @@ class _Collector:
             body = inflate(await self._read_body(request, reservation), encoding, self.max_body_bytes)
             parsed = otlp.parse_json(body) if media_type == otlp.JSON_TYPE else otlp.parse_proto(body)
             del body
-            spans = validate_spans(otlp.request_to_spans(parsed))
+            spans = otlp.request_to_structs(parsed)  # mapped and normalized in one step
             del parsed
         except _REFUSALS as exc:
             return self._refuse(exc, answer, otlp_http=True)
