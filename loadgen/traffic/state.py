@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from locust.env import Environment
+from locust.exception import RPCSendError
 from locust.runners import WorkerRunner
 
 from loadgen.ledger import LedgerWriter
@@ -47,7 +48,7 @@ class _RunState:
         runner = environment.runner
         if isinstance(runner, WorkerRunner):
             # Distributed: the master writes the one ledger; records travel with Locust's messages.
-            self.ledger = RelayLedger(runner.send_message, worker=worker)
+            self.ledger = RelayLedger(runner.send_message, worker=worker, retry_on=(RPCSendError,))
         elif os.environ.get(SEGMENT_ENV):
             # `loadgen watch`: LOADGEN_LEDGER is a folder of time segments (loadgen.ledger_segments).
             self.ledger = SegmentedLedgerWriter(Path(ledger), float(os.environ[SEGMENT_ENV]), worker=worker)
