@@ -1,6 +1,6 @@
 """Generator throughput: loadgen's traced Locust user vs a bare Locust user vs wrk, same gateway.
 
-    python bench/generator.py [--quick] [--users U] [--duration S] [--rounds R] [--sampling 100,0]
+    python bench/generator.py [--quick] [--users U] [--duration S] [--rounds R] [--sampling 0,20,100]
 
 For each sampling percentage, one embedded mesh (real gateway Envoy -> sidecar Envoy -> echo, spans
 to the collector) is started on 127.0.0.1 and, against it, in alternation (a, b, a, b, ...):
@@ -11,13 +11,19 @@ to the collector) is started on 127.0.0.1 and, against it, in alternation (a, b,
                 only the generator differs (the default mix forces 20 % of requests sampled, which
                 costs the mesh span work even at sampling 0 %)
   (b)  bare     `locust -f bench/bare_locustfile.py` (FastHttpUser, same Host and path, nothing else)
+  (h)  bare + loadgen's headers: the same bare user sending the header set of a traced request
+                (x-loadgen-run-id, x-loadgen-request-id and a b3 header: 3 headers more, the
+                default mix's mean is 3.3), so the cost of the headers alone in Locust's HTTP
+                client shows apart from loadgen's own work
   (e)  loadgen + the side-emitter at `loadgen run`'s default 20 reference traces/s (first sampling only)
 
 then wrk once (`wrk -t1 -c U -d Ns -H 'Host: ...' GW/headers`), which shows what the mesh itself
 can serve. Requests/s are read from Locust's --json-file (num_requests / (last request - start))
 and from wrk's "Requests/sec". The median of the per-round a/b ratios is the headline (alternation
-cancels drift). Client CPU per request (exact, from the child's rusage) is printed too because on a
-2-core machine the mesh, not the generator, may bound the throughput.
+cancels drift). Client CPU per request (from the child's /proc samples while the load ran) is the
+primary figure: on a 2-core machine the mesh, not the generator, bounds the throughput, so req/s
+ratios mostly measure the mesh. Each run's row shows the 1-minute load average at its end (the
+machine is shared: a high one means a noisy figure).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from _common import (
     CpuSampler,
     banner,
     footer,
+    loadavg,
     median,
     print_table,
     ratio_line,
@@ -114,6 +121,7 @@ def locust_run(
         "client_us_per_req": 1e6 * load_cpu_s / requests if requests else 0.0,
         "emitter_spans": emitted,
         "emitter_cpu_pct": 100.0 * emitter_cpu / emitter_wall if emitter is not None else 0.0,
+        "loadavg": loadavg().split()[0],
         **{f"{k}_pct": sampler.percent(k, first, last) for k in [*pids, "machine", "bench"]},
     }
 
@@ -165,6 +173,7 @@ def wrk_run(
         "client_us_per_req": 1e6 * child.cpu_s / total if total else 0.0,
         "emitter_spans": 0,
         "emitter_cpu_pct": 0.0,
+        "loadavg": loadavg().split()[0],
         **{f"{k}_pct": sampler.percent(k, t0, t1) for k in [*pids, "machine", "bench"]},
     }
 
@@ -184,10 +193,20 @@ class Variant:
     emitter_rate: float = 0.0
 
 
+# A traced request's headers beyond the bare user's Host, with values of their real lengths.
+TRACED_HEADERS = {
+    "x-loadgen-run-id": "bench-h0",
+    "x-loadgen-request-id": "5f0c3e1e2a7b4c7d9e8f00112233aabb",
+    "b3": "463ac35c9f6413ad48485a3953bb6124-a2fb4a1d1a96d312",
+}
+
 VARIANTS = [
     Variant("a", "a loadgen", LOADGEN_LOCUSTFILE),
     Variant("p", "a' loadgen, proxy-decided mix", LOADGEN_LOCUSTFILE, {"LOADGEN_MIX": PROXY_DECIDED_MIX}),
     Variant("b", "b bare Locust", BARE_LOCUSTFILE),
+    Variant(
+        "h", "h bare + loadgen's headers", BARE_LOCUSTFILE, {"BARE_EXTRA_HEADERS": json.dumps(TRACED_HEADERS)}
+    ),
     Variant("e", "e loadgen+emitter", LOADGEN_LOCUSTFILE, emitter_rate=EMITTER_RATE_PER_S),
 ]
 
@@ -201,7 +220,9 @@ def main() -> int:
     p.add_argument("--users", type=int, default=16, help="Locust users = wrk connections (default 16)")
     p.add_argument("--duration", type=int, default=15, help="seconds per run (default 15)")
     p.add_argument("--rounds", type=int, default=3, help="alternation rounds per sampling (default 3)")
-    p.add_argument("--sampling", default="100,0", help="sampling percentages, one mesh each (default 100,0)")
+    p.add_argument(
+        "--sampling", default="0,20,100", help="sampling percentages, one mesh each (default 0,20,100)"
+    )
     args = p.parse_args()
     if args.quick:
         args.users, args.duration, args.rounds, args.sampling = 4, 1, 1, "100"
@@ -223,7 +244,7 @@ def main() -> int:
         [
             "sampling", "generator", "round", "requests", "failures", "req/s", "client CPU %",
             "client CPU µs/req", "emitter spans", "gateway CPU %", "sidecar CPU %", "echo CPU %",
-            "collector CPU %", "machine busy % (of 200)", "others CPU %",
+            "collector CPU %", "machine busy % (of 200)", "others CPU %", "loadavg 1 min",
         ],
         rows,
     )  # fmt: skip
@@ -254,9 +275,7 @@ def measure_sampling(
         }  # fmt: skip
         variants = [v for v in VARIANTS if v.key in ("a", "b")]
         if not args.quick:
-            variants.insert(1, VARIANTS[1])
-            if first:
-                variants.append(VARIANTS[3])
+            variants = [v for v in VARIANTS if v.key in ("a", "p", "b", "h") or (first and v.key == "e")]
         per = results.setdefault(sampling, {v.key: [] for v in variants})
         for r in range(args.rounds):
             for v in variants:
@@ -275,7 +294,7 @@ def measure_sampling(
                     "-",
                     "skipped: wrk not found on PATH (apt-get install -y wrk)",
                 ]
-                + [None] * 11
+                + [None] * 12
             )
         else:
             rows.append([f"{sampling:g}%", "c wrk", 1, *_cols(w)])
@@ -305,6 +324,7 @@ def print_medians(results: Results, wrk_rps: dict[float, float | None]) -> None:
         [
             "sampling", "loadgen", "loadgen proxy-decided mix", "bare", "loadgen+emitter", "wrk",
             "a/b per round", "a'/b per round", "loadgen µs/req", "proxy-decided µs/req", "bare µs/req",
+            "bare+headers µs/req", "loadavg 1 min (runs)",
         ],
         [
             [
@@ -312,6 +332,8 @@ def print_medians(results: Results, wrk_rps: dict[float, float | None]) -> None:
                 " ".join(f"{x:.3f}" for x in pair_ratios(s, "a")),
                 " ".join(f"{x:.3f}" for x in pair_ratios(s, "p")) if "p" in results[s] else None,
                 med(s, "a", "client_us_per_req"), med(s, "p", "client_us_per_req"), med(s, "b", "client_us_per_req"),
+                med(s, "h", "client_us_per_req"),
+                " ".join(str(x["loadavg"]) for runs in results[s].values() for x in runs),
             ]
             for s in results
         ],
@@ -338,7 +360,28 @@ def print_ratios(results: Results, wrk_rps: dict[float, float | None]) -> None:
         a_us, b_us = _med(results, s, "a", "client_us_per_req"), _med(results, s, "b", "client_us_per_req")
         if a_us and b_us:
             ratio_line(
-                f"bare/loadgen client CPU per request @ sampling {s:g}% (generator efficiency)", b_us / a_us
+                f"bare/loadgen client CPU per request @ sampling {s:g}% (generator efficiency)",
+                b_us / a_us,
+                ">=",
+                0.90,
+                note=f"({a_us:.1f} vs {b_us:.1f} µs/req)",
+            )
+        p_us, h_us = _med(results, s, "p", "client_us_per_req"), _med(results, s, "h", "client_us_per_req")
+        if p_us and b_us:
+            ratio_line(
+                f"bare/loadgen(proxy-decided mix) client CPU per request @ sampling {s:g}% "
+                "(generator efficiency, same tracing share as bare)",
+                b_us / p_us,
+                ">=",
+                0.90,
+                note=f"({p_us:.1f} vs {b_us:.1f} µs/req)",
+            )
+        if h_us and b_us:
+            ratio_line(
+                f"bare/(bare + loadgen's headers) client CPU per request @ sampling {s:g}% "
+                "(what the headers alone cost in Locust's client)",
+                b_us / h_us,
+                note=f"({h_us:.1f} vs {b_us:.1f} µs/req)",
             )
         b_rps, w_rps, e_rps, a_rps = (
             _med(results, s, "b"),
@@ -379,6 +422,7 @@ def _cols(r: dict[str, float | str]) -> list[object]:
             - float(r["bench_pct"])
             - sum(float(r[f"{k}_pct"]) for k in ("gateway", "sidecar", "echo", "collector")),
         ),
+        r["loadavg"],
     ]
 
 
