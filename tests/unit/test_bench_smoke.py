@@ -22,6 +22,7 @@ SCRIPTS = [
     "emitter.py",
     "ledger_analysis.py",
     "generator_rss.py",
+    "master_intake.py",
 ]
 RATIO_LINE = re.compile(r"^ratio \S.* = -?[0-9]+\.[0-9]+\b", re.MULTILINE)
 # The OTLP protocols ride along where that is cheap (measured on the 2-core box): collector_ingest
