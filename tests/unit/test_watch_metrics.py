@@ -234,3 +234,18 @@ def test_docs_metric_table_matches_the_contract() -> None:
         for suffix in names[1:]:  # "`x_lower` / `_upper`"
             documented[first.rsplit("_", 1)[0] + suffix] = kind
     assert documented == CONTRACT
+
+
+def test_readme_metric_table_names_every_contract_metric() -> None:
+    """The README's continuous-mode table: every metric of the contract, and no other."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Continuous mode", 1)[1].split("\n## ", 1)[0]
+    named: set[str] = set()
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 2 or not cells[0].startswith("`loadgen_"):
+            continue
+        names = re.findall(r"`([a-z_]+)`", cells[0])
+        base = names[0]
+        named.update(base + n if n.startswith("_") else n for n in names)
+    assert named == set(CONTRACT)
