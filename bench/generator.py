@@ -16,6 +16,8 @@ to the collector) is started on 127.0.0.1 and, against it, in alternation (a, b,
                 default mix's mean is 3.3), so the cost of the headers alone in Locust's HTTP
                 client shows apart from loadgen's own work
   (e)  loadgen + the side-emitter at `loadgen run`'s default 20 reference traces/s (first sampling only)
+  (s)  loadgen and bare side by side: both at the same time, half the users each, so both see the
+       same machine and the same mesh (on a shared machine, the steadiest CPU-per-request ratio)
 
 then wrk once (`wrk -t1 -c U -d Ns -H 'Host: ...' GW/headers`), which shows what the mesh itself
 can serve. Requests/s are read from Locust's --json-file (num_requests / (last request - start))
@@ -35,6 +37,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,6 +288,8 @@ def measure_sampling(
                 )  # fmt: skip
                 per[v.key].append(res)
                 rows.append([f"{sampling:g}%", v.label, r + 1, *_cols(res)])
+            if not args.quick:
+                side_by_side(args, mesh, workdir, r, pids, sampling, rows, per)
         w = wrk_run(mesh, args.users, args.duration, pids)
         if w is None:
             rows.append(
@@ -301,6 +306,40 @@ def measure_sampling(
         wrk_rps[sampling] = float(w["rps"]) if w else None
     finally:
         mesh.stop()
+
+
+def side_by_side(
+    args: argparse.Namespace,
+    mesh: EmbeddedMesh,
+    workdir: Path,
+    r: int,
+    pids: dict[str, int],
+    sampling: float,
+    rows: list[list[object]],
+    per: dict[str, list[dict[str, float | str]]],
+) -> None:
+    """(s) loadgen and bare Locust at the same time, half the users each: both see the same
+    machine and the same mesh, which alternation only approximates on a shared machine."""
+    out: dict[str, dict[str, float | str]] = {}
+
+    def one(key: str, locustfile: Path) -> None:
+        out[key] = locust_run(
+            locustfile, mesh, max(1, args.users // 2), args.duration, workdir, f"{key}{r}", pids
+        )
+
+    threads = [
+        threading.Thread(target=one, args=("sa", LOADGEN_LOCUSTFILE)),
+        threading.Thread(target=one, args=("sb", BARE_LOCUSTFILE)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if set(out) != {"sa", "sb"}:
+        raise RuntimeError("a side-by-side run failed (see above)")
+    for key, label in (("sa", "s loadgen, side by side"), ("sb", "s bare, side by side")):
+        per.setdefault(key, []).append(out[key])
+        rows.append([f"{sampling:g}%", label, r + 1, *_cols(out[key])])
 
 
 def _med(results: Results, s: float, key: str, field_name: str = "rps") -> float | None:
@@ -324,7 +363,7 @@ def print_medians(results: Results, wrk_rps: dict[float, float | None]) -> None:
         [
             "sampling", "loadgen", "loadgen proxy-decided mix", "bare", "loadgen+emitter", "wrk",
             "a/b per round", "a'/b per round", "loadgen µs/req", "proxy-decided µs/req", "bare µs/req",
-            "bare+headers µs/req", "loadavg 1 min (runs)",
+            "bare+headers µs/req", "side by side loadgen/bare µs/req", "loadavg 1 min (runs)",
         ],
         [
             [
@@ -333,6 +372,8 @@ def print_medians(results: Results, wrk_rps: dict[float, float | None]) -> None:
                 " ".join(f"{x:.3f}" for x in pair_ratios(s, "p")) if "p" in results[s] else None,
                 med(s, "a", "client_us_per_req"), med(s, "p", "client_us_per_req"), med(s, "b", "client_us_per_req"),
                 med(s, "h", "client_us_per_req"),
+                f"{med(s, 'sa', 'client_us_per_req') or 0:.1f}/{med(s, 'sb', 'client_us_per_req') or 0:.1f}"
+                if "sa" in results[s] else None,
                 " ".join(str(x["loadavg"]) for runs in results[s].values() for x in runs),
             ]
             for s in results
@@ -375,6 +416,19 @@ def print_ratios(results: Results, wrk_rps: dict[float, float | None]) -> None:
                 ">=",
                 0.90,
                 note=f"({p_us:.1f} vs {b_us:.1f} µs/req)",
+            )
+        sa_us, sb_us = (
+            _med(results, s, "sa", "client_us_per_req"),
+            _med(results, s, "sb", "client_us_per_req"),
+        )
+        if sa_us and sb_us:
+            ratio_line(
+                f"bare/loadgen client CPU per request, run side by side @ sampling {s:g}% "
+                "(generator efficiency, same machine and mesh at once)",
+                sb_us / sa_us,
+                ">=",
+                0.90,
+                note=f"({sa_us:.1f} vs {sb_us:.1f} µs/req)",
             )
         if h_us and b_us:
             ratio_line(
