@@ -23,7 +23,7 @@ SCRIPTS = [
     "ledger_analysis.py",
     "generator_rss.py",
     "master_intake.py",
-    "watch_soak.py",  # its --quick: 40 s watched, ~55 s with the mesh start, under load 5.8
+    "watch_soak.py",  # its --quick: 12 s watched, plus the mesh start and the probe
 ]
 RATIO_LINE = re.compile(r"^ratio \S.* = -?[0-9]+\.[0-9]+\b", re.MULTILINE)
 # The OTLP protocols ride along where that is cheap (measured on the 2-core box): collector_ingest
