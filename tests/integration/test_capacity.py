@@ -136,8 +136,21 @@ def test_reanalyze_with_other_bounds(knee_run: CapacityResult) -> None:
                 max_p99_growth=None,
             ),
         )
-        assert loose["knee"] is None and loose["last_good"] == 1
+        # Every bound off: no step could be judged, so none is the last good one (issue 13's
+        # "not judged" state) and the table says so.
+        assert loose["knee"] is None and loose["last_good"] is None
+        assert [s["judged"] for s in loose["steps"]] == [[], []]
         assert [s["requests"] for s in loose["steps"]] == [s["requests"] for s in knee_run.document["steps"]]
+        # One bound every step keeps (a p99 no step reaches): both judged, the last is the last good.
+        wide = reanalyze_capacity(
+            run_dir,
+            KneeBounds(
+                p99_ms=1e9, max_error_rate=None, min_collection=None, min_throughput=None,
+                min_scaling=None, max_p99_growth=None,
+            ),
+        )  # fmt: skip
+        assert wide["knee"] is None and wide["last_good"] == 1
+        assert [s["judged"] for s in wide["steps"]] == [["latency"], ["latency"]]
     finally:
         again = reanalyze_capacity(run_dir, original)
     assert again["knee"] == knee_run.document["knee"]

@@ -294,6 +294,11 @@ def test_fanout_integrity_verdict(tmp_path: Path, path: str, fragmented: bool) -
     frag = integrity["defects"]["fragmented"]["count"]
     assert frag == (judged if fragmented else 0)
     assert s["verdicts"]["propagation_integrity"] == ("fail" if fragmented else "pass")
-    assert result.exit_code == (1 if fragmented else 0)
+    verdicts = set(s["verdicts"].values())
+    if fragmented:
+        assert result.exit_code == 1
+    else:  # nothing fails; a verdict a slow machine gave too few traces to decide is inconclusive
+        assert "fail" not in verdicts
+        assert result.exit_code == (0 if verdicts == {"pass"} else 3), s["verdicts"]
     assert s["mesh"]["collection"]["k"] == s["mesh"]["collection"]["n"] > 0
     assert ("Propagation integrity" in (result.run_dir / "report.md").read_text()) is True
