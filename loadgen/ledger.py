@@ -240,19 +240,26 @@ class LedgerRows:
 
     def blocks(self) -> Iterator[list[LedgerRow | dict[str, Any]]]:
         """The rows in blocks of whole lines, about `block_bytes` each (a last line without its
-        newline is a block of its own)."""
+        newline is a block of its own). The file is read into one buffer, reused: each block is
+        decoded before the next read."""
         if not self.path.exists():
             return
-        with open(self.path, "rb") as fh:
-            rest = b""
-            while chunk := fh.read(self.block_bytes):
-                data = rest + chunk if rest else chunk
-                cut = data.rfind(b"\n") + 1
-                rest = data[cut:]
+        buf = bytearray(max(1, self.block_bytes))
+        view, filled = memoryview(buf), 0
+        with open(self.path, "rb", buffering=0) as fh:
+            while got := fh.readinto(view[filled:]):
+                filled += got
+                cut = buf.rfind(b"\n", 0, filled) + 1
                 if cut:
-                    yield self._rows(memoryview(data)[:cut])
-            if rest:
-                yield self._rows(memoryview(rest))
+                    yield self._rows(view[:cut])
+                    buf[: filled - cut] = view[cut:filled].tobytes()  # a copy: they may overlap
+                    filled -= cut
+                elif filled == len(buf):  # a line longer than the buffer: grow it
+                    view.release()
+                    buf.extend(bytes(len(buf)))
+                    view = memoryview(buf)
+            if filled:
+                yield self._rows(view[:filled])
 
     def _rows(self, lines: memoryview) -> list[LedgerRow | dict[str, Any]]:
         rows: list[LedgerRow | dict[str, Any]] | None = _decode_block(lines)  # type: ignore[assignment]

@@ -41,6 +41,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -332,7 +333,11 @@ def _eligible(fold: LedgerFold, seen: ObservationIndex) -> _Eligible:
     continued = np.array([f.under_injected for f in fold.facts], dtype=np.bool_)
     rows = np.flatnonzero(usable.astype(np.bool_)[seen.index] & answered[fold.codes] & fold.traced)
     codes = fold.codes[rows].astype(np.int64)
-    spans = [fold.injected_spans[i] for i in rows.tolist()]
+    spans = (
+        list(itemgetter(*rows.tolist())(fold.injected_spans))
+        if len(rows) > 1
+        else [fold.injected_spans[i] for i in rows.tolist()]
+    )
     injected = np.fromiter(map(bool, spans), dtype=np.bool_, count=len(spans))
     # The client's span is in the trace only when the mesh continued the injected trace id
     # (not, e.g., B3 under Envoy's OpenTelemetry tracer): else one root is right.

@@ -34,7 +34,6 @@ against). A time or latency that is not a finite number counts as absent.
 from __future__ import annotations
 
 import math
-import operator
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -241,8 +240,7 @@ class _Columns:
     path: list[Any]
     ts: list[float | None]
     latency: list[float | None]
-    status: list[Any]
-    error: list[Any]
+    status: list[int | None]  # None for a record dict's (see `answered`)
     inj: list[str | None]
     span: list[Any]
     up: list[str | None]
@@ -256,12 +254,12 @@ class _Columns:
         """`records`: the rows made from record dicts (`_row_of`), always odd."""
         odd = np.full(len(rows), all_odd, dtype=np.bool_)
         odd[list(records)] = True
-        flag = [r.up_flag for r in rows]
+        flag, status = [r.up_flag for r in rows], [r.status for r in rows]
         for i in records:
-            flag[i] = None  # any type: only the per-request path reads it
+            flag[i] = status[i] = None  # any type: only the per-request path reads them
         return cls(
             rows, [r.mode for r in rows], [r.path for r in rows], [r.ts for r in rows],
-            [r.latency_ms for r in rows], [r.status for r in rows], [r.error for r in rows],
+            [r.latency_ms for r in rows], status,
             [r.inj_trace for r in rows], [r.inj_span for r in rows], [r.up_trace for r in rows], flag,
             [r.up_xrid for r in rows], [r.xrid_sent for r in rows], odd,
         )  # fmt: skip
@@ -282,16 +280,31 @@ def unique_inverse(keys: Ints) -> tuple[Ints, Ints]:
     return distinct, lookup[keys]
 
 
-def _interned(values: list[Any], name: Any) -> tuple[Ints, list[Any]]:
-    """(code per value, the distinct `name(value)`s the codes index), equal names sharing a code."""
-    if values.count(values[0] if values else None) == len(values):  # one value (all None, say)
-        return np.zeros(len(values), dtype=np.int64), [name(values[0])] if values else []
-    table: dict[Any, Any] = dict.fromkeys(values)
-    names: dict[Any, int] = {}
-    for value in table:
-        table[value] = names.setdefault(name(value), len(names))
-    codes = np.fromiter(map(table.__getitem__, values), dtype=np.int64, count=len(values))
-    return codes, list(names)
+class _Interner:
+    """Small integer codes for the values of a column, kept across blocks: equal `name(value)`s
+    share a code, `names` lists them by code."""
+
+    def __init__(self, name: Callable[[Any], Any]) -> None:
+        self.name = name
+        self.code_of: dict[Any, int] = {}
+        self.names: list[Any] = []
+        self._named: dict[Any, int] = {}
+
+    def codes(self, values: list[Any]) -> Ints:
+        if values and values.count(values[0]) == len(values):  # one value (all None, say)
+            return np.full(len(values), self._code(values[0]), dtype=np.int64)
+        codes = np.fromiter(map(self.code_of.get, values, repeat(-1)), dtype=np.int64, count=len(values))
+        for i in np.flatnonzero(codes < 0).tolist():  # values not seen before
+            codes[i] = self._code(values[i])
+        return codes
+
+    def _code(self, value: Any) -> int:
+        code = self.code_of.get(value)
+        if code is None:
+            code = self.code_of[value] = self._named.setdefault(self.name(value), len(self._named))
+            if code == len(self.names):
+                self.names.append(self.name(value))
+        return code
 
 
 class _Ids(NamedTuple):
@@ -305,12 +318,16 @@ class _Ids(NamedTuple):
 
 def _mark_odd_ids(c: _Columns, ids: list[str | None], present: Bools) -> None:
     """Mark odd the rows whose id is not None nor already in normal form."""
+    _mark_odd_ids_of(c.odd, ids, present)
+
+
+def _mark_odd_ids_of(odd: Bools, ids: list[str | None], present: Bools) -> None:
     packed = pack(ids, present)
     if packed is None:
         rows, lengths, exact = text_matrix(ids, 32)
-        c.odd |= present & ~(exact & normal_trace_ids(rows, lengths))
+        odd |= present & ~(exact & normal_trace_ids(rows, lengths))
     else:
-        c.odd[present] |= ~packed_normal_trace_ids(packed)
+        odd[present] |= ~packed_normal_trace_ids(packed)
 
 
 def _ids(c: _Columns) -> _Ids:
@@ -318,9 +335,13 @@ def _ids(c: _Columns) -> _Ids:
     odd): such an id is its own `normalize_trace_id` and hex, so the rules reduce to comparisons."""
     up, inj = objects(c.up), objects(c.inj)
     has_up, has_inj = not_none(up), not_none(inj)
-    _mark_odd_ids(c, c.up, has_up)
-    _mark_odd_ids(c, c.inj, has_inj)
     same = has_up & has_inj & np.equal(up, inj).astype(np.bool_)
+    _mark_odd_ids(c, c.up, has_up)
+    other = has_inj & ~same  # an injected id equal to the upstream's is checked with it
+    if other.any():
+        odd = c.odd[other]
+        _mark_odd_ids_of(odd, inj[other].tolist(), np.ones(len(odd), dtype=np.bool_))
+        c.odd[other] = odd
     under = has_inj & (~has_up | same)
     tid = np.where(has_up, up, inj)
     return _Ids(tid.tolist(), np.where(under, tid, inj).tolist(), has_up, has_inj, same, under)
@@ -349,6 +370,9 @@ class _Folder:
         self.starts: list[Floats] = []
         self.latencies: dict[str, list[Floats]] = {}
         self.count = 0  # rows folded before the block being folded
+        self.modes = _Interner(lambda m: "None" if m is None else str(m))
+        self.paths = _Interner(path_of)
+        self.flags = _Interner(lambda f: f)
 
     def code(self, facts: RequestFacts) -> int:
         code = self.code_of.get(facts)
@@ -390,11 +414,11 @@ class _Folder:
             typed = [r if type(r) is LedgerRow else _row_of(r) for r in rows]  # type: ignore[arg-type]
             records = [i for i, r in enumerate(rows) if type(r) is not LedgerRow]
         c = _Columns.of(typed, records, self.all_odd)
-        answered = np.fromiter(map(operator.eq, c.status, repeat(200)), dtype=np.bool_, count=len(typed))
+        answered = np.array(c.status, dtype=np.float64) == 200  # odd rows: set below
         ids = _ids(c)
         dec = self._decisions(c, answered)
-        modes, mode_names = _interned(c.mode, lambda m: "None" if m is None else str(m))
-        paths, path_names = _interned(c.path, path_of)
+        modes, mode_names = self.modes.codes(c.mode), self.modes.names
+        paths, path_names = self.paths.codes(c.path), self.paths.names
         codes = self._codes(c, ids, dec, answered, (modes, mode_names, paths, path_names))
         traced = ids.has_up | ids.has_inj
         spans = where_none(ids.has_inj, objects(c.span))
@@ -403,7 +427,7 @@ class _Folder:
             one = self.one(typed[i])
             codes[i] = self.code(one.facts)
             ids.tid[i], ids.inj_id[i], spans[i], apps[i] = one.tid, one.inj_id, one.span, one.app_xrid
-            traced[i] = one.tid is not None
+            traced[i], answered[i] = one.tid is not None, one.facts.answered
             dec.decided[i], dec.predicted[i] = _tri(one.facts.decided), _tri(one.facts.predicted)
         self._times(c, answered, traced, modes, mode_names)
         self._failures(c, answered)
@@ -444,7 +468,7 @@ class _Folder:
     def _decided(self, flags: list[Any], char14: npt.NDArray[np.int64], answered: Bools) -> Tri:
         """`decision_of` per row: it reads the flag and character 14 of the echoed x-request-id
         only, so it is worked out once per distinct pair."""
-        codes, distinct = _interned(flags, lambda f: f)
+        codes, distinct = self.flags.codes(flags), self.flags.names
         pairs, index = unique_inverse(codes * 258 + char14)
         table = np.array(
             [
@@ -519,7 +543,8 @@ class _Folder:
     def _failures(self, c: _Columns, answered: Bools) -> None:
         failed = np.flatnonzero(~answered).tolist()
         if failed:
-            self.fold.errors.update(_error_of(c.status[i], c.error[i]) for i in failed)
+            rows = c.rows
+            self.fold.errors.update(_error_of(rows[i].status, rows[i].error) for i in failed)
 
     def _mispredicted(
         self, c: _Columns, dec: _Decisions, modes: npt.NDArray[np.int64], mode_names: list[Any]

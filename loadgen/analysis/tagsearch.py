@@ -44,10 +44,14 @@ def _answered_by_injection(
         expected.append(None if spec is None else spec.expected(ctx) if ctx is not None else spec.expected())
     known = np.array([e is not None for e in expected], dtype=np.bool_)
     counted = known[fold.codes]
-    keys = objects(fold.injected_ids)[counted].tolist()
-    found = np.fromiter(map(tagged_mesh.__contains__, keys), dtype=np.bool_, count=len(keys))
-    others = len(tagged_mesh) - len(set(compress(keys, found.tolist())))
-    pairs, index = unique_inverse(fold.codes[counted].astype(np.int64) * 2 + found)
+    # Only requests with an injected id can be found by it.
+    injected = counted & np.array([f.injected for f in fold.facts], dtype=np.bool_)[fold.codes]
+    keys = objects(fold.injected_ids)[injected].tolist()
+    hits = np.fromiter(map(tagged_mesh.__contains__, keys), dtype=np.bool_, count=len(keys))
+    others = len(tagged_mesh) - len(set(compress(keys, hits.tolist())))
+    found = np.zeros(len(fold), dtype=np.bool_)
+    found[injected] = hits
+    pairs, index = unique_inverse(fold.codes[counted].astype(np.int64) * 2 + found[counted])
     counts: Counter[tuple[Expected, bool]] = Counter()
     for pair, n in zip(pairs.tolist(), np.bincount(index, minlength=len(pairs)).tolist(), strict=True):
         exp = expected[pair // 2]

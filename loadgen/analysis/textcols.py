@@ -34,6 +34,7 @@ for _i, _c in enumerate(b"0123456789abcdef"):
 #: ASCII lower case (`str.lower` on an ASCII string).
 _LOWER = np.arange(256, dtype=np.uint8)
 _LOWER[65:91] += 32
+_HEAD_WEIGHTS = 16 ** np.arange(7, -1, -1, dtype=np.int64)
 _NONE = np.array(None, dtype=np.object_)
 _NEWLINE = ord("\n")
 
@@ -77,15 +78,22 @@ def pack(values: Sequence[str | None], present: Bools) -> Packed | None:
     """The values not None (`present`) packed, or None when one is empty, is not ASCII or holds
     a newline (read those with `text_matrix`)."""
     strings = list(filter(None, values))
+    n = len(strings)
+    if n != np.count_nonzero(present):
+        return None  # an empty value
     try:
         joined = ("\n".join(strings) + "\n").encode("ascii") if strings else b""
     except UnicodeEncodeError:
         return None
     data = np.frombuffer(joined, dtype=np.uint8)
+    if joined.count(b"\n") != n:
+        return None  # a newline inside a value
+    width = len(joined) // n if n else 0
+    if n and width * n == len(joined) and (data[width - 1 :: width] == _NEWLINE).all():
+        # n newlines, one every `width` bytes: every value is `width` - 1 long
+        return Packed(joined, data, np.arange(0, len(joined), width), np.full(n, width - 1))
     ends = np.flatnonzero(data == _NEWLINE)
-    if len(ends) != len(strings) or len(strings) != np.count_nonzero(present):
-        return None  # a newline inside a value, or an empty value
-    starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else ends
+    starts = np.concatenate(([0], ends[:-1] + 1)) if n else ends
     return Packed(joined, data, starts, ends - starts)
 
 
@@ -141,11 +149,10 @@ def envoy_sampled(rows: Bytes, lengths: Ints, percent: float) -> tuple[Bools, Bo
     as not known: the id starts with 8 hex digits (either case), and int(those, 16) % 10000 is
     below Envoy's threshold for the percentage. Rows must be at least 8 bytes wide."""
     digits = _HEX_VALUE[rows[:, :8]]
-    known = (lengths >= 8) & (digits >= 0).all(axis=1)
-    head = np.zeros(len(rows), dtype=np.int64)
-    for i in range(8):
-        head = head * 16 + np.where(known, digits[:, i], 0)
-    return known, known & (head % 10000 < sampling_threshold(percent))
+    known = (lengths >= 8) & (digits.min(axis=1, initial=0) >= 0)
+    head = digits @ _HEAD_WEIGHTS  # int(head, 16) where known
+    sampled: Bools = known & (head % 10000 < sampling_threshold(percent))
+    return known, sampled
 
 
 def same_request_ids(a: Bytes, a_len: Ints, b: Bytes, b_len: Ints, skip: int = 14) -> Bools:
@@ -168,11 +175,15 @@ def char_at(rows: Bytes, lengths: Ints, index: int) -> Ints:
 
 def all_lower_hex(values: Sequence[object], length: int) -> bool:
     """Whether every value is a string of `length` lowercase hex digits."""
-    strings = [v for v in values if type(v) is str]
-    if len(strings) != len(values):
+    if not set(map(type, values)) <= {str}:
         return False
+    strings: Sequence[str] = values  # type: ignore[assignment]
     try:
         joined = "".join(strings).encode("ascii")
     except UnicodeEncodeError:
         return False
-    return set(map(len, strings)) <= {length} and not joined.translate(None, b"0123456789abcdef")
+    return (
+        len(joined) == length * len(strings)
+        and set(map(len, strings)) <= {length}
+        and not joined.translate(None, b"0123456789abcdef")
+    )
