@@ -433,7 +433,7 @@ def _app_request_ids(fold: LedgerFold, wanted: set[str]) -> dict[str, str]:
     carried it, for the `wanted` ids only."""
     out: dict[str, str] = {}
     if wanted:
-        for xrid, tid in zip(fold.app_request_ids, fold.trace_ids, strict=True):
+        for xrid, tid in zip(fold.app_request_ids.tolist(), fold.trace_ids, strict=True):
             if xrid is not None and tid is not None and (masked := mask_request_id(str(xrid))) in wanted:
                 out[masked] = tid
     return out

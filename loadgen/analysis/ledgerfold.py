@@ -48,6 +48,8 @@ from loadgen.analysis.textcols import (
     Bools,
     Ints,
     Objects,
+    Packed,
+    TextColumn,
     char_at,
     envoy_sampled,
     normal_trace_ids,
@@ -182,7 +184,9 @@ class LedgerFold:
     starts: Floats = field(default_factory=lambda: np.zeros(0))  # NaN: no usable time
     injected_ids: list[str | None] = field(default_factory=list)  # normalized injected trace id
     injected_spans: list[Any] = field(default_factory=list)  # with an injected trace id only
-    app_request_ids: list[Any] = field(default_factory=list)  # echoed x-request-id, answered + traced only
+    #: The echoed x-request-id of answered requests with a trace id (else None), as bytes:
+    #: read by the fragment search only (`tolist()`).
+    app_request_ids: TextColumn = field(default_factory=TextColumn)
     latencies_ms: dict[str, Floats] = field(default_factory=dict)  # per mode, answered only
     errors: Counter[tuple[int, str]] = field(default_factory=Counter)  # `error_key` -> requests
     mispredicted_rids: dict[int, str] = field(default_factory=dict)  # request index -> rid
@@ -354,6 +358,7 @@ class _Decisions(NamedTuple):
     source: npt.NDArray[np.int8]  # SOURCES index
     has_xrid: Bools
     xrids: Objects
+    packed: Packed | None  # the x-request-ids `has_xrid`, when they pack
 
 
 class _Folder:
@@ -422,7 +427,7 @@ class _Folder:
         codes = self._codes(c, ids, dec, answered, (modes, mode_names, paths, path_names))
         traced = ids.has_up | ids.has_inj
         spans = where_none(ids.has_inj, objects(c.span))
-        apps = where_none(dec.has_xrid & traced & answered, dec.xrids)
+        apps: dict[int, Any] = {}
         for i in np.flatnonzero(c.odd).tolist():
             one = self.one(typed[i])
             codes[i] = self.code(one.facts)
@@ -436,7 +441,8 @@ class _Folder:
         fold.trace_ids += ids.tid
         fold.injected_ids += ids.inj_id
         fold.injected_spans += spans
-        fold.app_request_ids += apps
+        keep = dec.has_xrid & traced & answered
+        fold.app_request_ids.append(keep, dec.has_xrid, dec.packed, dec.xrids, apps)
         self.codes.append(codes)
         self.traced.append(traced)
         self.count += len(codes)
@@ -447,7 +453,8 @@ class _Folder:
         n = len(c.rows)
         xrids = objects(c.xrid)
         has_x = not_none(xrids)
-        char14, known, sampled = _xrid_facts(c, has_x, self.fold.percent)
+        packed = pack(c.xrid, has_x)
+        char14, known, sampled = _xrid_facts(c, has_x, packed, self.fold.percent)
         decided = self._decided(c.flag, char14, answered)
         kept = np.zeros(n, dtype=np.int8)
         if any(c.sent):
@@ -463,7 +470,7 @@ class _Folder:
             ask = (decided > 0) & has_x
             predicted = np.where(ask & known, sampled.astype(np.int8) + 1, 0).astype(np.int8)
             source = np.where(ask, np.where(kept == 2, 1, 2), 0).astype(np.int8)
-        return _Decisions(decided, kept, predicted, source, has_x, xrids)
+        return _Decisions(decided, kept, predicted, source, has_x, xrids, packed)
 
     def _decided(self, flags: list[Any], char14: npt.NDArray[np.int64], answered: Bools) -> Tri:
         """`decision_of` per row: it reads the flag and character 14 of the echoed x-request-id
@@ -571,12 +578,12 @@ class _Folder:
 
 
 def _xrid_facts(
-    c: _Columns, present: Bools, percent: float | None
+    c: _Columns, present: Bools, packed: Packed | None, percent: float | None
 ) -> tuple[npt.NDArray[np.int64], Bools, Bools]:
     """Per row, what the rules read of the echoed x-request-id: its character 14 (`char_at`),
-    and Envoy's rule on it at `percent` (`envoy_sampled`: known, sampled). Marks odd the rows
-    whose id is empty or the matrix does not hold."""
-    packed = pack(c.xrid, present)
+    and Envoy's rule on it at `percent` (`envoy_sampled`: known, sampled). `packed`: the ids
+    `present`, packed, if they pack. Marks odd the rows whose id is empty or the matrix does
+    not hold."""
     rows = None if packed is None else packed.rows()
     if packed is None or rows is None:
         rows, lengths, exact = text_matrix(c.xrid, 36)

@@ -187,3 +187,39 @@ def all_lower_hex(values: Sequence[object], length: int) -> bool:
         and set(map(len, strings)) <= {length}
         and not joined.translate(None, b"0123456789abcdef")
     )
+
+
+class TextColumn:
+    """A column of strings (or None) kept compact: each block's values as the one run of ASCII
+    bytes they were packed into (`Packed`), rather than a string object each; `tolist` makes
+    the strings again (for the rare reader of a whole column)."""
+
+    def __init__(self) -> None:
+        self._blocks: list[tuple[Bools, bytes | None, Bools, Objects | None, dict[int, Any]]] = []
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def append(
+        self, keep: Bools, present: Bools, packed: Packed | None, values: Objects, others: dict[int, Any]
+    ) -> None:
+        """A block's values where `keep`, None elsewhere, but `others` at their rows: those of
+        `packed` (the block's `values` where `present`, packed) when given, else `values`."""
+        if packed is None:
+            self._blocks.append((keep, None, present, values, others))
+        else:
+            self._blocks.append((keep, packed.joined, present, None, others))
+        self._len += len(keep)
+
+    def tolist(self) -> list[Any]:
+        out: list[Any] = []
+        for keep, joined, present, values, others in self._blocks:
+            if values is None:
+                values = np.full(len(keep), None, dtype=np.object_)
+                values[present] = joined.decode("ascii").split("\n")[:-1] if joined else []
+            column = np.where(keep, values, _NONE)
+            for i, value in others.items():
+                column[i] = value
+            out += column.tolist()
+        return out
