@@ -11,7 +11,8 @@ backend's observations afterwards: `reconcile_mesh`, `windows_summary`, `estimat
     trace id       what the backend is asked for (`trace_id_of`), None when there is none
     start          epoch s, NaN when the record has no usable time (a float64 column)
     injected ids   the injected trace id (normalized) and span id, the x-request-id the app
-                   received: what the tag estimate and the integrity fold match by
+                   received (kept as packed bytes, `textcols.TextColumn`): what the tag
+                   estimate and the integrity fold match by
 
 and folds as it reads what needs no observation: latencies of answered requests per mode,
 failures by (status, error), the first and last request times, the rids of the requests whose
