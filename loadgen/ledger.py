@@ -77,7 +77,9 @@ _R = TypeVar("_R")
 
 
 class LedgerWriter:
-    """Append-only, line-buffered-by-count ledger file."""
+    """Append-only, line-buffered-by-count ledger file. The flush policy lives here once; a
+    subclass changes only how the file is opened, a record written and the lines drained
+    (`_open`, `_write`, `_drain`: loadgen.ledger_fast)."""
 
     def __init__(
         self, path: Path, *, worker: str = "local", flush_every: int = 500, flush_interval_s: float = 0.5
@@ -85,7 +87,7 @@ class LedgerWriter:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         _end_torn_line(path)
-        self._file: IO[str] | None = open(path, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
+        self._file: IO[Any] | None = self._open(path)
         self.worker = worker
         self.count = 0
         self._pending = 0
@@ -93,12 +95,23 @@ class LedgerWriter:
         self._flush_interval_s = flush_interval_s
         self._last_flush = time.monotonic()
 
+    def _open(self, path: Path) -> IO[Any]:
+        return open(path, "a", encoding="utf-8", buffering=1 << 16)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        assert self._file is not None
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def _drain(self) -> None:
+        assert self._file is not None
+        self._file.flush()
+
     def append(self, record: dict[str, Any]) -> None:
         if self._file is None:
             raise ValueError(f"ledger {self.path} is closed")
         record["seq"] = self.count
         record.setdefault("worker", self.worker)
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._write(record)
         self.count += 1
         self._pending += 1
         now = time.monotonic()
@@ -107,14 +120,14 @@ class LedgerWriter:
 
     def flush(self) -> None:
         if self._file is not None:
-            self._file.flush()
+            self._drain()
             self._pending = 0
             self._last_flush = time.monotonic()
 
     def close(self) -> None:
         if self._file is None:
             return
-        self._file.flush()
+        self.flush()
         os.fsync(self._file.fileno())
         self._file.close()
         self._file = None

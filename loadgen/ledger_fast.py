@@ -15,14 +15,12 @@ written by `json.dumps`, as before.
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 from typing import IO, Any
 
 import msgspec
 
-from loadgen.ledger import LedgerWriter, _end_torn_line
+from loadgen.ledger import LedgerWriter
 
 __all__ = ["FastLedgerWriter", "encode_record"]
 
@@ -42,54 +40,22 @@ def encode_record(record: dict[str, Any], buffer: bytearray) -> None:
 
 class FastLedgerWriter(LedgerWriter):
     """`LedgerWriter` (same constructor, `append`/`flush`/`close`, `count`, `seq` and `worker`
-    stamping, flush every `flush_every` records or `flush_interval_s` seconds, fsync on close)."""
+    stamping, flush policy, fsync on close): only the file's opening, each record's encoding and
+    the drain differ."""
 
-    def __init__(
-        self, path: Path, *, worker: str = "local", flush_every: int = 500, flush_interval_s: float = 0.5
-    ) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _end_torn_line(path)
-        self._out: IO[bytes] | None = open(path, "ab")  # noqa: SIM115
+    def _open(self, path: Path) -> IO[Any]:
         self._buffer = bytearray()
-        self.worker = worker
-        self.count = 0
-        self._pending = 0
-        self._flush_every = flush_every
-        self._flush_interval_s = flush_interval_s
-        self._last_flush = time.monotonic()
+        return open(path, "ab")
 
-    def append(self, record: dict[str, Any]) -> None:
-        if self._out is None:
-            raise ValueError(f"ledger {self.path} is closed")
-        record["seq"] = self.count
-        if "worker" not in record:
-            record["worker"] = self.worker
+    def _write(self, record: dict[str, Any]) -> None:
         encode_record(record, self._buffer)
-        self.count += 1
-        self._pending += 1
-        if (
-            self._pending >= self._flush_every
-            or time.monotonic() - self._last_flush >= self._flush_interval_s
-        ):
-            self.flush()
 
-    def flush(self) -> None:
-        if self._out is not None:
-            if self._buffer:
-                self._out.write(self._buffer)  # whole lines only: a crash tears at most the last
-                self._buffer.clear()
-            self._out.flush()
-            self._pending = 0
-            self._last_flush = time.monotonic()
-
-    def close(self) -> None:
-        if self._out is None:
-            return
-        self.flush()
-        os.fsync(self._out.fileno())
-        self._out.close()
-        self._out = None
+    def _drain(self) -> None:
+        assert self._file is not None
+        if self._buffer:
+            self._file.write(self._buffer)  # whole lines only: a crash tears at most the last
+            self._buffer.clear()
+        self._file.flush()
 
     def __enter__(self) -> FastLedgerWriter:
         return self
