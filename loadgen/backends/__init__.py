@@ -11,6 +11,7 @@ from loadgen.backends.base import (
     BackendOptions,
     Fetched,
     FetchStatus,
+    QueryStats,
     TraceBackend,
 )
 from loadgen.backends.factory import BackendDetectionError, parse_backend_spec
@@ -28,6 +29,7 @@ __all__ = [
     "JaegerBackend",
     "JaegerV3Backend",
     "ParamStyle",
+    "QueryStats",
     "TempoBackend",
     "TraceBackend",
     "ZipkinBackend",

@@ -5,8 +5,11 @@ they read the answers; `HttpReader` does the rest the same way for each (tempo.p
 itself: v2, then v1, with a PARTIAL status and a tenant):
 
 - fetch by id (`fetch_many`, `fetch_reduced`): ids normalized and deduplicated, invalid ones ERROR,
-  the rest fetched in units (one batched request, or one id) with `concurrency` units in flight,
-  each answer reduced as soon as it is decoded. A reader names its routes as data:
+  the rest fetched in units (one batched request, or one id), each answer reduced as soon as it is
+  decoded. Units in flight: the reader's AIMD limit (loadgen.backends._adaptive), starting at
+  `concurrency`, growing up to `concurrency_bound` while answers stay fast, halving on 429/503,
+  5xx, timeouts or latency blowing up; fixed at `concurrency` with `adaptive=False`. The limit,
+  the requests and the time spent are the reader's `query_stats()`. A reader names its routes as data:
   - `ByIdRoute`: `GET` one trace; its 404 is MISSING only in the backend's own not-found form
     (`is_not_found`), any other 404 is ERROR; a 200 is decoded by `decode`.
   - `BatchRoute` (optional): `GET` many ids at once. A 404 there is evidence of nothing: the ids
@@ -28,6 +31,7 @@ from typing import Any, ClassVar, TypeVar, Unpack
 
 import httpx
 
+from loadgen.backends._adaptive import AimdController, AimdSettings, BusyClock
 from loadgen.backends._common import all_error, assign
 from loadgen.backends._http import (
     BackendOverrides,
@@ -36,7 +40,7 @@ from loadgen.backends._http import (
     RequestFailed,
     json_body,
     resolve_options,
-    run_concurrently,
+    run_limited,
 )
 from loadgen.backends.base import (
     BackendError,
@@ -44,6 +48,7 @@ from loadgen.backends.base import (
     Fetched,
     FetchStatus,
     ProgressCallback,
+    QueryStats,
     Span,
     TraceBackend,
     redact_url,
@@ -129,19 +134,19 @@ def fetch_all(
     *,
     reduce: Callable[[Fetched], T],
     unit_size: int,
-    concurrency: int,
+    concurrency: int | AimdController,
     progress_step: int,
     on_progress: ProgressCallback | None,
     thread_name: str,
 ) -> dict[str, T]:
     """The shape of every `fetch_many` and `fetch_reduced`: ids normalized and deduplicated,
     invalid ones ERROR, the rest fetched in units of `unit_size` ids (`concurrency` units in
-    flight), and `on_progress(done, total)` on the caller's thread after a unit once at least
+    flight: a fixed number, or a controller's limit as it moves), and `on_progress(done, total)` on the caller's thread after a unit once at least
     `progress_step` more ids are done since the last call, and after the last unit.
 
     Each answer is passed through `reduce` on the thread that decoded it, as soon as its unit is
-    decoded: with a reducing `reduce` the decoded spans of at most `concurrency` units are alive
-    at any time, whatever the number of ids."""
+    decoded: with a reducing `reduce` the decoded spans of at most `concurrency` units (at most
+    the controller's maximum) are alive at any time, whatever the number of ids."""
     unique = list(dict.fromkeys(normalize_trace_id(t) for t in trace_ids))
     results: dict[str, T] = {}
     valid: list[str] = []
@@ -157,7 +162,9 @@ def fetch_all(
     def fetch_reduced(ids: list[str]) -> dict[str, T]:
         return {tid: reduce(fetched) for tid, fetched in fetch_unit(ids).items()}
 
-    with closing(run_concurrently(units, fetch_reduced, concurrency, thread_name)) as finished:
+    if isinstance(concurrency, int):
+        concurrency = AimdController(AimdSettings(start=concurrency, maximum=concurrency, adaptive=False))
+    with closing(run_limited(units, fetch_reduced, concurrency, thread_name)) as finished:
         for unit_result in finished:
             results.update(unit_result)
             done += len(unit_result)
@@ -186,7 +193,16 @@ class HttpReader(TraceBackend):
     ) -> None:
         base, self._options, auth = resolve_options(base_url, options, overrides)
         self.url = redact_url(base)
-        self._http = HttpClient(f"{base}{self.api_path}", self._options, auth)
+        # One limit for the session: what the backend taught one fetch holds for the next.
+        self._limiter = AimdController(
+            AimdSettings(
+                start=self._options.concurrency,
+                maximum=self._options.concurrency_bound(batched=self.batch is not None),
+                adaptive=self._options.adaptive,
+            )
+        )
+        self._busy = BusyClock()
+        self._http = HttpClient(f"{base}{self.api_path}", self._options, auth, self._limiter)
         # False once the batch route answered 404 and the per-id answers proved this is the
         # backend (e.g. a Zipkin before 2.17, a Jaeger after v2.20): one GET per id from then on.
         # Plain bool stores: atomic, each set only once.
@@ -222,15 +238,34 @@ class HttpReader(TraceBackend):
     ) -> dict[str, T]:
         """Each answer is reduced as soon as its request is decoded; see TraceBackend.fetch_reduced."""
         batched = self.batch is not None
-        return fetch_all(
-            trace_ids,
-            self._fetch_unit,
-            reduce=reduce,
-            unit_size=self._options.batch_size if batched else 1,
-            concurrency=self._options.concurrency,
-            progress_step=1 if batched else self._options.batch_size,  # batched: after every batch
-            on_progress=on_progress,
-            thread_name=f"{self.name}-fetch",
+        with self._busy.busy():
+            return fetch_all(
+                trace_ids,
+                self._fetch_unit,
+                reduce=reduce,
+                unit_size=self._options.batch_size if batched else 1,
+                concurrency=self._limiter,
+                progress_step=1 if batched else self._options.batch_size,  # batched: after every batch
+                on_progress=on_progress,
+                thread_name=f"{self.name}-fetch",
+            )
+
+    def query_stats(self) -> QueryStats:
+        """Requests, throttled/failed answers, time and limits of every fetch and search so far."""
+        state = self._limiter.state()
+        busy_s = self._busy.seconds()
+        return QueryStats(
+            requests=state.requests,
+            throttled=state.throttled,
+            server_errors=state.server_errors,
+            transport_errors=state.transport_errors,
+            busy_s=busy_s,
+            qps=state.requests / busy_s if state.requests and busy_s > 0 else None,
+            concurrency=state.limit,
+            lowest_concurrency=state.lowest,
+            highest_concurrency=state.highest,
+            max_concurrency=self._limiter.maximum,
+            adaptive=self._options.adaptive,
         )
 
     def search(
@@ -246,7 +281,8 @@ class HttpReader(TraceBackend):
         TraceBackend.search and the reader's `_search`."""
         if end_us < start_us or limit < 1:
             raise ValueError(f"need start_us <= end_us and limit >= 1, got {start_us}, {end_us}, {limit}")
-        return self._search(dict(tags or {}), service, start_us, end_us, limit)
+        with self._busy.busy():
+            return self._search(dict(tags or {}), service, start_us, end_us, limit)
 
     def close(self) -> None:
         self._http.close()

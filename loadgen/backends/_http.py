@@ -7,10 +7,16 @@ retried `options.retries` times; the delay before retry n (0-based) is `backoff_
 server's Retry-After (seconds, capped at 30 s) when that is longer. Every other status is final
 and returned to the reader, which decides what it means: a 404 is MISSING only in the backend's
 own not-found form (its body says so), never because of the status alone.
+
+Adaptive concurrency: an HttpClient given an `AimdController` (loadgen.backends._adaptive) tells
+it how every attempt of `get` went (its latency; throttled: 429/503, server error: 500/502/504,
+transport error: timeout or connection failure, or OK), and `run_limited` keeps at most the
+controller's current limit of units in flight, re-reading it as answers come.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import ssl
@@ -23,6 +29,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
+from loadgen.backends._adaptive import AimdController, AimdSettings, Outcome
 from loadgen.backends.base import BackendOptions, redact_url
 
 __all__ = [
@@ -35,12 +42,15 @@ __all__ = [
     "media_type",
     "resolve_options",
     "run_concurrently",
+    "run_limited",
 ]
 
 logger = logging.getLogger("loadgen.backends")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 """Transient answers worth retrying; every other status is final."""
+THROTTLE_STATUSES = frozenset({429, 503})
+"""Answers that ask the client to slow down (the adaptive limit halves; counted as throttled)."""
 # Cap on a server's Retry-After so a misbehaving proxy cannot stall a run.
 _MAX_RETRY_AFTER_S = 30.0
 # How much of an answer's body a message quotes.
@@ -68,6 +78,8 @@ class BackendOverrides(TypedDict, total=False):
     retries: int
     backoff_s: float
     concurrency: int
+    max_concurrency: int
+    adaptive: bool
     batch_size: int
     auth: httpx.Auth | tuple[str, str]
     """Kept for callers of the first ZipkinBackend: a (user, password) tuple is `basic_auth`,
@@ -116,11 +128,22 @@ def _ssl_verify(verify: bool | str) -> bool | ssl.SSLContext:
 
 
 class HttpClient:
-    """A pooled httpx.Client rooted at one API URL, with the shared retry policy."""
+    """A pooled httpx.Client rooted at one API URL, with the shared retry policy. With a
+    `controller`, every attempt of `get` is reported to it, and the pool holds its maximum."""
 
-    def __init__(self, root: str, options: BackendOptions, auth: httpx.Auth | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        options: BackendOptions,
+        auth: httpx.Auth | None = None,
+        controller: AimdController | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.root = root.rstrip("/")
         self.options = options
+        self.controller = controller
+        self._clock = clock
+        pool = max(options.concurrency, controller.maximum if controller is not None else 0)
         headers = dict(options.headers)
         if options.bearer_token is not None:
             headers["Authorization"] = f"Bearer {options.bearer_token}"
@@ -132,9 +155,7 @@ class HttpClient:
             auth=auth,
             verify=_ssl_verify(options.verify),
             timeout=httpx.Timeout(options.timeout_s),
-            limits=httpx.Limits(
-                max_connections=options.concurrency, max_keepalive_connections=options.concurrency
-            ),
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             # httpx drops Authorization when a redirect leaves the origin.
             follow_redirects=True,
         )
@@ -179,7 +200,7 @@ class HttpClient:
         while True:
             retry_after: float | None = None
             try:
-                resp = self._client.get(f"{self.root}{path}", params=_query(params))
+                resp = self._attempt(path, params)
             except httpx.TransportError as exc:  # connect/read/write errors and timeouts
                 reason = self.describe(exc)
             except httpx.RequestError as exc:  # e.g. too many redirects: not transient
@@ -198,8 +219,36 @@ class HttpClient:
             time.sleep(delay)
             attempt += 1
 
+    def _attempt(self, path: str, params: QueryParams | None) -> httpx.Response:
+        """One GET, its outcome and latency reported to the controller (if any)."""
+        controller = self.controller
+        if controller is None:
+            return self._client.get(f"{self.root}{path}", params=_query(params))
+        ticket = controller.begin()
+        start = self._clock()
+        try:
+            resp = self._client.get(f"{self.root}{path}", params=_query(params))
+        except httpx.TransportError:
+            controller.record(ticket, Outcome.TRANSPORT_ERROR, self._clock() - start)
+            raise
+        except httpx.RequestError:
+            controller.record(ticket, Outcome.OK, self._clock() - start)  # not the backend's load
+            raise
+        controller.record(ticket, outcome_of(resp.status_code), self._clock() - start)
+        return resp
+
     def close(self) -> None:
         self._client.close()
+
+
+def outcome_of(status: int) -> Outcome:
+    """How an answer's status drives the adaptive limit: 429/503 throttled, other retryable 5xx
+    a server error, anything else (200, 404, 400, ...) OK."""
+    if status in THROTTLE_STATUSES:
+        return Outcome.THROTTLED
+    if status in RETRY_STATUSES:
+        return Outcome.SERVER_ERROR
+    return Outcome.OK
 
 
 def _query(
@@ -242,15 +291,33 @@ def run_concurrently(
 ) -> Generator[R, None, None]:
     """Yield `fn(item)` for every item on the caller's thread, in completion order, with at most
     `concurrency` calls in flight."""
-    if len(items) <= 1 or concurrency == 1:
+    fixed = AimdController(AimdSettings(start=concurrency, maximum=concurrency, adaptive=False))
+    return run_limited(items, fn, fixed, thread_name)
+
+
+def run_limited(
+    items: Sequence[T], fn: Callable[[T], R], controller: AimdController, thread_name: str
+) -> Generator[R, None, None]:
+    """Yield `fn(item)` for every item on the caller's thread, in completion order, with at most
+    `controller.limit` calls in flight: the limit is read again after every call that ends, so a
+    lower limit takes effect as calls finish (none is cancelled) and a higher one at once."""
+    if len(items) <= 1 or controller.maximum == 1:
         for item in items:
             yield fn(item)
         return
-    pool = ThreadPoolExecutor(max_workers=min(concurrency, len(items)), thread_name_prefix=thread_name)
+    pool = ThreadPoolExecutor(max_workers=min(controller.maximum, len(items)), thread_name_prefix=thread_name)
+    waiting = iter(items)
+    pending: set[Future[R]] = set()
     try:
-        pending: set[Future[R]] = {pool.submit(fn, item) for item in items}
-        while pending:
+        while True:
+            for item in itertools.islice(waiting, max(0, controller.limit - len(pending))):
+                pending.add(pool.submit(fn, item))
+            if not pending:
+                return
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            # Refilled before the results are handed over: the consumer's work overlaps the calls.
+            for item in itertools.islice(waiting, max(0, controller.limit - len(pending))):
+                pending.add(pool.submit(fn, item))
             for future in finished:
                 yield future.result()
     finally:

@@ -47,6 +47,7 @@ __all__ = [
     "FetchStatus",
     "Fetched",
     "ProgressCallback",
+    "QueryStats",
     "Span",
     "TraceBackend",
     "parse_headers",
@@ -60,6 +61,11 @@ ProgressCallback = Callable[[int, int], None]
 """`on_progress(done_ids, total_ids)`, called on the caller's thread."""
 
 T = TypeVar("T")
+
+DEFAULT_MAX_CONCURRENCY_PER_ID = 32
+"""Adaptive limit's default bound for readers asking one id per request (Tempo, Jaeger api_v3)."""
+DEFAULT_MAX_CONCURRENCY_BATCHED = 8
+"""Adaptive limit's default bound for batched readers (Zipkin traceMany, Jaeger multi-get)."""
 
 REDUCED_CHUNK_IDS = 1000
 """Ids per `fetch_many` call in the default `TraceBackend.fetch_reduced`."""
@@ -83,6 +89,37 @@ class Fetched:
     partial: bool = False
     """FOUND, but the backend itself says these are not all its spans (Tempo's `PARTIAL`
     status: the trace was cut at a size limit): never counted complete."""
+
+
+@dataclass(frozen=True)
+class QueryStats:
+    """How a reader's queries went, cumulative over its session (`TraceBackend.query_stats`).
+
+    Counts are request attempts: a retried request counts once per attempt."""
+
+    requests: int
+    """Request attempts sent (fetches and searches; not `check()`'s probe)."""
+    throttled: int
+    """Answers 429 or 503: the backend asked to slow down."""
+    server_errors: int
+    """Answers 500, 502 or 504."""
+    transport_errors: int
+    """Attempts without an answer: timeouts, connection errors."""
+    busy_s: float
+    """Wall seconds spent inside fetches and searches (overlapping calls counted once), retry
+    waits included."""
+    qps: float | None
+    """Queries per second achieved: requests / busy_s; None when no request was sent."""
+    concurrency: int
+    """The limit on requests in flight now."""
+    lowest_concurrency: int
+    """The lowest limit used (the start until the backend pushed back)."""
+    highest_concurrency: int
+    """The highest limit used."""
+    max_concurrency: int
+    """The bound the limit may grow to (equal to the start when not adaptive)."""
+    adaptive: bool
+    """False: the limit was fixed at BackendOptions.concurrency."""
 
 
 class BackendError(Exception):
@@ -129,6 +166,11 @@ class TraceBackend(abc.ABC):
             f"{self.name} at {self.url} does not answer an unknown trace id ({probe}) with its own "
             f"not-found answer: {reason}. {self.trace_route_hint()}"
         )
+
+    def query_stats(self) -> QueryStats | None:
+        """How this reader's queries went so far (see QueryStats), or None when the reader does
+        not count them (the default)."""
+        return None
 
     def none_found_problem(self, sampled: int) -> str | None:
         """Why finding none of `sampled` traces known to be sampled (the probe's own) says more
@@ -255,7 +297,14 @@ class BackendOptions:
     backoff_s: float = 0.2
     """Delay before retry n (0-based) is `backoff_s * 2**n`, or the server's Retry-After if longer."""
     concurrency: int = 4
-    """Requests in flight at once (also the connection pool size)."""
+    """Requests in flight at first; with `adaptive`, the limit then follows the backend's
+    answers between 1 and `max_concurrency` (AIMD, loadgen.backends._adaptive); without, fixed."""
+    max_concurrency: int | None = None
+    """The highest limit `adaptive` may reach (also the connection pool size). None: the
+    reader's default, DEFAULT_MAX_CONCURRENCY_PER_ID (one id per request) or
+    DEFAULT_MAX_CONCURRENCY_BATCHED, or `concurrency` if higher."""
+    adaptive: bool = True
+    """False: exactly `concurrency` requests in flight, whatever the backend answers."""
     batch_size: int = 100
     """Trace ids per batched request (Zipkin traceMany, Jaeger multi-get); also the progress step."""
 
@@ -264,12 +313,14 @@ class BackendOptions:
         if (
             self.batch_size < 1
             or self.concurrency < 1
+            or (self.max_concurrency is not None and self.max_concurrency < self.concurrency)
             or self.retries < 0
             or self.timeout_s <= 0
             or self.backoff_s < 0
         ):
             raise ValueError(
-                "need batch_size >= 1, concurrency >= 1, retries >= 0, timeout_s > 0, backoff_s >= 0"
+                "need batch_size >= 1, concurrency >= 1, max_concurrency >= concurrency, retries >= 0, "
+                "timeout_s > 0, backoff_s >= 0"
             )
         if self.bearer_token is not None and self.basic_auth is not None:
             raise ValueError("choose one of a bearer token and basic auth (user/password), not both")
@@ -288,6 +339,7 @@ class BackendOptions:
             f"BackendOptions(headers={headers!r}, bearer_token={token!r}, basic_auth={basic!r}, "
             f"verify={self.verify!r}, timeout_s={self.timeout_s!r}, retries={self.retries!r}, "
             f"backoff_s={self.backoff_s!r}, concurrency={self.concurrency!r}, "
+            f"max_concurrency={self.max_concurrency!r}, adaptive={self.adaptive!r}, "
             f"batch_size={self.batch_size!r})"
         )
 
@@ -343,6 +395,16 @@ class BackendOptions:
         if "basic_auth" in given and given["basic_auth"] is not None:
             given["basic_auth"] = tuple(given["basic_auth"])
         return replace(self, **given)
+
+    def concurrency_bound(self, batched: bool) -> int:
+        """The highest limit on requests in flight: `concurrency` when not adaptive, else
+        `max_concurrency`, or the default for the reader's kind (never below `concurrency`)."""
+        if not self.adaptive:
+            return self.concurrency
+        if self.max_concurrency is not None:
+            return self.max_concurrency
+        default = DEFAULT_MAX_CONCURRENCY_BATCHED if batched else DEFAULT_MAX_CONCURRENCY_PER_ID
+        return max(default, self.concurrency)
 
     def secret_values(self) -> tuple[str, ...]:
         """Every string that must not appear in a message: the token, the password, the basic

@@ -1,6 +1,7 @@
 """Grafana Tempo query API reader (`tempo:URL`, Tempo's HTTP port 3200; shared/specs/tempo/).
 
-- fetch: one GET per id (Tempo has no batch route), `concurrency` at a time, the id as 32 hex:
+- fetch: one GET per id (Tempo has no batch route), through the engine's adaptive limit (starts at
+  `concurrency`, up to `max_concurrency`, 32 by default; loadgen.backends._engine), the id as 32 hex:
   1. v2 `GET /api/v2/traces/{id}` -> `{"trace": {"resourceSpans": [...]}, "status", "message"}`.
      `"status": "PARTIAL"` (the trace was cut at a size limit, or filtered) makes the answer
      FOUND but `partial`: it never counts as complete. `status` is absent when COMPLETE.

@@ -956,8 +956,17 @@ class TraceBackendContract:
 
     def test_concurrency_is_bounded(self, fake: Any, make_backend: Any) -> None:
         fake.delay_s = 0.05
-        make_backend(batch_size=2, concurrency=3).fetch_many([tid(i) for i in range(20)])
+        make_backend(batch_size=2, concurrency=3, adaptive=False).fetch_many([tid(i) for i in range(20)])
         assert 2 <= fake.max_inflight <= 3
+
+    def test_adaptive_concurrency_is_bounded_by_its_maximum(self, fake: Any, make_backend: Any) -> None:
+        fake.delay_s = 0.02
+        backend = make_backend(batch_size=1, concurrency=2, max_concurrency=3)
+        backend.fetch_many([tid(i) for i in range(60)])
+        stats = backend.query_stats()
+        assert 2 <= fake.max_inflight <= 3
+        assert stats.highest_concurrency <= 3 and stats.max_concurrency == 3
+        assert stats.requests == fake.fetch_requests()
 
     def test_search_by_tag_service_and_window(self, fake: Any, make_backend: Any) -> None:
         ts = 1_700_000_000_000_000
