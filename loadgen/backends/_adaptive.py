@@ -7,7 +7,11 @@ started) and `record(ticket, outcome, latency_s)`. The limit moves between `mini
 
 - additive increase: +1 once `limit` successful answers (at least `min_window`) that started at
   the current limit came back while the latency EWMA stays below `increase_below` x the
-  baseline (the lowest EWMA seen: the backend's latency when it is not queueing our requests);
+  baseline (the lowest EWMA seen: the backend's latency when it is not queueing our requests).
+  The step up to the limit that was last throttled (or failed) waits `plateau_rounds` times as
+  many answers: the limit lingers just below where the backend pushed back (as TCP CUBIC does
+  near its last loss) instead of meeting another 429 every few rounds; once a limit above it
+  is reached, the backend has more room and the climb is back to normal;
 - multiplicative decrease: x `decrease_factor` (halved) on a throttled answer (429/503, whatever
   its Retry-After) or a failed attempt (timeout, connection error, 500/502/504), down to
   `minimum`; and on the latency EWMA above `decrease_above` x the baseline, down to `start` only:
@@ -66,6 +70,8 @@ class AimdSettings:
     decrease_above: float = 3.0
     decrease_factor: float = 0.5
     ewma_alpha: float = 0.3
+    plateau_rounds: int = 8
+    """Answers per +1 are multiplied by this for the step to the last throttled limit."""
     warmup: int = 5
     """Successful answers before the EWMA may become the baseline (no latency decisions before)."""
 
@@ -78,8 +84,8 @@ class AimdSettings:
             raise ValueError("need 1 <= increase_below <= decrease_above")
         if not 0.0 < self.decrease_factor < 1.0 or not 0.0 < self.ewma_alpha <= 1.0:
             raise ValueError("need 0 < decrease_factor < 1 and 0 < ewma_alpha <= 1")
-        if self.min_window < 1 or self.warmup < 1:
-            raise ValueError("need min_window >= 1 and warmup >= 1")
+        if self.min_window < 1 or self.warmup < 1 or self.plateau_rounds < 1:
+            raise ValueError("need min_window >= 1, plateau_rounds >= 1 and warmup >= 1")
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ class AimdController:
         self._lowest = self._highest = settings.start
         self._generation = 0  # +1 at every change of the limit
         self._decreased_at = 0  # the generation a decrease produced last
+        self._ceiling: int | None = None  # the limit last throttled or failed at
         self._good = 0  # fast successes started at this generation: towards the next increase
         self._fresh = 0  # successes started at this generation: a round judges the limit
         self._ok = 0
@@ -142,6 +149,7 @@ class AimdController:
             if outcome is Outcome.OK:
                 self._on_success(ticket, latency_s)
             elif self.settings.adaptive and ticket >= self._decreased_at:
+                self._ceiling = self._limit
                 self._decrease()
 
     def state(self) -> ControllerState:
@@ -164,7 +172,7 @@ class AimdController:
 
     def _on_success(self, ticket: int, latency_s: float) -> None:
         s = self.settings
-        latency_s = max(0.0, latency_s)
+        latency_s = max(0.0, latency_s)  # a clock that went backwards
         self._ewma = latency_s if self._ewma is None else self._ewma + s.ewma_alpha * (latency_s - self._ewma)
         self._ok += 1
         if self._ok >= s.warmup and (self._baseline is None or self._ewma < self._baseline):
@@ -184,9 +192,14 @@ class AimdController:
         if self._ewma >= s.increase_below * self._baseline or ticket != self._generation:
             return
         self._good += 1
-        if self._good >= max(self._limit, s.min_window) and self._limit < s.maximum:
+        window = max(self._limit, s.min_window)
+        if self._ceiling is not None and self._limit + 1 >= self._ceiling:
+            window *= s.plateau_rounds
+        if self._good >= window and self._limit < s.maximum:
             self._set_limit(self._limit + 1)
             self._increases += 1
+            if self._ceiling is not None and self._limit > self._ceiling:
+                self._ceiling = None
 
     def _decrease(self, floor: int | None = None) -> None:
         s = self.settings

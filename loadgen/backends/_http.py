@@ -197,10 +197,13 @@ class HttpClient:
         that is not retryable. Raises RequestFailed when retries run out."""
         attempt = 0
         retries, backoff_s = self.options.retries, self.options.backoff_s
+        # Retries keep the first attempt's ticket: sent under the limit of then, they are the
+        # same overload, which must not halve the limit again once it was halved for it.
+        ticket = self.controller.begin() if self.controller is not None else 0
         while True:
             retry_after: float | None = None
             try:
-                resp = self._attempt(path, params)
+                resp = self._attempt(path, params, ticket)
             except httpx.TransportError as exc:  # connect/read/write errors and timeouts
                 reason = self.describe(exc)
             except httpx.RequestError as exc:  # e.g. too many redirects: not transient
@@ -219,12 +222,11 @@ class HttpClient:
             time.sleep(delay)
             attempt += 1
 
-    def _attempt(self, path: str, params: QueryParams | None) -> httpx.Response:
+    def _attempt(self, path: str, params: QueryParams | None, ticket: int) -> httpx.Response:
         """One GET, its outcome and latency reported to the controller (if any)."""
         controller = self.controller
         if controller is None:
             return self._client.get(f"{self.root}{path}", params=_query(params))
-        ticket = controller.begin()
         start = self._clock()
         try:
             resp = self._client.get(f"{self.root}{path}", params=_query(params))

@@ -147,6 +147,16 @@ class TestDecrease:
         assert answer(ctl, Outcome.THROTTLED) == 2
         assert [answer(ctl) for _ in range(4)] == [2, 2, 2, 3]
 
+    def test_lingers_near_the_limit_last_throttled(self) -> None:
+        ctl = controller(start=4, maximum=16)  # plateau_rounds 8
+        for _ in range(5):
+            answer(ctl)
+        assert answer(ctl, Outcome.THROTTLED) == 2  # throttled at 4
+        assert [answer(ctl) for _ in range(4)] == [2] * 3 + [3]  # 3 is below 4: a normal window
+        assert [answer(ctl) for _ in range(32)] == [3] * 31 + [4]  # the step to 4: 8 windows of 4
+        assert [answer(ctl) for _ in range(32)] == [4] * 31 + [5]  # and past it
+        assert [answer(ctl) for _ in range(5)] == [5] * 4 + [6]  # above it: room again, normal
+
     def test_latency_blowing_up_halves_but_not_below_the_start(self) -> None:
         ctl = controller(start=4, maximum=16, ewma_alpha=1.0)
         while ctl.limit < 10:
