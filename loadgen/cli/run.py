@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE
+from loadgen.backends import BackendOptions
 from loadgen.cli.console import err, fatal, note, out, print_component_failure, print_outcome, with_status
 from loadgen.cli.crash import crash_folder
 from loadgen.cli.groups import (
@@ -173,7 +174,29 @@ BackendInsecure = Annotated[
 BackendConcurrency = Annotated[
     int | None,
     typer.Option(
-        "--backend-concurrency", help="Parallel queries to the backend.", min=1, rich_help_panel=EXISTING
+        "--backend-concurrency",
+        help="Parallel queries to the backend at first (default 4); the limit then adapts: "
+        "+1 while answers stay fast, halved on 429/503, 5xx, timeouts or slow answers.",
+        min=1,
+        rich_help_panel=EXISTING,
+    ),
+]
+BackendMaxConcurrency = Annotated[
+    int | None,
+    typer.Option(
+        "--backend-max-concurrency",
+        help="Highest parallel queries the adaptive limit may reach "
+        "(default 32 for one id per query, 8 for batched queries).",
+        min=1,
+        rich_help_panel=EXISTING,
+    ),
+]
+BackendFixedConcurrency = Annotated[
+    bool,
+    typer.Option(
+        "--backend-fixed-concurrency",
+        help="Keep --backend-concurrency queries in flight, whatever the backend answers.",
+        rich_help_panel=EXISTING,
     ),
 ]
 SearchService = Annotated[
@@ -349,10 +372,13 @@ class TargetFlags:
     backend_ca: BackendCa = ""
     backend_insecure: BackendInsecure = False
     backend_concurrency: BackendConcurrency = None
+    backend_max_concurrency: BackendMaxConcurrency = None
+    backend_fixed_concurrency: BackendFixedConcurrency = False
     search_service: SearchService = ""
 
     def backend_flags(self) -> dict[str, object]:
-        """BackendOptions fields from --backend-header/-ca/-insecure/-concurrency, --tempo-tenant."""
+        """BackendOptions fields from --backend-header/-ca/-insecure/-concurrency/-max-concurrency/
+        -fixed-concurrency, --tempo-tenant."""
         parsed: dict[str, str] = {}
         for item in self.backend_header or ():
             name, sep, value = item.partition(":")
@@ -366,7 +392,21 @@ class TargetFlags:
         if self.backend_ca and self.backend_insecure:
             fatal("give either --backend-ca or --backend-insecure, not both")
         verify: bool | str | None = self.backend_ca or (False if self.backend_insecure else None)
-        return {"headers": parsed or None, "verify": verify, "concurrency": self.backend_concurrency}
+        return {
+            "headers": parsed or None,
+            "verify": verify,
+            "concurrency": self.backend_concurrency,
+            **self._concurrency_flags(),
+        }
+
+    def _concurrency_flags(self) -> dict[str, object]:
+        maximum = self.backend_max_concurrency
+        if maximum is not None and self.backend_fixed_concurrency:
+            fatal("give either --backend-max-concurrency or --backend-fixed-concurrency, not both")
+        start = self.backend_concurrency or BackendOptions().concurrency
+        if maximum is not None and maximum < start:
+            fatal(f"--backend-max-concurrency ({maximum}) is below --backend-concurrency ({start})")
+        return {"max_concurrency": maximum, "adaptive": False if self.backend_fixed_concurrency else None}
 
 
 @dataclass(frozen=True)

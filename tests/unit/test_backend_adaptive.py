@@ -1,6 +1,6 @@
 """The read-back's adaptive concurrency, pure parts: the AIMD controller (scripted answers, no
 clock), the busy clock (a fake clock), how statuses map to outcomes, `run_limited` following a
-moving limit, and the options that configure them."""
+moving limit, and the options and `loadgen run` flags that configure them."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import threading
 from collections.abc import Callable
 
 import pytest
+import typer
 
 from loadgen.backends import BackendOptions
 from loadgen.backends._adaptive import AimdController, AimdSettings, BusyClock, Outcome
 from loadgen.backends._http import outcome_of, run_limited
 from loadgen.backends.base import DEFAULT_MAX_CONCURRENCY_BATCHED, DEFAULT_MAX_CONCURRENCY_PER_ID
+from loadgen.cli.run import TargetFlags
 
 FAST = 0.010  # seconds: the backend's unloaded latency in these scripts
 
@@ -332,3 +334,39 @@ class TestOptions:
         options = BackendOptions().merged({"max_concurrency": 12, "adaptive": False})
         assert (options.max_concurrency, options.adaptive) == (12, False)
         assert "max_concurrency=12, adaptive=False" in repr(options)
+
+
+class TestCliFlags:
+    def test_flags_become_options(self) -> None:
+        assert TargetFlags().backend_flags() == {
+            "headers": None,
+            "verify": None,
+            "concurrency": None,
+            "max_concurrency": None,
+            "adaptive": None,
+        }
+        flags = TargetFlags(backend_concurrency=6, backend_max_concurrency=24).backend_flags()
+        options = BackendOptions().merged(flags)
+        assert (options.concurrency, options.max_concurrency, options.adaptive) == (6, 24, True)
+        fixed = BackendOptions().merged(TargetFlags(backend_fixed_concurrency=True).backend_flags())
+        assert (fixed.concurrency, fixed.adaptive, fixed.concurrency_bound(batched=False)) == (4, False, 4)
+
+    @pytest.mark.parametrize(
+        ("flags", "message"),
+        [
+            ({"backend_max_concurrency": 8, "backend_fixed_concurrency": True}, "not both"),
+            ({"backend_max_concurrency": 3}, "(3) is below --backend-concurrency (4)"),
+            (
+                {"backend_max_concurrency": 5, "backend_concurrency": 6},
+                "(5) is below --backend-concurrency (6)",
+            ),
+        ],
+        ids=str,
+    )
+    def test_contradictions_are_one_error_line(
+        self, flags: dict[str, object], message: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with pytest.raises(typer.Exit) as exited:
+            TargetFlags(**flags).backend_flags()  # type: ignore[arg-type]
+        assert exited.value.exit_code == 2
+        assert message in " ".join(capsys.readouterr().err.split())
