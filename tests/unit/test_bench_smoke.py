@@ -24,6 +24,7 @@ SCRIPTS = [
     "generator_rss.py",
     "master_intake.py",
     "watch_soak.py",  # its --quick: 12 s watched, plus the mesh start and the probe
+    "readback_adaptive.py",
 ]
 RATIO_LINE = re.compile(r"^ratio \S.* = -?[0-9]+\.[0-9]+\b", re.MULTILINE)
 # The OTLP protocols ride along where that is cheap (measured on the 2-core box): collector_ingest
