@@ -165,6 +165,9 @@ class _Echo(msgspec.Struct, gc=False):
     headers: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
 
 
+#: The quoted names `_EchoHeaders` reads: with no backslash in the object, a quoted name can only
+#: be a key (or a whole value equal to it), so one occurring twice means a header given twice.
+_KEYS = tuple(f'"{f.encode_name}"'.encode() for f in msgspec.structs.fields(_EchoHeaders))
 _ECHO = msgspec.json.Decoder(_Echo)
 _ECHO_HEADERS = msgspec.json.Decoder(_EchoHeaders)
 
@@ -201,6 +204,10 @@ def echo_context(body: bytes, tracer: TracerFamily = TracerFamily.ZIPKIN) -> Ech
     if not raw.isascii() or b"\\" in raw:
         return None
     lowered = raw.lower()
+    if any(lowered.count(key) > 1 for key in _KEYS):
+        # A header spelled twice (`"B3"` and `"b3"`, or a repeated key): which one the general
+        # path reads depends on the order of the object's first spellings, not the last value.
+        return None
     try:
         h = _ECHO_HEADERS.decode(lowered)
     except msgspec.MsgspecError:

@@ -184,3 +184,13 @@ def test_wherever_the_fast_path_answers_it_is_the_general_path(
     fast = parse_echo_body(body, tracer)
     if fast is not None:
         assert fast == general(body, tracer)
+
+
+def test_a_header_spelled_twice_is_left_to_the_general_path() -> None:
+    """Hypothesis's find: `"b3"` and `"B3"` with `"b3"` repeated. The general path reads the value
+    of the spelling that came first in the object, the last value of it; a fast path reading the
+    last value in the text disagreed. Such a body now goes the general way."""
+    first, last = "463ac35c9f6413ad48485a3953bb6124", "2b0be974ad915801"
+    body = f'{{"headers": {{"B3": "{first}", "b3": "{first}", "B3": "{last}"}}}}'.encode()
+    assert parse_echo_body(body) is None
+    assert general(body, TracerFamily.ZIPKIN).flag == first
