@@ -176,7 +176,13 @@ def mesh_collection_cause(s: Summary, threshold: float) -> str:
     if n == 0:
         return _nothing_sampled_cause(s, unknown)
     if collection_verdict(k, n, unknown, threshold) is Verdict.INCONCLUSIVE:
-        return _collection_undecided(k, n, unknown, threshold, "a longer --duration or a higher rate")
+        # A sampled read-back left traces unasked: a bigger sample is the cheaper remedy.
+        remedy = (
+            f"a bigger --readback-sample ({mesh.not_queried:,} sampled traces were not queried)"
+            if mesh.not_queried
+            else "a longer --duration or a higher rate"
+        )
+        return _collection_undecided(k, n, unknown, threshold, remedy)
     rcoll = reference_of(s).collection
     rk, rn = rcoll.k, rcoll.n
     missing = n - k - partial

@@ -7,6 +7,7 @@ Outcomes per mesh request (`Outcome`):
     leaked       decided NOT sampled, yet the backend holds spans
     not_sampled  decided not sampled and absent, as it should be
     unknown      never successfully queried, or the decision is not known: never counted missing
+    not_queried  outside a sampled read-back's sample (`NOT_QUERIED`): in no rate, never unknown
 
 "Decided" is what the upstream saw (echoed `X-B3-Sampled` / `b3` flag, else Envoy's mark in the
 echoed x-request-id), so it is a fact per request, not a guess.
@@ -60,6 +61,13 @@ class Outcome(StrEnum):
     LEAKED = "leaked"
     NOT_SAMPLED = "not_sampled"
     UNKNOWN = "unknown"
+    NOT_QUERIED = "not_queried"
+
+
+#: The observation of a trace a sampled read-back did not ask for (`loadgen.analysis.subsample`),
+#: told apart by identity. Its status is ERROR so that whatever does not know it (a window's
+#: tally, the integrity fold) takes it for "not answered": never for missing.
+NOT_QUERIED = TraceObservation(FetchStatus.ERROR, error="not queried: outside the read-back sample")
 
 
 @dataclass(frozen=True)
@@ -108,10 +116,13 @@ _INDEX = {o: i for i, o in enumerate(OUTCOMES)}
 #: A request's class (`request_class`): its outcome's index in OUTCOMES times 8, plus these bits.
 FOUND_BIT, QUERIED_BIT, PRESENT_BIT = 4, 2, 1  # answered FOUND; answered (not ERROR); holds spans
 _UNKNOWN_CLASS = _INDEX[Outcome.UNKNOWN] * 8
+_NOT_QUERIED_CLASS = _INDEX[Outcome.NOT_QUERIED] * 8
 
 
 def request_class(decided: bool | None, obs: TraceObservation | None, expect: Expectation) -> int:
     """A request's outcome (see the module doc) and what the backend answered for its trace."""
+    if obs is NOT_QUERIED:
+        return _NOT_QUERIED_CLASS
     if obs is None or obs.status is FetchStatus.ERROR:
         return _UNKNOWN_CLASS
     found = obs.status is FetchStatus.FOUND
@@ -331,6 +342,7 @@ class _MeshTally:
     collection: Tally = field(default_factory=Tally)  # found complete, of decided-sampled queried
     partial: int = 0
     unknown: int = 0  # decided sampled, outcome unknown
+    not_queried: int = 0  # decided sampled, outside a sampled read-back's sample
     leaked: int = 0
     leak_checked: int = 0  # decided-not-sampled requests whose trace was queried
     propagation: Tally = field(default_factory=Tally)  # injected trace id seen upstream
@@ -347,6 +359,8 @@ class _MeshTally:
         if f.decided:
             if outcome is Outcome.UNKNOWN:
                 self.unknown += n
+            elif outcome is Outcome.NOT_QUERIED:
+                self.not_queried += n
             else:
                 self.collection.add(outcome is Outcome.FOUND, n)
                 self.partial += n if outcome is Outcome.PARTIAL else 0
@@ -356,7 +370,7 @@ class _MeshTally:
         # under W3C propagation); modes unknown to this version count as before.
         if f.injected and f.answered and (exp is None or exp.keeps_trace_id):
             self.propagation.add(f.trace_kept, n)
-            if f.decided and outcome is not Outcome.UNKNOWN:
+            if f.decided and outcome not in (Outcome.UNKNOWN, Outcome.NOT_QUERIED):
                 # The backend holds the trace under the injected id (lookups use that id).
                 self.propagation_backend.add(f.trace_kept and traced, n)
 
@@ -426,6 +440,7 @@ def _mesh_section(mesh: _MeshTally, observed: Observed, expect: Expectation, lim
         "collection": mesh.collection.proportion().to_dict(),
         "partial": mesh.partial,
         "unknown": mesh.unknown,
+        "not_queried": mesh.not_queried,
         "leaked": mesh.leaked,
         "leak_checked": mesh.leak_checked,
         "leaked_examples": observed.leaked[:limit],

@@ -27,6 +27,7 @@ EMBEDDED = "Embedded mesh"
 EXISTING = "Existing mesh"
 GATEWAY_BEHAVIOUR = "Gateway behaviour"
 MESH_PROFILE = "Mesh profile"
+READ_BACK_PANEL = "Read-back"
 
 # --- durations, as Locust and k6 write them ----------------------------------------------------------
 
@@ -345,3 +346,34 @@ CollectorDropOpt = Annotated[
         min=0.0, max=1.0, rich_help_panel=EMBEDDED,
     ),
 ]  # fmt: skip
+
+
+def _fraction(value: float | None) -> float | None:
+    """A fraction in (0, 1]: typer.BadParameter for anything else."""
+    if value is not None and not 0.0 < value <= 1.0:
+        raise typer.BadParameter(f"{value:g} is not in (0, 1]")
+    return value
+
+
+ReadbackSampleOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--readback-sample",
+        help="Query at most N random decided-sampled traces and N others (the leak check) "
+        "instead of all; the collection interval is the sample's. Default: all, or 10000 "
+        "each for a backend without multi-get (Tempo, Jaeger api_v3) and over 20000 ids.",
+        metavar="N",
+        min=1,
+        rich_help_panel=READ_BACK_PANEL,
+    ),
+]
+ReadbackFractionOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--readback-fraction",
+        help="Query this random fraction (0-1] of each kind of trace instead; 1 queries all.",
+        metavar="F",
+        callback=_fraction,
+        rich_help_panel=READ_BACK_PANEL,
+    ),
+]

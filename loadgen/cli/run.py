@@ -30,6 +30,7 @@ from loadgen.cli.options import (
     EMBEDDED,
     EXISTING,
     MESH_PROFILE,
+    READ_BACK_PANEL,
     CollectorOpt,
     ConfigOpt,
     ExpectOpt,
@@ -40,6 +41,8 @@ from loadgen.cli.options import (
     ProbeOpt,
     ProfileOpt,
     RateOpt,
+    ReadbackFractionOpt,
+    ReadbackSampleOpt,
     ReferenceGrpcEndpointOpt,
     ReferenceProtocolOpt,
     ReferenceRateOpt,
@@ -55,7 +58,7 @@ from loadgen.run.webui import free_port, web_url
 from loadgen.stack.mesh import FANOUT_PATHS
 from loadgen.stack.procs import StackError
 
-READ_BACK = "Read-back"
+READ_BACK = READ_BACK_PANEL
 DISTRIBUTED = "Distributed"
 WEB_UI = "Web UI"
 
@@ -434,6 +437,8 @@ class ReadBackFlags:
     min_collection: MinCollection = 0.99
     max_error_rate: MaxErrorRate = DEFAULT_MAX_ERROR_RATE
     keep_spans: KeepSpans = False
+    readback_sample: ReadbackSampleOpt = None
+    readback_fraction: ReadbackFractionOpt = None
 
 
 @dataclass(frozen=True)
@@ -475,6 +480,8 @@ def run(
     4 a component failed, 130 interrupted: those last two write a partial report).
     """
     _check_flags(load, mesh, target, distributed)
+    if read_back.readback_sample is not None and read_back.readback_fraction is not None:
+        fatal("give either --readback-sample or --readback-fraction, not both")
     opts = _run_options(
         RunOptions(run_id=run_id, output_dir=output, seed=seed),
         load, tracing, gw, mesh, faults, target, expectation, read_back, distributed,
@@ -574,6 +581,8 @@ def _run_options(
         min_collection=read_back.min_collection,
         max_error_rate=read_back.max_error_rate,
         keep_spans=read_back.keep_spans,
+        readback_sample=read_back.readback_sample,
+        readback_fraction=read_back.readback_fraction,
         processes=distributed.processes,
         expect_workers=distributed.expect_workers if distributed.master else 0,
         master_bind_port=distributed.master_bind_port,

@@ -108,7 +108,10 @@ def headline_rows(summary: Summary | Mapping[str, Any]) -> list[tuple[str, str, 
                 verdicts.get("sampling_prediction", ""),
             )
         )
-    rows.append(("mesh collection rate", fmt_rate(mesh.collection), verdicts.get("mesh_collection", "")))
+    collection = fmt_rate(mesh.collection)
+    if mesh.not_queried:  # a sampled read-back: the rate is the queried sample's
+        collection += f" (a sample: {mesh.not_queried} sampled requests not queried)"
+    rows.append(("mesh collection rate", collection, verdicts.get("mesh_collection", "")))
     rows.append(partial_row(mesh))
     leaks = f"{mesh.leaked} / {mesh.unknown}"
     if mesh.leak_checked is not None:

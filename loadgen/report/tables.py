@@ -243,6 +243,7 @@ MODE_COLUMNS = [
     "leaked",
     "not_sampled",
     "unknown",
+    "not_queried",
     "expectation_violations",
     "latency_n",
     "p50_ms",
@@ -268,7 +269,7 @@ def modes_table(summary: Summary | Mapping[str, Any]) -> list[dict[str, Any]]:
             {
                 "mode": mode,
                 "expected_decision": m.expected_decision,
-                **{c: counts.get(c) for c in MODE_COLUMNS[2:13]},
+                **{c: counts.get(c) for c in MODE_COLUMNS[2 : MODE_COLUMNS.index("latency_n")]},
                 "latency_n": lat.n if lat else None,
                 "p50_ms": lat.p50 if lat else None,
                 "p95_ms": lat.p95 if lat else None,

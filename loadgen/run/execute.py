@@ -162,6 +162,7 @@ def finish_run(
         quiet_s=0.0 if partial_reason else plan.quiet_s, poll_interval_s=opts.poll_interval_s,
         max_wait_s=opts.max_wait_s, run_id_tag=plan.run_id_tag, load_end=time.time(), status=status,
         search_service=opts.search_service, hops=opened.hops, keep_spans=opts.keep_spans,
+        readback_sample=opts.readback_sample, readback_fraction=opts.readback_fraction,
     )  # fmt: skip
     if outcome.interrupted:
         partial_reason = partial_reason or "interrupted during read-back"

@@ -92,6 +92,10 @@ class RunOptions:
     # fetched.jsonl (every queried trace's observation): kept for capacity's re-runnable analysis
     # and for tests; `loadgen run` writes it only with --keep-spans (its report needs it not).
     keep_spans: bool = True
+    # a sampled read-back (loadgen.analysis.subsample): at most N ids per stratum, or a fraction
+    # of them; both None: every id, or the automatic sample for a backend without multi-get
+    readback_sample: int | None = None
+    readback_fraction: float | None = None
     # the side-emitter's service.name (OTEL_SERVICE_NAME) and extra OTLP headers
     # (OTEL_EXPORTER_OTLP_HEADERS), both resolved by the CLI: loadgen.emitter.protocols.otel_env
     reference_service: str = DEFAULT_SERVICE_NAME

@@ -11,10 +11,18 @@ from typing import Any
 
 from loadgen.analysis.integrity import downstream_service, fold_integrity
 from loadgen.analysis.ledgerfold import LedgerFold, fold_ledger
-from loadgen.analysis.reconcile import Expectation, TraceObservation, reconcile_mesh, reconcile_reference
+from loadgen.analysis.reconcile import (
+    NOT_QUERIED,
+    Expectation,
+    TraceObservation,
+    reconcile_mesh,
+    reconcile_reference,
+)
+from loadgen.analysis.subsample import SamplePlan, choose_rule, plan_sample
 from loadgen.analysis.tagsearch import estimate_from_tags
 from loadgen.analysis.verdicts import DEFAULT_MAX_ERROR_RATE
 from loadgen.analysis.windows import windows_summary
+from loadgen.backends._engine import HttpReader
 from loadgen.backends.base import BackendError, TraceBackend
 from loadgen.emitter import ReferenceProtocol, ReferenceSummary, read_reference_log, summarize_reference_log
 from loadgen.ledger import LedgerStats, read_rows
@@ -35,7 +43,8 @@ class ReadBackOutcome:
     notes: list[str]
     interrupted: bool
     requests_total: int
-    # every queried trace's observation, for report.html (fetched.jsonl only with keep_spans)
+    # every queried trace's observation, for report.html (fetched.jsonl only with keep_spans),
+    # and `reconcile.NOT_QUERIED` for those a sampled read-back skipped
     observations: Mapping[str, TraceObservation] = field(default_factory=dict)
 
 
@@ -76,8 +85,11 @@ def read_back_run(
     search_service: str | None = None,
     hops: Sequence[Hop] | None = None,
     keep_spans: bool = True,
+    readback_sample: int | None = None,
+    readback_fraction: float | None = None,
 ) -> ReadBackOutcome:
-    """Query every ledger and reference trace id, reconcile, and (`keep_spans`) write fetched.jsonl.
+    """Query every ledger and reference trace id (or a sample of the ledger's: see
+    `loadgen.analysis.subsample`), reconcile, and (`keep_spans`) write fetched.jsonl.
 
     Shared by `loadgen run` and `loadgen verify`, which build the summary from it
     (`loadgen.summary.build`). A Ctrl-C during polling keeps what was learned and leaves the rest
@@ -86,6 +98,12 @@ def read_back_run(
     fold, ref_summary = _read_run_logs(run_dir, expect, notes)
     last_end = fold.traced_last_end  # when the last request ended: time zero of the time-to-queryable curve
     expected, expected_services = _ids_to_query(fold, ref_summary, expect)
+    sample = _sample_plan(backend, expected, ref_summary, run_id, readback_sample, readback_fraction)
+    if sample is not None:
+        notes.append(sample.note())
+        asked = len(expected) - len(sample.skipped)
+        status(f"sampled read-back ({sample.rule.describe()}): {asked:,} of {len(expected):,} trace ids")
+        expected = {t: v for t, v in expected.items() if t not in sample.skipped}
     readback = _poll_backend(
         backend, expected, expected_services, notes,
         quiet_s=quiet_s, poll_interval_s=poll_interval_s, max_wait_s=max_wait_s,
@@ -93,10 +111,13 @@ def read_back_run(
     )  # fmt: skip
     if keep_spans:
         write_fetched(run_dir / "fetched.jsonl", readback.observations, readback.complete_at)
-    reconciled = reconcile_mesh(fold, readback.observations, expect)
+    observations: Mapping[str, TraceObservation] = readback.observations
+    if sample is not None:  # the ids outside the sample: not queried, never unknown
+        observations = {**dict.fromkeys(sample.skipped, NOT_QUERIED), **readback.observations}
+    reconciled = reconcile_mesh(fold, observations, expect)
     reference = _reference_section(ref_summary, readback.observations)
     refs = ((t, o.state, o.spans, o.t) for t, o in ref_summary.traces.items()) if ref_summary else ()
-    windows = windows_summary(fold, readback.observations, expect, refs)
+    windows = windows_summary(fold, observations, expect, refs)
     first_ts = reconciled["requests"]["first_ts"]
     window = (int((first_ts - 2.0) * 1e6), int((max(last_end, load_end) + 2.0) * 1e6)) if first_ts else None
     tag_search = None
@@ -108,7 +129,7 @@ def read_back_run(
     hop_traces = _search_fragments(backend, hops, window, notes, status) if not readback.interrupted else None
     integrity = fold_integrity(
         fold,
-        readback.observations,
+        observations,
         hops,
         hop_traces=hop_traces,
         run_id_tag=run_id_tag,
@@ -123,14 +144,33 @@ def read_back_run(
             "poll_interval_s": poll_interval_s,
             "stable": readback.stable,
             "polls": [asdict(p) for p in readback.polls],
+            "sample": sample.to_json() if sample is not None else None,
         },
         queryable=time_to_queryable(readback.polls, last_end or load_end, poll_interval_s),
         tag_search=tag_search,
         integrity=integrity,
     )
     return ReadBackOutcome(
-        measured, notes, readback.interrupted, int(reconciled["requests"]["total"]), readback.observations
+        measured, notes, readback.interrupted, int(reconciled["requests"]["total"]), observations
     )
+
+
+def _sample_plan(
+    backend: TraceBackend,
+    expected: Mapping[str, int],
+    ref_summary: ReferenceSummary | None,
+    run_id: str,
+    count: int | None,
+    fraction: float | None,
+) -> SamplePlan | None:
+    """The sampled read-back's plan (None: every id is queried): the rule asked for, else the
+    automatic one for a backend that fetches one id per request (`HttpReader.batch` None)."""
+    multi_get = not isinstance(backend, HttpReader) or backend.batch is not None
+    rule = choose_rule(count, fraction, ids=len(expected), multi_get=multi_get)
+    if rule is None:
+        return None
+    reference_ids = {normalize_trace_id(t) for t in ref_summary.traces} if ref_summary else set()
+    return plan_sample(expected, reference_ids, rule, seed=run_id)
 
 
 def _ids_to_query(

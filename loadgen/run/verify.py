@@ -76,6 +76,16 @@ def _verify_facts(
     return facts, list(notes), list(stale)
 
 
+def _asked_sample(previous: Summary | None) -> tuple[int | None, float | None]:
+    """The --readback-sample/--readback-fraction the run was given (None, None: it was given
+    neither; an automatic sample is chosen again by the same rule). The draw is seeded by the
+    run id, so the same rule queries the same traces."""
+    sample = previous.readback.sample if previous is not None and previous.readback else None
+    if sample is None or sample.automatic:
+        return None, None
+    return sample.count, sample.fraction
+
+
 def verify_run(
     run_dir: Path,
     status: Status,
@@ -83,6 +93,8 @@ def verify_run(
     backend_spec: str = "",
     max_wait_s: float = 30.0,
     poll_interval_s: float = 1.0,
+    readback_sample: int | None = None,
+    readback_fraction: float | None = None,
 ) -> tuple[RunResult, list[tuple[str, Any, Any]]]:
     """`loadgen verify RUN`: query the backend again for every trace of an earlier run (late spans,
     a backend that was down), re-reconcile, and rewrite summary.json/report.md. The summary it
@@ -96,6 +108,8 @@ def verify_run(
     checked = read_run_json(run_dir)
     previous = read_previous_summary(run_dir)
     keep_spans = (run_dir / "fetched.jsonl").exists()  # as the run chose (--keep-spans)
+    if readback_sample is None and readback_fraction is None:  # the run's own sample rule
+        readback_sample, readback_fraction = _asked_sample(previous)
     collector: ManagedProcess | None = None
     try:
         if backend_spec:
@@ -118,6 +132,7 @@ def verify_run(
                 quiet_s=0.0, poll_interval_s=poll_interval_s, max_wait_s=max_wait_s,
                 run_id_tag=checked.run_id_tag, load_end=time.time(), status=status,
                 search_service=checked.search_service, hops=checked.hops, keep_spans=keep_spans,
+                readback_sample=readback_sample, readback_fraction=readback_fraction,
             )  # fmt: skip
         finally:
             backend.close()

@@ -114,6 +114,7 @@ class Mesh(_Base):
     collection: Proportion = field(default_factory=_no_proportion)
     partial: Count = 0
     unknown: Count = 0
+    not_queried: Count = 0  # decided sampled, outside a sampled read-back's sample
     leaked: Count | None = None  # None: not in this (partial, in-memory) summary; a file has it
     leak_checked: Count | None = None  # None: a summary from before it was counted
     leaked_examples: list[str] = []
@@ -141,6 +142,7 @@ class ModeStats(_Base):
     leaked: Count = 0
     not_sampled: Count = 0
     unknown: Count = 0
+    not_queried: Count = 0
     expected_decision: str | None = None
     expected_trace_id_kept: bool | None = None
     expectation_definite: bool = False
@@ -227,11 +229,28 @@ class Poll(_Base):
     errors: Count = 0
 
 
+class SampleStratum(_Base):
+    queried: Count = 0
+    of: Count = 0
+
+
+class ReadbackSample(_Base):
+    """A sampled read-back (`loadgen.analysis.subsample`): the rule and what each stratum had."""
+
+    rule: str  # count | fraction
+    count: Count | None = None
+    fraction: float | None = None
+    automatic: bool = False
+    sampled: SampleStratum = field(default_factory=SampleStratum)
+    others: SampleStratum = field(default_factory=SampleStratum)
+
+
 class Readback(_Base):
     quiet_s: float = 0.0
     poll_interval_s: float = 0.0
     stable: bool = False
     polls: list[Poll] = []
+    sample: ReadbackSample | None = None  # None: every trace id was queried
 
 
 class CurvePoint(_Base):

@@ -367,6 +367,7 @@ def test_ledger_timeseries_on_hand_built_records() -> None:
         "leaked": 0,
         "not_sampled": 1,
         "unknown": 2,
+        "not_queried": 0,
     }
     assert (w0["collection"]["k"], w0["collection"]["n"]) == (1, 2)  # found / (found + partial + missing)
     # window 1: nothing started; kept so the time axis has no hole

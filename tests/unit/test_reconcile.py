@@ -227,7 +227,7 @@ def test_mesh_per_mode_outcomes(mesh: dict[str, Any]) -> None:
     # decided: r1 r2 r3 r6 r7 r9 sampled; r4 r5 not; r8 unknown
     assert (none["decided_sampled"], none["decided_not_sampled"]) == (6, 2)
     outcomes = {o.value: none[o.value] for o in Outcome}
-    assert outcomes == {"found": 2, "partial": 1, "missing": 1, "leaked": 1, "not_sampled": 1, "unknown": 3}
+    assert outcomes == {"found": 2, "partial": 1, "missing": 1, "leaked": 1, "not_sampled": 1, "unknown": 3, "not_queried": 0}
     assert none["expected_decision"] == "proxy"
     # `none` sends nothing: Envoy decides, no id of ours to keep -> nothing definite to check.
     assert none["expectation_definite"] is False and none["expectation_checked"] == 0
@@ -235,7 +235,7 @@ def test_mesh_per_mode_outcomes(mesh: dict[str, Any]) -> None:
     # id, so both were checked (and kept every expectation).
     assert modes["b3_multi_sampled"] == {
         "requests": 2, "errors": 0, "decided_sampled": 2, "decided_not_sampled": 0,
-        "found": 1, "partial": 0, "missing": 1, "leaked": 0, "not_sampled": 0, "unknown": 0,
+        "found": 1, "partial": 0, "missing": 1, "leaked": 0, "not_sampled": 0, "unknown": 0, "not_queried": 0,
         "expected_decision": "forced_sampled", "expected_trace_id_kept": True,
         "expectation_definite": True, "expectation_checked": 2, "expectation_violations": 0,
         "violations": {"decision": 0, "trace_id": 0, "request_id": 0, "leak": 0},

@@ -173,6 +173,7 @@ def _mesh_cards(summary: Mapping[str, Any], out: _VerdictCards) -> None:
             esc(ci_short(mesh.get("collection"))),
             k_of_n(mesh.get("collection"), "sampled traces complete"),
             f"partial {as_int(mesh.get('partial')):,} · unknown {as_int(mesh.get('unknown')):,}"
+            + (f" · not queried {as_int(mesh.get('not_queried')):,}" if mesh.get("not_queried") else "")
             + (f" · minimum {esc(pct_text(min_collection, 1))}" if min_collection is not None else ""),
         ],
     )

@@ -33,6 +33,7 @@ _MODE_COLS = (
     ("leaked", "leaked"),
     ("not_sampled", "not sampled"),
     ("unknown", "unknown"),
+    ("not_queried", "not queried"),
     ("expectation_violations", "violations"),
 )
 _BAD_IF_NONZERO = {
