@@ -2,8 +2,9 @@
 jaeger-api-v3-query_service*.openapi.yaml, jaeger-api-v3-gettrace-example.json).
 
 - fetch: `GET /api/v3/traces/{32-hex id}` -> `{"result": OTLP TracesData}`. There is no batch
-  endpoint, so ids are fetched one per request, `concurrency` at a time. An unknown id is MISSING
-  only in Jaeger's own answer: 404 with the grpc-gateway style body `{"error": {"httpCode": 404,
+  endpoint, so ids are fetched one per request, under the engine's adaptive limit (from
+  `concurrency`, up to `max_concurrency`: 32 by default; loadgen.backends._engine). An unknown
+  id is MISSING only in Jaeger's own answer: 404 with the grpc-gateway style body `{"error": {"httpCode": 404,
   "message": "No traces found"}}` (or "trace not found"), sent by Go's http.Error as text/plain
   (jaeger apiv3/http_gateway.go). Any other 404 (a wrong base path, a proxy routing only some
   paths) is ERROR: it says nothing about the trace.
@@ -110,7 +111,8 @@ class JaegerV3Backend(HttpReader):
     the query base path, e.g. `http://tracing.istio-system/jaeger`).
 
     `options` (BackendOptions; keyword overrides win) give credentials, TLS, timeouts, retries and
-    `concurrency` (ids fetched at once); `batch_size` only sets how often progress is reported
+    `concurrency` (ids fetched at once at first; adaptive up to `max_concurrency` unless
+    `adaptive=False`); `batch_size` only sets how often progress is reported
     (api_v3 has no batch endpoint).
     """
 
