@@ -178,7 +178,7 @@ def mesh_collection_cause(s: Summary, threshold: float) -> str:
     if collection_verdict(k, n, unknown, threshold) is Verdict.INCONCLUSIVE:
         # A sampled read-back left traces unasked: a bigger sample is the cheaper remedy.
         remedy = (
-            f"a bigger --readback-sample ({mesh.not_queried:,} sampled traces were not queried)"
+            f"a bigger --readback-sample or --readback-fraction ({mesh.not_queried:,} sampled traces were not queried)"
             if mesh.not_queried
             else "a longer --duration or a higher rate"
         )

@@ -300,17 +300,24 @@ def _md_head(s: Summary) -> list[str]:
 
 
 def _md_modes(s: Summary) -> list[str]:
-    lines = [
-        "## Per header mode",
-        "",
-        "| mode | expected decision | requests | errors | sampled | found | partial | missing | leaked | unknown | p50 ms | p95 ms | p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    # A sampled read-back's traces outside the sample get their own column (only then).
+    sampled_readback = any(m.not_queried for m in s.modes.values())
+    header = ["mode", "expected decision", "requests", "errors", "sampled", "found", "partial", "missing"]
+    header += [
+        "leaked",
+        "unknown",
+        *(["not queried"] if sampled_readback else []),
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
     ]
+    lines = ["## Per header mode", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for mode, m in s.modes.items():
         lat = s.latency_ms.get(mode) or Latency()
         cells = [
             mode, m.expected_decision or "?", m.requests, m.errors, m.decided_sampled, m.found,
-            m.partial, m.missing, m.leaked, m.unknown, fmt_ms(lat.p50), fmt_ms(lat.p95), fmt_ms(lat.p99),
+            m.partial, m.missing, m.leaked, m.unknown, *([m.not_queried] if sampled_readback else []),
+            fmt_ms(lat.p50), fmt_ms(lat.p95), fmt_ms(lat.p99),
         ]  # fmt: skip
         lines.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
     hm_rows = header_mode_rows(s)

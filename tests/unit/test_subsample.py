@@ -19,6 +19,7 @@ from loadgen.backends.zipkin import ZipkinBackend
 from loadgen.run import read_back_and_reconcile
 from loadgen.run.readback import _sample_plan
 from loadgen.run.verify import _asked_sample
+from loadgen.report.render import render_markdown
 from loadgen.summary import as_summary
 from loadgen.summary.build import Measured, build_summary
 from tests.unit.test_ledgerfold import EXPECT as FOLD_EXPECT
@@ -209,6 +210,12 @@ def test_a_sampled_read_back_queries_only_the_sample_and_says_so(tmp_path: Path)
     }  # fmt: skip
     assert any("5 of 20 decided-sampled" in n for n in summary["notes"])
     assert _asked_sample(as_summary(summary)) == (5, None)
+    # report.md: a "not queried" column (the mode's 15 unasked requests... of 20 sampled, 40 others)
+    row = next(line for line in render_markdown(summary).splitlines() if line.startswith("| none |"))
+    header = next(line for line in render_markdown(summary).splitlines() if line.startswith("| mode |"))
+    cells = dict(zip(header.strip("|").split(" | "), row.strip("|").split(" | "), strict=True))
+    assert cells["not queried"].strip() == "50"  # 15 decided-sampled + 35 others outside the sample
+    assert cells["found"].strip() == "5"
 
 
 def test_the_automatic_sample_is_for_backends_without_multi_get() -> None:
@@ -240,5 +247,6 @@ def test_an_undecided_collection_of_a_sample_says_to_query_more() -> None:
     detail = summary.verdict_details["mesh_collection"]
     assert detail.verdict == "inconclusive"
     assert (
-        detail.cause is not None and "--readback-sample (60 sampled traces were not queried)" in detail.cause
+        detail.cause is not None
+        and "--readback-fraction (60 sampled traces were not queried)" in detail.cause
     )
