@@ -103,7 +103,9 @@ def read_back(
             observed = backend.fetch_reduced(
                 pending,
                 lambda answer: TraceObservation.from_fetched(answer, run_id_tag, run_id),
-                on_progress=lambda done, total: say(f"querying backend: {done}/{total} trace ids"),
+                on_progress=lambda done, total: say(
+                    f"querying backend: {done}/{total} trace ids{query_rate(backend)}"
+                ),
             )
             now = time.time()
             errors = 0
@@ -132,6 +134,15 @@ def read_back(
         if time.monotonic() - started >= max_wait_s:
             return res
         time.sleep(poll_interval_s)
+
+
+def query_rate(backend: TraceBackend) -> str:
+    """`, 312 queries/s, 8 in flight` for a status line: the queries per second the reader has
+    achieved so far and its concurrency limit now; "" when it does not count them."""
+    stats = backend.query_stats()
+    if stats is None or stats.qps is None:
+        return ""
+    return f", {stats.qps:,.0f} queries/s, {stats.concurrency} in flight"
 
 
 def time_to_queryable(polls: list[PollRecord], load_end: float, poll_interval_s: float) -> dict[str, Any]:

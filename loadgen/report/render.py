@@ -18,7 +18,16 @@ from loadgen.redact import redact_data
 from loadgen.report.fit import Cell, Col, FitTable
 from loadgen.report.profile_view import profile_markdown
 from loadgen.summary.io import as_summary
-from loadgen.summary.model import Latency, Mesh, Propagation, Proportion, Sampling, Summary, Target
+from loadgen.summary.model import (
+    Latency,
+    Mesh,
+    Propagation,
+    Proportion,
+    ReadbackQueries,
+    Sampling,
+    Summary,
+    Target,
+)
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
 
@@ -83,6 +92,21 @@ def _sections(s: Summary) -> tuple[Sampling, Mesh, Propagation]:
     return s.sampling, s.mesh, s.propagation
 
 
+def queries_text(q: ReadbackQueries) -> str:
+    """`1,000 requests at 312/s; concurrency 4-12 (adaptive, up to 32); 3 throttled`."""
+    span = f"{q.lowest_concurrency}" + (
+        f"-{q.highest_concurrency}" if q.highest_concurrency != q.lowest_concurrency else ""
+    )
+    how = f"adaptive, up to {q.max_concurrency}" if q.adaptive else "fixed"
+    text = f"{q.requests:,} requests at {q.qps or 0:,.0f}/s; concurrency {span} ({how})"
+    failed = [
+        (q.throttled, "throttled"),
+        (q.server_errors, "server errors"),
+        (q.transport_errors, "unanswered"),
+    ]
+    return text + "".join(f"; {n:,} {what}" for n, what in failed if n)
+
+
 def headline_rows(summary: Summary | Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(measure, value, verdict) rows: the headline of every report."""
     summary = as_summary(summary)
@@ -117,6 +141,9 @@ def headline_rows(summary: Summary | Mapping[str, Any]) -> list[tuple[str, str, 
     if mesh.leak_checked is not None:
         leaks += f" ({mesh.leaked} leaked of {mesh.leak_checked} queried)"
     rows.append(("mesh leaked / unknown", leaks, verdicts.get("no_leaks", "")))
+    queries = summary.readback.queries if summary.readback is not None else None
+    if queries is not None and queries.qps is not None:
+        rows.append(("backend queries", queries_text(queries), ""))
     ref = summary.reference
     if ref is not None and ref.started:
         rows.append(

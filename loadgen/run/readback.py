@@ -145,6 +145,7 @@ def read_back_run(
             "stable": readback.stable,
             "polls": [asdict(p) for p in readback.polls],
             "sample": sample.to_json() if sample is not None else None,
+            "queries": _queries(backend),
         },
         queryable=time_to_queryable(readback.polls, last_end or load_end, poll_interval_s),
         tag_search=tag_search,
@@ -153,6 +154,19 @@ def read_back_run(
     return ReadBackOutcome(
         measured, notes, readback.interrupted, int(reconciled["requests"]["total"]), observations
     )
+
+
+def _queries(backend: TraceBackend) -> dict[str, Any] | None:
+    """summary.json's `readback.queries`: how the reader's queries went over its session (the
+    probe's, the polls', the searches'); None when the reader does not count them."""
+    stats = backend.query_stats()
+    if stats is None:
+        return None
+    return {
+        **asdict(stats),
+        "busy_s": round(stats.busy_s, 3),
+        "qps": None if stats.qps is None else round(stats.qps, 1),
+    }
 
 
 def _sample_plan(

@@ -245,12 +245,29 @@ class ReadbackSample(_Base):
     others: SampleStratum = field(default_factory=SampleStratum)
 
 
+class ReadbackQueries(_Base):
+    """`loadgen.backends.base.QueryStats` of the reader: how its queries went (whole session)."""
+
+    requests: Count = 0
+    throttled: Count = 0
+    server_errors: Count = 0
+    transport_errors: Count = 0
+    busy_s: float = 0.0
+    qps: float | None = None
+    concurrency: Count = 0
+    lowest_concurrency: Count = 0
+    highest_concurrency: Count = 0
+    max_concurrency: Count = 0
+    adaptive: bool = False
+
+
 class Readback(_Base):
     quiet_s: float = 0.0
     poll_interval_s: float = 0.0
     stable: bool = False
     polls: list[Poll] = []
     sample: ReadbackSample | None = None  # None: every trace id was queried
+    queries: ReadbackQueries | None = None  # None: the reader does not count its queries
 
 
 class CurvePoint(_Base):

@@ -210,6 +210,11 @@ def test_a_sampled_read_back_queries_only_the_sample_and_says_so(tmp_path: Path)
     }  # fmt: skip
     assert any("5 of 20 decided-sampled" in n for n in summary["notes"])
     assert _asked_sample(as_summary(summary)) == (5, None)
+    # The reader's own count: one /traceMany per poll (at most 10 ids, batches of 20).
+    queries = summary["readback"]["queries"]
+    assert queries["requests"] == len(summary["readback"]["polls"]) >= 2
+    assert queries["qps"] > 0 and queries["throttled"] == 0
+    assert f"{queries['requests']} requests at" in render_markdown(summary)
     # report.md: a "not queried" column (the mode's 15 unasked requests... of 20 sampled, 40 others)
     row = next(line for line in render_markdown(summary).splitlines() if line.startswith("| none |"))
     header = next(line for line in render_markdown(summary).splitlines() if line.startswith("| mode |"))
