@@ -165,8 +165,9 @@ class JaegerBackend(HttpReader):
     (which may carry the query base path, e.g. `http://tracing.istio-system/jaeger`).
 
     `options` (BackendOptions; keyword overrides win) give credentials, TLS, timeouts, retries,
-    concurrency and the batch size. 100 ids make a ~4.2 KiB request line (`traceID=<32 hex>&`
-    each), fine for Jaeger's Go server; lower `batch_size` behind a stricter proxy (414/431).
+    concurrency (where the adaptive limit starts, and its bound) and the batch size. 100 ids
+    make a ~4.2 KiB request line (`traceID=<32 hex>&` each), fine for Jaeger's Go server; lower
+    `batch_size` behind a stricter proxy (414/431).
     """
 
     name = "jaeger"
