@@ -83,15 +83,27 @@ def bucket_width(windows: Sequence[tuple[str, float]]) -> float:
 
 
 def profile_labels(profile: MeshProfile, run_id_tag: str) -> dict[str, str]:
-    """The mesh profile as loadgen_watch_mesh_profile_info's label values."""
+    """The mesh profile as loadgen_watch_mesh_profile_info's label values: "unknown" for what
+    was not learned (nor declared)."""
     tracer = profile.tracer_given or profile.tracer
     return {
         "tracer": tracer.value if tracer is not None else "unknown",
         "spans_per_trace": str(profile.shape.total) if profile.shape is not None else "unknown",
         "edge": profile.request_id.value if profile.request_id is not None else "unknown",
-        "run_id_tag": run_id_tag,
+        "run_id_tag": _run_id_tag_label(profile, run_id_tag),
         "source": profile.source,
     }
+
+
+def _run_id_tag_label(profile: MeshProfile, run_id_tag: str) -> str:
+    """The tag holding the run id (`run_id_tag`: the plan's, probed or declared); "none" when
+    spans carry none (the probe read traces back without it, or --no-probe's flags declare
+    none); "unknown" when the probe read no trace back, so it could not tell."""
+    if run_id_tag:
+        return run_id_tag
+    if profile.source != "flags" and not profile.traces_found:
+        return "unknown"
+    return "none"
 
 
 @dataclass(frozen=True)
