@@ -1,11 +1,13 @@
 """`loadgen watch` end to end: real Envoy, real Locust, the side-emitter, the collector, read back
 continuously; the metrics scraped from /metrics and parsed with prometheus_client's parser.
 
-One embedded mesh (50 % sampling) and one probed profile serve the whole module; each test runs
-`loadgen watch` as its own process against it (an existing mesh to watch: --gateway, --collector,
---backend), at 20 req/s with second-long windows and a short deadline, except the restart test,
-which lets watch start its own embedded mesh twice on one state folder. Every wait is bounded
-and every process is stopped by the test.
+One embedded mesh shaped like the default (50 % sampling) and one probed profile serve most of
+the module; each test runs `loadgen watch` as its own process against it (an existing mesh to
+watch: --gateway, --collector, --backend), at 20 req/s with second-long windows and a short
+deadline, except the restart test, which lets watch start its own embedded mesh twice on one
+state folder. One test watches a second mesh, unlike the default one (test_run_otel's
+UNLIKE_DEFAULT, with the OpenTelemetry tracer and 30 % sampling), whose profile watch's own probe
+learns. Every wait is bounded and every process is stopped by the test.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from scipy.stats import binomtest
 
 from loadgen.backends.factory import parse_backend_spec
+from loadgen.mesh.tracer import OtlpProtocol, TracerFamily
 from loadgen.probe import probe_mesh
 from loadgen.runfiles import write_json
 from loadgen.stack.collector.control import CONTROL_PATH
@@ -36,6 +39,7 @@ from loadgen.stack.envoy import TracingConfig
 from loadgen.stack.mesh import EmbeddedMesh, MeshConfig
 from loadgen.watch.state import STATE_DB
 from tests.integration.backend_proxy import BackendProxy
+from tests.integration.test_run_otel import UNLIKE_DEFAULT
 
 LOADGEN = [sys.executable, "-m", "loadgen.cli"]
 SAMPLING = 50.0
@@ -138,20 +142,37 @@ def wait_for(watch: Watch, condition: Callable[[Samples], bool], timeout_s: floa
         if condition(samples):
             return samples
         time.sleep(0.25)
-    pytest.fail(f"not within {timeout_s:g} s: {what}\n" + "".join(watch.lines[-20:]))
+    pytest.fail(f"not within {timeout_s:g} s: {what}\n{_digest(samples)}\n" + "".join(watch.lines[-20:]))
+
+
+def _digest(samples: Samples) -> str:
+    """The counters a failed wait shows: requests, and checks by source and outcome."""
+    traces: dict[str, float] = {}
+    for (name, labels), v in samples.items():
+        if name == "loadgen_watch_traces_total" and v:
+            key = "{source}/{outcome}".format(**dict(labels))
+            traces[key] = traces.get(key, 0) + v
+    return f"last scrape: requests {value(samples, 'loadgen_watch_requests_total'):g}, traces {traces}"
 
 
 @dataclass(frozen=True)
 class Target:
+    """A running embedded mesh to watch as an existing one; `profile` None: watch's own probe
+    learns it; `mix` empty: watch's default header mix."""
+
     mesh: EmbeddedMesh
-    profile: Path
+    profile: Path | None
+    sampling: float = SAMPLING
+    mix: str = ""
 
     def args(self, backend: str | None = None) -> list[str]:
         m = self.mesh
+        profile = ["--profile", str(self.profile)] if self.profile is not None else []
+        mix = ["--mix", self.mix] if self.mix else []
         return [
             "--gateway", m.gateway_url, "--host", m.host_header, "--collector", m.collector_url,
-            "--backend", backend or f"zipkin:{m.collector_url}", "--expect", f"{SAMPLING:g}",
-            "--profile", str(self.profile), "--rate", RATE, "--reference-rate", "5",
+            "--backend", backend or f"zipkin:{m.collector_url}", "--expect", f"{self.sampling:g}",
+            *profile, *mix, "--rate", RATE, "--reference-rate", "5",
             "--segment", f"{SEGMENT_S:g}", "--deadline", f"{DEADLINE_S:g}", "--give-up", f"{GIVE_UP_S:g}",
         ]  # fmt: skip
 
@@ -183,6 +204,19 @@ def _last_window(stdout: str, label: str) -> tuple[int, int]:
     match = re.search(rf"window {label}: decision rate \S+ \[\S+, \S+\] \((\d+)/(\d+)\)", stdout)
     assert match, stdout
     return int(match.group(1)), int(match.group(2))
+
+
+def _check_decision_rate(stdout: str, label: str, percent: float, min_n: int) -> tuple[int, int]:
+    """The decision rate over the window `label` when watch stopped: the Wilson interval it
+    printed is the one for its k/n, and `percent` is within 4.5 standard errors of the observed
+    rate (the 95 % interval itself misses the truth one time in twenty: too often for a test)."""
+    k, n = _last_window(stdout, label)
+    assert n >= min_n, (k, n)
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert f"[{ci.low:.4f}, {ci.high:.4f}] ({k}/{n})" in stdout
+    p = percent / 100
+    assert abs(k / n - p) <= 4.5 * math.sqrt(p * (1 - p) / n), (k, n)
+    return k, n
 
 
 def test_metrics_show_found_traces_the_sampling_and_follow_loss_on_and_off(
@@ -236,14 +270,7 @@ def test_metrics_show_found_traces_the_sampling_and_follow_loss_on_and_off(
     print(
         f"loss on -> ratio 0 after {fell_after:.1f} s, off -> >= 0.9 after {rose_after:.1f} s (bound {bound:g} s)"
     )
-    # The decision rate over the long window when it stopped: the Wilson interval watch printed
-    # is the one for its k/n, and 50 % is within 4.5 standard errors of the observed rate (the
-    # 95 % interval itself misses the truth one time in twenty: too often for a test).
-    k, n = _last_window(stdout, f"{long_:g}s")
-    assert n >= 50
-    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    assert f"[{ci.low:.4f}, {ci.high:.4f}] ({k}/{n})" in stdout
-    assert abs(k / n - SAMPLING / 100) <= 4.5 * math.sqrt(0.25 / n), (k, n)
+    _check_decision_rate(stdout, f"{long_:g}s", SAMPLING, min_n=50)
 
 
 def test_unknown_rises_and_missing_stays_put_while_the_backend_is_away(
@@ -348,3 +375,85 @@ def test_killed_and_restarted_on_its_state_it_carries_on(target: Target, tmp_pat
     assert concluded + pending == requests
     assert requests > value(before, "loadgen_watch_requests_total")
     assert not (state / "locust.pid").exists()  # the second Locust was stopped in order
+
+
+#: The unlike mesh's sampling (not the default's 100 %, nor the other tests' 50 %).
+UNLIKE_SAMPLING = 30.0
+#: Under the OpenTelemetry tracer off the edge, Envoy's coin decides none, b3_multi_sampled (B3
+#: is ignored), w3c_sampled and xrid_random (sampled on our kept x-request-id): the decision
+#: rate's modes. xrid_forced is always traced (its forced mark is kept: not an edge), and
+#: w3c_not_sampled never. A watch assuming an edge would count xrid_forced in the decision rate
+#: too: (5 x 30 % + 2) / 7 = 50 % sampled, which the decision-rate check tells from 30 %.
+UNLIKE_MIX = "none=2,b3_multi_sampled=1,w3c_sampled=1,w3c_not_sampled=1,xrid_forced=2,xrid_random=1"
+
+
+@pytest.fixture(scope="module")
+def unlike_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """test_run_otel's mesh unlike the default (the gateway alone: 1-span traces, no sidecar; not
+    at the edge: client x-request-ids kept; no run-id tag on spans), with the OpenTelemetry
+    tracer (OTLP/HTTP) at 30 %. No profile: watch's own probe learns it."""
+    tracing = TracingConfig(
+        sampling_percent=UNLIKE_SAMPLING, tracer=TracerFamily.OPENTELEMETRY, otlp_protocol=OtlpProtocol.HTTP,
+        **UNLIKE_DEFAULT,  # type: ignore[arg-type]
+    )  # fmt: skip
+    mesh = EmbeddedMesh(tmp_path_factory.mktemp("watch-unlike-mesh"), MeshConfig(tracing=tracing)).start()
+    try:
+        yield Target(mesh, None, sampling=UNLIKE_SAMPLING, mix=UNLIKE_MIX)
+    finally:
+        mesh.stop()
+
+
+def _outcomes(samples: Samples, **labels: str) -> dict[str, float]:
+    """Mesh checks concluded, by outcome, of the checks whose labels include `labels`."""
+    outcomes = ("found", "partial", "missing", "leaked", "not_sampled", "unknown")
+    return {
+        o: value(samples, "loadgen_watch_traces_total", source="mesh", outcome=o, **labels) for o in outcomes
+    }
+
+
+def test_a_mesh_unlike_the_default_is_measured_by_what_watch_learned_of_it(
+    unlike_target: Target, tmp_path: Path
+) -> None:
+    """Every figure comes from the mesh watched, not from the default one: the profile its probe
+    learned (1 span, not an edge, no run-id tag, the OpenTelemetry tracer), 1-span traces found
+    whole (3 spans assumed: every one partial), every decision read where this mesh's tracer
+    writes it (none unknown), the decision rate at 30 % (an edge assumed: about 50 %), nothing
+    lost or missing. Each of those three assumptions, forced on watch (--expected-spans 3, an
+    edge context, --tracer zipkin), fails this test."""
+    short, long_ = 5.0, 60.0  # the long window holds every request of the ~20 s watched
+    watch = start_watch([*unlike_target.args(), "--window", f"{short:g}s,{long_:g}s"], tmp_path / "state")
+    mesh_long = {"source": "mesh", "window": f"{long_:g}s"}
+    try:
+        samples = wait_for(
+            watch,
+            lambda s: value(s, "loadgen_watch_requests_total") >= 400
+            and value(s, "loadgen_watch_traces_total", source="mesh", mode="w3c_not_sampled") >= 5
+            and value(s, "loadgen_watch_traces_total", source="reference", outcome="found") >= 20,
+            90, "20 s of requests, not-sampled checks concluded and reference traces found",
+        )  # fmt: skip
+    finally:
+        code, stdout = watch.stop(signal.SIGTERM)
+    assert code == 0, "".join(watch.lines)
+    profile = {
+        "tracer": "opentelemetry", "spans_per_trace": "1", "edge": "kept_honoured", "run_id_tag": "none",
+        "source": "probe",
+    }  # fmt: skip
+    assert gauge(samples, "loadgen_watch_mesh_profile_info", **profile) == 1.0, [
+        dict(ls) for (n, ls) in samples if n == "loadgen_watch_mesh_profile_info"
+    ]
+    assert gauge(samples, "loadgen_watch_configured_sampling_ratio") == UNLIKE_SAMPLING / 100
+    # 1-span traces found whole; nothing partial, missing, leaked or unknown (the backend is up).
+    mesh = _outcomes(samples)
+    assert mesh["found"] >= 20 and mesh["not_sampled"] > 0, mesh
+    assert mesh["partial"] == mesh["missing"] == mesh["leaked"] == mesh["unknown"] == 0, mesh
+    assert gauge(samples, "loadgen_watch_collection_ratio", **mesh_long) == 1.0
+    assert gauge(samples, "loadgen_watch_collection_ratio", source="reference", window=f"{long_:g}s") == 1.0
+    assert value(samples, "loadgen_watch_time_to_queryable_seconds_count", source="mesh") == mesh["found"]
+    # The forced mark of a kept x-request-id traces every such request (off the edge); the W3C
+    # sampled flag 0 vetoes every one.
+    forced, vetoed = _outcomes(samples, mode="xrid_forced"), _outcomes(samples, mode="w3c_not_sampled")
+    assert forced["found"] == sum(forced.values()) > 0, forced
+    assert vetoed["not_sampled"] == sum(vetoed.values()) > 0, vetoed
+    # The decision rate: Envoy's coin at 30 %, on the decision-free modes only (n >= 150: a
+    # 50 % rate is then more than 4.5 standard errors of 30 % away).
+    _check_decision_rate(stdout, f"{long_:g}s", UNLIKE_SAMPLING, min_n=150)
