@@ -12,7 +12,6 @@ are small and share equal parts between traces.
 from __future__ import annotations
 
 import sys
-from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -40,6 +39,43 @@ def _canonical(key: Hashable, build: Callable[[], _V]) -> _V:
     return value
 
 
+def _widen(windows: dict[str, list[int]], service: str, start: int, end: int) -> None:
+    """`service`'s window [first start, last end] widened to [start, end] (first use: set)."""
+    w = windows.get(service)
+    if w is None:
+        windows[service] = [start, end]
+        return
+    # What min() and max() keep: the earlier value when equal.
+    if start < w[0]:
+        w[0] = start
+    if end > w[1]:
+        w[1] = end
+
+
+_Counts = tuple[tuple[tuple[str, str], int], ...]
+_Links = tuple[tuple[tuple[str, str, str, str], int], ...]
+
+
+def _canonical_counts(
+    counts: _Counts, links: _Links
+) -> tuple[dict[str, dict[str, int]], dict[tuple[str, str, str, str], int]]:
+    """The shared span counts and links of a trace from its (service, kind) counts and links in
+    the order first seen. The same shape nearly always lists them in the same order, so that
+    order is looked up first, without sorting."""
+    return _canonical(("counts", counts, links), lambda: _sorted_counts(counts, links))
+
+
+def _sorted_counts(
+    counts: _Counts, links: _Links
+) -> tuple[dict[str, dict[str, int]], dict[tuple[str, str, str, str], int]]:
+    span_counts = tuple(sorted(counts))
+    link_counts = tuple(sorted(links))
+    return (
+        _canonical(("spans", span_counts), lambda: _nested_counts(span_counts)),
+        _canonical(("links", link_counts), lambda: dict(link_counts)),
+    )
+
+
 def _nested_counts(items: Sequence[tuple[tuple[str, str], int]]) -> dict[str, dict[str, int]]:
     """((service, kind), n) pairs, sorted, as service -> kind -> n."""
     out: dict[str, dict[str, int]] = {}
@@ -56,13 +92,85 @@ def _kind(span: Mapping[str, Any]) -> str:
     return str(span.get("kind") or "-")
 
 
-_Row = tuple[Mapping[str, Any], str, str, str]
-"""A span with its service, kind and normalized id (`TraceShape.from_spans`)."""
-
-
 def normalize_span_id(value: object) -> str:
     """Zipkin span ids are 16 lowercase hex; some writers drop leading zeros."""
     return str(value).strip().lower().zfill(16)
+
+
+_Row = tuple[Mapping[str, Any], str, str, str, str | None, bool, Any, Any]
+"""A span as `TraceShape.from_spans` folds it: the span, its service, kind, normalized id,
+normalized parentId (None when it has none), whether it is shared, its timestamp and duration."""
+_Rows = tuple[list[_Row], dict[str, list[_Row]]]
+"""The rows of a trace's spans, and the rows of each span id (spans without an id left out)."""
+_NO_ID = normalize_span_id(None)  # the id `normalize_span_id` gives a span without one
+
+
+def _rows(spans: Sequence[Mapping[str, Any]]) -> _Rows:
+    """Every span's row, whatever its values (a span that is no mapping, or whose localEndpoint
+    is not one, raises AttributeError)."""
+    rows: list[_Row] = []
+    by_id: dict[str, list[_Row]] = {}
+    for s in spans:
+        raw_id = s.get("id")
+        parent = s.get("parentId")
+        row = (
+            s, span_service(s), _kind(s), normalize_span_id(raw_id),
+            normalize_span_id(parent) if parent else None, bool(s.get("shared")),
+            s.get("timestamp"), s.get("duration"),
+        )  # fmt: skip
+        rows.append(row)
+        if raw_id is not None:
+            by_id.setdefault(row[3], []).append(row)
+    return rows, by_id
+
+
+def _text_or_none(value: object, default: str) -> str | None:
+    """`str(value or default)` when that is `value or default` itself (a str, or a false
+    value), else None: what `_plain_rows` reads of a service name or kind."""
+    if not value:
+        return default
+    return value if type(value) is str else None
+
+
+def _plain_rows(spans: Sequence[Any], run_id_tag: str, run_id: str) -> tuple[_Rows, int] | None:
+    """`_rows(spans)` and the spans tagged `run_id_tag` = `run_id`, for spans in the form a
+    JSON answer has (dicts; ids, parent ids, service names and kinds strings or absent; a
+    localEndpoint and tags dicts or absent), in one pass without a call per value; None when a
+    span is in any other form (then the general code reads them, with the same result)."""
+    rows: list[_Row] = []
+    by_id: dict[str, list[_Row]] = {}
+    tagged = 0
+    for s in spans:
+        if type(s) is not dict:
+            return None
+        get = s.get
+        endpoint = get("localEndpoint")
+        if endpoint and type(endpoint) is not dict:
+            return None
+        service = _text_or_none(endpoint.get("serviceName") if endpoint else None, "")
+        kind = _text_or_none(get("kind"), "-")
+        raw_id, parent = get("id"), get("parentId")
+        if service is None or kind is None or not (type(raw_id) is str or raw_id is None):
+            return None
+        if parent and type(parent) is not str:
+            return None
+        tags = get("tags") if run_id else None
+        if tags:
+            if type(tags) is not dict:
+                return None
+            if tags.get(run_id_tag) == run_id:
+                tagged += 1
+        xid = _NO_ID if raw_id is None else raw_id.strip().lower().zfill(16)
+        pid = parent.strip().lower().zfill(16) if parent else None
+        row = (s, service, kind, xid, pid, bool(get("shared")), get("timestamp"), get("duration"))
+        rows.append(row)
+        if raw_id is not None:
+            same_id = by_id.get(xid)
+            if same_id is None:
+                by_id[xid] = [row]
+            else:
+                same_id.append(row)
+    return (rows, by_id), tagged
 
 
 @dataclass(frozen=True)
@@ -94,33 +202,24 @@ class TraceShape:
 
     @classmethod
     def from_spans(cls, spans: Sequence[Mapping[str, Any]]) -> TraceShape:
-        # One row per span, (span, service, kind, its id), computed once: this runs for every
-        # trace of a read-back.
-        rows: list[_Row] = []
-        by_id: dict[str, list[_Row]] = defaultdict(list)
-        for s in spans:
-            raw_id = s.get("id")
-            row = (s, span_service(s), _kind(s), normalize_span_id(raw_id))
-            rows.append(row)
-            if raw_id is not None:
-                by_id[row[3]].append(row)
+        # One row per span, its values read once: this runs for every trace of a read-back.
+        plain = _plain_rows(spans, "", "")
+        return cls._of_rows(*(plain[0] if plain is not None else _rows(spans)))
+
+    @classmethod
+    def _of_rows(cls, rows: list[_Row], by_id: Mapping[str, list[_Row]]) -> TraceShape:
         counts: dict[tuple[str, str], int] = {}
         links: dict[tuple[str, str, str, str], int] = {}
         external: list[ExternalRef] = []
         windows: dict[str, list[int]] = {}
         roots = shared = 0
         for row in rows:
-            x, service, kind, xid = row
-            counts[(service, kind)] = counts.get((service, kind), 0) + 1
-            ts, dur = x.get("timestamp"), x.get("duration")
+            _, service, kind, xid, pid, is_shared, ts, dur = row
+            counts[service, kind] = counts.get((service, kind), 0) + 1
             if isinstance(ts, int):
-                end = ts + (dur if isinstance(dur, int) else 0)
-                w = windows.setdefault(service, [ts, end])
-                w[0], w[1] = min(w[0], ts), max(w[1], end)
-            pid = normalize_span_id(x["parentId"]) if x.get("parentId") else None
-            is_shared = bool(x.get("shared"))
-            shared += int(is_shared)
-            parent = _effective_parent(row, pid, is_shared, by_id)
+                _widen(windows, service, ts, ts + (dur if isinstance(dur, int) else 0))
+            shared += is_shared
+            parent = _effective_parent(row, by_id)
             if parent is not None:
                 link = (service, kind, parent[1], parent[2])
                 links[link] = links.get(link, 0) + 1
@@ -129,11 +228,10 @@ class TraceShape:
                 roots += 1
             if (pid is not None or is_shared) and len(external) < EXTERNAL_LIMIT:
                 external.append(ExternalRef(sys.intern(service), kind, pid, xid if is_shared else None))
-        span_counts = tuple(sorted(counts.items()))
-        link_counts = tuple(sorted(links.items()))
+        span_counts, link_counts = _canonical_counts(tuple(counts.items()), tuple(links.items()))
         return cls(
-            spans=_canonical(("spans", span_counts), lambda: _nested_counts(span_counts)),
-            links=_canonical(("links", link_counts), lambda: dict(link_counts)),
+            spans=span_counts,
+            links=link_counts,
             roots=roots,
             external=tuple(external),
             shared=shared,
@@ -185,27 +283,28 @@ class TraceShape:
         )
 
 
-def _effective_parent(
-    row: _Row, pid: str | None, is_shared: bool, by_id: Mapping[str, list[_Row]]
-) -> _Row | None:
+def _effective_parent(row: _Row, by_id: Mapping[str, list[_Row]]) -> _Row | None:
     """The row of the span `row` hangs under. A shared span (server half) hangs under its client
     half (same id); otherwise the span named by parentId. With shared spans, one id names two
     spans (client half and server half): a child of the same service as the server half was
     started by that proxy after receiving the request, so it hangs under the server half,
     anything else under the client half."""
-    x, service, _, xid = row
+    x, service, _, xid, pid, is_shared, _, _ = row
     if is_shared:
         for r in by_id.get(xid, ()):
-            if r[0] is not x and not r[0].get("shared"):
+            if r[0] is not x and not r[5]:
                 return r
     if pid is None:
         return None
-    candidates = [r for r in by_id.get(pid, ()) if r[0] is not x]
-    if not candidates:
-        return None
-    same = [r for r in candidates if r[1] == service]
-    unshared = [r for r in candidates if not r[0].get("shared")]
-    return (same or unshared or candidates)[0]
+    first = unshared = None
+    for r in by_id.get(pid, ()):
+        if r[0] is x:
+            continue
+        if r[1] == service:
+            return r
+        first = first or r
+        unshared = unshared or (None if r[5] else r)
+    return unshared or first
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,13 +326,19 @@ class TraceObservation:
 
     @classmethod
     def from_fetched(cls, fetched: Fetched, run_id_tag: str = "", run_id: str = "") -> TraceObservation:
-        if not fetched.spans:
+        spans = fetched.spans
+        if not spans:
             return cls(fetched.status, 0, (), 0, fetched.error, None)
-        tagged = sum(1 for s in fetched.spans if run_id and (s.get("tags") or {}).get(run_id_tag) == run_id)
-        shape = TraceShape.from_spans(fetched.spans)  # its services are the spans' local services
+        plain = _plain_rows(spans, run_id_tag, run_id)  # one pass for the common form
+        if plain is not None:
+            rows, tagged = plain
+        else:
+            tagged = sum(1 for s in spans if run_id and (s.get("tags") or {}).get(run_id_tag) == run_id)
+            rows = _rows(spans)
+        shape = TraceShape._of_rows(*rows)  # its services are the spans' local services
         return cls(
             fetched.status,
-            len(fetched.spans),
+            len(spans),
             shape.services(),
             tagged,
             fetched.error,

@@ -1,16 +1,34 @@
-"""Pure helpers every reader shares: grouping returned spans under the requested ids, an answer of
-ERROR for every id, and Zipkin-style value formatting (`format_double`, from loadgen.mesh.otlp_values)."""
+"""Pure helpers every reader shares: decoding a JSON answer, grouping returned spans under the
+requested ids, an answer of ERROR for every id, and Zipkin-style value formatting (`format_double`,
+from loadgen.mesh.otlp_values)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+import msgspec
 
 from loadgen.backends.base import Fetched, FetchStatus, Span
 from loadgen.mesh.ids import normalize_trace_id
 from loadgen.mesh.otlp_values import format_double  # its home; re-exported for the readers
 
-__all__ = ["all_error", "assign", "format_double", "is_name_list", "is_v3_services"]
+__all__ = ["all_error", "assign", "format_double", "is_name_list", "is_v3_services", "loads_json"]
+
+_decode = msgspec.json.Decoder().decode
+
+
+def loads_json(content: bytes) -> Any:
+    """`json.loads(content)` (what httpx's `Response.json()` is), decoded by msgspec where it
+    can: about twice as fast on a read-back's answers, and the same values wherever msgspec
+    accepts the text. Whatever it does not accept (NaN or Infinity, numbers out of a float's
+    range, lone surrogates, a BOM, UTF-16/32, malformed JSON) goes to `json.loads`, which
+    decodes it or raises as before (JSONDecodeError, UnicodeDecodeError, RecursionError)."""
+    try:
+        return _decode(content)
+    except msgspec.DecodeError:
+        return json.loads(content)
 
 
 def assign(ids: Sequence[str], spans: Iterable[Any]) -> dict[str, Fetched]:
@@ -22,6 +40,9 @@ def assign(ids: Sequence[str], spans: Iterable[Any]) -> dict[str, Fetched]:
     traces that were not requested are ignored.
     """
     requested = set(ids)
+    # Requested ids already in normal form (all, from the readers): a span naming one of them
+    # exactly goes to it, without normalizing its id.
+    normal = {tid for tid in requested if normalize_trace_id(tid) == tid}
     by_low_half: dict[str, list[str]] = {}
     for tid in ids:
         if len(tid) == 32:
@@ -29,6 +50,9 @@ def assign(ids: Sequence[str], spans: Iterable[Any]) -> dict[str, Fetched]:
     grouped: dict[str, list[Span]] = {tid: [] for tid in ids}
     for span in spans:
         raw = span.get("traceId") if isinstance(span, dict) else None
+        if type(raw) is str and raw in normal:
+            grouped[raw].append(span)
+            continue
         if not isinstance(raw, str):
             continue
         got = normalize_trace_id(raw)
