@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from loadgen.backends._adaptive import AimdController, AimdSettings, Outcome
+from loadgen.backends._common import loads_json
 from loadgen.backends.base import BackendOptions, redact_url
 
 __all__ = [
@@ -267,9 +268,10 @@ def media_type(resp: httpx.Response) -> str:
 
 
 def json_body(resp: httpx.Response) -> Any:
-    """The decoded JSON body, or None when it is not JSON (an HTML login page, a proxy error)."""
+    """The decoded JSON body, or None when it is not JSON (an HTML login page, a proxy error).
+    What `resp.json()` gives, decoded by msgspec where it can (`loads_json`)."""
     try:
-        return resp.json()
+        return loads_json(resp.content)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
 
