@@ -54,7 +54,15 @@ from loadgen.watch.segments import closed_segments, expire_segments, read_segmen
 from loadgen.watch.state import PendingCheck, WatchState, Writer
 from loadgen.watch.windows import Bucket, window_stats
 
-__all__ = ["Engine", "EngineConfig", "ReferenceFeed", "bucket_width", "profile_labels", "progress_line"]
+__all__ = [
+    "Engine",
+    "EngineConfig",
+    "ReferenceFeed",
+    "bucket_width",
+    "limit_notes",
+    "profile_labels",
+    "progress_line",
+]
 
 #: Closed segments ingested per tick at most (a watch restarted after a long stop catches up
 #: over several ticks instead of one long one).
@@ -104,6 +112,26 @@ def _run_id_tag_label(profile: MeshProfile, run_id_tag: str) -> str:
     if profile.source != "flags" and not profile.traces_found:
         return "unknown"
     return "none"
+
+
+def limit_notes(profile: MeshProfile, expect: Expectation, gaps: Mapping[str, str]) -> list[str]:
+    """What the profile could not give the watch, and what the watch's figures mean without it:
+    no header echo (no request's decision is known), no trace shape (found means any span).
+    `gaps` are the plan's (loadgen.mesh.profile.expectation_gaps: its reasons name the fact)."""
+    notes = []
+    if profile.echo is False:
+        notes.append(
+            "the upstream does not echo request headers (probed): no mesh request's decision is known, "
+            "so each is concluded unknown and there is no decision rate or mesh collection ratio; route "
+            "the Host to an httpbin-like /headers (or --path to one)"
+        )
+    if expect.shape is None and expect.spans_per_trace <= 0:
+        why = gaps.get("propagation_integrity", "the trace shape is unknown")
+        notes.append(
+            f"{why}: a mesh trace counts as found once any span of it is read, so the mesh collection "
+            "ratio shows missing traces, not partial ones (give --expected-spans N)"
+        )
+    return notes
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from loadgen.run.options import RunOptions, Status, check_path, check_reference,
 from loadgen.run.target import OpenTarget, open_target
 from loadgen.stack.procs import StackError
 from loadgen.watch.checks import Timing
-from loadgen.watch.engine import Engine, EngineConfig, profile_labels, progress_line
+from loadgen.watch.engine import Engine, EngineConfig, limit_notes, profile_labels, progress_line
 from loadgen.watch.model import WatchSnapshot
 from loadgen.watch.options import WatchError, WatchOptions, give_up_for
 from loadgen.watch.segments import adopt_orphans
@@ -132,7 +132,12 @@ def _engine(
         configured_ratio=None if configured is None else configured / 100.0,
         profile=profile_labels(plan.profile, plan.run_id_tag),
         retention_s=opts.retention_s,
-        notes=(*opened.notes, *plan.notes, _deadline_note(opts, plan, timing)),
+        notes=(
+            *opened.notes,
+            *plan.notes,
+            *limit_notes(plan.profile, plan.expect, plan.gaps),
+            _deadline_note(opts, plan, timing),
+        ),
         batch_limit=opts.batch_limit,
         version=__version__,
     )

@@ -457,3 +457,33 @@ def test_a_mesh_unlike_the_default_is_measured_by_what_watch_learned_of_it(
     # The decision rate: Envoy's coin at 30 %, on the decision-free modes only (n >= 150: a
     # 50 % rate is then more than 4.5 standard errors of 30 % away).
     _check_decision_rate(stdout, f"{long_:g}s", UNLIKE_SAMPLING, min_n=150)
+
+
+def test_without_a_header_echo_watch_assumes_no_decision(unlike_target: Target, tmp_path: Path) -> None:
+    """The same mesh on a path whose answer echoes nothing (/status/200): the probe learns there
+    is no echo, and no mesh request's decision is known. Each is concluded unknown (none found,
+    missing or not sampled), no decision rate or mesh collection ratio is exported (absent, never
+    0), reference traces are still checked, and the status page's notes say why."""
+    args = [*unlike_target.args(), "--path", "/status/200", "--window", "5s,60s"]
+    watch = start_watch(args, tmp_path / "state")
+    try:
+        samples = wait_for(
+            watch,
+            lambda s: value(s, "loadgen_watch_traces_total", source="mesh", outcome="unknown") >= 50
+            and value(s, "loadgen_watch_traces_total", source="reference", outcome="found") >= 10,
+            90, "mesh requests concluded unknown and reference traces found",
+        )  # fmt: skip
+        page = httpx.get(f"{watch.url}/", timeout=5).text
+    finally:
+        code, _ = watch.stop(signal.SIGTERM)
+    assert code == 0, "".join(watch.lines)
+    mesh = _outcomes(samples)
+    # Concluded at once when ingested: every request counted is a check concluded unknown.
+    assert mesh["unknown"] == value(samples, "loadgen_watch_requests_total", status="200") > 0, mesh
+    assert sum(mesh.values()) == mesh["unknown"], mesh
+    assert value(samples, "loadgen_watch_pending_checks", source="mesh") == 0
+    for window in ("5s", "60s"):
+        assert gauge(samples, "loadgen_watch_decision_rate", window=window) is None
+        assert gauge(samples, "loadgen_watch_collection_ratio", source="mesh", window=window) is None
+    assert gauge(samples, "loadgen_watch_collection_ratio", source="reference", window="60s") == 1.0
+    assert "does not echo request headers (probed)" in page
