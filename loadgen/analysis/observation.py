@@ -124,14 +124,6 @@ def _rows(spans: Sequence[Mapping[str, Any]]) -> _Rows:
     return rows, by_id
 
 
-def _text_or_none(value: object, default: str) -> str | None:
-    """`str(value or default)` when that is `value or default` itself (a str, or a false
-    value), else None: what `_plain_rows` reads of a service name or kind."""
-    if not value:
-        return default
-    return value if type(value) is str else None
-
-
 def _plain_rows(spans: Sequence[Any], run_id_tag: str, run_id: str) -> tuple[_Rows, int] | None:
     """`_rows(spans)` and the spans tagged `run_id_tag` = `run_id`, for spans in the form a
     JSON answer has (dicts; ids, parent ids, service names and kinds strings or absent; a
@@ -144,15 +136,18 @@ def _plain_rows(spans: Sequence[Any], run_id_tag: str, run_id: str) -> tuple[_Ro
         if type(s) is not dict:
             return None
         get = s.get
-        endpoint = get("localEndpoint")
+        endpoint, kind, raw_id, parent = get("localEndpoint"), get("kind"), get("id"), get("parentId")
         if endpoint and type(endpoint) is not dict:
             return None
-        service = _text_or_none(endpoint.get("serviceName") if endpoint else None, "")
-        kind = _text_or_none(get("kind"), "-")
-        raw_id, parent = get("id"), get("parentId")
-        if service is None or kind is None or not (type(raw_id) is str or raw_id is None):
+        # `span_service`, `_kind`: a false value is "" / "-", a str itself, anything else odd.
+        service = endpoint.get("serviceName") if endpoint else None
+        if not service:
+            service = ""
+        if not kind:
+            kind = "-"
+        if type(service) is not str or type(kind) is not str or (parent and type(parent) is not str):
             return None
-        if parent and type(parent) is not str:
+        if not (raw_id is None or type(raw_id) is str):
             return None
         tags = get("tags") if run_id else None
         if tags:
@@ -219,7 +214,7 @@ class TraceShape:
             if isinstance(ts, int):
                 _widen(windows, service, ts, ts + (dur if isinstance(dur, int) else 0))
             shared += is_shared
-            parent = _effective_parent(row, by_id)
+            parent = _effective_parent(row, by_id) if pid is not None or is_shared else None
             if parent is not None:
                 link = (service, kind, parent[1], parent[2])
                 links[link] = links.get(link, 0) + 1
