@@ -14,6 +14,7 @@ __all__ = [
     "INDEX_SPANS",
     "INDEX_TRACES",
     "INSERT_SPANS",
+    "MANY_TRACE_SPANS",
     "SCHEMA",
     "SCHEMA_VERSION",
     "SEP",
@@ -75,6 +76,12 @@ ON CONFLICT (trace_id) DO UPDATE SET
 """
 TRACE_SPANS = (
     "SELECT s.json FROM trace_spans t JOIN spans s ON s.seq = t.seq WHERE t.trace_id = ? ORDER BY t.seq"
+)
+# TRACE_SPANS for several traces at once ({} holds one ? per id): each trace's rows still come in
+# arrival order.
+MANY_TRACE_SPANS = (
+    "SELECT t.trace_id, s.json FROM trace_spans t JOIN spans s ON s.seq = t.seq"
+    " WHERE t.trace_id IN ({}) ORDER BY t.seq"
 )
 TAIL_SPANS = "SELECT json FROM spans WHERE seq > ? AND trace_id = ? ORDER BY seq"
 TAIL_NEW_TRACES = (
