@@ -328,8 +328,15 @@ class TraceObservation:
         if plain is not None:
             rows, tagged = plain
         else:
-            tagged = sum(1 for s in spans if run_id and (s.get("tags") or {}).get(run_id_tag) == run_id)
-            rows = _rows(spans)
+            try:
+                tagged = sum(1 for s in spans if run_id and (s.get("tags") or {}).get(run_id_tag) == run_id)
+                rows = _rows(spans)
+            except (AttributeError, TypeError, ValueError) as exc:
+                # A span whose endpoint or tags is not an object: the answer is not Zipkin v2
+                # spans, so it says nothing of the trace (unknown, never found or missing).
+                return cls(
+                    FetchStatus.ERROR, error=f"the backend answered spans not in Zipkin v2 form ({exc})"
+                )
         shape = TraceShape._of_rows(*rows)  # its services are the spans' local services
         return cls(
             fetched.status,
