@@ -132,8 +132,14 @@ def _effective_parent(
 def from_fetched(fetched: Fetched, run_id_tag: str = "", run_id: str = "") -> TraceObservation:
     if not fetched.spans:
         return TraceObservation(fetched.status, 0, (), 0, fetched.error, None)
-    tagged = sum(1 for s in fetched.spans if run_id and (s.get("tags") or {}).get(run_id_tag) == run_id)
-    shape = shape_from_spans(fetched.spans)
+    try:
+        tagged = sum(1 for s in fetched.spans if run_id and (s.get("tags") or {}).get(run_id_tag) == run_id)
+        shape = shape_from_spans(fetched.spans)
+    except (AttributeError, TypeError, ValueError) as exc:
+        # The one change since: where this raised out of the read-back, the trace is ERROR.
+        return TraceObservation(
+            FetchStatus.ERROR, error=f"the backend answered spans not in Zipkin v2 form ({exc})"
+        )
     return TraceObservation(
         fetched.status,
         len(fetched.spans),

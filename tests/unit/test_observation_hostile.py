@@ -28,7 +28,9 @@ spans = st.lists(
 @settings(max_examples=600, deadline=None)
 @given(spans, st.sampled_from(["", "loadgen.run_id"]))
 def test_any_span_dicts_give_an_observation(trace: list[dict[str, Any]], tag: str) -> None:
-    obs = TraceObservation.from_fetched(Fetched(FetchStatus.FOUND, spans=trace), tag, "run" if tag else "")
+    obs = TraceObservation.from_fetched(
+        Fetched(FetchStatus.FOUND, spans=tuple(trace)), tag, "run" if tag else ""
+    )
     assert obs.status in (FetchStatus.FOUND, FetchStatus.ERROR)
     if obs.status is FetchStatus.ERROR:
         assert obs.error and "not in Zipkin v2 form" in obs.error
@@ -38,11 +40,11 @@ def test_any_span_dicts_give_an_observation(trace: list[dict[str, Any]], tag: st
 
 def test_an_endpoint_that_is_not_an_object_is_unknown_not_missing() -> None:
     trace = [{"traceId": "a" * 32, "id": "b" * 16, "localEndpoint": "gateway", "kind": "SERVER"}]
-    obs = TraceObservation.from_fetched(Fetched(FetchStatus.FOUND, spans=trace), "loadgen.run_id", "r")
+    obs = TraceObservation.from_fetched(Fetched(FetchStatus.FOUND, spans=tuple(trace)), "loadgen.run_id", "r")
     assert obs.status is FetchStatus.ERROR and obs.span_count == 0
     expect = Expectation(1, ("gateway",), None)
     assert classify(True, obs, expect) is Outcome.UNKNOWN
     # and a well-formed span of the same trace is found
     good = [{"traceId": "a" * 32, "id": "b" * 16, "localEndpoint": {"serviceName": "gateway"}}]
-    ok = TraceObservation.from_fetched(Fetched(FetchStatus.FOUND, spans=good), "loadgen.run_id", "r")
+    ok = TraceObservation.from_fetched(Fetched(FetchStatus.FOUND, spans=tuple(good)), "loadgen.run_id", "r")
     assert classify(True, ok, expect) is Outcome.FOUND

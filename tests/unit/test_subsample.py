@@ -16,10 +16,10 @@ from loadgen.analysis.subsample import AUTO_COUNT, AUTO_MIN_IDS, SampleRule, cho
 from loadgen.backends.base import FetchStatus
 from loadgen.backends.tempo import TempoBackend
 from loadgen.backends.zipkin import ZipkinBackend
+from loadgen.report.render import render_markdown
 from loadgen.run import read_back_and_reconcile
 from loadgen.run.readback import _sample_plan
 from loadgen.run.verify import _asked_sample
-from loadgen.report.render import render_markdown
 from loadgen.summary import as_summary
 from loadgen.summary.build import Measured, build_summary
 from tests.unit.test_ledgerfold import EXPECT as FOLD_EXPECT
