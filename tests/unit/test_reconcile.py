@@ -227,7 +227,15 @@ def test_mesh_per_mode_outcomes(mesh: dict[str, Any]) -> None:
     # decided: r1 r2 r3 r6 r7 r9 sampled; r4 r5 not; r8 unknown
     assert (none["decided_sampled"], none["decided_not_sampled"]) == (6, 2)
     outcomes = {o.value: none[o.value] for o in Outcome}
-    assert outcomes == {"found": 2, "partial": 1, "missing": 1, "leaked": 1, "not_sampled": 1, "unknown": 3, "not_queried": 0}
+    assert outcomes == {
+        "found": 2,
+        "partial": 1,
+        "missing": 1,
+        "leaked": 1,
+        "not_sampled": 1,
+        "unknown": 3,
+        "not_queried": 0,
+    }
     assert none["expected_decision"] == "proxy"
     # `none` sends nothing: Envoy decides, no id of ours to keep -> nothing definite to check.
     assert none["expectation_definite"] is False and none["expectation_checked"] == 0
