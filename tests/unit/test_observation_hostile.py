@@ -25,7 +25,7 @@ spans = st.lists(
 )
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(spans, st.sampled_from(["", "loadgen.run_id"]))
 def test_any_span_dicts_give_an_observation(trace: list[dict[str, Any]], tag: str) -> None:
     obs = TraceObservation.from_fetched(
