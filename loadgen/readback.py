@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen.analysis.observation import TraceObservation
+from loadgen.analysis.observation import ObserveTrace, TraceObservation
 from loadgen.backends.base import BackendError, FetchStatus, Span, TraceBackend
 from loadgen.mesh.ids import normalize_trace_id
 
@@ -102,7 +102,7 @@ def read_back(
             # of a few batches at most are alive at once, never those of the whole poll.
             observed = backend.fetch_reduced(
                 pending,
-                lambda answer: TraceObservation.from_fetched(answer, run_id_tag, run_id),
+                ObserveTrace(run_id_tag, run_id),
                 on_progress=lambda done, total: say(
                     f"querying backend: {done}/{total} trace ids{query_rate(backend)}"
                 ),

@@ -14,7 +14,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, TypeVar
+
+import msgspec
 
 from loadgen.backends.base import Fetched, FetchStatus
 
@@ -97,7 +100,7 @@ def normalize_span_id(value: object) -> str:
     return str(value).strip().lower().zfill(16)
 
 
-_Row = tuple[Mapping[str, Any], str, str, str, str | None, bool, Any, Any]
+_Row = tuple[Any, str, str, str, str | None, bool, Any, Any]
 """A span as `TraceShape.from_spans` folds it: the span, its service, kind, normalized id,
 normalized parentId (None when it has none), whether it is shared, its timestamp and duration."""
 _Rows = tuple[list[_Row], dict[str, list[_Row]]]
@@ -158,6 +161,79 @@ def _plain_rows(spans: Sequence[Any], run_id_tag: str, run_id: str) -> tuple[_Ro
         xid = _NO_ID if raw_id is None else raw_id.strip().lower().zfill(16)
         pid = parent.strip().lower().zfill(16) if parent else None
         row = (s, service, kind, xid, pid, bool(get("shared")), get("timestamp"), get("duration"))
+        rows.append(row)
+        if raw_id is not None:
+            same_id = by_id.get(xid)
+            if same_id is None:
+                by_id[xid] = [row]
+            else:
+                same_id.append(row)
+    return (rows, by_id), tagged
+
+
+class RunTag(msgspec.Struct, gc=False):
+    """A span's tags as a typed answer holds them: only the run-id tag's value (see
+    `span_fields_type`); the struct, never decoded itself, names it `value`."""
+
+    value: Any = None
+
+
+class Endpoint(msgspec.Struct, gc=False):
+    """A span's localEndpoint as a typed answer holds it."""
+
+    serviceName: str | None = None
+
+
+class SpanFields(msgspec.Struct, gc=False):
+    """The values of a Zipkin v2 span a `TraceObservation` is made of, for an answer decoded by
+    msgspec straight into them (loadgen.backends.zipkin): strings, integers, booleans or absent,
+    an object or absent for localEndpoint and tags; whatever else a span holds is skipped. An
+    answer with a value of any other type is not decoded this way (its spans are read as dicts,
+    `from_fetched`). Decode with `span_fields_type(run_id_tag)`: its `tags` hold that tag."""
+
+    traceId: str | None = None
+    id: str | None = None
+    parentId: str | None = None
+    kind: str | None = None
+    localEndpoint: Endpoint | None = None
+    shared: bool | None = None
+    timestamp: int | None = None
+    duration: int | None = None
+    tags: RunTag | None = None
+
+
+@cache
+def span_fields_type(run_id_tag: str) -> type[SpanFields]:
+    """`SpanFields` whose `tags.value` is the tag `run_id_tag` (one type per tag name)."""
+    tag = msgspec.defstruct(
+        "RunTag", [("value", Any, msgspec.field(default=None, name=run_id_tag))], bases=(RunTag,), gc=False
+    )
+    span = msgspec.defstruct("SpanFields", [("tags", tag | None, None)], bases=(SpanFields,), gc=False)
+    assert issubclass(span, SpanFields)
+    return span
+
+
+def _typed_rows(spans: Sequence[SpanFields], run_id: str) -> tuple[_Rows, int]:
+    """What `_plain_rows` gives for the same spans as dicts (the run-id tag's value in
+    `tags.value`), with attribute reads instead of lookups and no type checks: the decoder
+    checked every type."""
+    rows: list[_Row] = []
+    by_id: dict[str, list[_Row]] = {}
+    tagged = 0
+    for s in spans:
+        endpoint, kind, raw_id, parent = s.localEndpoint, s.kind, s.id, s.parentId
+        service = endpoint.serviceName if endpoint is not None else None
+        if not service:
+            service = ""
+        if not kind:
+            kind = "-"
+        if run_id:
+            tags = s.tags
+            if tags is not None and tags.value == run_id:
+                tagged += 1
+        xid = _NO_ID if raw_id is None else raw_id.strip().lower().zfill(16)
+        pid = parent.strip().lower().zfill(16) if parent else None
+        row = (s, service, kind, xid, pid, bool(s.shared), s.timestamp, s.duration)
         rows.append(row)
         if raw_id is not None:
             same_id = by_id.get(xid)
@@ -348,6 +424,14 @@ class TraceObservation:
             fetched.partial,
         )
 
+    @classmethod
+    def from_span_fields(cls, spans: Sequence[SpanFields], run_id: str = "") -> TraceObservation:
+        """`from_fetched(Fetched(FOUND, spans), run_id_tag, run_id)` for the spans of one trace
+        decoded as `span_fields_type(run_id_tag)` (at least one)."""
+        (rows, by_id), tagged = _typed_rows(spans, run_id)
+        shape = TraceShape._of_rows(rows, by_id)
+        return cls(FetchStatus.FOUND, len(spans), shape.services(), tagged, None, shape, False)
+
     @property
     def present(self) -> bool:
         """The backend answered and holds spans of the trace."""
@@ -378,3 +462,17 @@ class TraceObservation:
             TraceShape.from_dict(shape) if shape else None,
             bool(d.get("partial", False)),
         )
+
+
+@dataclass(frozen=True)
+class ObserveTrace:
+    """The reduce of a read-back (`TraceBackend.fetch_reduced`): an answer -> its
+    TraceObservation, counting the spans tagged `run_id_tag` = `run_id`. A reader that knows
+    this reduce may make the observations straight from an answer's bytes
+    (`TraceObservation.from_span_fields`), with the same result."""
+
+    run_id_tag: str = ""
+    run_id: str = ""
+
+    def __call__(self, fetched: Fetched) -> TraceObservation:
+        return TraceObservation.from_fetched(fetched, self.run_id_tag, self.run_id)

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
-from loadgen.backends.base import Fetched, FetchStatus, Span
+from loadgen.backends.base import Fetched, FetchStatus
 from loadgen.mesh.ids import normalize_trace_id
 from loadgen.mesh.otlp_values import format_double  # its home; re-exported for the readers
 
-__all__ = ["all_error", "assign", "format_double", "is_name_list", "is_v3_services", "loads_json"]
+__all__ = [
+    "all_error", "assign", "format_double", "group_by_trace", "is_name_list", "is_v3_services", "loads_json",
+]  # fmt: skip
+
+T = TypeVar("T")
 
 _decode = msgspec.json.Decoder().decode
 
@@ -37,8 +41,20 @@ def assign(ids: Sequence[str], spans: Iterable[Any]) -> dict[str, Fetched]:
     Zipkin may answer a 128-bit id with spans carrying its 64-bit low half (or the reverse,
     `strictTraceId=false`), so an exact match wins, then a low-half match. A 16-hex span id
     matching the low half of several requested 128-bit ids goes to each of them. Spans of
-    traces that were not requested are ignored.
+    traces that were not requested, or whose traceId is not a string, are ignored.
     """
+    grouped = group_by_trace(
+        ids, ((span.get("traceId") if isinstance(span, dict) else None, span) for span in spans)
+    )
+    return {
+        tid: Fetched(FetchStatus.FOUND, spans=tuple(found)) if found else Fetched(FetchStatus.MISSING)
+        for tid, found in grouped.items()
+    }
+
+
+def group_by_trace(ids: Sequence[str], spans: Iterable[tuple[object, T]]) -> dict[str, list[T]]:
+    """`assign`'s grouping, for (raw traceId, span) pairs: the spans of each requested id, in
+    the order given ([] for an id without any)."""
     requested = set(ids)
     # Requested ids already in normal form (all, from the readers): a span naming one of them
     # exactly goes to it, without normalizing its id.
@@ -47,9 +63,8 @@ def assign(ids: Sequence[str], spans: Iterable[Any]) -> dict[str, Fetched]:
     for tid in ids:
         if len(tid) == 32:
             by_low_half.setdefault(tid[16:], []).append(tid)
-    grouped: dict[str, list[Span]] = {tid: [] for tid in ids}
-    for span in spans:
-        raw = span.get("traceId") if isinstance(span, dict) else None
+    grouped: dict[str, list[T]] = {tid: [] for tid in ids}
+    for raw, span in spans:
         if type(raw) is str and raw in normal:
             grouped[raw].append(span)
             continue
@@ -64,10 +79,7 @@ def assign(ids: Sequence[str], spans: Iterable[Any]) -> dict[str, Fetched]:
             targets = by_low_half.get(got, [])
         for target in targets:
             grouped[target].append(span)
-    return {
-        tid: Fetched(FetchStatus.FOUND, spans=tuple(found)) if found else Fetched(FetchStatus.MISSING)
-        for tid, found in grouped.items()
-    }
+    return grouped
 
 
 def all_error(ids: Sequence[str], reason: str) -> dict[str, Fetched]:

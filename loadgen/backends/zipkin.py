@@ -16,15 +16,20 @@ a proxy's `404 page not found` included, is ERROR: it says nothing about the tra
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import msgspec
 
-from loadgen.backends._common import assign, is_name_list
+from loadgen.backends._common import assign, group_by_trace, is_name_list
 from loadgen.backends._engine import BatchRoute, ByIdRoute, HttpReader, SearchRoute
 from loadgen.backends._http import RequestFailed, json_body, media_type
-from loadgen.backends.base import Fetched, Span
+from loadgen.backends.base import Fetched, FetchStatus, Span
+
+if TYPE_CHECKING:
+    from loadgen.analysis.observation import SpanFields, TraceObservation
 
 __all__ = ["ZipkinBackend", "is_not_found_answer"]
 
@@ -73,6 +78,46 @@ def _assign_traces(ids: list[str], body: Any) -> dict[str, Fetched] | None:
     return assign(ids, (span for trace in traces for span in trace))
 
 
+@cache
+def _trace_many_decoder(run_id_tag: str) -> msgspec.json.Decoder[list[list[SpanFields]]]:
+    from loadgen.analysis.observation import span_fields_type
+
+    span = span_fields_type(run_id_tag)
+    decoder: msgspec.json.Decoder[list[list[SpanFields]]] = msgspec.json.Decoder(list[list[span]])  # type: ignore[valid-type]
+    return decoder
+
+
+def _observe_traces(
+    ids: list[str], content: bytes, reduce: Callable[[Fetched], Any]
+) -> dict[str, TraceObservation] | None:
+    """A read-back's observations (`reduce` an `ObserveTrace`) of a `/traceMany` answer, its spans
+    decoded straight into `SpanFields`: what `_assign_traces` and `reduce` give for the same
+    body, in about half the time. None for any other reduce, and for any body msgspec does not
+    decode into that form (not JSON, not UTF-8, not a list of lists of objects, a value of
+    another type, JSON that only `json.loads` reads): the engine then reads it as dicts."""
+    from loadgen.analysis.observation import ObserveTrace, TraceObservation
+
+    if type(reduce) is not ObserveTrace or (reduce.run_id and not reduce.run_id_tag):
+        return None
+    if not content.isascii():
+        try:  # msgspec does not check the UTF-8 of strings it skips; json.loads refuses it
+            content.decode()
+        except UnicodeDecodeError:
+            return None
+    try:
+        traces = _trace_many_decoder(reduce.run_id_tag).decode(content)
+    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+        return None
+    grouped = group_by_trace(ids, ((span.traceId, span) for trace in traces for span in trace))
+    run_id = reduce.run_id
+    return {
+        tid: TraceObservation.from_span_fields(spans, run_id)
+        if spans
+        else reduce(Fetched(FetchStatus.MISSING))
+        for tid, spans in grouped.items()
+    }
+
+
 def _annotation_query(tags: Mapping[str, str]) -> str:
     """`k=v and k2=v2`: Zipkin splits terms on " and " and each term on its first "="."""
     terms = []
@@ -112,6 +157,7 @@ class ZipkinBackend(HttpReader):
         decode=_assign_traces,
         form="a JSON list of traces",
         final_404_once_answered=True,
+        reduce_body=_observe_traces,
     )
     search_route = SearchRoute(
         who="Zipkin",
