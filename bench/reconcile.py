@@ -1,6 +1,6 @@
 """Read-back + reconciliation of 100k traces: batched traceMany vs one GET per trace.
 
-    python bench/reconcile.py [--quick] [--traces N] [--subset K]
+    python bench/reconcile.py [--quick] [--traces N] [--subset K] [--ledger {file,dicts}]
 
 Starts the embedded collector (`python -m loadgen.stack.collector`, stopped by PID), writes N
 Envoy-shaped 3-span traces into it by POST in big batches, builds a synthetic ledger with one
@@ -9,7 +9,11 @@ decided-sampled request per trace (the header-mode mix, Envoy x-request-ids), th
   batched   `loadgen.readback.read_back` over a `ZipkinBackend(url)` (GET /api/v2/traceMany, 100
             ids per request, 4 in flight - the defaults `loadgen run` uses; the fetch and the
             reduction of every trace to its TraceObservation, as `loadgen run` reads back) +
-            `loadgen.analysis.reconcile.reconcile_mesh(ledger, observations, expectation)`
+            `loadgen.analysis.reconcile.reconcile_mesh(ledger, observations, expectation)`, the
+            ledger read as `loadgen run` reads it (--ledger file, the default: written to a
+            ledger.jsonl by `loadgen.ledger.LedgerWriter` before timing, then
+            `read_rows` + `fold_ledger` timed with the reconcile), or handed over as the list of
+            record dicts it was built as (--ledger dicts, how this bench measured before)
   per-trace the same reader with batch_size=1, i.e. one `GET /api/v2/trace/{id}` per trace, on a
             random subset of K ids, EXTRAPOLATED linearly to N (plus the same reconcile time)
   memory    the batched read-back once more under tracemalloc: its peak of Python allocations
@@ -47,8 +51,10 @@ from _common import (
     ratio_line,
 )
 
+from loadgen.analysis.ledgerfold import fold_ledger
 from loadgen.analysis.reconcile import Expectation, TraceObservation, reconcile_mesh
 from loadgen.backends.zipkin import ZipkinBackend
+from loadgen.ledger import LedgerWriter, read_rows
 from loadgen.mesh.encode import encode
 from loadgen.mesh.modes import DEFAULT_MIX
 from loadgen.readback import read_back
@@ -115,6 +121,27 @@ def synthetic_ledger(ids: list[str], seed: int) -> list[dict[str, Any]]:
     return records
 
 
+def write_ledger(path: Path, records: list[dict[str, Any]]) -> Path:
+    """The records as `loadgen run`'s workers write them (LedgerWriter numbers them from 0)."""
+    with LedgerWriter(path, worker="bench:1") as writer:
+        for record in records:
+            writer.append(dict(record))
+    return path
+
+
+def reconcile_ledger(
+    ledger: list[dict[str, Any]] | Path, observations: dict[str, TraceObservation], expect: Expectation
+) -> dict[str, Any]:
+    """`reconcile_mesh` of the ledger: a file read and folded as `loadgen run` does
+    (loadgen/run/readback.py `_read_run_logs`), or the list of record dicts."""
+    if isinstance(ledger, Path):
+        fold = fold_ledger(
+            read_rows(ledger), percent=expect.configured_percent, tracer=expect.mode_context().tracer
+        )
+        return reconcile_mesh(fold, observations, expect)
+    return reconcile_mesh(ledger, observations, expect)
+
+
 def _read_back(url: str, ids: list[str], batch_size: int) -> dict[str, TraceObservation]:
     """Every id read back once, as `loadgen run` does (two polls: the second finds none pending)."""
     with ZipkinBackend(url, batch_size=batch_size) as backend:
@@ -126,13 +153,13 @@ def _read_back(url: str, ids: list[str], batch_size: int) -> dict[str, TraceObse
 
 
 def fetch_and_reconcile(
-    url: str, ids: list[str], ledger: list[dict[str, Any]], batch_size: int, expect: Expectation
+    url: str, ids: list[str], ledger: list[dict[str, Any]] | Path, batch_size: int, expect: Expectation
 ) -> tuple[float, float, dict[str, Any]]:
     """(read-back seconds: fetch + observations, reconcile seconds, summary)."""
     t0 = time.perf_counter()
     observations = _read_back(url, ids, batch_size)
     t1 = time.perf_counter()
-    summary = reconcile_mesh(ledger, observations, expect)
+    summary = reconcile_ledger(ledger, observations, expect)
     t2 = time.perf_counter()
     return t1 - t0, t2 - t1, summary
 
@@ -155,6 +182,12 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="seconds, tiny sizes (smoke test)")
     p.add_argument("--traces", type=int, default=100_000, help="traces in the collector (default 100000)")
     p.add_argument("--subset", type=int, default=2000, help="ids read one GET each (default 2000)")
+    p.add_argument(
+        "--ledger",
+        choices=("file", "dicts"),
+        default="file",
+        help="reconcile a ledger.jsonl read as `loadgen run` reads it (default), or a list of dicts",
+    )
     args = p.parse_args()
     if args.quick:
         args.traces, args.subset = 2000, 200
@@ -172,11 +205,19 @@ def main() -> int:
             t0 = time.perf_counter()
             ids = asyncio.run(load_traces(collector.url, args.traces, seed=1))
             load_s = time.perf_counter() - t0
-            ledger = synthetic_ledger(ids, seed=2)
+            records = synthetic_ledger(ids, seed=2)
             print(f"   loaded {len(ids):,} traces ({3 * len(ids):,} spans) in {load_s:.1f} s")
 
             subset = random.Random(3).sample(ids, args.subset)
-            sub_ledger = [r for r in ledger if r["up_trace"] in set(subset)]
+            sub_records = [r for r in records if r["up_trace"] in set(subset)]
+            ledger: list[dict[str, Any]] | Path = records
+            sub_ledger: list[dict[str, Any]] | Path = sub_records
+            if args.ledger == "file":
+                ledger = write_ledger(Path(tmp) / "run" / "ledger.jsonl", records)
+                sub_ledger = write_ledger(Path(tmp) / "sub" / "ledger.jsonl", sub_records)
+                print("   reconcile: ledger.jsonl read with read_rows + fold_ledger, as `loadgen run` does")
+            else:
+                print("   reconcile: the ledger handed to reconcile_mesh as a list of record dicts")
             # Per-trace first (cold), batched second: any warm-up favours the batched figure less.
             one_fetch_s, one_rec_s, one_summary = fetch_and_reconcile(
                 collector.url, subset, sub_ledger, 1, expect
