@@ -9,19 +9,23 @@ also readable from a LOADGEN_* environment variable; `loadgen run` sets those va
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import random
 import time
 from bisect import bisect
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TypeGuard
 
 import gevent
+from geventhttpclient.response import HTTPSocketPoolResponse
+from geventhttpclient.url import URL
 from locust import events, task
-from locust.contrib.fasthttp import FastHttpUser
+from locust.contrib.fasthttp import FAILURE_EXCEPTIONS, FastHttpUser, FastResponse
 from locust.env import Environment
-from locust.exception import StopUser
+from locust.exception import CatchResponseError, StopUser
 from locust.runners import MasterRunner
 
 from loadgen.ledger import LedgerWriter
@@ -227,8 +231,28 @@ def _on_quit(exit_code: int, **_: Any) -> None:
     STATE.close()
 
 
+#: What FastHttpSession.request adds to every request's headers (unless given).
+ACCEPT_ENCODING = "gzip, deflate, br"
+
+#: A sent request's outcome: geventhttpclient's response, or what sending it raised.
+Sent = HTTPSocketPoolResponse | BaseException
+
+
 class TracedUser(FastHttpUser):
-    """Sends one request per task with a header mode drawn from the configured mix."""
+    """Sends one request per task with a header mode drawn from the configured mix.
+
+    A request is sent below Locust's session layer: straight through the geventhttpclient
+    HTTPClient that FastHttpSession's user agent would use (same connection pool, timeouts, URL
+    and wire headers), and the user fires Locust's request event itself, with the fields the
+    session would fire. Locust's session layer (FastHttpSession.request, its user agent's
+    urlopen: a parsed URL, a header copy and a cookie-jar pass per request, FastResponse,
+    ResponseContextManager) cost more CPU per request than all of loadgen's own work
+    (bench/generator.py, issue 15), and no plain 200 needs any of it. Anything that is not a
+    plain 200 (an error, another status, a redirect, a Set-Cookie, an encoded body) is handed,
+    as received, to the session's own code (`_through_session`), which then judges, follows
+    and reports it exactly as if it had sent the request: Locust's stats, failures and every
+    message stay the session's. With cookies in the jar every request goes through the session.
+    """
 
     abstract = True
     #: A fixed mix (`MODE=W,...`) for this user class; None takes --loadgen-mix.
@@ -265,6 +289,23 @@ class TracedUser(FastHttpUser):
         userinfo = os.environ.get(GATEWAY_USERINFO_ENV)
         if userinfo:  # the gateway's credentials, kept out of the host Locust shows
             self.client.auth_header = basic_auth_header(userinfo)
+        self._prepare_send()
+
+    def _prepare_send(self) -> None:
+        """What FastHttpSession.request and its user agent work out per request, worked out once:
+        the URL (the session's _build_url), the request URI as the agent sends it, the pooled
+        HTTPClient, and the agent's default headers (which the client merges first)."""
+        session = self.client
+        agent = session.client
+        self._url = session._build_url(self._path)
+        split = URL(self._url)
+        self._uri = str(getattr(split, "quoted_uri", split.request_uri))
+        self._http = agent.clientpool.get_client(split)
+        defaults = list(agent.default_headers.items())
+        self._default_headers = dict(defaults)
+        # A field given twice (two lines) would be one in a dict: then the session sends.
+        self._fast = len(self._default_headers) == len(defaults)
+        self._jar = session.cookiejar
 
     def wait_time(self) -> float:
         """Constant pacing towards the target rate, split over the users currently running.
@@ -312,36 +353,154 @@ class TracedUser(FastHttpUser):
             record["predicted"] = injection.predicted
         ts = time.time()
         start = time.perf_counter()
-        with self.client.get(self._path, headers=headers, name=name, catch_response=True) as resp:
-            record["latency_ms"] = round((time.perf_counter() - start) * 1000.0, 3)
-            record["ts"] = ts
-            status = resp.status_code
-            record["status"] = status or 0
-            error = None
-            if status == 200:
-                content = resp.content
-                context = echo_context(content, self._tracer) if content else None
-                if context is None:
-                    context, error = self._read_echo(content)
-                if context is None:
-                    resp.failure(error)
-                else:
-                    trace, span, flag, xrid = context
-                    record["up_trace"] = trace
-                    record["up_span"] = span
-                    record["up_flag"] = flag
-                    record["up_xrid"] = xrid
-                    if sampled_fact(self._tracer, flag, xrid):
-                        STATE.sampled[name] = STATE.sampled.get(name, 0) + 1
-            else:
-                error = redact_text(str(resp.error)) if resp.error else f"HTTP {status}"
-                resp.failure(error)
-            record["error"] = error
+        sent = self._send(headers)
+        if sent is None or not self._plain_200(sent):
+            self._through_session(name, headers, record, sent, ts, start)
+        else:
+            self._report(name, record, sent, ts, start)
         STATE.counts[name] = STATE.counts.get(name, 0) + 1
         if STATE.ledger is not None:
             STATE.ledger.append(record)
         if self._limit:
             self._stop_at_limit(self._limit)
+
+    def _send(self, headers: dict[str, str]) -> Sent | None:
+        """Send as FastHttpSession.request would, through its client's HTTPClient: the agent's
+        default headers first, the session's Authorization and Accept-Encoding last. None (not
+        sent) when the session must send it: cookies in the jar, or default headers a dict
+        cannot hold."""
+        if not self._fast or len(self._jar):
+            return None
+        wire = {**self._default_headers, **headers}
+        auth = self.client.auth_header
+        if auth:
+            wire["Authorization"] = auth
+        wire["Accept-Encoding"] = ACCEPT_ENCODING
+        try:
+            return self._http.request("GET", self._uri, body=None, headers=wire)
+        except gevent.GreenletExit:
+            raise
+        except BaseException as exc:  # the agent's urlopen catches the same
+            return exc
+
+    @staticmethod
+    def _plain_200(sent: Sent) -> TypeGuard[HTTPSocketPoolResponse]:
+        """A 200 the session would take as it is: nothing for its cookie jar, nothing to decode."""
+        return (
+            isinstance(sent, HTTPSocketPoolResponse)
+            and sent.get_code() == 200
+            and "set-cookie" not in sent
+            and "content-encoding" not in sent
+        )
+
+    def _report(
+        self, name: str, record: dict[str, Any], raw: HTTPSocketPoolResponse, ts: float, start: float
+    ) -> None:
+        """A plain 200: read the body, judge the echo, fire Locust's request event with what
+        FastHttpSession.request and ResponseContextManager would fire for it."""
+        exception: Exception | None = None
+        try:
+            content = raw.read()
+            raw.release()
+            length = len(content)
+        except FAILURE_EXCEPTIONS as exc:  # the session's length read failed: its exception
+            content = raw.read()  # what a second read gives (the body buffered so far)
+            length = 0
+            exception = exc
+        elapsed = time.perf_counter() - start
+        record["latency_ms"] = round(elapsed * 1000.0, 3)
+        record["ts"] = ts
+        record["status"] = 200
+        error = self._judge(record, content)
+        record["error"] = error
+        response = FastResponse(raw)
+        response._cached_content = content
+        self.client.request_event.fire(
+            request_type="GET",
+            name=name,
+            context={**self.context()},
+            response=response,
+            exception=CatchResponseError(error) if error is not None else exception,
+            start_time=ts,
+            url=self._url,
+            response_length=length,
+            response_time=elapsed * 1000.0,
+        )
+
+    def _judge(self, record: dict[str, Any], content: bytes | None) -> str | None:
+        """A 200's body into the record: the upstream context, or the error (not an echo)."""
+        context = echo_context(content, self._tracer) if content else None
+        if context is None:
+            context, error = self._read_echo(content)
+            if context is None:
+                return error
+        trace, span, flag, xrid = context
+        record["up_trace"] = trace
+        record["up_span"] = span
+        record["up_flag"] = flag
+        record["up_xrid"] = xrid
+        if sampled_fact(self._tracer, flag, xrid):
+            name = record["mode"]
+            STATE.sampled[name] = STATE.sampled.get(name, 0) + 1
+        return None
+
+    def _through_session(
+        self,
+        name: str,
+        headers: dict[str, str],
+        record: dict[str, Any],
+        sent: Sent | None,
+        ts: float,
+        start: float,
+    ) -> None:
+        """Locust's own path: FastHttpSession.request with catch_response. What was sent already
+        (a response or the error) is handed to the session's agent in place of sending it again,
+        so the agent judges, follows and retries it as its own; the request event then counts the
+        time from the send."""
+        with (
+            self._replaying(sent),
+            self.client.get(self._path, headers=headers, name=name, catch_response=True) as resp,
+        ):
+            if sent is not None:
+                resp.request_meta["start_time"] = ts
+                resp.request_meta["response_time"] = (time.perf_counter() - start) * 1000.0
+            record["latency_ms"] = round((time.perf_counter() - start) * 1000.0, 3)
+            record["ts"] = ts
+            status = resp.status_code
+            record["status"] = status or 0
+            if status == 200:
+                error = self._judge(record, resp.content)
+            else:
+                # Locust's response has `error` only after an error (a 201 has none)
+                failed = getattr(resp, "error", None)
+                error = redact_text(str(failed)) if failed else f"HTTP {status}"
+            if error is not None:
+                resp.failure(error)
+            record["error"] = error
+
+    @contextlib.contextmanager
+    def _replaying(self, sent: Sent | None) -> Iterator[None]:
+        """The session's agent, for its first send, gives back `sent` (or raises it) instead of
+        sending; any further send (a redirect, a retry) goes out as usual."""
+        if sent is None:
+            yield
+            return
+        agent = self.client.client
+        pending = [sent]
+
+        def replay(request: Any) -> Any:
+            if not pending:
+                return type(agent)._urlopen(agent, request)
+            first = pending.pop()
+            if isinstance(first, BaseException):
+                raise first
+            return agent.response_type(first, request=request, sent_request=first._sent_request)
+
+        agent._urlopen = replay  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            del agent._urlopen
 
     def _read_echo(self, content: bytes | None) -> tuple[EchoContext | None, str | None]:
         """The general path for an echo echo_context leaves to it: (context, None), or (None, the

@@ -1,7 +1,7 @@
-"""TracedUser's request task on a stub HTTP client, in a child process (importing Locust
-monkey-patches the process with gevent): the modes it draws are random.choices' draws from the
-same generator, and the ledger records what the general echo path (parse_echo of json.loads)
-reads, with a Locust failure where the echo is not one."""
+"""TracedUser's request task against a tiny HTTP server on 127.0.0.1, in a child process
+(importing Locust monkey-patches the process with gevent): the modes it draws are random.choices'
+draws from the same generator, and the ledger records what the general echo path (parse_echo of
+json.loads) reads, with a Locust failure where the echo is not one."""
 
 from __future__ import annotations
 
@@ -19,41 +19,47 @@ CHILD = r"""
 import json, random, sys
 from types import SimpleNamespace
 import locust  # noqa: F401
+from gevent.server import StreamServer
 from locust.env import Environment
 from loadgen.traffic.default_scenario import MeshUser
 from loadgen.traffic.state import STATE
 
 bodies = [b.encode() for b in json.loads(sys.argv[1])]
-failures = []
+sent, names, failures = [], [], []
 
-class Resp:
-    status_code = 200
-    error = None
-    def __init__(self, content): self.content = content
-    def __enter__(self): return self
-    def __exit__(self, *a): return False
-    def failure(self, e): failures.append(e)
+def handle(sock, _addr):  # answers the k-th request with bodies[k % len(bodies)]
+    buf = b""
+    while data := sock.recv(65536):
+        buf += data
+        while b"\r\n\r\n" in buf:
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            lines = head.decode("latin-1").split("\r\n")[1:]
+            sent.append(dict(line.split(": ", 1) for line in lines))
+            body = bodies[(len(sent) - 1) % len(bodies)]
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
-class Client:
-    def __init__(self): self.sent = []
-    def get(self, path, headers=None, name=None, catch_response=False):
-        self.sent.append((name, dict(headers)))
-        return Resp(bodies[(len(self.sent) - 1) % len(bodies)])
-
-MeshUser.host = "http://127.0.0.1:9"
+server = StreamServer(("127.0.0.1", 0), handle)
+server.start()
+MeshUser.host = f"http://127.0.0.1:{server.server_port}"
 env = Environment(user_classes=[MeshUser], parsed_options=SimpleNamespace(loadgen_ledger=sys.argv[3], loadgen_seed=5))
+
+def on_request(name, exception, **_):
+    names.append(name)
+    if exception is not None:
+        failures.append(str(exception))
+
+env.events.request.add_listener(on_request)
 user = MeshUser(env)
 user.on_start()
 # The oracle: random.choices from a generator in the state the user's starts in.
 oracle = random.Random()
 oracle.setstate(user._rng.getstate())
-user.client = Client()
 n = int(sys.argv[2])
 for _ in range(n):
     user.traced_request()
 STATE.close()
 expected = [oracle.choices(user._modes, cum_weights=user._cum_weights)[0].value for _ in range(n)]
-print(json.dumps({"sent": user.client.sent, "expected_modes": expected, "failures": failures}))
+print(json.dumps({"sent": list(zip(names, sent)), "expected_modes": expected, "failures": failures}))
 """
 
 T128 = "463ac35c9f6413ad48485a3953bb6124"
