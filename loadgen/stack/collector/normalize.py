@@ -2,7 +2,9 @@
 spans in Zipkin v2 JSON shape out (shared/specs/zipkin2-api.yaml), normalized the way Zipkin's own
 decoder does it: lowercase ids, a 128-bit trace id with a zero high half collapsed to 64 bits
 (`loadgen.mesh.ids.normalize_trace_id`), lowercase span and service names, zero/empty/false
-fields omitted, unknown fields dropped. A batch is accepted or rejected whole, as Zipkin does.
+fields omitted, unknown fields dropped, endpoint addresses parsed as Zipkin's `parseIp` does
+(`ip_fields`: under their own family, dropped when not an address), annotations sorted without
+duplicates. A batch is accepted or rejected whole, as Zipkin does.
 
 Two forms of the same rules:
 - `validate_spans`: decoded JSON (dicts and lists) in, normalized span dicts out, with an error
@@ -23,6 +25,8 @@ bench/collector_ingest.py), and each helper is called only for a field that is p
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
@@ -184,6 +188,9 @@ def _normalize_endpoint(raw: object, index: int, where: str) -> dict[str, Any] |
         if value:
             # Zipkin lowercases service names: they are lookup labels.
             endpoint[field] = value.lower() if field == "serviceName" else value
+    if "ipv4" in endpoint or "ipv6" in endpoint:
+        ipv4, ipv6 = ip_fields(endpoint.pop("ipv4", None), endpoint.pop("ipv6", None))
+        endpoint.update({k: v for k, v in (("ipv4", ipv4), ("ipv6", ipv6)) if v})
     port = raw.get("port")
     if port is not None:
         port = _check_uint(port, index, f"{where}.port")
@@ -192,6 +199,31 @@ def _normalize_endpoint(raw: object, index: int, where: str) -> dict[str, Any] |
         if port:
             endpoint["port"] = port
     return endpoint or None
+
+
+@functools.cache
+def _ip(text: str) -> tuple[str | None, str | None]:
+    """(ipv4, ipv6) of one address as Zipkin's `Endpoint.Builder.parseIp` reads it: an IPv4
+    address, or an IPv4-mapped IPv6 one, is ipv4; any other IPv6 address is ipv6 (RFC 5952 text,
+    as Zipkin writes it); anything else is neither. Cached: a mesh reports a few addresses."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None, None
+    if isinstance(address, ipaddress.IPv6Address):
+        mapped = address.ipv4_mapped
+        return (str(mapped), None) if mapped is not None else (None, str(address))
+    return str(address), None
+
+
+def ip_fields(ipv4: str | None, ipv6: str | None) -> tuple[str | None, str | None]:
+    """An endpoint's (ipv4, ipv6) as Zipkin keeps them: each given text parsed as an address
+    (`_ip`), put under its own family whichever field it came in, and dropped when it is no IP
+    address (Zipkin's JSON reader drops it silently, never failing the span). The response schema
+    says `format: ipv4` / `ipv6`: a stored non-address would be answered back against it."""
+    a4, a6 = _ip(ipv4) if ipv4 else (None, None)
+    b4, b6 = _ip(ipv6) if ipv6 else (None, None)
+    return a4 or b4, b6 or a6
 
 
 def _normalize_annotations(annotations: object, index: int) -> list[dict[str, Any]]:
@@ -212,6 +244,10 @@ def _normalize_annotations(annotations: object, index: int) -> list[dict[str, An
         if not isinstance(text, str):
             _check_str(text, index, f".annotations[{i}].value")
         checked.append({"timestamp": ts, "value": text})
+    if len(checked) > 1:  # sorted and without duplicates, as Zipkin's Span keeps them
+        checked = [
+            {"timestamp": t, "value": v} for t, v in sorted({(a["timestamp"], a["value"]) for a in checked})
+        ]
     return checked
 
 
@@ -247,10 +283,10 @@ class Endpoint(msgspec.Struct, omit_defaults=True, gc=False):
     def __post_init__(self) -> None:
         if self.serviceName is not None:
             self.serviceName = self.serviceName.lower() or None
-        if self.ipv4 == "":
-            self.ipv4 = None
-        if self.ipv6 == "":
-            self.ipv6 = None
+        if self.ipv4 or self.ipv6:
+            self.ipv4, self.ipv6 = ip_fields(self.ipv4, self.ipv6)
+        else:  # empty strings are absent
+            self.ipv4 = self.ipv6 = None
         if self.port == 0:
             self.port = None
 
@@ -320,6 +356,9 @@ class ZipkinSpan(msgspec.Struct, omit_defaults=True, gc=False):
             self.remoteEndpoint = None
         if not self.annotations:
             self.annotations = None
+        elif len(self.annotations) > 1:  # sorted and without duplicates, as Zipkin's Span keeps them
+            unique = {(a.timestamp, a.value): a for a in self.annotations}
+            self.annotations = [unique[key] for key in sorted(unique)]
         if not self.tags:
             self.tags = None
         if not self.debug:
