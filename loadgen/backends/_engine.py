@@ -147,12 +147,14 @@ def fetch_all(
 ) -> dict[str, T]:
     """The shape of every `fetch_many` and `fetch_reduced`: ids normalized and deduplicated,
     invalid ones ERROR, the rest fetched in units of `unit_size` ids (`concurrency` units in
-    flight: a fixed number, or a controller's limit as it moves), and `on_progress(done, total)` on the caller's thread after a unit once at least
-    `progress_step` more ids are done since the last call, and after the last unit.
+    flight: a fixed number, or a controller's limit as it moves), and `on_progress(done, total)`
+    on the caller's thread after a unit once at least `progress_step` more ids are done since the
+    last call, and after the last unit.
 
     `fetch_unit(ids, reduce)` gives the reduced answer of each of a unit's ids: each answer is
-    passed through `reduce` on the thread that decoded it, as soon as its unit is decoded: with a reducing `reduce` the decoded spans of at most `concurrency` units (at most
-    the controller's maximum) are alive at any time, whatever the number of ids."""
+    passed through `reduce` on the thread that decoded it, as soon as its unit is decoded: with a
+    reducing `reduce` the decoded spans of at most `concurrency` units (at most the controller's
+    maximum) are alive at any time, whatever the number of ids."""
     unique = list(dict.fromkeys(normalize_trace_id(t) for t in trace_ids))
     results: dict[str, T] = {}
     valid: list[str] = []
