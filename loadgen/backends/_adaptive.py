@@ -13,8 +13,10 @@ started) and `record(ticket, outcome, latency_s)`. The limit moves between `mini
   near its last loss) instead of meeting another 429 every few rounds; once a limit above it
   is reached, the backend has more room and the climb is back to normal;
 - multiplicative decrease: x `decrease_factor` (halved) on a throttled answer (429/503, whatever
-  its Retry-After) or a failed attempt (timeout, connection error, 500/502/504), down to
-  `minimum`; and on the latency EWMA above `decrease_above` x the baseline, down to `start` only:
+  its Retry-After), down to `minimum`; on a failed attempt (timeout, connection error,
+  500/502/504) down to `start` only (a failing or vanished backend is not helped by one request
+  at a time: against a backend gone mid-run, that made a read-back's poll several times longer);
+  and on the latency EWMA above `decrease_above` x the baseline, down to `start` only:
   latency alone (which also grows with the client's own CPU load) never takes back more than the
   increases gave, so an adaptive reader is never slower than a fixed one for it. At that floor,
   the EWMA becomes the new baseline: the backend got slower, not our load heavier. Only attempts
@@ -150,7 +152,10 @@ class AimdController:
                 self._on_success(ticket, latency_s)
             elif self.settings.adaptive and ticket >= self._decreased_at:
                 self._ceiling = self._limit
-                self._decrease()
+                # Only the backend's own "slow down" takes the limit below the start: a backend
+                # that fails or is gone is not helped by being asked one request at a time, and
+                # a read-back against it would take that many times longer.
+                self._decrease(floor=None if outcome is Outcome.THROTTLED else self.settings.start)
 
     def state(self) -> ControllerState:
         with self._lock:

@@ -106,8 +106,8 @@ class TestIncrease:
 
 
 class TestDecrease:
-    @pytest.mark.parametrize("outcome", [Outcome.THROTTLED, Outcome.SERVER_ERROR, Outcome.TRANSPORT_ERROR])
-    def test_halves_once_per_round_down_to_one(self, outcome: Outcome) -> None:
+    def test_throttled_halves_once_per_round_down_to_one(self) -> None:
+        outcome = Outcome.THROTTLED
         ctl = controller(start=8, maximum=8)
         in_flight = [ctl.begin() for _ in range(8)]
         ctl.record(in_flight[0], outcome, FAST)
@@ -118,6 +118,24 @@ class TestDecrease:
         assert [answer(ctl, outcome) for _ in range(4)] == [2, 1, 1, 1]
         state = ctl.state()
         assert (state.lowest, state.highest, state.decreases, state.requests) == (1, 8, 3, 12)
+
+    @pytest.mark.parametrize("outcome", [Outcome.SERVER_ERROR, Outcome.TRANSPORT_ERROR])
+    def test_a_failing_backend_takes_the_limit_down_to_the_start_only(self, outcome: Outcome) -> None:
+        """A backend answering 5xx or not at all (gone mid-run) is not asked one at a time: the
+        limit halves once per round as for 429, but no lower than where it started."""
+        ctl = controller(start=4, maximum=16)
+        for _ in range(200):  # fast answers: the limit rises above the start
+            answer(ctl)
+        risen = ctl.limit
+        assert risen > 4
+        in_flight = [ctl.begin() for _ in range(risen)]
+        ctl.record(in_flight[0], outcome, FAST)
+        assert ctl.limit == max(4, risen // 2)
+        assert [answer(ctl, outcome) for _ in range(6)][-1] == 4
+        assert ctl.state().lowest == 4
+        # the same from the start: it stays there
+        still = controller(start=8, maximum=8)
+        assert [answer(still, outcome) for _ in range(5)] == [8] * 5
 
     def test_each_kind_is_counted_apart(self) -> None:
         ctl = controller(start=8, maximum=8)
