@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+from _intake_record import RECORD  # bench/ is on the path: Locust adds the locustfile's folder
 from locust import User, events, task
 
 import loadgen.traffic.user  # noqa: F401  (the master's ledger handler, the workers' relay)
@@ -20,23 +21,6 @@ from loadgen.traffic.state import STATE
 BATCH = 100  # records per burst, then a pause to keep the rate
 RATE = float(os.environ.get("LOADGEN_INTAKE_RATE", "1000"))
 
-# A record as the traced user writes it (fields and typical lengths), rid made unique per record.
-TEMPLATE = {
-    "rid": "",
-    "mode": "b3_multi_no_flag",
-    "path": "/headers",
-    "inj_trace": "463ac35c9f6413ad48485a3953bb6124",
-    "inj_span": "a2fb4a1d1a96d312",
-    "inj_flag": None,
-    "latency_ms": 3.217,
-    "ts": 1767225600.123456,
-    "status": 200,
-    "up_trace": "463ac35c9f6413ad48485a3953bb6124",
-    "up_span": "2b0be974ad915801",
-    "up_flag": "0",
-    "up_xrid": "2cc12a23-e3b4-4b66-8689-60999f258179",
-    "error": None,
-}
 appended = 0
 
 
@@ -57,7 +41,7 @@ class LedgerFlood(User):
         assert ledger is not None
         for _ in range(BATCH):
             self._n += 1
-            ledger.append({**TEMPLATE, "rid": f"{self._prefix}{self._n:024x}"})
+            ledger.append({**RECORD, "rid": f"{self._prefix}{self._n:024x}"})
         appended += BATCH
         ahead = self._n / RATE - (time.monotonic() - self._started)
         gevent.sleep(max(0.0, ahead))

@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import REPO, banner, footer, loadavg, median, print_table, proc_cpu_s, ratio_line, stop_pid
+from _intake_record import RECORD
 
 from loadgen.ledger import count_lines
 from loadgen.ledger_fast import FastLedgerWriter
@@ -52,24 +53,7 @@ def free_port() -> int:
 
 def baseline_run(workdir: Path, duration_s: float) -> dict[str, float]:
     """The workers' records appended to one writer in this process for `duration_s`."""
-    template = {
-        "rid": "",
-        "mode": "b3_multi_no_flag",
-        "path": "/headers",
-        "inj_trace": "463ac35c9f6413ad48485a3953bb6124",
-        "inj_span": "a2fb4a1d1a96d312",
-        "inj_flag": None,
-        "latency_ms": 3.217,
-        "ts": 1767225600.123456,
-        "status": 200,
-        "up_trace": "463ac35c9f6413ad48485a3953bb6124",
-        "up_span": "2b0be974ad915801",
-        "up_flag": "0",
-        "up_xrid": "2cc12a23-e3b4-4b66-8689-60999f258179",
-        "error": None,
-        "wseq": 0,
-        "worker": "host:1",
-    }
+    template = {**RECORD, "wseq": 0, "worker": "host:1"}
     path = workdir / "baseline.jsonl"
     path.unlink(missing_ok=True)
     n = 0
