@@ -255,3 +255,30 @@ def test_an_undecided_collection_of_a_sample_says_to_query_more() -> None:
         detail.cause is not None
         and "--readback-fraction (60 sampled traces were not queried)" in detail.cause
     )
+
+
+def test_a_sample_that_checked_nothing_judges_nothing_on_a_mesh_unlike_the_default() -> None:
+    """A 1-span gateway-only mesh with no run tag and no header echo: no request has a known
+    decision, so the sample has no decided-sampled trace to check: collection and leaks are
+    inconclusive (never a pass), whatever the sampled others hold."""
+    one_span = Expectation(spans_per_trace=1, services=("gw",), configured_percent=None)
+    tids = _ids(50, "c")
+    ledger = [
+        {**_record(i, tid, True), "mode": "none", "up_flag": None, "inj_trace": None}
+        for i, tid in enumerate(tids)
+    ]
+    plan = plan_sample(dict.fromkeys(tids, 0), set(), SampleRule(count=10), seed="unlike")
+    found = TraceObservation(FetchStatus.FOUND, 1, ("gw",))
+    observations = {
+        **dict.fromkeys(plan.skipped, NOT_QUERIED),
+        **{t: found for t in tids if t not in plan.skipped},
+    }
+    summary = build_summary(
+        run_id="u",
+        measured=Measured(reconciled=reconcile_mesh(ledger, observations, one_span), reference={}),
+        min_collection=0.99,
+    )
+    assert summary.mesh is not None
+    assert summary.mesh.collection.n == 0 and summary.mesh.leak_checked == 0
+    assert summary.verdicts["mesh_collection"] == "inconclusive"
+    assert summary.verdicts["no_leaks"] == "inconclusive"
